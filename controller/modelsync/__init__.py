@@ -1,0 +1,3 @@
+"""modelsync: GitOps for machine-learning model serving on Kubernetes."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""`python -m modelsync` is the same program as the `modelsync` command."""
+
+from modelsync.cli import main
+
+raise SystemExit(main())

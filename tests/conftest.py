@@ -1,0 +1,105 @@
+"""Fixtures shared by every test: the local cluster, API clients, a namespace per test.
+
+The cluster is started once per test session from the cached binaries (built on
+first use) and stopped at the end. To reuse one started with `make cluster-up`
+while iterating, set MODELSYNC_TEST_CLUSTER to its state directory (`.cluster`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import kubernetes
+import pytest
+
+from tests.cluster import build, launcher
+
+NAMESPACE_LABEL = "modelsync.io/test"
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    """What a test needs to reach the cluster: its state, binaries and an API client."""
+
+    cluster: launcher.Cluster
+    binaries: build.Binaries
+    api: kubernetes.client.ApiClient
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.cluster.kubeconfig
+
+    def env(self) -> dict[str, str]:
+        """An environment in which kubectl, helm and our CLI talk to this cluster."""
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["PATH"] = f"{self.binaries.directory}{os.pathsep}{env.get('PATH', '')}"
+        # helm keeps caches and repositories here; keep them out of the user's home.
+        env.setdefault("HELM_CACHE_HOME", str(self.cluster.root / "helm" / "cache"))
+        env.setdefault("HELM_CONFIG_HOME", str(self.cluster.root / "helm" / "config"))
+        env.setdefault("HELM_DATA_HOME", str(self.cluster.root / "helm" / "data"))
+        return env
+
+
+@pytest.fixture(scope="session")
+def binaries() -> build.Binaries:
+    return build.ensure_binaries()
+
+
+@pytest.fixture(scope="session")
+def local_cluster(
+    binaries: build.Binaries, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
+    reuse = os.environ.get("MODELSYNC_TEST_CLUSTER")
+    if reuse:
+        cluster = launcher.status(Path(reuse).resolve())
+        if cluster is None:
+            pytest.fail(f"MODELSYNC_TEST_CLUSTER={reuse}: no cluster runs there (make cluster-up)")
+        yield _connect(cluster, binaries)
+        return
+    root = tmp_path_factory.mktemp("cluster")
+    with launcher.running(root, binaries, die_with_parent=True) as cluster:
+        yield _connect(cluster, binaries)
+
+
+def _connect(cluster: launcher.Cluster, binaries: build.Binaries) -> LocalCluster:
+    api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    return LocalCluster(cluster=cluster, binaries=binaries, api=api)
+
+
+@pytest.fixture
+def namespace(local_cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test, deleted afterwards."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{slug}-{secrets.token_hex(3)}"
+    core = kubernetes.client.CoreV1Api(local_cluster.api)
+    core.create_namespace(
+        kubernetes.client.V1Namespace(
+            metadata=kubernetes.client.V1ObjectMeta(name=name, labels={NAMESPACE_LABEL: "true"})
+        )
+    )
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture
+def kubectl(local_cluster: LocalCluster) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the cluster's own kubectl against it: kubectl("get", "nodes")."""
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(local_cluster.binaries.kubectl), *args],
+            env=local_cluster.env(),
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+        )
+
+    return run

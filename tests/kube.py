@@ -1,0 +1,69 @@
+"""Waiting on cluster state in tests: list, then watch from that resourceVersion,
+until a condition holds or a deadline passes. No sleeps: each change wakes us."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import kubernetes
+
+Condition = Callable[[Any], bool]
+
+
+def wait_for(
+    list_call: Callable[..., Any],
+    name: str,
+    condition: Condition,
+    *,
+    namespace: str | None = None,
+    timeout: float = 60.0,
+    describe: str = "",
+) -> Any:
+    """Wait until the object `name` satisfies `condition`, which gets the object, or None
+    while it does not exist. Returns the object (None if the condition was met by absence)."""
+    kwargs: dict[str, Any] = {"field_selector": f"metadata.name={name}"}
+    if namespace is not None:
+        kwargs["namespace"] = namespace
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        listing = list_call(**kwargs)
+        last = listing.items[0] if listing.items else None
+        if condition(last):
+            return last
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        watcher = kubernetes.watch.Watch()
+        try:
+            for event in watcher.stream(
+                list_call,
+                resource_version=listing.metadata.resource_version,
+                timeout_seconds=max(1, int(remaining)),
+                _request_timeout=remaining + 5,
+                **kwargs,
+            ):
+                last = None if event["type"] == "DELETED" else event["object"]
+                if condition(last):
+                    return last
+                if time.monotonic() >= deadline:
+                    break
+        except kubernetes.client.ApiException as error:
+            if error.status != 410:  # 410 Gone: our resourceVersion is too old; list again
+                raise
+        finally:
+            watcher.stop()
+        if time.monotonic() >= deadline:
+            break
+    what = describe or f"{name} to satisfy {getattr(condition, '__name__', 'the condition')}"
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+
+
+def condition_of(obj: Any, kind: str) -> Any:
+    """The status condition of type `kind` of a typed client object, or None."""
+    for condition in (obj.status.conditions or []) if obj is not None and obj.status else []:
+        if condition.type == kind:
+            return condition
+    return None
