@@ -222,6 +222,7 @@ def ensure_binaries(
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
+        remove_superseded(clusters, keep=final, log=log)
         print(
             f"[cluster] built {versions.KUBERNETES} binaries in {stamp['seconds']:.0f}s "
             f"into {final}",
@@ -237,13 +238,22 @@ def sweep_unfinished(clusters: Path, log: TextIO) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
+def remove_superseded(clusters: Path, keep: Path, log: TextIO) -> None:
+    """Drop binaries built from other pins: they are ~160 MiB each, and Go's caches
+    make rebuilding one of them a matter of seconds if it is ever wanted again."""
+    for old in clusters.glob("v*-*"):
+        if old != keep and old.is_dir() and ".partial-" not in old.name:
+            print(f"[cluster] removing superseded build {old.name}", file=log)
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def compile_multicall(
     go: str, env: dict[str, str], output: Path, toolchain: str, log: TextIO
 ) -> None:
     print(
         f"[cluster] building Kubernetes {versions.KUBERNETES}, etcd {versions.ETCD}, "
         f"kwok {versions.KWOK}, helm {versions.HELM} with {toolchain} "
-        "(first time only: about 20-40 minutes on 2 cores)",
+        "(a first build takes 20-40 minutes on 2 cores; later ones reuse Go's caches)",
         file=log,
         flush=True,
     )

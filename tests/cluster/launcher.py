@@ -39,8 +39,12 @@ SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
 POD_CIDR = "10.244.0.1/16"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
-# Stop order: dependents first, etcd last.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# Dependents first, etcd last.
+STOP_ORDER = (
+    ("kwok", "kube-scheduler", "kube-controller-manager"),
+    ("kube-apiserver",),
+    ("etcd",),
+)
 PORT_NAMES = ("etcd-client", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")
 START_ATTEMPTS = 3
 STOP_GRACE_SECONDS = 10.0
@@ -126,7 +130,7 @@ def _die_with_parent() -> None:
 def _spawn(
     binary: Path, args: list[str], log_path: Path, *, die_with_parent: bool
 ) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log:
+    with log_path.open("wb") as log:
         return subprocess.Popen(
             [str(binary), *args],
             stdin=subprocess.DEVNULL,
@@ -160,25 +164,33 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _terminate(pids: dict[str, int], root: Path) -> None:
-    """SIGTERM every live component (dependents first), then SIGKILL what outlives the grace."""
-    order = [name for name in reversed(COMPONENTS) if name in pids]
-    order += [name for name in pids if name not in order]
-    for name in order:
-        if _owned_pid_alive(pids[name], root):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pids[name], signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    while time.monotonic() < deadline:
+def _terminate(pids: dict[str, int], alive: Callable[[int], bool]) -> None:
+    """Stop components in STOP_ORDER, each group with SIGTERM and, after a grace
+    period, SIGKILL. The API server shuts down in about a second while etcd still
+    answers, but takes ten when etcd went first.
+
+    `alive` decides which pids are still ours to signal: for a recorded cluster it
+    checks the command line (pids get recycled); for children we have just spawned
+    (maybe still between fork and exec) it asks their Popen."""
+    ordered = {name for group in STOP_ORDER for name in group}
+    groups = [*STOP_ORDER, tuple(name for name in pids if name not in ordered)]
+    for group in groups:
+        members = [pids[name] for name in group if name in pids]
+        for pid in members:
+            if alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while time.monotonic() < deadline:
+            _reap(pids)
+            if not any(alive(pid) for pid in members):
+                break
+            time.sleep(0.05)
+        for pid in members:
+            if alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
         _reap(pids)
-        if not any(_owned_pid_alive(pid, root) for pid in pids.values()):
-            return
-        time.sleep(0.1)
-    for pid in pids.values():
-        if _owned_pid_alive(pid, root):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-    _reap(pids)
 
 
 def _reap(pids: dict[str, int]) -> None:
@@ -342,7 +354,7 @@ def stop(root: Path, log: TextIO = sys.stderr) -> bool:
     if cluster is None:
         return False
     running = {name: pid for name, pid in cluster.pids.items() if _owned_pid_alive(pid, root)}
-    _terminate(cluster.pids, root)
+    _terminate(cluster.pids, lambda pid: _owned_pid_alive(pid, root))
     if running:
         print(f"[cluster] stopped {', '.join(sorted(running))}", file=log)
     (root / STATE_FILE).unlink(missing_ok=True)
@@ -567,7 +579,8 @@ def _start_once(
             processes,
         )
     except BaseException:
-        _terminate(cluster.pids, root)
+        children = {process.pid: process for process, _ in processes.values()}
+        _terminate(cluster.pids, lambda pid: children[pid].poll() is None)
         (root / STATE_FILE).unlink(missing_ok=True)
         raise
     cluster.started_seconds = round(time.monotonic() - started, 2)

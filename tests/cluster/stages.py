@@ -24,8 +24,10 @@ FAULTS = (NEVER_READY, CRASH_LOOP)
 
 _FAULT_KEY = f'.metadata.labels["{FAULT_LABEL}"]'
 
-# Addresses and init containers as kwok's pod-ready stage reports them.
+# Addresses and init containers as kwok's pod-ready stage reports them; only once,
+# since a repeating stage would otherwise allocate the pod a second IP.
 _ADDRESSES = """\
+{{ if not .status.podIP }}
 {{ $hostIPs := NodeIPsWith .spec.nodeName }}
 {{ with $hostIPs }}
 hostIP: {{ index . 0 | Quote }}
@@ -55,6 +57,7 @@ initContainerStatuses:
       reason: Completed
       startedAt: {{ $now | Quote }}
       finishedAt: {{ $now | Quote }}
+{{ end }}
 {{ end }}
 """
 

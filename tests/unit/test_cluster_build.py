@@ -122,3 +122,12 @@ def test_a_missing_go_toolchain_stops_with_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1
     assert lines[0].startswith("error: the Go toolchain is not installed")
     assert "install Go" in lines[0]
+
+
+def test_a_new_build_replaces_builds_of_other_pins(cache: Path) -> None:
+    old = cache / "cluster" / "v1.36.0-aaaaaaaaaaaa"
+    old.mkdir(parents=True)
+    (old / build.BINARY).write_bytes(b"old")
+    binaries = build.ensure_binaries(io.StringIO(), compiler=fake_compiler([]))
+    assert not old.exists()
+    assert binaries.directory.exists()

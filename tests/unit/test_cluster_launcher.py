@@ -76,9 +76,18 @@ def test_state_round_trips(tmp_path: Path) -> None:
 
 def test_only_our_own_processes_are_recognised(tmp_path: Path) -> None:
     ours = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; time.sleep(60)", str(tmp_path)]
+        [
+            sys.executable,
+            "-c",
+            "print('up', flush=True); import time; time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
+        assert ours.stdout is not None
+        assert ours.stdout.readline() == "up\n"  # exec'd: /proc shows its own command line
         assert launcher._owned_pid_alive(ours.pid, tmp_path)
         # A live process that does not name our root (a recycled pid) is not ours.
         assert not launcher._owned_pid_alive(ours.pid, tmp_path / "other")

@@ -70,6 +70,9 @@ func main() {
 // runKwok mirrors sigs.k8s.io/kwok/cmd/kwok: global logging and config flags
 // are parsed before the cobra command is built.
 func runKwok() int {
+	// Kubernetes packages linked into this binary register global flags (among
+	// them a non-bool --version) that cobra would merge into kwok's own.
+	pflag.CommandLine = pflag.NewFlagSet("kwok", pflag.ExitOnError)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	flagset := pflag.NewFlagSet("global", pflag.ContinueOnError)
