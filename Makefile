@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CLUSTER_ROOT ?= .cluster
 PYTEST_ARGS ?=
 
-.PHONY: help demo demo-down test unit lint fmt cluster-binaries cluster-up cluster-down cluster-status bench clean
+.PHONY: help venv demo demo-down test unit lint fmt cluster-binaries cluster-up cluster-down cluster-status bench clean
 
 help:
 	@echo "make demo           bring up the local cluster and show what to do next"
@@ -58,11 +58,11 @@ cluster-status: venv
 
 demo: cluster-up
 	@echo
-	@echo "The local cluster is up. Look around:"
-	@echo "  export KUBECONFIG=$(abspath $(CLUSTER_ROOT))/kubeconfig"
-	@echo "  export PATH=\$$($(PY) -m tests.cluster build 2>/dev/null):\$$PATH"
+	@echo "The local cluster is up: a real control plane with two kwok nodes."
+	@echo "Run the two export lines above, then look around:"
 	@echo "  kubectl get nodes"
-	@echo "The operator and the example models come with later releases of this demo."
+	@echo "  kubectl get pods -A"
+	@echo "The operator and the example models join this demo in later releases."
 	@echo "Stop the cluster with: make demo-down"
 
 demo-down: cluster-down

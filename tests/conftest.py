@@ -46,6 +46,20 @@ class LocalCluster:
         env.setdefault("HELM_DATA_HOME", str(self.cluster.root / "helm" / "data"))
         return env
 
+    def run(
+        self, program: str, *args: str, cwd: Path | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run one of the cluster's programs (kubectl, helm) against it."""
+        return subprocess.run(
+            [str(self.binaries.path(program)), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+            cwd=cwd,
+        )
+
 
 @pytest.fixture(scope="session")
 def binaries() -> build.Binaries:
@@ -93,13 +107,6 @@ def kubectl(local_cluster: LocalCluster) -> Callable[..., subprocess.CompletedPr
     """Run the cluster's own kubectl against it: kubectl("get", "nodes")."""
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(local_cluster.binaries.kubectl), *args],
-            env=local_cluster.env(),
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=120,
-        )
+        return local_cluster.run("kubectl", *args, check=check)
 
     return run

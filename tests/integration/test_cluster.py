@@ -268,15 +268,7 @@ def test_cluster_helm_installs_a_chart(
     local_cluster: LocalCluster, namespace: str, tmp_path: Path
 ) -> None:
     def helm(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(local_cluster.binaries.helm), *args],
-            env=local_cluster.env(),
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=120,
-            cwd=tmp_path,
-        )
+        return local_cluster.run("helm", *args, cwd=tmp_path)
 
     assert versions.HELM in helm("version", "--short").stdout
     helm("create", "hello")

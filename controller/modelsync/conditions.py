@@ -1,0 +1,64 @@
+"""Status conditions in the Kubernetes convention (metav1.Condition), as plain dicts.
+
+`lastTransitionTime` moves only when a condition's status changes; reason,
+message and observedGeneration follow the latest observation.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+Condition = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One condition as the reconciler sees it now."""
+
+    type: str
+    status: bool
+    reason: str
+    message: str = ""
+
+
+def timestamp(now: datetime.datetime) -> str:
+    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def merge(
+    current: list[Condition] | None,
+    observed: list[Observed],
+    generation: int,
+    now: datetime.datetime,
+) -> list[Condition]:
+    """The conditions to write: `observed` ones replace theirs, others stay as they were."""
+    by_type = {condition["type"]: condition for condition in current or []}
+    for seen in observed:
+        status = "True" if seen.status else "False"
+        previous = by_type.get(seen.type)
+        changed = previous is None or previous.get("status") != status
+        by_type[seen.type] = {
+            "type": seen.type,
+            "status": status,
+            "reason": seen.reason,
+            "message": seen.message,
+            "observedGeneration": generation,
+            "lastTransitionTime": (
+                timestamp(now) if changed or previous is None else previous["lastTransitionTime"]
+            ),
+        }
+    return sorted(by_type.values(), key=lambda condition: str(condition["type"]))
+
+
+def find(conditions: list[Condition] | None, kind: str) -> Condition | None:
+    for condition in conditions or []:
+        if condition.get("type") == kind:
+            return condition
+    return None
+
+
+def is_true(conditions: list[Condition] | None, kind: str) -> bool:
+    found = find(conditions, kind)
+    return found is not None and found.get("status") == "True"

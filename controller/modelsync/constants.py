@@ -1,0 +1,51 @@
+"""Every name modelsync shares with the cluster: the API group, labels, annotations,
+condition types and reasons. Nothing else in the code spells these strings."""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP: Final = "modelsync.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+MODELDEPLOYMENT_KIND: Final = "ModelDeployment"
+MODELDEPLOYMENT_PLURAL: Final = "modeldeployments"
+
+# Server-side apply: one field manager for everything the operator writes.
+FIELD_MANAGER: Final = "modelsync"
+
+# Labels (selectable).
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "modelsync"
+LABEL_MODEL: Final = f"{GROUP}/model"
+LABEL_MODEL_VERSION: Final = f"{GROUP}/version"
+LABEL_DEPLOYMENT: Final = f"{GROUP}/modeldeployment"
+
+# Annotations (not selectable).
+ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
+ANNOTATION_REVISION: Final = f"{GROUP}/revision"
+
+# Condition types of a ModelDeployment.
+READY: Final = "Ready"
+PROGRESSING: Final = "Progressing"
+DEGRADED: Final = "Degraded"
+
+# Condition reasons (CamelCase, as Kubernetes spells them).
+REASON_AVAILABLE: Final = "Available"
+REASON_ROLLING_OUT: Final = "RollingOut"
+REASON_ROLLED_OUT: Final = "RolledOut"
+REASON_PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"
+REASON_PODS_NOT_READY: Final = "PodsNotReady"
+REASON_INVALID_SPEC: Final = "InvalidSpec"
+REASON_APPLY_FAILED: Final = "ApplyFailed"
+REASON_AS_EXPECTED: Final = "AsExpected"
+REASON_SCALED_TO_ZERO: Final = "ScaledToZero"
+
+# Event reasons.
+EVENT_DRIFT_REVERTED: Final = "DriftReverted"
+EVENT_APPLIED: Final = "Applied"
+EVENT_INVALID_SPEC: Final = REASON_INVALID_SPEC

@@ -1,0 +1,114 @@
+"""Serve, step two: how a model's Deployment is doing, as ModelDeployment conditions.
+
+A pure function of the live Deployment. Ready means the current spec is fully
+rolled out and every wanted replica is available; while a new version comes up
+the model is Progressing (and not yet Ready on that version); Degraded says
+something is wrong that waiting alone will not fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modelsync import constants as c
+from modelsync.conditions import Observed, find
+
+# The Deployment controller's own reasons (k8s.io/kubernetes/pkg/controller/deployment/util).
+DEPLOYMENT_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+DEPLOYMENT_ROLLED_OUT = "NewReplicaSetAvailable"
+
+
+@dataclass(frozen=True)
+class ServingState:
+    observed: list[Observed]
+    replicas: int
+    ready_replicas: int
+    updated_replicas: int
+
+    @property
+    def ready(self) -> bool:
+        return any(o.type == c.READY and o.status for o in self.observed)
+
+
+def _state(ready: Observed, progressing: Observed, degraded: Observed, status: Any) -> ServingState:
+    return ServingState(
+        observed=[ready, progressing, degraded],
+        replicas=int(status.get("replicas") or 0),
+        ready_replicas=int(status.get("readyReplicas") or 0),
+        updated_replicas=int(status.get("updatedReplicas") or 0),
+    )
+
+
+def assess(deployment: dict[str, Any] | None) -> ServingState:
+    """Conditions Ready, Progressing and Degraded from the live Deployment."""
+    healthy = Observed(c.DEGRADED, False, c.REASON_AS_EXPECTED)
+    if deployment is None:
+        waiting = "the Deployment does not exist yet"
+        return _state(
+            Observed(c.READY, False, c.REASON_ROLLING_OUT, waiting),
+            Observed(c.PROGRESSING, True, c.REASON_ROLLING_OUT, waiting),
+            healthy,
+            {},
+        )
+    status = deployment.get("status") or {}
+    generation = int(deployment["metadata"].get("generation") or 0)
+    if int(status.get("observedGeneration") or 0) < generation:
+        waiting = f"waiting for the Deployment controller to see generation {generation}"
+        return _state(
+            Observed(c.READY, False, c.REASON_ROLLING_OUT, waiting),
+            Observed(c.PROGRESSING, True, c.REASON_ROLLING_OUT, waiting),
+            healthy,
+            status,
+        )
+    desired = int((deployment.get("spec") or {}).get("replicas", 1))
+    replicas = int(status.get("replicas") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    progress = find(status.get("conditions"), "Progressing") or {}
+
+    if progress.get("reason") == DEPLOYMENT_DEADLINE_EXCEEDED:
+        message = (
+            f"the new version did not become available in time: {updated} of {desired} "
+            f"updated replicas, {available} available ({progress.get('message', '')})"
+        )
+        return _state(
+            Observed(c.READY, False, c.REASON_PROGRESS_DEADLINE_EXCEEDED, message),
+            Observed(c.PROGRESSING, False, c.REASON_PROGRESS_DEADLINE_EXCEEDED, message),
+            Observed(c.DEGRADED, True, c.REASON_PROGRESS_DEADLINE_EXCEEDED, message),
+            status,
+        )
+    rolled_out = updated == desired and replicas == desired
+    if rolled_out and available >= desired:
+        if desired == 0:
+            message = "scaled to zero replicas: the endpoint has no server behind it"
+            reason = c.REASON_SCALED_TO_ZERO
+        else:
+            message = f"{available} of {desired} replicas available"
+            reason = c.REASON_AVAILABLE
+        return _state(
+            Observed(c.READY, True, reason, message),
+            Observed(
+                c.PROGRESSING, False, c.REASON_ROLLED_OUT, "the current version is rolled out"
+            ),
+            healthy,
+            status,
+        )
+    if rolled_out and progress.get("reason") == DEPLOYMENT_ROLLED_OUT:
+        # Rolled out once, and replicas went missing since: waiting will not bring them back.
+        message = f"only {available} of {desired} replicas available"
+        return _state(
+            Observed(c.READY, False, c.REASON_PODS_NOT_READY, message),
+            Observed(
+                c.PROGRESSING, False, c.REASON_ROLLED_OUT, "the current version is rolled out"
+            ),
+            Observed(c.DEGRADED, True, c.REASON_PODS_NOT_READY, message),
+            status,
+        )
+    message = f"rolling out: {updated} of {desired} replicas updated, {available} available"
+    return _state(
+        Observed(c.READY, False, c.REASON_ROLLING_OUT, message),
+        Observed(c.PROGRESSING, True, c.REASON_ROLLING_OUT, message),
+        healthy,
+        status,
+    )

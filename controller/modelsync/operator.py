@@ -1,0 +1,250 @@
+"""The operator: kopf watches feed a cache and a work queue; workers reconcile.
+
+Handlers are thin: each watch event stores the object's latest body and queues
+the ModelDeployment it concerns. Workers take keys off the queue and run
+`ServingReconciler.reconcile` in a thread (the Kubernetes client blocks). A
+periodic resync queues every ModelDeployment, level-based, so nothing depends
+on seeing every event. kopf writes nothing to the objects: only event handlers
+are registered (no finalizers, no progress annotations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+from aiohttp import web
+from kopf._core.intents.callbacks import WatchingFn  # the handler protocol kopf checks
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from modelsync import constants as c
+from modelsync import kube as kubemod
+from modelsync.cache import ObjectCache
+from modelsync.metrics import REGISTRY
+from modelsync.serving import OWNED_KINDS, ServingReconciler
+from modelsync.settings import OperatorSettings
+from modelsync.workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+# group, version, plural of each owned kind, as kopf watches them.
+_OWNED_RESOURCES = {
+    "Deployment": ("apps", "v1", "deployments"),
+    "Service": ("", "v1", "services"),
+    "HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
+}
+assert set(_OWNED_RESOURCES) == set(OWNED_KINDS)
+
+
+@dataclass
+class Runtime:
+    """What one running operator holds; built at start-up, dropped at clean-up."""
+
+    settings: OperatorSettings
+    cache: ObjectCache = field(default_factory=ObjectCache)
+    queue: WorkQueue | None = None
+    reconciler: ServingReconciler | None = None
+    executor: concurrent.futures.ThreadPoolExecutor | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    http: web.AppRunner | None = None
+    ready: bool = False
+
+
+def _connection(settings: OperatorSettings) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same kubeconfig (or in-cluster config) we use."""
+    client = kubemod.api_client(settings.kubeconfig)
+    config = client.configuration
+    token = (config.api_key or {}).get("authorization", "").removeprefix("Bearer ").strip()
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+        token=token or None,
+    )
+
+
+async def _worker(runtime: Runtime) -> None:
+    assert runtime.queue is not None
+    assert runtime.reconciler is not None
+    loop = asyncio.get_running_loop()
+    while True:
+        key = await runtime.queue.get()
+        namespace, name = cast(tuple[str, str], key)
+        failed = False
+        try:
+            await loop.run_in_executor(
+                runtime.executor, runtime.reconciler.reconcile, namespace, name
+            )
+        except Exception:
+            failed = True
+            log.exception("reconciling ModelDeployment %s/%s failed", namespace, name)
+        delay = runtime.queue.done(key, failed=failed)
+        if delay is not None:
+            log.info("retrying %s/%s in %.0fs", namespace, name, delay)
+
+
+async def _resync(runtime: Runtime) -> None:
+    assert runtime.queue is not None
+    while True:
+        await asyncio.sleep(runtime.settings.resync_seconds)
+        resync_all(runtime)
+
+
+def resync_all(runtime: Runtime) -> int:
+    """Queue every known ModelDeployment; returns how many."""
+    assert runtime.queue is not None
+    keys = runtime.cache.names(c.MODELDEPLOYMENT_KIND)
+    for key in keys:
+        runtime.queue.add(key)
+    return len(keys)
+
+
+async def _serve_http(runtime: Runtime) -> None:
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        return (
+            web.Response(text="ok") if runtime.ready else web.Response(status=503, text="starting")
+        )
+
+    app = web.Application()
+    app.add_routes(
+        [web.get("/metrics", metrics), web.get("/healthz", healthz), web.get("/readyz", readyz)]
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, runtime.settings.http_host, runtime.settings.http_port).start()
+    runtime.http = runner
+
+
+def prefill(kube: kubemod.Kube, runtime: Runtime) -> None:
+    """List the serving objects before the first reconcile, as an informer syncs its
+    cache: the ModelDeployments' watch may deliver before the Services' does."""
+    selector = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY},{c.LABEL_DEPLOYMENT}"
+    for namespace in runtime.settings.namespaces or (None,):
+        for kind, api_version in OWNED_KINDS.items():
+            for item in kube.list(api_version, kind, selector, namespace):
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+                runtime.cache.put(kind, item)
+
+
+def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
+    """kopf handlers bound to one Runtime (tests run several operators in one process)."""
+    registry = kopf.OperatorRegistry()
+    settings = runtime.settings
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return _connection(settings)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.level = logging.WARNING
+        settings.watching.server_timeout = runtime.settings.watch_server_timeout
+        settings.watching.client_timeout = runtime.settings.watch_server_timeout + 30
+        settings.watching.connect_timeout = 30
+        kube = kubemod.Kube(kubemod.api_client(runtime.settings.kubeconfig))
+        await asyncio.to_thread(prefill, kube, runtime)
+        runtime.queue = WorkQueue(retry_seconds=runtime.settings.retry_seconds)
+        runtime.reconciler = ServingReconciler(kube, runtime.cache)
+        runtime.executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=runtime.settings.workers, thread_name_prefix="reconcile"
+        )
+        runtime.tasks = [
+            asyncio.create_task(_worker(runtime)) for _ in range(runtime.settings.workers)
+        ]
+        runtime.tasks.append(asyncio.create_task(_resync(runtime)))
+        if runtime.settings.http_port:
+            await _serve_http(runtime)
+        runtime.ready = True
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        runtime.ready = False
+        for task in runtime.tasks:
+            task.cancel()
+        await asyncio.gather(*runtime.tasks, return_exceptions=True)
+        if runtime.http is not None:
+            await runtime.http.cleanup()
+        if runtime.executor is not None:
+            runtime.executor.shutdown(wait=True, cancel_futures=True)
+
+    def enqueue(key: Hashable) -> None:
+        if runtime.queue is not None:
+            runtime.queue.add(key)
+
+    @kopf.on.event(c.GROUP, c.VERSION, c.MODELDEPLOYMENT_PLURAL, registry=registry)
+    async def modeldeployment_event(
+        *, type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any
+    ) -> None:
+        if type == "DELETED":
+            runtime.cache.delete(c.MODELDEPLOYMENT_KIND, namespace or "", name)
+            return
+        runtime.cache.put(c.MODELDEPLOYMENT_KIND, dict(body))
+        enqueue((namespace, name))
+
+    def owned_handler(kind: str) -> WatchingFn:
+        async def owned_event(
+            *,
+            type: str,
+            body: kopf.Body,
+            namespace: str | None,
+            name: str,
+            labels: Mapping[str, str],
+            **_: Any,
+        ) -> None:
+            if type == "DELETED":
+                runtime.cache.delete(kind, namespace or "", name)
+            else:
+                runtime.cache.put(kind, dict(body))
+            enqueue((namespace, labels[c.LABEL_DEPLOYMENT]))
+
+        return owned_event
+
+    for kind, (group, version, plural) in _OWNED_RESOURCES.items():
+        kopf.on.event(
+            group,
+            version,
+            plural,
+            registry=registry,
+            id=f"owned-{plural}",
+            labels={c.LABEL_MANAGED_BY: c.MANAGED_BY, c.LABEL_DEPLOYMENT: kopf.PRESENT},
+        )(owned_handler(kind))
+
+    return registry
+
+
+def run(
+    settings: OperatorSettings,
+    stop: threading.Event | None = None,
+    ready: threading.Event | None = None,
+    runtime: Runtime | None = None,
+) -> None:
+    """Run the operator until `stop` is set (or forever). Blocks."""
+    runtime = runtime or Runtime(settings)
+    registry = build_registry(runtime)
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            standalone=True,
+            clusterwide=not settings.namespaces,
+            namespaces=list(settings.namespaces),
+            stop_flag=stop,
+            ready_flag=ready,
+        )
+    )

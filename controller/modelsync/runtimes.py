@@ -1,0 +1,172 @@
+"""The serving runtimes modelsync knows, as data.
+
+A runtime is a template: which image serves the model, on which port, with
+which arguments, how Kubernetes checks it, and which storage schemes it can
+load a model from. Rendering (`render.py`) reads this table and nothing else
+about runtimes; the CRD's enum and scheme rule are checked against it by a
+unit test, so the schema and the code cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+# Where every runtime finds the model inside its container.
+MODEL_DIR: Final = "/mnt/models"
+
+# How a model reaches the server, by URI scheme.
+SCHEME_S3: Final = "s3"
+SCHEME_GS: Final = "gs"
+SCHEME_HTTPS: Final = "https"
+SCHEME_PVC: Final = "pvc"
+SCHEME_OCI: Final = "oci"
+DOWNLOADED_SCHEMES: Final = frozenset({SCHEME_S3, SCHEME_GS, SCHEME_HTTPS})
+ALL_SCHEMES: Final = (SCHEME_S3, SCHEME_GS, SCHEME_HTTPS, SCHEME_PVC, SCHEME_OCI)
+
+# The init container that downloads s3://, gs:// and https:// models into MODEL_DIR.
+STORAGE_INITIALIZER_IMAGE: Final = "docker.io/kserve/storage-initializer:v0.14.1"
+
+CUSTOM: Final = "custom"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """An HTTP GET probe; `path` may use {model} for the model name."""
+
+    path: str
+    initial_delay_seconds: int = 5
+    period_seconds: int = 10
+    failure_threshold: int = 3
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    description: str
+    image: str
+    port: int
+    # Arguments and environment may use {model} (model name), {model_dir}, {port}.
+    args: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    readiness: Probe | None = None
+    liveness: Probe | None = None
+    schemes: frozenset[str] = field(default_factory=lambda: frozenset(ALL_SCHEMES))
+    formats: tuple[str, ...] = ()
+
+
+RUNTIMES: Final[dict[str, Runtime]] = {
+    runtime.name: runtime
+    for runtime in (
+        Runtime(
+            name="mlserver",
+            description="Seldon MLServer (V2 inference protocol): scikit-learn, XGBoost, "
+            "LightGBM, MLflow",
+            image="docker.io/seldonio/mlserver:1.6.1",
+            port=8080,
+            command=("mlserver", "start", "{model_dir}"),
+            env=(
+                ("MLSERVER_MODEL_NAME", "{model}"),
+                ("MLSERVER_MODEL_URI", "{model_dir}"),
+                ("MLSERVER_HTTP_PORT", "{port}"),
+            ),
+            readiness=Probe("/v2/health/ready"),
+            liveness=Probe("/v2/health/live", initial_delay_seconds=30),
+            schemes=frozenset(ALL_SCHEMES),
+            formats=("sklearn", "xgboost", "lightgbm", "mlflow"),
+        ),
+        Runtime(
+            name="triton",
+            description="NVIDIA Triton Inference Server: ONNX, TensorRT, TensorFlow, PyTorch",
+            image="nvcr.io/nvidia/tritonserver:24.08-py3",
+            port=8000,
+            command=("tritonserver",),
+            args=("--model-repository={model_dir}", "--http-port={port}", "--strict-readiness"),
+            readiness=Probe("/v2/health/ready"),
+            liveness=Probe("/v2/health/live", initial_delay_seconds=30),
+            # Triton reads a model repository directory; a single https file is not one.
+            schemes=frozenset({SCHEME_S3, SCHEME_GS, SCHEME_PVC, SCHEME_OCI}),
+            formats=("onnx", "tensorrt", "tensorflow", "pytorch", "python"),
+        ),
+        Runtime(
+            name="torchserve",
+            description="TorchServe: PyTorch model archives (.mar)",
+            image="docker.io/pytorch/torchserve:0.12.0-cpu",
+            port=8080,
+            command=("torchserve",),
+            args=(
+                "--foreground",
+                "--model-store={model_dir}",
+                "--models",
+                "{model}={model}.mar",
+                "--disable-token-auth",
+            ),
+            readiness=Probe("/ping"),
+            liveness=Probe("/ping", initial_delay_seconds=30),
+            schemes=frozenset({SCHEME_S3, SCHEME_GS, SCHEME_HTTPS, SCHEME_PVC}),
+            formats=("pytorch",),
+        ),
+        Runtime(
+            name="tfserving",
+            description="TensorFlow Serving: SavedModel",
+            image="docker.io/tensorflow/serving:2.17.0",
+            port=8501,
+            args=(
+                "--model_name={model}",
+                "--model_base_path={model_dir}",
+                "--rest_api_port={port}",
+            ),
+            readiness=Probe("/v1/models/{model}"),
+            liveness=Probe("/v1/models/{model}", initial_delay_seconds=30),
+            schemes=frozenset({SCHEME_S3, SCHEME_GS, SCHEME_PVC, SCHEME_OCI}),
+            formats=("tensorflow",),
+        ),
+        Runtime(
+            name="vllm",
+            description="vLLM OpenAI-compatible server: large language models",
+            image="docker.io/vllm/vllm-openai:v0.6.3",
+            port=8000,
+            args=("--model={model_dir}", "--served-model-name={model}", "--port={port}"),
+            readiness=Probe("/health", initial_delay_seconds=30),
+            liveness=Probe("/health", initial_delay_seconds=120, period_seconds=20),
+            schemes=frozenset({SCHEME_S3, SCHEME_GS, SCHEME_PVC, SCHEME_OCI}),
+            formats=("huggingface", "safetensors"),
+        ),
+        Runtime(
+            name=CUSTOM,
+            description="Your own server image: set runtime.image, runtime.port and args",
+            image="",
+            port=8080,
+            schemes=frozenset(ALL_SCHEMES),
+        ),
+    )
+}
+
+
+def runtime_names() -> list[str]:
+    return list(RUNTIMES)
+
+
+def scheme_rule() -> str:
+    """The CEL expression (on a ModelDeployment's spec) that admits only URI schemes the
+    chosen runtime can load. The CRD carries exactly this text; a unit test checks it."""
+    clauses = [
+        f"(self.runtime.name == '{runtime.name}' && "
+        f"self.model.uri.matches('^({'|'.join(sorted(runtime.schemes))})://'))"
+        for runtime in RUNTIMES.values()
+    ]
+    return " || ".join(clauses)
+
+
+def scheme_message_expression() -> str:
+    """The CEL message for a URI the runtime cannot load: names the runtime, the URI
+    and what that runtime does load."""
+    loads = ", ".join(
+        f"'{runtime.name}': '{', '.join(f'{scheme}://' for scheme in sorted(runtime.schemes))}'"
+        for runtime in RUNTIMES.values()
+    )
+    return (
+        "'runtime ' + self.runtime.name + ' cannot load a model from ' + self.model.uri"
+        f" + '; it loads ' + {{{loads}}}[self.runtime.name]"
+    )

@@ -1,0 +1,200 @@
+"""Serve: make one ModelDeployment's serving objects what its spec says, and report.
+
+`ServingReconciler.reconcile` runs in a worker thread for one ModelDeployment
+at a time. It reads only the watch cache; it writes (server-side apply, a
+status patch, an Event) only when something differs, so a resync with nothing
+to do makes no API request. Out-of-band changes to the objects it owns are
+applied back, with an Event and a log line naming the object and the fields.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from modelsync import conditions, health, metrics
+from modelsync import constants as c
+from modelsync.conditions import Observed
+from modelsync.drift import applied_part, differences
+from modelsync.kube import Kube
+from modelsync.render import InvalidSpecError, Rendered, render
+
+log = logging.getLogger(__name__)
+
+Manifest = dict[str, Any]
+Clock = Callable[[], datetime.datetime]
+
+# The serving objects, and the API version of each.
+OWNED_KINDS: dict[str, str] = {
+    "Deployment": "apps/v1",
+    "Service": "v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
+}
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def current_revision(md: Manifest, spec_hash: str) -> str:
+    """The git revision the ModelDeployment came from, else its spec hash."""
+    annotations = md["metadata"].get("annotations") or {}
+    return str(annotations.get(c.ANNOTATION_REVISION) or f"spec:{spec_hash}")
+
+
+def converged(md: Manifest, rendered: Rendered) -> bool:
+    """True when this generation and revision were applied before: a difference found
+    now was made by someone else."""
+    status = md.get("status") or {}
+    return (
+        status.get("observedGeneration") == md["metadata"].get("generation")
+        and status.get("specHash") == rendered.spec_hash
+        and status.get("currentRevision") == current_revision(md, rendered.spec_hash)
+    )
+
+
+class ServingReconciler:
+    def __init__(self, kube: Kube, cache: Any, clock: Clock = _utcnow) -> None:
+        self.kube = kube
+        self.cache = cache
+        self.clock = clock
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        md = self.cache.get(c.MODELDEPLOYMENT_KIND, namespace, name)
+        if md is None or md["metadata"].get("deletionTimestamp"):
+            return  # the garbage collector removes what it owned
+        with metrics.RECONCILE_SECONDS.time():
+            try:
+                rendered = render(md)
+            except InvalidSpecError as error:
+                self._report_invalid(md, error)
+                metrics.RECONCILES.labels(result="invalid").inc()
+                return
+            changed = [self._converge(md, obj, rendered) for obj in rendered.objects]
+            if rendered.autoscaler is None:
+                changed.append(self._remove_autoscaler(md))
+            if any(changed) and not converged(md, rendered):
+                self.kube.event(
+                    md,
+                    c.MODELDEPLOYMENT_KIND,
+                    c.EVENT_APPLIED,
+                    f"applied model {md['spec']['model']['name']} version "
+                    f"{md['spec']['model']['version']} (spec {rendered.spec_hash})",
+                    action="Apply",
+                )
+            self._report(md, rendered)
+            metrics.RECONCILES.labels(result="applied" if any(changed) else "unchanged").inc()
+
+    # ------------------------------------------------------------------ objects
+
+    def _converge(self, md: Manifest, desired: Manifest, rendered: Rendered) -> bool:
+        """Apply `desired` if the live object lacks any of it. True when it wrote."""
+        kind = desired["kind"]
+        meta = desired["metadata"]
+        live = self.cache.get(kind, meta["namespace"], meta["name"])
+        if live is None:
+            # Missing from the cache may mean not listed yet: ask before calling it deleted.
+            live = self.kube.get(desired["apiVersion"], kind, meta["namespace"], meta["name"])
+            if live is not None:
+                self.cache.put(kind, live)
+        wanted = applied_part(desired)
+        drifted: list[str] = []
+        if live is not None:
+            drifted = differences(wanted, live)
+            if not drifted:
+                return False
+            # Our text and the server's may differ only in form (0.5 vs 500m):
+            # ask the server what an apply would make of it before writing.
+            preview = self.kube.apply(desired, dry_run=True)
+            if not differences(applied_part(preview), live):
+                return False
+        applied = self.kube.apply(desired)
+        self.cache.put(kind, applied)
+        if converged(md, rendered):
+            what = "deleted" if live is None else "changed " + ", ".join(drifted)
+            note = f"{kind} {meta['name']}: {what} out of band; reverted to the spec"
+            log.warning("drift reverted: %s/%s %s", meta["namespace"], meta["name"], note)
+            metrics.DRIFT_REVERTED.labels(kind=kind).inc()
+            self.kube.event(
+                md,
+                c.MODELDEPLOYMENT_KIND,
+                c.EVENT_DRIFT_REVERTED,
+                note,
+                action="Revert",
+                warning=True,
+            )
+        return True
+
+    def _remove_autoscaler(self, md: Manifest) -> bool:
+        """autoscaling was taken out of the spec: the HPA we made goes too."""
+        namespace, name = md["metadata"]["namespace"], md["metadata"]["name"]
+        hpa = self.cache.get("HorizontalPodAutoscaler", namespace, name)
+        owners = (hpa or {}).get("metadata", {}).get("ownerReferences") or []
+        if not any(owner.get("uid") == md["metadata"]["uid"] for owner in owners):
+            return False
+        self.kube.delete("autoscaling/v2", "HorizontalPodAutoscaler", namespace, name)
+        self.cache.delete("HorizontalPodAutoscaler", namespace, name)
+        return True
+
+    # ------------------------------------------------------------------ status
+
+    def _report(self, md: Manifest, rendered: Rendered) -> None:
+        meta = md["metadata"]
+        deployment = self.cache.get("Deployment", meta["namespace"], meta["name"])
+        state = health.assess(deployment)
+        status = dict(md.get("status") or {})
+        generation = int(meta.get("generation") or 0)
+        status.update(
+            {
+                "observedGeneration": generation,
+                "specHash": rendered.spec_hash,
+                "currentRevision": current_revision(md, rendered.spec_hash),
+                "modelVersion": md["spec"]["model"]["version"],
+                "endpoint": rendered.endpoint,
+                "replicas": state.replicas,
+                "readyReplicas": state.ready_replicas,
+                "updatedReplicas": state.updated_replicas,
+                "conditions": conditions.merge(
+                    status.get("conditions"), state.observed, generation, self.clock()
+                ),
+            }
+        )
+        self._write_status(md, status)
+
+    def _report_invalid(self, md: Manifest, error: InvalidSpecError) -> None:
+        meta = md["metadata"]
+        status = dict(md.get("status") or {})
+        generation = int(meta.get("generation") or 0)
+        message = (
+            f"{error}. The objects of the last good spec keep serving; fix the field "
+            "and apply again"
+        )
+        previous = conditions.find(status.get("conditions"), c.READY) or {}
+        status["conditions"] = conditions.merge(
+            status.get("conditions"),
+            [Observed(c.READY, False, c.REASON_INVALID_SPEC, message)],
+            generation,
+            self.clock(),
+        )
+        if previous.get("message") != message:
+            log.warning("invalid spec: %s/%s %s", meta["namespace"], meta["name"], error)
+            self.kube.event(
+                md,
+                c.MODELDEPLOYMENT_KIND,
+                c.EVENT_INVALID_SPEC,
+                message,
+                action="Validate",
+                warning=True,
+            )
+        self._write_status(md, status)
+
+    def _write_status(self, md: Manifest, status: Manifest) -> None:
+        if status == (md.get("status") or {}):
+            return
+        meta = md["metadata"]
+        patched = self.kube.patch_status(
+            c.API_VERSION, c.MODELDEPLOYMENT_KIND, meta["namespace"], meta["name"], status
+        )
+        self.cache.put(c.MODELDEPLOYMENT_KIND, patched)

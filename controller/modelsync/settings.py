@@ -1,0 +1,34 @@
+"""The operator's settings: one typed dataclass, one field per `modelsync run` flag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    namespaces: tuple[str, ...] = field(default_factory=tuple)
+    """Namespaces to watch; empty means every namespace (cluster-wide RBAC needed)."""
+
+    workers: int = 4
+    """ModelDeployments reconciled at the same time (each in a thread of its own)."""
+
+    resync_seconds: float = 300.0
+    """How often every ModelDeployment is checked even when no event came. A check
+    that finds nothing to change makes no API request at all."""
+
+    retry_seconds: float = 5.0
+    """First delay before a failed reconciliation is tried again; doubles up to 5 min."""
+
+    watch_server_timeout: int = 300
+    """Seconds after which the API server ends a watch (kopf reconnects); keeps silent
+    streams from hanging forever."""
+
+    http_host: str = "0.0.0.0"  # noqa: S104 - in a pod, the kubelet and Prometheus reach us from outside
+    """Address of the HTTP server (/metrics, /healthz, /readyz)."""
+
+    http_port: int = 8080
+    """Port of the HTTP server; 0 turns it off."""
+
+    kubeconfig: str | None = None
+    """A kubeconfig file; default: in-cluster config, else $KUBECONFIG or ~/.kube/config."""

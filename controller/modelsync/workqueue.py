@@ -1,0 +1,55 @@
+"""A work queue of object keys, in the manner of client-go's: a key waits in the
+queue at most once, is never worked on by two workers at once, is worked on again
+if it changed while being worked on, and comes back with growing delay on failure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+
+
+class WorkQueue:
+    def __init__(self, retry_seconds: float = 5.0, max_retry_seconds: float = 300.0) -> None:
+        self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
+        self._waiting: set[Hashable] = set()
+        self._active: set[Hashable] = set()
+        self._again: set[Hashable] = set()
+        self._failures: dict[Hashable, int] = {}
+        self._retry = retry_seconds
+        self._max_retry = max_retry_seconds
+
+    def add(self, key: Hashable) -> None:
+        if key in self._active:
+            self._again.add(key)
+        elif key not in self._waiting:
+            self._waiting.add(key)
+            self._queue.put_nowait(key)
+
+    async def get(self) -> Hashable:
+        key = await self._queue.get()
+        self._waiting.discard(key)
+        self._active.add(key)
+        return key
+
+    def done(self, key: Hashable, *, failed: bool = False) -> float | None:
+        """Finish `key`; returns the retry delay when it failed and will come back."""
+        self._active.discard(key)
+        self._queue.task_done()
+        delay = None
+        if failed:
+            count = self._failures.get(key, 0)
+            self._failures[key] = count + 1
+            delay = min(self._retry * 2**count, self._max_retry)
+            asyncio.get_running_loop().call_later(delay, self.add, key)
+        else:
+            self._failures.pop(key, None)
+        if key in self._again:
+            self._again.discard(key)
+            self.add(key)
+        return delay
+
+    def __len__(self) -> int:
+        return len(self._waiting) + len(self._active)
+
+    async def join(self) -> None:
+        await self._queue.join()
