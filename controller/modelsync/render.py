@@ -129,11 +129,11 @@ def _metadata(md: Manifest, labels: dict[str, str], annotations: dict[str, str])
     meta: Manifest = {
         "name": md["metadata"]["name"],
         "namespace": md["metadata"]["namespace"],
-        "labels": labels,
+        "labels": dict(labels),
         "ownerReferences": [owner_reference(md)],
     }
     if annotations:
-        meta["annotations"] = annotations
+        meta["annotations"] = dict(annotations)
     return meta
 
 
@@ -260,7 +260,11 @@ def _pod_template(md: Manifest, runtime: Runtime) -> Manifest:
     for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName"):
         if spec.get(key):
             pod[key] = spec[key]
-    return {"metadata": {"labels": labels_for(md)}, "spec": pod}
+    extra = spec.get("podMetadata") or {}
+    metadata: Manifest = {"labels": {**(extra.get("labels") or {}), **labels_for(md)}}
+    if extra.get("annotations"):
+        metadata["annotations"] = dict(extra["annotations"])
+    return {"metadata": metadata, "spec": pod}
 
 
 def _check(md: Manifest, runtime: Runtime) -> None:

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from modelsync.drift import applied_part, differences
+
+WANT = {
+    "metadata": {"labels": {"a": "1"}},
+    "spec": {
+        "replicas": 2,
+        "template": {
+            "spec": {
+                "containers": [
+                    {"name": "server", "image": "m:1", "ports": [{"containerPort": 8080}]}
+                ]
+            }
+        },
+    },
+}
+
+
+def live(**changes: object) -> dict[str, object]:
+    import copy
+
+    have = copy.deepcopy(WANT)
+    have["metadata"]["annotations"] = {"someone": "else"}  # type: ignore[index]
+    have["status"] = {"replicas": 2}
+    container = have["spec"]["template"]["spec"]["containers"][0]  # type: ignore[index]
+    container["imagePullPolicy"] = "IfNotPresent"  # a default the server adds
+    for key, value in changes.items():
+        if key == "image":
+            container["image"] = value
+        else:
+            have["spec"][key] = value  # type: ignore[index]
+    return have
+
+
+def test_fields_others_add_are_not_drift() -> None:
+    assert differences(WANT, live()) == []
+
+
+def test_changed_fields_are_named() -> None:
+    assert differences(WANT, live(image="evil:1")) == [
+        "spec.template.spec.containers[server].image"
+    ]
+    assert differences(WANT, live(replicas=5)) == ["spec.replicas"]
+
+
+def test_a_missing_named_item_is_drift() -> None:
+    have = live()
+    have["spec"]["template"]["spec"]["containers"] = [{"name": "sidecar"}]  # type: ignore[index]
+    assert differences(WANT, have) == ["spec.template.spec.containers[server]"]
+
+
+def test_types_are_compared_strictly_for_booleans() -> None:
+    assert differences({"a": True}, {"a": 1}) == ["a"]
+    assert differences({"a": 1}, {"a": 1.0}) == []
+
+
+def test_applied_part_keeps_spec_and_our_metadata() -> None:
+    part = applied_part({"metadata": {"name": "x", "labels": {"a": "1"}, "uid": "u"}, "spec": {}})
+    assert part == {"metadata": {"labels": {"a": "1"}}, "spec": {}}

@@ -1,0 +1,197 @@
+"""Rendering, from YAML fixtures to expected output files.
+
+Each `fixtures/render/<case>.yaml` is a ModelDeployment as the API server returns
+it (defaults applied); `<case>.expected.yaml` is what `render` must make of it.
+After a deliberate change, rewrite the expected files with
+MODELSYNC_UPDATE_GOLDEN=1 and read the diff.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from modelsync import constants as c
+from modelsync.render import InvalidSpecError, parse_quantity, render, spec_hash
+
+FIXTURES = Path(__file__).parent / "fixtures" / "render"
+CASES = sorted(p.stem for p in FIXTURES.glob("*.yaml") if not p.stem.endswith(".expected"))
+
+
+def load(case: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((FIXTURES / f"{case}.yaml").read_text())
+    return loaded
+
+
+def rendered_documents(md: dict[str, Any]) -> dict[str, Any]:
+    result = render(md)
+    return {
+        "specHash": result.spec_hash,
+        "endpoint": result.endpoint,
+        "objects": result.objects,
+    }
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_render_matches_expected_output(case: str) -> None:
+    actual = rendered_documents(load(case))
+    expected_file = FIXTURES / f"{case}.expected.yaml"
+    if os.environ.get("MODELSYNC_UPDATE_GOLDEN"):
+        expected_file.write_text(yaml.safe_dump(actual, sort_keys=False))
+    assert actual == yaml.safe_load(expected_file.read_text())
+
+
+def test_every_runtime_and_scheme_has_a_fixture() -> None:
+    from modelsync import runtimes
+
+    mds = [load(case) for case in CASES]
+    assert {md["spec"]["runtime"]["name"] for md in mds} == set(runtimes.RUNTIMES)
+    assert {md["spec"]["model"]["uri"].split("://")[0] for md in mds} == set(runtimes.ALL_SCHEMES)
+
+
+def test_serving_objects_are_owned_and_labelled() -> None:
+    md = load("triton-gs-gpu")
+    for obj in render(md).objects:
+        meta = obj["metadata"]
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "modelsync.io/v1alpha1",
+                "kind": "ModelDeployment",
+                "name": "ranker",
+                "uid": "2222-bbbb",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert meta["labels"][c.LABEL_MANAGED_BY] == "modelsync"
+        assert meta["labels"][c.LABEL_MODEL] == "ranker"
+        assert meta["labels"][c.LABEL_MODEL_VERSION] == "2024-10-01"
+    deployment = render(md).deployment
+    assert deployment["metadata"]["annotations"][c.ANNOTATION_REVISION].startswith("main@sha1:")
+    # The user's pod labels are kept, but never over ours.
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels["team"] == "search"
+    assert labels[c.LABEL_NAME] == "ranker"
+
+
+def test_autoscaled_deployment_leaves_replicas_to_the_autoscaler() -> None:
+    result = render(load("torchserve-https-autoscaling"))
+    assert "replicas" not in result.deployment["spec"]
+    assert result.autoscaler is not None
+    assert result.autoscaler["spec"]["scaleTargetRef"]["name"] == "resnet"
+    assert "replicas" in render(load("mlserver-s3")).deployment["spec"]
+
+
+def test_spec_hash_ignores_key_order() -> None:
+    template = render(load("mlserver-s3")).deployment["spec"]["template"]
+    reordered = yaml.safe_load(yaml.safe_dump(template, sort_keys=True))
+    reversed_keys = {key: reordered[key] for key in reversed(list(reordered))}
+    assert spec_hash(reversed_keys) == spec_hash(template)
+
+
+def mutated(case: str, change: Any) -> dict[str, Any]:
+    md = copy.deepcopy(load(case))
+    change(md["spec"])
+    return md
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: s["model"].update(version="1.5.0"),
+        lambda s: s["model"].update(uri="s3://models/fraud/1.5.0"),
+        lambda s: s["runtime"].update(image="docker.io/seldonio/mlserver:1.7.0"),
+        lambda s: s["resources"]["requests"].update(cpu="1"),
+        lambda s: s["runtime"].update(env=[{"name": "X", "value": "1"}]),
+    ],
+    ids=["version", "uri", "image", "cpu", "env"],
+)
+def test_spec_hash_changes_when_pods_must_change(change: Any) -> None:
+    before = render(load("mlserver-s3")).spec_hash
+    assert render(mutated("mlserver-s3", change)).spec_hash != before
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: s.update(replicas=7),
+        lambda s: s["rollout"].update(progressDeadlineSeconds=60),
+        lambda s: s["rollback"].update(historyLimit=2),
+    ],
+    ids=["replicas", "deadline", "history"],
+)
+def test_spec_hash_stays_when_pods_need_not_change(change: Any) -> None:
+    before = render(load("mlserver-s3")).spec_hash
+    assert render(mutated("mlserver-s3", change)).spec_hash == before
+
+
+@pytest.mark.parametrize(
+    ("case", "change", "field", "words"),
+    [
+        (
+            "torchserve-https-autoscaling",
+            lambda s: s["resources"]["requests"].pop("cpu"),
+            "spec.resources.requests.cpu",
+            "autoscaling on CPU utilization needs a CPU request",
+        ),
+        (
+            "mlserver-s3",
+            lambda s: s["resources"]["limits"].update(memory="512Mi"),
+            "spec.resources.limits.memory",
+            "below the request",
+        ),
+        (
+            "mlserver-s3",
+            lambda s: s["resources"]["requests"].update(cpu="lots"),
+            "spec.resources.requests.cpu",
+            "not a Kubernetes quantity",
+        ),
+        (
+            "triton-gs-gpu",
+            lambda s: s["model"].update(uri="https://example.com/model"),
+            "spec.model.uri",
+            "runtime triton cannot load https:// models",
+        ),
+        (
+            "custom-pvc",
+            lambda s: s["runtime"].pop("image"),
+            "spec.runtime.image",
+            "a custom runtime needs an image",
+        ),
+        (
+            "mlserver-s3",
+            lambda s: s["runtime"].update(name="seldon"),
+            "spec.runtime.name",
+            "unknown runtime 'seldon'",
+        ),
+    ],
+    ids=["hpa-without-cpu", "limit-below-request", "bad-quantity", "scheme", "custom", "runtime"],
+)
+def test_what_the_schema_cannot_catch_is_an_invalid_spec(
+    case: str, change: Any, field: str, words: str
+) -> None:
+    with pytest.raises(InvalidSpecError) as invalid:
+        render(mutated(case, change))
+    assert invalid.value.field == field
+    assert words in str(invalid.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("500m", "0.5"), ("2", "2"), ("1Gi", str(2**30)), ("1.5G", "1.5E+9"), ("1e3", "1E+3")],
+)
+def test_quantities(text: str, value: str) -> None:
+    from decimal import Decimal
+
+    assert parse_quantity("f", text) == Decimal(value)
+
+
+@pytest.mark.parametrize("text", ["lots", "1GB", "", "--1", "1.2.3"])
+def test_bad_quantities(text: str) -> None:
+    with pytest.raises(InvalidSpecError, match="not a Kubernetes quantity"):
+        parse_quantity("spec.resources.requests.memory", text)
