@@ -30,7 +30,8 @@ def wait_for(
     last: Any = None
     while True:
         listing = list_call(**kwargs)
-        last = listing.items[0] if listing.items else None
+        items, version = _items(listing)
+        last = items[0] if items else None
         if condition(last):
             return last
         remaining = deadline - time.monotonic()
@@ -40,7 +41,7 @@ def wait_for(
         try:
             for event in watcher.stream(
                 list_call,
-                resource_version=listing.metadata.resource_version,
+                resource_version=version,
                 timeout_seconds=max(1, int(remaining)),
                 _request_timeout=remaining + 5,
                 **kwargs,
@@ -61,9 +62,25 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
 
 
+def _items(listing: Any) -> tuple[list[Any], str]:
+    """Typed lists (V1PodList) and custom-object lists (plain dicts) alike."""
+    if isinstance(listing, dict):
+        return listing.get("items") or [], listing["metadata"]["resourceVersion"]
+    return listing.items or [], listing.metadata.resource_version
+
+
 def condition_of(obj: Any, kind: str) -> Any:
     """The status condition of type `kind` of a typed client object, or None."""
     for condition in (obj.status.conditions or []) if obj is not None and obj.status else []:
         if condition.type == kind:
             return condition
+    return None
+
+
+def dict_condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    """The status condition of type `kind` of a custom object (a dict), or None."""
+    for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            found: dict[str, Any] = condition
+            return found
     return None

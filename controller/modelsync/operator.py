@@ -53,7 +53,15 @@ class Runtime:
     executor: concurrent.futures.ThreadPoolExecutor | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     http: web.AppRunner | None = None
+    loop: asyncio.AbstractEventLoop | None = None
     ready: bool = False
+
+    async def resync_now(self) -> int:
+        """Queue every known ModelDeployment and wait until the queue is worked off."""
+        count = resync_all(self)
+        assert self.queue is not None
+        await self.queue.join()
+        return count
 
 
 def _connection(settings: OperatorSettings) -> kopf.ConnectionInfo:
@@ -160,6 +168,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         settings.watching.connect_timeout = 30
         kube = kubemod.Kube(kubemod.api_client(runtime.settings.kubeconfig))
         await asyncio.to_thread(prefill, kube, runtime)
+        runtime.loop = asyncio.get_running_loop()
         runtime.queue = WorkQueue(retry_seconds=runtime.settings.retry_seconds)
         runtime.reconciler = ServingReconciler(kube, runtime.cache)
         runtime.executor = concurrent.futures.ThreadPoolExecutor(

@@ -14,6 +14,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import kubernetes
+
 from modelsync import conditions, health, metrics
 from modelsync import constants as c
 from modelsync.conditions import Observed
@@ -36,6 +38,11 @@ OWNED_KINDS: dict[str, str] = {
 
 def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def _namespace_terminating(error: kubernetes.client.ApiException) -> bool:
+    """Writing into a namespace that is being deleted fails; its objects go anyway."""
+    return error.status == 403 and "NamespaceTerminating" in str(error.body or "")
 
 
 def current_revision(md: Manifest, spec_hash: str) -> str:
@@ -67,25 +74,34 @@ class ServingReconciler:
             return  # the garbage collector removes what it owned
         with metrics.RECONCILE_SECONDS.time():
             try:
-                rendered = render(md)
-            except InvalidSpecError as error:
-                self._report_invalid(md, error)
-                metrics.RECONCILES.labels(result="invalid").inc()
-                return
-            changed = [self._converge(md, obj, rendered) for obj in rendered.objects]
-            if rendered.autoscaler is None:
-                changed.append(self._remove_autoscaler(md))
-            if any(changed) and not converged(md, rendered):
-                self.kube.event(
-                    md,
-                    c.MODELDEPLOYMENT_KIND,
-                    c.EVENT_APPLIED,
-                    f"applied model {md['spec']['model']['name']} version "
-                    f"{md['spec']['model']['version']} (spec {rendered.spec_hash})",
-                    action="Apply",
-                )
-            self._report(md, rendered)
-            metrics.RECONCILES.labels(result="applied" if any(changed) else "unchanged").inc()
+                self._reconcile(md)
+            except kubernetes.client.ApiException as error:
+                if _namespace_terminating(error):
+                    log.debug("%s/%s: namespace is being deleted", namespace, name)
+                    return
+                raise
+
+    def _reconcile(self, md: Manifest) -> None:
+        try:
+            rendered = render(md)
+        except InvalidSpecError as error:
+            self._report_invalid(md, error)
+            metrics.RECONCILES.labels(result="invalid").inc()
+            return
+        changed = [self._converge(md, obj, rendered) for obj in rendered.objects]
+        if rendered.autoscaler is None:
+            changed.append(self._remove_autoscaler(md))
+        if any(changed) and not converged(md, rendered):
+            self.kube.event(
+                md,
+                c.MODELDEPLOYMENT_KIND,
+                c.EVENT_APPLIED,
+                f"applied model {md['spec']['model']['name']} version "
+                f"{md['spec']['model']['version']} (spec {rendered.spec_hash})",
+                action="Apply",
+            )
+        self._report(md, rendered)
+        metrics.RECONCILES.labels(result="applied" if any(changed) else "unchanged").inc()
 
     # ------------------------------------------------------------------ objects
 

@@ -1,12 +1,78 @@
 """Every integration test runs against the local cluster: mark them so
-`pytest -m "not cluster"` (or `make unit`) leaves them out."""
+`pytest -m "not cluster"` (or `make unit`) leaves them out. The operator's
+tests share one operator, run in this process against that cluster."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
+import yaml
+from kubernetes.dynamic import DynamicClient
+
+from modelsync import operator
+from modelsync.settings import OperatorSettings
+from tests.conftest import LocalCluster
+from tests.kube import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.path).replace("\\", "/"):
             item.add_marker(pytest.mark.cluster)
+
+
+@pytest.fixture(scope="session")
+def crds(local_cluster: LocalCluster) -> list[str]:
+    """Install every CRD in crds/ (the very files users install) and wait until served."""
+    dynamic = DynamicClient(local_cluster.api)
+    definitions = dynamic.resources.get(
+        api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition"
+    )
+    names = []
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        definitions.server_side_apply(
+            body=crd,
+            name=crd["metadata"]["name"],
+            field_manager="modelsync-tests",
+            force_conflicts=True,
+        )
+        names.append(crd["metadata"]["name"])
+
+    def established(crd: object) -> bool:
+        conditions = getattr(getattr(crd, "status", None), "conditions", None) or []
+        return any(cond.type == "Established" and cond.status == "True" for cond in conditions)
+
+    from kubernetes.client import ApiextensionsV1Api
+
+    api = ApiextensionsV1Api(local_cluster.api)
+    for name in names:
+        wait_for(api.list_custom_resource_definition, name, established, timeout=60)
+    return names
+
+
+@pytest.fixture(scope="session")
+def running_operator(local_cluster: LocalCluster, crds: list[str]) -> Iterator[operator.Runtime]:
+    """The operator, cluster-wide, in a thread of this process."""
+    settings = OperatorSettings(
+        kubeconfig=str(local_cluster.kubeconfig),
+        http_port=0,
+        resync_seconds=3600,  # tests trigger resyncs themselves
+        retry_seconds=1,
+    )
+    runtime = operator.Runtime(settings)
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(
+        target=operator.run, args=(settings, stop, ready, runtime), name="operator", daemon=True
+    )
+    thread.start()
+    assert ready.wait(60), "the operator did not start within 60s"
+    yield runtime
+    stop.set()
+    thread.join(30)
+    assert not thread.is_alive(), "the operator did not stop within 30s"

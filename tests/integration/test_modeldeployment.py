@@ -1,0 +1,435 @@
+"""The operator serves ModelDeployments on a real cluster: create, update, delete,
+drift, autoscaling, and every bad input the issue names."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import kubernetes
+import pytest
+from kubernetes.client import (
+    AppsV1Api,
+    AutoscalingV2Api,
+    CoreV1Api,
+    CustomObjectsApi,
+)
+from kubernetes.dynamic import DynamicClient
+
+from modelsync import constants as c
+from modelsync import metrics, operator
+from tests.cluster import stages
+from tests.conftest import LocalCluster
+from tests.kube import dict_condition, wait_for
+
+MD = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
+
+
+def manifest(name: str, version: str = "1", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": c.API_VERSION,
+        "kind": c.MODELDEPLOYMENT_KIND,
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"name": "iris", "version": version, "uri": "s3://models/iris"},
+            "runtime": {"name": "mlserver"},
+            "replicas": 2,
+        },
+    }
+    body["spec"].update(spec)
+    return body
+
+
+class Models:
+    """ModelDeployments of one test namespace."""
+
+    def __init__(self, cluster: LocalCluster, namespace: str) -> None:
+        self.api = CustomObjectsApi(cluster.api)
+        self.namespace = namespace
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        created: dict[str, Any] = self.api.create_namespaced_custom_object(
+            body=body, namespace=self.namespace, **MD
+        )
+        return created
+
+    def patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        patched: dict[str, Any] = self.api.patch_namespaced_custom_object(
+            name=name, namespace=self.namespace, body=patch, **MD
+        )
+        return patched
+
+    def list(self, **kwargs: Any) -> Any:
+        return self.api.list_namespaced_custom_object(**MD, **kwargs)
+
+    def wait(
+        self, name: str, condition: Callable[[Any], bool], timeout: float = 60, describe: str = ""
+    ) -> dict[str, Any]:
+        found: dict[str, Any] = wait_for(
+            self.list,
+            name,
+            condition,
+            namespace=self.namespace,
+            timeout=timeout,
+            describe=describe or f"ModelDeployment {name} to be {condition.__name__}",
+        )
+        return found
+
+
+def ready_on(version: str) -> Callable[[Any], bool]:
+    def ready(md: dict[str, Any] | None) -> bool:
+        if md is None:
+            return False
+        status = md.get("status") or {}
+        condition = dict_condition(md, c.READY) or {}
+        return (
+            condition.get("status") == "True"
+            and status.get("observedGeneration") == md["metadata"]["generation"]
+            and status.get("modelVersion") == version
+        )
+
+    ready.__name__ = f"Ready on version {version}"
+    return ready
+
+
+def condition_is(kind: str, status: str, reason: str) -> Callable[[Any], bool]:
+    def check(md: dict[str, Any] | None) -> bool:
+        condition = dict_condition(md, kind) or {}
+        return condition.get("status") == status and condition.get("reason") == reason
+
+    check.__name__ = f"{kind}={status} ({reason})"
+    return check
+
+
+class Event:
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.reason: str = body.get("reason", "")
+        self.note: str = body.get("note", "")
+        self.type: str = body.get("type", "")
+
+
+def events_about(cluster: LocalCluster, namespace: str, name: str) -> list[Event]:
+    # Through the dynamic client: the typed one (kubernetes 37) refuses to parse the
+    # events other components post without an eventTime.
+    events = DynamicClient(cluster.api).resources.get(api_version="events.k8s.io/v1", kind="Event")
+    items = events.get(namespace=namespace).to_dict()["items"]
+    return [Event(e) for e in items if (e.get("regarding") or {}).get("name") == name]
+
+
+@pytest.fixture
+def models(
+    running_operator: operator.Runtime, local_cluster: LocalCluster, namespace: str
+) -> Models:
+    return Models(local_cluster, namespace)
+
+
+def test_modeldeployment_becomes_ready_with_owned_serving_objects(
+    models: Models, local_cluster: LocalCluster, namespace: str
+) -> None:
+    created = models.create(manifest("iris"))
+    md = models.wait("iris", ready_on("1"))
+    status = md["status"]
+    assert status["endpoint"] == f"http://iris.{namespace}.svc.cluster.local:8080"
+    assert (status["replicas"], status["readyReplicas"]) == (2, 2)
+    assert status["currentRevision"] == f"spec:{status['specHash']}"
+
+    apps, core = AppsV1Api(local_cluster.api), CoreV1Api(local_cluster.api)
+    deployment = apps.read_namespaced_deployment("iris", namespace)
+    service = core.read_namespaced_service("iris", namespace)
+    for obj in (deployment, service):
+        assert obj.metadata.owner_references[0].uid == created["metadata"]["uid"]
+        assert obj.metadata.labels[c.LABEL_MANAGED_BY] == "modelsync"
+        assert obj.metadata.labels[c.LABEL_MODEL_VERSION] == "1"
+    assert deployment.metadata.annotations[c.ANNOTATION_SPEC_HASH] == status["specHash"]
+    assert service.spec.selector == deployment.spec.selector.match_labels
+
+    table = local_cluster.run("kubectl", "get", "md", "iris", "-n", namespace).stdout
+    header, row = table.splitlines()
+    assert header.split() == ["NAME", "MODEL", "VERSION", "RUNTIME", "READY", "REVISION", "AGE"]
+    assert row.split()[:6] == ["iris", "iris", "1", "mlserver", "True", status["currentRevision"]]
+
+
+def test_modeldeployment_version_change_rolls_out(
+    models: Models, local_cluster: LocalCluster, namespace: str
+) -> None:
+    models.create(manifest("iris", version="1"))
+    first = models.wait("iris", ready_on("1"))
+    models.patch("iris", {"spec": {"model": {"version": "2", "uri": "s3://models/iris/2"}}})
+    second = models.wait("iris", ready_on("2"))
+    assert second["status"]["specHash"] != first["status"]["specHash"]
+
+    apps = AppsV1Api(local_cluster.api)
+    deployment = apps.read_namespaced_deployment("iris", namespace)
+    template = deployment.spec.template
+    assert template.metadata.labels[c.LABEL_MODEL_VERSION] == "2"
+    assert template.spec.init_containers[0].args[0] == "s3://models/iris/2"
+    replica_sets = apps.list_namespaced_replica_set(namespace).items
+    by_version = {
+        rs.spec.template.metadata.labels[c.LABEL_MODEL_VERSION]: rs.status.replicas
+        for rs in replica_sets
+    }
+    assert by_version == {"1": 0, "2": 2}  # a real rolling update: the old set scaled away
+    applied = [e for e in events_about(local_cluster, namespace, "iris") if e.reason == "Applied"]
+    assert any("version 2" in e.note for e in applied)
+
+
+def test_modeldeployment_deletion_collects_every_serving_object(
+    models: Models, local_cluster: LocalCluster, namespace: str
+) -> None:
+    spec = {
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 3},
+        "resources": {"requests": {"cpu": "250m"}},
+    }
+    body = manifest("iris")
+    del body["spec"]["replicas"]
+    body["spec"].update(spec)
+    models.create(body)
+    models.wait("iris", ready_on("1"))
+    apps, core = AppsV1Api(local_cluster.api), CoreV1Api(local_cluster.api)
+    hpas = AutoscalingV2Api(local_cluster.api)
+    assert hpas.read_namespaced_horizontal_pod_autoscaler("iris", namespace)
+
+    models.api.delete_namespaced_custom_object(name="iris", namespace=namespace, **MD)
+    gone: Callable[[Any], bool] = lambda obj: obj is None  # noqa: E731
+    for list_call in (
+        apps.list_namespaced_deployment,
+        core.list_namespaced_service,
+        hpas.list_namespaced_horizontal_pod_autoscaler,
+    ):
+        wait_for(list_call, "iris", gone, namespace=namespace, timeout=60)
+    assert (
+        core.list_namespaced_pod(namespace, label_selector=f"{c.LABEL_DEPLOYMENT}=iris").items == []
+    )
+
+
+def test_serving_drift_is_reverted_and_reported(
+    models: Models, local_cluster: LocalCluster, namespace: str
+) -> None:
+    models.create(manifest("iris"))
+    md = models.wait("iris", ready_on("1"))
+    apps, core = AppsV1Api(local_cluster.api), CoreV1Api(local_cluster.api)
+
+    def kubectl(*args: str) -> None:
+        local_cluster.run("kubectl", *args)
+
+    image = (
+        apps.read_namespaced_deployment("iris", namespace).spec.template.spec.containers[0].image
+    )
+
+    def deployment_where(check: Callable[[Any], bool], describe: str) -> Any:
+        return wait_for(
+            apps.list_namespaced_deployment,
+            "iris",
+            check,
+            namespace=namespace,
+            timeout=30,
+            describe=describe,
+        )
+
+    # Someone edits the image ...
+    kubectl("set", "image", "deployment/iris", "server=evil:latest", "-n", namespace)
+    deployment_where(
+        lambda d: d.spec.template.spec.containers[0].image == image, "the image to be restored"
+    )
+    # ... scales by hand, with no autoscaler in charge ...
+    kubectl("scale", "deployment/iris", "--replicas=5", "-n", namespace)
+    deployment_where(lambda d: d.spec.replicas == 2, "the replica count to be restored")
+    # ... adds an annotation of their own (not ours: it stays) ...
+    kubectl("annotate", "deployment/iris", "example.com/owner=ops", "-n", namespace)
+    # ... and deletes the Service.
+    old_uid = core.read_namespaced_service("iris", namespace).metadata.uid
+    kubectl("delete", "service/iris", "-n", namespace)
+    wait_for(
+        core.list_namespaced_service,
+        "iris",
+        lambda s: s is not None and s.metadata.uid != old_uid,
+        namespace=namespace,
+        timeout=30,
+        describe="the Service to be recreated",
+    )
+
+    assert (
+        apps.read_namespaced_deployment("iris", namespace).metadata.annotations["example.com/owner"]
+        == "ops"
+    )
+    notes = [
+        e.note
+        for e in events_about(local_cluster, namespace, "iris")
+        if e.reason == c.EVENT_DRIFT_REVERTED
+    ]
+    assert any("spec.template.spec.containers[server].image" in note for note in notes)
+    assert any("Deployment iris: changed spec.replicas" in note for note in notes)
+    assert any("Service iris: deleted" in note for note in notes)
+    assert models.wait("iris", ready_on("1"))["status"]["specHash"] == md["status"]["specHash"]
+
+
+def test_serving_autoscaler_owns_the_replica_count(
+    models: Models, local_cluster: LocalCluster, namespace: str
+) -> None:
+    body = manifest("iris")
+    del body["spec"]["replicas"]
+    body["spec"]["autoscaling"] = {"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilization": 60}
+    body["spec"]["resources"] = {"requests": {"cpu": "500m"}}
+    models.create(body)
+    models.wait("iris", ready_on("1"))
+    hpa = AutoscalingV2Api(local_cluster.api).read_namespaced_horizontal_pod_autoscaler(
+        "iris", namespace
+    )
+    assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (2, 5)
+    assert hpa.spec.metrics[0].resource.target.average_utilization == 60
+
+    apps = AppsV1Api(local_cluster.api)
+    ours = [
+        m
+        for m in apps.read_namespaced_deployment("iris", namespace).metadata.managed_fields
+        if m.manager == c.FIELD_MANAGER
+    ]
+    assert ours
+    assert all("f:replicas" not in json.dumps(m.fields_v1.get("f:spec", {})) for m in ours)
+
+    # The autoscaler (here: someone acting as it) scales; the operator sees it and lets it be.
+    local_cluster.run("kubectl", "scale", "deployment/iris", "--replicas=4", "-n", namespace)
+    models.wait(
+        "iris",
+        lambda md: (md or {}).get("status", {}).get("replicas") == 4,
+        describe="the operator to observe 4 replicas",
+    )
+    assert apps.read_namespaced_deployment("iris", namespace).spec.replicas == 4
+
+
+BAD_SPECS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
+    ("missing-uri", lambda s: s["model"].pop("uri"), "spec.model.uri: Required value"),
+    ("negative-replicas", lambda s: s.update(replicas=-1), "spec.replicas"),
+    (
+        "replicas-and-autoscaling",
+        lambda s: s.update(autoscaling={"maxReplicas": 3}),
+        "set spec.replicas or spec.autoscaling, not both",
+    ),
+    (
+        "unknown-runtime",
+        lambda s: s["runtime"].update(name="seldon"),
+        'spec.runtime.name: Unsupported value: "seldon"',
+    ),
+    (
+        "scheme-the-runtime-cannot-load",
+        lambda s: s.update(
+            runtime={"name": "triton"},
+            model={"name": "m", "version": "1", "uri": "https://example.com/m.onnx"},
+        ),
+        "runtime triton cannot load a model from https://example.com/m.onnx",
+    ),
+    ("file-uri", lambda s: s["model"].update(uri="file:///etc/passwd"), "spec.model.uri"),
+    (
+        "link-local-uri",
+        lambda s: s["model"].update(uri="https://169.254.169.254/latest/meta-data"),
+        "must not point at a link-local address",
+    ),
+    (
+        "min-above-max",
+        lambda s: (s.pop("replicas"), s.update(autoscaling={"minReplicas": 5, "maxReplicas": 2})),
+        "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+    ),
+    (
+        "custom-without-image",
+        lambda s: s.update(runtime={"name": "custom"}),
+        "runtime.image is required when runtime.name is custom",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "words"), BAD_SPECS, ids=[b[0] for b in BAD_SPECS])
+def test_modeldeployment_schema_violations_are_rejected_by_the_api_server(
+    models: Models, case: str, change: Callable[[dict[str, Any]], object], words: str
+) -> None:
+    body = manifest("bad")
+    change(body["spec"])
+    with pytest.raises(kubernetes.client.ApiException) as rejected:
+        models.create(body)
+    assert rejected.value.status == 422
+    message = json.loads(rejected.value.body)["message"]
+    assert words in message
+    assert models.list(namespace=models.namespace)["items"] == []
+
+
+def test_modeldeployment_invalid_spec_keeps_the_last_good_one_serving(
+    models: Models, local_cluster: LocalCluster, namespace: str
+) -> None:
+    models.create(manifest("iris"))
+    good = models.wait("iris", ready_on("1"))
+    apps = AppsV1Api(local_cluster.api)
+    before = apps.read_namespaced_deployment("iris", namespace)
+
+    # Passes the schema, cannot be served: autoscaling on CPU without a CPU request.
+    models.patch(
+        "iris",
+        {"spec": {"replicas": None, "autoscaling": {"maxReplicas": 4}, "model": {"version": "2"}}},
+    )
+    invalid = models.wait("iris", condition_is(c.READY, "False", c.REASON_INVALID_SPEC))
+    message = dict_condition(invalid, c.READY)["message"]  # type: ignore[index]
+    assert message.startswith("spec.resources.requests.cpu: autoscaling on CPU utilization")
+    after = apps.read_namespaced_deployment("iris", namespace)
+    assert after.metadata.resource_version == before.metadata.resource_version
+    assert after.status.available_replicas == 2
+    assert (
+        not AutoscalingV2Api(local_cluster.api)
+        .list_namespaced_horizontal_pod_autoscaler(namespace)
+        .items
+    )
+    warnings = [
+        e
+        for e in events_about(local_cluster, namespace, "iris")
+        if e.reason == c.EVENT_INVALID_SPEC
+    ]
+    assert warnings
+    assert warnings[0].type == "Warning"
+
+    models.patch("iris", {"spec": {"resources": {"requests": {"cpu": "250m"}}}})
+    fixed = models.wait("iris", ready_on("2"))
+    assert fixed["status"]["specHash"] != good["status"]["specHash"]
+
+
+def test_modeldeployment_failed_rollout_is_degraded(models: Models) -> None:
+    body = manifest(
+        "broken", replicas=1, podMetadata={"labels": {stages.FAULT_LABEL: stages.NEVER_READY}}
+    )
+    body["spec"]["rollout"] = {"progressDeadlineSeconds": 5}
+    models.create(body)
+    md = models.wait(
+        "broken", condition_is(c.DEGRADED, "True", c.REASON_PROGRESS_DEADLINE_EXCEEDED), timeout=90
+    )
+    assert condition_is(c.READY, "False", c.REASON_PROGRESS_DEADLINE_EXCEEDED)(md)
+    assert condition_is(c.PROGRESSING, "False", c.REASON_PROGRESS_DEADLINE_EXCEEDED)(md)
+    assert "did not become available in time" in dict_condition(md, c.READY)["message"]  # type: ignore[index]
+
+
+def test_serving_resync_with_nothing_to_do_writes_nothing(
+    models: Models,
+    local_cluster: LocalCluster,
+    namespace: str,
+    running_operator: operator.Runtime,
+) -> None:
+    models.create(manifest("iris"))
+    models.wait("iris", ready_on("1"))
+    apps, core = AppsV1Api(local_cluster.api), CoreV1Api(local_cluster.api)
+
+    def versions() -> tuple[str, str, str]:
+        md = models.api.get_namespaced_custom_object(name="iris", namespace=namespace, **MD)
+        return (
+            md["metadata"]["resourceVersion"],
+            apps.read_namespaced_deployment("iris", namespace).metadata.resource_version,
+            core.read_namespaced_service("iris", namespace).metadata.resource_version,
+        )
+
+    before = versions()
+    unchanged = metrics.RECONCILES.labels(result="unchanged")
+    count = unchanged._value.get()
+    assert running_operator.loop is not None
+    # Queue every ModelDeployment the operator knows and wait until all are reconciled.
+    resynced = asyncio.run_coroutine_threadsafe(
+        running_operator.resync_now(), running_operator.loop
+    )
+    assert resynced.result(60) >= 1
+    assert unchanged._value.get() > count
+    assert versions() == before
