@@ -64,7 +64,7 @@ def main() -> int:
             f"kubernetes {stamp['kubernetes']}, etcd {stamp['etcd']}, "
             f"kwok {stamp['kwok']}, helm {stamp['helm']}, {stamp['go']}",
         ),
-        ("cold build (recorded by it)", f"{stamp['seconds']:.0f} s"),
+        ("build of these binaries (recorded)", f"{stamp['seconds']:.0f} s"),
         ("cached-binaries check", f"{cache_check * 1000:.0f} ms"),
         ("binary size", f"{stamp['size'] / mib:.0f} MiB"),
         ("cache: binaries", f"{directory_size(binaries.directory) / mib:.0f} MiB"),
