@@ -84,3 +84,32 @@ def dict_condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | No
             found: dict[str, Any] = condition
             return found
     return None
+
+
+def wait_for_items(
+    resource: Any,
+    match: Callable[[dict[str, Any]], bool],
+    *,
+    namespace: str,
+    timeout: float = 30.0,
+    describe: str = "",
+) -> dict[str, Any]:
+    """Wait until some object of a dynamic-client `resource` in `namespace` matches;
+    list once, then watch. For kinds the typed client cannot parse (events)."""
+    deadline = time.monotonic() + timeout
+    listing = resource.get(namespace=namespace).to_dict()
+    for item in listing.get("items") or []:
+        if match(item):
+            found: dict[str, Any] = item
+            return found
+    version = listing["metadata"]["resourceVersion"]
+    while (remaining := deadline - time.monotonic()) > 0:
+        stream = resource.watch(
+            namespace=namespace, resource_version=version, timeout=max(1, int(remaining))
+        )
+        for event in stream:
+            item = event["raw_object"]
+            version = item.get("metadata", {}).get("resourceVersion", version)
+            if event["type"] in {"ADDED", "MODIFIED"} and match(item):
+                return dict(item)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {describe or 'an object'}")

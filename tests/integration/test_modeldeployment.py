@@ -22,7 +22,7 @@ from modelsync import constants as c
 from modelsync import metrics, operator
 from tests.cluster import stages
 from tests.conftest import LocalCluster
-from tests.kube import dict_condition, wait_for
+from tests.kube import dict_condition, wait_for, wait_for_items
 
 MD = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
 
@@ -110,12 +110,31 @@ class Event:
         self.type: str = body.get("type", "")
 
 
-def events_about(cluster: LocalCluster, namespace: str, name: str) -> list[Event]:
-    # Through the dynamic client: the typed one (kubernetes 37) refuses to parse the
-    # events other components post without an eventTime.
-    events = DynamicClient(cluster.api).resources.get(api_version="events.k8s.io/v1", kind="Event")
-    items = events.get(namespace=namespace).to_dict()["items"]
-    return [Event(e) for e in items if (e.get("regarding") or {}).get("name") == name]
+def event_resource(cluster: LocalCluster) -> Any:
+    # The dynamic client: the typed one (kubernetes 37) fails to parse the events other
+    # components post without an eventTime.
+    return DynamicClient(cluster.api).resources.get(api_version="events.k8s.io/v1", kind="Event")
+
+
+def wait_for_event(
+    cluster: LocalCluster, namespace: str, name: str, reason: str, words: str
+) -> Event:
+    """Events are posted after the change they report: wait for them, do not expect them."""
+
+    def match(event: dict[str, Any]) -> bool:
+        return (
+            (event.get("regarding") or {}).get("name") == name
+            and event.get("reason") == reason
+            and words in (event.get("note") or "")
+        )
+
+    found = wait_for_items(
+        event_resource(cluster),
+        match,
+        namespace=namespace,
+        describe=f"a {reason} event on {name} saying {words!r}",
+    )
+    return Event(found)
 
 
 @pytest.fixture
@@ -171,8 +190,7 @@ def test_modeldeployment_version_change_rolls_out(
         for rs in replica_sets
     }
     assert by_version == {"1": 0, "2": 2}  # a real rolling update: the old set scaled away
-    applied = [e for e in events_about(local_cluster, namespace, "iris") if e.reason == "Applied"]
-    assert any("version 2" in e.note for e in applied)
+    wait_for_event(local_cluster, namespace, "iris", c.EVENT_APPLIED, "version 2")
 
 
 def test_modeldeployment_deletion_collects_every_serving_object(
@@ -254,14 +272,13 @@ def test_serving_drift_is_reverted_and_reported(
         apps.read_namespaced_deployment("iris", namespace).metadata.annotations["example.com/owner"]
         == "ops"
     )
-    notes = [
-        e.note
-        for e in events_about(local_cluster, namespace, "iris")
-        if e.reason == c.EVENT_DRIFT_REVERTED
-    ]
-    assert any("spec.template.spec.containers[server].image" in note for note in notes)
-    assert any("Deployment iris: changed spec.replicas" in note for note in notes)
-    assert any("Service iris: deleted" in note for note in notes)
+    for words in (
+        "Deployment iris: changed spec.template.spec.containers[server].image",
+        "Deployment iris: changed spec.replicas",
+        "Service iris: deleted",
+    ):
+        event = wait_for_event(local_cluster, namespace, "iris", c.EVENT_DRIFT_REVERTED, words)
+        assert event.type == "Warning"
     assert models.wait("iris", ready_on("1"))["status"]["specHash"] == md["status"]["specHash"]
 
 
@@ -377,13 +394,10 @@ def test_modeldeployment_invalid_spec_keeps_the_last_good_one_serving(
         .list_namespaced_horizontal_pod_autoscaler(namespace)
         .items
     )
-    warnings = [
-        e
-        for e in events_about(local_cluster, namespace, "iris")
-        if e.reason == c.EVENT_INVALID_SPEC
-    ]
-    assert warnings
-    assert warnings[0].type == "Warning"
+    warning = wait_for_event(
+        local_cluster, namespace, "iris", c.EVENT_INVALID_SPEC, "spec.resources.requests.cpu"
+    )
+    assert warning.type == "Warning"
 
     models.patch("iris", {"spec": {"resources": {"requests": {"cpu": "250m"}}}})
     fixed = models.wait("iris", ready_on("2"))
