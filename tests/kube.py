@@ -113,3 +113,42 @@ def wait_for_items(
             if event["type"] in {"ADDED", "MODIFIED"} and match(item):
                 return dict(item)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {describe or 'an object'}")
+
+
+def wait_for_set(
+    resource: Any,
+    predicate: Callable[[list[dict[str, Any]]], bool],
+    *,
+    namespace: str,
+    label_selector: str | None = None,
+    timeout: float = 30.0,
+    describe: str = "",
+) -> list[dict[str, Any]]:
+    """Wait until the set of objects (of a dynamic-client `resource`, in `namespace`,
+    matching `label_selector`) satisfies `predicate`; e.g. "no pods left"."""
+    deadline = time.monotonic() + timeout
+    listing = resource.get(namespace=namespace, label_selector=label_selector).to_dict()
+    objects = {item["metadata"]["name"]: item for item in listing.get("items") or []}
+    version = listing["metadata"]["resourceVersion"]
+    while not predicate(list(objects.values())):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {describe or 'the objects'}; "
+                f"still there: {sorted(objects)}"
+            )
+        for event in resource.watch(
+            namespace=namespace,
+            label_selector=label_selector,
+            resource_version=version,
+            timeout=max(1, int(remaining)),
+        ):
+            item = event["raw_object"]
+            version = item.get("metadata", {}).get("resourceVersion", version)
+            if event["type"] == "DELETED":
+                objects.pop(item["metadata"]["name"], None)
+            elif event["type"] in {"ADDED", "MODIFIED"}:
+                objects[item["metadata"]["name"]] = item
+            if predicate(list(objects.values())):
+                break
+    return list(objects.values())

@@ -31,7 +31,7 @@ from kubernetes.dynamic import DynamicClient
 
 from tests.cluster import stages, versions
 from tests.conftest import LocalCluster
-from tests.kube import condition_of, wait_for
+from tests.kube import condition_of, wait_for, wait_for_set
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -225,7 +225,15 @@ def test_cluster_garbage_collects_dependents(local_cluster: LocalCluster, namesp
         apps.list_namespaced_deployment, "gc", lambda d: d is None, namespace=namespace, timeout=60
     )
     assert apps.list_namespaced_replica_set(namespace).items == []
-    assert core.list_namespaced_pod(namespace, label_selector="app=gc").items == []
+    pods = DynamicClient(local_cluster.api).resources.get(api_version="v1", kind="Pod")
+    wait_for_set(
+        pods,
+        lambda items: items == [],
+        namespace=namespace,
+        label_selector="app=gc",
+        timeout=60,
+        describe="the Deployment's pods to be garbage-collected",
+    )
 
 
 def test_cluster_issues_service_account_tokens(local_cluster: LocalCluster, namespace: str) -> None:

@@ -22,7 +22,7 @@ from modelsync import constants as c
 from modelsync import metrics, operator
 from tests.cluster import stages
 from tests.conftest import LocalCluster
-from tests.kube import dict_condition, wait_for, wait_for_items
+from tests.kube import dict_condition, wait_for, wait_for_items, wait_for_set
 
 MD = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
 
@@ -217,8 +217,14 @@ def test_modeldeployment_deletion_collects_every_serving_object(
         hpas.list_namespaced_horizontal_pod_autoscaler,
     ):
         wait_for(list_call, "iris", gone, namespace=namespace, timeout=60)
-    assert (
-        core.list_namespaced_pod(namespace, label_selector=f"{c.LABEL_DEPLOYMENT}=iris").items == []
+    pods = DynamicClient(local_cluster.api).resources.get(api_version="v1", kind="Pod")
+    wait_for_set(
+        pods,
+        lambda items: items == [],
+        namespace=namespace,
+        label_selector=f"{c.LABEL_DEPLOYMENT}=iris",
+        timeout=60,
+        describe="the model's pods to be garbage-collected",
     )
 
 
