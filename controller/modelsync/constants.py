@@ -49,3 +49,25 @@ REASON_SCALED_TO_ZERO: Final = "ScaledToZero"
 EVENT_DRIFT_REVERTED: Final = "DriftReverted"
 EVENT_APPLIED: Final = "Applied"
 EVENT_INVALID_SPEC: Final = REASON_INVALID_SPEC
+
+# ModelSync.
+MODELSYNC_KIND: Final = "ModelSync"
+MODELSYNC_PLURAL: Final = "modelsyncs"
+LABEL_SYNC_NAME: Final = f"{GROUP}/sync-name"
+LABEL_SYNC_NAMESPACE: Final = f"{GROUP}/sync-namespace"
+ANNOTATION_RECONCILE_REQUESTED: Final = f"{GROUP}/reconcile-requested-at"
+
+RECONCILING: Final = "Reconciling"
+STALLED: Final = "Stalled"
+
+REASON_SUCCEEDED: Final = "Succeeded"
+REASON_PROGRESSING: Final = "Progressing"
+REASON_FETCH_FAILED: Final = "FetchFailed"
+REASON_VALIDATION_FAILED: Final = "ValidationFailed"
+REASON_PRUNE_REFUSED: Final = "PruneRefused"
+REASON_EMPTY_REVISION: Final = "EmptyRevision"
+REASON_DRIFT_DETECTED: Final = "DriftDetected"
+REASON_SUSPENDED: Final = "Suspended"
+
+EVENT_SYNCED: Final = "Synced"
+EVENT_SYNC_FAILED: Final = "SyncFailed"

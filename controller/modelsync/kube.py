@@ -17,10 +17,11 @@ from typing import Any
 
 import kubernetes
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
 from modelsync import constants as c
 from modelsync import metrics
+from modelsync.drift import applied_part, differences
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,33 @@ class Kube:
 
     def __init__(self, client: kubernetes.client.ApiClient) -> None:
         self.client = client
+        self.impersonating: str | None = None
         self.dynamic = DynamicClient(client)
         self._resources: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self.instance = socket.gethostname()
+
+    def impersonate(self, namespace: str, service_account: str) -> Kube:
+        """A Kube that acts as a ServiceAccount: the API server checks its RBAC, not ours."""
+        client = kubernetes.client.ApiClient(self.client.configuration)
+        user = f"system:serviceaccount:{namespace}:{service_account}"
+        client.set_default_header("Impersonate-User", user)
+        other = Kube(client)
+        other.impersonating = user
+        return other
+
+    def scope(self, api_version: str, kind: str) -> bool | None:
+        """True if namespaced, False if cluster-scoped, None if the cluster has no such kind."""
+        try:
+            return bool(self.resource(api_version, kind).namespaced)
+        except (ResourceNotFoundError, ValueError):
+            return None
+
+    def forget_discovery(self) -> None:
+        """After CRDs were applied: look their kinds up afresh."""
+        with self._lock:
+            self._resources.clear()
+        self.dynamic.resources.invalidate_cache()
 
     def resource(self, api_version: str, kind: str) -> Any:
         key = (api_version, kind)
@@ -58,13 +82,13 @@ class Kube:
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
         try:
-            found = self.resource(api_version, kind).get(name=name, namespace=namespace)
+            found = self.resource(api_version, kind).get(name=name, namespace=namespace or None)
         except NotFoundError:
             return None
         result: Manifest = found.to_dict()
         return result
 
-    def list(
+    def list_objects(
         self, api_version: str, kind: str, label_selector: str, namespace: str | None = None
     ) -> list[Manifest]:
         found = self.resource(api_version, kind).get(
@@ -90,9 +114,21 @@ class Kube:
         applied: Manifest = result.to_dict()
         return applied
 
+    def changes(self, desired: Manifest, live: Manifest | None) -> list[str]:
+        """What applying `desired` would change in `live` (JSON paths; ["(new)"] when it
+        does not exist). Only when the texts differ does it ask the server, with a
+        dry run, whether the difference is real or only of form (0.5 vs 500m)."""
+        if live is None:
+            return ["(new)"]
+        drifted = differences(applied_part(desired), live)
+        if not drifted:
+            return []
+        preview = self.apply(desired, dry_run=True)
+        return drifted if differences(applied_part(preview), live) else []
+
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:
-            self.resource(api_version, kind).delete(name=name, namespace=namespace)
+            self.resource(api_version, kind).delete(name=name, namespace=namespace or None)
         except NotFoundError:
             return
         metrics.API_WRITES.labels(verb="delete", kind=kind).inc()

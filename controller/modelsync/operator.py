@@ -26,9 +26,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from modelsync import constants as c
 from modelsync import kube as kubemod
 from modelsync.cache import ObjectCache
+from modelsync.fetch import GitFetcher
 from modelsync.metrics import REGISTRY
 from modelsync.serving import OWNED_KINDS, ServingReconciler
 from modelsync.settings import OperatorSettings
+from modelsync.sync import SyncReconciler, fetch_cache_dir
 from modelsync.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class Runtime:
     cache: ObjectCache = field(default_factory=ObjectCache)
     queue: WorkQueue | None = None
     reconciler: ServingReconciler | None = None
+    syncer: SyncReconciler | None = None
     executor: concurrent.futures.ThreadPoolExecutor | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     http: web.AppRunner | None = None
@@ -82,21 +85,29 @@ def _connection(settings: OperatorSettings) -> kopf.ConnectionInfo:
 async def _worker(runtime: Runtime) -> None:
     assert runtime.queue is not None
     assert runtime.reconciler is not None
+    assert runtime.syncer is not None
     loop = asyncio.get_running_loop()
     while True:
         key = await runtime.queue.get()
-        namespace, name = cast(tuple[str, str], key)
-        failed = False
+        kind, namespace, name = cast(tuple[str, str, str], key)
+        failed, next_sync = False, None
         try:
-            await loop.run_in_executor(
-                runtime.executor, runtime.reconciler.reconcile, namespace, name
-            )
+            if kind == c.MODELSYNC_KIND:
+                next_sync = await loop.run_in_executor(
+                    runtime.executor, runtime.syncer.reconcile, namespace, name
+                )
+            else:
+                await loop.run_in_executor(
+                    runtime.executor, runtime.reconciler.reconcile, namespace, name
+                )
         except Exception:
             failed = True
-            log.exception("reconciling ModelDeployment %s/%s failed", namespace, name)
+            log.exception("reconciling %s %s/%s failed", kind, namespace, name)
         delay = runtime.queue.done(key, failed=failed)
         if delay is not None:
-            log.info("retrying %s/%s in %.0fs", namespace, name, delay)
+            log.info("retrying %s %s/%s in %.0fs", kind, namespace, name, delay)
+        elif next_sync is not None:
+            runtime.queue.schedule(key, next_sync)
 
 
 async def _resync(runtime: Runtime) -> None:
@@ -109,7 +120,10 @@ async def _resync(runtime: Runtime) -> None:
 def resync_all(runtime: Runtime) -> int:
     """Queue every known ModelDeployment; returns how many."""
     assert runtime.queue is not None
-    keys = runtime.cache.names(c.MODELDEPLOYMENT_KIND)
+    keys = [
+        (c.MODELDEPLOYMENT_KIND, ns, name)
+        for ns, name in runtime.cache.names(c.MODELDEPLOYMENT_KIND)
+    ]
     for key in keys:
         runtime.queue.add(key)
     return len(keys)
@@ -139,13 +153,19 @@ async def _serve_http(runtime: Runtime) -> None:
     runtime.http = runner
 
 
+def sync_trigger(body: dict[str, Any]) -> tuple[Any, Any]:
+    meta = body.get("metadata") or {}
+    requested = (meta.get("annotations") or {}).get(c.ANNOTATION_RECONCILE_REQUESTED)
+    return meta.get("generation"), requested
+
+
 def prefill(kube: kubemod.Kube, runtime: Runtime) -> None:
     """List the serving objects before the first reconcile, as an informer syncs its
     cache: the ModelDeployments' watch may deliver before the Services' does."""
     selector = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY},{c.LABEL_DEPLOYMENT}"
     for namespace in runtime.settings.namespaces or (None,):
         for kind, api_version in OWNED_KINDS.items():
-            for item in kube.list(api_version, kind, selector, namespace):
+            for item in kube.list_objects(api_version, kind, selector, namespace):
                 item.setdefault("apiVersion", api_version)
                 item.setdefault("kind", kind)
                 runtime.cache.put(kind, item)
@@ -171,6 +191,8 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         runtime.loop = asyncio.get_running_loop()
         runtime.queue = WorkQueue(retry_seconds=runtime.settings.retry_seconds)
         runtime.reconciler = ServingReconciler(kube, runtime.cache)
+        fetcher = GitFetcher(fetch_cache_dir(runtime.settings.git_cache_dir))
+        runtime.syncer = SyncReconciler(kube, fetcher, runtime.cache)
         runtime.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=runtime.settings.workers, thread_name_prefix="reconcile"
         )
@@ -205,7 +227,22 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             runtime.cache.delete(c.MODELDEPLOYMENT_KIND, namespace or "", name)
             return
         runtime.cache.put(c.MODELDEPLOYMENT_KIND, dict(body))
-        enqueue((namespace, name))
+        enqueue((c.MODELDEPLOYMENT_KIND, namespace, name))
+
+    @kopf.on.event(c.GROUP, c.VERSION, c.MODELSYNC_PLURAL, registry=registry)
+    async def modelsync_event(
+        *, type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any
+    ) -> None:
+        namespace = namespace or ""
+        if type == "DELETED":
+            runtime.cache.delete(c.MODELSYNC_KIND, namespace, name)
+            return
+        previous = runtime.cache.get(c.MODELSYNC_KIND, namespace, name)
+        runtime.cache.put(c.MODELSYNC_KIND, dict(body))
+        # Our own status writes come back as events too: only a new spec or a requested
+        # sync starts one; the interval and webhooks do the rest.
+        if previous is None or sync_trigger(previous) != sync_trigger(dict(body)):
+            enqueue((c.MODELSYNC_KIND, namespace, name))
 
     def owned_handler(kind: str) -> WatchingFn:
         async def owned_event(
@@ -221,7 +258,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
                 runtime.cache.delete(kind, namespace or "", name)
             else:
                 runtime.cache.put(kind, dict(body))
-            enqueue((namespace, labels[c.LABEL_DEPLOYMENT]))
+            enqueue((c.MODELDEPLOYMENT_KIND, namespace, labels[c.LABEL_DEPLOYMENT]))
 
         return owned_event
 

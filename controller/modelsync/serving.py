@@ -19,7 +19,6 @@ import kubernetes
 from modelsync import conditions, health, metrics
 from modelsync import constants as c
 from modelsync.conditions import Observed
-from modelsync.drift import applied_part, differences
 from modelsync.kube import Kube
 from modelsync.render import InvalidSpecError, Rendered, render
 
@@ -115,17 +114,9 @@ class ServingReconciler:
             live = self.kube.get(desired["apiVersion"], kind, meta["namespace"], meta["name"])
             if live is not None:
                 self.cache.put(kind, live)
-        wanted = applied_part(desired)
-        drifted: list[str] = []
-        if live is not None:
-            drifted = differences(wanted, live)
-            if not drifted:
-                return False
-            # Our text and the server's may differ only in form (0.5 vs 500m):
-            # ask the server what an apply would make of it before writing.
-            preview = self.kube.apply(desired, dry_run=True)
-            if not differences(applied_part(preview), live):
-                return False
+        drifted = self.kube.changes(desired, live)
+        if not drifted:
+            return False
         applied = self.kube.apply(desired)
         self.cache.put(kind, applied)
         if converged(md, rendered):

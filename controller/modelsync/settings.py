@@ -30,5 +30,8 @@ class OperatorSettings:
     http_port: int = 8080
     """Port of the HTTP server; 0 turns it off."""
 
+    git_cache_dir: str | None = None
+    """Where repositories and snapshots are kept (default: a directory under /tmp)."""
+
     kubeconfig: str | None = None
     """A kubeconfig file; default: in-cluster config, else $KUBECONFIG or ~/.kube/config."""

@@ -15,6 +15,7 @@ class WorkQueue:
         self._active: set[Hashable] = set()
         self._again: set[Hashable] = set()
         self._failures: dict[Hashable, int] = {}
+        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
         self._retry = retry_seconds
         self._max_retry = max_retry_seconds
 
@@ -47,6 +48,17 @@ class WorkQueue:
             self._again.discard(key)
             self.add(key)
         return delay
+
+    def schedule(self, key: Hashable, delay: float) -> None:
+        """Add `key` after `delay` seconds; a later schedule of the same key replaces this one."""
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
+
+    def _fire(self, key: Hashable) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
 
     def __len__(self) -> int:
         return len(self._waiting) + len(self._active)

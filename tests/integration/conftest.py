@@ -57,9 +57,12 @@ def crds(local_cluster: LocalCluster) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def running_operator(local_cluster: LocalCluster, crds: list[str]) -> Iterator[operator.Runtime]:
+def running_operator(
+    local_cluster: LocalCluster, crds: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[operator.Runtime]:
     """The operator, cluster-wide, in a thread of this process."""
     settings = OperatorSettings(
+        git_cache_dir=str(tmp_path_factory.mktemp("git-cache")),
         kubeconfig=str(local_cluster.kubeconfig),
         http_port=0,
         resync_seconds=3600,  # tests trigger resyncs themselves

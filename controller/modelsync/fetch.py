@@ -1,0 +1,327 @@
+"""Fetch: resolve a ModelSync's ref to a commit, and check that commit out.
+
+Resolving is one `git ls-remote` (cheap: no objects move). Fetching happens
+only when the commit is not in the local cache yet, shallow (depth 1), into a
+bare repository per URL; a commit becomes an immutable snapshot directory
+keyed by its sha, and the oldest snapshots are dropped beyond a bound.
+
+Credentials reach git through the environment of the one command that needs
+them (GIT_ASKPASS for https, GIT_SSH_COMMAND with a 0600 key file for ssh);
+they never appear in a URL, a log line, a status or an event, and key files
+are removed as soon as the command ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+import semantic_version
+
+GIT_TIMEOUT_SECONDS = 120
+SHA = re.compile(r"^[0-9a-f]{40}$")
+
+# Answers git's username and password prompts from the environment of one command.
+ASKPASS = """#!/bin/sh
+case "$1" in
+  Username*) printf '%s\\n' "$MODELSYNC_GIT_USERNAME" ;;
+  *) printf '%s\\n' "$MODELSYNC_GIT_PASSWORD" ;;
+esac
+"""
+
+
+class FetchError(Exception):
+    """The repository could not be read; the message is safe to show (no secrets)."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str | None = None
+    password: str | None = None  # a password or a token
+    ssh_key: str | None = None
+    known_hosts: str | None = None
+
+    @property
+    def secrets(self) -> list[str]:
+        return [value for value in (self.password, self.ssh_key) if value]
+
+
+@dataclass(frozen=True)
+class Ref:
+    branch: str | None = None
+    tag: str | None = None
+    semver: str | None = None
+    commit: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, str] | None) -> Ref:
+        spec = spec or {"branch": "main"}
+        return cls(spec.get("branch"), spec.get("tag"), spec.get("semver"), spec.get("commit"))
+
+    def describe(self) -> str:
+        if self.branch:
+            return f"branch {self.branch}"
+        if self.tag:
+            return f"tag {self.tag}"
+        if self.semver:
+            return f"semver {self.semver}"
+        return f"commit {self.commit}"
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A resolved ref: `name` is what status shows, e.g. main@sha1:<40 hex>."""
+
+    name: str
+    sha: str
+    fetch_ref: str  # what to fetch: a ref name, or the sha itself
+
+
+def revision_name(label: str, sha: str) -> str:
+    return f"{label}@sha1:{sha}"
+
+
+def pick_ref(ref: Ref, listing: dict[str, str]) -> Revision:
+    """Choose the commit `ref` means among `ls-remote` output (ref name -> sha). Pure."""
+    if ref.commit:
+        return Revision(revision_name(ref.commit[:12], ref.commit), ref.commit, ref.commit)
+    if ref.branch:
+        name = f"refs/heads/{ref.branch}"
+        if name not in listing:
+            raise FetchError(f"branch {ref.branch!r} does not exist in the repository")
+        return Revision(revision_name(ref.branch, listing[name]), listing[name], name)
+    tags = {
+        name.removeprefix("refs/tags/").removesuffix("^{}"): sha
+        for name, sha in sorted(listing.items(), key=lambda item: item[0].endswith("^{}"))
+        if name.startswith("refs/tags/")
+    }  # a peeled entry (^{}) names the commit an annotated tag points at: it wins
+    if ref.tag:
+        if ref.tag not in tags:
+            raise FetchError(f"tag {ref.tag!r} does not exist in the repository")
+        return Revision(
+            revision_name(ref.tag, tags[ref.tag]), tags[ref.tag], f"refs/tags/{ref.tag}"
+        )
+    assert ref.semver is not None
+    try:
+        spec = semantic_version.NpmSpec(ref.semver)
+    except ValueError as error:
+        raise FetchError(f"semver range {ref.semver!r} is not valid: {error}") from error
+    versions: dict[semantic_version.Version, str] = {}
+    for tag in tags:
+        with contextlib.suppress(ValueError):
+            versions[semantic_version.Version(tag.removeprefix("v"))] = tag
+    best = spec.select(versions)
+    if best is None:
+        raise FetchError(f"no tag matches semver range {ref.semver!r}")
+    tag = versions[best]
+    return Revision(revision_name(tag, tags[tag]), tags[tag], f"refs/tags/{tag}")
+
+
+def parse_ls_remote(text: str) -> dict[str, str]:
+    listing: dict[str, str] = {}
+    for line in text.splitlines():
+        sha, _, name = line.partition("\t")
+        if SHA.match(sha) and name:
+            listing[name] = sha
+    return listing
+
+
+def redact(text: str, credentials: Credentials | None) -> str:
+    for secret in credentials.secrets if credentials else []:
+        text = text.replace(secret, "[redacted]")
+    # Whatever git echoes of a URL, user:password@ never goes further.
+    return re.sub(r"(://)[^/@\s]+@", r"\1", text)
+
+
+class GitFetcher:
+    """Resolves and fetches repositories into a cache directory (one per operator)."""
+
+    def __init__(self, cache_dir: Path, max_snapshots: int = 32) -> None:
+        self.cache_dir = cache_dir
+        self.max_snapshots = max_snapshots
+        (cache_dir / "repos").mkdir(parents=True, exist_ok=True)
+        (cache_dir / "snapshots").mkdir(parents=True, exist_ok=True)
+        self._askpass = cache_dir / "askpass.sh"
+        self._askpass.write_text(ASKPASS)
+        self._askpass.chmod(0o700)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # ------------------------------------------------------------------ git plumbing
+
+    @contextlib.contextmanager
+    def _environment(self, credentials: Credentials | None) -> Iterator[dict[str, str]]:
+        env = {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ASKPASS": str(self._askpass),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes",
+            "MODELSYNC_GIT_USERNAME": "",
+            "MODELSYNC_GIT_PASSWORD": "",
+            "HOME": str(self.cache_dir),  # no user ~/.gitconfig or credential store
+        }
+        if credentials is None:
+            yield env
+            return
+        env["MODELSYNC_GIT_USERNAME"] = credentials.username or "git"
+        env["MODELSYNC_GIT_PASSWORD"] = credentials.password or ""
+        if not credentials.ssh_key:
+            yield env
+            return
+        with tempfile.TemporaryDirectory(prefix="modelsync-ssh-") as private:
+            key = Path(private) / "identity"
+            key.touch(mode=0o600)
+            key.write_text(credentials.ssh_key.rstrip("\n") + "\n")
+            known = Path(private) / "known_hosts"
+            known.write_text(credentials.known_hosts or "")
+            env["GIT_SSH_COMMAND"] = (
+                f"ssh -i {key} -o IdentitiesOnly=yes -o BatchMode=yes "
+                f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes"
+            )
+            yield env  # the key file goes with the directory when the command is done
+
+    def _git(
+        self, args: list[str], credentials: Credentials | None, git_dir: Path | None = None
+    ) -> str:
+        command = ["git", "-c", "credential.helper=", "-c", "protocol.version=2"]
+        if git_dir is not None:
+            command += ["--git-dir", str(git_dir)]
+        with self._environment(credentials) as env:
+            try:
+                output: str = git.Git().execute(
+                    [*command, *args],
+                    env=env,
+                    kill_after_timeout=GIT_TIMEOUT_SECONDS,
+                )
+            except git.GitCommandError as error:
+                stderr = redact(str(error.stderr or "").strip(), credentials)
+                raise FetchError(_explain(stderr) or f"git {args[0]} failed") from None
+        return output
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    # ------------------------------------------------------------------ the two steps
+
+    def resolve(self, url: str, ref: Ref, credentials: Credentials | None = None) -> Revision:
+        """The commit `ref` points at now: one ls-remote, no objects fetched."""
+        if ref.commit:
+            return pick_ref(ref, {})
+        patterns = [f"refs/heads/{ref.branch}"] if ref.branch else ["refs/tags/*"]
+        listing = parse_ls_remote(self._git(["ls-remote", url, *patterns], credentials))
+        return pick_ref(ref, listing)
+
+    def checkout(
+        self, url: str, revision: Revision, credentials: Credentials | None = None
+    ) -> Path:
+        """An immutable directory with the files of `revision`, fetched if needed."""
+        snapshot = self.cache_dir / "snapshots" / revision.sha
+        if snapshot.is_dir():
+            os.utime(snapshot)
+            return snapshot
+        repo = self.cache_dir / "repos" / (hashlib.sha256(url.encode()).hexdigest()[:20] + ".git")
+        with self._lock(str(repo)):
+            if snapshot.is_dir():
+                return snapshot
+            if not repo.exists():
+                self._git(["init", "--quiet", "--bare", str(repo)], None)
+            if not self._has_commit(repo, revision.sha):
+                self._git(
+                    ["fetch", "--quiet", "--depth=1", "--no-tags", url, revision.fetch_ref],
+                    credentials,
+                    git_dir=repo,
+                )
+                if not self._has_commit(repo, revision.sha):
+                    raise FetchError(
+                        f"{revision.fetch_ref} moved while fetching (wanted {revision.sha[:12]});"
+                        " the next sync takes the new commit"
+                    )
+            self._extract(repo, revision.sha, snapshot)
+        self._trim()
+        return snapshot
+
+    def _has_commit(self, repo: Path, sha: str) -> bool:
+        try:
+            self._git(["cat-file", "-e", f"{sha}^{{commit}}"], None, git_dir=repo)
+        except FetchError:
+            return False
+        return True
+
+    def _extract(self, repo: Path, sha: str, snapshot: Path) -> None:
+        archive = git.Git().execute(
+            ["git", "--git-dir", str(repo), "archive", "--format=tar", sha],
+            stdout_as_string=False,
+            kill_after_timeout=GIT_TIMEOUT_SECONDS,
+        )
+        scratch = Path(tempfile.mkdtemp(prefix=f"{sha}.", dir=snapshot.parent))
+        try:
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                tar.extractall(scratch, filter=_snapshot_filter)  # noqa: S202 - filtered
+            scratch.rename(snapshot)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+
+    def _trim(self) -> None:
+        snapshots = sorted(
+            (p for p in (self.cache_dir / "snapshots").iterdir() if SHA.match(p.name)),
+            key=lambda p: p.stat().st_mtime,
+        )
+        for old in snapshots[: max(0, len(snapshots) - self.max_snapshots)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _snapshot_filter(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo | None:
+    """tarfile's 'data' filter (no absolute paths, no '..', no devices, nothing written
+    through a link), except that a symlink pointing outside is kept as a symlink: `load`
+    then names it, with its file, instead of the whole checkout failing obscurely."""
+    try:
+        return tarfile.data_filter(member, destination)
+    except (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError):
+        if not member.issym():
+            raise
+        return tarfile.tar_filter(member, destination)
+
+
+def _explain(stderr: str) -> str:
+    """git's complaint, with what to do about the usual ones."""
+    stderr = re.sub(r"^\s*stderr: '|'\s*$", "", stderr)  # GitPython's framing
+    lowered = stderr.lower()
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    fatal = [line for line in lines if line.startswith(("fatal:", "error:", "ERROR:"))]
+    last = (fatal or lines or [""])[0].removeprefix("fatal: ").removeprefix("error: ")
+    if (
+        "authentication failed" in lowered
+        or "could not read username" in lowered
+        or "permission denied (publickey" in lowered
+        or "403" in lowered
+    ):
+        return f"authentication failed: check the Secret named by spec.repo.secretRef ({last})"
+    if "host key verification failed" in lowered:
+        return "the server's ssh host key is not in the Secret's known_hosts"
+    if (
+        "not found" in lowered
+        or "does not appear to be a git repository" in lowered
+        or ("repository" in lowered and "not exist" in lowered)
+    ):
+        return f"repository not found: check spec.repo.url ({last})"
+    if (
+        "could not resolve host" in lowered
+        or "connection refused" in lowered
+        or "timed out" in lowered
+        or "unable to access" in lowered
+    ):
+        return f"could not reach the repository: {last}"
+    return last

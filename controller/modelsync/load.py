@@ -1,0 +1,285 @@
+"""Load: the Kubernetes objects of one revision, read from a checked-out snapshot.
+
+Reads every .yaml, .yml and .json file under `path`, recursively, each possibly
+holding several documents. Refuses what could hurt or mislead: a path or a
+symlink leading out of the repository, a file too large, YAML tags (only plain
+data), duplicate keys (Kubernetes is strict about them too), alias bombs and
+very deep nesting. Every error names the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+EXTENSIONS = (".yaml", ".yml", ".json")
+MAX_FILE_BYTES = 1 << 20  # 1 MiB: a model file is a few KiB
+MAX_FILES = 10_000
+MAX_DEPTH = 64
+MAX_NODES = 100_000  # per document, after alias expansion
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an object was written: file relative to the repository root, and line."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class LoadError:
+    source: Source
+    message: str
+    object: str = ""
+
+    def __str__(self) -> str:
+        what = f" {self.object}:" if self.object else ""
+        return f"{self.source}:{what} {self.message}"
+
+
+@dataclass(frozen=True)
+class LoadedObject:
+    manifest: dict[str, Any]
+    source: Source
+
+    @property
+    def description(self) -> str:
+        meta = self.manifest.get("metadata") or {}
+        namespace = f"{meta['namespace']}/" if meta.get("namespace") else ""
+        return f"{self.manifest.get('kind', '?')} {namespace}{meta.get('name', '?')}"
+
+
+@dataclass
+class Loaded:
+    objects: list[LoadedObject] = field(default_factory=list)
+    errors: list[LoadError] = field(default_factory=list)
+    files: int = 0
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and counts what aliases expand to."""
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"duplicate key {key!r} (first at line {seen[key].start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def _measure(node: Node, depth: int = 0, budget: list[int] | None = None) -> None:
+    """Refuse documents nested too deep or too large once aliases are expanded
+    (a "billion laughs" document is small on disk and huge in memory)."""
+    budget = budget if budget is not None else [MAX_NODES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooBigError(node, f"more than {MAX_NODES} values once aliases are expanded")
+    if depth > MAX_DEPTH:
+        raise _TooBigError(node, f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(node, SequenceNode):
+        for child in node.value:
+            _measure(child, depth + 1, budget)
+    elif isinstance(node, MappingNode):
+        for key, value in node.value:
+            _measure(key, depth + 1, budget)
+            _measure(value, depth + 1, budget)
+    elif not isinstance(node, ScalarNode):  # pragma: no cover - yaml has no other kinds
+        raise _TooBigError(node, "unexpected YAML node")
+
+
+class _TooBigError(Exception):
+    def __init__(self, node: Node, message: str) -> None:
+        super().__init__(message)
+        self.line = node.start_mark.line + 1
+        self.message = message
+
+
+def resolve_path(root: Path, path: str) -> Path:
+    """`path` inside the repository at `root`; ValueError if it leaves it."""
+    relative = PurePosixPath(path.strip() or ".")
+    if relative.is_absolute() or ".." in relative.parts:
+        raise ValueError(f"path {path!r} must be relative to the repository and contain no '..'")
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise ValueError(f"path {path!r} leads out of the repository (through a symlink)")
+    return target
+
+
+def _files(root: Path, directory: Path, errors: list[LoadError]) -> Iterator[Path]:
+    real_root = root.resolve()
+    for base, dirs, names in os.walk(directory, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            file = Path(base) / name
+            if not name.endswith(EXTENSIONS):
+                continue
+            relative = file.relative_to(root).as_posix()
+            if file.is_symlink() and not file.resolve().is_relative_to(real_root):
+                errors.append(
+                    LoadError(
+                        Source(relative, 1),
+                        "symlink points outside the repository; replace it with the file itself",
+                    )
+                )
+                continue
+            yield file
+        for name in dirs:
+            link = Path(base) / name
+            if link.is_symlink() and not link.resolve().is_relative_to(real_root):
+                errors.append(
+                    LoadError(
+                        Source(link.relative_to(root).as_posix(), 1),
+                        "symlinked directory points outside the repository",
+                    )
+                )
+        dirs[:] = [d for d in dirs if not (Path(base) / d).is_symlink()]
+
+
+def _documents(text: str, relative: str, loaded: Loaded) -> None:
+    if relative.endswith(".json"):
+        try:
+            data = json.loads(text, object_pairs_hook=_no_duplicate_pairs)
+        except json.JSONDecodeError as error:
+            loaded.errors.append(
+                LoadError(Source(relative, error.lineno), f"invalid JSON: {error.msg}")
+            )
+            return
+        except _DuplicateKeyError as error:
+            loaded.errors.append(LoadError(Source(relative, 1), str(error)))
+            return
+        items = (
+            data.get("items") if isinstance(data, dict) and data.get("kind") == "List" else [data]
+        )
+        for item in items or []:
+            _accept(item, Source(relative, 1), loaded)
+        return
+    loader = _StrictLoader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            line = node.start_mark.line + 1
+            try:
+                _measure(node)
+                data = loader.construct_document(node)
+            except _TooBigError as error:
+                loaded.errors.append(LoadError(Source(relative, error.line), error.message))
+                continue
+            except yaml.constructor.ConstructorError as error:
+                # One bad document; the parser can still go on to the next one.
+                loaded.errors.append(_yaml_error(relative, error))
+                continue
+            if data is not None:
+                _accept(data, Source(relative, line), loaded)
+    except yaml.MarkedYAMLError as error:
+        loaded.errors.append(_yaml_error(relative, error))
+    except yaml.YAMLError as error:
+        loaded.errors.append(LoadError(Source(relative, 1), f"invalid YAML: {error}"))
+    except RecursionError:  # the YAML parser itself recurses on nesting
+        loaded.errors.append(
+            LoadError(Source(relative, 1), f"nested deeper than {MAX_DEPTH} levels")
+        )
+    finally:
+        loader.dispose()
+
+
+def _yaml_error(relative: str, error: yaml.MarkedYAMLError) -> LoadError:
+    mark = error.problem_mark or error.context_mark
+    if error.context_mark is not None and "<stream end>" in (error.problem or ""):
+        mark = error.context_mark  # where the unclosed thing began, not the end of the file
+    line = mark.line + 1 if mark is not None else 1
+    problem = error.problem or "invalid YAML"
+    if "could not determine a constructor for the tag" in problem:
+        problem = "YAML tags are not allowed; write plain data"
+    return LoadError(Source(relative, line), f"invalid YAML: {problem}")
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _no_duplicate_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKeyError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _accept(data: Any, source: Source, loaded: Loaded) -> None:
+    if not isinstance(data, dict):
+        loaded.errors.append(
+            LoadError(
+                source,
+                "not a Kubernetes object (expected a mapping "
+                "with apiVersion, kind and metadata.name)",
+            )
+        )
+        return
+    missing = [key for key in ("apiVersion", "kind") if not isinstance(data.get(key), str)]
+    name = (
+        (data.get("metadata") or {}).get("name") if isinstance(data.get("metadata"), dict) else None
+    )
+    if not isinstance(name, str) or not name:
+        missing.append("metadata.name")
+    if missing:
+        loaded.errors.append(
+            LoadError(source, f"not a Kubernetes object: missing {', '.join(missing)}")
+        )
+        return
+    loaded.objects.append(LoadedObject(data, source))
+
+
+def load(root: Path, path: str = "") -> Loaded:
+    """Every object under `path` of the snapshot at `root`, or the errors that stop it."""
+    loaded = Loaded()
+    try:
+        directory = resolve_path(root, path)
+    except ValueError as error:
+        loaded.errors.append(LoadError(Source(path or ".", 1), str(error)))
+        return loaded
+    if not directory.exists():
+        return loaded  # an empty revision: the caller decides whether that may prune
+    candidates = [directory] if directory.is_file() else _files(root, directory, loaded.errors)
+    for file in candidates:
+        relative = file.relative_to(root).as_posix()
+        loaded.files += 1
+        if loaded.files > MAX_FILES:
+            loaded.errors.append(LoadError(Source(relative, 1), f"more than {MAX_FILES} files"))
+            break
+        size = file.stat().st_size
+        if size > MAX_FILE_BYTES:
+            loaded.errors.append(
+                LoadError(
+                    Source(relative, 1),
+                    f"file is {size} bytes; the limit is {MAX_FILE_BYTES} (split it)",
+                )
+            )
+            continue
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            loaded.errors.append(LoadError(Source(relative, 1), "not UTF-8 text"))
+            continue
+        _documents(text, relative, loaded)
+    return loaded

@@ -1,0 +1,315 @@
+"""Sync: one ModelSync, from its git repository to the cluster, as an ordered list of
+small steps that return early on failure; one place records the outcome.
+
+fetch (resolve the ref; check the commit out) -> load -> validate (pure checks, then
+a server-side dry run) -> apply (staged, unchanged objects not written) -> prune
+(by inventory, with safety limits) -> record (status, history, event, metrics).
+A revision that fails any step is rejected as a whole: nothing of it is written,
+and what the last good revision applied keeps running.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+
+from modelsync import conditions
+from modelsync import constants as c
+from modelsync import prune as prunemod
+from modelsync.apply import Applier, ChangeSet, inventory_of
+from modelsync.conditions import Observed
+from modelsync.fetch import Credentials, FetchError, GitFetcher, Ref, Revision
+from modelsync.kube import Kube, Manifest
+from modelsync.load import LoadError, load
+from modelsync.validate import Policy, check
+
+log = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 10
+MAX_ERRORS_SHOWN = 20
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def interval_seconds(text: str | None, default: float = 60.0) -> float:
+    """A Go-style duration ("1m30s") in seconds."""
+    parts = _DURATION.findall(text or "")
+    return sum(float(n) * _UNIT[u] for n, u in parts) if parts else default
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@dataclass
+class Outcome:
+    """What one sync attempt came to; `record` turns it into status and an event."""
+
+    revision: Revision | None = None
+    ready: bool = False
+    reason: str = c.REASON_PROGRESSING
+    message: str = ""
+    stalled: bool = False
+    changes: ChangeSet = field(default_factory=ChangeSet)
+    inventory: list[dict[str, str]] | None = None  # None: keep the previous one
+    errors: list[LoadError] = field(default_factory=list)
+
+
+class SyncReconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        fetcher: GitFetcher,
+        cache: Any,
+        clock: Callable[[], datetime.datetime] = _now,
+    ) -> None:
+        self.kube = kube
+        self.fetcher = fetcher
+        self.cache = cache
+        self.clock = clock
+
+    def reconcile(self, namespace: str, name: str) -> float | None:
+        """Sync once. Returns seconds until the next periodic sync (None: none needed)."""
+        ms = self.cache.get(c.MODELSYNC_KIND, namespace, name)
+        if ms is None or ms["metadata"].get("deletionTimestamp"):
+            return None
+        spec = ms["spec"]
+        if spec.get("suspend"):
+            self._record_suspended(ms)
+            return None
+        started = self.clock()
+        outcome = self._sync(ms)
+        self._record(ms, outcome, started)
+        return interval_seconds(spec.get("interval"))
+
+    # ------------------------------------------------------------------ the steps
+
+    def _sync(self, ms: Manifest) -> Outcome:
+        spec, meta = ms["spec"], ms["metadata"]
+        status = ms.get("status") or {}
+        outcome = Outcome()
+        try:
+            credentials = self._credentials(meta["namespace"], spec["repo"].get("secretRef"))
+            revision = self.fetcher.resolve(
+                spec["repo"]["url"], Ref.from_spec(spec["repo"].get("ref")), credentials
+            )
+            outcome.revision = revision
+            snapshot = self.fetcher.checkout(spec["repo"]["url"], revision, credentials)
+        except FetchError as error:
+            outcome.reason, outcome.message = c.REASON_FETCH_FAILED, str(error)
+            return outcome
+
+        loaded = load(snapshot, spec.get("path", ""))
+        policy = Policy(
+            target_namespace=spec.get("targetNamespace") or meta["namespace"],
+            allow_other_namespaces=bool(spec.get("allowOtherNamespaces")),
+            allow_cluster_scoped=bool(spec.get("allowClusterScoped")),
+        )
+        applier = Applier(self.kube, self._applying_as(ms), meta["namespace"], meta["name"])
+        errors = loaded.errors + check(loaded.objects, policy, applier.kube.scope)
+        if not errors:
+            errors = applier.dry_run(loaded.objects)
+        if errors:
+            outcome.errors = errors
+            outcome.reason, outcome.stalled = c.REASON_VALIDATION_FAILED, True
+            outcome.message = _describe_errors(revision, errors)
+            return outcome
+
+        previous = status.get("inventory") or []
+        current = inventory_of(loaded.objects)
+        if not loaded.objects and previous and not spec.get("allowEmpty"):
+            outcome.reason = c.REASON_EMPTY_REVISION
+            outcome.message = (
+                f"revision {revision.name} has no objects under path {spec.get('path') or '/'!r}; "
+                f"nothing was applied or pruned (set spec.allowEmpty to prune everything)"
+            )
+            return outcome
+
+        same = status.get("lastAppliedRevision") == revision.name
+        changes, errors = applier.apply(
+            loaded.objects, revision.name, heal=spec.get("selfHeal", True), same_revision=same
+        )
+        outcome.changes = changes
+        if errors:
+            outcome.errors = errors
+            outcome.reason, outcome.stalled = c.REASON_VALIDATION_FAILED, True
+            outcome.message = _describe_errors(revision, errors)
+            outcome.inventory = _merge_inventory(previous, current)
+            return outcome
+
+        plan = prunemod.plan(
+            previous,
+            current,
+            enabled=spec.get("prune", True),
+            allow_empty=bool(spec.get("allowEmpty")),
+            max_percent=int(spec.get("maxPrunePercent", 50)),
+        )
+        changes.deleted = applier.delete(plan.delete)
+        outcome.inventory = current + plan.keep
+        if plan.refusal:
+            outcome.reason, outcome.message = c.REASON_PRUNE_REFUSED, plan.refusal
+            return outcome
+        if changes.drifted and not spec.get("selfHeal", True):
+            outcome.ready = True
+            outcome.reason = c.REASON_DRIFT_DETECTED
+            outcome.message = (
+                f"revision {revision.name} applied, but {len(changes.drifted)} "
+                "objects differ from git (selfHeal is off): " + "; ".join(changes.drifted[:5])
+            )
+            return outcome
+        outcome.ready, outcome.reason = True, c.REASON_SUCCEEDED
+        outcome.message = f"applied revision {revision.name}: {changes.summary()}"
+        return outcome
+
+    def _credentials(self, namespace: str, secret_ref: dict[str, str] | None) -> Credentials | None:
+        if not secret_ref:
+            return None
+        secret = self.kube.get("v1", "Secret", namespace, secret_ref["name"])
+        if secret is None:
+            raise FetchError(f"Secret {secret_ref['name']!r} (spec.repo.secretRef) does not exist")
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+        return Credentials(
+            username=data.get("username"),
+            password=data.get("password") or data.get("token"),
+            ssh_key=data.get("identity") or data.get("ssh-privatekey"),
+            known_hosts=data.get("known_hosts"),
+        )
+
+    def _applying_as(self, ms: Manifest) -> Kube:
+        account = ms["spec"].get("serviceAccountName")
+        if not account:
+            return self.kube
+        return self.kube.impersonate(ms["metadata"]["namespace"], account)
+
+    # ------------------------------------------------------------------ record
+
+    def _record(self, ms: Manifest, outcome: Outcome, started: datetime.datetime) -> None:
+        meta = ms["metadata"]
+        status = dict(ms.get("status") or {})
+        generation = int(meta.get("generation") or 0)
+        now = self.clock()
+        revision = outcome.revision.name if outcome.revision else None
+        if revision:
+            status["lastFetchedRevision"] = revision
+            status["lastAttemptedRevision"] = revision
+        if outcome.ready and revision:
+            status["lastAppliedRevision"] = revision
+        if outcome.inventory is not None:
+            status["inventory"] = outcome.inventory
+        status["observedGeneration"] = generation
+        requested = (meta.get("annotations") or {}).get(c.ANNOTATION_RECONCILE_REQUESTED)
+        if requested:
+            status["lastHandledReconcileAt"] = requested
+        observed = [
+            Observed(c.READY, outcome.ready, outcome.reason, outcome.message),
+            Observed(c.RECONCILING, False, outcome.reason, ""),
+            Observed(
+                c.STALLED,
+                outcome.stalled,
+                outcome.reason,
+                outcome.message if outcome.stalled else "",
+            ),
+        ]
+        previous_ready = conditions.find(status.get("conditions"), c.READY) or {}
+        status["conditions"] = conditions.merge(status.get("conditions"), observed, generation, now)
+        changed_anything = outcome.changes.writes > 0
+        news = (
+            changed_anything
+            or previous_ready.get("message") != outcome.message
+            or previous_ready.get("status") != ("True" if outcome.ready else "False")
+        )
+        if news:
+            entry = {
+                "revision": revision or "",
+                "started": conditions.timestamp(started),
+                "finished": conditions.timestamp(now),
+                "result": outcome.reason,
+                "message": outcome.message[:1024],
+                "created": len(outcome.changes.created),
+                "configured": len(outcome.changes.configured),
+                "unchanged": len(outcome.changes.unchanged),
+                "deleted": len(outcome.changes.deleted),
+            }
+            status["history"] = [entry, *(status.get("history") or [])][:HISTORY_LIMIT]
+            self.kube.event(
+                ms,
+                c.MODELSYNC_KIND,
+                c.EVENT_SYNCED if outcome.ready else c.EVENT_SYNC_FAILED,
+                outcome.message,
+                action="Sync",
+                warning=not outcome.ready,
+            )
+            log_line = log.info if outcome.ready else log.warning
+            log_line(
+                "sync %s/%s %s: %s",
+                meta["namespace"],
+                meta["name"],
+                outcome.reason,
+                outcome.message,
+            )
+        self._write_status(ms, status)
+
+    def _record_suspended(self, ms: Manifest) -> None:
+        status = dict(ms.get("status") or {})
+        generation = int(ms["metadata"].get("generation") or 0)
+        status["observedGeneration"] = generation
+        status["conditions"] = conditions.merge(
+            status.get("conditions"),
+            [
+                Observed(
+                    c.RECONCILING,
+                    False,
+                    c.REASON_SUSPENDED,
+                    "suspended: no fetch, apply or prune until spec.suspend is false",
+                )
+            ],
+            generation,
+            self.clock(),
+        )
+        self._write_status(ms, status)
+
+    def _write_status(self, ms: Manifest, status: Manifest) -> None:
+        if status == (ms.get("status") or {}):
+            return
+        meta = ms["metadata"]
+        try:
+            patched = self.kube.patch_status(
+                c.API_VERSION, c.MODELSYNC_KIND, meta["namespace"], meta["name"], status
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                return
+            raise
+        self.cache.put(c.MODELSYNC_KIND, patched)
+
+
+def _describe_errors(revision: Revision, errors: list[LoadError]) -> str:
+    shown = "; ".join(str(error) for error in errors[:MAX_ERRORS_SHOWN])
+    more = f" (and {len(errors) - MAX_ERRORS_SHOWN} more)" if len(errors) > MAX_ERRORS_SHOWN else ""
+    return (
+        f"revision {revision.name} rejected, nothing applied; the last applied revision "
+        f"keeps running: {shown}{more}"
+    )
+
+
+def _merge_inventory(
+    previous: list[dict[str, str]], current: list[dict[str, str]]
+) -> list[dict[str, str]]:
+    """After a partial apply, keep track of both what was and what may now be applied."""
+    seen = {prunemod.key(e): e for e in previous}
+    seen.update({prunemod.key(e): e for e in current})
+    return [seen[k] for k in sorted(seen)]
+
+
+def fetch_cache_dir(base: str | None) -> Path:
+    import tempfile
+
+    return Path(base) if base else Path(tempfile.gettempdir()) / "modelsync-git"

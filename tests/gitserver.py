@@ -1,0 +1,185 @@
+"""Real git repositories for tests, served over real protocols.
+
+`GitHttpServer` runs git's own smart-HTTP server (`git http-backend`, as CGI)
+behind a small HTTP server on loopback that demands basic auth. `WorkRepo` is
+a working clone a test commits to and pushes from, like a developer merging a
+pull request.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import os
+import secrets
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+HTTP_BACKEND = "git-http-backend"
+
+
+def _git(*args: str, cwd: Path | None = None) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "Test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    result = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True, timeout=60
+    )
+    return result.stdout.strip()
+
+
+def http_backend() -> str:
+    exec_path = _git("--exec-path")
+    return str(Path(exec_path) / HTTP_BACKEND)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: GitHttpServer
+
+    def log_message(self, format: str, *args: object) -> None:
+        return  # quiet tests
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        expected = base64.b64encode(
+            f"{self.server.username}:{self.server.password}".encode()
+        ).decode()
+        if self.headers.get("Authorization") != f"Basic {expected}":
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        path, _, query = self.path.partition("?")
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "GIT_PROJECT_ROOT": str(self.server.root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_USER": self.server.username,
+            "REMOTE_ADDR": self.client_address[0],
+            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+        }
+        if self.headers.get("Content-Encoding") == "gzip":
+            env["HTTP_CONTENT_ENCODING"] = "gzip"
+        result = subprocess.run(
+            [self.server.backend], input=body, env=env, capture_output=True, timeout=60, check=False
+        )
+        head, _, payload = result.stdout.partition(b"\r\n\r\n")
+        status = 200
+        headers = []
+        for line in head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.strip().split()[0])
+            elif name:
+                headers.append((name, value.strip()))
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class GitHttpServer(http.server.ThreadingHTTPServer):
+    """Smart HTTP for every bare repository under `root`, at http://127.0.0.1:PORT/<name>."""
+
+    daemon_threads = True
+
+    def __init__(self, root: Path, username: str = "git", password: str | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.root = root
+        self.username = username
+        self.password = password or secrets.token_hex(12)
+        self.backend = http_backend()
+        self._thread = threading.Thread(target=self.serve_forever, name="git-http", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def start(self) -> GitHttpServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def url(self, repo: str) -> str:
+        return f"{self.base_url}/{repo}"
+
+
+class WorkRepo:
+    """A bare repository (what the server serves) and a working clone to commit in."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.bare = root / f"{name}.git"
+        self.work = root / f"{name}-work"
+        _git("init", "--quiet", "--bare", "--initial-branch=main", str(self.bare))
+        _git("init", "--quiet", "--initial-branch=main", str(self.work))
+        _git("remote", "add", "origin", str(self.bare), cwd=self.work)
+
+    @property
+    def file_url(self) -> str:
+        return f"file://{self.bare}"
+
+    def write(self, path: str, text: str) -> WorkRepo:
+        file = self.work / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(text)
+        return self
+
+    def symlink(self, path: str, target: str) -> WorkRepo:
+        link = self.work / path
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target)
+        return self
+
+    def remove(self, path: str) -> WorkRepo:
+        target = self.work / path
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+        return self
+
+    def commit(self, message: str = "change", branch: str = "main") -> str:
+        """Commit everything and push: returns the new commit's sha."""
+        _git("add", "--all", cwd=self.work)
+        _git("commit", "--quiet", "--allow-empty", "-m", message, cwd=self.work)
+        _git("push", "--quiet", "--force", "origin", f"HEAD:refs/heads/{branch}", cwd=self.work)
+        return _git("rev-parse", "HEAD", cwd=self.work)
+
+    def tag(self, name: str, annotated: bool = False) -> None:
+        args = ["tag", "-a", name, "-m", name] if annotated else ["tag", name]
+        _git(*args, cwd=self.work)
+        _git("push", "--quiet", "origin", f"refs/tags/{name}", cwd=self.work)
+
+    def reset_hard(self, ref: str) -> str:
+        """Move main back (a force-push to an older commit)."""
+        _git("reset", "--quiet", "--hard", ref, cwd=self.work)
+        _git("push", "--quiet", "--force", "origin", "HEAD:refs/heads/main", cwd=self.work)
+        return _git("rev-parse", "HEAD", cwd=self.work)
+
+    def head(self) -> str:
+        return _git("rev-parse", "HEAD", cwd=self.work)
