@@ -30,6 +30,13 @@ DRIFT_REVERTED = Counter(
     registry=REGISTRY,
 )
 
+WEBHOOKS = Counter(
+    "modelsync_webhooks_total",
+    "Authenticated webhook deliveries that queued at least one sync.",
+    ["provider"],
+    registry=REGISTRY,
+)
+
 
 def api_writes() -> float:
     """All API writes so far, whatever verb and kind."""

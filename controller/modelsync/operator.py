@@ -11,6 +11,7 @@ are registered (no finalizers, no progress annotations).
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import logging
 import threading
@@ -25,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelsync import constants as c
 from modelsync import kube as kubemod
+from modelsync import metrics, webhooks
 from modelsync.cache import ObjectCache
 from modelsync.fetch import GitFetcher
 from modelsync.metrics import REGISTRY
@@ -57,7 +59,17 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     http: web.AppRunner | None = None
     loop: asyncio.AbstractEventLoop | None = None
+    kube: kubemod.Kube | None = None
     ready: bool = False
+
+    def webhook_token(self, ms: dict[str, Any]) -> bytes | None:
+        """The token of the ModelSync's webhook Secret (key `token`), if it has one."""
+        ref = ms["spec"].get("webhookSecretRef")
+        if not ref or self.kube is None:
+            return None
+        secret = self.kube.get("v1", "Secret", ms["metadata"]["namespace"], ref["name"])
+        value = ((secret or {}).get("data") or {}).get("token")
+        return base64.b64decode(value) if value else None
 
     async def resync_now(self) -> int:
         """Queue every known ModelDeployment and wait until the queue is worked off."""
@@ -143,14 +155,72 @@ async def _serve_http(runtime: Runtime) -> None:
             web.Response(text="ok") if runtime.ready else web.Response(status=503, text="starting")
         )
 
-    app = web.Application()
+    async def hook(request: web.Request) -> web.Response:
+        return await receive_hook(runtime, request)
+
+    app = web.Application(client_max_size=webhooks.MAX_BODY_BYTES)
     app.add_routes(
-        [web.get("/metrics", metrics), web.get("/healthz", healthz), web.get("/readyz", readyz)]
+        [
+            web.get("/metrics", metrics),
+            web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
+            web.post("/hooks/{provider}", hook),
+        ]
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, runtime.settings.http_host, runtime.settings.http_port).start()
     runtime.http = runner
+
+
+async def receive_hook(runtime: Runtime, request: web.Request) -> web.Response:
+    """A push notification: sync every ModelSync it authenticates for, now."""
+    provider = request.match_info["provider"]
+    if provider not in webhooks.PROVIDERS:
+        return web.json_response({"error": f"unknown provider {provider!r}"}, status=404)
+    if (request.content_length or 0) > webhooks.MAX_BODY_BYTES:
+        return web.json_response({"error": "body too large"}, status=413)
+    body = await request.content.read(webhooks.MAX_BODY_BYTES + 1)
+    if len(body) > webhooks.MAX_BODY_BYTES:
+        return web.json_response({"error": "body too large"}, status=413)
+    if webhooks.is_ping(provider, request.headers):
+        return web.json_response({"pong": True})
+    try:
+        push = webhooks.parse(provider, body)
+    except webhooks.BadRequestError as error:
+        return web.json_response({"error": str(error)}, status=400)
+    syncs = [
+        ms
+        for key in runtime.cache.names(c.MODELSYNC_KIND)
+        if (ms := runtime.cache.get(c.MODELSYNC_KIND, *key)) is not None
+    ]
+    candidates = webhooks.matching(push, syncs)
+    if not candidates:
+        return web.json_response({"queued": []}, status=202)
+    accepted = await asyncio.get_running_loop().run_in_executor(
+        runtime.executor,
+        webhooks.verified,
+        provider,
+        dict(request.headers),
+        body,
+        candidates,
+        runtime.webhook_token,
+    )
+    if not accepted:
+        log.warning(
+            "webhook %s for %s: signature does not match any ModelSync's token",
+            provider,
+            push.urls[0],
+        )
+        return web.json_response({"error": "signature or token does not match"}, status=401)
+    queued = []
+    for ms in accepted:
+        key = (c.MODELSYNC_KIND, ms["metadata"]["namespace"], ms["metadata"]["name"])
+        assert runtime.queue is not None
+        runtime.queue.add(key)
+        queued.append(f"{key[1]}/{key[2]}")
+    metrics.WEBHOOKS.labels(provider=provider).inc()
+    return web.json_response({"queued": queued}, status=202)
 
 
 def sync_trigger(body: dict[str, Any]) -> tuple[Any, Any]:
@@ -187,6 +257,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         settings.watching.client_timeout = runtime.settings.watch_server_timeout + 30
         settings.watching.connect_timeout = 30
         kube = kubemod.Kube(kubemod.api_client(runtime.settings.kubeconfig))
+        runtime.kube = kube
         await asyncio.to_thread(prefill, kube, runtime)
         runtime.loop = asyncio.get_running_loop()
         runtime.queue = WorkQueue(retry_seconds=runtime.settings.retry_seconds)

@@ -60,6 +60,10 @@ class WorkQueue:
         self._timers.pop(key, None)
         self.add(key)
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Waiting, being worked on, or due to be worked on again."""
+        return key in self._waiting or key in self._active or key in self._again
+
     def __len__(self) -> int:
         return len(self._waiting) + len(self._active)
 

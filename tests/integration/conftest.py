@@ -14,8 +14,11 @@ from kubernetes.dynamic import DynamicClient
 
 from modelsync import operator
 from modelsync.settings import OperatorSettings
+from tests.cluster.launcher import free_ports
 from tests.conftest import LocalCluster
+from tests.gitserver import GitHttpServer
 from tests.kube import wait_for
+from tests.syncs import Syncs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,7 +67,8 @@ def running_operator(
     settings = OperatorSettings(
         git_cache_dir=str(tmp_path_factory.mktemp("git-cache")),
         kubeconfig=str(local_cluster.kubeconfig),
-        http_port=0,
+        http_host="127.0.0.1",
+        http_port=free_ports(1)[0],  # /metrics, /healthz, /readyz and the webhooks
         resync_seconds=3600,  # tests trigger resyncs themselves
         retry_seconds=1,
     )
@@ -79,3 +83,20 @@ def running_operator(
     stop.set()
     thread.join(30)
     assert not thread.is_alive(), "the operator did not stop within 30s"
+
+
+@pytest.fixture(scope="session")
+def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitHttpServer]:
+    server = GitHttpServer(tmp_path_factory.mktemp("git")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def syncs(
+    running_operator: operator.Runtime,
+    local_cluster: LocalCluster,
+    namespace: str,
+    git_server: GitHttpServer,
+) -> Syncs:
+    return Syncs(local_cluster, namespace, git_server)

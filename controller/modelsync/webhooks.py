@@ -1,0 +1,143 @@
+"""Webhook receivers: a push to a watched repository and branch syncs at once.
+
+Pure parts here: body parsing per provider, signature checks (constant-time),
+and matching a push to ModelSyncs. The operator's HTTP server calls them.
+
+| provider | route | authenticity |
+|---|---|---|
+| GitHub | POST /hooks/github | X-Hub-Signature-256: sha256=HMAC-SHA256(token, body) |
+| GitLab | POST /hooks/gitlab | X-Gitlab-Token: token |
+| Gitea | POST /hooks/gitea | X-Gitea-Signature: HMAC-SHA256(token, body), hex |
+| any | POST /hooks/generic | X-Modelsync-Signature: sha256=HMAC-SHA256(token, body) |
+
+The token is the key `token` of the Secret named by the ModelSync's
+`spec.webhookSecretRef`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MAX_BODY_BYTES = 1 << 20
+PROVIDERS = ("github", "gitlab", "gitea", "generic")
+
+
+class BadRequestError(ValueError):
+    """A body that is not a push we understand (HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class Push:
+    urls: tuple[str, ...]
+    ref: str  # refs/heads/<branch> or refs/tags/<tag>
+
+
+def _digest(token: bytes, body: bytes) -> str:
+    return hmac.new(token, body, hashlib.sha256).hexdigest()
+
+
+def authentic(provider: str, headers: Mapping[str, str], body: bytes, token: bytes) -> bool:
+    """Whether the request was signed (or carries the token) for `token`."""
+    if provider == "gitlab":
+        given = headers.get("X-Gitlab-Token", "")
+        return bool(given) and hmac.compare_digest(given.encode(), token)
+    if provider == "gitea":
+        given = headers.get("X-Gitea-Signature", "")
+        return bool(given) and hmac.compare_digest(given, _digest(token, body))
+    header = "X-Hub-Signature-256" if provider == "github" else "X-Modelsync-Signature"
+    given = headers.get(header, "")
+    return given.startswith("sha256=") and hmac.compare_digest(
+        given.removeprefix("sha256="), _digest(token, body)
+    )
+
+
+def is_ping(provider: str, headers: Mapping[str, str]) -> bool:
+    return provider == "github" and headers.get("X-GitHub-Event") == "ping"
+
+
+def parse(provider: str, body: bytes) -> Push:
+    """The repository URLs and ref of a push event body."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BadRequestError(f"body is not JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise BadRequestError("body is not a JSON object")
+    ref = data.get("ref")
+    keys: tuple[str, ...]
+    if provider == "gitlab":
+        repo = data.get("project") or data.get("repository") or {}
+        keys = ("git_http_url", "git_ssh_url", "web_url", "url", "homepage")
+    elif provider == "generic":
+        repo = {"url": data.get("repository")}
+        keys = ("url",)
+    else:  # github and gitea share the shape
+        repo = data.get("repository") or {}
+        keys = ("clone_url", "ssh_url", "html_url", "git_url", "url")
+    if not isinstance(repo, dict):
+        raise BadRequestError("repository is not an object")
+    urls = tuple(str(repo[key]) for key in keys if isinstance(repo.get(key), str))
+    if not urls or not isinstance(ref, str) or not ref.startswith("refs/"):
+        raise BadRequestError("not a push event: needs a repository URL and a ref (refs/...)")
+    return Push(urls, ref)
+
+
+def normalize_url(url: str) -> str:
+    """host/path of a repository URL, whatever the protocol: https://github.com/a/b.git,
+    git@github.com:a/b and ssh://git@github.com/a/b all become github.com/a/b."""
+    url = url.strip()
+    scp = re.match(r"^[\w.-]+@([\w.-]+):(?!//)(.*)$", url)
+    if scp:
+        host, path = scp.groups()
+    else:
+        rest = re.sub(r"^[a-z+]+://", "", url, flags=re.IGNORECASE)
+        rest = rest.split("@", 1)[-1] if "@" in rest.split("/", 1)[0] else rest
+        host, _, path = rest.partition("/")
+        host = host.split(":", 1)[0] if not host.startswith("[") else host
+    path = path.strip("/").removesuffix(".git")
+    return f"{host.lower()}/{path}"
+
+
+def ref_matches(spec_ref: Mapping[str, str] | None, pushed: str) -> bool:
+    spec_ref = spec_ref or {"branch": "main"}
+    if spec_ref.get("branch"):
+        return pushed == f"refs/heads/{spec_ref['branch']}"
+    if spec_ref.get("tag") or spec_ref.get("semver"):
+        return pushed.startswith("refs/tags/")
+    return False  # a pinned commit never moves
+
+
+def matching(push: Push, syncs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ModelSyncs that follow the pushed repository and ref."""
+    pushed = {normalize_url(url) for url in push.urls}
+    return [
+        ms for ms in syncs
+        if normalize_url(ms["spec"]["repo"]["url"]) in pushed
+        and ref_matches(ms["spec"]["repo"].get("ref"), push.ref)
+        and not ms["spec"].get("suspend")
+    ]  # fmt: skip
+
+
+TokenLookup = Callable[[dict[str, Any]], bytes | None]
+
+
+def verified(
+    provider: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    candidates: list[dict[str, Any]],
+    token_of: TokenLookup,
+) -> list[dict[str, Any]]:
+    """The candidates whose webhook token authenticates this request."""
+    accepted = []
+    for ms in candidates:
+        token = token_of(ms)
+        if token and authentic(provider, headers, body, token):
+            accepted.append(ms)
+    return accepted
