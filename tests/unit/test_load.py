@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelsync.load import MAX_FILE_BYTES, load, resolve_path
+
+CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n"
+
+
+def repo(tmp_path: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return tmp_path
+
+
+def errors(tmp_path: Path, files: dict[str, str], path: str = "") -> list[str]:
+    return [str(error) for error in load(repo(tmp_path, files), path).errors]
+
+
+def test_multi_document_yaml_and_json_lists_recursively(tmp_path: Path) -> None:
+    loaded = load(
+        repo(
+            tmp_path,
+            {
+                "a.yaml": CONFIGMAP.format(name="a") + "---\n" + CONFIGMAP.format(name="b"),
+                "sub/dir/c.yml": CONFIGMAP.format(name="c"),
+                "d.json": '{"kind": "List", "items": [{"apiVersion": "v1", "kind": "ConfigMap", '
+                '"metadata": {"name": "d"}}]}',
+                "notes.txt": "ignored",
+                ".hidden/e.yaml": CONFIGMAP.format(name="e"),
+            },
+        )
+    )
+    assert loaded.errors == []
+    assert [(o.manifest["metadata"]["name"], str(o.source)) for o in loaded.objects] == [
+        ("a", "a.yaml:1"),
+        ("b", "a.yaml:6"),
+        ("d", "d.json:1"),
+        ("c", "sub/dir/c.yml:1"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: [1,\n", "m.yaml:2: invalid YAML: expected the node content"),
+        ("a: 1\na: 2\n", "m.yaml:2: invalid YAML: duplicate key 'a'"),
+        ("x: !!python/name:os.system\n", "m.yaml:1: invalid YAML: YAML tags are not allowed"),
+        ("- a\n- b\n", "m.yaml:1: not a Kubernetes object"),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n",
+            "m.yaml:1: not a Kubernetes object: missing metadata.name",
+        ),
+        (
+            "kind: ConfigMap\nmetadata: {name: x}\n",
+            "m.yaml:1: not a Kubernetes object: missing apiVersion",
+        ),
+        ("a: " + "[" * 100 + "]" * 100 + "\n", "m.yaml:1: nested deeper than 64 levels"),
+    ],
+    ids=["syntax", "duplicate", "tag", "list", "no-name", "no-apiversion", "deep"],
+)
+def test_bad_documents_are_named_by_file_and_line(tmp_path: Path, text: str, expected: str) -> None:
+    found = errors(tmp_path, {"m.yaml": text})
+    assert len(found) == 1
+    assert found[0].startswith(expected)
+
+
+def test_an_alias_bomb_is_refused_without_expanding_it(tmp_path: Path) -> None:
+    bomb = (
+        "a: &a ["
+        + ",".join(["x"] * 10)
+        + "]\n"
+        + "".join(
+            f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 10) + "]\n"
+            for i in range(8)
+        )
+    )
+    assert errors(tmp_path, {"m.yaml": bomb}) == [
+        "m.yaml:1: more than 100000 values once aliases are expanded"
+    ]
+
+
+def test_one_bad_document_does_not_hide_the_next_ones(tmp_path: Path) -> None:
+    found = errors(tmp_path, {"m.yaml": "a: 1\na: 2\n---\n- list\n"})
+    assert [e.split(":")[1] for e in found] == ["2", "4"]
+
+
+def test_a_large_file_and_non_utf8_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "big.yaml").write_text("#" * (MAX_FILE_BYTES + 1))
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    found = [str(e) for e in load(tmp_path).errors]
+    assert found[0].startswith("big.yaml:1: file is")
+    assert found[1] == "latin1.yaml:1: not UTF-8 text"
+
+
+def test_symlinks_may_not_leave_the_repository(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.yaml").write_text(CONFIGMAP.format(name="x"))
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "in.yaml").write_text(CONFIGMAP.format(name="in"))
+    (root / "link.yaml").symlink_to(outside / "x.yaml")
+    (root / "dir").symlink_to(outside)
+    (root / "inside.yaml").symlink_to(root / "in.yaml")
+    loaded = load(root)
+    assert sorted(o.manifest["metadata"]["name"] for o in loaded.objects) == ["in", "in"]
+    assert sorted(str(e) for e in loaded.errors) == [
+        "dir:1: symlinked directory points outside the repository",
+        "link.yaml:1: symlink points outside the repository; replace it with the file itself",
+    ]
+
+
+@pytest.mark.parametrize("path", ["..", "a/../..", "/etc", "../x"])
+def test_paths_that_leave_the_repository_are_refused(tmp_path: Path, path: str) -> None:
+    with pytest.raises(ValueError, match="repository"):
+        resolve_path(tmp_path, path)
+    assert load(tmp_path, path).errors
+
+
+def test_a_missing_path_is_an_empty_revision(tmp_path: Path) -> None:
+    loaded = load(tmp_path, "nothing-here")
+    assert (loaded.objects, loaded.errors) == ([], [])

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import pytest
+
+from modelsync import webhooks
+
+TOKEN = b"token"
+BODY = json.dumps(
+    {"ref": "refs/heads/main", "repository": {"clone_url": "https://github.com/acme/models.git"}}
+).encode()
+
+
+def sign(body: bytes, token: bytes = TOKEN) -> str:
+    return hmac.new(token, body, hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("provider", "headers", "ok"),
+    [
+        ("github", {"X-Hub-Signature-256": f"sha256={sign(BODY)}"}, True),
+        ("github", {"X-Hub-Signature-256": f"sha256={sign(BODY, b'other')}"}, False),
+        ("github", {"X-Hub-Signature-256": sign(BODY)}, False),  # the prefix is required
+        ("github", {}, False),
+        ("gitea", {"X-Gitea-Signature": sign(BODY)}, True),
+        ("gitlab", {"X-Gitlab-Token": "token"}, True),
+        ("gitlab", {"X-Gitlab-Token": ""}, False),
+        ("generic", {"X-Modelsync-Signature": f"sha256={sign(BODY)}"}, True),
+        ("generic", {"X-Hub-Signature-256": f"sha256={sign(BODY)}"}, False),
+    ],
+)
+def test_authenticity(provider: str, headers: dict[str, str], ok: bool) -> None:
+    assert webhooks.authentic(provider, headers, BODY, TOKEN) is ok
+
+
+@pytest.mark.parametrize(
+    ("url", "normal"),
+    [
+        ("https://github.com/acme/models.git", "github.com/acme/models"),
+        ("git@github.com:acme/models.git", "github.com/acme/models"),
+        ("ssh://git@github.com/acme/models", "github.com/acme/models"),
+        ("https://GitHub.com/acme/models/", "github.com/acme/models"),
+        ("https://user@gitlab.example.com:8443/team/models.git", "gitlab.example.com/team/models"),
+        ("file:///srv/git/models.git", "/srv/git/models"),
+    ],
+)
+def test_urls_compare_by_host_and_path(url: str, normal: str) -> None:
+    assert webhooks.normalize_url(url) == normal
+
+
+def sync(url: str, ref: dict[str, str] | None = None, suspend: bool = False) -> dict[str, object]:
+    return {
+        "metadata": {"name": "x", "namespace": "ns"},
+        "spec": {"repo": {"url": url, **({"ref": ref} if ref else {})}, "suspend": suspend},
+    }
+
+
+def test_a_push_matches_syncs_of_its_repository_and_ref() -> None:
+    push = webhooks.parse("github", BODY)
+    follows_main = sync("git@github.com:acme/models.git")
+    follows_dev = sync("https://github.com/acme/models", {"branch": "dev"})
+    other_repo = sync("https://github.com/acme/other")
+    suspended = sync("https://github.com/acme/models", suspend=True)
+    semver = sync("https://github.com/acme/models", {"semver": "^1"})
+    found = webhooks.matching(push, [follows_main, follows_dev, other_repo, suspended, semver])
+    assert found == [follows_main]
+    tag_push = webhooks.Push(push.urls, "refs/tags/v1.2.0")
+    assert webhooks.matching(tag_push, [follows_main, semver]) == [semver]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"[]",
+        b'{"ref": "refs/heads/main"}',
+        b'{"repository": {"clone_url": "x"}}',
+        b'{"ref": "main", "repository": {"clone_url": "x"}}',
+        b"\xff\xfe",
+    ],
+)
+def test_malformed_bodies_are_bad_requests(body: bytes) -> None:
+    with pytest.raises(webhooks.BadRequestError):
+        webhooks.parse("github", body)
