@@ -70,6 +70,7 @@ demo-down: cluster-down
 bench: venv cluster-binaries
 	$(PY) -m tests.bench.cluster_start
 	$(PY) -m tests.bench.serving
+	$(PY) -m tests.bench.sync
 
 clean: cluster-down
 	rm -rf $(VENV) $(CLUSTER_ROOT) .mypy_cache .ruff_cache .pytest_cache

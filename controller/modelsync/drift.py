@@ -59,11 +59,13 @@ def differences(want: Any, have: Any, path: str = "") -> list[str]:
 
 
 def applied_part(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The part of an object an apply of ours can change: spec, and some metadata."""
+    """The part of an object an apply of ours can change: its content (spec, or data,
+    rules, ... for kinds without a spec) and some metadata; never status."""
     metadata = manifest.get("metadata") or {}
     part: dict[str, Any] = {
-        "metadata": {key: metadata[key] for key in COMPARED_METADATA if key in metadata}
+        key: value
+        for key, value in manifest.items()
+        if key not in {"apiVersion", "kind", "metadata", "status"}
     }
-    if "spec" in manifest:
-        part["spec"] = manifest["spec"]
+    part["metadata"] = {key: metadata[key] for key in COMPARED_METADATA if key in metadata}
     return part

@@ -444,3 +444,46 @@ def test_sync_dotdot_path_is_refused_by_the_api_server(syncs: Syncs) -> None:
         syncs.create("prod", "https://example.com/models.git", path="models/../../etc")
     assert refused.value.status == 422
     assert "must not contain '..'" in refused.value.body
+
+
+CONFIGMAP = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+data:
+  threshold: "0.5"
+"""
+
+
+@pytest.mark.parametrize("heal", [True, False], ids=["selfHeal", "report-only"])
+def test_sync_heals_or_reports_drift_of_any_inventoried_object(
+    syncs: Syncs, local_cluster: LocalCluster, heal: bool
+) -> None:
+    repo = syncs.repo("models")
+    repo.write("settings.yaml", CONFIGMAP)
+    sha = repo.commit("settings")
+    syncs.create("prod", repo.file_url, selfHeal=heal)
+    syncs.wait_applied("prod", f"main@sha1:{sha}")
+    local_cluster.run(
+        "kubectl",
+        "patch",
+        "configmap",
+        "settings",
+        "-n",
+        syncs.namespace,
+        "--type=merge",
+        "-p",
+        '{"data": {"threshold": "0.9"}}',
+    )
+    token = syncs.request("prod")
+    ms = syncs.wait_applied("prod", f"main@sha1:{sha}", token)
+    live = syncs.core.read_namespaced_config_map("settings", syncs.namespace).data["threshold"]
+    ready = dict_condition(ms, c.READY) or {}
+    if heal:
+        assert live == "0.5"
+        assert "0 created, 1 configured" in ready["message"]
+    else:
+        assert live == "0.9"
+        assert ready["reason"] == c.REASON_DRIFT_DETECTED
+        assert f"ConfigMap {syncs.namespace}/settings (data.threshold)" in ready["message"]

@@ -55,6 +55,16 @@ def test_types_are_compared_strictly_for_booleans() -> None:
     assert differences({"a": 1}, {"a": 1.0}) == []
 
 
-def test_applied_part_keeps_spec_and_our_metadata() -> None:
-    part = applied_part({"metadata": {"name": "x", "labels": {"a": "1"}, "uid": "u"}, "spec": {}})
+def test_applied_part_keeps_content_and_our_metadata() -> None:
+    part = applied_part(
+        {
+            "apiVersion": "v1",
+            "kind": "X",
+            "status": {"a": 1},
+            "metadata": {"name": "x", "labels": {"a": "1"}, "uid": "u"},
+            "spec": {},
+        }
+    )
     assert part == {"metadata": {"labels": {"a": "1"}}, "spec": {}}
+    config = applied_part({"kind": "ConfigMap", "metadata": {}, "data": {"k": "v"}})
+    assert config == {"metadata": {}, "data": {"k": "v"}}
