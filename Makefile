@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CLUSTER_ROOT ?= .cluster
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo demo-down test unit lint fmt cluster-binaries cluster-up cluster-down cluster-status bench clean
+.PHONY: help venv test-deps demo demo-down test unit lint fmt cluster-binaries cluster-up cluster-down cluster-status bench clean
 
 help:
 	@echo "make demo           bring up the local cluster and show what to do next"
@@ -41,8 +41,18 @@ unit: venv
 
 # Builds the cluster binaries first (cached after the first time), so that the
 # long cold build prints its progress instead of hiding inside a test fixture.
-test: venv lint cluster-binaries
+test: venv lint cluster-binaries test-deps
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# The git-over-ssh tests run OpenSSH's sshd on loopback.
+test-deps:
+	@command -v /usr/sbin/sshd >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing openssh-server (for the git-over-ssh tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >/dev/null; \
+	  else \
+	    echo "error: the git-over-ssh tests need OpenSSH's sshd: install openssh-server (Debian: sudo apt-get install openssh-server)"; exit 1; \
+	  fi; }
 
 cluster-binaries: venv
 	$(PY) -m tests.cluster build

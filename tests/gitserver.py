@@ -183,3 +183,60 @@ class WorkRepo:
 
     def head(self) -> str:
         return _git("rev-parse", "HEAD", cwd=self.work)
+
+
+class GitSshServer:
+    """OpenSSH's sshd on a loopback port, key authentication only, serving the bare
+    repositories under `root` to `git` over ssh (ssh://root@127.0.0.1:PORT/<path>)."""
+
+    SSHD = "/usr/sbin/sshd"
+
+    def __init__(self, root: Path, state: Path, port: int) -> None:
+        self.root = root
+        self.state = state
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+        state.mkdir(parents=True, exist_ok=True)
+        self.host_key = state / "host_ed25519"
+        self.client_key = state / "client_ed25519"
+        for key in (self.host_key, self.client_key):
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                check=True,
+                timeout=30,
+            )
+        (state / "authorized_keys").write_text(self.client_key.with_suffix(".pub").read_text())
+        (state / "sshd_config").write_text(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\n"
+            f"PidFile {state / 'sshd.pid'}\nAuthorizedKeysFile {state / 'authorized_keys'}\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+            "StrictModes no\nPermitRootLogin prohibit-password\n"
+            f"SetEnv PATH={os.environ.get('PATH', '/usr/bin:/bin')}\n"
+        )
+
+    @property
+    def known_hosts(self) -> str:
+        public = self.host_key.with_suffix(".pub").read_text().split()
+        return f"[127.0.0.1]:{self.port} {public[0]} {public[1]}\n"
+
+    @property
+    def private_key(self) -> str:
+        return self.client_key.read_text()
+
+    def url(self, repo: str) -> str:
+        return f"ssh://root@127.0.0.1:{self.port}{self.root / repo}"
+
+    def start(self) -> GitSshServer:
+        # sshd insists on its privilege-separation directory, made by its service unit.
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        self.process = subprocess.Popen(
+            [self.SSHD, "-D", "-e", "-f", str(self.state / "sshd_config")],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.state / "sshd.log").open("wb"),
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)

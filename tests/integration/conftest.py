@@ -4,7 +4,9 @@ tests share one operator, run in this process against that cluster."""
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from modelsync import operator
 from modelsync.settings import OperatorSettings
 from tests.cluster.launcher import free_ports
 from tests.conftest import LocalCluster
-from tests.gitserver import GitHttpServer
+from tests.gitserver import GitHttpServer, GitSshServer
 from tests.kube import wait_for
 from tests.syncs import Syncs
 
@@ -100,3 +102,26 @@ def syncs(
     git_server: GitHttpServer,
 ) -> Syncs:
     return Syncs(local_cluster, namespace, git_server)
+
+
+@pytest.fixture(scope="session")
+def ssh_server(
+    git_server: GitHttpServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GitSshServer]:
+    """sshd on loopback serving the same repositories as `git_server`, key auth only."""
+    if not Path(GitSshServer.SSHD).exists():
+        pytest.fail("OpenSSH's sshd is missing: `make test` installs openssh-server")
+    server = GitSshServer(git_server.root, tmp_path_factory.mktemp("sshd"), free_ports(1)[0])
+    server.start()
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                server.stop()
+                pytest.fail(f"sshd did not listen within 15s: {server.state / 'sshd.log'}")
+            time.sleep(0.1)
+    yield server
+    server.stop()

@@ -12,7 +12,7 @@ from kubernetes.client import RbacAuthorizationV1Api
 
 from modelsync import constants as c
 from tests.conftest import LocalCluster
-from tests.gitserver import WorkRepo
+from tests.gitserver import GitSshServer, WorkRepo
 from tests.kube import dict_condition, wait_for
 from tests.syncs import MD, Syncs, model_yaml
 
@@ -487,3 +487,32 @@ def test_sync_heals_or_reports_drift_of_any_inventoried_object(
         assert live == "0.9"
         assert ready["reason"] == c.REASON_DRIFT_DETECTED
         assert f"ConfigMap {syncs.namespace}/settings (data.threshold)" in ready["message"]
+
+
+def test_git_over_ssh_with_key_and_known_hosts(syncs: Syncs, ssh_server: GitSshServer) -> None:
+    repo = syncs.repo("models")
+    repo.write("iris.yaml", model_yaml("iris"))
+    sha = repo.commit("one")
+    secret = {"identity": ssh_server.private_key, "known_hosts": ssh_server.known_hosts}
+    syncs.core.create_namespaced_secret(
+        syncs.namespace,
+        kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(name="ssh"), string_data=secret
+        ),
+    )
+    syncs.create("prod", ssh_server.url(repo.bare.name), secret="ssh")
+    syncs.wait_applied("prod", f"main@sha1:{sha}")
+    assert set(syncs.models()) == {"iris"}
+
+    # A server whose host key the Secret does not vouch for is refused.
+    syncs.core.create_namespaced_secret(
+        syncs.namespace,
+        kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(name="stranger"),
+            string_data={"identity": ssh_server.private_key, "known_hosts": ""},
+        ),
+    )
+    syncs.create("mitm", ssh_server.url(repo.bare.name), secret="stranger")
+    ms = syncs.wait_failed("mitm", c.REASON_FETCH_FAILED)
+    assert "host key" in message_of(ms)
+    assert "PRIVATE KEY" not in str(ms)
