@@ -52,6 +52,11 @@ def merge(
     return sorted(by_type.values(), key=lambda condition: str(condition["type"]))
 
 
+def without(current: list[Condition] | None, kinds: list[str]) -> list[Condition]:
+    """The conditions, less those of the given types."""
+    return [condition for condition in current or [] if condition.get("type") not in kinds]
+
+
 def find(conditions: list[Condition] | None, kind: str) -> Condition | None:
     for condition in conditions or []:
         if condition.get("type") == kind:

@@ -208,18 +208,15 @@ class SyncReconciler:
         requested = (meta.get("annotations") or {}).get(c.ANNOTATION_RECONCILE_REQUESTED)
         if requested:
             status["lastHandledReconcileAt"] = requested
-        observed = [
-            Observed(c.READY, outcome.ready, outcome.reason, outcome.message),
-            Observed(c.RECONCILING, False, outcome.reason, ""),
-            Observed(
-                c.STALLED,
-                outcome.stalled,
-                outcome.reason,
-                outcome.message if outcome.stalled else "",
-            ),
-        ]
+        observed = [Observed(c.READY, outcome.ready, outcome.reason, outcome.message)]
+        if outcome.stalled:
+            observed.append(Observed(c.STALLED, True, outcome.reason, outcome.message))
         previous_ready = conditions.find(status.get("conditions"), c.READY) or {}
-        status["conditions"] = conditions.merge(status.get("conditions"), observed, generation, now)
+        # Reconciling and Stalled are present only while true (the Kubernetes and Flux
+        # convention). Reconciling is not written at the start of a sync: that would
+        # cost two status writes per sync, and a resync with nothing to do writes none.
+        kept = conditions.without(status.get("conditions"), [c.RECONCILING, c.STALLED])
+        status["conditions"] = conditions.merge(kept, observed, generation, now)
         changed_anything = outcome.changes.writes > 0
         news = (
             changed_anything
@@ -261,14 +258,16 @@ class SyncReconciler:
         status = dict(ms.get("status") or {})
         generation = int(ms["metadata"].get("generation") or 0)
         status["observedGeneration"] = generation
+        ready = conditions.find(status.get("conditions"), c.READY) or {}
         status["conditions"] = conditions.merge(
-            status.get("conditions"),
+            conditions.without(status.get("conditions"), [c.RECONCILING, c.STALLED]),
             [
                 Observed(
-                    c.RECONCILING,
-                    False,
+                    c.READY,
+                    ready.get("status") == "True",
                     c.REASON_SUSPENDED,
-                    "suspended: no fetch, apply or prune until spec.suspend is false",
+                    "suspended: no fetch, apply or prune until spec.suspend is false; "
+                    f"last applied {status.get('lastAppliedRevision') or 'nothing'}",
                 )
             ],
             generation,

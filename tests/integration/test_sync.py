@@ -117,8 +117,9 @@ def test_sync_broken_commit_is_rejected_whole_then_its_fix_applies(syncs: Syncs)
     repo.write("negative.yaml", model_yaml("neg", replicas=1))
     fixed = repo.commit("fix")
     token = syncs.request("prod")
-    syncs.wait_applied("prod", f"main@sha1:{fixed}", token)
+    ms = syncs.wait_applied("prod", f"main@sha1:{fixed}", token)
     assert set(syncs.models()) == {"iris", "neg"}
+    assert dict_condition(ms, c.STALLED) is None  # present only while true
 
 
 def test_sync_schema_violation_found_by_dry_run_names_file_and_object(syncs: Syncs) -> None:
@@ -261,7 +262,7 @@ def test_sync_suspend_and_resume(syncs: Syncs) -> None:
     syncs.patch("prod", {"spec": {"suspend": True}})
     syncs.wait(
         "prod",
-        lambda ms: (dict_condition(ms, c.RECONCILING) or {}).get("reason") == c.REASON_SUSPENDED,
+        lambda ms: (dict_condition(ms, c.READY) or {}).get("reason") == c.REASON_SUSPENDED,
         "the suspension to show",
     )
     repo.write("ranker.yaml", model_yaml("ranker"))
