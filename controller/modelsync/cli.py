@@ -84,6 +84,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help=f"port of /metrics, /healthz, /readyz; 0 turns it off (default {defaults.http_port})",
     )
     run.add_argument(
+        "--git-cache-dir",
+        default=None,
+        help="where repositories and snapshots are kept (default: under the temp directory)",
+    )
+    run.add_argument(
         "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, else $KUBECONFIG)"
     )
     run.add_argument(
@@ -117,6 +122,7 @@ def run_operator(args: argparse.Namespace) -> int:
         resync_seconds=args.resync_seconds,
         http_port=args.http_port,
         kubeconfig=args.kubeconfig,
+        git_cache_dir=args.git_cache_dir,
     )
     from modelsync import operator  # kopf and the clients load only for `run`
 

@@ -501,6 +501,12 @@ def _start_once(
                 f"--secure-port={ports['controller-manager']}",
                 f"--cert-dir={root / 'pki' / 'controller-manager'}",
                 "--leader-elect=false",
+                # Defaults (20 QPS, 5 workers) are sized for sharing a big control plane;
+                # tests and benchmarks create hundreds of Deployments at once.
+                "--kube-api-qps=100",
+                "--kube-api-burst=200",
+                "--concurrent-deployment-syncs=10",
+                "--concurrent-replicaset-syncs=10",
                 "--use-service-account-credentials=true",
                 f"--service-account-private-key-file={pki.service_account_key}",
                 f"--root-ca-file={pki.ca_cert}",
@@ -520,6 +526,8 @@ def _start_once(
                 f"--secure-port={ports['scheduler']}",
                 f"--cert-dir={root / 'pki' / 'scheduler'}",
                 "--leader-elect=false",
+                "--kube-api-qps=100",
+                "--kube-api-burst=200",
                 "--profiling=false",
             ],
         )
