@@ -311,8 +311,9 @@ def kubeconfig_yaml(server: str, pki: pkimod.Pki, name: str = "modelsync-local")
 
 
 def fake_node(name: str, zone: str) -> dict[str, Any]:
-    """A node kwok manages: big enough for every test, with GPUs so GPU models schedule."""
-    capacity = {"cpu": "32", "memory": "256Gi", "pods": "110", "nvidia.com/gpu": "4"}
+    """A node kwok manages: room for the benchmarks' thousand pods, and GPUs so GPU
+    models schedule."""
+    capacity = {"cpu": "64", "memory": "512Gi", "pods": "1000", "nvidia.com/gpu": "8"}
     return {
         "apiVersion": "v1",
         "kind": "Node",

@@ -44,7 +44,8 @@ def test_node_schedulable(candidate: dict[str, Any], expected: bool) -> None:
 def test_fake_node_is_managed_by_kwok_and_offers_gpus() -> None:
     manifest = launcher.fake_node("kwok-node-0", "zone-a")
     assert manifest["metadata"]["annotations"][launcher.FAKE_NODE_ANNOTATION] == "fake"
-    assert manifest["status"]["allocatable"]["nvidia.com/gpu"] == "4"
+    assert manifest["status"]["allocatable"]["nvidia.com/gpu"] == "8"
+    assert int(manifest["status"]["allocatable"]["pods"]) >= 1000  # the sync benchmark
     assert manifest["metadata"]["labels"]["topology.kubernetes.io/zone"] == "zone-a"
 
 
