@@ -138,13 +138,13 @@ class Applier:
                 self._wait_for_crds([o for o in ordered if o.manifest["kind"] == CRD_KIND])
             desired = labelled(obj.manifest, self.sync_namespace, self.sync_name)
             live = self.live(desired)
-            if live is not None and same_revision:
-                kept = (live["metadata"].get("annotations") or {}).get(c.ANNOTATION_REVISION)
-                desired = with_revision(desired, kept or revision)
-            else:
-                desired = with_revision(desired, revision)
+            # A model keeps the revision that last changed it: a commit that touches
+            # one model of a thousand must not rewrite the other 999.
+            kept = ((live or {}).get("metadata", {}).get("annotations") or {}).get(
+                c.ANNOTATION_REVISION
+            )
             try:
-                drifted = self.writer.changes(desired, live)
+                drifted = self.writer.changes(with_revision(desired, kept or revision), live)
                 if not drifted:
                     changes.unchanged.append(obj.description)
                     continue
@@ -152,7 +152,9 @@ class Applier:
                     changes.drifted.append(f"{obj.description} ({', '.join(drifted)})")
                     if not heal:
                         continue
-                self.writer.apply(desired)
+                    self.writer.apply(with_revision(desired, kept or revision))
+                else:
+                    self.writer.apply(with_revision(desired, revision))
             except kubernetes.client.ApiException as error:
                 errors.append(LoadError(obj.source, api_message(error), obj.description))
                 continue

@@ -12,56 +12,20 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import io
-import os
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import kubernetes
-import yaml
 from kubernetes.client import CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta
-from kubernetes.dynamic import DynamicClient
 
 from modelsync import constants as c
+from tests.bench.common import install_crds, peak_rss, scrape, start_operator, wait_until
 from tests.cluster import build, launcher
 
 REPO = Path(__file__).resolve().parents[2]
 MD = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
-
-
-def scrape(port: int) -> dict[str, float]:
-    """Sum of each metric family (over labels) from the operator's /metrics."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name_labels, value = line.rsplit(" ", 1)
-        name = name_labels.split("{", 1)[0]
-        if 'result="unchanged"' in name_labels:
-            name += ":unchanged"
-        totals[name] = totals.get(name, 0.0) + float(value)
-    return totals
-
-
-def peak_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def wait_until(what: str, check: Any, timeout: float) -> float:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
-    return time.monotonic() - started
 
 
 def model(index: int) -> dict[str, Any]:
@@ -93,36 +57,19 @@ def main() -> int:
 
 def run(cluster: launcher.Cluster, args: argparse.Namespace) -> int:
     api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
-    definitions = DynamicClient(api).resources.get(
-        api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition"
-    )
-    crd = yaml.safe_load((REPO / "crds" / "modeldeployment.yaml").read_text())
-    definitions.server_side_apply(body=crd, name=crd["metadata"]["name"], field_manager="bench")
-    wait_until("the CRD", lambda: _established(definitions, crd["metadata"]["name"]), 60)
+    install_crds(api)
     CoreV1Api(api).create_namespace(V1Namespace(metadata=V1ObjectMeta(name="bench")))
 
     port = launcher.free_ports(1)[0]
-    operator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelsync",
-            "run",
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "--http-port",
-            str(port),
-            "--workers",
-            str(args.workers),
-            "--resync-seconds",
-            str(args.resync_seconds),
-            "--log-level",
-            "WARNING",
-        ],
-        env={**os.environ, "PYTHONPATH": str(REPO / "controller")},
+    operator = start_operator(
+        cluster.kubeconfig,
+        port,
+        "--workers",
+        str(args.workers),
+        "--resync-seconds",
+        str(args.resync_seconds),
     )
     try:
-        wait_until("the operator", lambda: _ready(port), 60)
         objects = CustomObjectsApi(api)
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
@@ -173,19 +120,6 @@ def run(cluster: launcher.Cluster, args: argparse.Namespace) -> int:
     for label, value in rows:
         print(f"  {label:<30} {value}")
     return 0 if writes == 0 else 1
-
-
-def _established(definitions: Any, name: str) -> bool:
-    conditions = definitions.get(name=name).to_dict().get("status", {}).get("conditions") or []
-    return any(cond["type"] == "Established" and cond["status"] == "True" for cond in conditions)
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def _is_ready(md: dict[str, Any]) -> bool:

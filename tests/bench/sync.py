@@ -15,10 +15,7 @@ import hashlib
 import hmac
 import io
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -26,13 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-import yaml
 from kubernetes.client import CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta, V1Secret
-from kubernetes.dynamic import DynamicClient
 
 from modelsync import constants as c
 from modelsync.fetch import GitFetcher, Ref
-from tests.bench.serving import peak_rss, scrape, wait_until
+from tests.bench.common import install_crds, peak_rss, scrape, start_operator, wait_until
 from tests.cluster import build, launcher
 from tests.gitserver import WorkRepo
 from tests.syncs import MD, MS, model_yaml
@@ -59,12 +54,7 @@ def main() -> int:
 
 def run(cluster: launcher.Cluster, tmp: Path, args: argparse.Namespace) -> int:
     api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
-    definitions = DynamicClient(api).resources.get(
-        api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition"
-    )
-    for path in sorted((REPO / "crds").glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        definitions.server_side_apply(body=crd, name=crd["metadata"]["name"], field_manager="bench")
+    install_crds(api)
     core = CoreV1Api(api)
     core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name="bench")))
     core.create_namespaced_secret(
@@ -78,26 +68,9 @@ def run(cluster: launcher.Cluster, tmp: Path, args: argparse.Namespace) -> int:
     first = repo.commit("generated models")
 
     port = launcher.free_ports(1)[0]
-    operator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelsync",
-            "run",
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "--http-port",
-            str(port),
-            "--workers",
-            str(args.workers),
-            "--log-level",
-            "WARNING",
-        ],
-        env={**os.environ, "PYTHONPATH": str(REPO / "controller")},
-    )
+    operator = start_operator(cluster.kubeconfig, port, "--workers", str(args.workers))
     objects = CustomObjectsApi(api)
     try:
-        wait_until("the operator", lambda: _get(port, "/readyz") == b"ok", 60)
         started = time.monotonic()
         objects.create_namespaced_custom_object(
             namespace="bench",
@@ -218,15 +191,6 @@ def run(cluster: launcher.Cluster, tmp: Path, args: argparse.Namespace) -> int:
     for label, value in rows:
         print(f"  {label:<38} {value}")
     return 0 if resync_writes == 0 else 1
-
-
-def _get(port: int, path: str) -> bytes | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-            body: bytes = response.read()
-            return body
-    except OSError:
-        return None
 
 
 if __name__ == "__main__":

@@ -61,7 +61,8 @@ def test_sync_first_sync_over_http_with_basic_auth(syncs: Syncs) -> None:
 def test_sync_add_change_delete_is_applied_and_pruned(syncs: Syncs) -> None:
     repo = syncs.repo("models")
     repo.write("iris.yaml", model_yaml("iris")).write("fraud.yaml", model_yaml("fraud"))
-    first = repo.commit("two models")
+    repo.write("stable.yaml", model_yaml("stable"))
+    first = repo.commit("three models")
     syncs.create("prod", repo.file_url)
     syncs.wait_applied("prod", f"main@sha1:{first}")
     fraud_uid = syncs.models()["fraud"]["metadata"]["uid"]
@@ -73,18 +74,20 @@ def test_sync_add_change_delete_is_applied_and_pruned(syncs: Syncs) -> None:
     second = repo.commit("bump iris, add ranker, drop fraud")
     token = syncs.request("prod")
     ms = syncs.wait_applied("prod", f"main@sha1:{second}", token)
-    assert "2 created, 1 configured, 0 unchanged, 1 deleted" in message_of(ms)
+    assert "2 created, 1 configured, 1 unchanged, 1 deleted" in message_of(ms)
     models = syncs.models()
-    assert set(models) == {"iris", "ranker", "deep"}
+    assert set(models) == {"iris", "ranker", "deep", "stable"}
     assert models["iris"]["spec"]["model"]["version"] == "2"
     assert models["iris"]["metadata"]["annotations"][c.ANNOTATION_REVISION].endswith(second)
+    # A model the commit did not touch keeps the revision that last changed it.
+    assert models["stable"]["metadata"]["annotations"][c.ANNOTATION_REVISION].endswith(first)
 
     # Nothing changed in git: nothing is written (status writes of the serving operator
     # aside, which is why generations and not resourceVersions are compared).
     generations = {n: m["metadata"]["generation"] for n, m in syncs.models().items()}
     token = syncs.request("prod")
     ms = syncs.wait_applied("prod", f"main@sha1:{second}", token)
-    assert "0 created, 0 configured, 3 unchanged, 0 deleted" in message_of(ms)
+    assert "0 created, 0 configured, 4 unchanged, 0 deleted" in message_of(ms)
     assert {n: m["metadata"]["generation"] for n, m in syncs.models().items()} == generations
     assert fraud_uid not in {m["metadata"]["uid"] for m in syncs.models().values()}
 

@@ -1,0 +1,97 @@
+"""What the benchmarks share: CRDs on a fresh cluster, the operator as its own process,
+its metrics, and waiting with a deadline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import yaml
+from kubernetes.dynamic import DynamicClient
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_until(what: str, check: Any, timeout: float) -> float:
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def install_crds(api: kubernetes.client.ApiClient) -> None:
+    """Every CRD of crds/, applied and established."""
+    definitions = DynamicClient(api).resources.get(
+        api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition"
+    )
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        name = crd["metadata"]["name"]
+        definitions.server_side_apply(body=crd, name=name, field_manager="bench")
+        wait_until(f"CRD {name}", lambda n=name: _established(definitions, n), 60)
+
+
+def _established(definitions: Any, name: str) -> bool:
+    conditions = definitions.get(name=name).to_dict().get("status", {}).get("conditions") or []
+    return any(cond["type"] == "Established" and cond["status"] == "True" for cond in conditions)
+
+
+def start_operator(kubeconfig: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """`modelsync run` as its own process (so its memory is its own), ready to serve."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "modelsync",
+            "run",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--http-port",
+            str(port),
+            "--log-level",
+            "WARNING",
+            *extra,
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO / "controller")},
+    )
+    wait_until("the operator", lambda: get(port, "/readyz") == b"ok", 60)
+    return process
+
+
+def get(port: int, path: str) -> bytes | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            body: bytes = response.read()
+            return body
+    except OSError:
+        return None
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Sum of each metric family (over labels) from the operator's /metrics; reconcile
+    counts with result="unchanged" also appear under '<name>:unchanged'."""
+    totals: dict[str, float] = {}
+    for line in (get(port, "/metrics") or b"").decode().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name_labels, value = line.rsplit(" ", 1)
+        name = name_labels.split("{", 1)[0]
+        if 'result="unchanged"' in name_labels:
+            name += ":unchanged"
+        totals[name] = totals.get(name, 0.0) + float(value)
+    return totals
+
+
+def peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
