@@ -15,6 +15,7 @@ from typing import Any
 import kubernetes
 
 from modelsync import constants as c
+from modelsync.drift import applied_part, differences
 from modelsync.kube import Kube, Manifest
 from modelsync.load import LoadedObject, LoadError
 from modelsync.validate import CRD_KIND, identity
@@ -87,6 +88,17 @@ def with_revision(manifest: Manifest, revision: str) -> Manifest:
     return {**manifest, "metadata": meta}
 
 
+@dataclass(frozen=True)
+class Planned:
+    """One object of a revision: what to apply, what is live, and what would change
+    (empty: nothing; ["(new)"]: it does not exist yet)."""
+
+    source: LoadedObject
+    desired: Manifest
+    live: Manifest | None
+    drifted: list[str]
+
+
 class Applier:
     """`reader` (the operator) looks things up; `writer` (the operator, or the
     ServiceAccount it impersonates for this ModelSync) dry-runs, applies and deletes,
@@ -98,67 +110,116 @@ class Applier:
         self.sync_namespace = sync_namespace
         self.sync_name = sync_name
 
-    def dry_run(self, objects: list[LoadedObject]) -> list[LoadError]:
-        """The API server's verdict on every object it can judge before anything is written.
-        Kinds defined by CRDs of this revision, and objects in namespaces it creates, can
-        only be checked once those exist; apply reports their errors."""
-        errors: list[LoadError] = []
+    def plan(
+        self, objects: list[LoadedObject], revision: str
+    ) -> tuple[list[Planned], list[LoadError]]:
+        """Compare every object with its live self, and ask the API server (a dry run, as
+        the writer) about each one that would change: its verdict validates the revision
+        before anything is written, and tells a real change from one of form only (0.5 vs
+        500m). Unchanged objects cost no request: the server accepted them before. Kinds
+        defined by CRDs of this revision, and objects in namespaces it creates, can only be
+        judged once those exist; `apply` reports their errors."""
+        live = self._live_index(objects)
+        planned, errors = [], []
+        namespaces: dict[str, bool] = {}
         for obj in sorted(objects, key=apply_order):
-            manifest = obj.manifest
-            if self.kube.scope(manifest["apiVersion"], manifest["kind"]) is None:
-                continue
-            namespace = manifest["metadata"].get("namespace")
-            if namespace and self.kube.get("v1", "Namespace", "", namespace) is None:
-                continue
-            try:
-                self.writer.apply(
-                    labelled(manifest, self.sync_namespace, self.sync_name), dry_run=True
-                )
-            except kubernetes.client.ApiException as error:
-                errors.append(LoadError(obj.source, api_message(error), obj.description))
-        return errors
-
-    def live(self, manifest: Manifest) -> Manifest | None:
-        meta = manifest["metadata"]
-        return self.kube.get(
-            manifest["apiVersion"], manifest["kind"], meta.get("namespace", ""), meta["name"]
-        )
-
-    def apply(
-        self, objects: list[LoadedObject], revision: str, heal: bool, same_revision: bool
-    ) -> tuple[ChangeSet, list[LoadError]]:
-        """Apply in stages. `same_revision`: git did not move since the last apply, so any
-        difference was made by hand (drift): reverted when `heal`, only reported otherwise."""
-        changes, errors = ChangeSet(), []
-        ordered = sorted(objects, key=apply_order)
-        staged_crds = False
-        for obj in ordered:
-            if apply_order(obj)[0] == 1 and not staged_crds:
-                staged_crds = True
-                self._wait_for_crds([o for o in ordered if o.manifest["kind"] == CRD_KIND])
             desired = labelled(obj.manifest, self.sync_namespace, self.sync_name)
-            live = self.live(desired)
+            current = live.get(identity(desired))
+            if current is None:
+                current = self._get(desired)
             # A model keeps the revision that last changed it: a commit that touches
             # one model of a thousand must not rewrite the other 999.
-            kept = ((live or {}).get("metadata", {}).get("annotations") or {}).get(
+            kept = ((current or {}).get("metadata", {}).get("annotations") or {}).get(
                 c.ANNOTATION_REVISION
             )
-            try:
-                drifted = self.writer.changes(with_revision(desired, kept or revision), live)
-                if not drifted:
-                    changes.unchanged.append(obj.description)
+            candidate = with_revision(desired, kept or revision)
+            drifted = differences(applied_part(candidate), current) if current else ["(new)"]
+            if not drifted:
+                planned.append(Planned(obj, candidate, current, []))
+                continue
+            manifest = obj.manifest
+            namespace = manifest["metadata"].get("namespace")
+            if namespace and namespace not in namespaces:
+                namespaces[namespace] = self.kube.get("v1", "Namespace", "", namespace) is not None
+            judgeable = self.kube.scope(manifest["apiVersion"], manifest["kind"]) is not None and (
+                not namespace or namespaces[namespace]
+            )
+            if judgeable:
+                try:
+                    preview = self.writer.apply(candidate, dry_run=True)
+                except kubernetes.client.ApiException as error:
+                    errors.append(LoadError(obj.source, api_message(error), obj.description))
                     continue
-                if live is not None and same_revision:
-                    changes.drifted.append(f"{obj.description} ({', '.join(drifted)})")
-                    if not heal:
-                        continue
-                    self.writer.apply(with_revision(desired, kept or revision))
-                else:
-                    self.writer.apply(with_revision(desired, revision))
+                if current is not None and not differences(applied_part(preview), current):
+                    drifted = []
+            planned.append(Planned(obj, with_revision(desired, revision), current, drifted))
+        return planned, errors
+
+    def _live_index(self, objects: list[LoadedObject]) -> dict[tuple[str, str, str, str], Manifest]:
+        """The live objects this ModelSync applied before: one list per kind and namespace."""
+        selector = (
+            f"{c.LABEL_SYNC_NAME}={self.sync_name},{c.LABEL_SYNC_NAMESPACE}={self.sync_namespace}"
+        )
+        groups = {
+            (o.manifest["apiVersion"], o.manifest["kind"], o.manifest["metadata"].get("namespace"))
+            for o in objects
+            if self.kube.scope(o.manifest["apiVersion"], o.manifest["kind"]) is not None
+        }
+        index: dict[tuple[str, str, str, str], Manifest] = {}
+        for api_version, kind, namespace in sorted(groups, key=str):
+            try:
+                items = self.kube.list_objects(api_version, kind, selector, namespace)
+            except kubernetes.client.ApiException:
+                continue  # e.g. a namespace this revision creates: looked up one by one
+            for item in items:
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+                index[identity(item)] = item
+        return index
+
+    def _get(self, manifest: Manifest) -> Manifest | None:
+        if self.kube.scope(manifest["apiVersion"], manifest["kind"]) is None:
+            return None
+        meta = manifest["metadata"]
+        try:
+            return self.kube.get(
+                manifest["apiVersion"], manifest["kind"], meta.get("namespace", ""), meta["name"]
+            )
+        except kubernetes.client.ApiException:
+            return None
+
+    def apply(
+        self, planned: list[Planned], heal: bool, same_revision: bool
+    ) -> tuple[ChangeSet, list[LoadError]]:
+        """Apply what `plan` found changed, in stages. `same_revision`: git did not move
+        since the last apply, so a difference was made by hand (drift): reverted when
+        `heal` (keeping the revision the object came from), only reported otherwise."""
+        changes, errors = ChangeSet(), []
+        staged_crds = False
+        for item in planned:
+            obj = item.source
+            if apply_order(obj)[0] == 1 and not staged_crds:
+                staged_crds = True
+                self._wait_for_crds(
+                    [p.source for p in planned if p.source.manifest["kind"] == CRD_KIND]
+                )
+            if not item.drifted:
+                changes.unchanged.append(obj.description)
+                continue
+            desired = item.desired
+            if item.live is not None and same_revision:
+                changes.drifted.append(f"{obj.description} ({', '.join(item.drifted)})")
+                if not heal:
+                    continue
+                kept = (item.live["metadata"].get("annotations") or {}).get(c.ANNOTATION_REVISION)
+                if kept:
+                    desired = with_revision(desired, kept)
+            try:
+                self.writer.apply(desired)
             except kubernetes.client.ApiException as error:
                 errors.append(LoadError(obj.source, api_message(error), obj.description))
                 continue
-            (changes.created if live is None else changes.configured).append(obj.description)
+            (changes.created if item.live is None else changes.configured).append(obj.description)
         return changes, errors
 
     def _wait_for_crds(self, crds: list[LoadedObject]) -> None:

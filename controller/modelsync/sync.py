@@ -24,7 +24,7 @@ import kubernetes
 from modelsync import conditions
 from modelsync import constants as c
 from modelsync import prune as prunemod
-from modelsync.apply import Applier, ChangeSet, inventory_of
+from modelsync.apply import Applier, ChangeSet, Planned, inventory_of
 from modelsync.conditions import Observed
 from modelsync.fetch import Credentials, FetchError, GitFetcher, Ref, Revision
 from modelsync.kube import Kube, Manifest
@@ -115,8 +115,9 @@ class SyncReconciler:
         )
         applier = Applier(self.kube, self._applying_as(ms), meta["namespace"], meta["name"])
         errors = loaded.errors + check(loaded.objects, policy, applier.kube.scope)
+        planned: list[Planned] = []
         if not errors:
-            errors = applier.dry_run(loaded.objects)
+            planned, errors = applier.plan(loaded.objects, revision.name)
         if errors:
             outcome.errors = errors
             outcome.reason, outcome.stalled = c.REASON_VALIDATION_FAILED, True
@@ -135,7 +136,7 @@ class SyncReconciler:
 
         same = status.get("lastAppliedRevision") == revision.name
         changes, errors = applier.apply(
-            loaded.objects, revision.name, heal=spec.get("selfHeal", True), same_revision=same
+            planned, heal=spec.get("selfHeal", True), same_revision=same
         )
         outcome.changes = changes
         if errors:
