@@ -30,6 +30,18 @@ DRIFT_REVERTED = Counter(
     registry=REGISTRY,
 )
 
+SYNCS = Counter(
+    "modelsync_syncs_total",
+    "ModelSync syncs, by result (the Ready condition's reason).",
+    ["result"],
+    registry=REGISTRY,
+)
+SYNC_SECONDS = Histogram(
+    "modelsync_sync_duration_seconds",
+    "Time one sync took: fetch, load, validate, apply, prune, record.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+    registry=REGISTRY,
+)
 WEBHOOKS = Counter(
     "modelsync_webhooks_total",
     "Authenticated webhook deliveries that queued at least one sync.",

@@ -21,7 +21,7 @@ from typing import Any
 
 import kubernetes
 
-from modelsync import conditions
+from modelsync import conditions, metrics
 from modelsync import constants as c
 from modelsync import prune as prunemod
 from modelsync.apply import Applier, ChangeSet, Planned, inventory_of
@@ -86,8 +86,10 @@ class SyncReconciler:
             self._record_suspended(ms)
             return None
         started = self.clock()
-        outcome = self._sync(ms)
-        self._record(ms, outcome, started)
+        with metrics.SYNC_SECONDS.time():
+            outcome = self._sync(ms)
+            self._record(ms, outcome, started)
+        metrics.SYNCS.labels(result=outcome.reason).inc()
         return interval_seconds(spec.get("interval"))
 
     # ------------------------------------------------------------------ the steps

@@ -87,7 +87,20 @@ def scrape(port: int) -> dict[str, float]:
         if 'result="unchanged"' in name_labels:
             name += ":unchanged"
         totals[name] = totals.get(name, 0.0) + float(value)
+        if name == "modelsync_api_writes_total":
+            totals[name_labels] = float(value)  # also by verb and kind
     return totals
+
+
+def writes_between(before: dict[str, float], after: dict[str, float]) -> str:
+    """The API writes between two scrapes, by verb and kind: '0', or what they were."""
+    prefix = "modelsync_api_writes_total{"
+    parts = [
+        f"{after[key] - before.get(key, 0.0):.0f} {key.removeprefix(prefix).rstrip('}')}"
+        for key in sorted(after)
+        if key.startswith(prefix) and after[key] != before.get(key, 0.0)
+    ]
+    return ", ".join(parts) or "0"
 
 
 def peak_rss(pid: int) -> int:
