@@ -10,6 +10,8 @@ import copy
 import threading
 from typing import Any
 
+from modelsync.constants import LABEL_DEPLOYMENT
+
 Key = tuple[str, str, str]  # kind, namespace, name
 
 
@@ -26,8 +28,12 @@ def _newer(candidate: dict[str, Any], current: dict[str, Any] | None) -> bool:
 
 
 class ObjectCache:
+    """Objects by (kind, namespace, name); also by the ModelDeployment they belong to
+    (their `modelsync.io/modeldeployment` label), so a model's pods are found directly."""
+
     def __init__(self) -> None:
         self._objects: dict[Key, dict[str, Any]] = {}
+        self._owned: dict[Key, set[str]] = {}  # (kind, namespace, model) -> names
         self._lock = threading.Lock()
 
     def put(self, kind: str, body: dict[str, Any]) -> None:
@@ -35,11 +41,28 @@ class ObjectCache:
         key = (kind, meta.get("namespace", ""), meta["name"])
         with self._lock:
             if _newer(body, self._objects.get(key)):
+                self._unindex(key)
                 self._objects[key] = copy.deepcopy(body)
+                owner = (meta.get("labels") or {}).get(LABEL_DEPLOYMENT)
+                if owner:
+                    self._owned.setdefault((kind, key[1], owner), set()).add(key[2])
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         with self._lock:
+            self._unindex((kind, namespace, name))
             self._objects.pop((kind, namespace, name), None)
+
+    def _unindex(self, key: Key) -> None:
+        old = self._objects.get(key)
+        owner = ((old or {}).get("metadata", {}).get("labels") or {}).get(LABEL_DEPLOYMENT)
+        if owner:
+            self._owned.get((key[0], key[1], owner), set()).discard(key[2])
+
+    def owned(self, kind: str, namespace: str, model: str) -> list[dict[str, Any]]:
+        """Objects of `kind` labelled as belonging to the ModelDeployment `model`."""
+        with self._lock:
+            names = sorted(self._owned.get((kind, namespace, model), ()))
+            return [copy.deepcopy(self._objects[(kind, namespace, n)]) for n in names]
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:

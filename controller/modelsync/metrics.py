@@ -23,6 +23,12 @@ RECONCILE_SECONDS = Histogram(
     "Time one ModelDeployment reconciliation took.",
     registry=REGISTRY,
 )
+ROLLBACKS = Counter(
+    "modelsync_rollbacks_total",
+    "Automatic rollbacks of a failed model revision to the last healthy one, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
 DRIFT_REVERTED = Counter(
     "modelsync_drift_reverted_total",
     "Out-of-band changes to serving objects that the operator reverted.",

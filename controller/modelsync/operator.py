@@ -37,13 +37,16 @@ from modelsync.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
-# group, version, plural of each owned kind, as kopf watches them.
+# group, version, plural of each kind watched for the ModelDeployments: what they own,
+# and the pods (whose restarts tell a failing revision).
 _OWNED_RESOURCES = {
     "Deployment": ("apps", "v1", "deployments"),
     "Service": ("", "v1", "services"),
     "HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
+    "Pod": ("", "v1", "pods"),
 }
-assert set(_OWNED_RESOURCES) == set(OWNED_KINDS)
+_WATCHED_KINDS = {**OWNED_KINDS, "Pod": "v1"}
+assert set(_OWNED_RESOURCES) == set(_WATCHED_KINDS)
 
 
 @dataclass
@@ -234,7 +237,7 @@ def prefill(kube: kubemod.Kube, runtime: Runtime) -> None:
     cache: the ModelDeployments' watch may deliver before the Services' does."""
     selector = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY},{c.LABEL_DEPLOYMENT}"
     for namespace in runtime.settings.namespaces or (None,):
-        for kind, api_version in OWNED_KINDS.items():
+        for kind, api_version in _WATCHED_KINDS.items():
             for item in kube.list_objects(api_version, kind, selector, namespace):
                 item.setdefault("apiVersion", api_version)
                 item.setdefault("kind", kind)

@@ -304,6 +304,8 @@ def render(md: Manifest) -> Rendered:
     _check(md, runtime)
     template = _pod_template(md, runtime)
     digest = spec_hash(template)
+    # Each pod says which revision it runs (after hashing, so the hash stays its own).
+    template["metadata"]["labels"][c.LABEL_SPEC_HASH] = digest
     labels = labels_for(md)
     annotations = {c.ANNOTATION_SPEC_HASH: digest}
     revision = (md["metadata"].get("annotations") or {}).get(c.ANNOTATION_REVISION)

@@ -16,7 +16,7 @@ from typing import Any
 
 import kubernetes
 
-from modelsync import conditions, health, metrics
+from modelsync import conditions, health, metrics, rollout
 from modelsync import constants as c
 from modelsync.conditions import Observed
 from modelsync.kube import Kube
@@ -48,6 +48,20 @@ def current_revision(md: Manifest, spec_hash: str) -> str:
     """The git revision the ModelDeployment came from, else its spec hash."""
     annotations = md["metadata"].get("annotations") or {}
     return str(annotations.get(c.ANNOTATION_REVISION) or f"spec:{spec_hash}")
+
+
+def stable_model(md: Manifest) -> Manifest:
+    """The ModelDeployment as it was when it last served healthily (from its status)."""
+    status = md.get("status") or {}
+    meta = dict(md["metadata"])
+    annotations = dict(meta.get("annotations") or {})
+    stable_revision = str(status.get("stableRevision") or "")
+    if stable_revision and not stable_revision.startswith("spec:"):
+        annotations[c.ANNOTATION_REVISION] = stable_revision
+    else:
+        annotations.pop(c.ANNOTATION_REVISION, None)
+    meta["annotations"] = annotations
+    return {**md, "metadata": meta, "spec": status["stableSpec"]}
 
 
 def converged(md: Manifest, rendered: Rendered) -> bool:
@@ -82,11 +96,28 @@ class ServingReconciler:
 
     def _reconcile(self, md: Manifest) -> None:
         try:
-            rendered = render(md)
+            wanted = render(md)
         except InvalidSpecError as error:
             self._report_invalid(md, error)
             metrics.RECONCILES.labels(result="invalid").inc()
             return
+        status = md.get("status") or {}
+        # A revision that failed stays quarantined until git changes the model: the
+        # last healthy spec keeps serving, on every resync, with no flapping.
+        if status.get("failedRevision") == wanted.spec_hash and status.get("stableSpec"):
+            stable_md = stable_model(md)
+            stable = render(stable_md)
+            changed = self._apply(stable_md, stable)
+            self._report(md, stable_md, stable, {}, [])
+            metrics.RECONCILES.labels(result="applied" if changed else "unchanged").inc()
+            return
+        changed = self._apply(md, wanted)
+        if self._judge(md, wanted):
+            return
+        metrics.RECONCILES.labels(result="applied" if changed else "unchanged").inc()
+
+    def _apply(self, md: Manifest, rendered: Rendered) -> bool:
+        """Converge every serving object of `rendered`; True when something was written."""
         changed = [self._converge(md, obj, rendered) for obj in rendered.objects]
         if rendered.autoscaler is None:
             changed.append(self._remove_autoscaler(md))
@@ -99,8 +130,126 @@ class ServingReconciler:
                 f"{md['spec']['model']['version']} (spec {rendered.spec_hash})",
                 action="Apply",
             )
-        self._report(md, rendered)
-        metrics.RECONCILES.labels(result="applied" if any(changed) else "unchanged").inc()
+        return any(changed)
+
+    def _judge(self, md: Manifest, wanted: Rendered) -> bool:
+        """Decide about the wanted revision: promote it, roll it back, or record its failure.
+        Writes status. True when it rolled back (and so reported already)."""
+        meta, spec = md["metadata"], md["spec"]
+        status = md.get("status") or {}
+        rollback = spec.get("rollback") or {}
+        deployment = self.cache.get("Deployment", meta["namespace"], meta["name"])
+        pods = self.cache.owned("Pod", meta["namespace"], meta["name"])
+        failure = rollout.detect_failure(
+            deployment,
+            pods,
+            wanted.spec_hash,
+            int(rollback.get("maxRestarts", rollout.DEFAULT_MAX_RESTARTS)),
+        )
+        decision = rollout.decide(
+            wanted_hash=wanted.spec_hash,
+            stable_hash=status.get("stableSpecHash"),
+            has_stable_spec=bool(status.get("stableSpec")),
+            ready=health.assess(deployment).ready,
+            failure=failure,
+            automatic=bool(rollback.get("automatic", True)),
+        )
+        limit = int(rollback.get("historyLimit", 10))
+        revision = current_revision(md, wanted.spec_hash)
+        extra: Manifest = {}
+        observed: list[Observed] = []
+        if decision.action is rollout.Action.PROMOTE:
+            extra = {
+                "stableSpec": spec,
+                "stableSpecHash": wanted.spec_hash,
+                "stableRevision": revision,
+                "history": rollout.remember(
+                    status.get("history"),
+                    self._entry(md, wanted, revision, c.HISTORY_SUCCEEDED, "rolled out"),
+                    limit,
+                ),
+            }
+            if conditions.is_true(status.get("conditions"), c.ROLLED_BACK):
+                observed.append(
+                    Observed(
+                        c.ROLLED_BACK,
+                        False,
+                        c.REASON_SUPERSEDED,
+                        f"version {spec['model']['version']} ({revision}) "
+                        "is healthy; the earlier rollback is over",
+                    )
+                )
+        elif decision.action is rollout.Action.FAIL and decision.failure is not None:
+            entry = self._entry(md, wanted, revision, c.HISTORY_FAILED, decision.failure.message)
+            extra = {"history": rollout.remember(status.get("history"), entry, limit)}
+            if extra["history"] != (status.get("history") or []):
+                self.kube.event(
+                    md,
+                    c.MODELDEPLOYMENT_KIND,
+                    c.EVENT_ROLLOUT_FAILED,
+                    f"version {spec['model']['version']} ({revision}) failed: "
+                    f"{decision.failure.message}; no rollback "
+                    + (
+                        "(rollback.automatic is off)"
+                        if status.get("stableSpec")
+                        else "(no earlier healthy version)"
+                    ),
+                    action="Rollout",
+                    warning=True,
+                )
+        elif decision.action is rollout.Action.ROLL_BACK and decision.failure is not None:
+            self._roll_back(md, wanted, revision, decision.failure, limit)
+            return True
+        self._report(md, md, wanted, extra, observed)
+        return False
+
+    def _roll_back(
+        self, md: Manifest, wanted: Rendered, revision: str, failure: rollout.Failure, limit: int
+    ) -> None:
+        status = md.get("status") or {}
+        stable_md = stable_model(md)
+        stable = render(stable_md)
+        self._apply(stable_md, stable)
+        version = md["spec"]["model"]["version"]
+        stable_version = stable_md["spec"]["model"]["version"]
+        message = (
+            f"version {version} ({revision}) failed: {failure.message}; rolled back to "
+            f"version {stable_version} ({status.get('stableRevision')}). It stays out until "
+            "git changes this model again"
+        )
+        meta = md["metadata"]
+        log.warning("rolled back %s/%s: %s", meta["namespace"], meta["name"], message)
+        metrics.ROLLBACKS.labels(reason=failure.reason).inc()
+        self.kube.event(
+            md,
+            c.MODELDEPLOYMENT_KIND,
+            c.EVENT_ROLLED_BACK,
+            message,
+            action="Rollback",
+            warning=True,
+        )
+        entry = self._entry(md, wanted, revision, c.HISTORY_ROLLED_BACK, failure.message)
+        extra = {
+            "failedRevision": wanted.spec_hash,
+            "failedGitRevision": revision,
+            "history": rollout.remember(status.get("history"), entry, limit),
+        }
+        self._report(
+            md, stable_md, stable, extra, [Observed(c.ROLLED_BACK, True, failure.reason, message)]
+        )
+        metrics.RECONCILES.labels(result="rolled-back").inc()
+
+    def _entry(
+        self, md: Manifest, rendered: Rendered, revision: str, result: str, message: str
+    ) -> Manifest:
+        return {
+            "revision": revision,
+            "modelVersion": md["spec"]["model"]["version"],
+            "specHash": rendered.spec_hash,
+            "time": conditions.timestamp(self.clock()),
+            "result": result,
+            "message": message[:1024],
+        }
 
     # ------------------------------------------------------------------ objects
 
@@ -147,7 +296,15 @@ class ServingReconciler:
 
     # ------------------------------------------------------------------ status
 
-    def _report(self, md: Manifest, rendered: Rendered) -> None:
+    def _report(
+        self,
+        md: Manifest,
+        serving_md: Manifest,
+        rendered: Rendered,
+        extra: Manifest,
+        observed: list[Observed],
+    ) -> None:
+        """Status from what serves (`serving_md`, the stable spec after a rollback)."""
         meta = md["metadata"]
         deployment = self.cache.get("Deployment", meta["namespace"], meta["name"])
         state = health.assess(deployment)
@@ -157,14 +314,18 @@ class ServingReconciler:
             {
                 "observedGeneration": generation,
                 "specHash": rendered.spec_hash,
-                "currentRevision": current_revision(md, rendered.spec_hash),
-                "modelVersion": md["spec"]["model"]["version"],
+                "currentRevision": current_revision(serving_md, rendered.spec_hash),
+                "modelVersion": serving_md["spec"]["model"]["version"],
                 "endpoint": rendered.endpoint,
                 "replicas": state.replicas,
                 "readyReplicas": state.ready_replicas,
                 "updatedReplicas": state.updated_replicas,
+                **extra,
                 "conditions": conditions.merge(
-                    status.get("conditions"), state.observed, generation, self.clock()
+                    status.get("conditions"),
+                    [*state.observed, *observed],
+                    generation,
+                    self.clock(),
                 ),
             }
         )

@@ -42,3 +42,31 @@ def test_printer_columns_answer_what_runs() -> None:
     assert columns == ["Model", "Version", "Runtime", "Ready", "Revision", "Age"]
     assert crd["spec"]["names"]["shortNames"] == ["md"]
     assert crd["spec"]["names"]["categories"] == ["modelsync"]
+
+
+SCHEMA_KEYS = {
+    "type", "description", "properties", "required", "items", "enum", "default", "format",
+    "minimum", "maximum", "minLength", "maxLength", "pattern", "maxItems", "maxProperties",
+    "additionalProperties", "anyOf", "x-kubernetes-validations", "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys", "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-int-or-string",
+}  # fmt: skip
+
+
+def _walk(node: Any, path: str) -> list[str]:
+    if not isinstance(node, dict):
+        return []
+    bad = [f"{path}: {key}" for key in node if key not in SCHEMA_KEYS]
+    for name, child in (node.get("properties") or {}).items():
+        bad += _walk(child, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        bad += _walk(node.get(key), f"{path}[{key}]")
+    return bad
+
+
+def test_schemas_use_only_openapi_keywords() -> None:
+    """A comma in an unquoted flow-style description silently makes a new key."""
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        for version in crd["spec"]["versions"]:
+            assert _walk(version["schema"]["openAPIV3Schema"], path.name) == []

@@ -1,0 +1,191 @@
+"""Automatic rollback of a failing model revision, on a real cluster with kwok's
+failure markers: the old version serves throughout, the failed spec is quarantined
+until git changes the model, and the next good version rolls forward."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import kubernetes
+import pytest
+from kubernetes.client import AppsV1Api
+
+from modelsync import constants as c
+from modelsync import operator
+from tests.cluster import stages
+from tests.conftest import LocalCluster
+from tests.integration.test_modeldeployment import (
+    Models,
+    condition_is,
+    manifest,
+    ready_on,
+    wait_for_event,
+)
+from tests.kube import dict_condition
+
+DEADLINE = 5
+
+
+class AvailabilityWatch:
+    """Records every availableReplicas the Deployment reports, from a watch, in a thread."""
+
+    def __init__(self, cluster: LocalCluster, namespace: str, name: str) -> None:
+        self.seen: list[int] = []
+        self._stopped = threading.Event()
+        self._watch = kubernetes.watch.Watch()
+        self._apps = AppsV1Api(cluster.api)
+        self._thread = threading.Thread(target=self._run, args=(namespace, name), daemon=True)
+
+    def _run(self, namespace: str, name: str) -> None:
+        try:
+            self._follow(namespace, name)
+        except Exception:  # the stream is cut when the watch stops
+            if not self._stopped.is_set():
+                raise
+
+    def _follow(self, namespace: str, name: str) -> None:
+        for event in self._watch.stream(
+            self._apps.list_namespaced_deployment,
+            namespace,
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=300,
+        ):
+            self.seen.append(int(event["object"].status.available_replicas or 0))
+
+    def __enter__(self) -> AvailabilityWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stopped.set()
+        self._watch.stop()
+
+
+@pytest.fixture
+def models(
+    running_operator: operator.Runtime, local_cluster: LocalCluster, namespace: str
+) -> Models:
+    return Models(local_cluster, namespace)
+
+
+def healthy_v1(models: Models, **rollback: Any) -> dict[str, Any]:
+    body = manifest("iris", version="1", replicas=2)
+    body["spec"]["rollout"] = {"progressDeadlineSeconds": DEADLINE}
+    if rollback:
+        body["spec"]["rollback"] = rollback
+    models.create(body)
+    return models.wait("iris", ready_on("1"))
+
+
+def broken_v2(fault: str = stages.NEVER_READY) -> dict[str, Any]:
+    return {
+        "spec": {"model": {"version": "2"}, "podMetadata": {"labels": {stages.FAULT_LABEL: fault}}}
+    }
+
+
+def rolled_back(md: dict[str, Any] | None) -> bool:
+    return (dict_condition(md, c.ROLLED_BACK) or {}).get("status") == "True"
+
+
+def test_rollback_of_a_never_ready_version_keeps_the_old_one_serving(
+    models: Models, local_cluster: LocalCluster, namespace: str
+) -> None:
+    first = healthy_v1(models)
+    with AvailabilityWatch(local_cluster, namespace, "iris") as availability:
+        models.patch("iris", broken_v2())
+        md = models.wait(
+            "iris",
+            rolled_back,
+            timeout=DEADLINE + 30,
+            describe="the never-ready version to be rolled back",
+        )
+        models.wait("iris", ready_on("1"), describe="version 1 Ready again")
+    status = md["status"]
+    condition = dict_condition(md, c.ROLLED_BACK) or {}
+    assert condition["reason"] == c.REASON_PROGRESS_DEADLINE_EXCEEDED
+    assert "version 2" in condition["message"]
+    assert "rolled back to version 1" in condition["message"]
+    assert status["failedRevision"] != first["status"]["specHash"]
+    assert status["failedGitRevision"].startswith("spec:")
+    assert status["stableSpecHash"] == first["status"]["specHash"]
+    assert status["specHash"] == first["status"]["specHash"]
+    assert [(h["modelVersion"], h["result"]) for h in status["history"]] == [
+        ("2", c.HISTORY_ROLLED_BACK),
+        ("1", c.HISTORY_SUCCEEDED),
+    ]
+    deployment = AppsV1Api(local_cluster.api).read_namespaced_deployment("iris", namespace)
+    assert deployment.spec.template.metadata.labels[c.LABEL_MODEL_VERSION] == "1"
+    wait_for_event(local_cluster, namespace, "iris", c.EVENT_ROLLED_BACK, "version 2")
+    # Old pods served throughout: the Deployment never reported zero available.
+    assert availability.seen
+    assert min(availability.seen) >= 1, availability.seen
+
+
+def test_rollback_quarantines_the_failed_spec_until_git_changes_the_model(
+    models: Models,
+    local_cluster: LocalCluster,
+    namespace: str,
+    running_operator: operator.Runtime,
+) -> None:
+    healthy_v1(models)
+    models.patch("iris", broken_v2())
+    models.wait("iris", rolled_back, timeout=DEADLINE + 30)
+    models.wait("iris", ready_on("1"))
+    apps = AppsV1Api(local_cluster.api)
+    generation = apps.read_namespaced_deployment("iris", namespace).metadata.generation
+
+    # A resync does not re-apply the quarantined spec.
+    assert running_operator.loop is not None
+    asyncio.run_coroutine_threadsafe(running_operator.resync_now(), running_operator.loop).result(
+        60
+    )
+    assert apps.read_namespaced_deployment("iris", namespace).metadata.generation == generation
+
+    # The next change of the model rolls forward.
+    models.patch("iris", {"spec": {"model": {"version": "3"}, "podMetadata": None}})
+    md = models.wait("iris", ready_on("3"))
+    condition = dict_condition(md, c.ROLLED_BACK) or {}
+    assert (condition["status"], condition["reason"]) == ("False", c.REASON_SUPERSEDED)
+    assert md["status"]["stableSpecHash"] == md["status"]["specHash"]
+    assert [h["modelVersion"] for h in md["status"]["history"]] == ["3", "2", "1"]
+
+
+def test_rollback_of_a_crash_looping_version(models: Models) -> None:
+    body = manifest("iris", version="1", replicas=1)
+    body["spec"]["rollback"] = {"maxRestarts": 1}
+    models.create(body)
+    models.wait("iris", ready_on("1"))
+    models.patch("iris", broken_v2(stages.CRASH_LOOP))
+    md = models.wait("iris", rolled_back, timeout=60)
+    condition = dict_condition(md, c.ROLLED_BACK) or {}
+    assert condition["reason"] == c.REASON_CRASH_LOOP
+    assert "rollback.maxRestarts is 1" in condition["message"]
+    models.wait("iris", ready_on("1"))
+
+
+def test_rollout_failure_without_automatic_rollback_is_recorded(
+    models: Models, local_cluster: LocalCluster, namespace: str
+) -> None:
+    healthy_v1(models, automatic=False)
+    models.patch("iris", broken_v2())
+    md = models.wait(
+        "iris",
+        condition_is(c.DEGRADED, "True", c.REASON_PROGRESS_DEADLINE_EXCEEDED),
+        timeout=DEADLINE + 30,
+    )
+    assert not rolled_back(md)
+    models.wait(
+        "iris",
+        lambda m: (
+            bool((m or {}).get("status", {}).get("history"))
+            and m["status"]["history"][0]["result"] == c.HISTORY_FAILED
+        ),
+        describe="the failure in the history",
+    )
+    deployment = AppsV1Api(local_cluster.api).read_namespaced_deployment("iris", namespace)
+    assert deployment.spec.template.metadata.labels[c.LABEL_MODEL_VERSION] == "2"
+    wait_for_event(
+        local_cluster, namespace, "iris", c.EVENT_ROLLOUT_FAILED, "rollback.automatic is off"
+    )
