@@ -181,6 +181,12 @@ class WorkRepo:
         _git("push", "--quiet", "--force", "origin", "HEAD:refs/heads/main", cwd=self.work)
         return _git("rev-parse", "HEAD", cwd=self.work)
 
+    def revert(self, ref: str = "HEAD") -> str:
+        """`git revert` a commit and push, as a pull request that reverts would."""
+        _git("revert", "--no-edit", ref, cwd=self.work)
+        _git("push", "--quiet", "origin", "HEAD:refs/heads/main", cwd=self.work)
+        return _git("rev-parse", "HEAD", cwd=self.work)
+
     def head(self) -> str:
         return _git("rev-parse", "HEAD", cwd=self.work)
 

@@ -24,9 +24,9 @@ from aiohttp import web
 from kopf._core.intents.callbacks import WatchingFn  # the handler protocol kopf checks
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from modelsync import conditions, metrics, webhooks
 from modelsync import constants as c
 from modelsync import kube as kubemod
-from modelsync import metrics, webhooks
 from modelsync.cache import ObjectCache
 from modelsync.fetch import GitFetcher
 from modelsync.metrics import REGISTRY
@@ -63,6 +63,7 @@ class Runtime:
     http: web.AppRunner | None = None
     loop: asyncio.AbstractEventLoop | None = None
     kube: kubemod.Kube | None = None
+    rolled_back_seen: dict[tuple[str, str], bool] = field(default_factory=dict)
     ready: bool = False
 
     def webhook_token(self, ms: dict[str, Any]) -> bytes | None:
@@ -226,6 +227,11 @@ async def receive_hook(runtime: Runtime, request: web.Request) -> web.Response:
     return web.json_response({"queued": queued}, status=202)
 
 
+def rolled_back(body: dict[str, Any]) -> bool:
+    found = conditions.find((body.get("status") or {}).get("conditions"), c.ROLLED_BACK)
+    return bool(found and found.get("status") == "True")
+
+
 def sync_trigger(body: dict[str, Any]) -> tuple[Any, Any]:
     meta = body.get("metadata") or {}
     requested = (meta.get("annotations") or {}).get(c.ANNOTATION_RECONCILE_REQUESTED)
@@ -299,9 +305,20 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     ) -> None:
         if type == "DELETED":
             runtime.cache.delete(c.MODELDEPLOYMENT_KIND, namespace or "", name)
+            runtime.rolled_back_seen.pop((namespace or "", name), None)
             return
         runtime.cache.put(c.MODELDEPLOYMENT_KIND, dict(body))
         enqueue((c.MODELDEPLOYMENT_KIND, namespace, name))
+        # A model rolled back (or forward again): its ModelSync's status must say so.
+        # (Compared with what the watch said before: the cache already holds our writes.)
+        key, now = (namespace or "", name), rolled_back(dict(body))
+        if runtime.rolled_back_seen.setdefault(key, now) != now:
+            runtime.rolled_back_seen[key] = now
+            labels = body.get("metadata", {}).get("labels") or {}
+            if labels.get(c.LABEL_SYNC_NAME) and labels.get(c.LABEL_SYNC_NAMESPACE):
+                enqueue(
+                    (c.MODELSYNC_KIND, labels[c.LABEL_SYNC_NAMESPACE], labels[c.LABEL_SYNC_NAME])
+                )
 
     @kopf.on.event(c.GROUP, c.VERSION, c.MODELSYNC_PLURAL, registry=registry)
     async def modelsync_event(

@@ -169,16 +169,6 @@ class ServingReconciler:
                     limit,
                 ),
             }
-            if conditions.is_true(status.get("conditions"), c.ROLLED_BACK):
-                observed.append(
-                    Observed(
-                        c.ROLLED_BACK,
-                        False,
-                        c.REASON_SUPERSEDED,
-                        f"version {spec['model']['version']} ({revision}) "
-                        "is healthy; the earlier rollback is over",
-                    )
-                )
         elif decision.action is rollout.Action.FAIL and decision.failure is not None:
             entry = self._entry(md, wanted, revision, c.HISTORY_FAILED, decision.failure.message)
             extra = {"history": rollout.remember(status.get("history"), entry, limit)}
@@ -200,6 +190,21 @@ class ServingReconciler:
         elif decision.action is rollout.Action.ROLL_BACK and decision.failure is not None:
             self._roll_back(md, wanted, revision, decision.failure, limit)
             return True
+        healthy = decision.action is rollout.Action.PROMOTE or (
+            decision.action is rollout.Action.WAIT
+            and wanted.spec_hash == status.get("stableSpecHash")
+        )
+        if healthy and conditions.is_true(status.get("conditions"), c.ROLLED_BACK):
+            # Git changed the model (a fix, or a revert to the stable version): over.
+            observed.append(
+                Observed(
+                    c.ROLLED_BACK,
+                    False,
+                    c.REASON_SUPERSEDED,
+                    f"git now wants version {spec['model']['version']} ({revision}), which serves; "
+                    "the earlier rollback is over",
+                )
+            )
         self._report(md, md, wanted, extra, observed)
         return False
 

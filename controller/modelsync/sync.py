@@ -54,6 +54,7 @@ class Outcome:
     """What one sync attempt came to; `record` turns it into status and an event."""
 
     revision: Revision | None = None
+    applied: bool = False  # the revision was applied (even if something else is wrong)
     ready: bool = False
     reason: str = c.REASON_PROGRESSING
     message: str = ""
@@ -157,6 +158,7 @@ class SyncReconciler:
         )
         changes.deleted = applier.delete(plan.delete)
         outcome.inventory = current + plan.keep
+        outcome.applied = True
         if plan.refusal:
             outcome.reason, outcome.message = c.REASON_PRUNE_REFUSED, plan.refusal
             return outcome
@@ -168,9 +170,33 @@ class SyncReconciler:
                 "objects differ from git (selfHeal is off): " + "; ".join(changes.drifted[:5])
             )
             return outcome
+        rolled_back = self._rolled_back_models(meta["namespace"], meta["name"])
+        if rolled_back:
+            # Git says one thing, the cluster serves another: never "in sync".
+            outcome.reason = c.REASON_ROLLED_BACK
+            outcome.message = (
+                f"applied revision {revision.name}: {changes.summary()}; but "
+                f"rolled back, so the cluster differs from git: {'; '.join(rolled_back)}"
+            )
+            return outcome
         outcome.ready, outcome.reason = True, c.REASON_SUCCEEDED
         outcome.message = f"applied revision {revision.name}: {changes.summary()}"
         return outcome
+
+    def _rolled_back_models(self, namespace: str, name: str) -> list[str]:
+        found = []
+        for md_namespace, md_name in sorted(self.cache.names(c.MODELDEPLOYMENT_KIND)):
+            md = self.cache.get(c.MODELDEPLOYMENT_KIND, md_namespace, md_name)
+            labels = (md or {}).get("metadata", {}).get("labels") or {}
+            if (labels.get(c.LABEL_SYNC_NAME), labels.get(c.LABEL_SYNC_NAMESPACE)) != (
+                name,
+                namespace,
+            ):
+                continue
+            condition = conditions.find((md.get("status") or {}).get("conditions"), c.ROLLED_BACK)
+            if condition and condition.get("status") == "True":
+                found.append(f"model {md_name}: {condition.get('message', '')}")
+        return found
 
     def _credentials(self, namespace: str, secret_ref: dict[str, str] | None) -> Credentials | None:
         if not secret_ref:
@@ -203,7 +229,7 @@ class SyncReconciler:
         if revision:
             status["lastFetchedRevision"] = revision
             status["lastAttemptedRevision"] = revision
-        if outcome.ready and revision:
+        if outcome.applied and revision:
             status["lastAppliedRevision"] = revision
         if outcome.inventory is not None:
             status["inventory"] = outcome.inventory

@@ -24,6 +24,7 @@ from tests.integration.test_modeldeployment import (
     wait_for_event,
 )
 from tests.kube import dict_condition
+from tests.syncs import Syncs, model_yaml
 
 DEADLINE = 5
 
@@ -189,3 +190,52 @@ def test_rollout_failure_without_automatic_rollback_is_recorded(
     wait_for_event(
         local_cluster, namespace, "iris", c.EVENT_ROLLOUT_FAILED, "rollback.automatic is off"
     )
+
+
+def broken_model_yaml(name: str, version: str) -> str:
+    return (
+        model_yaml(name, version=version, replicas=2)
+        + f"""\
+  rollout:
+    progressDeadlineSeconds: {DEADLINE}
+  podMetadata:
+    labels:
+      {stages.FAULT_LABEL}: {stages.NEVER_READY}
+"""
+    )
+
+
+def test_rollback_shows_on_the_modelsync_and_a_git_revert_ends_it(syncs: Syncs) -> None:
+    repo = syncs.repo("models")
+    healthy = model_yaml("iris", version="1", replicas=2) + (
+        f"  rollout:\n    progressDeadlineSeconds: {DEADLINE}\n"
+    )
+    repo.write("iris.yaml", healthy).write("ranker.yaml", model_yaml("ranker"))
+    first = repo.commit("iris 1")
+    syncs.create("prod", repo.file_url)
+    syncs.wait_applied("prod", f"main@sha1:{first}")
+    models = Models(syncs.cluster, syncs.namespace)
+    models.wait("iris", ready_on("1"))
+
+    repo.write("iris.yaml", broken_model_yaml("iris", "2"))
+    bad = repo.commit("iris 2, broken")
+    syncs.request("prod")
+    md = models.wait("iris", rolled_back, timeout=DEADLINE + 30)
+    assert md["status"]["failedGitRevision"] == f"main@sha1:{bad}"
+    ms = syncs.wait_failed("prod", c.REASON_ROLLED_BACK)
+    assert ms["status"]["lastAppliedRevision"] == f"main@sha1:{bad}"
+    message = str((dict_condition(ms, c.READY) or {}).get("message"))
+    assert "model iris: version 2 (main@sha1:" in message
+    assert "the cluster differs from git" in message
+    # The other model of the same commit is untouched by the rollback.
+    assert models.wait("ranker", ready_on("1"))
+
+    reverted = repo.revert()
+    token = syncs.request("prod")
+    syncs.wait_applied("prod", f"main@sha1:{reverted}", token)
+    md = models.wait(
+        "iris",
+        lambda m: (dict_condition(m, c.ROLLED_BACK) or {}).get("reason") == c.REASON_SUPERSEDED,
+        describe="the rollback to be over",
+    )
+    assert md["status"]["modelVersion"] == "1"
