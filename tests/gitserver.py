@@ -63,6 +63,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             return
         path, _, query = self.path.partition("?")
+        if self.server.read_only and "git-receive-pack" in self.path:
+            self.send_response(403)  # this user may read, not push
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         env = {
@@ -105,9 +110,16 @@ class GitHttpServer(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, root: Path, username: str = "git", password: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        username: str = "git",
+        password: str | None = None,
+        read_only: bool = False,
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.root = root
+        self.read_only = read_only
         self.username = username
         self.password = password or secrets.token_hex(12)
         self.backend = http_backend()

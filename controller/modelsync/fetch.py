@@ -191,7 +191,7 @@ class GitFetcher:
             )
             yield env  # the key file goes with the directory when the command is done
 
-    def _git(
+    def run_git(
         self, args: list[str], credentials: Credentials | None, git_dir: Path | None = None
     ) -> str:
         command = ["git", "-c", "credential.helper=", "-c", "protocol.version=2"]
@@ -220,7 +220,7 @@ class GitFetcher:
         if ref.commit:
             return pick_ref(ref, {})
         patterns = [f"refs/heads/{ref.branch}"] if ref.branch else ["refs/tags/*"]
-        listing = parse_ls_remote(self._git(["ls-remote", url, *patterns], credentials))
+        listing = parse_ls_remote(self.run_git(["ls-remote", url, *patterns], credentials))
         return pick_ref(ref, listing)
 
     def checkout(
@@ -236,9 +236,9 @@ class GitFetcher:
             if snapshot.is_dir():
                 return snapshot
             if not repo.exists():
-                self._git(["init", "--quiet", "--bare", str(repo)], None)
+                self.run_git(["init", "--quiet", "--bare", str(repo)], None)
             if not self._has_commit(repo, revision.sha):
-                self._git(
+                self.run_git(
                     ["fetch", "--quiet", "--depth=1", "--no-tags", url, revision.fetch_ref],
                     credentials,
                     git_dir=repo,
@@ -254,7 +254,7 @@ class GitFetcher:
 
     def _has_commit(self, repo: Path, sha: str) -> bool:
         try:
-            self._git(["cat-file", "-e", f"{sha}^{{commit}}"], None, git_dir=repo)
+            self.run_git(["cat-file", "-e", f"{sha}^{{commit}}"], None, git_dir=repo)
         except FetchError:
             return False
         return True

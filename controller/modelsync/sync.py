@@ -21,7 +21,7 @@ from typing import Any
 
 import kubernetes
 
-from modelsync import conditions, metrics
+from modelsync import conditions, metrics, writeback
 from modelsync import constants as c
 from modelsync import prune as prunemod
 from modelsync.apply import Applier, ChangeSet, Planned, inventory_of
@@ -61,6 +61,8 @@ class Outcome:
     stalled: bool = False
     changes: ChangeSet = field(default_factory=ChangeSet)
     inventory: list[dict[str, str]] | None = None  # None: keep the previous one
+    write_backs: list[str] | None = None
+    write_back_error: str = ""
     errors: list[LoadError] = field(default_factory=list)
 
 
@@ -170,7 +172,12 @@ class SyncReconciler:
                 "objects differ from git (selfHeal is off): " + "; ".join(changes.drifted[:5])
             )
             return outcome
-        rolled_back = self._rolled_back_models(meta["namespace"], meta["name"])
+        rolled = self._rolled_back_models(meta["namespace"], meta["name"])
+        rolled_back = [f"model {md['metadata']['name']}: {message}" for md, message in rolled]
+        if rolled and spec.get("rollbackWriteBack"):
+            outcome.write_backs, outcome.write_back_error = self._write_back(
+                ms, credentials, revision, rolled
+            )
         if rolled_back:
             # Git says one thing, the cluster serves another: never "in sync".
             outcome.reason = c.REASON_ROLLED_BACK
@@ -183,7 +190,44 @@ class SyncReconciler:
         outcome.message = f"applied revision {revision.name}: {changes.summary()}"
         return outcome
 
-    def _rolled_back_models(self, namespace: str, name: str) -> list[str]:
+    def _write_back(
+        self,
+        ms: Manifest,
+        credentials: Credentials | None,
+        revision: Revision,
+        rolled: list[tuple[Manifest, str]],
+    ) -> tuple[list[str], str]:
+        """Push a rollback branch per rolled-back model (once: pushed ones are in status)."""
+        done = list((ms.get("status") or {}).get("writeBacks") or [])
+        spec = ms["spec"]
+        for md, message in rolled:
+            status = md.get("status") or {}
+            failed, stable = status.get("failedGitRevision", ""), status.get("stableRevision", "")
+            if not ("@sha1:" in failed and "@sha1:" in stable):
+                continue  # not from git: nothing to write back to
+            name = md["metadata"]["name"]
+            branch = writeback.branch_name(name, writeback.sha_of(failed))
+            if branch in done:
+                continue
+            try:
+                writeback.push_rollback_branch(
+                    self.fetcher,
+                    spec["repo"]["url"],
+                    credentials,
+                    model=name,
+                    failed_revision=failed,
+                    stable_revision=stable,
+                    follow=revision.fetch_ref,
+                    path=spec.get("path", ""),
+                    reason=message,
+                )
+            except (writeback.RollbackError, FetchError) as error:
+                return done, f"could not push {branch}: {error}"
+            log.info("pushed %s for %s/%s", branch, md["metadata"]["namespace"], name)
+            done.append(branch)
+        return done, ""
+
+    def _rolled_back_models(self, namespace: str, name: str) -> list[tuple[Manifest, str]]:
         found = []
         for md_namespace, md_name in sorted(self.cache.names(c.MODELDEPLOYMENT_KIND)):
             md = self.cache.get(c.MODELDEPLOYMENT_KIND, md_namespace, md_name)
@@ -194,8 +238,8 @@ class SyncReconciler:
             ):
                 continue
             condition = conditions.find((md.get("status") or {}).get("conditions"), c.ROLLED_BACK)
-            if condition and condition.get("status") == "True":
-                found.append(f"model {md_name}: {condition.get('message', '')}")
+            if md is not None and condition and condition.get("status") == "True":
+                found.append((md, str(condition.get("message", ""))))
         return found
 
     def _credentials(self, namespace: str, secret_ref: dict[str, str] | None) -> Credentials | None:
@@ -237,7 +281,22 @@ class SyncReconciler:
         requested = (meta.get("annotations") or {}).get(c.ANNOTATION_RECONCILE_REQUESTED)
         if requested:
             status["lastHandledReconcileAt"] = requested
+        if outcome.write_backs is not None:
+            status["writeBacks"] = outcome.write_backs
         observed = [Observed(c.READY, outcome.ready, outcome.reason, outcome.message)]
+        if outcome.write_back_error:
+            observed.append(
+                Observed(c.WRITE_BACK, False, c.REASON_WRITE_BACK_FAILED, outcome.write_back_error)
+            )
+        elif outcome.write_backs:
+            observed.append(
+                Observed(
+                    c.WRITE_BACK,
+                    True,
+                    c.REASON_SUCCEEDED,
+                    "pushed " + ", ".join(outcome.write_backs),
+                )
+            )
         if outcome.stalled:
             observed.append(Observed(c.STALLED, True, outcome.reason, outcome.message))
         previous_ready = conditions.find(status.get("conditions"), c.READY) or {}
