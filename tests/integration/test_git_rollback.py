@@ -159,4 +159,3 @@ def test_rollback_write_back_without_permission_still_rolls_back(
         ).stdout
         == ""
     )
-    del bad
