@@ -81,6 +81,7 @@ bench: venv cluster-binaries
 	$(PY) -m tests.bench.cluster_start
 	$(PY) -m tests.bench.serving
 	$(PY) -m tests.bench.sync
+	$(PY) -m tests.bench.rollback
 
 clean: cluster-down
 	rm -rf $(VENV) $(CLUSTER_ROOT) .mypy_cache .ruff_cache .pytest_cache

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import fnmatch
 import logging
 import threading
 from collections.abc import Hashable, Mapping
@@ -242,12 +243,22 @@ def prefill(kube: kubemod.Kube, runtime: Runtime) -> None:
     """List the serving objects before the first reconcile, as an informer syncs its
     cache: the ModelDeployments' watch may deliver before the Services' does."""
     selector = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY},{c.LABEL_DEPLOYMENT}"
-    for namespace in runtime.settings.namespaces or (None,):
+    patterns = runtime.settings.namespaces
+    literal = all(not set(p) & set("*?[!") for p in patterns)
+    for namespace in patterns if patterns and literal else (None,):
         for kind, api_version in _WATCHED_KINDS.items():
             for item in kube.list_objects(api_version, kind, selector, namespace):
-                item.setdefault("apiVersion", api_version)
-                item.setdefault("kind", kind)
-                runtime.cache.put(kind, item)
+                if literal or watched(item["metadata"].get("namespace", ""), patterns):
+                    item.setdefault("apiVersion", api_version)
+                    item.setdefault("kind", kind)
+                    runtime.cache.put(kind, item)
+
+
+def watched(namespace: str, patterns: tuple[str, ...]) -> bool:
+    """kopf's namespace patterns: globs, and "!glob" to leave some out."""
+    excluded = any(fnmatch.fnmatchcase(namespace, p[1:]) for p in patterns if p.startswith("!"))
+    included = any(fnmatch.fnmatchcase(namespace, p) for p in patterns if not p.startswith("!"))
+    return included and not excluded
 
 
 def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:

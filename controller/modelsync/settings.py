@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class OperatorSettings:
     namespaces: tuple[str, ...] = field(default_factory=tuple)
-    """Namespaces to watch; empty means every namespace (cluster-wide RBAC needed)."""
+    """Namespaces to watch; empty means every namespace (cluster-wide RBAC needed).
+    Globs work, and "!glob" leaves namespaces out: ("*", "!kube-*")."""
 
     workers: int = 4
     """ModelDeployments reconciled at the same time (each in a thread of its own)."""

@@ -23,6 +23,7 @@ from tests.kube import wait_for
 from tests.syncs import Syncs
 
 REPO = Path(__file__).resolve().parents[2]
+OWN_OPERATOR_PREFIX = "own-operator-"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -67,6 +68,8 @@ def running_operator(
 ) -> Iterator[operator.Runtime]:
     """The operator, cluster-wide, in a thread of this process."""
     settings = OperatorSettings(
+        # Every namespace but those where a test runs an operator process of its own.
+        namespaces=("*", f"!{OWN_OPERATOR_PREFIX}*"),
         git_cache_dir=str(tmp_path_factory.mktemp("git-cache")),
         kubeconfig=str(local_cluster.kubeconfig),
         http_host="127.0.0.1",

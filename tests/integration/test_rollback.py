@@ -5,17 +5,24 @@ until git changes the model, and the next good version rolls forward."""
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
+import subprocess
+import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import kubernetes
 import pytest
 from kubernetes.client import AppsV1Api
+from kubernetes.dynamic import DynamicClient
 
 from modelsync import constants as c
 from modelsync import operator
 from tests.cluster import stages
 from tests.conftest import LocalCluster
+from tests.integration.conftest import OWN_OPERATOR_PREFIX, REPO
 from tests.integration.test_modeldeployment import (
     Models,
     condition_is,
@@ -23,10 +30,11 @@ from tests.integration.test_modeldeployment import (
     ready_on,
     wait_for_event,
 )
-from tests.kube import dict_condition
+from tests.kube import dict_condition, wait_for
 from tests.syncs import Syncs, model_yaml
 
 DEADLINE = 5
+MD_API = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
 
 
 class AvailabilityWatch:
@@ -239,3 +247,104 @@ def test_rollback_shows_on_the_modelsync_and_a_git_revert_ends_it(syncs: Syncs) 
         describe="the rollback to be over",
     )
     assert md["status"]["modelVersion"] == "1"
+
+
+@pytest.fixture
+def own_namespace(local_cluster: LocalCluster) -> Iterator[str]:
+    """A namespace the shared operator leaves alone, for an operator process of a test's own."""
+    name = f"{OWN_OPERATOR_PREFIX}{secrets.token_hex(4)}"
+    core = kubernetes.client.CoreV1Api(local_cluster.api)
+    core.create_namespace(
+        kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name))
+    )
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+def operator_process(cluster: LocalCluster, namespace: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "modelsync",
+            "run",
+            "-n",
+            namespace,
+            "--http-port",
+            "0",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--log-level",
+            "WARNING",
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO / "controller")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_rollback_decided_right_after_an_operator_restart_and_only_once(
+    local_cluster: LocalCluster, own_namespace: str
+) -> None:
+    models = Models(local_cluster, own_namespace)
+    apps = AppsV1Api(local_cluster.api)
+    first = operator_process(local_cluster, own_namespace)
+    try:
+        healthy_v1(models)
+        models.patch("iris", broken_v2())
+        # The operator applies version 2, and dies before its deadline has passed.
+        wait_for(
+            apps.list_namespaced_deployment,
+            "iris",
+            lambda d: (
+                d is not None and (d.spec.template.metadata.labels[c.LABEL_MODEL_VERSION] == "2")
+            ),
+            namespace=own_namespace,
+            timeout=30,
+        )
+    finally:
+        first.kill()
+        first.wait(10)
+    # The deadline passes while no operator runs.
+    wait_for(
+        apps.list_namespaced_deployment,
+        "iris",
+        lambda d: any(
+            cond.reason == "ProgressDeadlineExceeded" for cond in (d.status.conditions or [])
+        ),
+        namespace=own_namespace,
+        timeout=DEADLINE + 30,
+    )
+    assert not rolled_back(
+        models.api.get_namespaced_custom_object(name="iris", namespace=own_namespace, **MD_API)
+    )
+
+    second = operator_process(local_cluster, own_namespace)
+    try:
+        md = models.wait("iris", rolled_back, timeout=30)
+        models.wait("iris", ready_on("1"))
+    finally:
+        second.terminate()
+        second.wait(10)
+    third = operator_process(local_cluster, own_namespace)
+    try:
+        # A third start finds the decision in status and does not take it again.
+        token = "after-third-start"
+        models.patch("iris", {"metadata": {"annotations": {"example.com/poke": token}}})
+        models.wait("iris", ready_on("1"))
+        history = models.api.get_namespaced_custom_object(
+            name="iris", namespace=own_namespace, **MD_API
+        )["status"]["history"]
+    finally:
+        third.terminate()
+        third.wait(10)
+    assert [h["result"] for h in history] == [c.HISTORY_ROLLED_BACK, c.HISTORY_SUCCEEDED]
+    events = (
+        DynamicClient(local_cluster.api)
+        .resources.get(api_version="events.k8s.io/v1", kind="Event")
+        .get(namespace=own_namespace)
+        .to_dict()
+    )
+    rollbacks = [e for e in events["items"] if e.get("reason") == c.EVENT_ROLLED_BACK]
+    assert len(rollbacks) == 1, [e.get("note") for e in rollbacks]
+    assert md["status"]["failedRevision"]
