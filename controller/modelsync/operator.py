@@ -114,7 +114,7 @@ async def _worker(runtime: Runtime) -> None:
                     runtime.executor, runtime.syncer.reconcile, namespace, name
                 )
             else:
-                await loop.run_in_executor(
+                next_sync = await loop.run_in_executor(
                     runtime.executor, runtime.reconciler.reconcile, namespace, name
                 )
         except Exception:

@@ -16,7 +16,7 @@ from typing import Any
 
 import kubernetes
 
-from modelsync import conditions, health, metrics, rollout
+from modelsync import canary, conditions, health, metrics, rollout
 from modelsync import constants as c
 from modelsync.conditions import Observed
 from modelsync.kube import Kube
@@ -64,6 +64,20 @@ def stable_model(md: Manifest) -> Manifest:
     return {**md, "metadata": meta, "spec": status["stableSpec"]}
 
 
+def in_canary(md: Manifest, wanted: Rendered) -> bool:
+    """A Canary rollout of a new revision is under way (not yet past its last step)."""
+    spec, status = md["spec"], md.get("status") or {}
+    if (spec.get("rollout") or {}).get("strategy") != "Canary" or not status.get("stableSpec"):
+        return False
+    if wanted.spec_hash == status.get("stableSpecHash"):
+        return False
+    state = status.get("canary") or {}
+    steps = (spec.get("rollout") or {}).get("steps") or []
+    return not (
+        state.get("specHash") == wanted.spec_hash and int(state.get("step", 0)) >= len(steps)
+    )
+
+
 def converged(md: Manifest, rendered: Rendered) -> bool:
     """True when this generation and revision were applied before: a difference found
     now was made by someone else."""
@@ -81,26 +95,28 @@ class ServingReconciler:
         self.cache = cache
         self.clock = clock
 
-    def reconcile(self, namespace: str, name: str) -> None:
+    def reconcile(self, namespace: str, name: str) -> float | None:
+        """Reconcile one ModelDeployment; returns seconds until it wants another look
+        (a canary step's pause or analysis interval), or None."""
         md = self.cache.get(c.MODELDEPLOYMENT_KIND, namespace, name)
         if md is None or md["metadata"].get("deletionTimestamp"):
-            return  # the garbage collector removes what it owned
+            return None  # the garbage collector removes what it owned
         with metrics.RECONCILE_SECONDS.time():
             try:
-                self._reconcile(md)
+                return self._reconcile(md)
             except kubernetes.client.ApiException as error:
                 if _namespace_terminating(error):
                     log.debug("%s/%s: namespace is being deleted", namespace, name)
-                    return
+                    return None
                 raise
 
-    def _reconcile(self, md: Manifest) -> None:
+    def _reconcile(self, md: Manifest) -> float | None:
         try:
             wanted = render(md)
         except InvalidSpecError as error:
             self._report_invalid(md, error)
             metrics.RECONCILES.labels(result="invalid").inc()
-            return
+            return None
         status = md.get("status") or {}
         # A revision that failed stays quarantined until git changes the model: the
         # last healthy spec keeps serving, on every resync, with no flapping.
@@ -110,11 +126,15 @@ class ServingReconciler:
             changed = self._apply(stable_md, stable)
             self._report(md, stable_md, stable, {}, [])
             metrics.RECONCILES.labels(result="applied" if changed else "unchanged").inc()
-            return
+            return None
+        if in_canary(md, wanted):
+            return self._canary(md, wanted)
         changed = self._apply(md, wanted)
+        changed = self._remove_canary(md) or changed
         if self._judge(md, wanted):
-            return
+            return None
         metrics.RECONCILES.labels(result="applied" if changed else "unchanged").inc()
+        return None
 
     def _apply(self, md: Manifest, rendered: Rendered) -> bool:
         """Converge every serving object of `rendered`; True when something was written."""
@@ -163,6 +183,7 @@ class ServingReconciler:
                 "stableSpec": spec,
                 "stableSpecHash": wanted.spec_hash,
                 "stableRevision": revision,
+                "canary": None,
                 "history": rollout.remember(
                     status.get("history"),
                     self._entry(md, wanted, revision, c.HISTORY_SUCCEEDED, "rolled out"),
@@ -237,6 +258,7 @@ class ServingReconciler:
         extra = {
             "failedRevision": wanted.spec_hash,
             "failedGitRevision": revision,
+            "canary": None,
             "history": rollout.remember(status.get("history"), entry, limit),
         }
         self._report(
@@ -255,6 +277,139 @@ class ServingReconciler:
             "result": result,
             "message": message[:1024],
         }
+
+    # ------------------------------------------------------------------ canary
+
+    def _canary(self, md: Manifest, wanted: Rendered) -> float | None:
+        """One look at a canary: size both tracks for the step's weight, then judge the
+        step (pods ready, pause over, analysis) and advance, hold, or roll back."""
+        meta, spec = md["metadata"], md["spec"]
+        status = md.get("status") or {}
+        rollout_spec, rollback = spec.get("rollout") or {}, spec.get("rollback") or {}
+        steps = rollout_spec.get("steps") or [{"weight": 100}]
+        now = self.clock()
+        state = dict(status.get("canary") or {})
+        if state.get("specHash") != wanted.spec_hash:
+            state = {
+                "specHash": wanted.spec_hash,
+                "step": 0,
+                "weight": steps[0]["weight"],
+                "stepStartedAt": conditions.timestamp(now),
+                "failures": 0,
+                "lastAnalysis": "",
+            }
+        autoscaling = spec.get("autoscaling")
+        total = (
+            int(autoscaling.get("minReplicas", 1)) if autoscaling else int(spec.get("replicas", 1))
+        )
+        canary_replicas, stable_replicas = canary.split(total, int(state["weight"]))
+        stable_md = stable_model(md)
+        stable = render(stable_md)
+        stable_deployment = {
+            **stable.deployment,
+            "spec": {**stable.deployment["spec"], "replicas": stable_replicas},
+        }
+        track = canary.canary_deployment(wanted.deployment, canary_replicas)
+        for obj in (stable.service, stable_deployment, track):
+            self._converge(stable_md, obj, stable)
+        name = meta["name"] + canary.CANARY_SUFFIX
+        live = self.cache.get("Deployment", meta["namespace"], name)
+        pods = self.cache.owned("Pod", meta["namespace"], meta["name"])
+        revision = current_revision(md, wanted.spec_hash)
+        limit = int(rollback.get("historyLimit", 10))
+        failure = rollout.detect_failure(
+            live,
+            pods,
+            wanted.spec_hash,
+            int(rollback.get("maxRestarts", rollout.DEFAULT_MAX_RESTARTS)),
+        )
+        if failure is not None:
+            self._end_canary(md)
+            self._roll_back(md, wanted, revision, failure, limit)
+            return None
+        wait = 2.0
+        available = int(((live or {}).get("status") or {}).get("availableReplicas") or 0)
+        if available >= canary_replicas:
+            started = datetime.datetime.fromisoformat(
+                str(state["stepStartedAt"]).replace("Z", "+00:00")
+            )
+            pause = float(steps[int(state["step"])].get("pauseSeconds", 0))
+            elapsed = (now - started).total_seconds()
+            if elapsed < pause:
+                wait = pause - elapsed
+            else:
+                verdict = self._analyse(rollout_spec.get("analysis"))
+                state["lastAnalysis"] = verdict.message
+                inconclusive_fails = (rollout_spec.get("analysis") or {}).get(
+                    "inconclusive"
+                ) == "Fail"
+                if verdict.result is canary.Result.PASS:
+                    state["step"] = int(state["step"]) + 1
+                    state["failures"] = 0
+                    state["stepStartedAt"] = conditions.timestamp(now)
+                    if int(state["step"]) >= len(steps):
+                        state["weight"] = 100
+                        wait = 0.1  # promote on the next look: the normal path takes over
+                    else:
+                        state["weight"] = steps[int(state["step"])]["weight"]
+                        wait = 0.1
+                elif verdict.result is canary.Result.FAIL or inconclusive_fails:
+                    state["failures"] = int(state["failures"]) + 1
+                    analysis = rollout_spec.get("analysis") or {}
+                    if int(state["failures"]) > int(analysis.get("failureLimit", 1)):
+                        self._end_canary(md)
+                        self._roll_back(
+                            md,
+                            wanted,
+                            revision,
+                            rollout.Failure(
+                                c.REASON_ANALYSIS_FAILED,
+                                f"canary analysis failed {state['failures']} times at weight "
+                                f"{state['weight']}%: {verdict.message}",
+                            ),
+                            limit,
+                        )
+                        return None
+                    wait = float(analysis.get("intervalSeconds", 30))
+                else:  # inconclusive: hold, never promote on no evidence
+                    wait = float((rollout_spec.get("analysis") or {}).get("intervalSeconds", 30))
+        message = (
+            f"canary of version {spec['model']['version']} ({revision}): step "
+            f"{min(int(state['step']) + 1, len(steps))} of {len(steps)}, weight "
+            f"{state['weight']}%, {available} of {canary_replicas} canary replicas "
+            "available" + (f"; {state['lastAnalysis']}" if state["lastAnalysis"] else "")
+        )
+        self._report(
+            md,
+            stable_md,
+            stable,
+            {"canary": state},
+            [
+                Observed(c.PROGRESSING, True, c.REASON_CANARY, message),
+                Observed(c.READY, False, c.REASON_CANARY, message),
+            ],
+        )
+        return wait
+
+    def _analyse(self, analysis: Manifest | None) -> canary.Verdict:
+        if not analysis:
+            return canary.Verdict(canary.Result.PASS, "")
+        return canary.query_prometheus(analysis)
+
+    def _end_canary(self, md: Manifest) -> None:
+        meta = md["metadata"]
+        name = meta["name"] + canary.CANARY_SUFFIX
+        self.kube.delete("apps/v1", "Deployment", meta["namespace"], name)
+        self.cache.delete("Deployment", meta["namespace"], name)
+
+    def _remove_canary(self, md: Manifest) -> bool:
+        """No canary under way: a canary Deployment left over goes (after a promotion)."""
+        meta = md["metadata"]
+        name = meta["name"] + canary.CANARY_SUFFIX
+        if self.cache.get("Deployment", meta["namespace"], name) is None:
+            return False
+        self._end_canary(md)
+        return True
 
     # ------------------------------------------------------------------ objects
 
@@ -364,7 +519,10 @@ class ServingReconciler:
         self._write_status(md, status)
 
     def _write_status(self, md: Manifest, status: Manifest) -> None:
-        if status == (md.get("status") or {}):
+        current = md.get("status") or {}
+        # None removes a field (merge patch); removing one that is not there is no change.
+        status = {k: v for k, v in status.items() if v is not None or k in current}
+        if status == current:
             return
         meta = md["metadata"]
         patched = self.kube.patch_status(

@@ -322,7 +322,41 @@ def test_serving_autoscaler_owns_the_replica_count(
     assert apps.read_namespaced_deployment("iris", namespace).spec.replicas == 4
 
 
+def canary(*weights: int) -> dict[str, Any]:
+    return {"strategy": "Canary", "steps": [{"weight": w} for w in weights]}
+
+
 BAD_SPECS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
+    (
+        "canary-weights-not-increasing",
+        lambda s: s.update(rollout=canary(50, 20)),
+        "rollout.steps weights must increase",
+    ),
+    (
+        "canary-weight-repeated",
+        lambda s: s.update(rollout=canary(20, 20, 50)),
+        "rollout.steps weights must increase",
+    ),
+    (
+        "canary-weight-above-100",
+        lambda s: s.update(rollout=canary(50, 150)),
+        "should be less than or equal to 100",
+    ),
+    (
+        "canary-without-steps",
+        lambda s: s.update(rollout={"strategy": "Canary"}),
+        "a Canary rollout needs steps",
+    ),
+    (
+        "progress-deadline-zero",
+        lambda s: s.update(rollout={"progressDeadlineSeconds": 0}),
+        "spec.rollout.progressDeadlineSeconds",
+    ),
+    (
+        "history-limit-zero",
+        lambda s: s.update(rollback={"historyLimit": 0}),
+        "spec.rollback.historyLimit",
+    ),
     ("missing-uri", lambda s: s["model"].pop("uri"), "spec.model.uri: Required value"),
     ("negative-replicas", lambda s: s.update(replicas=-1), "spec.replicas"),
     (

@@ -91,3 +91,43 @@ def test_history_is_bounded_newest_first_without_repeats() -> None:
     assert remember(history, {"specHash": "c", "result": "RolledBack"}, 2)[0]["result"] == (
         "RolledBack"
     )
+
+
+def test_canary_split_keeps_both_tracks_until_the_end() -> None:
+    from modelsync.canary import split
+
+    assert split(4, 25) == (1, 3)
+    assert split(4, 50) == (2, 2)
+    assert split(1, 10) == (1, 1)  # one canary pod, and the stable one stays
+    assert split(3, 100) == (3, 0)
+
+
+@pytest.mark.parametrize(
+    ("body", "value"),
+    [
+        (
+            {
+                "status": "success",
+                "data": {"resultType": "vector", "result": [{"value": [1, "0.25"]}]},
+            },
+            0.25,
+        ),
+        ({"status": "success", "data": {"resultType": "scalar", "result": [1, "3"]}}, 3.0),
+        ({"status": "success", "data": {"resultType": "vector", "result": []}}, None),
+        ({"status": "error"}, None),
+    ],
+)
+def test_prometheus_answers_are_read(body: dict[str, Any], value: float | None) -> None:
+    from modelsync.canary import parse_prometheus
+
+    assert parse_prometheus(body) == value
+
+
+def test_analysis_verdicts() -> None:
+    from modelsync.canary import Result, judge
+
+    assert judge(0.01, 0.05, "LessThan", "q").result is Result.PASS
+    assert judge(0.5, 0.05, "LessThan", "q").result is Result.FAIL
+    assert judge(0.9, 0.5, "GreaterThan", "q").result is Result.PASS
+    assert judge(None, 0.05, "LessThan", "q").result is Result.INCONCLUSIVE
+    assert judge(float("nan"), 0.05, "LessThan", "q").result is Result.INCONCLUSIVE

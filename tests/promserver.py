@@ -1,0 +1,77 @@
+"""A real HTTP server speaking the Prometheus query API (`/api/v1/query`) on loopback,
+whose answer a test sets: a value, no data, NaN, or an HTTP error.
+
+Chosen over a Prometheus built from its Go module because the canary logic reads
+one instant query: what matters is the API's wire format and its failure modes,
+which a test must be able to produce on demand (no data, NaN, 500) - a real
+Prometheus would need a scrape target and time to produce each of them.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import urllib.parse
+from typing import Any
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: PrometheusApi
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+    def do_GET(self) -> None:
+        path, _, query = self.path.partition("?")
+        if path != "/api/v1/query":
+            self._send(404, {"status": "error", "error": "not found"})
+            return
+        self.server.queries.append(urllib.parse.parse_qs(query).get("query", [""])[0])
+        answer = self.server.answer
+        if isinstance(answer, int):
+            self._send(answer, {"status": "error", "errorType": "internal", "error": "boom"})
+        elif answer is None:
+            self._send(200, {"status": "success", "data": {"resultType": "vector", "result": []}})
+        else:
+            self._send(
+                200,
+                {
+                    "status": "success",
+                    "data": {
+                        "resultType": "vector",
+                        "result": [{"metric": {}, "value": [1_700_000_000, str(answer)]}],
+                    },
+                },
+            )
+
+    def _send(self, code: int, body: dict[str, Any]) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class PrometheusApi(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        # float: that value; "NaN": NaN; None: no data; int: that HTTP error status
+        self.answer: float | str | int | None = 0.0
+        self.queries: list[str] = []
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def start(self) -> PrometheusApi:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
