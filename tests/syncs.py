@@ -14,9 +14,9 @@ from modelsync import constants as c
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, WorkRepo
 from tests.kube import dict_condition, wait_for
+from tests.models import MD
 
 MS = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELSYNC_PLURAL}
-MD = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
 
 
 def model_yaml(name: str, version: str = "1", replicas: int = 1) -> str:

@@ -3,11 +3,15 @@ its metrics, and waiting with a deadline."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +19,22 @@ import kubernetes
 import yaml
 from kubernetes.dynamic import DynamicClient
 
+from tests.cluster import build, launcher
+
 REPO = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def fresh_cluster() -> Iterator[launcher.Cluster]:
+    """A local cluster of its own, in a temporary directory, for one benchmark."""
+    binaries = build.ensure_binaries()
+    with (
+        tempfile.TemporaryDirectory(prefix="modelsync-bench-") as tmp,
+        launcher.running(
+            Path(tmp) / "cluster", binaries, log=io.StringIO(), die_with_parent=True
+        ) as cluster,
+    ):
+        yield cluster
 
 
 def wait_until(what: str, check: Any, timeout: float) -> float:

@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import io
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import kubernetes
 from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta
 
 from modelsync import constants as c
-from tests.bench.common import install_crds, peak_rss, start_operator, wait_until
-from tests.cluster import build, launcher, stages
-from tests.syncs import MD
+from tests.bench.common import fresh_cluster, install_crds, peak_rss, start_operator, wait_until
+from tests.cluster import launcher, stages
+from tests.models import MD
 
 DEADLINE = 5
 
@@ -73,13 +70,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--models", type=int, default=100)
     args = parser.parse_args()
-    binaries = build.ensure_binaries()
-    with (
-        tempfile.TemporaryDirectory(prefix="modelsync-bench-") as tmp,
-        launcher.running(
-            Path(tmp) / "cluster", binaries, log=io.StringIO(), die_with_parent=True
-        ) as cluster,
-    ):
+    with fresh_cluster() as cluster:
         return run(cluster, args)
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import io
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,11 +19,18 @@ import kubernetes
 from kubernetes.client import CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta
 
 from modelsync import constants as c
-from tests.bench.common import install_crds, peak_rss, scrape, start_operator, wait_until
-from tests.cluster import build, launcher
+from tests.bench.common import (
+    fresh_cluster,
+    install_crds,
+    peak_rss,
+    scrape,
+    start_operator,
+    wait_until,
+)
+from tests.cluster import launcher
+from tests.models import MD
 
 REPO = Path(__file__).resolve().parents[2]
-MD = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
 
 
 def model(index: int) -> dict[str, Any]:
@@ -48,11 +53,8 @@ def main() -> int:
     parser.add_argument("--resync-seconds", type=float, default=20.0)
     args = parser.parse_args()
 
-    binaries = build.ensure_binaries()
-    with tempfile.TemporaryDirectory(prefix="modelsync-bench-") as tmp:
-        root = Path(tmp) / "cluster"
-        with launcher.running(root, binaries, log=io.StringIO(), die_with_parent=True) as cluster:
-            return run(cluster, args)
+    with fresh_cluster() as cluster:
+        return run(cluster, args)
 
 
 def run(cluster: launcher.Cluster, args: argparse.Namespace) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
-import io
 import json
 import statistics
 import tempfile
@@ -28,6 +27,7 @@ from kubernetes.client import CoreV1Api, CustomObjectsApi, V1Namespace, V1Object
 from modelsync import constants as c
 from modelsync.fetch import GitFetcher, Ref
 from tests.bench.common import (
+    fresh_cluster,
     install_crds,
     peak_rss,
     scrape,
@@ -35,9 +35,10 @@ from tests.bench.common import (
     wait_until,
     writes_between,
 )
-from tests.cluster import build, launcher
+from tests.cluster import launcher
 from tests.gitserver import WorkRepo
-from tests.syncs import MD, MS, model_yaml
+from tests.models import MD
+from tests.syncs import MS, model_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "bench-token"
@@ -49,13 +50,7 @@ def main() -> int:
     parser.add_argument("--commits", type=int, default=20)
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
-    binaries = build.ensure_binaries()
-    with (
-        tempfile.TemporaryDirectory(prefix="modelsync-bench-") as tmp,
-        launcher.running(
-            Path(tmp) / "cluster", binaries, log=io.StringIO(), die_with_parent=True
-        ) as cluster,
-    ):
+    with fresh_cluster() as cluster, tempfile.TemporaryDirectory(prefix="modelsync-git-") as tmp:
         return run(cluster, Path(tmp), args)
 
 

@@ -20,6 +20,7 @@ from tests.cluster.launcher import free_ports
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, GitSshServer
 from tests.kube import wait_for
+from tests.models import Models
 from tests.syncs import Syncs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,3 +129,11 @@ def ssh_server(
             time.sleep(0.1)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def models(
+    running_operator: operator.Runtime, local_cluster: LocalCluster, namespace: str
+) -> Models:
+    """The ModelDeployments of this test's namespace, served by the shared operator."""
+    return Models(local_cluster, namespace)

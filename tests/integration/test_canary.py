@@ -9,11 +9,10 @@ import pytest
 from kubernetes.client import AppsV1Api
 
 from modelsync import constants as c
-from modelsync import operator
 from tests.conftest import LocalCluster
-from tests.integration.test_modeldeployment import Models, manifest, ready_on
 from tests.integration.test_rollback import rolled_back
 from tests.kube import dict_condition, wait_for
+from tests.models import Models, manifest, ready_on
 from tests.promserver import PrometheusApi
 
 
@@ -22,13 +21,6 @@ def prometheus() -> Iterator[PrometheusApi]:
     server = PrometheusApi().start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def models(
-    running_operator: operator.Runtime, local_cluster: LocalCluster, namespace: str
-) -> Models:
-    return Models(local_cluster, namespace)
 
 
 def canary_v1(

@@ -14,9 +14,9 @@ import pytest
 from modelsync import constants as c
 from modelsync.writeback import RollbackError, branch_name, restore_model
 from tests.gitserver import GitHttpServer, WorkRepo, _git
-from tests.integration.test_modeldeployment import Models, ready_on
 from tests.integration.test_rollback import DEADLINE, broken_model_yaml, rolled_back
 from tests.kube import dict_condition
+from tests.models import Models, ready_on
 from tests.syncs import Syncs, model_yaml
 
 

@@ -14,7 +14,6 @@ from kubernetes.client import (
     AppsV1Api,
     AutoscalingV2Api,
     CoreV1Api,
-    CustomObjectsApi,
 )
 from kubernetes.dynamic import DynamicClient
 
@@ -22,126 +21,8 @@ from modelsync import constants as c
 from modelsync import metrics, operator
 from tests.cluster import stages
 from tests.conftest import LocalCluster
-from tests.kube import dict_condition, wait_for, wait_for_items, wait_for_set
-
-MD = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
-
-
-def manifest(name: str, version: str = "1", **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": c.API_VERSION,
-        "kind": c.MODELDEPLOYMENT_KIND,
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"name": "iris", "version": version, "uri": "s3://models/iris"},
-            "runtime": {"name": "mlserver"},
-            "replicas": 2,
-        },
-    }
-    body["spec"].update(spec)
-    return body
-
-
-class Models:
-    """ModelDeployments of one test namespace."""
-
-    def __init__(self, cluster: LocalCluster, namespace: str) -> None:
-        self.api = CustomObjectsApi(cluster.api)
-        self.namespace = namespace
-
-    def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        created: dict[str, Any] = self.api.create_namespaced_custom_object(
-            body=body, namespace=self.namespace, **MD
-        )
-        return created
-
-    def patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        patched: dict[str, Any] = self.api.patch_namespaced_custom_object(
-            name=name, namespace=self.namespace, body=patch, **MD
-        )
-        return patched
-
-    def list(self, **kwargs: Any) -> Any:
-        return self.api.list_namespaced_custom_object(**MD, **kwargs)
-
-    def wait(
-        self, name: str, condition: Callable[[Any], bool], timeout: float = 60, describe: str = ""
-    ) -> dict[str, Any]:
-        found: dict[str, Any] = wait_for(
-            self.list,
-            name,
-            condition,
-            namespace=self.namespace,
-            timeout=timeout,
-            describe=describe or f"ModelDeployment {name} to be {condition.__name__}",
-        )
-        return found
-
-
-def ready_on(version: str) -> Callable[[Any], bool]:
-    def ready(md: dict[str, Any] | None) -> bool:
-        if md is None:
-            return False
-        status = md.get("status") or {}
-        condition = dict_condition(md, c.READY) or {}
-        return (
-            condition.get("status") == "True"
-            and status.get("observedGeneration") == md["metadata"]["generation"]
-            and status.get("modelVersion") == version
-        )
-
-    ready.__name__ = f"Ready on version {version}"
-    return ready
-
-
-def condition_is(kind: str, status: str, reason: str) -> Callable[[Any], bool]:
-    def check(md: dict[str, Any] | None) -> bool:
-        condition = dict_condition(md, kind) or {}
-        return condition.get("status") == status and condition.get("reason") == reason
-
-    check.__name__ = f"{kind}={status} ({reason})"
-    return check
-
-
-class Event:
-    def __init__(self, body: dict[str, Any]) -> None:
-        self.reason: str = body.get("reason", "")
-        self.note: str = body.get("note", "")
-        self.type: str = body.get("type", "")
-
-
-def event_resource(cluster: LocalCluster) -> Any:
-    # The dynamic client: the typed one (kubernetes 37) fails to parse the events other
-    # components post without an eventTime.
-    return DynamicClient(cluster.api).resources.get(api_version="events.k8s.io/v1", kind="Event")
-
-
-def wait_for_event(
-    cluster: LocalCluster, namespace: str, name: str, reason: str, words: str
-) -> Event:
-    """Events are posted after the change they report: wait for them, do not expect them."""
-
-    def match(event: dict[str, Any]) -> bool:
-        return (
-            (event.get("regarding") or {}).get("name") == name
-            and event.get("reason") == reason
-            and words in (event.get("note") or "")
-        )
-
-    found = wait_for_items(
-        event_resource(cluster),
-        match,
-        namespace=namespace,
-        describe=f"a {reason} event on {name} saying {words!r}",
-    )
-    return Event(found)
-
-
-@pytest.fixture
-def models(
-    running_operator: operator.Runtime, local_cluster: LocalCluster, namespace: str
-) -> Models:
-    return Models(local_cluster, namespace)
+from tests.kube import dict_condition, wait_for, wait_for_set
+from tests.models import MD, Models, condition_is, manifest, ready_on, wait_for_event
 
 
 def test_modeldeployment_becomes_ready_with_owned_serving_objects(

@@ -23,18 +23,18 @@ from modelsync import operator
 from tests.cluster import stages
 from tests.conftest import LocalCluster
 from tests.integration.conftest import OWN_OPERATOR_PREFIX, REPO
-from tests.integration.test_modeldeployment import (
+from tests.kube import dict_condition, wait_for
+from tests.models import (
+    MD,
     Models,
     condition_is,
     manifest,
     ready_on,
     wait_for_event,
 )
-from tests.kube import dict_condition, wait_for
 from tests.syncs import Syncs, model_yaml
 
 DEADLINE = 5
-MD_API = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
 
 
 class AvailabilityWatch:
@@ -70,13 +70,6 @@ class AvailabilityWatch:
     def __exit__(self, *_: object) -> None:
         self._stopped.set()
         self._watch.stop()
-
-
-@pytest.fixture
-def models(
-    running_operator: operator.Runtime, local_cluster: LocalCluster, namespace: str
-) -> Models:
-    return Models(local_cluster, namespace)
 
 
 def healthy_v1(models: Models, **rollback: Any) -> dict[str, Any]:
@@ -316,7 +309,7 @@ def test_rollback_decided_right_after_an_operator_restart_and_only_once(
         timeout=DEADLINE + 30,
     )
     assert not rolled_back(
-        models.api.get_namespaced_custom_object(name="iris", namespace=own_namespace, **MD_API)
+        models.api.get_namespaced_custom_object(name="iris", namespace=own_namespace, **MD)
     )
 
     second = operator_process(local_cluster, own_namespace)
@@ -333,7 +326,7 @@ def test_rollback_decided_right_after_an_operator_restart_and_only_once(
         models.patch("iris", {"metadata": {"annotations": {"example.com/poke": token}}})
         models.wait("iris", ready_on("1"))
         history = models.api.get_namespaced_custom_object(
-            name="iris", namespace=own_namespace, **MD_API
+            name="iris", namespace=own_namespace, **MD
         )["status"]["history"]
     finally:
         third.terminate()

@@ -14,7 +14,8 @@ from modelsync import constants as c
 from tests.conftest import LocalCluster
 from tests.gitserver import GitSshServer, WorkRepo
 from tests.kube import dict_condition, wait_for
-from tests.syncs import MD, Syncs, model_yaml
+from tests.models import MD
+from tests.syncs import Syncs, model_yaml
 
 
 def message_of(ms: dict[str, Any]) -> str:
