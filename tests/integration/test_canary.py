@@ -137,3 +137,16 @@ def test_canary_holds_on_inconclusive_analysis(
     assert md["status"]["modelVersion"] == "1"
     assert not rolled_back(md)
     assert (dict_condition(md, c.PROGRESSING) or {}).get("reason") == c.REASON_CANARY
+
+
+def test_canary_can_count_inconclusive_analysis_as_failure(
+    models: Models, prometheus: PrometheusApi
+) -> None:
+    prometheus.answer = 0.01
+    canary_v1(models, prometheus.url, inconclusive="Fail")
+    prometheus.answer = None
+    models.patch("iris", {"spec": {"model": {"version": "2"}}})
+    md = models.wait("iris", rolled_back, timeout=60)
+    condition = dict_condition(md, c.ROLLED_BACK) or {}
+    assert condition["reason"] == c.REASON_ANALYSIS_FAILED
+    assert "returned no data" in condition["message"]
