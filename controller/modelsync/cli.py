@@ -1,33 +1,36 @@
 """The `modelsync` command line, also installed as the kubectl plugin `kubectl-modelsync`.
 
-Later issues add the subcommands (validate, diff, status, history, sync, suspend,
-resume, rollback, run); for now the program only knows who it is.
+Exit codes: 0 success; 1 the thing asked about is not well (a failed sync, a
+rollback refused); 2 the command could not run (bad usage, no kubeconfig, an
+unreachable cluster, a missing object or path).
 """
 
 from __future__ import annotations
 
-import argparse
+import datetime
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
 
 from modelsync import __version__
+from modelsync import constants as c
 from modelsync.settings import OperatorSettings
 
-DESCRIPTION = "GitOps for machine-learning model serving on Kubernetes."
-EPILOG = """\
-examples:
-  modelsync --version
-  modelsync run --namespace models
-  kubectl modelsync --help
-"""
+MD = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
+MS = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELSYNC_PLURAL}
 
-RUN_EPILOG = """\
-examples:
-  modelsync run                                  # every namespace, kubeconfig or in-cluster
-  modelsync run -n team-a -n team-b --workers 8  # only these namespaces
-"""
+# Off a terminal (a pipe, CI, a bot) lines are not wrapped and carry no colour.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 400)
+err = Console(
+    stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 400
+)
 
 
 def program_name(argv0: str) -> str:
@@ -40,94 +43,417 @@ def program_name(argv0: str) -> str:
     return base
 
 
-def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"modelsync {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run = commands.add_parser(
-        "run",
-        help="run the operator",
-        description="Run the operator: serve every ModelDeployment it can see.",
-        epilog=RUN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    defaults = OperatorSettings()
-    run.add_argument(
-        "-n",
-        "--namespace",
-        action="append",
-        default=[],
-        dest="namespaces",
-        help="a namespace to watch (repeat for more; default: all namespaces)",
-    )
-    run.add_argument(
-        "--workers",
-        type=int,
-        default=defaults.workers,
-        help=f"ModelDeployments reconciled at once (default {defaults.workers})",
-    )
-    run.add_argument(
-        "--resync-seconds",
-        type=float,
-        default=defaults.resync_seconds,
-        help=f"full resync period (default {defaults.resync_seconds:.0f})",
-    )
-    run.add_argument(
-        "--http-port",
-        type=int,
-        default=defaults.http_port,
-        help=f"port of /metrics, /healthz, /readyz; 0 turns it off (default {defaults.http_port})",
-    )
-    run.add_argument(
-        "--git-cache-dir",
-        default=None,
-        help="where repositories and snapshots are kept (default: under the temp directory)",
-    )
-    run.add_argument(
-        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, else $KUBECONFIG)"
-    )
-    run.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="default INFO",
-    )
-    return parser
+def fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"error: {message}", markup=False)
+    raise SystemExit(code)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(program_name(sys.argv[0]))
-    args = parser.parse_args(argv)
-    if args.command == "run":
-        return run_operator(args)
-    parser.print_help()
-    return 0
+class Cluster:
+    """The Kubernetes API, reached lazily, with one clear line when it cannot be."""
+
+    def __init__(self, kubeconfig: str | None, namespace: str | None) -> None:
+        self.kubeconfig = kubeconfig
+        self._namespace = namespace
+        self._api: Any = None
+
+    @property
+    def api(self) -> Any:
+        if self._api is None:
+            import kubernetes  # the client loads only for commands that need it
+
+            try:
+                if self.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+                    kubernetes.config.load_incluster_config()
+                    client = kubernetes.client.ApiClient()
+                else:
+                    client = kubernetes.config.new_client_from_config(config_file=self.kubeconfig)
+            except (kubernetes.config.ConfigException, OSError) as error:
+                fail(f"no usable kubeconfig ({error}); set KUBECONFIG or pass --kubeconfig")
+            self._api = kubernetes.client.CustomObjectsApi(client)
+        return self._api
+
+    @property
+    def namespace(self) -> str:
+        if self._namespace:
+            return self._namespace
+        try:
+            import kubernetes
+
+            _, context = kubernetes.config.list_kube_config_contexts(config_file=self.kubeconfig)
+            return str(context.get("context", {}).get("namespace") or "default")
+        except Exception:  # no kubeconfig: `api` will say so
+            return "default"
+
+    def call(self, what: str, function: Any, **kwargs: Any) -> Any:
+        """An API call; an unreachable cluster or a missing object ends the command."""
+        import kubernetes
+        import urllib3
+
+        try:
+            return function(**kwargs)
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                fail(f"{what} not found in namespace {kwargs.get('namespace', '')}")
+            fail(f"{what}: the API server answered {error.status} {error.reason}")
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            fail(f"cannot reach the cluster ({error.__class__.__name__}); check KUBECONFIG")
+
+    def get(self, kind: dict[str, str], name: str, label: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.call(
+            f"{label} {name!r}",
+            self.api.get_namespaced_custom_object,
+            name=name,
+            namespace=self.namespace,
+            **kind,
+        )
+        return found
+
+    def list(self, kind: dict[str, str], all_namespaces: bool) -> list[dict[str, Any]]:
+        if all_namespaces:
+            found = self.call("listing", self.api.list_cluster_custom_object, **kind)
+        else:
+            found = self.call(
+                "listing", self.api.list_namespaced_custom_object, namespace=self.namespace, **kind
+            )
+        return list(found.get("items") or [])
+
+    def patch(self, kind: dict[str, str], name: str, label: str, body: dict[str, Any]) -> None:
+        self.call(
+            f"{label} {name!r}",
+            self.api.patch_namespaced_custom_object,
+            name=name,
+            namespace=self.namespace,
+            body=body,
+            **kind,
+        )
 
 
-def run_operator(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    for found in (obj.get("status") or {}).get("conditions") or []:
+        if found.get("type") == kind:
+            return dict(found)
+    return {}
+
+
+def ready_cell(obj: dict[str, Any]) -> str:
+    status = condition(obj, c.READY).get("status", "Unknown")
+    colour = {"True": "green", "False": "red"}.get(status, "yellow")
+    return f"[{colour}]{status}[/{colour}]"
+
+
+pass_cluster = click.make_pass_decorator(Cluster)
+
+
+def _set_namespace(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.find_object(Cluster)._namespace = value  # type: ignore[union-attr]
+
+
+# kubectl users write -n after the command: accept it there as well as before.
+namespace_option = click.option(
+    "-n",
+    "--namespace",
+    expose_value=False,
+    callback=_set_namespace,
+    help="namespace (default: the context's)",
+)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="Examples:\n\n\b\n  modelsync status -A\n  kubectl modelsync history iris -n models",
+)
+@click.version_option(__version__, prog_name="modelsync", message="%(prog)s %(version)s")
+@click.option(
+    "--kubeconfig",
+    envvar="KUBECONFIG",
+    default=None,
+    help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)",
+)
+@click.option("-n", "--namespace", default=None, help="namespace (default: the context's)")
+@click.pass_context
+def main_group(ctx: click.Context, kubeconfig: str | None, namespace: str | None) -> None:
+    """GitOps for machine-learning model serving on Kubernetes."""
+    if kubeconfig and os.pathsep in kubeconfig:
+        kubeconfig = kubeconfig.split(os.pathsep)[0]
+    ctx.obj = Cluster(kubeconfig, namespace)
+
+
+@main_group.command(epilog="Example:\n\n\b\n  modelsync status -A")
+@click.option("-A", "--all-namespaces", is_flag=True, help="every namespace")
+@namespace_option
+@pass_cluster
+def status(cluster: Cluster, all_namespaces: bool) -> None:
+    """ModelSyncs and ModelDeployments: revision, readiness, message."""
+    syncs = cluster.list(MS, all_namespaces)
+    models = cluster.list(MD, all_namespaces)
+    table = Table(title="ModelSyncs", title_justify="left", expand=False)
+    for column in ("NAMESPACE", "NAME", "REVISION", "READY", "MESSAGE"):
+        table.add_column(column, overflow="fold")
+    for ms in syncs:
+        meta, state = ms["metadata"], ms.get("status") or {}
+        table.add_row(
+            meta["namespace"],
+            meta["name"],
+            state.get("lastAppliedRevision", ""),
+            ready_cell(ms),
+            condition(ms, c.READY).get("message", ""),
+        )
+    out.print(table)
+    table = Table(title="ModelDeployments", title_justify="left", expand=False)
+    for column in ("NAMESPACE", "NAME", "MODEL", "VERSION", "READY", "REVISION", "MESSAGE"):
+        table.add_column(column, overflow="fold")
+    for md in models:
+        meta, state = md["metadata"], md.get("status") or {}
+        rolled = condition(md, c.ROLLED_BACK)
+        message = (
+            rolled.get("message")
+            if rolled.get("status") == "True"
+            else condition(md, c.READY).get("message", "")
+        )
+        table.add_row(
+            meta["namespace"],
+            meta["name"],
+            md["spec"]["model"]["name"],
+            state.get("modelVersion", md["spec"]["model"]["version"]),
+            ready_cell(md),
+            state.get("currentRevision", ""),
+            message or "",
+        )
+    out.print(table)
+
+
+@main_group.command(epilog="Example:\n\n\b\n  modelsync history iris -n models")
+@click.argument("model")
+@namespace_option
+@pass_cluster
+def history(cluster: Cluster, model: str) -> None:
+    """The rollout history of MODEL: revisions, versions and results, newest first."""
+    md = cluster.get(MD, model, "ModelDeployment")
+    table = Table(title=f"ModelDeployment {cluster.namespace}/{model}", title_justify="left")
+    for column in ("TIME", "REVISION", "VERSION", "SPEC", "RESULT", "MESSAGE"):
+        table.add_column(column, overflow="fold")
+    colours = {
+        c.HISTORY_SUCCEEDED: "green",
+        c.HISTORY_FAILED: "red",
+        c.HISTORY_ROLLED_BACK: "yellow",
+    }
+    for entry in (md.get("status") or {}).get("history") or []:
+        result = entry.get("result", "")
+        colour = colours.get(result, "white")
+        table.add_row(
+            entry.get("time", ""),
+            entry.get("revision", ""),
+            entry.get("modelVersion", ""),
+            entry.get("specHash", ""),
+            f"[{colour}]{result}[/{colour}]",
+            entry.get("message", ""),
+        )
+    out.print(table)
+
+
+@main_group.command(epilog="Example:\n\n\b\n  modelsync sync prod --wait --timeout 120")
+@click.argument("name")
+@click.option("--wait", is_flag=True, help="wait for the sync and exit 0 only if it succeeded")
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="seconds to wait")
+@namespace_option
+@pass_cluster
+def sync(cluster: Cluster, name: str, wait: bool, timeout: float) -> None:
+    """Ask the operator to sync the ModelSync NAME now."""
+    cluster.get(MS, name, "ModelSync")
+    token = datetime.datetime.now(datetime.UTC).isoformat()
+    cluster.patch(
+        MS,
+        name,
+        "ModelSync",
+        {"metadata": {"annotations": {c.ANNOTATION_RECONCILE_REQUESTED: token}}},
     )
-    if args.log_level != "DEBUG":
+    if not wait:
+        out.print(f"sync of {cluster.namespace}/{name} requested")
+        return
+    deadline = time.monotonic() + timeout
+    with err.status(f"syncing {cluster.namespace}/{name}"):
+        while True:
+            ms = cluster.get(MS, name, "ModelSync")
+            if (ms.get("status") or {}).get("lastHandledReconcileAt") == token:
+                break
+            if time.monotonic() > deadline:
+                fail(f"the operator did not handle the sync within {timeout:.0f}s; is it running?")
+            time.sleep(0.5)
+    ready = condition(ms, c.READY)
+    message = ready.get("message", "")
+    if ready.get("status") == "True":
+        out.print(f"[green]synced[/green] {cluster.namespace}/{name}: {message}")
+        return
+    err.print(
+        f"[red]sync failed[/red] {cluster.namespace}/{name} ({ready.get('reason')}): {message}"
+    )
+    raise SystemExit(1)
+
+
+def _set_suspend(cluster: Cluster, name: str, suspend: bool) -> None:
+    cluster.get(MS, name, "ModelSync")
+    cluster.patch(MS, name, "ModelSync", {"spec": {"suspend": suspend}})
+    out.print(f"{cluster.namespace}/{name} {'suspended' if suspend else 'resumed'}")
+
+
+@main_group.command(epilog="Example:\n\n\b\n  modelsync suspend prod")
+@click.argument("name")
+@namespace_option
+@pass_cluster
+def suspend(cluster: Cluster, name: str) -> None:
+    """Stop fetching, applying and pruning for the ModelSync NAME."""
+    _set_suspend(cluster, name, True)
+
+
+@main_group.command(epilog="Example:\n\n\b\n  modelsync resume prod")
+@click.argument("name")
+@namespace_option
+@pass_cluster
+def resume(cluster: Cluster, name: str) -> None:
+    """Resume the ModelSync NAME; it takes the newest commit."""
+    _set_suspend(cluster, name, False)
+
+
+@main_group.command(
+    epilog="Example:\n\n\b\n  modelsync rollback iris --to main@sha1:0123abc... "
+    "--repo-dir . --branch rollback/iris --push"
+)
+@click.argument("model")
+@click.option(
+    "--to", "to", required=True, help="the revision (sha, main@sha1:<sha>, tag) to restore"
+)
+@click.option(
+    "--repo-dir",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="a clone of the GitOps repository",
+)
+@click.option("--path", default="", help="where the models live in the repository")
+@click.option("--branch", default=None, help="commit on this new branch (default: current)")
+@click.option("--push", is_flag=True, help="push the commit to origin")
+def rollback(
+    model: str, to: str, repo_dir: Path, path: str, branch: str | None, push: bool
+) -> None:
+    """Write the git commit that restores MODEL's file as it was at a revision."""
+    import git
+
+    from modelsync.writeback import RollbackError, restore_model
+
+    if not repo_dir.exists():
+        fail(f"{repo_dir} does not exist")
+    try:
+        repo = git.Repo(repo_dir)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        fail(f"{repo_dir} is not a git repository")
+    if repo.is_dirty(untracked_files=False):
+        fail(f"{repo_dir} has uncommitted changes; commit or stash them first")
+    try:
+        restored = restore_model(repo_dir, model, to, path=path, branch=branch)
+    except RollbackError as error:
+        fail(str(error))
+    out.print(f"committed {restored.sha[:12]}: {restored.file} restored from {to}")
+    if push:
+        target = restored.branch or repo.active_branch.name
+        try:
+            repo.git.push("origin", f"HEAD:refs/heads/{target}")
+        except git.GitCommandError as error:
+            fail(f"push to origin failed: {str(error.stderr).strip()}", code=1)
+        out.print(f"pushed to origin {target}")
+
+
+@main_group.command(
+    epilog="Examples:\n\n\b\n  modelsync run\n  modelsync run -n team-a -n team-b --workers 8"
+)
+@click.option(
+    "-n",
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="a namespace to watch (repeat for more; globs and !exclusions work; "
+    "default: all namespaces)",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=OperatorSettings.workers,
+    show_default=True,
+    help="ModelDeployments and ModelSyncs reconciled at once",
+)
+@click.option(
+    "--resync-seconds",
+    type=float,
+    default=OperatorSettings.resync_seconds,
+    show_default=True,
+    help="full resync period of the ModelDeployments",
+)
+@click.option(
+    "--http-port",
+    type=int,
+    default=OperatorSettings.http_port,
+    show_default=True,
+    help="port of /metrics, /healthz, /readyz and /hooks/*; 0 turns it off",
+)
+@click.option(
+    "--git-cache-dir",
+    default=None,
+    help="where repositories and snapshots are kept (default: under the temp dir)",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+    default="INFO",
+    show_default=True,
+)
+@click.option(
+    "--kubeconfig",
+    "run_kubeconfig",
+    default=None,
+    help="kubeconfig file (as the global option; default: in-cluster, else $KUBECONFIG)",
+)
+@pass_cluster
+def run(
+    cluster: Cluster,
+    namespaces: tuple[str, ...],
+    workers: int,
+    resync_seconds: float,
+    http_port: int,
+    git_cache_dir: str | None,
+    log_level: str,
+    run_kubeconfig: str | None,
+) -> None:
+    """Run the operator: serve every ModelDeployment and sync every ModelSync it sees."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_level != "DEBUG":
         # kopf logs every handled watch event at INFO; ours say what matters.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings = OperatorSettings(
-        namespaces=tuple(args.namespaces),
-        workers=args.workers,
-        resync_seconds=args.resync_seconds,
-        http_port=args.http_port,
-        kubeconfig=args.kubeconfig,
-        git_cache_dir=args.git_cache_dir,
+        namespaces=namespaces,
+        workers=workers,
+        resync_seconds=resync_seconds,
+        http_port=http_port,
+        kubeconfig=run_kubeconfig or cluster.kubeconfig,
+        git_cache_dir=git_cache_dir,
     )
-    from modelsync import operator  # kopf and the clients load only for `run`
+    from modelsync import operator  # kopf loads only for `run`
 
     try:
         operator.run(settings)
     except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        main_group.main(args=argv, prog_name=program_name(sys.argv[0]), standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return int(done.exit_code or 0)
+    except click.ClickException as error:
+        error.show()
+        return 2
+    except click.exceptions.Abort:
         return 130
+    except SystemExit as done:
+        return int(done.code or 0) if isinstance(done.code, int) else 1
     return 0

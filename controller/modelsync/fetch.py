@@ -295,6 +295,14 @@ def _snapshot_filter(member: tarfile.TarInfo, destination: str) -> tarfile.TarIn
         return tarfile.tar_filter(member, destination)
 
 
+def git_message(error: git.GitCommandError) -> str:
+    """git's own complaint, on one line, without GitPython's framing."""
+    stderr = re.sub(r"^\s*stderr: '|'\s*$", "", str(error.stderr or "")).strip()
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    fatal = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    return (fatal or lines or [f"git exited with {error.status}"])[0]
+
+
 def _explain(stderr: str) -> str:
     """git's complaint, with what to do about the usual ones."""
     stderr = re.sub(r"^\s*stderr: '|'\s*$", "", stderr)  # GitPython's framing

@@ -20,7 +20,7 @@ import git
 import yaml
 
 from modelsync import constants as c
-from modelsync.fetch import Credentials, FetchError, GitFetcher
+from modelsync.fetch import Credentials, FetchError, GitFetcher, git_message
 
 BRANCH_PREFIX = "modelsync/rollback/"
 AUTHOR = "modelsync <modelsync@noreply.modelsync.io>"
@@ -108,7 +108,9 @@ def restore_model(
                 "GIT_COMMITTER_EMAIL": "modelsync@noreply.modelsync.io",
             },
         )
-    except (git.GitCommandError, git.BadName, ValueError, KeyError) as error:
+    except git.GitCommandError as error:
+        raise RollbackError(f"cannot restore {model!r} from {to}: {git_message(error)}") from error
+    except (git.BadName, ValueError, KeyError) as error:
         raise RollbackError(f"cannot restore {model!r} from {to}: {error}") from error
     return RestoredCommit(repo.head.commit.hexsha, file, branch)
 

@@ -9,10 +9,18 @@ from modelsync import __version__, cli
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        cli.main(["--version"])
-    assert exited.value.code == 0
+    assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"modelsync {__version__}"
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["no-such-command"]) == 2
+    assert "No such command" in capsys.readouterr().err
+
+
+def test_every_command_has_an_example() -> None:
+    for name, command in cli.main_group.commands.items():
+        assert "modelsync" in (command.epilog or ""), name
 
 
 def test_help_names_the_program_as_called() -> None:
