@@ -179,6 +179,41 @@ def main_group(ctx: click.Context, kubeconfig: str | None, namespace: str | None
     ctx.obj = Cluster(kubeconfig, namespace)
 
 
+@main_group.command(
+    epilog="Examples:\n\n\b\n  modelsync validate manifests/\n"
+    "  modelsync validate models/iris.yaml --output json"
+)
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def validate(path: Path, output: str) -> None:
+    """Check every file under PATH offline: YAML, object shape, and ModelDeployments and
+    ModelSyncs against the CRDs' schemas and CEL rules. Exit 1 on any error."""
+    import json
+
+    from modelsync.check import check_path
+
+    if not path.exists():
+        fail(f"{path} does not exist")
+    report = check_path(path)
+    if output == "json":
+        out.print_json(
+            json.dumps(
+                {
+                    "files": report.files,
+                    "objects": report.objects,
+                    "errors": [e.as_dict() for e in report.errors],
+                }
+            )
+        )
+    else:
+        for error in report.errors:
+            out.print(str(error), markup=False)
+        verdict = "ok" if not report.errors else f"{len(report.errors)} errors"
+        err.print(f"{report.files} files, {report.objects} objects: {verdict}", markup=False)
+    if report.errors:
+        raise SystemExit(1)
+
+
 @main_group.command(epilog="Example:\n\n\b\n  modelsync status -A")
 @click.option("-A", "--all-namespaces", is_flag=True, help="every namespace")
 @namespace_option

@@ -259,6 +259,7 @@ def _accept(data: Any, source: Source, loaded: Loaded) -> None:
 def load(root: Path, path: str = "") -> Loaded:
     """Every object under `path` of the snapshot at `root`, or the errors that stop it."""
     loaded = Loaded()
+    root = root.resolve()
     try:
         directory = resolve_path(root, path)
     except ValueError as error:
