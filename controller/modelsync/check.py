@@ -67,3 +67,88 @@ def check_path(path: Path) -> Report:
             )
     report.errors.sort(key=lambda f: (f.file, f.line))
     return report
+
+
+@dataclass
+class Change:
+    action: str  # create | update | delete
+    object: str
+    fields: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DiffReport:
+    changes: list[Change] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)  # one line per model
+    errors: list[Finding] = field(default_factory=list)
+
+
+def _version(manifest: dict[str, Any] | None) -> str:
+    return str(((manifest or {}).get("spec") or {}).get("model", {}).get("version", "?"))
+
+
+def diff_path(path: Path, sync: dict[str, Any], kube: Any) -> DiffReport:
+    """What applying the manifests under `path` through the ModelSync `sync` would change:
+    validated as the operator would, compared by a server-side dry run (so defaulted
+    and foreign fields make no noise), plus what pruning would delete."""
+    from modelsync import constants as c
+    from modelsync import prune
+    from modelsync.apply import Applier, inventory_of
+    from modelsync.drift import applied_part, differences
+    from modelsync.validate import Policy
+    from modelsync.validate import check as place
+
+    report = DiffReport()
+    root, relative = (path, "") if path.is_dir() else (path.parent, path.name)
+    loaded = load(root, relative)
+    spec, meta = sync["spec"], sync["metadata"]
+    policy = Policy(
+        target_namespace=spec.get("targetNamespace") or meta["namespace"],
+        allow_other_namespaces=bool(spec.get("allowOtherNamespaces")),
+        allow_cluster_scoped=bool(spec.get("allowClusterScoped")),
+    )
+    writer = kube
+    if spec.get("serviceAccountName"):
+        writer = kube.impersonate(meta["namespace"], spec["serviceAccountName"])
+    applier = Applier(kube, writer, meta["namespace"], meta["name"])
+    errors = loaded.errors + place(loaded.objects, policy, kube.scope)
+    planned: list[Any] = []
+    if not errors:
+        planned, errors = applier.plan(loaded.objects, "pull-request")
+    report.errors = [_finding(error, root) for error in errors]
+    if report.errors:
+        return report
+    for item in planned:
+        if not item.drifted:
+            continue
+        manifest = item.source.manifest
+        if item.live is None:
+            report.changes.append(Change("create", item.source.description))
+            if manifest["kind"] == c.MODELDEPLOYMENT_KIND:
+                report.models.append(
+                    f"{manifest['metadata']['name']}: new, version {_version(manifest)}"
+                )
+            continue
+        fields = differences(applied_part(item.desired), item.live)
+        fields = [f for f in fields if c.ANNOTATION_REVISION not in f]
+        report.changes.append(Change("update", item.source.description, fields))
+        if manifest["kind"] == c.MODELDEPLOYMENT_KIND:
+            before, after = _version(item.live), _version(manifest)
+            what = f"version {before} -> {after}" if before != after else "changed"
+            report.models.append(f"{manifest['metadata']['name']}: {what} ({', '.join(fields)})")
+    previous = (sync.get("status") or {}).get("inventory") or []
+    plan = prune.plan(
+        previous,
+        inventory_of(loaded.objects),
+        enabled=spec.get("prune", True),
+        allow_empty=bool(spec.get("allowEmpty")),
+        max_percent=int(spec.get("maxPrunePercent", 50)),
+    )
+    for entry in plan.delete:
+        namespace = f"{entry['namespace']}/" if entry.get("namespace") else ""
+        report.changes.append(Change("delete", f"{entry['kind']} {namespace}{entry['name']}"))
+        if entry["kind"] == c.MODELDEPLOYMENT_KIND:
+            report.models.append(f"{entry['name']}: deleted")
+    if plan.refusal:
+        report.errors.append(Finding(path.as_posix(), 1, "", f"prune refused: {plan.refusal}"))
+    return report

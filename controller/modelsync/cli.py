@@ -214,6 +214,62 @@ def validate(path: Path, output: str) -> None:
         raise SystemExit(1)
 
 
+@main_group.command(
+    epilog="Examples:\n\n\b\n  modelsync diff models/ --sync prod -n models\n"
+    "  modelsync diff models/ --sync prod --output markdown > comment.md"
+)
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--sync", "sync_name", required=True, help="the ModelSync the files go through")
+@click.option(
+    "--output", type=click.Choice(["text", "markdown"]), default="text", show_default=True
+)
+@namespace_option
+@pass_cluster
+def diff(cluster: Cluster, path: Path, sync_name: str, output: str) -> None:
+    """What merging the files under PATH would change in the cluster: objects created,
+    changed (the fields we manage) and deleted, and a line per model.
+    Exit 0 no change, 1 changes, 2 error."""
+    from modelsync.check import diff_path
+    from modelsync.kube import Kube
+
+    if not path.exists():
+        fail(f"{path} does not exist")
+    sync = cluster.get(MS, sync_name, "ModelSync")
+    report = cluster.call(
+        "the dry run", diff_path, path=path, sync=sync, kube=Kube(cluster.api.api_client)
+    )
+    if report.errors:
+        for error in report.errors:
+            err.print(str(error), markup=False)
+        raise SystemExit(2)
+    if output == "markdown":
+        out.print(_markdown(report, sync_name), markup=False)
+    else:
+        for change in report.changes:
+            fields = f" ({', '.join(change.fields)})" if change.fields else ""
+            out.print(f"{change.action:7} {change.object}{fields}", markup=False)
+        for line in report.models:
+            out.print(f"model   {line}", markup=False)
+        if not report.changes:
+            out.print("no changes", markup=False)
+    raise SystemExit(1 if report.changes else 0)
+
+
+def _markdown(report: Any, sync_name: str) -> str:
+    if not report.changes:
+        return f"**modelsync** (`{sync_name}`): no changes."
+    lines = [
+        f"**modelsync** (`{sync_name}`): {len(report.changes)} changes",
+        "",
+        "| change | object | fields |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {ch.action} | `{ch.object}` | {', '.join(ch.fields)} |" for ch in report.changes]
+    if report.models:
+        lines += ["", "Models:", *[f"- {line}" for line in report.models]]
+    return "\n".join(lines)
+
+
 @main_group.command(epilog="Example:\n\n\b\n  modelsync status -A")
 @click.option("-A", "--all-namespaces", is_flag=True, help="every namespace")
 @namespace_option

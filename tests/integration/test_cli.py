@@ -213,3 +213,50 @@ def test_cli_bad_input_gives_one_clear_line_and_exit_2(
     )
     assert result.returncode == 2
     assert "uncommitted changes" in result.stderr
+
+
+def test_cli_diff_says_what_a_merge_would_change(
+    synced: tuple[Syncs, WorkRepo, str], local_cluster: LocalCluster
+) -> None:
+    syncs, repo, _ = synced
+    namespace = syncs.namespace
+    same = modelsync(local_cluster, "diff", str(repo.work), "--sync", "prod", "-n", namespace)
+    assert same.returncode == 0, same.stderr
+    assert "no changes" in same.stdout
+
+    # A pull request: bump iris, add ranker; nothing is committed or pushed.
+    repo.write("iris.yaml", model_yaml("iris", version="2"))
+    repo.write("ranker.yaml", model_yaml("ranker"))
+    changed = modelsync(local_cluster, "diff", str(repo.work), "--sync", "prod", "-n", namespace)
+    assert changed.returncode == 1, changed.stderr
+    assert f"create  ModelDeployment {namespace}/ranker" in changed.stdout
+    assert f"update  ModelDeployment {namespace}/iris (spec.model.version, spec.model.uri)" in (
+        changed.stdout
+    )
+    assert "model   iris: version 1 -> 2" in changed.stdout
+    assert "model   ranker: new, version 1" in changed.stdout
+    markdown = modelsync(
+        local_cluster,
+        "diff",
+        str(repo.work),
+        "--sync",
+        "prod",
+        "-n",
+        namespace,
+        "--output",
+        "markdown",
+    )
+    assert "| create | `ModelDeployment" in markdown.stdout
+    # The cluster was not touched.
+    assert set(syncs.models()) == {"iris"}
+
+    # Dropping iris would prune the whole inventory: the diff says the sync would refuse.
+    repo.remove("iris.yaml")
+    refused = modelsync(local_cluster, "diff", str(repo.work), "--sync", "prod", "-n", namespace)
+    assert refused.returncode == 2
+    assert "prune refused: pruning would delete 1 of 1 applied objects" in refused.stderr
+
+    repo.write("broken.yaml", "a: [1,\n")
+    broken = modelsync(local_cluster, "diff", str(repo.work), "--sync", "prod", "-n", namespace)
+    assert broken.returncode == 2
+    assert "broken.yaml:2: invalid YAML" in broken.stderr
