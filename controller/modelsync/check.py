@@ -152,3 +152,30 @@ def diff_path(path: Path, sync: dict[str, Any], kube: Any) -> DiffReport:
     if plan.refusal:
         report.errors.append(Finding(path.as_posix(), 1, "", f"prune refused: {plan.refusal}"))
     return report
+
+
+def server_check(path: Path, kube: Any, namespace: str) -> list[Finding]:
+    """`validate --server`: the API server's verdict on every object (a dry run of a
+    server-side apply), as it would judge them on merge: schema, CEL, admission."""
+    import kubernetes
+
+    from modelsync.apply import api_message
+
+    root, relative = (path, "") if path.is_dir() else (path.parent, path.name)
+    findings = []
+    for obj in load(root, relative).objects:
+        manifest = obj.manifest
+        namespaced = kube.scope(manifest["apiVersion"], manifest["kind"])
+        if namespaced is None:
+            message = f"unknown kind {manifest['kind']} in apiVersion {manifest['apiVersion']}"
+            findings.append(_finding(LoadError(obj.source, message, obj.description), root))
+            continue
+        if namespaced:
+            manifest["metadata"].setdefault("namespace", namespace)
+        try:
+            kube.apply(manifest, dry_run=True)
+        except kubernetes.client.ApiException as error:
+            findings.append(
+                _finding(LoadError(obj.source, api_message(error), obj.description), root)
+            )
+    return findings

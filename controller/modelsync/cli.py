@@ -185,16 +185,32 @@ def main_group(ctx: click.Context, kubeconfig: str | None, namespace: str | None
 )
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def validate(path: Path, output: str) -> None:
+@click.option(
+    "--server",
+    is_flag=True,
+    help="also ask the API server (a dry run, per object) of the current kubeconfig",
+)
+@namespace_option
+@pass_cluster
+def validate(cluster: Cluster, path: Path, output: str, server: bool) -> None:
     """Check every file under PATH offline: YAML, object shape, and ModelDeployments and
     ModelSyncs against the CRDs' schemas and CEL rules. Exit 1 on any error."""
     import json
 
-    from modelsync.check import check_path
+    from modelsync.check import check_path, server_check
+    from modelsync.kube import Kube
 
     if not path.exists():
         fail(f"{path} does not exist")
     report = check_path(path)
+    if server and not report.errors:
+        report.errors += cluster.call(
+            "the dry run",
+            server_check,
+            path=path,
+            kube=Kube(cluster.api.api_client),
+            namespace=cluster.namespace,
+        )
     if output == "json":
         out.print_json(
             json.dumps(

@@ -260,3 +260,28 @@ def test_cli_diff_says_what_a_merge_would_change(
     broken = modelsync(local_cluster, "diff", str(repo.work), "--sync", "prod", "-n", namespace)
     assert broken.returncode == 2
     assert "broken.yaml:2: invalid YAML" in broken.stderr
+
+
+def test_cli_validate_server_catches_what_offline_cannot(
+    local_cluster: LocalCluster, namespace: str, tmp_path: Path, crds: list[str]
+) -> None:
+    good = Path(__file__).resolve().parents[1] / "fixtures" / "manifests" / "good"
+    ok = modelsync(local_cluster, "validate", str(good), "--server", "-n", namespace)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # Weights that go down: the rule needs Kubernetes' own CEL (isSorted), so only the
+    # API server can judge it.
+    (tmp_path / "canary.yaml").write_text(
+        model_yaml("iris")
+        + """\
+  rollout:
+    strategy: Canary
+    steps: [{weight: 50}, {weight: 20}]
+"""
+    )
+    offline = modelsync(local_cluster, "validate", str(tmp_path))
+    assert offline.returncode == 0, offline.stdout
+    online = modelsync(local_cluster, "validate", str(tmp_path), "--server", "-n", namespace)
+    assert online.returncode == 1
+    assert f"canary.yaml:1: ModelDeployment {namespace}/iris:" in online.stdout
+    assert "rollout.steps weights must increase" in online.stdout
+    assert modelsync(local_cluster, "get", "md").returncode == 2  # no such command: usage
