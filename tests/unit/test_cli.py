@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -33,3 +34,14 @@ def test_module_entry_point_runs() -> None:
         [sys.executable, "-m", "modelsync", "--help"], capture_output=True, text=True, check=True
     )
     assert "GitOps for machine-learning model serving" in result.stdout
+
+
+def test_shell_completion_script_is_generated() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "modelsync"],
+        env={**os.environ, "_MODELSYNC_COMPLETE": "bash_source"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "_MODELSYNC_COMPLETE" in result.stdout
