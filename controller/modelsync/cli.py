@@ -514,6 +514,13 @@ def rollback(
     show_default=True,
 )
 @click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line, for log collectors",
+)
+@click.option(
     "--kubeconfig",
     "run_kubeconfig",
     default=None,
@@ -528,10 +535,17 @@ def run(
     http_port: int,
     git_cache_dir: str | None,
     log_level: str,
+    log_format: str,
     run_kubeconfig: str | None,
 ) -> None:
     """Run the operator: serve every ModelDeployment and sync every ModelSync it sees."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonFormatter()
+        if log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    logging.basicConfig(level=log_level, handlers=[handler])
     if log_level != "DEBUG":
         # kopf logs every handled watch event at INFO; ours say what matters.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
@@ -549,6 +563,23 @@ def run(
         operator.run(settings)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line: time, level, logger, message (and the exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        entry = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,3 +45,18 @@ def test_shell_completion_script_is_generated() -> None:
         check=False,
     )
     assert "_MODELSYNC_COMPLETE" in result.stdout
+
+
+def test_json_logs_are_one_object_per_line() -> None:
+    import json
+    import logging
+
+    record = logging.LogRecord(
+        "modelsync.sync", logging.WARNING, __file__, 1, "sync %s failed", ("ns/prod",), None
+    )
+    entry = json.loads(cli.JsonFormatter().format(record))
+    assert (entry["level"], entry["logger"], entry["message"]) == (
+        "WARNING",
+        "modelsync.sync",
+        "sync ns/prod failed",
+    )

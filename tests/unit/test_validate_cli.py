@@ -50,3 +50,9 @@ def test_a_single_file_is_named_as_given(capsys: pytest.CaptureFixture[str]) -> 
     path = MANIFESTS / "broken" / "typo.yaml"
     assert cli.main(["validate", str(path)]) == 1
     assert capsys.readouterr().out.startswith(f"{path.as_posix()}:8: ModelDeployment typo:")
+
+
+def test_the_example_repository_validates(capsys: pytest.CaptureFixture[str]) -> None:
+    manifests = Path(__file__).resolve().parents[2] / "manifests"
+    assert cli.main(["validate", str(manifests)]) == 0
+    assert "4 files, 4 objects: ok" in capsys.readouterr().err
