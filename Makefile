@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 .PHONY: help venv test-deps demo demo-down test unit lint fmt cluster-binaries cluster-up cluster-down cluster-status bench clean
 
 help:
-	@echo "make demo           bring up the local cluster and show what to do next"
+	@echo "make demo           the whole flow: cluster, git, operator, a rollout and a rollback"
 	@echo "make test           install what is needed, lint, and run the whole test suite"
 	@echo "make unit           unit tests only (no cluster)"
 	@echo "make lint           ruff and mypy"
@@ -66,16 +66,13 @@ cluster-down: venv
 cluster-status: venv
 	$(PY) -m tests.cluster status --root $(CLUSTER_ROOT)
 
-demo: cluster-up
-	@echo
-	@echo "The local cluster is up: a real control plane with two kwok nodes."
-	@echo "Run the two export lines above, then look around:"
-	@echo "  kubectl get nodes"
-	@echo "  kubectl get pods -A"
-	@echo "The operator and the example models join this demo in later releases."
-	@echo "Stop the cluster with: make demo-down"
+# The whole flow on this machine: cluster, CRDs, git, operator, a ModelSync, a version
+# bump and an automatic rollback. With KUBECONFIG set, that cluster is used instead.
+demo: venv cluster-binaries
+	$(PY) -m tools.demo up
 
-demo-down: cluster-down
+demo-down: venv
+	$(PY) -m tools.demo down
 
 bench: venv cluster-binaries
 	$(PY) -m tests.bench.cluster_start

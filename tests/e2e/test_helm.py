@@ -1,0 +1,196 @@
+"""The Helm chart: lint, rendered output, values schema, and install, upgrade and
+uninstall on the local cluster with the chart's RBAC checked by the API server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes.client import ApiextensionsV1Api, CoreV1Api
+
+from tests.conftest import LocalCluster
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "modelsync"
+EXPECTED = Path(__file__).parent / "expected"
+NAMESPACED = ["--set", "watchNamespaces={team-a,team-b}"]
+
+
+def helm(cluster: LocalCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return cluster.run("helm", *args, check=check)
+
+
+@pytest.mark.parametrize("crd", sorted(p.name for p in (REPO / "crds").glob("*.yaml")))
+def test_helm_chart_ships_the_crds_unchanged(crd: str) -> None:
+    assert (CHART / "crds" / crd).read_text() == (REPO / "crds" / crd).read_text(), (
+        f"helm/modelsync/crds/{crd} differs from crds/{crd}: copy it again"
+    )
+
+
+def test_helm_lint_is_clean(local_cluster: LocalCluster) -> None:
+    result = helm(local_cluster, "lint", str(CHART), "--strict")
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize(("name", "extra"), [("default", []), ("namespaced", NAMESPACED)])
+def test_helm_template_matches_expected_output(
+    local_cluster: LocalCluster, name: str, extra: list[str]
+) -> None:
+    rendered = helm(
+        local_cluster,
+        "template",
+        "modelsync",
+        str(CHART),
+        "--namespace",
+        "modelsync-system",
+        *extra,
+    ).stdout
+    expected = EXPECTED / f"{name}.yaml"
+    if os.environ.get("MODELSYNC_UPDATE_GOLDEN"):
+        expected.write_text(rendered)
+    assert rendered == expected.read_text()
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        (["--set", "replicaCount=2"], "replicaCount"),
+        (["--set", "operator.logFormat=xml"], "logFormat"),
+        (["--set", "watchNamespaces={Not_A_Namespace}"], "watchNamespaces"),
+        (["--set", "unknown=1"], "unknown"),
+    ],
+)
+def test_helm_invalid_values_are_refused(
+    local_cluster: LocalCluster, values: list[str], words: str
+) -> None:
+    result = helm(local_cluster, "template", "m", str(CHART), *values, check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert words in result.stderr
+
+
+def can_i(
+    cluster: LocalCluster,
+    service_account: str,
+    verb: str,
+    resource: str,
+    namespace: str,
+    expected: bool = True,
+) -> bool:
+    """`kubectl auth can-i` as the ServiceAccount; waits up to 10 s for the answer to be
+    `expected`, since the API server's RBAC cache follows new (Cluster)Roles a moment late."""
+    deadline = time.monotonic() + 10
+    while True:
+        result = cluster.run(
+            "kubectl",
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "-n",
+            namespace,
+            f"--as=system:serviceaccount:{service_account}",
+            check=False,
+        )
+        answer = result.stdout.strip() == "yes"
+        if answer is expected or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.5)
+
+
+def test_helm_install_upgrade_uninstall(local_cluster: LocalCluster, namespace: str) -> None:
+    core = CoreV1Api(local_cluster.api)
+    teams = [f"{namespace}-a", f"{namespace}-b"]
+    for team in teams:
+        core.create_namespace({"metadata": {"name": team}})
+    try:
+        _install_upgrade_uninstall(local_cluster, namespace, teams)
+    finally:
+        helm(local_cluster, "uninstall", "modelsync", "--namespace", namespace, check=False)
+        for team in teams:
+            core.delete_namespace(team)
+
+
+def _install_upgrade_uninstall(cluster: LocalCluster, namespace: str, teams: list[str]) -> None:
+    # The CRDs are there already (the other tests installed them): take them over.
+    helm(
+        cluster,
+        "install",
+        "modelsync",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--force-conflicts",
+        "--set",
+        f"watchNamespaces={{{','.join(teams)}}}",
+    )
+    crds = ApiextensionsV1Api(cluster.api)
+    for name in ("modeldeployments.modelsync.io", "modelsyncs.modelsync.io"):
+        crd = crds.read_custom_resource_definition(name)
+        assert any(c.type == "Established" and c.status == "True" for c in crd.status.conditions)
+    account = f"{namespace}:modelsync"
+    # Namespaced mode: what the operator needs in the watched namespaces, nothing elsewhere.
+    assert can_i(cluster, account, "patch", "modeldeployments.modelsync.io/status", teams[0])
+    assert can_i(cluster, account, "create", "deployments.apps", teams[1])
+    assert can_i(cluster, account, "impersonate", "serviceaccounts", teams[0])
+    assert not can_i(cluster, account, "create", "deployments.apps", "default", expected=False)
+    assert not can_i(cluster, account, "list", "secrets", teams[0], expected=False)
+
+    again = helm(cluster, "install", "modelsync", str(CHART), "--namespace", namespace, check=False)
+    assert again.returncode != 0
+    assert "cannot reuse a name that is still in use" in again.stderr
+
+    helm(
+        cluster,
+        "upgrade",
+        "modelsync",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--force-conflicts",
+        "--set",
+        f"watchNamespaces={{{','.join(teams)}}}",
+        "--set",
+        "operator.workers=8",
+    )
+    deployment = json.loads(
+        cluster.run(
+            "kubectl", "get", "deployment", "modelsync", "-n", namespace, "-o", "json"
+        ).stdout
+    )
+    assert "--workers=8" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    # Cluster-wide mode after an upgrade: a ClusterRole instead of Roles.
+    helm(
+        cluster,
+        "upgrade",
+        "modelsync",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--force-conflicts",
+        "--reset-values",
+    )
+    assert can_i(cluster, account, "create", "deployments.apps", "default")
+
+    helm(cluster, "uninstall", "modelsync", "--namespace", namespace, "--wait")
+    names = {crd.metadata.name for crd in crds.list_custom_resource_definition().items}
+    assert {"modeldeployments.modelsync.io", "modelsyncs.modelsync.io"} <= names
+    assert not can_i(cluster, account, "create", "deployments.apps", teams[0], expected=False)
+
+
+def test_helm_rendered_deployment_is_locked_down(local_cluster: LocalCluster) -> None:
+    rendered = helm(local_cluster, "template", "m", str(CHART)).stdout
+    deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["resources"]["requests"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
