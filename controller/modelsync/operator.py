@@ -88,7 +88,11 @@ def _connection(settings: OperatorSettings) -> kopf.ConnectionInfo:
     """kopf's credentials from the same kubeconfig (or in-cluster config) we use."""
     client = kubemod.api_client(settings.kubeconfig)
     config = client.configuration
-    token = (config.api_key or {}).get("authorization", "").removeprefix("Bearer ").strip()
+    # The client keeps a token as api_key["BearerToken"] (kubernetes >= 35) or
+    # api_key["authorization"] (older), always with its "Bearer " prefix.
+    keys = config.api_key or {}
+    raw = keys.get("BearerToken") or keys.get("authorization") or ""
+    token = str(raw).removeprefix("Bearer ").strip()
     return kopf.ConnectionInfo(
         server=config.host,
         ca_path=config.ssl_ca_cert,

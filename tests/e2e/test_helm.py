@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +15,10 @@ import yaml
 from kubernetes.client import ApiextensionsV1Api, CoreV1Api
 
 from tests.conftest import LocalCluster
+from tests.gitserver import GitHttpServer, WorkRepo
+from tests.integration.test_rollback import broken_model_yaml, rolled_back
+from tests.models import Models, ready_on
+from tests.syncs import Syncs, model_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "modelsync"
@@ -194,3 +199,85 @@ def test_helm_rendered_deployment_is_locked_down(local_cluster: LocalCluster) ->
     assert container["resources"]["requests"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_helm_chart_rbac_is_enough_to_sync_roll_out_and_roll_back(
+    local_cluster: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    """kwok runs no containers, so the operator runs here, with a token of the chart's
+    own ServiceAccount: whatever it needs beyond the chart's RBAC fails loudly."""
+    core = CoreV1Api(local_cluster.api)
+    team = f"{namespace}-a"
+    core.create_namespace({"metadata": {"name": team}})
+    operator = None
+    try:
+        helm(
+            local_cluster,
+            "install",
+            "modelsync",
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--force-conflicts",
+            "--set",
+            f"watchNamespaces={{{team}}}",
+        )
+        token = core.create_namespaced_service_account_token(
+            "modelsync", namespace, {"spec": {"expirationSeconds": 3600}}
+        ).status.token
+        config = yaml.safe_load(local_cluster.kubeconfig.read_text())
+        config["users"] = [{"name": "chart", "user": {"token": token}}]
+        config["contexts"][0]["context"]["user"] = "chart"
+        kubeconfig = tmp_path / "chart-sa.kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(config))
+        log = (tmp_path / "operator.log").open("wb")
+        operator = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "modelsync",
+                "run",
+                "-n",
+                team,
+                "--kubeconfig",
+                str(kubeconfig),
+                "--http-port",
+                "0",
+                "--git-cache-dir",
+                str(tmp_path / "cache"),
+            ],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, "PYTHONPATH": str(REPO / "controller")},
+        )
+        # The repository is reached through file://; Syncs wants a server for http URLs.
+        unused = GitHttpServer(tmp_path)
+        unused.server_close()
+        syncs = Syncs(local_cluster, team, unused)
+        (tmp_path / "git").mkdir()
+        repo = WorkRepo(tmp_path / "git", "models")
+        healthy = model_yaml("iris", version="1", replicas=2) + (
+            "  rollout:\n    progressDeadlineSeconds: 5\n"
+        )
+        first = repo.write("iris.yaml", healthy).commit("iris 1")
+        syncs.create("prod", repo.file_url)
+        syncs.wait_applied("prod", f"main@sha1:{first}")
+        models = Models(local_cluster, team)
+        models.wait("iris", ready_on("1"))
+        repo.write("iris.yaml", healthy.replace('version: "1"', 'version: "2"')).commit("2")
+        syncs.request("prod")
+        models.wait("iris", ready_on("2"))
+        repo.write("iris.yaml", broken_model_yaml("iris", "3")).commit("3, broken")
+        syncs.request("prod")
+        md = models.wait("iris", rolled_back, timeout=40)
+        assert md["status"]["modelVersion"] == "2"
+    finally:
+        if operator is not None:
+            operator.terminate()
+            operator.wait(10)
+        errors = (
+            (tmp_path / "operator.log").read_text() if (tmp_path / "operator.log").exists() else ""
+        )
+        helm(local_cluster, "uninstall", "modelsync", "--namespace", namespace, check=False)
+        core.delete_namespace(team)
+    assert "forbidden" not in errors.lower(), errors[-2000:]

@@ -42,7 +42,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [get]
-- apiGroups: [events.k8s.io]
+- apiGroups: [events.k8s.io, ""]
   resources: [events]
   verbs: [create, patch]
 - apiGroups: [""]
