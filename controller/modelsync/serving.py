@@ -215,6 +215,10 @@ class ServingReconciler:
             decision.action is rollout.Action.WAIT
             and wanted.spec_hash == status.get("stableSpecHash")
         )
+        if healthy and status.get("failedRevision"):
+            # Git changed the model since (a fix, or a revert to the stable version): the
+            # quarantine is over; should git bring the failed spec back, it is tried anew.
+            extra.update({"failedRevision": None, "failedGitRevision": None})
         if healthy and conditions.is_true(status.get("conditions"), c.ROLLED_BACK):
             # Git changed the model (a fix, or a revert to the stable version): over.
             observed.append(

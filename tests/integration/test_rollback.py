@@ -341,3 +341,21 @@ def test_rollback_decided_right_after_an_operator_restart_and_only_once(
     rollbacks = [e for e in events["items"] if e.get("reason") == c.EVENT_ROLLED_BACK]
     assert len(rollbacks) == 1, [e.get("note") for e in rollbacks]
     assert md["status"]["failedRevision"]
+
+
+def test_rollback_a_failed_spec_brought_back_by_git_is_tried_and_rolled_back_again(
+    models: Models,
+) -> None:
+    healthy_v1(models)
+    models.patch("iris", broken_v2())
+    models.wait("iris", rolled_back, timeout=DEADLINE + 30)
+    models.patch("iris", {"spec": {"model": {"version": "3"}, "podMetadata": None}})
+    fixed = models.wait("iris", ready_on("3"))
+    assert "failedRevision" not in fixed["status"]
+    models.patch("iris", broken_v2())  # the same broken spec again, on purpose
+    md = models.wait("iris", rolled_back, timeout=DEADLINE + 30)
+    assert [h["result"] for h in md["status"]["history"][:2]] == [
+        c.HISTORY_ROLLED_BACK,
+        c.HISTORY_SUCCEEDED,
+    ]
+    assert md["status"]["modelVersion"] == "3"
