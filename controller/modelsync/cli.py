@@ -521,6 +521,25 @@ def rollback(
     help="json: one JSON object per line, for log collectors",
 )
 @click.option(
+    "--leader-elect",
+    is_flag=True,
+    help="take a Lease before acting, so several replicas never act at once",
+)
+@click.option(
+    "--lease-namespace",
+    envvar="POD_NAMESPACE",
+    default="default",
+    show_default=True,
+    help="namespace of the Lease (default: $POD_NAMESPACE)",
+)
+@click.option(
+    "--lease-seconds",
+    type=int,
+    default=OperatorSettings.lease_seconds,
+    show_default=True,
+    help="how long an unrenewed Lease stays its holder's",
+)
+@click.option(
     "--kubeconfig",
     "run_kubeconfig",
     default=None,
@@ -536,6 +555,9 @@ def run(
     git_cache_dir: str | None,
     log_level: str,
     log_format: str,
+    leader_elect: bool,
+    lease_namespace: str,
+    lease_seconds: int,
     run_kubeconfig: str | None,
 ) -> None:
     """Run the operator: serve every ModelDeployment and sync every ModelSync it sees."""
@@ -556,13 +578,18 @@ def run(
         http_port=http_port,
         kubeconfig=run_kubeconfig or cluster.kubeconfig,
         git_cache_dir=git_cache_dir,
+        leader_election=leader_elect,
+        lease_namespace=lease_namespace,
+        lease_seconds=lease_seconds,
     )
     from modelsync import operator  # kopf loads only for `run`
 
     try:
-        operator.run(settings)
+        kept_the_lead = operator.run(settings)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    if not kept_the_lead:
+        raise SystemExit(1)  # restarted, it waits for the lead like any other replica
 
 
 class JsonFormatter(logging.Formatter):

@@ -25,7 +25,7 @@ from aiohttp import web
 from kopf._core.intents.callbacks import WatchingFn  # the handler protocol kopf checks
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from modelsync import conditions, metrics, webhooks
+from modelsync import conditions, leader, metrics, webhooks
 from modelsync import constants as c
 from modelsync import kube as kubemod
 from modelsync.cache import ObjectCache
@@ -381,15 +381,41 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     return registry
 
 
+def _stop_when(lost: threading.Event, loop: asyncio.AbstractEventLoop, flag: asyncio.Event) -> None:
+    lost.wait()
+    loop.call_soon_threadsafe(flag.set)
+
+
 def run(
     settings: OperatorSettings,
     stop: threading.Event | None = None,
     ready: threading.Event | None = None,
     runtime: Runtime | None = None,
-) -> None:
-    """Run the operator until `stop` is set (or forever). Blocks."""
+) -> bool:
+    """Run the operator until `stop` is set (or forever). Blocks. With leader election,
+    it first waits to lead, and returns False if it lost the lead (the caller exits)."""
     runtime = runtime or Runtime(settings)
+    lost = threading.Event()
+    if settings.leader_election:
+        waiting = stop or threading.Event()
+        lock = leader.LeaseLock(
+            kubemod.api_client(settings.kubeconfig),
+            settings.lease_namespace,
+            settings.lease_name,
+            leader.identity(),
+            settings.lease_seconds,
+        )
+        if not leader.wait_to_lead(lock, waiting):
+            return True
+        threading.Thread(
+            target=leader.keep_leading, args=(lock, waiting, lost), daemon=True, name="lease"
+        ).start()
     registry = build_registry(runtime)
+
+    if settings.leader_election and stop is None:
+        # Losing the lead stops this operator at once, as a SIGTERM would: kopf handles
+        # that signal itself (a stop flag of ours would keep it waiting after one).
+        threading.Thread(target=_stop_when, args=(lost,), daemon=True).start()
     asyncio.run(
         kopf.operator(
             registry=registry,
@@ -400,3 +426,4 @@ def run(
             ready_flag=ready,
         )
     )
+    return not lost.is_set()

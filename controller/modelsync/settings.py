@@ -34,5 +34,17 @@ class OperatorSettings:
     git_cache_dir: str | None = None
     """Where repositories and snapshots are kept (default: a directory under /tmp)."""
 
+    leader_election: bool = False
+    """Take a Lease before acting, so that several replicas never act at once."""
+
+    lease_namespace: str = "default"
+    """Namespace of the Lease (the operator's own; the chart sets it)."""
+
+    lease_name: str = "modelsync-leader"
+    """Name of the Lease."""
+
+    lease_seconds: int = 15
+    """How long a Lease not renewed stays the holder's before another replica takes it."""
+
     kubeconfig: str | None = None
     """A kubeconfig file; default: in-cluster config, else $KUBECONFIG or ~/.kube/config."""

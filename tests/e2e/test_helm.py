@@ -64,7 +64,7 @@ def test_helm_template_matches_expected_output(
 @pytest.mark.parametrize(
     ("values", "words"),
     [
-        (["--set", "replicaCount=2"], "replicaCount"),
+        (["--set", "replicaCount=9"], "replicaCount"),
         (["--set", "operator.logFormat=xml"], "logFormat"),
         (["--set", "watchNamespaces={Not_A_Namespace}"], "watchNamespaces"),
         (["--set", "unknown=1"], "unknown"),
@@ -143,6 +143,7 @@ def _install_upgrade_uninstall(cluster: LocalCluster, namespace: str, teams: lis
     assert can_i(cluster, account, "patch", "modeldeployments.modelsync.io/status", teams[0])
     assert can_i(cluster, account, "create", "deployments.apps", teams[1])
     assert can_i(cluster, account, "impersonate", "serviceaccounts", teams[0])
+    assert can_i(cluster, account, "update", "leases.coordination.k8s.io", namespace)
     assert not can_i(cluster, account, "create", "deployments.apps", "default", expected=False)
     assert not can_i(cluster, account, "list", "secrets", teams[0], expected=False)
 
@@ -199,6 +200,9 @@ def test_helm_rendered_deployment_is_locked_down(local_cluster: LocalCluster) ->
     assert container["resources"]["requests"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # More than one replica is safe: they elect a leader.
+    assert deployment["spec"]["replicas"] == 2
+    assert "--leader-elect" in container["args"]
 
 
 def test_helm_chart_rbac_is_enough_to_sync_roll_out_and_roll_back(

@@ -359,3 +359,72 @@ def test_rollback_a_failed_spec_brought_back_by_git_is_tried_and_rolled_back_aga
         c.HISTORY_SUCCEEDED,
     ]
     assert md["status"]["modelVersion"] == "3"
+
+
+def test_rollout_with_two_replicas_only_the_leader_acts_and_a_follower_takes_over(
+    local_cluster: LocalCluster, own_namespace: str
+) -> None:
+    from kubernetes.dynamic import DynamicClient as Dynamic
+
+    leases = Dynamic(local_cluster.api).resources.get(
+        api_version="coordination.k8s.io/v1", kind="Lease"
+    )
+
+    def holder() -> str:
+        try:
+            return str(
+                leases.get(name="modelsync-leader", namespace=own_namespace).to_dict()["spec"][
+                    "holderIdentity"
+                ]
+            )
+        except Exception:
+            return ""
+
+    def replica() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "modelsync",
+                "run",
+                "-n",
+                own_namespace,
+                "--http-port",
+                "0",
+                "--kubeconfig",
+                str(local_cluster.kubeconfig),
+                "--log-level",
+                "WARNING",
+                "--leader-elect",
+                "--lease-namespace",
+                own_namespace,
+                "--lease-seconds",
+                "4",
+            ],
+            env={**os.environ, "PYTHONPATH": str(REPO / "controller")},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    models = Models(local_cluster, own_namespace)
+    first = replica()
+    second = None
+    try:
+        models.create(manifest("iris", version="1", replicas=1))
+        models.wait("iris", ready_on("1"))
+        leader_before = holder()
+        assert leader_before.endswith(f"_{first.pid}")
+        second = replica()
+        models.patch("iris", {"spec": {"model": {"version": "2"}}})
+        models.wait("iris", ready_on("2"))
+        assert holder() == leader_before  # the follower did not take over a held Lease
+        first.kill()  # the leader dies without a word
+        first.wait(10)
+        models.create(manifest("ranker", version="1", replicas=1))
+        models.wait("ranker", ready_on("1"), timeout=60)
+        assert holder().endswith(f"_{second.pid}")
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(30)
