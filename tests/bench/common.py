@@ -54,7 +54,9 @@ def install_crds(api: kubernetes.client.ApiClient) -> None:
     for path in sorted((REPO / "crds").glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
         name = crd["metadata"]["name"]
-        definitions.server_side_apply(body=crd, name=name, field_manager="bench")
+        definitions.server_side_apply(
+            body=crd, name=name, field_manager="modelsync-dev", force_conflicts=True
+        )
         wait_until(f"CRD {name}", lambda n=name: _established(definitions, n), 60)
 
 
