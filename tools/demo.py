@@ -30,6 +30,7 @@ from modelsync import constants as c
 from tests.bench.common import install_crds
 from tests.cluster import build, launcher, stages
 from tests.gitserver import WorkRepo
+from tests.operatorproc import spawn_operator
 
 REPO = Path(__file__).resolve().parents[1]
 STATE = REPO / ".cluster" / "demo"
@@ -121,23 +122,14 @@ def start_operator(kubeconfig: Path) -> None:
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
     log = (STATE / "operator.log").open("ab")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelsync",
-            "run",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--http-port",
-            "0",
-            "--git-cache-dir",
-            str(STATE / "git-cache"),
-        ],
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(REPO / "controller")},
+    process = spawn_operator(
+        kubeconfig,
+        "--http-port",
+        "0",
+        "--git-cache-dir",
+        str(STATE / "git-cache"),
+        log=log,
+        detach=True,
     )
     pid_file.write_text(str(process.pid))
 

@@ -15,6 +15,8 @@ import base64
 import concurrent.futures
 import fnmatch
 import logging
+import os
+import signal
 import threading
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
@@ -381,9 +383,9 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     return registry
 
 
-def _stop_when(lost: threading.Event, loop: asyncio.AbstractEventLoop, flag: asyncio.Event) -> None:
+def _stop_when(lost: threading.Event) -> None:
     lost.wait()
-    loop.call_soon_threadsafe(flag.set)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run(

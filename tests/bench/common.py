@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -20,6 +18,7 @@ import yaml
 from kubernetes.dynamic import DynamicClient
 
 from tests.cluster import build, launcher
+from tests.operatorproc import spawn_operator
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,21 +66,8 @@ def _established(definitions: Any, name: str) -> bool:
 
 def start_operator(kubeconfig: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
     """`modelsync run` as its own process (so its memory is its own), ready to serve."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelsync",
-            "run",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--http-port",
-            str(port),
-            "--log-level",
-            "WARNING",
-            *extra,
-        ],
-        env={**os.environ, "PYTHONPATH": str(REPO / "controller")},
+    process = spawn_operator(
+        kubeconfig, "--http-port", str(port), "--log-level", "WARNING", *extra, log=None
     )
     wait_until("the operator", lambda: get(port, "/readyz") == b"ok", 60)
     return process

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, WorkRepo
 from tests.integration.test_rollback import broken_model_yaml, rolled_back
 from tests.models import Models, ready_on
+from tests.operatorproc import spawn_operator
 from tests.syncs import Syncs, model_yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -235,24 +235,15 @@ def test_helm_chart_rbac_is_enough_to_sync_roll_out_and_roll_back(
         kubeconfig = tmp_path / "chart-sa.kubeconfig"
         kubeconfig.write_text(yaml.safe_dump(config))
         log = (tmp_path / "operator.log").open("wb")
-        operator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "modelsync",
-                "run",
-                "-n",
-                team,
-                "--kubeconfig",
-                str(kubeconfig),
-                "--http-port",
-                "0",
-                "--git-cache-dir",
-                str(tmp_path / "cache"),
-            ],
-            stdout=log,
-            stderr=log,
-            env={**os.environ, "PYTHONPATH": str(REPO / "controller")},
+        operator = spawn_operator(
+            kubeconfig,
+            "-n",
+            team,
+            "--http-port",
+            "0",
+            "--git-cache-dir",
+            str(tmp_path / "cache"),
+            log=log,
         )
         # The repository is reached through file://; Syncs wants a server for http URLs.
         unused = GitHttpServer(tmp_path)

@@ -5,10 +5,8 @@ until git changes the model, and the next good version rolls forward."""
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +20,7 @@ from modelsync import constants as c
 from modelsync import operator
 from tests.cluster import stages
 from tests.conftest import LocalCluster
-from tests.integration.conftest import OWN_OPERATOR_PREFIX, REPO
+from tests.integration.conftest import OWN_OPERATOR_PREFIX
 from tests.kube import dict_condition, wait_for
 from tests.models import (
     MD,
@@ -32,6 +30,7 @@ from tests.models import (
     ready_on,
     wait_for_event,
 )
+from tests.operatorproc import spawn_operator
 from tests.syncs import Syncs, model_yaml
 
 DEADLINE = 5
@@ -255,24 +254,8 @@ def own_namespace(local_cluster: LocalCluster) -> Iterator[str]:
 
 
 def operator_process(cluster: LocalCluster, namespace: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelsync",
-            "run",
-            "-n",
-            namespace,
-            "--http-port",
-            "0",
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "--log-level",
-            "WARNING",
-        ],
-        env={**os.environ, "PYTHONPATH": str(REPO / "controller")},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    return spawn_operator(
+        cluster.kubeconfig, "-n", namespace, "--http-port", "0", "--log-level", "WARNING"
     )
 
 
@@ -377,33 +360,23 @@ def test_rollout_with_two_replicas_only_the_leader_acts_and_a_follower_takes_ove
                     "holderIdentity"
                 ]
             )
-        except Exception:
+        except kubernetes.dynamic.exceptions.NotFoundError:
             return ""
 
     def replica() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "modelsync",
-                "run",
-                "-n",
-                own_namespace,
-                "--http-port",
-                "0",
-                "--kubeconfig",
-                str(local_cluster.kubeconfig),
-                "--log-level",
-                "WARNING",
-                "--leader-elect",
-                "--lease-namespace",
-                own_namespace,
-                "--lease-seconds",
-                "4",
-            ],
-            env={**os.environ, "PYTHONPATH": str(REPO / "controller")},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        return spawn_operator(
+            local_cluster.kubeconfig,
+            "-n",
+            own_namespace,
+            "--http-port",
+            "0",
+            "--log-level",
+            "WARNING",
+            "--leader-elect",
+            "--lease-namespace",
+            own_namespace,
+            "--lease-seconds",
+            "4",
         )
 
     models = Models(local_cluster, own_namespace)
