@@ -478,7 +478,7 @@ def rollback(
     "--namespace",
     "namespaces",
     multiple=True,
-    help="a namespace to watch (repeat for more; globs and !exclusions work; "
+    help="a namespace to watch (repeat for more; patterns such as team-* or *,!kube-* work; "
     "default: all namespaces)",
 )
 @click.option(

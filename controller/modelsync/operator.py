@@ -261,10 +261,19 @@ def prefill(kube: kubemod.Kube, runtime: Runtime) -> None:
 
 
 def watched(namespace: str, patterns: tuple[str, ...]) -> bool:
-    """kopf's namespace patterns: globs, and "!glob" to leave some out."""
-    excluded = any(fnmatch.fnmatchcase(namespace, p[1:]) for p in patterns if p.startswith("!"))
-    included = any(fnmatch.fnmatchcase(namespace, p) for p in patterns if not p.startswith("!"))
-    return included and not excluded
+    """kopf's namespace patterns: a namespace is watched when any pattern matches it; a
+    pattern is comma-separated globs, where "!glob" leaves namespaces out ("*,!kube-*")."""
+    for pattern in patterns:
+        globs = [g.strip() for g in pattern.split(",") if g.strip()]
+        matches = not globs or globs[0].startswith("!")
+        for glob in globs:
+            if glob.startswith("!"):
+                matches = matches and not fnmatch.fnmatchcase(namespace, glob[1:])
+            else:
+                matches = matches or fnmatch.fnmatchcase(namespace, glob)
+        if matches:
+            return True
+    return False
 
 
 def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 class OperatorSettings:
     namespaces: tuple[str, ...] = field(default_factory=tuple)
     """Namespaces to watch; empty means every namespace (cluster-wide RBAC needed).
-    Globs work, and "!glob" leaves namespaces out: ("*", "!kube-*")."""
+    Each entry is a kopf pattern: comma-separated globs where "!glob" leaves namespaces
+    out, e.g. ("*,!kube-*",)."""
 
     workers: int = 4
     """ModelDeployments reconciled at the same time (each in a thread of its own)."""

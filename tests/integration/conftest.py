@@ -70,7 +70,7 @@ def running_operator(
     """The operator, cluster-wide, in a thread of this process."""
     settings = OperatorSettings(
         # Every namespace but those where a test runs an operator process of its own.
-        namespaces=("*", f"!{OWN_OPERATOR_PREFIX}*"),
+        namespaces=(f"*,!{OWN_OPERATOR_PREFIX}*",),
         git_cache_dir=str(tmp_path_factory.mktemp("git-cache")),
         kubeconfig=str(local_cluster.kubeconfig),
         http_host="127.0.0.1",

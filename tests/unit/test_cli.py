@@ -60,3 +60,13 @@ def test_json_logs_are_one_object_per_line() -> None:
         "modelsync.sync",
         "sync ns/prod failed",
     )
+
+
+def test_namespace_patterns_follow_kopf() -> None:
+    from modelsync.operator import watched
+
+    assert watched("team-a", ("*,!own-*",))
+    assert not watched("own-operator-1", ("*,!own-*",))
+    assert watched("own-operator-1", ("*,!own-*", "own-operator-1"))  # any pattern may match
+    assert watched("models", ("models",))
+    assert not watched("other", ("models",))
