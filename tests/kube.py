@@ -9,6 +9,8 @@ from typing import Any
 
 import kubernetes
 
+from modelsync.conditions import find
+
 Condition = Callable[[Any], bool]
 
 
@@ -79,11 +81,7 @@ def condition_of(obj: Any, kind: str) -> Any:
 
 def dict_condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
     """The status condition of type `kind` of a custom object (a dict), or None."""
-    for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if condition.get("type") == kind:
-            found: dict[str, Any] = condition
-            return found
-    return None
+    return find(((obj or {}).get("status") or {}).get("conditions"), kind)
 
 
 def wait_for_items(

@@ -26,17 +26,18 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from modelsync import conditions
 from modelsync import constants as c
 from tests.bench.common import install_crds
 from tests.cluster import build, launcher, stages
 from tests.gitserver import WorkRepo
+from tests.models import MD
 from tests.operatorproc import spawn_operator
+from tests.syncs import MS
 
 REPO = Path(__file__).resolve().parents[1]
 STATE = REPO / ".cluster" / "demo"
 NAMESPACE = "models"
-MD = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
-MS = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELSYNC_PLURAL}
 console = Console(highlight=False)
 
 
@@ -66,16 +67,11 @@ def table(objects: Any) -> Table:
     items = objects.list_namespaced_custom_object(namespace=NAMESPACE, **MD)["items"]
     for md in sorted(items, key=lambda m: m["metadata"]["name"]):
         status = md.get("status") or {}
-        ready: dict[str, Any] = next(
-            (x for x in status.get("conditions") or [] if x["type"] == c.READY), {}
-        )
-        rolled = next(
-            (
-                x
-                for x in status.get("conditions") or []
-                if x["type"] == c.ROLLED_BACK and x["status"] == "True"
-            ),
-            None,
+        ready = conditions.of(md, c.READY)
+        rolled = (
+            conditions.of(md, c.ROLLED_BACK)
+            if conditions.is_true(status.get("conditions"), c.ROLLED_BACK)
+            else None
         )
         colour = "green" if ready.get("status") == "True" else "yellow"
         view.add_row(
@@ -111,8 +107,8 @@ def models(objects: Any) -> dict[str, dict[str, Any]]:
 def ready_on(objects: Any, name: str, version: str) -> bool:
     md = models(objects).get(name) or {}
     status = md.get("status") or {}
-    return status.get("modelVersion") == version and any(
-        x["type"] == c.READY and x["status"] == "True" for x in status.get("conditions") or []
+    return status.get("modelVersion") == version and conditions.is_true(
+        status.get("conditions"), c.READY
     )
 
 
@@ -232,9 +228,8 @@ spec:
 
     def rolled_back() -> bool:
         status = (models(objects).get("iris") or {}).get("status") or {}
-        return status.get("modelVersion") == "1.1.0" and any(
-            x["type"] == c.ROLLED_BACK and x["status"] == "True"
-            for x in status.get("conditions") or []
+        return status.get("modelVersion") == "1.1.0" and conditions.is_true(
+            status.get("conditions"), c.ROLLED_BACK
         )
 
     watch(objects, rolled_back, 120, "the rollback of iris 1.2.0")

@@ -46,8 +46,13 @@ def _finding(error: LoadError, root: Path) -> Finding:
     )
 
 
+def _split(path: Path) -> tuple[Path, str]:
+    """(repository root, path under it) for a directory or a single file."""
+    return (path, "") if path.is_dir() else (path.parent, path.name)
+
+
 def check_path(path: Path) -> Report:
-    root, relative = (path, "") if path.is_dir() else (path.parent, path.name)
+    root, relative = _split(path)
     loaded = load(root, relative)
     report = Report(files=loaded.files, objects=len(loaded.objects))
     report.errors += [_finding(error, root) for error in loaded.errors]
@@ -99,7 +104,7 @@ def diff_path(path: Path, sync: dict[str, Any], kube: Any) -> DiffReport:
     from modelsync.validate import check as place
 
     report = DiffReport()
-    root, relative = (path, "") if path.is_dir() else (path.parent, path.name)
+    root, relative = _split(path)
     loaded = load(root, relative)
     spec, meta = sync["spec"], sync["metadata"]
     policy = Policy(
@@ -161,7 +166,7 @@ def server_check(path: Path, kube: Any, namespace: str) -> list[Finding]:
 
     from modelsync.apply import api_message
 
-    root, relative = (path, "") if path.is_dir() else (path.parent, path.name)
+    root, relative = _split(path)
     findings = []
     for obj in load(root, relative).objects:
         manifest = obj.manifest

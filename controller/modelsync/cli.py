@@ -21,6 +21,7 @@ from rich.table import Table
 
 from modelsync import __version__
 from modelsync import constants as c
+from modelsync.conditions import of as condition
 from modelsync.settings import OperatorSettings
 
 MD = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
@@ -61,12 +62,10 @@ class Cluster:
         if self._api is None:
             import kubernetes  # the client loads only for commands that need it
 
+            from modelsync.kube import api_client
+
             try:
-                if self.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-                    kubernetes.config.load_incluster_config()
-                    client = kubernetes.client.ApiClient()
-                else:
-                    client = kubernetes.config.new_client_from_config(config_file=self.kubeconfig)
+                client = api_client(self.kubeconfig)
             except (kubernetes.config.ConfigException, OSError) as error:
                 fail(f"no usable kubeconfig ({error}); set KUBECONFIG or pass --kubeconfig")
             self._api = kubernetes.client.CustomObjectsApi(client)
@@ -126,13 +125,6 @@ class Cluster:
             body=body,
             **kind,
         )
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
-    for found in (obj.get("status") or {}).get("conditions") or []:
-        if found.get("type") == kind:
-            return dict(found)
-    return {}
 
 
 def ready_cell(obj: dict[str, Any]) -> str:

@@ -64,6 +64,11 @@ def find(conditions: list[Condition] | None, kind: str) -> Condition | None:
     return None
 
 
+def of(obj: dict[str, Any] | None, kind: str) -> Condition:
+    """The condition `kind` of an object (from its status), or {} when it has none."""
+    return dict(find(((obj or {}).get("status") or {}).get("conditions"), kind) or {})
+
+
 def is_true(conditions: list[Condition] | None, kind: str) -> bool:
     found = find(conditions, kind)
     return found is not None and found.get("status") == "True"

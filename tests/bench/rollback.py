@@ -21,6 +21,7 @@ import kubernetes
 from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta
 
 from modelsync import constants as c
+from modelsync.conditions import of as condition
 from tests.bench.common import fresh_cluster, install_crds, peak_rss, start_operator, wait_until
 from tests.cluster import launcher, stages
 from tests.models import MD
@@ -48,13 +49,6 @@ BREAK = {
         "podMetadata": {"labels": {stages.FAULT_LABEL: stages.NEVER_READY}},
     }
 }
-
-
-def condition(md: dict[str, Any], kind: str) -> dict[str, Any]:
-    for found in (md.get("status") or {}).get("conditions") or []:
-        if found.get("type") == kind:
-            return dict(found)
-    return {}
 
 
 def back_on_v1(md: dict[str, Any]) -> bool:
