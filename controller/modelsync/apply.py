@@ -42,6 +42,14 @@ class ChangeSet:
     def writes(self) -> int:
         return len(self.created) + len(self.configured) + len(self.deleted)
 
+    def by_action(self) -> dict[str, list[str]]:
+        return {
+            "created": self.created,
+            "configured": self.configured,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+        }
+
     def summary(self) -> str:
         return (
             f"{len(self.created)} created, {len(self.configured)} configured, "

@@ -19,7 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from modelsync import __version__
+from modelsync import __version__, logs
 from modelsync import constants as c
 from modelsync.conditions import of as condition
 from modelsync.settings import OperatorSettings
@@ -532,6 +532,20 @@ def rollback(
     help="how long an unrenewed Lease stays its holder's",
 )
 @click.option(
+    "--kube-qps",
+    type=click.FloatRange(min=0.1),
+    default=OperatorSettings.kube_qps,
+    show_default=True,
+    help="Kubernetes API requests a second, at most (client-side rate limit)",
+)
+@click.option(
+    "--kube-burst",
+    type=click.IntRange(min=1),
+    default=OperatorSettings.kube_burst,
+    show_default=True,
+    help="requests allowed at once above --kube-qps",
+)
+@click.option(
     "--kubeconfig",
     "run_kubeconfig",
     default=None,
@@ -550,12 +564,14 @@ def run(
     leader_elect: bool,
     lease_namespace: str,
     lease_seconds: int,
+    kube_qps: float,
+    kube_burst: int,
     run_kubeconfig: str | None,
 ) -> None:
     """Run the operator: serve every ModelDeployment and sync every ModelSync it sees."""
     handler = logging.StreamHandler()
     handler.setFormatter(
-        JsonFormatter()
+        logs.JsonFormatter()
         if log_format == "json"
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
@@ -573,6 +589,8 @@ def run(
         leader_election=leader_elect,
         lease_namespace=lease_namespace,
         lease_seconds=lease_seconds,
+        kube_qps=kube_qps,
+        kube_burst=kube_burst,
     )
     from modelsync import operator  # kopf loads only for `run`
 
@@ -582,23 +600,6 @@ def run(
         raise SystemExit(130) from None
     if not kept_the_lead:
         raise SystemExit(1)  # restarted, it waits for the lead like any other replica
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per log line: time, level, logger, message (and the exception)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        import json
-
-        entry = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,3 +91,7 @@ LABEL_TRACK: Final = f"{GROUP}/track"
 TRACK_CANARY: Final = "canary"
 REASON_CANARY: Final = "Canary"
 REASON_ANALYSIS_FAILED: Final = "AnalysisFailed"
+
+# The operator's own pod while it leads: the chart's webhook Service selects it, so
+# pushes reach the replica that acts, never a standby.
+LABEL_LEADER: Final = f"{GROUP}/leader"

@@ -22,6 +22,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,13 @@ from pathlib import Path
 import git
 import semantic_version
 
-GIT_TIMEOUT_SECONDS = 120
+from modelsync import metrics
+
+GIT_TIMEOUT_SECONDS = 120.0
+# Overrides GIT_TIMEOUT_SECONDS: a slow git host, or a test that cannot wait two minutes.
+GIT_TIMEOUT_ENV = "MODELSYNC_GIT_TIMEOUT_SECONDS"
+# The git commands that talk to a server (counted in modelsync_git_requests_total).
+REMOTE_COMMANDS = frozenset({"ls-remote", "fetch", "clone", "push"})
 SHA = re.compile(r"^[0-9a-f]{40}$")
 
 # Answers git's username and password prompts from the environment of one command.
@@ -147,9 +154,13 @@ def redact(text: str, credentials: Credentials | None) -> str:
 class GitFetcher:
     """Resolves and fetches repositories into a cache directory (one per operator)."""
 
-    def __init__(self, cache_dir: Path, max_snapshots: int = 32) -> None:
+    def __init__(
+        self, cache_dir: Path, max_snapshots: int = 32, timeout: float | None = None
+    ) -> None:
         self.cache_dir = cache_dir
         self.max_snapshots = max_snapshots
+        # Read once, at start: a bad value stops the operator instead of every sync.
+        self.timeout = timeout if timeout is not None else git_timeout_seconds()
         (cache_dir / "repos").mkdir(parents=True, exist_ok=True)
         (cache_dir / "snapshots").mkdir(parents=True, exist_ok=True)
         self._askpass = cache_dir / "askpass.sh"
@@ -197,16 +208,23 @@ class GitFetcher:
         command = ["git", "-c", "credential.helper=", "-c", "protocol.version=2"]
         if git_dir is not None:
             command += ["--git-dir", str(git_dir)]
+        remote = args[0] if args[0] in REMOTE_COMMANDS else None
+        started = time.monotonic()
         with self._environment(credentials) as env:
             try:
                 output: str = git.Git().execute(
                     [*command, *args],
                     env=env,
-                    kill_after_timeout=GIT_TIMEOUT_SECONDS,
+                    kill_after_timeout=self.timeout,
                 )
             except git.GitCommandError as error:
                 stderr = redact(str(error.stderr or "").strip(), credentials)
+                if remote:
+                    timed_out = "did not complete in" in stderr
+                    _count(remote, "timeout" if timed_out else "error", started)
                 raise FetchError(_explain(stderr) or f"git {args[0]} failed") from None
+        if remote:
+            _count(remote, "success", started)
         return output
 
     def _lock(self, key: str) -> threading.Lock:
@@ -263,7 +281,7 @@ class GitFetcher:
         archive = git.Git().execute(
             ["git", "--git-dir", str(repo), "archive", "--format=tar", sha],
             stdout_as_string=False,
-            kill_after_timeout=GIT_TIMEOUT_SECONDS,
+            kill_after_timeout=self.timeout,
         )
         scratch = Path(tempfile.mkdtemp(prefix=f"{sha}.", dir=snapshot.parent))
         try:
@@ -303,9 +321,36 @@ def git_message(error: git.GitCommandError) -> str:
     return (fatal or lines or [f"git exited with {error.status}"])[0]
 
 
+def _count(command: str, result: str, started: float) -> None:
+    metrics.GIT_REQUESTS.labels(type=command, result=result).inc()
+    metrics.GIT_SECONDS.labels(type=command).observe(time.monotonic() - started)
+
+
+def git_timeout_seconds() -> float:
+    """How long one git command may run before it is killed: $MODELSYNC_GIT_TIMEOUT_SECONDS,
+    else GIT_TIMEOUT_SECONDS."""
+    text = os.environ.get(GIT_TIMEOUT_ENV, "").strip()
+    if not text:
+        return GIT_TIMEOUT_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{GIT_TIMEOUT_ENV}={text!r}: expected a number of seconds above 0")
+    return seconds
+
+
 def _explain(stderr: str) -> str:
     """git's complaint, with what to do about the usual ones."""
     stderr = re.sub(r"^\s*stderr: '|'\s*$", "", stderr)  # GitPython's framing
+    timeout = re.search(r"did not complete in ([\d.]+) secs", stderr)
+    if timeout:
+        # GitPython killed git at the timeout; its own message is the whole command line.
+        return (
+            f"could not reach the repository: git timed out after {timeout[1]}s (a slow or "
+            f"hung server; {GIT_TIMEOUT_ENV} sets the limit)"
+        )
     lowered = stderr.lower()
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     fatal = [line for line in lines if line.startswith(("fatal:", "error:", "ERROR:"))]

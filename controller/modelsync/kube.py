@@ -20,7 +20,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
 from modelsync import constants as c
-from modelsync import metrics
+from modelsync import metrics, throttle
 from modelsync.drift import applied_part, differences
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,19 @@ Manifest = dict[str, Any]
 REPORTING_CONTROLLER = f"{c.GROUP}/operator"
 
 
-def api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
-    """In-cluster config when running in a pod, else the kubeconfig."""
+def api_client(
+    kubeconfig: str | None = None, qps: float | None = None, burst: int = 1
+) -> kubernetes.client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig. With `qps`, its
+    requests are rate limited (a token bucket of `burst`) and 429s retried."""
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         kubernetes.config.load_incluster_config()
-        return kubernetes.client.ApiClient()
-    return kubernetes.config.new_client_from_config(config_file=kubeconfig)
+        client = kubernetes.client.ApiClient()
+    else:
+        client = kubernetes.config.new_client_from_config(config_file=kubeconfig)
+    bucket = throttle.TokenBucket(qps, burst) if qps else None
+    client.rest_client = throttle.ThrottledRest(client.rest_client, bucket)
+    return client
 
 
 class Kube:
@@ -52,6 +59,9 @@ class Kube:
     def impersonate(self, namespace: str, service_account: str) -> Kube:
         """A Kube that acts as a ServiceAccount: the API server checks its RBAC, not ours."""
         client = kubernetes.client.ApiClient(self.client.configuration)
+        # Requests made as the ServiceAccount share our rate limit.
+        bucket = getattr(self.client.rest_client, "bucket", None)
+        client.rest_client = throttle.ThrottledRest(client.rest_client, bucket)
         user = f"system:serviceaccount:{namespace}:{service_account}"
         client.set_default_header("Impersonate-User", user)
         other = Kube(client)

@@ -17,8 +17,11 @@ import time
 from typing import Any
 
 import kubernetes
+import urllib3
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
+
+from modelsync import constants as c
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class LeaseLock:
         holder: str,
         lease_seconds: int = 15,
     ) -> None:
+        self.client = client
         self.leases = DynamicClient(client).resources.get(
             api_version="coordination.k8s.io/v1", kind="Lease"
         )
@@ -111,8 +115,8 @@ def wait_to_lead(lock: LeaseLock, stop: threading.Event, retry_seconds: float = 
             if lock.try_acquire():
                 log.info("leading as %s (Lease %s/%s)", lock.holder, lock.namespace, lock.name)
                 return True
-        except kubernetes.client.ApiException as error:
-            log.warning("leader election: %s", error.reason)
+        except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError) as error:
+            log.warning("leader election: %s", getattr(error, "reason", None) or error)
         if not announced:
             log.info("another replica leads; waiting (Lease %s/%s)", lock.namespace, lock.name)
             announced = True
@@ -129,9 +133,19 @@ def keep_leading(lock: LeaseLock, stop: threading.Event, lost: threading.Event) 
             if lock.try_acquire():
                 last = time.monotonic()
                 continue
-        except kubernetes.client.ApiException as error:
-            log.warning("renewing the Lease: %s", error.reason)
+        except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError) as error:
+            log.warning("renewing the Lease: %s", getattr(error, "reason", None) or error)
         if time.monotonic() - last > lock.lease_seconds * 2 / 3:
             log.error("lost the Lease %s/%s: stopping", lock.namespace, lock.name)
             lost.set()
             return
+
+
+def mark_pod(client: kubernetes.client.ApiClient, namespace: str, pod: str, leading: bool) -> None:
+    """Label this replica's pod as the leader (or no longer); a failure is logged only:
+    webhooks then reach a standby, which answers 503, and the interval still syncs."""
+    patch = {"metadata": {"labels": {c.LABEL_LEADER: "true" if leading else None}}}
+    try:
+        kubernetes.client.CoreV1Api(client).patch_namespaced_pod(pod, namespace, patch)
+    except (kubernetes.client.ApiException, OSError) as error:
+        log.warning("could not label pod %s/%s as leader=%s: %s", namespace, pod, leading, error)

@@ -18,21 +18,20 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
-from aiohttp import web
 from kopf._core.intents.callbacks import WatchingFn  # the handler protocol kopf checks
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from modelsync import conditions, leader, metrics, webhooks
+from modelsync import conditions, leader, metrics, probes
 from modelsync import constants as c
 from modelsync import kube as kubemod
+from modelsync import server as server_mod
 from modelsync.cache import ObjectCache
 from modelsync.fetch import GitFetcher
-from modelsync.metrics import REGISTRY
 from modelsync.serving import OWNED_KINDS, ServingReconciler
 from modelsync.settings import OperatorSettings
 from modelsync.sync import SyncReconciler, fetch_cache_dir
@@ -49,6 +48,7 @@ _OWNED_RESOURCES = {
     "Pod": ("", "v1", "pods"),
 }
 _WATCHED_KINDS = {**OWNED_KINDS, "Pod": "v1"}
+WEBHOOK_TOKEN_TTL_SECONDS = 10.0  # a rotated webhook Secret counts after this at most
 assert set(_OWNED_RESOURCES) == set(_WATCHED_KINDS)
 
 
@@ -63,20 +63,36 @@ class Runtime:
     syncer: SyncReconciler | None = None
     executor: concurrent.futures.ThreadPoolExecutor | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    http: web.AppRunner | None = None
     loop: asyncio.AbstractEventLoop | None = None
     kube: kubemod.Kube | None = None
     rolled_back_seen: dict[tuple[str, str], bool] = field(default_factory=dict)
-    ready: bool = False
+    health: probes.Health = field(default_factory=probes.Health)
+    tokens: dict[tuple[str, str], tuple[float, bytes | None]] = field(default_factory=dict)
+
+    def accepts_work(self) -> bool:
+        return self.queue is not None and self.loop is not None and self.health.caches_synced
+
+    def enqueue_threadsafe(self, key: Hashable) -> None:
+        """Queue `key` from another thread (the HTTP server's)."""
+        if self.queue is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(self.queue.add, key)
 
     def webhook_token(self, ms: dict[str, Any]) -> bytes | None:
-        """The token of the ModelSync's webhook Secret (key `token`), if it has one."""
+        """The token of the ModelSync's webhook Secret (key `token`), if it has one. Kept
+        for a few seconds, so a flood of deliveries does not become a flood of GETs."""
         ref = ms["spec"].get("webhookSecretRef")
         if not ref or self.kube is None:
             return None
-        secret = self.kube.get("v1", "Secret", ms["metadata"]["namespace"], ref["name"])
+        key = (ms["metadata"]["namespace"], ref["name"])
+        now = time.monotonic()
+        cached = self.tokens.get(key)
+        if cached is not None and now - cached[0] < WEBHOOK_TOKEN_TTL_SECONDS:
+            return cached[1]
+        secret = self.kube.get("v1", "Secret", key[0], key[1])
         value = ((secret or {}).get("data") or {}).get("token")
-        return base64.b64decode(value) if value else None
+        token = base64.b64decode(value) if value else None
+        self.tokens[key] = (now, token)
+        return token
 
     async def resync_now(self) -> int:
         """Queue every known ModelDeployment and wait until the queue is worked off."""
@@ -140,6 +156,13 @@ async def _resync(runtime: Runtime) -> None:
         resync_all(runtime)
 
 
+async def _heartbeat(health: probes.Health) -> None:
+    """Proof for /healthz that this loop still runs (a blocking call would stop it)."""
+    while True:
+        health.beat()
+        await asyncio.sleep(1.0)
+
+
 def resync_all(runtime: Runtime) -> int:
     """Queue every known ModelDeployment; returns how many."""
     assert runtime.queue is not None
@@ -150,88 +173,6 @@ def resync_all(runtime: Runtime) -> int:
     for key in keys:
         runtime.queue.add(key)
     return len(keys)
-
-
-async def _serve_http(runtime: Runtime) -> None:
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
-
-    async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def readyz(_: web.Request) -> web.Response:
-        return (
-            web.Response(text="ok") if runtime.ready else web.Response(status=503, text="starting")
-        )
-
-    async def hook(request: web.Request) -> web.Response:
-        return await receive_hook(runtime, request)
-
-    app = web.Application(client_max_size=webhooks.MAX_BODY_BYTES)
-    app.add_routes(
-        [
-            web.get("/metrics", metrics),
-            web.get("/healthz", healthz),
-            web.get("/readyz", readyz),
-            web.post("/hooks/{provider}", hook),
-        ]
-    )
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, runtime.settings.http_host, runtime.settings.http_port).start()
-    runtime.http = runner
-
-
-async def receive_hook(runtime: Runtime, request: web.Request) -> web.Response:
-    """A push notification: sync every ModelSync it authenticates for, now."""
-    provider = request.match_info["provider"]
-    if provider not in webhooks.PROVIDERS:
-        return web.json_response({"error": f"unknown provider {provider!r}"}, status=404)
-    if (request.content_length or 0) > webhooks.MAX_BODY_BYTES:
-        return web.json_response({"error": "body too large"}, status=413)
-    body = await request.content.read(webhooks.MAX_BODY_BYTES + 1)
-    if len(body) > webhooks.MAX_BODY_BYTES:
-        return web.json_response({"error": "body too large"}, status=413)
-    if webhooks.is_ping(provider, request.headers):
-        return web.json_response({"pong": True})
-    try:
-        push = webhooks.parse(provider, body)
-    except webhooks.BadRequestError as error:
-        return web.json_response({"error": str(error)}, status=400)
-    syncs = [
-        ms
-        for key in runtime.cache.names(c.MODELSYNC_KIND)
-        if (ms := runtime.cache.get(c.MODELSYNC_KIND, *key)) is not None
-    ]
-    candidates = webhooks.matching(push, syncs)
-    if not candidates:
-        return web.json_response({"queued": []}, status=202)
-    accepted = await asyncio.get_running_loop().run_in_executor(
-        runtime.executor,
-        webhooks.verified,
-        provider,
-        dict(request.headers),
-        body,
-        candidates,
-        runtime.webhook_token,
-    )
-    if not accepted:
-        log.warning(
-            "webhook %s for %s: signature does not match any ModelSync's token",
-            provider,
-            push.urls[0],
-        )
-        return web.json_response({"error": "signature or token does not match"}, status=401)
-    queued = []
-    for ms in accepted:
-        key = (c.MODELSYNC_KIND, ms["metadata"]["namespace"], ms["metadata"]["name"])
-        assert runtime.queue is not None
-        runtime.queue.add(key)
-        queued.append(f"{key[1]}/{key[2]}")
-    metrics.WEBHOOKS.labels(provider=provider).inc()
-    return web.json_response({"queued": queued}, status=202)
 
 
 def rolled_back(body: dict[str, Any]) -> bool:
@@ -291,7 +232,13 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = runtime.settings.watch_server_timeout
         settings.watching.client_timeout = runtime.settings.watch_server_timeout + 30
         settings.watching.connect_timeout = 30
-        kube = kubemod.Kube(kubemod.api_client(runtime.settings.kubeconfig))
+        kube = kubemod.Kube(
+            kubemod.api_client(
+                runtime.settings.kubeconfig,
+                qps=runtime.settings.kube_qps,
+                burst=runtime.settings.kube_burst,
+            )
+        )
         runtime.kube = kube
         await asyncio.to_thread(prefill, kube, runtime)
         runtime.loop = asyncio.get_running_loop()
@@ -306,18 +253,18 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             asyncio.create_task(_worker(runtime)) for _ in range(runtime.settings.workers)
         ]
         runtime.tasks.append(asyncio.create_task(_resync(runtime)))
-        if runtime.settings.http_port:
-            await _serve_http(runtime)
-        runtime.ready = True
+        runtime.tasks.append(asyncio.create_task(_heartbeat(runtime.health)))
+        metrics.track_queue(lambda: len(runtime.queue or ()))
+        runtime.health.role = probes.ROLE_LEADER
+        metrics.LEADER.set(1)
+        runtime.health.caches_synced = True
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
-        runtime.ready = False
+        runtime.health.caches_synced = False
         for task in runtime.tasks:
             task.cancel()
         await asyncio.gather(*runtime.tasks, return_exceptions=True)
-        if runtime.http is not None:
-            await runtime.http.cleanup()
         if runtime.executor is not None:
             runtime.executor.shutdown(wait=True, cancel_futures=True)
 
@@ -332,6 +279,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         if type == "DELETED":
             runtime.cache.delete(c.MODELDEPLOYMENT_KIND, namespace or "", name)
             runtime.rolled_back_seen.pop((namespace or "", name), None)
+            metrics.model_gone(namespace or "", name)
             return
         runtime.cache.put(c.MODELDEPLOYMENT_KIND, dict(body))
         enqueue((c.MODELDEPLOYMENT_KIND, namespace, name))
@@ -406,6 +354,23 @@ def run(
     """Run the operator until `stop` is set (or forever). Blocks. With leader election,
     it first waits to lead, and returns False if it lost the lead (the caller exits)."""
     runtime = runtime or Runtime(settings)
+    server = None
+    if settings.http_port:
+        server = server_mod.HttpServer(runtime, kubemod.api_client(settings.kubeconfig)).start()
+    try:
+        return _run(settings, runtime, stop, ready)
+    finally:
+        metrics.LEADER.set(0)
+        if server is not None:
+            server.stop()
+
+
+def _run(
+    settings: OperatorSettings,
+    runtime: Runtime,
+    stop: threading.Event | None,
+    ready: threading.Event | None,
+) -> bool:
     lost = threading.Event()
     if settings.leader_election:
         waiting = stop or threading.Event()
@@ -416,8 +381,14 @@ def run(
             leader.identity(),
             settings.lease_seconds,
         )
+        runtime.health.role = probes.ROLE_STANDBY
+        pod = os.environ.get("POD_NAME")  # set by the chart; absent outside a pod
+        if pod:
+            leader.mark_pod(lock.client, settings.lease_namespace, pod, leading=False)
         if not leader.wait_to_lead(lock, waiting):
             return True
+        if pod:
+            leader.mark_pod(lock.client, settings.lease_namespace, pod, leading=True)
         threading.Thread(
             target=leader.keep_leading, args=(lock, waiting, lost), daemon=True, name="lease"
         ).start()

@@ -16,7 +16,7 @@ from typing import Any
 
 import kubernetes
 
-from modelsync import canary, conditions, health, metrics, rollout
+from modelsync import canary, conditions, health, logs, metrics, rollout
 from modelsync import constants as c
 from modelsync.conditions import Observed
 from modelsync.kube import Kube
@@ -179,6 +179,7 @@ class ServingReconciler:
         extra: Manifest = {}
         observed: list[Observed] = []
         if decision.action is rollout.Action.PROMOTE:
+            metrics.ROLLOUTS.labels(meta["namespace"], meta["name"], "succeeded").inc()
             extra = {
                 "stableSpec": spec,
                 "stableSpecHash": wanted.spec_hash,
@@ -194,6 +195,7 @@ class ServingReconciler:
             entry = self._entry(md, wanted, revision, c.HISTORY_FAILED, decision.failure.message)
             extra = {"history": rollout.remember(status.get("history"), entry, limit)}
             if extra["history"] != (status.get("history") or []):
+                metrics.ROLLOUTS.labels(meta["namespace"], meta["name"], "failed").inc()
                 self.kube.event(
                     md,
                     c.MODELDEPLOYMENT_KIND,
@@ -230,7 +232,9 @@ class ServingReconciler:
                     "the earlier rollback is over",
                 )
             )
-        self._report(md, md, wanted, extra, observed)
+        # Reported from the same Deployment the decision saw: one read later it may be
+        # Ready while this decision (from before) has not promoted yet.
+        self._report(md, md, wanted, extra, observed, deployment)
         return False
 
     def _roll_back(
@@ -248,8 +252,15 @@ class ServingReconciler:
             "git changes this model again"
         )
         meta = md["metadata"]
-        log.warning("rolled back %s/%s: %s", meta["namespace"], meta["name"], message)
-        metrics.ROLLBACKS.labels(reason=failure.reason).inc()
+        log.warning(
+            "rolled back %s/%s: %s",
+            meta["namespace"],
+            meta["name"],
+            message,
+            extra=logs.about(c.MODELDEPLOYMENT_KIND, meta["namespace"], meta["name"], revision),
+        )
+        metrics.ROLLOUTS.labels(meta["namespace"], meta["name"], "failed").inc()
+        metrics.ROLLBACKS.labels(meta["namespace"], meta["name"], failure.reason).inc()
         self.kube.event(
             md,
             c.MODELDEPLOYMENT_KIND,
@@ -435,7 +446,18 @@ class ServingReconciler:
         if converged(md, rendered):
             what = "deleted" if live is None else "changed " + ", ".join(drifted)
             note = f"{kind} {meta['name']}: {what} out of band; reverted to the spec"
-            log.warning("drift reverted: %s/%s %s", meta["namespace"], meta["name"], note)
+            log.warning(
+                "drift reverted: %s/%s %s",
+                meta["namespace"],
+                meta["name"],
+                note,
+                extra=logs.about(
+                    c.MODELDEPLOYMENT_KIND,
+                    meta["namespace"],
+                    meta["name"],
+                    current_revision(md, rendered.spec_hash),
+                ),
+            )
             metrics.DRIFT_REVERTED.labels(kind=kind).inc()
             self.kube.event(
                 md,
@@ -467,10 +489,12 @@ class ServingReconciler:
         rendered: Rendered,
         extra: Manifest,
         observed: list[Observed],
+        deployment: Manifest | None = None,
     ) -> None:
         """Status from what serves (`serving_md`, the stable spec after a rollback)."""
         meta = md["metadata"]
-        deployment = self.cache.get("Deployment", meta["namespace"], meta["name"])
+        if deployment is None:
+            deployment = self.cache.get("Deployment", meta["namespace"], meta["name"])
         state = health.assess(deployment)
         status = dict(md.get("status") or {})
         generation = int(meta.get("generation") or 0)
@@ -494,6 +518,14 @@ class ServingReconciler:
             }
         )
         self._write_status(md, status)
+        metrics.model_serves(
+            meta["namespace"],
+            meta["name"],
+            ready=conditions.is_true(status["conditions"], c.READY),
+            version=str(status["modelVersion"]),
+            revision=str(status["currentRevision"]),
+            runtime=str((serving_md["spec"].get("runtime") or {}).get("name", "")),
+        )
 
     def _report_invalid(self, md: Manifest, error: InvalidSpecError) -> None:
         meta = md["metadata"]
@@ -511,7 +543,18 @@ class ServingReconciler:
             self.clock(),
         )
         if previous.get("message") != message:
-            log.warning("invalid spec: %s/%s %s", meta["namespace"], meta["name"], error)
+            log.warning(
+                "invalid spec: %s/%s %s",
+                meta["namespace"],
+                meta["name"],
+                error,
+                extra=logs.about(
+                    c.MODELDEPLOYMENT_KIND,
+                    meta["namespace"],
+                    meta["name"],
+                    (md["metadata"].get("annotations") or {}).get(c.ANNOTATION_REVISION),
+                ),
+            )
             self.kube.event(
                 md,
                 c.MODELDEPLOYMENT_KIND,

@@ -47,5 +47,12 @@ class OperatorSettings:
     lease_seconds: int = 15
     """How long a Lease not renewed stays the holder's before another replica takes it."""
 
+    kube_qps: float = 100.0
+    """Requests a second the operator makes to the Kubernetes API, at most (client-side
+    token bucket; watches not counted). Past it, work waits in the operator."""
+
+    kube_burst: int = 200
+    """Requests allowed at once above `kube_qps` after a quiet time."""
+
     kubeconfig: str | None = None
     """A kubeconfig file; default: in-cluster config, else $KUBECONFIG or ~/.kube/config."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import kubernetes
 
-from modelsync import conditions, metrics, writeback
+from modelsync import conditions, logs, metrics, writeback
 from modelsync import constants as c
 from modelsync import prune as prunemod
 from modelsync.apply import Applier, ChangeSet, Planned, inventory_of
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 10
 MAX_ERRORS_SHOWN = 20
+# A failed fetch (git host down, network blip) is tried again after this, doubling each
+# time, up to the interval: not an interval later, when that may be an hour.
+FETCH_RETRY_SECONDS = 5.0
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -78,6 +81,7 @@ class SyncReconciler:
         self.fetcher = fetcher
         self.cache = cache
         self.clock = clock
+        self._fetch_failures: dict[tuple[str, str], int] = {}  # in a row, per ModelSync
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Sync once. Returns seconds until the next periodic sync (None: none needed)."""
@@ -89,11 +93,24 @@ class SyncReconciler:
             self._record_suspended(ms)
             return None
         started = self.clock()
-        with metrics.SYNC_SECONDS.time():
+        with metrics.SYNC_SECONDS.labels(namespace, name).time():
             outcome = self._sync(ms)
             self._record(ms, outcome, started)
-        metrics.SYNCS.labels(result=outcome.reason).inc()
-        return interval_seconds(spec.get("interval"))
+        metrics.SYNCS.labels(namespace, name, outcome.reason).inc()
+        for action, objects in outcome.changes.by_action().items():
+            metrics.OBJECTS_APPLIED.labels(action=action).inc(len(objects))
+        return self._next_sync(namespace, name, outcome, interval_seconds(spec.get("interval")))
+
+    def _next_sync(self, namespace: str, name: str, outcome: Outcome, interval: float) -> float:
+        """The interval; after a failed fetch, a shorter delay that doubles with each failure
+        in a row (the failed attempt is in status already, so it is not raised)."""
+        key = (namespace, name)
+        if outcome.reason != c.REASON_FETCH_FAILED:
+            self._fetch_failures.pop(key, None)
+            return interval
+        failures = self._fetch_failures.get(key, 0)
+        self._fetch_failures[key] = failures + 1
+        return min(interval, FETCH_RETRY_SECONDS * float(2 ** min(failures, 16)))
 
     # ------------------------------------------------------------------ the steps
 
@@ -139,6 +156,7 @@ class SyncReconciler:
             )
             return outcome
 
+        self._record_intent(ms, previous, current)
         same = status.get("lastAppliedRevision") == revision.name
         changes, errors = applier.apply(
             planned, heal=spec.get("selfHeal", True), same_revision=same
@@ -189,6 +207,19 @@ class SyncReconciler:
         outcome.ready, outcome.reason = True, c.REASON_SUCCEEDED
         outcome.message = f"applied revision {revision.name}: {changes.summary()}"
         return outcome
+
+    def _record_intent(
+        self, ms: Manifest, previous: list[dict[str, str]], current: list[dict[str, str]]
+    ) -> None:
+        """Before creating anything, put it in the inventory. The inventory is otherwise
+        written when a sync ends: an operator killed while applying would forget what it
+        had created, and whatever git drops before the next complete sync would never be
+        pruned. One status write, only when the revision adds objects."""
+        known = {prunemod.key(entry) for entry in previous}
+        if all(prunemod.key(entry) in known for entry in current):
+            return
+        status = {**(ms.get("status") or {}), "inventory": _merge_inventory(previous, current)}
+        self._write_status(ms, status)
 
     def _write_back(
         self,
@@ -339,6 +370,7 @@ class SyncReconciler:
                 meta["name"],
                 outcome.reason,
                 outcome.message,
+                extra=logs.about(c.MODELSYNC_KIND, meta["namespace"], meta["name"], revision),
             )
         self._write_status(ms, status)
 

@@ -13,9 +13,11 @@ import pytest
 import yaml
 from kubernetes.client import ApiextensionsV1Api, CoreV1Api
 
+from modelsync import constants as c
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, WorkRepo
 from tests.integration.test_rollback import broken_model_yaml, rolled_back
+from tests.kube import wait_for
 from tests.models import Models, ready_on
 from tests.operatorproc import spawn_operator
 from tests.syncs import Syncs, model_yaml
@@ -235,6 +237,13 @@ def test_helm_chart_rbac_is_enough_to_sync_roll_out_and_roll_back(
         kubeconfig = tmp_path / "chart-sa.kubeconfig"
         kubeconfig.write_text(yaml.safe_dump(config))
         log = (tmp_path / "operator.log").open("wb")
+        # Acting as one of the chart's pods (kwok runs no containers): it takes the
+        # Lease and labels that pod, which the webhook Service then selects.
+        deadline = time.monotonic() + 60
+        while len(pods := core.list_namespaced_pod(namespace).items) < 2:
+            assert time.monotonic() < deadline, "the chart's two operator pods did not appear"
+            time.sleep(0.2)
+        pod = pods[0].metadata.name
         operator = spawn_operator(
             kubeconfig,
             "-n",
@@ -243,8 +252,20 @@ def test_helm_chart_rbac_is_enough_to_sync_roll_out_and_roll_back(
             "0",
             "--git-cache-dir",
             str(tmp_path / "cache"),
+            "--leader-elect",
+            "--lease-namespace",
+            namespace,
             log=log,
+            env={"POD_NAME": pod},
         )
+        wait_for(
+            lambda **kw: core.list_namespaced_pod(namespace, **kw),
+            pod,
+            lambda found: (found.metadata.labels or {}).get(c.LABEL_LEADER) == "true",
+            describe="the leader to label its pod",
+        )
+        webhooks = core.read_namespaced_service("modelsync-webhooks", namespace)
+        assert webhooks.spec.selector[c.LABEL_LEADER] == "true"
         # The repository is reached through file://; Syncs wants a server for http URLs.
         unused = GitHttpServer(tmp_path)
         unused.server_close()

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from modelsync import __version__, cli
+from modelsync import __version__, cli, logs
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,12 +54,30 @@ def test_json_logs_are_one_object_per_line() -> None:
     record = logging.LogRecord(
         "modelsync.sync", logging.WARNING, __file__, 1, "sync %s failed", ("ns/prod",), None
     )
-    entry = json.loads(cli.JsonFormatter().format(record))
+    entry = json.loads(logs.JsonFormatter().format(record))
     assert (entry["level"], entry["logger"], entry["message"]) == (
         "WARNING",
         "modelsync.sync",
         "sync ns/prod failed",
     )
+    assert "object" not in entry
+
+
+def test_json_log_lines_about_an_object_name_it_and_the_revision() -> None:
+    import json
+    import logging
+
+    logger = logging.getLogger("modelsync.test-json")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign,assignment]
+    logger.addHandler(handler)
+    try:
+        logger.warning("x", extra=logs.about("ModelSync", "ns", "prod", "main@sha1:abc"))
+    finally:
+        logger.removeHandler(handler)
+    entry = json.loads(logs.JsonFormatter().format(records[0]))
+    assert (entry["object"], entry["revision"]) == ("ModelSync ns/prod", "main@sha1:abc")
 
 
 def test_namespace_patterns_follow_kopf() -> None:

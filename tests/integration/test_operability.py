@@ -1,0 +1,412 @@
+"""Operability on a real cluster: the metrics on-call people read, the probes, two
+replicas with one leader and a failover, webhook floods, and secrets that never leak."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import json
+import secrets
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from kubernetes.dynamic import DynamicClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from modelsync import constants as c
+from modelsync import operator
+from tests.cluster.launcher import free_ports
+from tests.conftest import LocalCluster
+from tests.gitserver import GitHttpServer, GitSshServer
+from tests.integration.conftest import OWN_OPERATOR_PREFIX
+from tests.integration.test_webhook import github_push, post, signature
+from tests.kube import dict_condition, wait_for
+from tests.models import MD, Models, manifest, ready_on
+from tests.operatorproc import spawn_operator
+from tests.syncs import Syncs, model_yaml
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError as error:
+        return 0, str(error)
+
+
+def scrape(port: int) -> Samples:
+    status, text = get(port, "/metrics")
+    assert status == 200, text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, metric: str, **labels: str) -> float | None:
+    return samples.get((metric, frozenset(labels.items())))
+
+
+def total(samples: Samples, name: str) -> float:
+    return sum(v for (n, _), v in samples.items() if n == name)
+
+
+@pytest.fixture
+def own_namespace(local_cluster: LocalCluster) -> Iterator[str]:
+    """A namespace the shared operator leaves alone, for operator processes of the test's own."""
+    name = f"{OWN_OPERATOR_PREFIX}{secrets.token_hex(4)}"
+    core = kubernetes.client.CoreV1Api(local_cluster.api)
+    core.create_namespace(
+        kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name))
+    )
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+# ------------------------------------------------------------------ metrics and probes
+
+
+def test_metrics_say_what_the_operator_did(
+    syncs: Syncs, models: Models, running_operator: operator.Runtime
+) -> None:
+    port = running_operator.settings.http_port
+    repo = syncs.repo("metered")
+    repo.write("iris.yaml", model_yaml("iris", version="7"))
+    sha = repo.commit("one model")
+    syncs.secret("git", syncs.server.username, syncs.server.password)
+    syncs.create("metered", syncs.http_url(repo), secret="git")
+    syncs.wait_applied("metered", f"main@sha1:{sha}")
+    md = models.wait("iris", ready_on("7"), describe="iris to serve version 7")
+    assert post(running_operator, "nosuchforge", b"{}", {})[0] == 404
+
+    samples = scrape(port)
+    ns = syncs.namespace
+    assert value(samples, "modelsync_syncs_total", namespace=ns, name="metered", result="Succeeded")
+    assert value(samples, "modelsync_sync_duration_seconds_count", namespace=ns, name="metered")
+    assert value(samples, "modelsync_git_requests_total", type="ls-remote", result="success")
+    assert value(samples, "modelsync_git_requests_total", type="fetch", result="success")
+    assert value(samples, "modelsync_git_request_duration_seconds_count", type="fetch")
+    assert value(samples, "modelsync_objects_applied_total", action="created")
+    assert value(samples, "modelsync_model_ready", namespace=ns, model="iris") == 1
+    info = {
+        "namespace": ns,
+        "model": "iris",
+        "version": "7",
+        "revision": md["status"]["currentRevision"],
+        "runtime": "mlserver",
+    }
+    assert value(samples, "modelsync_model_info", **info) == 1
+    assert value(
+        samples, "modelsync_webhook_requests_total", provider="unknown", result="unknown-provider"
+    )
+    assert value(samples, "modelsync_api_requests_total", verb="patch")
+    assert value(samples, "modelsync_leader") == 1
+    assert value(samples, "modelsync_queue_depth") is not None
+
+    # A new version replaces the info series; a deleted model leaves none behind.
+    models.patch("iris", {"spec": {"model": {"version": "8", "uri": "s3://models/iris/8"}}})
+    models.wait("iris", ready_on("8"), describe="iris to serve version 8")
+    samples = scrape(port)
+    assert value(samples, "modelsync_model_info", **info) is None
+    versions = [
+        dict(labels)["version"]
+        for (name, labels) in samples
+        if name == "modelsync_model_info" and dict(labels).get("namespace") == ns
+    ]
+    assert versions == ["8"]
+    syncs.patch("metered", {"spec": {"suspend": True}})
+    models.api.delete_namespaced_custom_object(name="iris", namespace=ns, **MD)
+    _wait_gone(port, ns)
+
+
+def _wait_gone(port: int, namespace: str) -> None:
+    deadline = time.monotonic() + 30
+    while (
+        value(scrape(port), "modelsync_model_ready", namespace=namespace, model="iris") is not None
+    ):
+        assert time.monotonic() < deadline, "the deleted model's series did not go in 30s"
+        time.sleep(0.2)
+
+
+def test_probes_of_a_leading_operator(running_operator: operator.Runtime) -> None:
+    port = running_operator.settings.http_port
+    assert get(port, "/healthz") == (200, "ok")
+    assert get(port, "/readyz") == (200, "ok: leading")
+
+
+# ------------------------------------------------------------------ high availability
+
+
+def _replica(
+    cluster: LocalCluster, namespace: str, port: int, log: Path
+) -> subprocess.Popen[bytes]:
+    return spawn_operator(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "--http-port",
+        str(port),
+        "--leader-elect",
+        "--lease-namespace",
+        namespace,
+        "--log-level",
+        "INFO",
+        log=log.open("ab"),
+    )
+
+
+def _leading(port: int) -> float | None:
+    try:
+        return value(scrape(port), "modelsync_leader")
+    except AssertionError:
+        return None
+
+
+def test_ha_two_replicas_one_leader_and_failover_within_30s(
+    local_cluster: LocalCluster, own_namespace: str, tmp_path: Path
+) -> None:
+    ports = free_ports(2)
+    replicas = {
+        port: _replica(local_cluster, own_namespace, port, tmp_path / f"{port}.log")
+        for port in ports
+    }
+    try:
+        deadline = time.monotonic() + 60
+        while not all(get(port, "/readyz")[0] == 200 for port in ports):
+            assert time.monotonic() < deadline, "both replicas should be ready (leader and standby)"
+            time.sleep(0.2)
+        roles = {port: get(port, "/readyz")[1] for port in ports}
+        assert sorted(roles.values()) == ["ok: leading", "ok: standby, another replica leads"]
+        leader = next(port for port, role in roles.items() if role == "ok: leading")
+        standby = next(port for port in ports if port != leader)
+        assert _leading(leader) == 1
+        assert _leading(standby) == 0
+        code, answer = _post(standby, "github", b"{}")
+        assert (code, "standby" in answer.get("error", "")) == (503, True)
+
+        models = Models(local_cluster, own_namespace)
+        models.create(manifest("first"))
+        models.wait(
+            "first", ready_on("1"), describe="the leader to serve the first model", timeout=60
+        )
+        # The standby acts on nothing: not one write while the other leads.
+        assert total(scrape(standby), "modelsync_api_writes_total") == 0
+        assert total(scrape(leader), "modelsync_api_writes_total") > 0
+
+        replicas[leader].send_signal(signal.SIGKILL)
+        replicas[leader].wait(10)
+        killed = time.monotonic()
+        models.create(manifest("second"))
+        models.wait("second", ready_on("1"), describe="the standby to take over", timeout=45)
+        took_over = time.monotonic() - killed
+        assert took_over < 30, f"failover took {took_over:.1f}s"
+        assert _leading(standby) == 1
+        assert get(standby, "/readyz") == (200, "ok: leading")
+        lease = kubernetes.client.CoordinationV1Api(local_cluster.api).read_namespaced_lease(
+            "modelsync-leader", own_namespace
+        )
+        assert lease.spec.holder_identity.endswith(f"_{replicas[standby].pid}")
+        assert lease.spec.lease_transitions >= 1
+    finally:
+        for process in replicas.values():
+            if process.poll() is None:
+                process.terminate()
+                process.wait(30)
+
+
+def _post(
+    port: int, provider: str, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/hooks/{provider}",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+# ------------------------------------------------------------------ webhook flood
+
+
+def test_webhook_flood_fault_200_requests_do_not_put_syncs_behind(
+    syncs: Syncs, running_operator: operator.Runtime
+) -> None:
+    token = "flood-" + secrets.token_hex(8)
+    syncs.core.create_namespaced_secret(
+        syncs.namespace,
+        kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(name="hook"),
+            data={"token": base64.b64encode(token.encode()).decode()},
+        ),
+    )
+    repo = syncs.repo("flooded")
+    repo.write("iris.yaml", model_yaml("iris"))
+    first = repo.commit("one")
+    url = syncs.http_url(repo)
+    syncs.secret("git", syncs.server.username, syncs.server.password)
+    syncs.create("flooded", url, secret="git", webhookSecretRef={"name": "hook"})
+    syncs.wait_applied("flooded", f"main@sha1:{first}")
+
+    body = github_push(url)
+    headers = {
+        "X-GitHub-Event": "push",
+        "X-Hub-Signature-256": "sha256=" + signature(body, token),
+    }
+    port = running_operator.settings.http_port
+
+    def deliver(_: int) -> tuple[int, float]:
+        started = time.monotonic()
+        code, _answer = _post(port, "github", body, headers)
+        return code, time.monotonic() - started
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(deliver, range(200)))
+    flood_seconds = time.monotonic() - started
+    assert [code for code, _ in answers] == [202] * 200
+    assert max(seconds for _, seconds in answers) < 5, "a delivery waited more than 5s"
+    assert flood_seconds < 20
+
+    # Right after the flood, a real change goes through at once: the queue holds each
+    # ModelSync once, however many deliveries asked for it.
+    repo.write("iris.yaml", model_yaml("iris", version="2"))
+    second = repo.commit("two")
+    pushed = time.monotonic()
+    assert _post(port, "github", body, headers)[0] == 202
+    syncs.wait_applied("flooded", f"main@sha1:{second}")
+    assert time.monotonic() - pushed < 10
+    assert value(scrape(port), "modelsync_queue_depth") is not None
+
+
+# ------------------------------------------------------------------ secrets
+
+
+def test_secret_values_never_appear_in_logs_events_status_or_metrics(
+    local_cluster: LocalCluster,
+    own_namespace: str,
+    git_server: GitHttpServer,
+    ssh_server: GitSshServer,
+    tmp_path: Path,
+) -> None:
+    syncs = Syncs(local_cluster, own_namespace, git_server)
+    webhook_token = "hook-" + secrets.token_hex(12)
+    wrong_password = "wrong-" + secrets.token_hex(12)
+    applied_secret = "applied-" + secrets.token_hex(12)
+    key_line = ssh_server.private_key.strip().splitlines()[1]  # a line of the key itself
+    known = [git_server.password, webhook_token, wrong_password, applied_secret, key_line]
+
+    repo = syncs.repo("secretive")
+    repo.write("iris.yaml", model_yaml("iris"))
+    repo.write(
+        "credentials.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: model-store\n"
+        f"stringData:\n  api-key: {applied_secret}\n",
+    )
+    sha = repo.commit("a model and the Secret it reads")
+    syncs.secret("git", git_server.username, git_server.password)
+    syncs.secret("wrong", git_server.username, wrong_password)
+    syncs.core.create_namespaced_secret(
+        own_namespace,
+        kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(name="ssh"),
+            string_data={"identity": ssh_server.private_key, "known_hosts": ssh_server.known_hosts},
+        ),
+    )
+    syncs.core.create_namespaced_secret(
+        own_namespace,
+        kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(name="hook"),
+            string_data={"token": webhook_token},
+        ),
+    )
+    port = free_ports(1)[0]
+    log = tmp_path / "operator.log"
+    process = spawn_operator(
+        local_cluster.kubeconfig,
+        "-n",
+        own_namespace,
+        "--http-port",
+        str(port),
+        "--log-level",
+        "DEBUG",
+        "--log-format",
+        "json",
+        log=log.open("ab"),
+    )
+    try:
+        url = syncs.http_url(repo)
+        syncs.create("https", url, secret="git", webhookSecretRef={"name": "hook"})
+        syncs.create("denied", url, secret="wrong")
+        syncs.create(
+            "ssh", ssh_server.url(repo.bare.name), secret="ssh", targetNamespace=own_namespace
+        )
+        syncs.wait_applied("https", f"main@sha1:{sha}")
+        syncs.wait_failed("denied", c.REASON_FETCH_FAILED)
+        body = github_push(url)
+        signed = {
+            "X-GitHub-Event": "push",
+            "X-Hub-Signature-256": "sha256=" + signature(body, webhook_token),
+        }
+        forged = {
+            "X-GitHub-Event": "push",
+            "X-Hub-Signature-256": "sha256=" + signature(body, "guess"),
+        }
+        assert _post(port, "github", body, signed)[0] == 202
+        assert _post(port, "github", body, forged)[0] == 401
+        wait_for(
+            lambda **kw: kubernetes.client.CoreV1Api(local_cluster.api).list_namespaced_secret(
+                own_namespace, **kw
+            ),
+            "model-store",
+            lambda found: found is not None,
+            describe="the Secret from git to be applied",
+        )
+        syncs.wait(
+            "ssh", lambda ms: dict_condition(ms, c.READY) is not None, "the ssh sync to finish"
+        )
+        metrics_text = get(port, "/metrics")[1]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+
+    custom = kubernetes.client.CustomObjectsApi(local_cluster.api)
+    events = DynamicClient(local_cluster.api).resources.get(
+        api_version="events.k8s.io/v1", kind="Event"
+    )
+    places = {
+        "the operator's log": log.read_text(),
+        "Events": json.dumps(events.get(namespace=own_namespace).to_dict()),
+        "ModelSync status": json.dumps(
+            custom.list_namespaced_custom_object(
+                group=c.GROUP, version=c.VERSION, plural=c.MODELSYNC_PLURAL, namespace=own_namespace
+            )
+        ),
+        "ModelDeployment status": json.dumps(
+            custom.list_namespaced_custom_object(namespace=own_namespace, **MD)
+        ),
+        "metrics": metrics_text,
+    }
+    assert "DEBUG" in places["the operator's log"]  # the most talkative level was on
+    assert "Synced" in places["Events"] or "SyncFailed" in places["Events"]
+    for where, text in places.items():
+        for secret in known:
+            for form in (secret, base64.b64encode(secret.encode()).decode()):
+                assert form not in text, f"a secret value appears in {where}"
