@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -17,12 +18,14 @@ def spawn_operator(
     *args: str,
     log: IO[bytes] | int | None = subprocess.DEVNULL,
     detach: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start `modelsync run --kubeconfig KUBECONFIG ARGS...`; `detach` puts it in a
-    session of its own, so it outlives the terminal that started it."""
+    session of its own, so it outlives the terminal that started it; `env` adds to
+    (or overrides) the environment, e.g. MODELSYNC_GIT_TIMEOUT_SECONDS."""
     return subprocess.Popen(
         [sys.executable, "-m", "modelsync", "run", "--kubeconfig", str(kubeconfig), *args],
-        env={**os.environ, "PYTHONPATH": str(REPO / "controller")},
+        env={**os.environ, **(env or {}), "PYTHONPATH": str(REPO / "controller")},
         stdout=log,
         stderr=log,
         start_new_session=detach,
