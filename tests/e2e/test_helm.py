@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -243,7 +244,7 @@ def test_helm_chart_rbac_is_enough_to_sync_roll_out_and_roll_back(
         while len(pods := core.list_namespaced_pod(namespace).items) < 2:
             assert time.monotonic() < deadline, "the chart's two operator pods did not appear"
             time.sleep(0.2)
-        pod = pods[0].metadata.name
+        pod = _metadata(pods[0])["name"]
         operator = spawn_operator(
             kubeconfig,
             "-n",
@@ -261,7 +262,7 @@ def test_helm_chart_rbac_is_enough_to_sync_roll_out_and_roll_back(
         wait_for(
             lambda **kw: core.list_namespaced_pod(namespace, **kw),
             pod,
-            lambda found: (found.metadata.labels or {}).get(c.LABEL_LEADER) == "true",
+            lambda found: (_metadata(found).get("labels") or {}).get(c.LABEL_LEADER) == "true",
             describe="the leader to label its pod",
         )
         webhooks = core.read_namespaced_service("modelsync-webhooks", namespace)
@@ -297,3 +298,10 @@ def test_helm_chart_rbac_is_enough_to_sync_roll_out_and_roll_back(
         helm(local_cluster, "uninstall", "modelsync", "--namespace", namespace, check=False)
         core.delete_namespace(team)
     assert "forbidden" not in errors.lower(), errors[-2000:]
+
+
+def _metadata(pod: Any) -> dict[str, Any]:
+    """A pod's metadata as a dict, whether the client parsed the pod or left it a dict."""
+    if isinstance(pod, dict):
+        return dict(pod.get("metadata") or {})
+    return {"name": pod.metadata.name, "labels": pod.metadata.labels}
