@@ -15,7 +15,7 @@ help:
 	@echo "make lint           ruff and mypy"
 	@echo "make cluster-up     start the local cluster (prints export KUBECONFIG=...)"
 	@echo "make cluster-down   stop it"
-	@echo "make bench          benchmarks: cluster start time and memory"
+	@echo "make bench          benchmarks: scale, latency, memory; Flux side by side (BENCH_N=100,1000)"
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -74,10 +74,11 @@ demo: venv cluster-binaries
 demo-down: venv
 	$(PY) -m tools.demo down
 
+# BENCH_N=100,1000 (model counts), BENCH_COMMITS=20, BENCH_FLUX=1 (Flux side by side).
+# Prints a table; the same figures go to bench-results.json.
 bench: venv cluster-binaries
 	$(PY) -m tests.bench.cluster_start
-	$(PY) -m tests.bench.serving
-	$(PY) -m tests.bench.sync
+	$(PY) -m tests.bench.suite
 	$(PY) -m tests.bench.rollback
 
 clean: cluster-down

@@ -314,6 +314,18 @@ class SyncReconciler:
             status["lastHandledReconcileAt"] = requested
         if outcome.write_backs is not None:
             status["writeBacks"] = outcome.write_backs
+        before = conditions.find(ms.get("status", {}).get("conditions"), c.READY) or {}
+        if (
+            outcome.changes.writes == 0
+            and outcome.ready
+            and before.get("status") == "True"
+            and before.get("reason") == outcome.reason
+            and (ms.get("status") or {}).get("lastAppliedRevision") == revision
+        ):
+            # The same revision again, nothing written: a no-op resync. Its message
+            # ("0 created, ... N unchanged") is no news; the last one stays, so the
+            # resync writes no status, no history and no Event.
+            outcome.message = str(before.get("message") or outcome.message)
         observed = [Observed(c.READY, outcome.ready, outcome.reason, outcome.message)]
         if outcome.write_back_error:
             observed.append(

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
+import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +72,11 @@ def start_operator(kubeconfig: Path, port: int, *extra: str) -> subprocess.Popen
     process = spawn_operator(
         kubeconfig, "--http-port", str(port), "--log-level", "WARNING", *extra, log=None
     )
-    wait_until("the operator", lambda: get(port, "/readyz") == b"ok", 60)
+    try:
+        wait_until("the operator", lambda: get(port, "/readyz") == b"ok: leading", 60)
+    except SystemExit:
+        process.kill()
+        raise
     return process
 
 
@@ -115,3 +122,25 @@ def peak_rss(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def percentile(values: list[float], share: float) -> float:
+    """Nearest-rank percentile (p95 of 20 values is the 19th)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(share * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def summary(values: list[float]) -> tuple[float, float]:
+    return statistics.median(values), percentile(values, 0.95)
+
+
+def timed(check: Callable[[], bool], timeout: float, what: str, period: float = 0.05) -> float:
+    """Seconds until `check()` holds (polled every `period`); exits on the deadline."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            print(f"timed out after {timeout:.0f}s waiting for {what}", file=sys.stderr)
+            raise SystemExit(1)
+        time.sleep(period)
+    return time.monotonic() - started

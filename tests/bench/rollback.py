@@ -65,10 +65,33 @@ def main() -> int:
     parser.add_argument("--models", type=int, default=100)
     args = parser.parse_args()
     with fresh_cluster() as cluster:
-        return run(cluster, args)
+        figures = measure(cluster, args.rounds, args.models)
+    print("rollback benchmark")
+    rows = [
+        (
+            f"change -> rolled back ({args.rounds})",
+            f"p50 {figures['patch_to_rolled_back_p50_s']:.1f} s (deadline {DEADLINE} s)",
+        ),
+        (
+            f"detectable -> rolled back ({args.rounds})",
+            f"p50 {figures['detect_to_rolled_back_p50_ms']:.0f} ms, "
+            f"max {figures['detect_to_rolled_back_max_ms']:.0f} ms",
+        ),
+        ("operator peak RSS", f"{figures['rss_mib']:.0f} MiB"),
+    ]
+    if args.models:
+        rows.append(
+            (
+                f"{args.models} models broken at once -> all back",
+                f"{figures['many_all_back_s']:.1f} s (progressDeadlineSeconds {DEADLINE})",
+            )
+        )
+    for label, value in rows:
+        print(f"  {label:<38} {value}")
+    return 0
 
 
-def run(cluster: launcher.Cluster, args: argparse.Namespace) -> int:
+def measure(cluster: launcher.Cluster, rounds: int = 10, models: int = 0) -> dict[str, Any]:
     api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
     install_crds(api)
     CoreV1Api(api).create_namespace(V1Namespace(metadata=V1ObjectMeta(name="bench")))
@@ -91,7 +114,8 @@ def run(cluster: launcher.Cluster, args: argparse.Namespace) -> int:
 
     try:
         reactions = []
-        for round_ in range(args.rounds):
+        changes = []
+        for round_ in range(rounds):
             name = f"single-{round_}"
             objects.create_namespaced_custom_object(namespace="bench", body=model(name), **MD)
             wait_until(
@@ -100,6 +124,7 @@ def run(cluster: launcher.Cluster, args: argparse.Namespace) -> int:
                 60,
             )
             objects.patch_namespaced_custom_object(namespace="bench", name=name, body=BREAK, **MD)
+            changed = time.monotonic()
             wait_until(
                 f"{name}'s deadline",
                 lambda n=name: deadline_passed(n) or back_on_v1(md(n)),
@@ -108,57 +133,56 @@ def run(cluster: launcher.Cluster, args: argparse.Namespace) -> int:
             detectable = time.monotonic()
             wait_until(f"{name} rolled back", lambda n=name: back_on_v1(md(n)), 60)
             reactions.append(time.monotonic() - detectable)
-
-        names = [f"many-{index:03d}" for index in range(args.models)]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-            list(
-                pool.map(
-                    lambda n: objects.create_namespaced_custom_object(
-                        namespace="bench", body=model(n), **MD
-                    ),
-                    names,
-                )
-            )
-
-        def count(check: Any) -> int:
-            items = objects.list_namespaced_custom_object(namespace="bench", **MD)["items"]
-            return sum(1 for item in items if item["metadata"]["name"] in names and check(item))
-
-        wait_until(
-            "all Ready",
-            lambda: count(lambda m: condition(m, c.READY).get("status") == "True") == len(names),
-            600,
-        )
-        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-            list(
-                pool.map(
-                    lambda n: objects.patch_namespaced_custom_object(
-                        namespace="bench", name=n, body=BREAK, **MD
-                    ),
-                    names,
-                )
-            )
-        all_back = wait_until("all rolled back", lambda: count(back_on_v1) == len(names), 900)
-        rss = peak_rss(operator.pid)
+            changes.append(time.monotonic() - changed)
+        figures: dict[str, Any] = {
+            "rounds": rounds,
+            "deadline_s": DEADLINE,
+            "detect_to_rolled_back_p50_ms": statistics.median(reactions) * 1000,
+            "detect_to_rolled_back_max_ms": max(reactions) * 1000,
+            "patch_to_rolled_back_p50_s": statistics.median(changes),
+            "patch_to_rolled_back_max_s": max(changes),
+        }
+        if models:
+            figures["many_all_back_s"] = _many(objects, models)
+        figures["rss_mib"] = peak_rss(operator.pid) / 2**20
     finally:
         operator.terminate()
         operator.wait(30)
+    return figures
 
-    print("rollback benchmark")
-    rows = [
-        (
-            f"detectable -> rolled back ({args.rounds})",
-            f"p50 {statistics.median(reactions) * 1000:.0f} ms, max {max(reactions) * 1000:.0f} ms",
-        ),
-        (
-            f"{args.models} models broken at once -> all back",
-            f"{all_back:.1f} s (progressDeadlineSeconds {DEADLINE})",
-        ),
-        ("operator peak RSS", f"{rss / 2**20:.0f} MiB"),
-    ]
-    for label, value in rows:
-        print(f"  {label:<38} {value}")
-    return 0
+
+def _many(objects: CustomObjectsApi, models: int) -> float:
+    """`models` models get a never-ready version together: seconds until all are back."""
+    names = [f"many-{index:03d}" for index in range(models)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        list(
+            pool.map(
+                lambda n: objects.create_namespaced_custom_object(
+                    namespace="bench", body=model(n), **MD
+                ),
+                names,
+            )
+        )
+
+    def count(check: Any) -> int:
+        items = objects.list_namespaced_custom_object(namespace="bench", **MD)["items"]
+        return sum(1 for item in items if item["metadata"]["name"] in names and check(item))
+
+    wait_until(
+        "all Ready",
+        lambda: count(lambda m: condition(m, c.READY).get("status") == "True") == len(names),
+        600,
+    )
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        list(
+            pool.map(
+                lambda n: objects.patch_namespaced_custom_object(
+                    namespace="bench", name=n, body=BREAK, **MD
+                ),
+                names,
+            )
+        )
+    return wait_until("all rolled back", lambda: count(back_on_v1) == len(names), 900)
 
 
 if __name__ == "__main__":

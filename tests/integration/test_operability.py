@@ -3,6 +3,7 @@ replicas with one leader and a failover, webhook floods, and secrets that never 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import concurrent.futures
 import json
@@ -410,3 +411,52 @@ def test_secret_values_never_appear_in_logs_events_status_or_metrics(
         for secret in known:
             for form in (secret, base64.b64encode(secret.encode()).decode()):
                 assert form not in text, f"a secret value appears in {where}"
+
+
+# ------------------------------------------------------------------ events
+
+
+def test_events_only_for_changes_never_for_a_noop_resync(
+    syncs: Syncs, models: Models, local_cluster: LocalCluster, running_operator: operator.Runtime
+) -> None:
+    events = DynamicClient(local_cluster.api).resources.get(
+        api_version="events.k8s.io/v1", kind="Event"
+    )
+
+    def reasons() -> list[str]:
+        items = events.get(namespace=syncs.namespace).to_dict().get("items") or []
+        return sorted(item["reason"] for item in items)
+
+    repo = syncs.repo("quiet")
+    repo.write("iris.yaml", model_yaml("iris"))
+    first = repo.commit("one")
+    syncs.secret("git", syncs.server.username, syncs.server.password)
+    syncs.create("quiet", syncs.http_url(repo), secret="git")
+    syncs.wait_applied("quiet", f"main@sha1:{first}")
+    models.wait("iris", ready_on("1"), describe="iris to serve")
+    deadline = time.monotonic() + 10
+    while c.EVENT_SYNCED not in reasons():
+        assert time.monotonic() < deadline, "the first sync posted no Synced event"
+        time.sleep(0.1)
+    seen = reasons()
+
+    port = running_operator.settings.http_port
+    writes = total(scrape(port), "modelsync_api_writes_total")
+    for _ in range(3):  # syncs of the same commit, and a full resync of every model
+        token = syncs.request("quiet")
+        syncs.wait_applied("quiet", f"main@sha1:{first}", token)
+    assert running_operator.loop is not None
+    asyncio.run_coroutine_threadsafe(running_operator.resync_now(), running_operator.loop).result(
+        60
+    )
+    assert reasons() == seen
+    # Three acknowledgements of the requests (status), and nothing else.
+    assert total(scrape(port), "modelsync_api_writes_total") - writes == 3
+
+    repo.write("iris.yaml", model_yaml("iris", version="2"))
+    second = repo.commit("two")
+    syncs.wait_applied("quiet", f"main@sha1:{second}", syncs.request("quiet"))
+    deadline = time.monotonic() + 10
+    while reasons().count(c.EVENT_SYNCED) < 2:
+        assert time.monotonic() < deadline, "a sync that changed something posted no event"
+        time.sleep(0.1)

@@ -86,9 +86,12 @@ def test_sync_add_change_delete_is_applied_and_pruned(syncs: Syncs) -> None:
     # Nothing changed in git: nothing is written (status writes of the serving operator
     # aside, which is why generations and not resourceVersions are compared).
     generations = {n: m["metadata"]["generation"] for n, m in syncs.models().items()}
+    history = ms["status"]["history"]
     token = syncs.request("prod")
     ms = syncs.wait_applied("prod", f"main@sha1:{second}", token)
-    assert "0 created, 0 configured, 4 unchanged, 0 deleted" in message_of(ms)
+    # No news: the message and history of the sync that changed things stay.
+    assert "2 created, 1 configured, 1 unchanged, 1 deleted" in message_of(ms)
+    assert ms["status"]["history"] == history
     assert {n: m["metadata"]["generation"] for n, m in syncs.models().items()} == generations
     assert fraud_uid not in {m["metadata"]["uid"] for m in syncs.models().values()}
 

@@ -1,0 +1,315 @@
+"""Benchmark GitOps with modelsync: a generated repository of N ModelDeployments,
+served over smart HTTP, synced by the operator running as its own process.
+
+Figures: ModelSync created -> all applied, -> all Ready; API requests by verb; peak
+RSS. With `latencies`: a resync with nothing changed (writes, reads, wall time);
+commit -> applied through the webhook and through polling; drift reverted; one idle
+poll (git requests, CPU time). `python -m tests.bench.suite` runs it; alone:
+
+    python -m tests.bench.gitops [--models 1000] [--commits 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+from kubernetes.client import (
+    AppsV1Api,
+    CoreV1Api,
+    CustomObjectsApi,
+    V1Namespace,
+    V1ObjectMeta,
+    V1Secret,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from modelsync import constants as c
+from tests.bench.common import (
+    fresh_cluster,
+    get,
+    install_crds,
+    peak_rss,
+    start_operator,
+    summary,
+    timed,
+)
+from tests.cluster import launcher
+from tests.gitserver import GitHttpServer, WorkRepo
+from tests.models import MD
+from tests.syncs import MS, model_yaml
+
+TOKEN = "bench-token"
+NAMESPACE = "bench"
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def samples(port: int) -> Samples:
+    text = (get(port, "/metrics") or b"").decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(found: Samples, name: str, **match: str) -> float:
+    return sum(
+        value
+        for (metric, labels), value in found.items()
+        if metric == name and set(match.items()) <= labels
+    )
+
+
+def by_label(found: Samples, name: str, label: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for (metric, labels), value in found.items():
+        if metric == name:
+            key = dict(labels).get(label, "")
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Bench:
+    """One operator, one ModelSync of N models, on one cluster."""
+
+    def __init__(self, cluster: launcher.Cluster, tmp: Path, n: int) -> None:
+        self.api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
+        install_crds(self.api)
+        self.core, self.objects = CoreV1Api(self.api), CustomObjectsApi(self.api)
+        self.apps = AppsV1Api(self.api)
+        self.n = n
+        (tmp / "served").mkdir()
+        self.server = GitHttpServer(tmp / "served").start()
+        self.repo = WorkRepo(self.server.root, "models")
+        self.url = self.server.url(self.repo.bare.name)
+        self.core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name=NAMESPACE)))
+        for name, data in (
+            ("hook", {"token": TOKEN}),
+            ("git", {"username": self.server.username, "password": self.server.password}),
+        ):
+            self.core.create_namespaced_secret(
+                NAMESPACE, V1Secret(metadata=V1ObjectMeta(name=name), string_data=data)
+            )
+        self.port = launcher.free_ports(1)[0]
+        self.cluster = cluster
+        self.operator: Any = None
+
+    def start(self) -> None:
+        self.operator = start_operator(self.cluster.kubeconfig, self.port)
+
+    def stop(self) -> None:
+        if self.operator is not None:
+            self.operator.terminate()
+            self.operator.wait(30)
+        self.server.stop()
+
+    def status(self) -> dict[str, Any]:
+        found: dict[str, Any] = (
+            self.objects.get_namespaced_custom_object(namespace=NAMESPACE, name="bench", **MS).get(
+                "status"
+            )
+            or {}
+        )
+        return found
+
+    def applied(self, sha: str) -> bool:
+        return self.status().get("lastAppliedRevision") == f"main@sha1:{sha}"
+
+    def ready_count(self) -> int:
+        items = self.objects.list_namespaced_custom_object(namespace=NAMESPACE, **MD)["items"]
+        return sum(
+            1
+            for md in items
+            if any(
+                x["type"] == c.READY and x["status"] == "True"
+                for x in (md.get("status") or {}).get("conditions") or []
+            )
+        )
+
+    def set_interval(self, interval: str) -> None:
+        self.objects.patch_namespaced_custom_object(
+            namespace=NAMESPACE, name="bench", body={"spec": {"interval": interval}}, **MS
+        )
+
+    def push_hook(self) -> None:
+        body = json.dumps(
+            {"ref": "refs/heads/main", "repository": {"clone_url": self.url}}
+        ).encode()
+        signature = hmac.new(TOKEN.encode(), body, hashlib.sha256).hexdigest()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/hooks/github",
+            data=body,
+            method="POST",
+            headers={"X-Hub-Signature-256": f"sha256={signature}", "X-GitHub-Event": "push"},
+        )
+        urllib.request.urlopen(request, timeout=10).close()  # noqa: S310
+
+
+def measure(
+    cluster: launcher.Cluster, tmp: Path, n: int, commits: int = 20, latencies: bool = True
+) -> dict[str, Any]:
+    bench = Bench(cluster, tmp, n)
+    for index in range(n):
+        bench.repo.write(f"models/model-{index:05d}.yaml", model_yaml(f"model-{index:05d}"))
+    first = bench.repo.commit("generated models")
+    bench.start()
+    result: dict[str, Any] = {"models": n}
+    try:
+        before = samples(bench.port)
+        started = time.monotonic()
+        bench.objects.create_namespaced_custom_object(
+            namespace=NAMESPACE,
+            body={
+                "apiVersion": c.API_VERSION,
+                "kind": c.MODELSYNC_KIND,
+                "metadata": {"name": "bench"},
+                "spec": {
+                    "repo": {"url": bench.url, "secretRef": {"name": "git"}},
+                    "path": "models",
+                    "interval": "1h",
+                    "webhookSecretRef": {"name": "hook"},
+                },
+            },
+            **MS,
+        )
+        timed(lambda: bench.applied(first), 1800, "the first sync", period=0.1)
+        result["applied_s"] = time.monotonic() - started
+        timed(lambda: bench.ready_count() == n, 3600, "all models Ready", period=1.0)
+        result["ready_s"] = time.monotonic() - started
+        after = samples(bench.port)
+        requests = by_label(after, "modelsync_api_requests_total", "verb")
+        earlier = by_label(before, "modelsync_api_requests_total", "verb")
+        result["api_requests"] = {v: requests[v] - earlier.get(v, 0.0) for v in requests}
+        result["rss_mib"] = peak_rss(bench.operator.pid) / 2**20
+        print(f"  applied {result['applied_s']:.1f} s, Ready {result['ready_s']:.1f} s", flush=True)
+        if latencies:
+            result.update(resync_and_idle_poll(bench))
+            result.update(webhook(bench, commits))
+            result.update(polling(bench, max(5, commits // 4)))
+            result.update(drift(bench, commits))
+            result["rss_mib_end"] = peak_rss(bench.operator.pid) / 2**20
+    finally:
+        bench.stop()
+    return result
+
+
+def resync_and_idle_poll(bench: Bench, polls: int = 6) -> dict[str, float]:
+    """The interval's own syncs with nothing changed (no request annotation, which
+    would itself be acknowledged in status): writes, reads, wall and CPU time."""
+    time.sleep(5)  # let the Ready wave's status writes settle
+    bench.set_interval("5s")
+
+    def count() -> float:
+        return total(samples(bench.port), "modelsync_syncs_total")
+
+    base = count()
+    timed(lambda: count() >= base + 2, 120, "the interval syncs to start", period=0.2)
+    before, cpu_before = samples(bench.port), cpu_seconds(bench.operator.pid)
+    start = total(before, "modelsync_syncs_total")
+    timed(lambda: count() >= start + polls, 120, f"{polls} interval syncs", period=0.2)
+    after, cpu_after = samples(bench.port), cpu_seconds(bench.operator.pid)
+    bench.set_interval("1h")
+    done = total(after, "modelsync_syncs_total") - start
+
+    def delta(name: str, **match: str) -> float:
+        return (total(after, name, **match) - total(before, name, **match)) / done
+
+    wall = delta("modelsync_sync_duration_seconds_sum")
+    return {
+        "resync_s": wall,
+        "resync_writes": delta("modelsync_api_writes_total"),
+        "resync_reads": delta("modelsync_api_requests_total", verb="get"),
+        "idle_poll_git_requests": delta("modelsync_git_requests_total"),
+        "idle_poll_cpu_ms": (cpu_after - cpu_before) / done * 1000,
+        "idle_poll_wall_ms": wall * 1000,
+    }
+
+
+def webhook(bench: Bench, commits: int) -> dict[str, Any]:
+    latencies = []
+    for number in range(commits):
+        bench.repo.write(
+            "models/model-00000.yaml", model_yaml("model-00000", version=f"2.{number}")
+        )
+        sha = bench.repo.commit(f"bump {number}")
+        began = time.monotonic()
+        bench.push_hook()
+        timed(lambda: bench.applied(sha), 120, "the pushed commit", period=0.02)  # noqa: B023
+        latencies.append(time.monotonic() - began)
+    p50, p95 = summary(latencies)
+    return {"webhook_count": commits, "webhook_p50_s": p50, "webhook_p95_s": p95}
+
+
+def polling(bench: Bench, commits: int, interval: int = 10) -> dict[str, Any]:
+    """No webhook: the interval finds the commit (expect about interval / 2)."""
+    bench.set_interval(f"{interval}s")
+    latencies = []
+    try:
+        for number in range(commits):
+            bench.repo.write(
+                "models/model-00001.yaml", model_yaml("model-00001", version=f"3.{number}")
+            )
+            sha = bench.repo.commit(f"polled {number}")
+            began = time.monotonic()
+            timed(lambda: bench.applied(sha), interval * 3 + 60, "the polled commit", 0.05)  # noqa: B023
+            latencies.append(time.monotonic() - began)
+            time.sleep((number * 3.7) % interval)  # commits land at varied points of the cycle
+    finally:
+        bench.set_interval("1h")
+    p50, p95 = summary(latencies)
+    return {
+        "polling_count": commits,
+        "polling_interval_s": interval,
+        "polling_p50_s": p50,
+        "polling_p95_s": p95,
+    }
+
+
+def drift(bench: Bench, rounds: int) -> dict[str, Any]:
+    """Someone scales a Deployment by hand; time until the operator has put it back."""
+    latencies = []
+    for number in range(rounds):
+        name = f"model-{number + 2:05d}"
+        bench.apps.patch_namespaced_deployment(
+            name, NAMESPACE, {"spec": {"replicas": 3}}, field_manager="bench-drift"
+        )
+        began = time.monotonic()
+        timed(
+            lambda: bench.apps.read_namespaced_deployment(name, NAMESPACE).spec.replicas == 1,  # noqa: B023
+            60,
+            "the drift to be reverted",
+            period=0.02,
+        )
+        latencies.append(time.monotonic() - began)
+    p50, p95 = summary(latencies)
+    return {"drift_count": rounds, "drift_p50_s": p50, "drift_p95_s": p95}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", type=int, default=1000)
+    parser.add_argument("--commits", type=int, default=20)
+    args = parser.parse_args()
+    with fresh_cluster() as cluster, tempfile.TemporaryDirectory(prefix="modelsync-git-") as tmp:
+        figures = measure(cluster, Path(tmp), args.models, args.commits)
+    print(json.dumps(figures, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
