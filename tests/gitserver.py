@@ -3,18 +3,23 @@
 `GitHttpServer` runs git's own smart-HTTP server (`git http-backend`, as CGI)
 behind a small HTTP server on loopback that demands basic auth. `WorkRepo` is
 a working clone a test commits to and pushes from, like a developer merging a
-pull request.
+pull request. For fault tests, `GitHttpServer` can come back on its port after a
+stop and hold fetches half-answered; `SlowHttpServer` is a git host that hangs.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import gzip
 import http.server
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 HTTP_BACKEND = "git-http-backend"
@@ -102,7 +107,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
+        if self.server.stall_fetches.is_set() and self._is_fetch(body):
+            self._stall(payload)
+            return
         self.wfile.write(payload)
+
+    def _is_fetch(self, body: bytes) -> bool:
+        """A protocol v2 `fetch` command (not the `ls-refs` of ls-remote)."""
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        return self.command == "POST" and b"command=fetch" in body
+
+    def _stall(self, payload: bytes) -> None:
+        """Answer a fetch up to the start of its pack and no further: the client has taken
+        its locks (shallow.lock, for a shallow fetch) and waits for the pack, until
+        `stall_fetches` is cleared; then the connection closes, the pack never sent."""
+        start = payload.find(b"packfile\n")
+        self.wfile.write(payload[: start + len(b"packfile\n")] if start >= 0 else b"")
+        self.wfile.flush()
+        with self.server.counter_lock:
+            self.server.stalled_fetches += 1
+        while self.server.stall_fetches.is_set():
+            time.sleep(0.05)
+        self.close_connection = True
 
 
 class GitHttpServer(http.server.ThreadingHTTPServer):
@@ -116,13 +143,18 @@ class GitHttpServer(http.server.ThreadingHTTPServer):
         username: str = "git",
         password: str | None = None,
         read_only: bool = False,
+        port: int = 0,
     ) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
         self.root = root
         self.read_only = read_only
         self.username = username
         self.password = password or secrets.token_hex(12)
         self.backend = http_backend()
+        # While set, fetches hang half-answered (see _Handler._stall); counted here.
+        self.stall_fetches = threading.Event()
+        self.stalled_fetches = 0
+        self.counter_lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, name="git-http", daemon=True)
 
     @property
@@ -134,11 +166,92 @@ class GitHttpServer(http.server.ThreadingHTTPServer):
         return self
 
     def stop(self) -> None:
+        self.stall_fetches.clear()  # a stalled handler ends
         self.shutdown()
         self.server_close()
 
+    def restarted(self) -> GitHttpServer:
+        """After `stop`: the same server again, on the same port, root and credentials
+        (a git host back from an outage), started."""
+        return GitHttpServer(
+            self.root,
+            self.username,
+            self.password,
+            read_only=self.read_only,
+            port=self.server_address[1],
+        ).start()
+
     def url(self, repo: str) -> str:
         return f"{self.base_url}/{repo}"
+
+
+class SlowHttpServer:
+    """A git host that hangs: it accepts every connection on loopback, reads the request,
+    and answers nothing for `delay` seconds (then 503). It counts connections open at once
+    (`peak`, `total`) and notices a client hanging up at once, so a client killed by its
+    timeout no longer counts and a second connection while one is open is a real pile-up."""
+
+    def __init__(self, delay: float = 300.0) -> None:
+        self.delay = delay
+        self.open = 0
+        self.peak = 0
+        self.total = 0
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self._thread = threading.Thread(target=self._accept, name="slow-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._listener.getsockname()[1])
+
+    def url(self, repo: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{repo}"
+
+    def start(self) -> SlowHttpServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(5)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.open += 1
+                self.total += 1
+                self.peak = max(self.peak, self.open)
+            threading.Thread(target=self._hang, args=(connection,), daemon=True).start()
+
+    def _hang(self, connection: socket.socket) -> None:
+        deadline = time.monotonic() + self.delay
+        try:
+            with connection:
+                connection.settimeout(0.2)
+                while time.monotonic() < deadline and not self._stopped.is_set():
+                    try:
+                        if not connection.recv(65536):
+                            return  # the client hung up (or was killed)
+                    except TimeoutError:
+                        continue
+                with contextlib.suppress(OSError):
+                    connection.sendall(
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+                    )
+        except OSError:
+            return  # reset by the client
+        finally:
+            with self._lock:
+                self.open -= 1
 
 
 class WorkRepo:

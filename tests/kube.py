@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import kubernetes
+import yaml
+from kubernetes.dynamic import DynamicClient
 
 from modelsync.conditions import find
 
@@ -150,3 +153,31 @@ def wait_for_set(
             if predicate(list(objects.values())):
                 break
     return list(objects.values())
+
+
+def install_crds(api: kubernetes.client.ApiClient, timeout: float = 60.0) -> list[str]:
+    """Apply every CRD of crds/ (the files users install) to the cluster of `api` and
+    wait until each is established; for a cluster of a test's own (the session's gets
+    them from the `crds` fixture)."""
+    definitions = DynamicClient(api).resources.get(
+        api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition"
+    )
+    names = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        definitions.server_side_apply(
+            body=crd,
+            name=crd["metadata"]["name"],
+            field_manager="modelsync-tests",
+            force_conflicts=True,
+        )
+        names.append(crd["metadata"]["name"])
+
+    def established(crd: Any) -> bool:
+        conditions = getattr(getattr(crd, "status", None), "conditions", None) or []
+        return any(cond.type == "Established" and cond.status == "True" for cond in conditions)
+
+    extensions = kubernetes.client.ApiextensionsV1Api(api)
+    for name in names:
+        wait_for(extensions.list_custom_resource_definition, name, established, timeout=timeout)
+    return names

@@ -10,6 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
+# Imported here, not in the child: importing between fork and exec can deadlock.
+from tests.cluster.launcher import _die_with_parent
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -19,14 +22,18 @@ def spawn_operator(
     log: IO[bytes] | int | None = subprocess.DEVNULL,
     detach: bool = False,
     env: Mapping[str, str] | None = None,
+    die_with_parent: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start `modelsync run --kubeconfig KUBECONFIG ARGS...`; `detach` puts it in a
-    session of its own, so it outlives the terminal that started it; `env` adds to
-    (or overrides) the environment, e.g. MODELSYNC_GIT_TIMEOUT_SECONDS."""
+    session of its own, so it outlives the terminal that started it (and its process
+    group, git included, can be killed at once, as a container's); `env` adds to (or
+    overrides) the environment, e.g. MODELSYNC_GIT_TIMEOUT_SECONDS; `die_with_parent`
+    has it killed when this process dies, so a killed test run leaves none behind."""
     return subprocess.Popen(
         [sys.executable, "-m", "modelsync", "run", "--kubeconfig", str(kubeconfig), *args],
         env={**os.environ, **(env or {}), "PYTHONPATH": str(REPO / "controller")},
         stdout=log,
         stderr=log,
         start_new_session=detach,
+        preexec_fn=_die_with_parent if die_with_parent else None,
     )

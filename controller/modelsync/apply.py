@@ -71,6 +71,12 @@ def apply_order(obj: LoadedObject) -> tuple[int, int, str]:
     return stage, rank, obj.description
 
 
+def transient(error: kubernetes.client.ApiException) -> bool:
+    """An answer about the API server (overloaded, restarting, unreachable), not about
+    the object: the sync fails and is tried again, the revision is not judged by it."""
+    return error.status in {0, 429, 500, 502, 503, 504}
+
+
 def _concurrently(work: Callable[[T], R], items: list[T]) -> list[R]:
     """`work` on every item, CONCURRENCY at a time (the requests wait on the network, not
     the CPU); results in the items' order. One item, or none: no threads."""
@@ -180,6 +186,8 @@ class Applier:
             try:
                 return self.writer.apply(candidate, dry_run=True)
             except kubernetes.client.ApiException as error:
+                if transient(error):
+                    raise  # the API server's trouble, not the revision's: retried
                 return error
 
         planned, errors = [], []
@@ -214,7 +222,9 @@ class Applier:
         for api_version, kind, namespace in sorted(groups, key=str):
             try:
                 items = self.kube.list_objects(api_version, kind, selector, namespace)
-            except kubernetes.client.ApiException:
+            except kubernetes.client.ApiException as error:
+                if transient(error):
+                    raise
                 continue  # e.g. a namespace this revision creates: looked up one by one
             for item in items:
                 item.setdefault("apiVersion", api_version)
@@ -230,7 +240,9 @@ class Applier:
             return self.kube.get(
                 manifest["apiVersion"], manifest["kind"], meta.get("namespace", ""), meta["name"]
             )
-        except kubernetes.client.ApiException:
+        except kubernetes.client.ApiException as error:
+            if transient(error):
+                raise
             return None
 
     def apply(
@@ -279,6 +291,8 @@ class Applier:
             try:
                 self.writer.apply(step[1])
             except kubernetes.client.ApiException as error:
+                if transient(error):
+                    raise
                 return error
             return None
 

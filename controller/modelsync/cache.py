@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from modelsync.constants import LABEL_DEPLOYMENT
@@ -68,6 +69,16 @@ class ObjectCache:
         with self._lock:
             found = self._objects.get((kind, namespace, name))
             return copy.deepcopy(found) if found is not None else None
+
+    def select(self, kind: str, wanted: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """Copies of the objects of `kind` that `wanted` accepts; `wanted` sees each body
+        itself (it must not change it), so scanning a thousand copies nothing."""
+        with self._lock:
+            return [
+                copy.deepcopy(body)
+                for (k, _, _), body in sorted(self._objects.items())
+                if k == kind and wanted(body)
+            ]
 
     def names(self, kind: str) -> list[tuple[str, str]]:
         with self._lock:

@@ -14,6 +14,7 @@ are removed as soon as the command ends.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import os
@@ -250,7 +251,7 @@ class GitFetcher:
             os.utime(snapshot)
             return snapshot
         repo = self.cache_dir / "repos" / (hashlib.sha256(url.encode()).hexdigest()[:20] + ".git")
-        with self._lock(str(repo)):
+        with self._exclusive(repo):
             if snapshot.is_dir():
                 return snapshot
             if not repo.exists():
@@ -269,6 +270,19 @@ class GitFetcher:
             self._extract(repo, revision.sha, snapshot)
         self._trim()
         return snapshot
+
+    @contextlib.contextmanager
+    def _exclusive(self, repo: Path) -> Iterator[None]:
+        """One cached repository, for this thread alone: this process's lock, and a lock
+        file other processes sharing the cache respect (flock: the kernel releases it when
+        its holder dies, however it dies). Holding both, no git runs in `repo`, so a git
+        lock file found there was left by a git killed mid-command along with its operator
+        (the cache, an emptyDir, outlives the container): it would fail every fetch."""
+        with self._lock(str(repo)), (repo.parent / f"{repo.name}.flock").open("a") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            for stale in [*repo.glob("*.lock"), *repo.glob("refs/**/*.lock")]:
+                stale.unlink(missing_ok=True)
+            yield
 
     def _has_commit(self, repo: Path, sha: str) -> bool:
         try:

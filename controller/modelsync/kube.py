@@ -45,6 +45,12 @@ def api_client(
     return client
 
 
+def _raw(_: Any, data: Manifest) -> Manifest:
+    """The dynamic client's answer as the plain dict it parsed: its own wrapping
+    (ResourceInstance, then to_dict) cost more than the requests when listing 1,000."""
+    return data
+
+
 class Kube:
     """Server-side apply and friends, with one field manager and counted writes."""
 
@@ -92,19 +98,20 @@ class Kube:
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
         try:
-            found = self.resource(api_version, kind).get(name=name, namespace=namespace or None)
+            found: Manifest = self.resource(api_version, kind).get(
+                name=name, namespace=namespace or None, serializer=_raw
+            )
         except NotFoundError:
             return None
-        result: Manifest = found.to_dict()
-        return result
+        return found
 
     def list_objects(
         self, api_version: str, kind: str, label_selector: str, namespace: str | None = None
     ) -> list[Manifest]:
         found = self.resource(api_version, kind).get(
-            namespace=namespace, label_selector=label_selector
+            namespace=namespace, label_selector=label_selector, serializer=_raw
         )
-        items: list[Manifest] = found.to_dict().get("items") or []
+        items: list[Manifest] = found.get("items") or []
         return items
 
     def apply(self, manifest: Manifest, *, dry_run: bool = False) -> Manifest:
@@ -117,11 +124,12 @@ class Kube:
             namespace=manifest["metadata"].get("namespace"),
             field_manager=c.FIELD_MANAGER,
             force_conflicts=True,
+            serializer=_raw,
             **extra,
         )
         if not dry_run:
             metrics.API_WRITES.labels(verb="apply", kind=manifest["kind"]).inc()
-        applied: Manifest = result.to_dict()
+        applied: Manifest = result
         return applied
 
     def changes(self, desired: Manifest, live: Manifest | None) -> list[str]:
@@ -152,9 +160,10 @@ class Kube:
             name=name,
             namespace=namespace,
             content_type="application/merge-patch+json",
+            serializer=_raw,
         )
         metrics.API_WRITES.labels(verb="patch-status", kind=kind).inc()
-        patched: Manifest = result.to_dict()
+        patched: Manifest = result
         return patched
 
     def event(
@@ -196,7 +205,7 @@ class Kube:
         }
         try:
             self.resource("events.k8s.io/v1", "Event").create(
-                body=body, namespace=meta["namespace"]
+                body=body, namespace=meta["namespace"], serializer=_raw
             )
             metrics.API_WRITES.labels(verb="create", kind="Event").inc()
         except kubernetes.client.ApiException as error:

@@ -261,14 +261,6 @@ class ServingReconciler:
         )
         metrics.ROLLOUTS.labels(meta["namespace"], meta["name"], "failed").inc()
         metrics.ROLLBACKS.labels(meta["namespace"], meta["name"], failure.reason).inc()
-        self.kube.event(
-            md,
-            c.MODELDEPLOYMENT_KIND,
-            c.EVENT_ROLLED_BACK,
-            message,
-            action="Rollback",
-            warning=True,
-        )
         entry = self._entry(md, wanted, revision, c.HISTORY_ROLLED_BACK, failure.message)
         extra = {
             "failedRevision": wanted.spec_hash,
@@ -278,6 +270,16 @@ class ServingReconciler:
         }
         self._report(
             md, stable_md, stable, extra, [Observed(c.ROLLED_BACK, True, failure.reason, message)]
+        )
+        # Status first: an operator killed between the two has recorded the rollback,
+        # so its successor neither rolls back again nor posts a second Event.
+        self.kube.event(
+            md,
+            c.MODELDEPLOYMENT_KIND,
+            c.EVENT_ROLLED_BACK,
+            message,
+            action="Rollback",
+            warning=True,
         )
         metrics.RECONCILES.labels(result="rolled-back").inc()
 

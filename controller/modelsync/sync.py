@@ -259,19 +259,19 @@ class SyncReconciler:
         return done, ""
 
     def _rolled_back_models(self, namespace: str, name: str) -> list[tuple[Manifest, str]]:
-        found = []
-        for md_namespace, md_name in sorted(self.cache.names(c.MODELDEPLOYMENT_KIND)):
-            md = self.cache.get(c.MODELDEPLOYMENT_KIND, md_namespace, md_name)
-            labels = (md or {}).get("metadata", {}).get("labels") or {}
+        def rolled_back_here(md: Manifest) -> bool:
+            labels = md.get("metadata", {}).get("labels") or {}
             if (labels.get(c.LABEL_SYNC_NAME), labels.get(c.LABEL_SYNC_NAMESPACE)) != (
                 name,
                 namespace,
             ):
-                continue
-            condition = conditions.find((md.get("status") or {}).get("conditions"), c.ROLLED_BACK)
-            if md is not None and condition and condition.get("status") == "True":
-                found.append((md, str(condition.get("message", ""))))
-        return found
+                return False
+            return conditions.is_true((md.get("status") or {}).get("conditions"), c.ROLLED_BACK)
+
+        return [
+            (md, str((conditions.find(md["status"]["conditions"], c.ROLLED_BACK) or {})["message"]))
+            for md in self.cache.select(c.MODELDEPLOYMENT_KIND, rolled_back_here)
+        ]
 
     def _credentials(self, namespace: str, secret_ref: dict[str, str] | None) -> Credentials | None:
         if not secret_ref:

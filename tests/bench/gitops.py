@@ -218,10 +218,10 @@ def resync_and_idle_poll(bench: Bench, polls: int = 6) -> dict[str, float]:
         return total(samples(bench.port), "modelsync_syncs_total")
 
     base = count()
-    timed(lambda: count() >= base + 2, 120, "the interval syncs to start", period=0.2)
+    timed(lambda: count() >= base + 2, 120, "the interval syncs to start", period=1.0)
     before, cpu_before = samples(bench.port), cpu_seconds(bench.operator.pid)
     start = total(before, "modelsync_syncs_total")
-    timed(lambda: count() >= start + polls, 120, f"{polls} interval syncs", period=0.2)
+    timed(lambda: count() >= start + polls, 120, f"{polls} interval syncs", period=1.0)
     after, cpu_after = samples(bench.port), cpu_seconds(bench.operator.pid)
     bench.set_interval("1h")
     done = total(after, "modelsync_syncs_total") - start

@@ -282,6 +282,30 @@ def _wait(
 # --------------------------------------------------------------------------- start / stop
 
 
+def _apiserver_args(root: Path, ports: dict[str, int], pki: pkimod.Pki) -> list[str]:
+    """The API server's command line: the same at first start and at a restart."""
+    return [
+        f"--etcd-servers=http://127.0.0.1:{ports['etcd-client']}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={ports['apiserver']}",
+        f"--cert-dir={root / 'pki'}",
+        f"--tls-cert-file={pki.serving_cert}",
+        f"--tls-private-key-file={pki.serving_key}",
+        f"--client-ca-file={pki.ca_cert}",
+        "--authorization-mode=RBAC",
+        f"--service-account-key-file={pki.service_account_public_key}",
+        f"--service-account-signing-key-file={pki.service_account_key}",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        # Endpoints may not point at loopback; nothing in-cluster calls the API anyway.
+        "--endpoint-reconciler-type=none",
+        "--allow-privileged=true",
+        "--profiling=false",
+        "--v=0",
+    ]
+
+
 def kubeconfig_yaml(server: str, pki: pkimod.Pki, name: str = "modelsync-local") -> str:
     def b64(path: Path) -> str:
         return base64.b64encode(path.read_bytes()).decode()
@@ -360,6 +384,70 @@ def stop(root: Path, log: TextIO = sys.stderr) -> bool:
         print(f"[cluster] stopped {', '.join(sorted(running))}", file=log)
     (root / STATE_FILE).unlink(missing_ok=True)
     return bool(running)
+
+
+def stop_apiserver(cluster: Cluster, *, kill: bool = False) -> None:
+    """Stop only the API server of a running cluster (SIGTERM, its graceful shutdown; or
+    SIGKILL with `kill`); etcd, the controllers and kwok run on and find it gone. Returns
+    when the process has exited, so its port is free for `start_apiserver`."""
+    pid = cluster.pids["kube-apiserver"]
+    if not _owned_pid_alive(pid, cluster.root):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while _owned_pid_alive(pid, cluster.root):
+        _reap({"kube-apiserver": pid})
+        if time.monotonic() >= deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    _reap({"kube-apiserver": pid})
+
+
+def start_apiserver(
+    cluster: Cluster,
+    binaries: Binaries,
+    *,
+    die_with_parent: bool = False,
+    timeout: float = 60.0,
+) -> None:
+    """Start the API server of `cluster` again after `stop_apiserver`: the same port,
+    etcd and certificates, so every client reconnects to the same address with the same
+    credentials and finds the same objects. Waits for /readyz; records the new pid."""
+    if _owned_pid_alive(cluster.pids["kube-apiserver"], cluster.root):
+        raise ClusterError("the API server still runs: stop_apiserver first")
+    pki = pkimod.Pki(cluster.root / "pki")
+    log_path = cluster.root / "logs" / "kube-apiserver.log"
+    context = _ssl_context(pki)
+    deadline = time.monotonic() + timeout
+    while True:
+        # Appended to the first run's log: both runs stay readable after a failure.
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [str(binaries.kube_apiserver), *_apiserver_args(cluster.root, cluster.ports, pki)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if die_with_parent else None,
+            )
+        cluster.pids["kube-apiserver"] = process.pid
+        cluster.save()
+        try:
+            _wait(
+                "kube-apiserver /readyz after a restart",
+                lambda: _get(cluster.server + "/readyz", context) == b"ok",
+                max(1.0, deadline - time.monotonic()),
+                {"kube-apiserver": (process, log_path)},
+            )
+            return
+        except PortInUseError:
+            # Freed a moment ago, the port may still be held (a socket closing slowly):
+            # the address must stay the same, so try it again until the deadline.
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
 
 
 def start(
@@ -459,30 +547,7 @@ def _start_once(
         )
         _wait("etcd", lambda: _get(etcd_url + "/health") is not None, 30, processes)
 
-        launch(
-            "kube-apiserver",
-            binaries.kube_apiserver,
-            [
-                f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={ports['apiserver']}",
-                f"--cert-dir={root / 'pki'}",
-                f"--tls-cert-file={pki.serving_cert}",
-                f"--tls-private-key-file={pki.serving_key}",
-                f"--client-ca-file={pki.ca_cert}",
-                "--authorization-mode=RBAC",
-                f"--service-account-key-file={pki.service_account_public_key}",
-                f"--service-account-signing-key-file={pki.service_account_key}",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                # Endpoints may not point at loopback; nothing in-cluster calls the API anyway.
-                "--endpoint-reconciler-type=none",
-                "--allow-privileged=true",
-                "--profiling=false",
-                "--v=0",
-            ],
-        )
+        launch("kube-apiserver", binaries.kube_apiserver, _apiserver_args(root, ports, pki))
         apiserver_context = _ssl_context(pki)
         _wait(
             "kube-apiserver /readyz",
