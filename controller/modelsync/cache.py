@@ -28,6 +28,27 @@ def _newer(candidate: dict[str, Any], current: dict[str, Any] | None) -> bool:
     return True
 
 
+# What reconciling reads of a pod: labels (spec hash, owner) and container statuses.
+_POD_METADATA = ("name", "namespace", "labels", "resourceVersion", "uid", "deletionTimestamp")
+_POD_STATUS = ("phase", "conditions", "containerStatuses", "initContainerStatuses")
+
+
+def slim(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The part of `body` worth keeping: never managedFields (often half an object, and
+    read by nobody here); of a pod, only what tells a failing revision. With 1,000
+    models the cache holds 4,000 objects: this is most of the operator's memory."""
+    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    if kind == "Pod":
+        status = body.get("status") or {}
+        return {
+            "apiVersion": body.get("apiVersion", "v1"),
+            "kind": "Pod",
+            "metadata": {k: meta[k] for k in _POD_METADATA if k in meta},
+            "status": {k: status[k] for k in _POD_STATUS if k in status},
+        }
+    return {**body, "metadata": meta}
+
+
 class ObjectCache:
     """Objects by (kind, namespace, name); also by the ModelDeployment they belong to
     (their `modelsync.io/modeldeployment` label), so a model's pods are found directly."""
@@ -43,7 +64,7 @@ class ObjectCache:
         with self._lock:
             if _newer(body, self._objects.get(key)):
                 self._unindex(key)
-                self._objects[key] = copy.deepcopy(body)
+                self._objects[key] = copy.deepcopy(slim(kind, body))
                 owner = (meta.get("labels") or {}).get(LABEL_DEPLOYMENT)
                 if owner:
                     self._owned.setdefault((kind, key[1], owner), set()).add(key[2])

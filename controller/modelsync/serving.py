@@ -435,8 +435,9 @@ class ServingReconciler:
         kind = desired["kind"]
         meta = desired["metadata"]
         live = self.cache.get(kind, meta["namespace"], meta["name"])
-        if live is None:
+        if live is None and converged(md, rendered):
             # Missing from the cache may mean not listed yet: ask before calling it deleted.
+            # (A model never applied has nothing to ask about: the apply creates it.)
             live = self.kube.get(desired["apiVersion"], kind, meta["namespace"], meta["name"])
             if live is not None:
                 self.cache.put(kind, live)
