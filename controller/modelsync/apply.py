@@ -190,8 +190,11 @@ class Applier:
                     raise  # the API server's trouble, not the revision's: retried
                 return error
 
+        judged = [step for step in steps if step[5]]
+        verdicts = dict(zip(map(id, judged), _concurrently(verdict, judged), strict=True))
         planned, errors = [], []
-        for step, preview in zip(steps, _concurrently(verdict, steps), strict=True):
+        for step in steps:
+            preview = verdicts.get(id(step))
             obj, desired, candidate, current, drifted, _ = step
             if not drifted:
                 planned.append(Planned(obj, candidate, current, []))

@@ -160,6 +160,7 @@ class GitFetcher:
     ) -> None:
         self.cache_dir = cache_dir
         self.max_snapshots = max_snapshots
+        self._trimming = threading.Lock()
         # Read once, at start: a bad value stops the operator instead of every sync.
         self.timeout = timeout if timeout is not None else git_timeout_seconds()
         (cache_dir / "repos").mkdir(parents=True, exist_ok=True)
@@ -268,7 +269,9 @@ class GitFetcher:
                         " the next sync takes the new commit"
                     )
             self._extract(repo, revision.sha, snapshot)
-        self._trim()
+        # Old snapshots go in the background: deleting a thousand files is no reason to
+        # keep a sync (and the webhook's latency) waiting.
+        threading.Thread(target=self._trim, name="trim-snapshots", daemon=True).start()
         return snapshot
 
     @contextlib.contextmanager
@@ -307,6 +310,14 @@ class GitFetcher:
             raise
 
     def _trim(self) -> None:
+        if not self._trimming.acquire(blocking=False):
+            return  # one trim at a time; the next checkout trims again
+        try:
+            self._trim_now()
+        finally:
+            self._trimming.release()
+
+    def _trim_now(self) -> None:
         snapshots = sorted(
             (p for p in (self.cache_dir / "snapshots").iterdir() if SHA.match(p.name)),
             key=lambda p: p.stat().st_mtime,

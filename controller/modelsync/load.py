@@ -9,8 +9,12 @@ very deep nesting. Every error names the file and line.
 
 from __future__ import annotations
 
+import collections
+import copy
+import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -288,5 +292,29 @@ def load(root: Path, path: str = "") -> Loaded:
         except UnicodeDecodeError:
             loaded.errors.append(LoadError(Source(relative, 1), "not UTF-8 text"))
             continue
-        _documents(text, relative, loaded)
+        _documents_cached(text, relative, loaded)
     return loaded
+
+
+# Parsed files by path and content: a commit that changes one file of a thousand parses
+# one file. Bounded; each hit hands out copies, so callers may change what they get.
+_PARSED: collections.OrderedDict[tuple[str, str], Loaded] = collections.OrderedDict()
+_PARSED_LIMIT = 20_000
+_parsed_lock = threading.Lock()
+
+
+def _documents_cached(text: str, relative: str, loaded: Loaded) -> None:
+    key = (relative, hashlib.sha256(text.encode()).hexdigest())
+    with _parsed_lock:
+        found = _PARSED.get(key)
+        if found is not None:
+            _PARSED.move_to_end(key)
+    if found is None:
+        found = Loaded()
+        _documents(text, relative, found)
+        with _parsed_lock:
+            _PARSED[key] = found
+            while len(_PARSED) > _PARSED_LIMIT:
+                _PARSED.popitem(last=False)
+    loaded.objects += [LoadedObject(copy.deepcopy(o.manifest), o.source) for o in found.objects]
+    loaded.errors += found.errors

@@ -195,6 +195,9 @@ def measure(
         requests = by_label(after, "modelsync_api_requests_total", "verb")
         earlier = by_label(before, "modelsync_api_requests_total", "verb")
         result["api_requests"] = {v: requests[v] - earlier.get(v, 0.0) for v in requests}
+        result["api_throttled_s"] = total(after, "modelsync_api_throttled_seconds_total") - total(
+            before, "modelsync_api_throttled_seconds_total"
+        )
         result["rss_mib"] = peak_rss(bench.operator.pid) / 2**20
         print(f"  applied {result['applied_s']:.1f} s, Ready {result['ready_s']:.1f} s", flush=True)
         if latencies:

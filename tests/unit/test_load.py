@@ -125,3 +125,18 @@ def test_paths_that_leave_the_repository_are_refused(tmp_path: Path, path: str) 
 def test_a_missing_path_is_an_empty_revision(tmp_path: Path) -> None:
     loaded = load(tmp_path, "nothing-here")
     assert (loaded.objects, loaded.errors) == ([], [])
+
+
+def test_unchanged_files_parse_once_and_hand_out_copies(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n")
+    (tmp_path / "bad.yaml").write_text("a: [\n")
+    first = load(tmp_path)
+    first.objects[0].manifest["metadata"]["name"] = "changed by a caller"
+    again = load(tmp_path)
+    assert again.objects[0].manifest["metadata"]["name"] == "a"
+    assert [str(e) for e in again.errors] == [str(e) for e in first.errors]
+    assert len(again.errors) == 1
+    # Same content elsewhere is another file: its source names the new path.
+    (tmp_path / "b.yaml").write_text((tmp_path / "a.yaml").read_text())
+    sources = sorted(o.source.file for o in load(tmp_path).objects)
+    assert sources == ["a.yaml", "b.yaml"]
