@@ -32,6 +32,9 @@ ORDER = (
 CRD_ESTABLISHED_SECONDS = 30.0
 CONCURRENCY = 8  # requests of one sync in flight at once (the rate limit still holds)
 T = TypeVar("T")
+# (apiVersion, kind, namespace, labels) -> the cached objects with those labels, or None
+# when the cache does not hold that kind there.
+CachedList = Callable[[str, str, str | None, dict[str, str]], list[Manifest] | None]
 R = TypeVar("R")
 
 
@@ -134,11 +137,20 @@ class Applier:
     ServiceAccount it impersonates for this ModelSync) dry-runs, applies and deletes,
     so the API server holds every write to the writer's RBAC."""
 
-    def __init__(self, reader: Kube, writer: Kube, sync_namespace: str, sync_name: str) -> None:
+    def __init__(
+        self,
+        reader: Kube,
+        writer: Kube,
+        sync_namespace: str,
+        sync_name: str,
+        cached: CachedList | None = None,
+    ) -> None:
         self.kube = reader
         self.writer = writer
         self.sync_namespace = sync_namespace
         self.sync_name = sync_name
+        # Objects the operator's watch cache holds already, instead of a list request.
+        self.cached = cached or (lambda *_: None)
 
     def plan(
         self, objects: list[LoadedObject], revision: str
@@ -222,7 +234,13 @@ class Applier:
             if self.kube.scope(o.manifest["apiVersion"], o.manifest["kind"]) is not None
         }
         index: dict[tuple[str, str, str, str], Manifest] = {}
+        labels = {c.LABEL_SYNC_NAME: self.sync_name, c.LABEL_SYNC_NAMESPACE: self.sync_namespace}
         for api_version, kind, namespace in sorted(groups, key=str):
+            cached = self.cached(api_version, kind, namespace, labels)
+            if cached is not None:
+                for item in cached:
+                    index[identity(item)] = item
+                continue
             try:
                 items = self.kube.list_objects(api_version, kind, selector, namespace)
             except kubernetes.client.ApiException as error:

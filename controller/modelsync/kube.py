@@ -51,6 +51,20 @@ def _raw(_: Any, data: Manifest) -> Manifest:
     return data
 
 
+def status_patch(previous: Manifest, status: Manifest) -> list[Manifest]:
+    """JSON patch operations turning the status `previous` into `status` field by field
+    (top-level fields of status replaced whole; None removes one)."""
+    operations: list[Manifest] = [] if previous else [{"op": "add", "path": "/status", "value": {}}]
+    for key, value in status.items():
+        path = "/status/" + key.replace("~", "~0").replace("/", "~1")
+        if value is None:
+            if key in previous:
+                operations.append({"op": "remove", "path": path})
+        elif previous.get(key) != value:
+            operations.append({"op": "add", "path": path, "value": value})
+    return operations
+
+
 class Kube:
     """Server-side apply and friends, with one field manager and counted writes."""
 
@@ -152,14 +166,30 @@ class Kube:
         metrics.API_WRITES.labels(verb="delete", kind=kind).inc()
 
     def patch_status(
-        self, api_version: str, kind: str, namespace: str, name: str, status: Manifest
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        status: Manifest,
+        previous: Manifest | None = None,
     ) -> Manifest:
+        """Write `status`. With the `previous` status: a JSON patch replacing each field
+        that changed, whole (a merge patch would merge a nested stableSpec with the old
+        one), and only those (a 1,000-entry inventory is not sent with every revision);
+        None removes a field. Without it: a merge patch of `status`."""
         resource = self.resource(api_version, kind).subresources["status"]
+        if previous is None:
+            body: Any = {"status": status}
+            content_type = "application/merge-patch+json"
+        else:
+            body = status_patch(previous, status)
+            content_type = "application/json-patch+json"
         result = resource.patch(
-            body={"status": status},
+            body=body,
             name=name,
             namespace=namespace,
-            content_type="application/merge-patch+json",
+            content_type=content_type,
             serializer=_raw,
         )
         metrics.API_WRITES.labels(verb="patch-status", kind=kind).inc()

@@ -245,7 +245,13 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         runtime.queue = WorkQueue(retry_seconds=runtime.settings.retry_seconds)
         runtime.reconciler = ServingReconciler(kube, runtime.cache)
         fetcher = GitFetcher(fetch_cache_dir(runtime.settings.git_cache_dir))
-        runtime.syncer = SyncReconciler(kube, fetcher, runtime.cache)
+        patterns = runtime.settings.namespaces
+        runtime.syncer = SyncReconciler(
+            kube,
+            fetcher,
+            runtime.cache,
+            watches=lambda namespace: not patterns or watched(namespace, patterns),
+        )
         runtime.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=runtime.settings.workers, thread_name_prefix="reconcile"
         )

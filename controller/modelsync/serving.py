@@ -576,6 +576,6 @@ class ServingReconciler:
             return
         meta = md["metadata"]
         patched = self.kube.patch_status(
-            c.API_VERSION, c.MODELDEPLOYMENT_KIND, meta["namespace"], meta["name"], status
+            c.API_VERSION, c.MODELDEPLOYMENT_KIND, meta["namespace"], meta["name"], status, current
         )
         self.cache.put(c.MODELDEPLOYMENT_KIND, patched)

@@ -76,11 +76,13 @@ class SyncReconciler:
         fetcher: GitFetcher,
         cache: Any,
         clock: Callable[[], datetime.datetime] = _now,
+        watches: Callable[[str], bool] = lambda _: False,
     ) -> None:
         self.kube = kube
         self.fetcher = fetcher
         self.cache = cache
         self.clock = clock
+        self.watches = watches  # namespaces whose ModelDeployments the cache holds
         self._fetch_failures: dict[tuple[str, str], int] = {}  # in a row, per ModelSync
 
     def reconcile(self, namespace: str, name: str) -> float | None:
@@ -135,7 +137,9 @@ class SyncReconciler:
             allow_other_namespaces=bool(spec.get("allowOtherNamespaces")),
             allow_cluster_scoped=bool(spec.get("allowClusterScoped")),
         )
-        applier = Applier(self.kube, self._applying_as(ms), meta["namespace"], meta["name"])
+        applier = Applier(
+            self.kube, self._applying_as(ms), meta["namespace"], meta["name"], self._cached
+        )
         errors = loaded.errors + check(loaded.objects, policy, applier.kube.scope)
         planned: list[Planned] = []
         if not errors:
@@ -287,6 +291,26 @@ class SyncReconciler:
             known_hosts=data.get("known_hosts"),
         )
 
+    def _cached(
+        self, api_version: str, kind: str, namespace: str | None, labels: dict[str, str]
+    ) -> list[Manifest] | None:
+        """The operator watches every ModelDeployment of the namespaces it serves: a sync
+        reads them from its cache, not from a list of a thousand (most of an idle sync)."""
+        if (api_version, kind) != (c.API_VERSION, c.MODELDEPLOYMENT_KIND):
+            return None
+        if namespace is None or not self.watches(namespace):
+            return None
+
+        def ours(md: Manifest) -> bool:
+            meta = md.get("metadata") or {}
+            found = meta.get("labels") or {}
+            return meta.get("namespace") == namespace and all(
+                found.get(k) == v for k, v in labels.items()
+            )
+
+        found: list[Manifest] = self.cache.select(kind, ours)
+        return found
+
     def _applying_as(self, ms: Manifest) -> Kube:
         account = ms["spec"].get("serviceAccountName")
         if not account:
@@ -413,7 +437,12 @@ class SyncReconciler:
         meta = ms["metadata"]
         try:
             patched = self.kube.patch_status(
-                c.API_VERSION, c.MODELSYNC_KIND, meta["namespace"], meta["name"], status
+                c.API_VERSION,
+                c.MODELSYNC_KIND,
+                meta["namespace"],
+                meta["name"],
+                status,
+                ms.get("status") or {},
             )
         except kubernetes.client.ApiException as error:
             if error.status == 404:
