@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 Manifest = dict[str, Any]
 
 REPORTING_CONTROLLER = f"{c.GROUP}/operator"
+CONNECTIONS = 32
 
 
 def api_client(
@@ -36,10 +37,15 @@ def api_client(
     """In-cluster config when running in a pod, else the kubeconfig. With `qps`, its
     requests are rate limited (a token bucket of `burst`) and 429s retried."""
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        kubernetes.config.load_incluster_config()
-        client = kubernetes.client.ApiClient()
+        config = kubernetes.client.Configuration()
+        kubernetes.config.load_incluster_config(client_configuration=config)
     else:
-        client = kubernetes.config.new_client_from_config(config_file=kubeconfig)
+        config = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=config)
+    # Workers and a sync's apply pool share the connections: room for all of them, or
+    # each burst would open (TLS handshake and all) and throw away connections.
+    config.connection_pool_maxsize = CONNECTIONS
+    client = kubernetes.client.ApiClient(config)
     bucket = throttle.TokenBucket(qps, burst) if qps else None
     client.rest_client = throttle.ThrottledRest(client.rest_client, bucket)
     return client

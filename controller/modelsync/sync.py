@@ -263,18 +263,17 @@ class SyncReconciler:
         return done, ""
 
     def _rolled_back_models(self, namespace: str, name: str) -> list[tuple[Manifest, str]]:
-        def rolled_back_here(md: Manifest) -> bool:
-            labels = md.get("metadata", {}).get("labels") or {}
-            if (labels.get(c.LABEL_SYNC_NAME), labels.get(c.LABEL_SYNC_NAMESPACE)) != (
-                name,
-                namespace,
-            ):
-                return False
-            return conditions.is_true((md.get("status") or {}).get("conditions"), c.ROLLED_BACK)
-
+        labels = {c.LABEL_SYNC_NAME: name, c.LABEL_SYNC_NAMESPACE: namespace}
+        found = self.cache.select(
+            c.MODELDEPLOYMENT_KIND,
+            lambda md: conditions.is_true(
+                (md.get("status") or {}).get("conditions"), c.ROLLED_BACK
+            ),
+            labels=labels,
+        )
         return [
             (md, str((conditions.find(md["status"]["conditions"], c.ROLLED_BACK) or {})["message"]))
-            for md in self.cache.select(c.MODELDEPLOYMENT_KIND, rolled_back_here)
+            for md in found
         ]
 
     def _credentials(self, namespace: str, secret_ref: dict[str, str] | None) -> Credentials | None:
@@ -301,14 +300,9 @@ class SyncReconciler:
         if namespace is None or not self.watches(namespace):
             return None
 
-        def ours(md: Manifest) -> bool:
-            meta = md.get("metadata") or {}
-            found = meta.get("labels") or {}
-            return meta.get("namespace") == namespace and all(
-                found.get(k) == v for k, v in labels.items()
-            )
-
-        found: list[Manifest] = self.cache.select(kind, ours)
+        found: list[Manifest] = self.cache.select(
+            kind, lambda _: True, labels=labels, namespace=namespace
+        )
         return found
 
     def _applying_as(self, ms: Manifest) -> Kube:

@@ -110,7 +110,9 @@ class Bench:
         self.operator: Any = None
 
     def start(self) -> None:
-        self.operator = start_operator(self.cluster.kubeconfig, self.port)
+        # BENCH_OPERATOR_ARGS: extra `modelsync run` flags, e.g. "--kube-qps 200".
+        extra = os.environ.get("BENCH_OPERATOR_ARGS", "").split()
+        self.operator = start_operator(self.cluster.kubeconfig, self.port, *extra)
 
     def stop(self) -> None:
         if self.operator is not None:

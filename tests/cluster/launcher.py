@@ -45,6 +45,9 @@ STOP_ORDER = (
     ("kube-apiserver",),
     ("etcd",),
 )
+# Client rate limits of kube-controller-manager and kube-scheduler: kwokctl's values.
+CONTROL_PLANE_QPS = 5000
+CONTROL_PLANE_BURST = 10000
 PORT_NAMES = ("etcd-client", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")
 START_ATTEMPTS = 3
 STOP_GRACE_SECONDS = 10.0
@@ -568,9 +571,11 @@ def _start_once(
                 f"--cert-dir={root / 'pki' / 'controller-manager'}",
                 "--leader-elect=false",
                 # Defaults (20 QPS, 5 workers) are sized for sharing a big control plane;
-                # tests and benchmarks create hundreds of Deployments at once.
-                "--kube-api-qps=100",
-                "--kube-api-burst=200",
+                # tests and benchmarks create a thousand Deployments at once. Unlimited
+                # in effect, as kwok's own kwokctl runs it: each of its requests stands
+                # for work a real cluster spreads over many machines.
+                f"--kube-api-qps={CONTROL_PLANE_QPS}",
+                f"--kube-api-burst={CONTROL_PLANE_BURST}",
                 "--concurrent-deployment-syncs=10",
                 "--concurrent-replicaset-syncs=10",
                 "--use-service-account-credentials=true",
@@ -592,8 +597,8 @@ def _start_once(
                 f"--secure-port={ports['scheduler']}",
                 f"--cert-dir={root / 'pki' / 'scheduler'}",
                 "--leader-elect=false",
-                "--kube-api-qps=100",
-                "--kube-api-burst=200",
+                f"--kube-api-qps={CONTROL_PLANE_QPS}",
+                f"--kube-api-burst={CONTROL_PLANE_BURST}",
                 "--profiling=false",
             ],
         )

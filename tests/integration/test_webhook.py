@@ -114,7 +114,7 @@ def test_webhook_other_providers_authenticate_their_way(
     )
 
 
-def test_webhook_forged_malformed_and_oversized_requests_change_nothing(
+def test_webhook_fault_forged_malformed_and_oversized_requests_change_nothing(
     hooked: tuple[Syncs, Any, str], running_operator: operator.Runtime
 ) -> None:
     syncs, repo, first = hooked
