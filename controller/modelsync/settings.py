@@ -47,11 +47,11 @@ class OperatorSettings:
     lease_seconds: int = 15
     """How long a Lease not renewed stays the holder's before another replica takes it."""
 
-    kube_qps: float = 100.0
+    kube_qps: float = 200.0
     """Requests a second the operator makes to the Kubernetes API, at most (client-side
     token bucket; watches not counted). Past it, work waits in the operator."""
 
-    kube_burst: int = 200
+    kube_burst: int = 400
     """Requests allowed at once above `kube_qps` after a quiet time."""
 
     kubeconfig: str | None = None

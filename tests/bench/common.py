@@ -27,13 +27,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
-def fresh_cluster() -> Iterator[launcher.Cluster]:
-    """A local cluster of its own, in a temporary directory, for one benchmark."""
+def fresh_cluster(models: int = 0) -> Iterator[launcher.Cluster]:
+    """A local cluster of its own, in a temporary directory, for one benchmark; with
+    fake nodes enough for `models` pods (a node holds 1,000)."""
     binaries = build.ensure_binaries()
+    nodes = max(2, math.ceil(models / 900))
     with (
         tempfile.TemporaryDirectory(prefix="modelsync-bench-") as tmp,
         launcher.running(
-            Path(tmp) / "cluster", binaries, log=io.StringIO(), die_with_parent=True
+            Path(tmp) / "cluster", binaries, nodes=nodes, log=io.StringIO(), die_with_parent=True
         ) as cluster,
     ):
         yield cluster

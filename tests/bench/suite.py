@@ -51,7 +51,7 @@ def main() -> int:
     for n in counts:
         deep = n == counts[-1]
         print(f"[bench] modelsync, {n} models{' (and latencies)' if deep else ''}", flush=True)
-        with fresh_cluster() as cluster, tempfile.TemporaryDirectory() as tmp:
+        with fresh_cluster(n) as cluster, tempfile.TemporaryDirectory() as tmp:
             results["modelsync"][str(n)] = gitops.measure(
                 cluster, Path(tmp), n, commits=commits if deep else 0, latencies=deep
             )

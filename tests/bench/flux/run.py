@@ -96,7 +96,7 @@ def run_flux(
     limits = [f"--kube-api-qps={kube_qps}"] if kube_qps is not None else []
     limits += [f"--kube-api-burst={kube_burst}"] if kube_burst is not None else []
     binaries = build.ensure_binaries(log)  # before the cluster: a first build takes minutes
-    with fresh_cluster() as cluster, tempfile.TemporaryDirectory(prefix="modelsync-flux-") as tmp:
+    with fresh_cluster(n) as cluster, tempfile.TemporaryDirectory(prefix="modelsync-flux-") as tmp:
         figures = measure(cluster, binaries, Path(tmp), n, limits, log)
     figures["kube_api_qps"] = FLUX_QPS if kube_qps is None else kube_qps
     figures["kube_api_burst"] = FLUX_BURST if kube_burst is None else kube_burst
