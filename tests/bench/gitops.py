@@ -201,6 +201,12 @@ def measure(
         )
         timed(lambda: bench.applied(first), 1800, "the first sync", period=0.1)
         result["applied_s"] = time.monotonic() - started
+        result["rss_mib_applied"] = peak_rss(bench.operator.pid) / 2**20
+        print(
+            f"  applied {result['applied_s']:.1f} s (operator peak RSS so far "
+            f"{result['rss_mib_applied']:.0f} MiB)",
+            flush=True,
+        )
 
         # When the control plane had every Deployment available, and when every model
         # said Ready: the gap is the operator's; the rest is the cluster's.
@@ -220,7 +226,7 @@ def measure(
             before, "modelsync_api_throttled_seconds_total"
         )
         result["rss_mib"] = peak_rss(bench.operator.pid) / 2**20
-        print(f"  applied {result['applied_s']:.1f} s, Ready {result['ready_s']:.1f} s", flush=True)
+        print(f"  all Ready {result['ready_s']:.1f} s", flush=True)
         if latencies:
             result.update(resync_and_idle_poll(bench))
             result.update(webhook(bench, commits))
