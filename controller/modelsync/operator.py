@@ -66,6 +66,10 @@ class Runtime:
     loop: asyncio.AbstractEventLoop | None = None
     kube: kubemod.Kube | None = None
     rolled_back_seen: dict[tuple[str, str], bool] = field(default_factory=dict)
+    # What last made each ModelDeployment worth a reconcile, and each pod's restarts: our
+    # own status writes and a pod's ordinary progress come back as events too.
+    md_triggers: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
+    pod_restarts: dict[tuple[str, str], int] = field(default_factory=dict)
     health: probes.Health = field(default_factory=probes.Health)
     tokens: dict[tuple[str, str], tuple[float, bytes | None]] = field(default_factory=dict)
 
@@ -175,6 +179,56 @@ def resync_all(runtime: Runtime) -> int:
     return len(keys)
 
 
+def md_trigger(body: dict[str, Any]) -> tuple[Any, ...]:
+    """What of a ModelDeployment a reconcile answers to: its spec (generation), labels,
+    annotations and deletion; not its status, which only we write."""
+    meta = body.get("metadata") or {}
+    return (
+        meta.get("generation"),
+        sorted((meta.get("labels") or {}).items()),
+        sorted((meta.get("annotations") or {}).items()),
+        meta.get("deletionTimestamp"),
+    )
+
+
+def restart_count(pod: dict[str, Any]) -> int:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return sum(int(s.get("restartCount") or 0) for s in statuses)
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """The operator has event handlers only: nothing compares an object with its last
+    handled state, and building that state deep-copied every body of every event."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
+class NoProgress(kopf.ProgressStorage):
+    """No handler of ours keeps progress on objects (kopf writes nothing to them)."""
+
+    def fetch(self, *, key: Any, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, key: Any, record: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        return None
+
+    def purge(self, *, key: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        return None
+
+    def touch(self, *, body: kopf.Body, patch: kopf.Patch, value: str | None) -> None:
+        return None
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        return essence
+
+
 def rolled_back(body: dict[str, Any]) -> bool:
     found = conditions.find((body.get("status") or {}).get("conditions"), c.ROLLED_BACK)
     return bool(found and found.get("status") == "True")
@@ -229,6 +283,8 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.level = logging.WARNING
+        settings.persistence.diffbase_storage = NoDiffBase()
+        settings.persistence.progress_storage = NoProgress()
         settings.watching.server_timeout = runtime.settings.watch_server_timeout
         settings.watching.client_timeout = runtime.settings.watch_server_timeout + 30
         settings.watching.connect_timeout = 30
@@ -285,10 +341,14 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         if type == "DELETED":
             runtime.cache.delete(c.MODELDEPLOYMENT_KIND, namespace or "", name)
             runtime.rolled_back_seen.pop((namespace or "", name), None)
+            runtime.md_triggers.pop((namespace or "", name), None)
             metrics.model_gone(namespace or "", name)
             return
         runtime.cache.put(c.MODELDEPLOYMENT_KIND, dict(body))
-        enqueue((c.MODELDEPLOYMENT_KIND, namespace, name))
+        trigger = md_trigger(dict(body))
+        if runtime.md_triggers.get((namespace or "", name)) != trigger:
+            runtime.md_triggers[(namespace or "", name)] = trigger
+            enqueue((c.MODELDEPLOYMENT_KIND, namespace, name))
         # A model rolled back (or forward again): its ModelSync's status must say so.
         # (Compared with what the watch said before: the cache already holds our writes.)
         key, now = (namespace or "", name), rolled_back(dict(body))
@@ -329,6 +389,17 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
                 runtime.cache.delete(kind, namespace or "", name)
             else:
                 runtime.cache.put(kind, dict(body))
+            if kind == "Pod":
+                # Pods matter for their restarts only (a crash-looping revision); their
+                # Deployment's own events tell everything else.
+                key, restarts = (namespace or "", name), restart_count(dict(body))
+                if type == "DELETED":
+                    runtime.pod_restarts.pop(key, None)
+                    return
+                if runtime.pod_restarts.get(key, 0) == restarts:
+                    runtime.pod_restarts[key] = restarts
+                    return
+                runtime.pod_restarts[key] = restarts
             enqueue((c.MODELDEPLOYMENT_KIND, namespace, labels[c.LABEL_DEPLOYMENT]))
 
         return owned_event

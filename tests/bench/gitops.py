@@ -217,6 +217,7 @@ def measure(
 
         timed(all_ready, 3600, "all models Ready", period=1.0)
         result["ready_s"] = time.monotonic() - started
+        result["operator_cpu_s_to_ready"] = cpu_seconds(bench.operator.pid)
         result.setdefault("deployments_available_s", result["ready_s"])
         after = samples(bench.port)
         requests = by_label(after, "modelsync_api_requests_total", "verb")
