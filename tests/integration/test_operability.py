@@ -213,6 +213,7 @@ def test_ha_two_replicas_one_leader_and_failover_within_30s(
         models.create(manifest("second"))
         models.wait("second", ready_on("1"), describe="the standby to take over", timeout=45)
         took_over = time.monotonic() - killed
+        print(f"failover: the standby served a new model {took_over:.1f}s after the kill")
         assert took_over < 30, f"failover took {took_over:.1f}s"
         assert _leading(standby) == 1
         assert get(standby, "/readyz") == (200, "ok: leading")
