@@ -15,6 +15,7 @@ from kubernetes.dynamic import DynamicClient
 from modelsync.conditions import find
 
 Condition = Callable[[Any], bool]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def wait_for(
@@ -155,23 +156,32 @@ def wait_for_set(
     return list(objects.values())
 
 
-def install_crds(api: kubernetes.client.ApiClient, timeout: float = 60.0) -> list[str]:
-    """Apply every CRD of crds/ (the files users install) to the cluster of `api` and
-    wait until each is established; for a cluster of a test's own (the session's gets
-    them from the `crds` fixture)."""
+def install_crds(
+    api: kubernetes.client.ApiClient,
+    timeout: float = 60.0,
+    paths: list[Path] | None = None,
+    field_manager: str = "modelsync-tests",
+) -> list[str]:
+    """Apply every CRD of `paths` (default: crds/, the files users install) to the
+    cluster of `api`, taking over fields others set, and wait until each is established.
+    The session's cluster gets them from the `crds` fixture, a cluster of a test's or a
+    benchmark's own from here."""
     definitions = DynamicClient(api).resources.get(
         api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition"
     )
+    files = paths if paths is not None else sorted((REPO / "crds").glob("*.yaml"))
     names = []
-    for path in sorted((Path(__file__).resolve().parents[1] / "crds").glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        definitions.server_side_apply(
-            body=crd,
-            name=crd["metadata"]["name"],
-            field_manager="modelsync-tests",
-            force_conflicts=True,
-        )
-        names.append(crd["metadata"]["name"])
+    for path in files:
+        for crd in yaml.safe_load_all(path.read_text()):
+            if not crd:
+                continue
+            definitions.server_side_apply(
+                body=crd,
+                name=crd["metadata"]["name"],
+                field_manager=field_manager,
+                force_conflicts=True,
+            )
+            names.append(crd["metadata"]["name"])
 
     def established(crd: Any) -> bool:
         conditions = getattr(getattr(crd, "status", None), "conditions", None) or []

@@ -28,9 +28,9 @@ from rich.table import Table
 
 from modelsync import conditions
 from modelsync import constants as c
-from tests.bench.common import install_crds
 from tests.cluster import build, launcher, stages
 from tests.gitserver import WorkRepo
+from tests.kube import install_crds
 from tests.models import MD
 from tests.operatorproc import spawn_operator
 from tests.syncs import MS
@@ -136,7 +136,7 @@ def up() -> int:
     kubeconfig, bin_dir = cluster_kubeconfig()
     api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
     core, objects = kubernetes.client.CoreV1Api(api), kubernetes.client.CustomObjectsApi(api)
-    install_crds(api)
+    install_crds(api, field_manager="modelsync-dev")
     if not any(ns.metadata.name == NAMESPACE for ns in core.list_namespace().items):
         core.create_namespace(
             kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=NAMESPACE))

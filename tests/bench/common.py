@@ -16,14 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import kubernetes
-import yaml
-from kubernetes.dynamic import DynamicClient
-
 from tests.cluster import build, launcher
 from tests.operatorproc import spawn_operator
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
@@ -48,25 +42,6 @@ def wait_until(what: str, check: Any, timeout: float) -> float:
             raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.2)
     return time.monotonic() - started
-
-
-def install_crds(api: kubernetes.client.ApiClient) -> None:
-    """Every CRD of crds/, applied and established."""
-    definitions = DynamicClient(api).resources.get(
-        api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition"
-    )
-    for path in sorted((REPO / "crds").glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        name = crd["metadata"]["name"]
-        definitions.server_side_apply(
-            body=crd, name=name, field_manager="modelsync-dev", force_conflicts=True
-        )
-        wait_until(f"CRD {name}", lambda n=name: _established(definitions, n), 60)
-
-
-def _established(definitions: Any, name: str) -> bool:
-    conditions = definitions.get(name=name).to_dict().get("status", {}).get("conditions") or []
-    return any(cond["type"] == "Established" and cond["status"] == "True" for cond in conditions)
 
 
 def start_operator(kubeconfig: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:

@@ -37,7 +37,6 @@ from modelsync import constants as c
 from tests.bench.common import (
     fresh_cluster,
     get,
-    install_crds,
     peak_rss,
     start_operator,
     summary,
@@ -45,6 +44,7 @@ from tests.bench.common import (
 )
 from tests.cluster import launcher
 from tests.gitserver import GitHttpServer, WorkRepo
+from tests.kube import install_crds
 from tests.models import MD
 from tests.syncs import MS, model_yaml
 

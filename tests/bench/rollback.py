@@ -22,8 +22,9 @@ from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi, V1Namespac
 
 from modelsync import constants as c
 from modelsync.conditions import of as condition
-from tests.bench.common import fresh_cluster, install_crds, peak_rss, start_operator, wait_until
+from tests.bench.common import fresh_cluster, peak_rss, start_operator, wait_until
 from tests.cluster import launcher, stages
+from tests.kube import install_crds
 from tests.models import MD
 
 DEADLINE = 5

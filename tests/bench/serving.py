@@ -21,13 +21,13 @@ from kubernetes.client import CoreV1Api, CustomObjectsApi, V1Namespace, V1Object
 from modelsync import constants as c
 from tests.bench.common import (
     fresh_cluster,
-    install_crds,
     peak_rss,
     scrape,
     start_operator,
     wait_until,
 )
 from tests.cluster import launcher
+from tests.kube import install_crds
 from tests.models import MD
 
 REPO = Path(__file__).resolve().parents[2]

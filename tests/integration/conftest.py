@@ -4,26 +4,25 @@ tests share one operator, run in this process against that cluster."""
 
 from __future__ import annotations
 
+import secrets
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import kubernetes
 import pytest
-import yaml
-from kubernetes.dynamic import DynamicClient
 
 from modelsync import operator
 from modelsync.settings import OperatorSettings
 from tests.cluster.launcher import free_ports
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, GitSshServer
-from tests.kube import wait_for
+from tests.kube import install_crds
 from tests.models import Models
 from tests.syncs import Syncs
 
-REPO = Path(__file__).resolve().parents[2]
 OWN_OPERATOR_PREFIX = "own-operator-"
 
 
@@ -36,31 +35,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def crds(local_cluster: LocalCluster) -> list[str]:
     """Install every CRD in crds/ (the very files users install) and wait until served."""
-    dynamic = DynamicClient(local_cluster.api)
-    definitions = dynamic.resources.get(
-        api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition"
-    )
-    names = []
-    for path in sorted((REPO / "crds").glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        definitions.server_side_apply(
-            body=crd,
-            name=crd["metadata"]["name"],
-            field_manager="modelsync-tests",
-            force_conflicts=True,
-        )
-        names.append(crd["metadata"]["name"])
-
-    def established(crd: object) -> bool:
-        conditions = getattr(getattr(crd, "status", None), "conditions", None) or []
-        return any(cond.type == "Established" and cond.status == "True" for cond in conditions)
-
-    from kubernetes.client import ApiextensionsV1Api
-
-    api = ApiextensionsV1Api(local_cluster.api)
-    for name in names:
-        wait_for(api.list_custom_resource_definition, name, established, timeout=60)
-    return names
+    return install_crds(local_cluster.api)
 
 
 @pytest.fixture(scope="session")
@@ -89,6 +64,18 @@ def running_operator(
     stop.set()
     thread.join(30)
     assert not thread.is_alive(), "the operator did not stop within 30s"
+
+
+@pytest.fixture
+def own_namespace(local_cluster: LocalCluster) -> Iterator[str]:
+    """A namespace the shared operator leaves alone, for an operator process of a test's own."""
+    name = f"{OWN_OPERATOR_PREFIX}{secrets.token_hex(4)}"
+    core = kubernetes.client.CoreV1Api(local_cluster.api)
+    core.create_namespace(
+        kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name))
+    )
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,6 @@ from modelsync.operator import Runtime
 from tests.cluster import build, launcher, stages
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, SlowHttpServer, WorkRepo
-from tests.integration.conftest import OWN_OPERATOR_PREFIX
 from tests.kube import dict_condition, install_crds, wait_for, wait_for_set
 from tests.models import MD, Models, ready_on
 from tests.operatorproc import spawn_operator
@@ -132,15 +131,6 @@ def make_namespace(api: kubernetes.client.ApiClient, name: str) -> None:
     CoreV1Api(api).create_namespace(
         kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name))
     )
-
-
-@pytest.fixture
-def own_namespace(local_cluster: LocalCluster) -> Iterator[str]:
-    """A namespace of the shared cluster that the shared operator leaves alone."""
-    name = f"{OWN_OPERATOR_PREFIX}{secrets.token_hex(4)}"
-    make_namespace(local_cluster.api, name)
-    yield name
-    CoreV1Api(local_cluster.api).delete_namespace(name, propagation_policy="Background")
 
 
 @pytest.fixture

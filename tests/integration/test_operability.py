@@ -13,12 +13,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import kubernetes
-import pytest
 from kubernetes.dynamic import DynamicClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,8 +24,7 @@ from modelsync import operator
 from tests.cluster.launcher import free_ports
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, GitSshServer
-from tests.integration.conftest import OWN_OPERATOR_PREFIX
-from tests.integration.test_webhook import github_push, post, signature
+from tests.integration.test_webhook import github_push, post, post_to, signature
 from tests.kube import dict_condition, wait_for
 from tests.models import MD, Models, manifest, ready_on
 from tests.operatorproc import spawn_operator
@@ -63,18 +59,6 @@ def value(samples: Samples, metric: str, **labels: str) -> float | None:
 
 def total(samples: Samples, name: str) -> float:
     return sum(v for (n, _), v in samples.items() if n == name)
-
-
-@pytest.fixture
-def own_namespace(local_cluster: LocalCluster) -> Iterator[str]:
-    """A namespace the shared operator leaves alone, for operator processes of the test's own."""
-    name = f"{OWN_OPERATOR_PREFIX}{secrets.token_hex(4)}"
-    core = kubernetes.client.CoreV1Api(local_cluster.api)
-    core.create_namespace(
-        kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name))
-    )
-    yield name
-    core.delete_namespace(name, propagation_policy="Background")
 
 
 # ------------------------------------------------------------------ metrics and probes
@@ -195,7 +179,7 @@ def test_ha_two_replicas_one_leader_and_failover_within_30s(
         standby = next(port for port in ports if port != leader)
         assert _leading(leader) == 1
         assert _leading(standby) == 0
-        code, answer = _post(standby, "github", b"{}")
+        code, answer = post_to(standby, "github", b"{}")
         assert (code, "standby" in answer.get("error", "")) == (503, True)
 
         models = Models(local_cluster, own_namespace)
@@ -229,22 +213,6 @@ def test_ha_two_replicas_one_leader_and_failover_within_30s(
                 process.wait(30)
 
 
-def _post(
-    port: int, provider: str, body: bytes, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/hooks/{provider}",
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", **(headers or {})},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
-
-
 # ------------------------------------------------------------------ webhook flood
 
 
@@ -276,7 +244,7 @@ def test_webhook_flood_fault_200_requests_do_not_put_syncs_behind(
 
     def deliver(_: int) -> tuple[int, float]:
         started = time.monotonic()
-        code, _answer = _post(port, "github", body, headers)
+        code, _answer = post_to(port, "github", body, headers)
         return code, time.monotonic() - started
 
     started = time.monotonic()
@@ -292,7 +260,7 @@ def test_webhook_flood_fault_200_requests_do_not_put_syncs_behind(
     repo.write("iris.yaml", model_yaml("iris", version="2"))
     second = repo.commit("two")
     pushed = time.monotonic()
-    assert _post(port, "github", body, headers)[0] == 202
+    assert post_to(port, "github", body, headers)[0] == 202
     syncs.wait_applied("flooded", f"main@sha1:{second}")
     assert time.monotonic() - pushed < 10
     assert value(scrape(port), "modelsync_queue_depth") is not None
@@ -371,8 +339,8 @@ def test_secret_values_never_appear_in_logs_events_status_or_metrics(
             "X-GitHub-Event": "push",
             "X-Hub-Signature-256": "sha256=" + signature(body, "guess"),
         }
-        assert _post(port, "github", body, signed)[0] == 202
-        assert _post(port, "github", body, forged)[0] == 401
+        assert post_to(port, "github", body, signed)[0] == 202
+        assert post_to(port, "github", body, forged)[0] == 401
         wait_for(
             lambda **kw: kubernetes.client.CoreV1Api(local_cluster.api).list_namespaced_secret(
                 own_namespace, **kw

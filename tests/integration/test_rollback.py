@@ -5,14 +5,11 @@ until git changes the model, and the next good version rolls forward."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import subprocess
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import kubernetes
-import pytest
 from kubernetes.client import AppsV1Api
 from kubernetes.dynamic import DynamicClient
 
@@ -20,7 +17,6 @@ from modelsync import constants as c
 from modelsync import operator
 from tests.cluster import stages
 from tests.conftest import LocalCluster
-from tests.integration.conftest import OWN_OPERATOR_PREFIX
 from tests.kube import dict_condition, wait_for
 from tests.models import (
     MD,
@@ -239,18 +235,6 @@ def test_rollback_shows_on_the_modelsync_and_a_git_revert_ends_it(syncs: Syncs) 
         describe="the rollback to be over",
     )
     assert md["status"]["modelVersion"] == "1"
-
-
-@pytest.fixture
-def own_namespace(local_cluster: LocalCluster) -> Iterator[str]:
-    """A namespace the shared operator leaves alone, for an operator process of a test's own."""
-    name = f"{OWN_OPERATOR_PREFIX}{secrets.token_hex(4)}"
-    core = kubernetes.client.CoreV1Api(local_cluster.api)
-    core.create_namespace(
-        kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name))
-    )
-    yield name
-    core.delete_namespace(name, propagation_policy="Background")
 
 
 def operator_process(cluster: LocalCluster, namespace: str) -> subprocess.Popen[bytes]:

@@ -24,11 +24,18 @@ TOKEN = "s3cr3t-webhook-token"
 def post(
     runtime: operator.Runtime, provider: str, body: bytes, headers: dict[str, str]
 ) -> tuple[int, dict[str, Any]]:
+    return post_to(runtime.settings.http_port, provider, body, headers)
+
+
+def post_to(
+    port: int, provider: str, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """POST a webhook delivery to the operator on `port`: its status and JSON answer."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{runtime.settings.http_port}/hooks/{provider}",
+        f"http://127.0.0.1:{port}/hooks/{provider}",
         data=body,
         method="POST",
-        headers={"Content-Type": "application/json", **headers},
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import functools
 import json
 import os
 import signal
@@ -36,13 +35,13 @@ from typing import Any, TextIO
 import kubernetes
 import yaml
 from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta
-from kubernetes.dynamic import DynamicClient
 
 from modelsync.render import render
 from tests.bench.common import fresh_cluster, peak_rss
 from tests.bench.flux import build
 from tests.cluster import launcher
 from tests.gitserver import GitHttpServer, WorkRepo
+from tests.kube import install_crds
 from tests.syncs import model_yaml
 
 FLUX_NAMESPACE = "flux-system"
@@ -233,26 +232,6 @@ def running_controllers(
 # --------------------------------------------------------------------------- the cluster
 
 
-def install_crds(api: kubernetes.client.ApiClient, paths: list[Path]) -> None:
-    """Flux's CRDs as its releases ship them, applied and established."""
-    definitions = DynamicClient(api).resources.get(
-        api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition"
-    )
-    crds = [crd for path in paths for crd in yaml.safe_load_all(path.read_text()) if crd]
-    for crd in crds:
-        definitions.server_side_apply(
-            body=crd, name=crd["metadata"]["name"], field_manager="modelsync-bench"
-        )
-    for crd in crds:
-        name = crd["metadata"]["name"]
-        poll(f"CRD {name}", functools.partial(established, definitions, name), 60)
-
-
-def established(definitions: Any, name: str) -> bool:
-    conditions = definitions.get(name=name).to_dict().get("status", {}).get("conditions") or []
-    return any(cond["type"] == "Established" and cond["status"] == "True" for cond in conditions)
-
-
 def prepare_namespaces(api: kubernetes.client.ApiClient, server: GitHttpServer) -> None:
     core = CoreV1Api(api)
     for namespace in (FLUX_NAMESPACE, NAMESPACE):
@@ -378,7 +357,8 @@ def measure(
     log: TextIO,
 ) -> dict[str, float]:
     api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
-    install_crds(api, build.crd_files(binaries))
+    # Flux's CRDs as its releases ship them, from the module cache.
+    install_crds(api, paths=build.crd_files(binaries), field_manager="modelsync-bench")
     repo = write_repo(tmp / "git", n)
     server = GitHttpServer(tmp / "git").start()
     try:
