@@ -178,24 +178,18 @@ class Kube:
         namespace: str,
         name: str,
         status: Manifest,
-        previous: Manifest | None = None,
+        previous: Manifest,
     ) -> Manifest:
-        """Write `status`. With the `previous` status: a JSON patch replacing each field
+        """Turn the `previous` status into `status`: a JSON patch replacing each field
         that changed, whole (a merge patch would merge a nested stableSpec with the old
         one), and only those (a 1,000-entry inventory is not sent with every revision);
-        None removes a field. Without it: a merge patch of `status`."""
+        None removes a field."""
         resource = self.resource(api_version, kind).subresources["status"]
-        if previous is None:
-            body: Any = {"status": status}
-            content_type = "application/merge-patch+json"
-        else:
-            body = status_patch(previous, status)
-            content_type = "application/json-patch+json"
         result = resource.patch(
-            body=body,
+            body=status_patch(previous, status),
             name=name,
             namespace=namespace,
-            content_type=content_type,
+            content_type="application/json-patch+json",
             serializer=_raw,
         )
         metrics.API_WRITES.labels(verb="patch-status", kind=kind).inc()

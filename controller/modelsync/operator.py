@@ -397,7 +397,6 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
                     runtime.pod_restarts.pop(key, None)
                     return
                 if runtime.pod_restarts.get(key, 0) == restarts:
-                    runtime.pod_restarts[key] = restarts
                     return
                 runtime.pod_restarts[key] = restarts
             enqueue((c.MODELDEPLOYMENT_KIND, namespace, labels[c.LABEL_DEPLOYMENT]))

@@ -121,8 +121,6 @@ class HttpServer:
         result = _RESULTS.get(status, "bad-request")
         if status == 202 and not answer.get("queued"):
             result = "ignored"
-        if answer.get("pong"):
-            result = "ping"
         known = provider if provider in webhooks.PROVIDERS else "unknown"
         metrics.WEBHOOKS.labels(provider=known, result=result).inc()
         return web.json_response(answer, status=status)

@@ -315,7 +315,9 @@ class SyncReconciler:
 
     def _record(self, ms: Manifest, outcome: Outcome, started: datetime.datetime) -> None:
         meta = ms["metadata"]
-        status = dict(ms.get("status") or {})
+        previous = ms.get("status") or {}
+        previous_ready = conditions.find(previous.get("conditions"), c.READY) or {}
+        status = dict(previous)
         generation = int(meta.get("generation") or 0)
         now = self.clock()
         revision = outcome.revision.name if outcome.revision else None
@@ -332,18 +334,17 @@ class SyncReconciler:
             status["lastHandledReconcileAt"] = requested
         if outcome.write_backs is not None:
             status["writeBacks"] = outcome.write_backs
-        before = conditions.find(ms.get("status", {}).get("conditions"), c.READY) or {}
         if (
             outcome.changes.writes == 0
             and outcome.ready
-            and before.get("status") == "True"
-            and before.get("reason") == outcome.reason
-            and (ms.get("status") or {}).get("lastAppliedRevision") == revision
+            and previous_ready.get("status") == "True"
+            and previous_ready.get("reason") == outcome.reason
+            and previous.get("lastAppliedRevision") == revision
         ):
             # The same revision again, nothing written: a no-op resync. Its message
             # ("0 created, ... N unchanged") is no news; the last one stays, so the
             # resync writes no status, no history and no Event.
-            outcome.message = str(before.get("message") or outcome.message)
+            outcome.message = str(previous_ready.get("message") or outcome.message)
         observed = [Observed(c.READY, outcome.ready, outcome.reason, outcome.message)]
         if outcome.write_back_error:
             observed.append(
@@ -360,7 +361,6 @@ class SyncReconciler:
             )
         if outcome.stalled:
             observed.append(Observed(c.STALLED, True, outcome.reason, outcome.message))
-        previous_ready = conditions.find(status.get("conditions"), c.READY) or {}
         # Reconciling and Stalled are present only while true (the Kubernetes and Flux
         # convention). Reconciling is not written at the start of a sync: that would
         # cost two status writes per sync, and a resync with nothing to do writes none.
