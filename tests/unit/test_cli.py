@@ -88,3 +88,13 @@ def test_namespace_patterns_follow_kopf() -> None:
     assert watched("own-operator-1", ("*,!own-*", "own-operator-1"))  # any pattern may match
     assert watched("models", ("models",))
     assert not watched("other", ("models",))
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--kube-qps", "0"), ("--kube-qps", "fast"), ("--kube-burst", "0")]
+)
+def test_run_refuses_a_rate_limit_that_cannot_be(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["run", flag, value]) == 2
+    assert flag in capsys.readouterr().err

@@ -4,7 +4,17 @@ import re
 
 import pytest
 
-from modelsync.fetch import Credentials, FetchError, Ref, parse_ls_remote, pick_ref, redact
+from modelsync.fetch import (
+    GIT_TIMEOUT_ENV,
+    GIT_TIMEOUT_SECONDS,
+    Credentials,
+    FetchError,
+    Ref,
+    git_timeout_seconds,
+    parse_ls_remote,
+    pick_ref,
+    redact,
+)
 
 A, B, C, D = ("a" * 40, "b" * 40, "c" * 40, "d" * 40)
 LISTING = {
@@ -60,3 +70,19 @@ def test_secrets_never_leave_in_messages() -> None:
     )
     assert "hunter2" not in message
     assert "https://host/r.git" in message
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon", "inf", "nan"])
+def test_a_git_timeout_that_cannot_be_is_refused(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(GIT_TIMEOUT_ENV, value)
+    with pytest.raises(ValueError, match=GIT_TIMEOUT_ENV):
+        git_timeout_seconds()
+
+
+def test_the_git_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(GIT_TIMEOUT_ENV, "7.5")
+    assert git_timeout_seconds() == 7.5
+    monkeypatch.delenv(GIT_TIMEOUT_ENV)
+    assert git_timeout_seconds() == GIT_TIMEOUT_SECONDS
