@@ -164,7 +164,7 @@ class Bench:
         ).encode()
         signature = hmac.new(TOKEN.encode(), body, hashlib.sha256).hexdigest()
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/hooks/github",
+            f"http://127.0.0.1:{self.port}/hooks/github/{NAMESPACE}/bench",
             data=body,
             method="POST",
             headers={"X-Hub-Signature-256": f"sha256={signature}", "X-GitHub-Event": "push"},
