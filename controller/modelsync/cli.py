@@ -22,7 +22,7 @@ from rich.table import Table
 from modelsync import __version__, logs
 from modelsync import constants as c
 from modelsync.conditions import of as condition
-from modelsync.settings import OperatorSettings
+from modelsync.settings import MODEL_POD_SECURITY_CHOICES, OperatorSettings
 
 MD = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
 MS = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELSYNC_PLURAL}
@@ -546,6 +546,13 @@ def rollback(
     help="requests allowed at once above --kube-qps",
 )
 @click.option(
+    "--model-pod-security",
+    type=click.Choice(MODEL_POD_SECURITY_CHOICES),
+    default=OperatorSettings.model_pod_security,
+    show_default=True,
+    help="restricted: model pods non-root on a read-only root filesystem; image: as built",
+)
+@click.option(
     "--kubeconfig",
     "run_kubeconfig",
     default=None,
@@ -566,6 +573,7 @@ def run(
     lease_seconds: int,
     kube_qps: float,
     kube_burst: int,
+    model_pod_security: str,
     run_kubeconfig: str | None,
 ) -> None:
     """Run the operator: serve every ModelDeployment and sync every ModelSync it sees."""
@@ -591,6 +599,7 @@ def run(
         lease_seconds=lease_seconds,
         kube_qps=kube_qps,
         kube_burst=kube_burst,
+        model_pod_security=model_pod_security,
     )
     from modelsync import operator  # kopf loads only for `run`
 

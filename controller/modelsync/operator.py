@@ -299,7 +299,9 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         await asyncio.to_thread(prefill, kube, runtime)
         runtime.loop = asyncio.get_running_loop()
         runtime.queue = WorkQueue(retry_seconds=runtime.settings.retry_seconds)
-        runtime.reconciler = ServingReconciler(kube, runtime.cache)
+        runtime.reconciler = ServingReconciler(
+            kube, runtime.cache, locked_down=runtime.settings.model_pod_security == "restricted"
+        )
         fetcher = GitFetcher(fetch_cache_dir(runtime.settings.git_cache_dir))
         patterns = runtime.settings.namespaces
         runtime.syncer = SyncReconciler(

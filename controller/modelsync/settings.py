@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# How model pods run: "restricted" (non-root, no privilege escalation, no capabilities,
+# a read-only root filesystem with a scratch emptyDir) or "image" (as the image says).
+MODEL_POD_SECURITY_CHOICES = ("restricted", "image")
+
 
 @dataclass(frozen=True)
 class OperatorSettings:
@@ -53,6 +57,12 @@ class OperatorSettings:
 
     kube_burst: int = 400
     """Requests allowed at once above `kube_qps` after a quiet time."""
+
+    model_pod_security: str = "restricted"
+    """How model pods run: "restricted" (non-root uid 1000, no privilege escalation, all
+    capabilities dropped, read-only root filesystem with an emptyDir at /tmp) or "image"
+    (the image's own user and filesystem: for server images that need root). The
+    platform's choice: no ModelDeployment field relaxes it."""
 
     kubeconfig: str | None = None
     """A kubeconfig file; default: in-cluster config, else $KUBECONFIG or ~/.kube/config."""
