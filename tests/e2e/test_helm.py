@@ -18,7 +18,7 @@ from modelsync import constants as c
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, WorkRepo
 from tests.integration.test_rollback import broken_model_yaml, rolled_back
-from tests.kube import wait_for
+from tests.kube import make_tenant, wait_for
 from tests.models import Models, ready_on
 from tests.operatorproc import spawn_operator
 from tests.syncs import Syncs, model_yaml
@@ -209,13 +209,14 @@ def test_helm_rendered_deployment_is_locked_down(local_cluster: LocalCluster) ->
 
 
 def test_helm_chart_rbac_is_enough_to_sync_roll_out_and_roll_back(
-    local_cluster: LocalCluster, namespace: str, tmp_path: Path
+    local_cluster: LocalCluster, namespace: str, tmp_path: Path, tenant_role: dict[str, object]
 ) -> None:
     """kwok runs no containers, so the operator runs here, with a token of the chart's
     own ServiceAccount: whatever it needs beyond the chart's RBAC fails loudly."""
     core = CoreV1Api(local_cluster.api)
     team = f"{namespace}-a"
     core.create_namespace({"metadata": {"name": team}})
+    make_tenant(local_cluster.api, team)  # git content is applied as the team's account
     operator = None
     try:
         helm(
