@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
+import kubernetes
 from kopf._core.intents.callbacks import WatchingFn  # the handler protocol kopf checks
 
 from modelsync import conditions, leader, metrics, probes
@@ -91,7 +92,12 @@ class Runtime:
         cached = self.tokens.get(key)
         if cached is not None and now - cached[0] < WEBHOOK_TOKEN_TTL_SECONDS:
             return cached[1]
-        secret = self.kube.get("v1", "Secret", key[0], key[1])
+        try:
+            secret = self.kube.get("v1", "Secret", key[0], key[1])
+        except kubernetes.client.ApiException as error:
+            if error.status != 403:
+                raise
+            secret = None  # a namespace the platform has not enabled: no token, 401
         value = ((secret or {}).get("data") or {}).get("token")
         token = base64.b64decode(value) if value else None
         self.tokens[key] = (now, token)
