@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from kubernetes.client import ApiextensionsV1Api, CoreV1Api
 from modelsync import constants as c
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, WorkRepo
+from tests.integration.conftest import OWN_OPERATOR_PREFIX
 from tests.integration.test_rollback import broken_model_yaml, rolled_back
 from tests.kube import make_tenant, wait_for
 from tests.models import Models, ready_on
@@ -214,7 +216,9 @@ def test_helm_chart_rbac_is_enough_to_sync_roll_out_and_roll_back(
     """kwok runs no containers, so the operator runs here, with a token of the chart's
     own ServiceAccount: whatever it needs beyond the chart's RBAC fails loudly."""
     core = CoreV1Api(local_cluster.api)
-    team = f"{namespace}-a"
+    # Left alone by the in-process test operator (which acts with the admin's rights):
+    # only the chart's RBAC acts here.
+    team = f"{OWN_OPERATOR_PREFIX}{secrets.token_hex(4)}"
     core.create_namespace({"metadata": {"name": team}})
     make_tenant(local_cluster.api, team)  # git content is applied as the team's account
     operator = None
@@ -338,7 +342,9 @@ def test_tenant_chart_rbac_reads_secrets_and_impersonates_only_where_enabled(
     both chart modes, against expected files; and in cluster-wide mode, a ModelSync in a
     namespace the platform did not enable is NamespaceNotEnabled."""
     core = CoreV1Api(local_cluster.api)
-    enabled, other = f"{namespace}-on", f"{namespace}-off"
+    # Namespaces the in-process test operator leaves alone: only this test's acts here.
+    own = f"{OWN_OPERATOR_PREFIX}{secrets.token_hex(4)}"
+    enabled, other = f"{own}-on", f"{own}-off"
     for team in (enabled, other):
         core.create_namespace({"metadata": {"name": team}})
         make_tenant(local_cluster.api, team)
