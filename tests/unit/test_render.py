@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from modelsync import constants as c
-from modelsync.render import InvalidSpecError, parse_quantity, render, spec_hash
+from modelsync import runtimes
+from modelsync.render import Images, InvalidSpecError, parse_quantity, render, spec_hash
 
 FIXTURES = Path(__file__).parent / "fixtures" / "render"
 CASES = sorted(p.stem for p in FIXTURES.glob("*.yaml") if not p.stem.endswith(".expected"))
@@ -200,7 +201,7 @@ def test_bad_quantities(text: str) -> None:
 # ------------------------------------------------------------------ tenants: pod security
 
 
-def _pod(md: dict[str, Any], **options: bool) -> dict[str, Any]:
+def _pod(md: dict[str, Any], **options: Any) -> dict[str, Any]:
     pod: dict[str, Any] = render(md, **options).deployment["spec"]["template"]["spec"]
     return pod
 
@@ -276,3 +277,46 @@ def test_tenant_modeldeployment_schema_has_no_field_that_reaches_pod_security() 
     md["spec"]["securityContext"] = {"privileged": True, "runAsUser": 0}
     md["spec"]["runtime"]["securityContext"] = {"privileged": True}
     assert render(md).objects == render(load("mlserver-s3")).objects
+
+
+# ------------------------------------------------------------------ the installation's images
+
+
+MIRROR = Images(
+    servers={"mlserver": "mirror.local/mlserver:1.7.1", "triton": "mirror.local/triton:1"},
+    storage_initializer="mirror.local/storage-initializer:1",
+    pull_policy="Never",
+)
+
+
+def _containers(md: dict[str, Any], **options: Any) -> list[dict[str, Any]]:
+    pod = render(md, **options).deployment["spec"]["template"]["spec"]
+    found: list[dict[str, Any]] = pod["containers"] + pod.get("initContainers", [])
+    return found
+
+
+def test_installation_images_replace_the_defaults() -> None:
+    server, initializer = _containers(load("mlserver-s3"), images=MIRROR)
+    assert server["image"] == "mirror.local/mlserver:1.7.1"
+    assert initializer["image"] == "mirror.local/storage-initializer:1"
+    assert server["imagePullPolicy"] == initializer["imagePullPolicy"] == "Never"
+    # A runtime the installation does not name keeps its default.
+    (torchserve, _) = _containers(load("torchserve-https-autoscaling"), images=MIRROR)
+    assert torchserve["image"] == runtimes.RUNTIMES["torchserve"].image
+    # A new image is a new pod: the setting rolls the models it touches.
+    assert (
+        render(load("mlserver-s3"), images=MIRROR).spec_hash
+        != render(load("mlserver-s3")).spec_hash
+    )
+
+
+def test_a_modeldeployment_image_wins_over_the_installation_image() -> None:
+    md = mutated("mlserver-s3", lambda s: s["runtime"].update(image="team.local/mlserver:2"))
+    assert _containers(md, images=MIRROR)[0]["image"] == "team.local/mlserver:2"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_default_images_render_no_pull_policy(case: str) -> None:
+    """Kubernetes' own default applies; an operator upgrade rolls no model for it."""
+    for container in _containers(load(case)):
+        assert "imagePullPolicy" not in container, container["name"]
