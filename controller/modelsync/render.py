@@ -261,6 +261,8 @@ def _server_container(
         "scratch": runtimes.SCRATCH_DIR,
     }
     env = {name: _fill(value, values) for name, value in runtime.env}
+    for name, value in runtime.format_env.get(spec["model"].get("format") or "", ()):
+        env[name] = _fill(value, values)
     if locked_down:
         env["HOME"] = runtimes.SCRATCH_DIR
     for item in wanted.get("env") or []:
@@ -290,6 +292,8 @@ def _server_container(
         container["readinessProbe"] = {"tcpSocket": {"port": PORT_NAME}, "periodSeconds": 10}
     if runtime.liveness is not None:
         container["livenessProbe"] = _probe(runtime.liveness, values)
+    # Endpoints drain before the server is told to stop (runtimes.PRESTOP_DRAIN_SECONDS).
+    container["lifecycle"] = {"preStop": {"sleep": {"seconds": runtimes.PRESTOP_DRAIN_SECONDS}}}
     container["volumeMounts"] = [mount]
     return container
 
@@ -317,6 +321,8 @@ def _pod_template(md: Manifest, runtime: Runtime, images: Images, *, locked_down
         # A model server needs no Kubernetes API token, and no env var per Service.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        # The preStop drain and then the server's own shutdown.
+        "terminationGracePeriodSeconds": runtimes.TERMINATION_GRACE_SECONDS,
     }
     if init_containers:
         pod["initContainers"] = init_containers
@@ -340,6 +346,13 @@ def _check(md: Manifest, runtime: Runtime) -> None:
             "spec.model.uri",
             f"runtime {runtime.name} cannot load {scheme}:// models; it loads "
             + ", ".join(f"{s}://" for s in sorted(runtime.schemes)),
+        )
+    model_format = spec["model"].get("format")
+    if model_format and runtime.formats and model_format not in runtime.formats:
+        raise InvalidSpecError(  # the CRD says so too; an old CRD might not
+            "spec.model.format",
+            f"runtime {runtime.name} cannot serve {model_format!r} models; it serves "
+            f"{', '.join(runtime.formats)} (or use runtime custom with an image that can)",
         )
     if runtime.name == runtimes.CUSTOM and not spec["runtime"].get("image"):
         raise InvalidSpecError("spec.runtime.image", "a custom runtime needs an image")

@@ -101,9 +101,7 @@ def test_helm_runtime_images_become_operator_flags(local_cluster: LocalCluster) 
         "imagePullPolicy=IfNotPresent",
     ).stdout
     deployment = next(
-        doc
-        for doc in yaml.safe_load_all(rendered)
-        if doc and doc["kind"] == "Deployment"
+        doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] == "Deployment"
     )
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--runtime-image=mlserver=mirror.local/mlserver:1.7.1" in args
