@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from modelsync.budget import MAX_REVISION_BYTES
+
 
 @dataclass(frozen=True)
 class OperatorSettings:
@@ -34,6 +36,12 @@ class OperatorSettings:
 
     git_cache_dir: str | None = None
     """Where repositories and snapshots are kept (default: a directory under /tmp)."""
+
+    max_revision_bytes: int = MAX_REVISION_BYTES
+    """Bytes one revision's files may hold in all, and so any one file (default 100 MiB,
+    as Flux). A revision over it is refused with the files named, before any of it is
+    written to disk or read into memory; servers that can filter never send blobs over it.
+    The cache holds up to 32 snapshots of this size: size its volume to match."""
 
     leader_election: bool = False
     """Take a Lease before acting, so that several replicas never act at once."""
