@@ -48,6 +48,7 @@ BIG_FILE_THRESHOLD = 1 << 20  # bytes; see checkout
 # A snapshot being written: snapshots/.scratch-<repository key>-<sha>-<random>; one left
 # behind by a crash is swept by the next holder of that repository's lock.
 SCRATCH_PREFIX = ".scratch-"
+MAX_REFUSED = 1024  # revisions remembered as too large (each a message of a few hundred bytes)
 
 # Answers git's username and password prompts from the environment of one command.
 ASKPASS = """#!/bin/sh
@@ -189,6 +190,8 @@ class GitFetcher:
         self._askpass.chmod(0o700)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # Revisions refused for their size, by (repository key, sha): why, in a few words.
+        self._refused: dict[tuple[str, str], str] = {}
         self._sweep_all()
 
     # ------------------------------------------------------------------ git plumbing
@@ -275,6 +278,10 @@ class GitFetcher:
         with self._exclusive(repo):
             if snapshot.is_dir():
                 return snapshot
+            with self._locks_guard:
+                refused = self._refused.get((_key(repo), revision.sha))
+            if refused:  # the same content fails the same way: not fetched again
+                raise RevisionTooLargeError(refused)
             if not repo.exists():
                 self.run_git(["init", "--quiet", "--bare", str(repo)], None)
                 # git streams blobs above this instead of holding each whole (index-pack
@@ -364,6 +371,14 @@ class GitFetcher:
                 budget.parse_ls_tree(listing, missing), self.max_revision_bytes
             )
         if refused:
+            with self._locks_guard:
+                self._refused[(_key(repo), sha)] = refused
+                while len(self._refused) > MAX_REFUSED:
+                    del self._refused[next(iter(self._refused))]
+            if not missing:
+                # A server that does not filter sent the big blobs: they would stay in the
+                # cache for good. It is only a cache; the next revision fetches afresh.
+                shutil.rmtree(repo, ignore_errors=True)
             raise RevisionTooLargeError(refused)
         scratch = Path(
             tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{_key(repo)}-{sha}-", dir=snapshot.parent)

@@ -172,8 +172,12 @@ def test_security_huge_file_is_refused_without_reaching_memory_and_others_keep_s
             syncs.request("healthy")
             syncs.wait_applied("healthy", f"main@sha1:{second}")
             assert operator.poll() is None, "the operator exited"
-            # Nothing of the refused revisions was written: no snapshot, no scratch.
-            snapshots = {p.name for p in (tmp_path / "git-cache" / "snapshots").iterdir()}
+            # Nothing of the refused revisions stays on disk: no snapshot, no scratch, and
+            # no big blob in the cached repositories (a server that does not filter sent it).
+            cache = tmp_path / "git-cache"
+            snapshots = {p.name for p in (cache / "snapshots").iterdir()}
             assert snapshots <= {first, second}, snapshots
+            on_disk = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
+            assert on_disk < 10 * MIB, f"the git cache holds {on_disk / MIB:.0f} MiB"
     finally:
         server.stop()
