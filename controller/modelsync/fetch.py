@@ -351,8 +351,10 @@ class GitFetcher:
                 self._sweep(repo)
 
     def _has_commit(self, repo: Path, sha: str) -> bool:
+        # Locally only: in a repository a filtered fetch made, a plain `cat-file -e` asks
+        # the server for a missing commit alone (no trees), and the fetch would be skipped.
         try:
-            self.run_git(["cat-file", "-e", f"{sha}^{{commit}}"], None, git_dir=repo)
+            list(self._local_git(repo, ["cat-file", "-e", f"{sha}^{{commit}}"]))
         except FetchError:
             return False
         return True
