@@ -99,6 +99,14 @@ def refusal(blobs: Iterable[Blob], limit: int, max_files: int = MAX_REVISION_FIL
     return None
 
 
+def too_large_fetch(limit: int) -> str:
+    """Why a fetch cut off for its size is refused (the server did not name the files)."""
+    return (
+        f"the limit is {_bytes(limit)} for a revision, and this server does not leave "
+        f"larger files out of a fetch (git's uploadpack.allowFilter); {_fix()}"
+    )
+
+
 def _fix() -> str:
     return (
         "keep large files out of the repository (model weights belong in object storage, "

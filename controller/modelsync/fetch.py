@@ -48,6 +48,10 @@ BIG_FILE_THRESHOLD = 1 << 20  # bytes; see checkout
 # A snapshot being written: snapshots/.scratch-<repository key>-<sha>-<random>; one left
 # behind by a crash is swept by the next holder of that repository's lock.
 SCRATCH_PREFIX = ".scratch-"
+# What a fetch may write, as a multiple of the budget (see _fetch).
+FETCH_FACTOR = 4
+# prlimit(1) (util-linux; in Debian's base images) bounds what a fetch writes.
+PRLIMIT = shutil.which("prlimit")
 MAX_REFUSED = 1024  # revisions remembered as too large (each a message of a few hundred bytes)
 
 # Answers git's username and password prompts from the environment of one command.
@@ -228,9 +232,17 @@ class GitFetcher:
             yield env  # the key file goes with the directory when the command is done
 
     def run_git(
-        self, args: list[str], credentials: Credentials | None, git_dir: Path | None = None
+        self,
+        args: list[str],
+        credentials: Credentials | None,
+        git_dir: Path | None = None,
+        max_file_bytes: int | None = None,
     ) -> str:
+        """`max_file_bytes`: no file git writes may grow past it (RLIMIT_FSIZE, for git
+        and its children; git dies writing past it) where prlimit(1) is installed."""
         command = ["git", "-c", "credential.helper=", "-c", "protocol.version=2"]
+        if max_file_bytes is not None and PRLIMIT:
+            command = [PRLIMIT, f"--fsize={max_file_bytes}", "--", *command]
         if git_dir is not None:
             command += ["--git-dir", str(git_dir)]
         remote = args[0] if args[0] in REMOTE_COMMANDS else None
@@ -285,26 +297,15 @@ class GitFetcher:
             if not repo.exists():
                 self.run_git(["init", "--quiet", "--bare", str(repo)], None)
                 # git streams blobs above this instead of holding each whole (index-pack
-                # and unpack-objects on fetch, archive on extract): its memory stays small.
-                self.run_git(
-                    ["config", "core.bigFileThreshold", str(BIG_FILE_THRESHOLD)], None, repo
-                )
+                # on fetch, archive on extract): its memory stays small. Every fetch
+                # becomes one pack file (no loose objects), which max_file_bytes bounds.
+                for key, value in (
+                    ("core.bigFileThreshold", str(BIG_FILE_THRESHOLD)),
+                    ("transfer.unpackLimit", "1"),
+                ):
+                    self.run_git(["config", key, value], None, repo)
             if not self._has_commit(repo, revision.sha):
-                self.run_git(
-                    [
-                        # Blobs over the budget stay on the server when it can filter
-                        # (uploadpack.allowFilter); one that cannot sends them and warns.
-                        "fetch",
-                        "--quiet",
-                        "--depth=1",
-                        "--no-tags",
-                        f"--filter=blob:limit={self.max_revision_bytes + 1}",
-                        url,
-                        revision.fetch_ref,
-                    ],
-                    credentials,
-                    git_dir=repo,
-                )
+                self._fetch(repo, url, revision, credentials)
                 if not self._has_commit(repo, revision.sha):
                     raise FetchError(
                         f"{revision.fetch_ref} moved while fetching (wanted {revision.sha[:12]});"
@@ -350,6 +351,49 @@ class GitFetcher:
                     continue
                 self._sweep(repo)
 
+    def _fetch(
+        self, repo: Path, url: str, revision: Revision, credentials: Credentials | None
+    ) -> None:
+        """The commit and its whole tree, but blobs over the budget where the server can
+        filter (uploadpack.allowFilter; one that cannot sends them, and git warns). What it
+        sends is cut at FETCH_FACTOR times the budget: enough to name the files of a
+        revision somewhat over it, never a disk filled by one tenant."""
+        cap = self.max_revision_bytes * FETCH_FACTOR + (1 << 20)
+        try:
+            self.run_git(
+                [
+                    "fetch",
+                    "--quiet",
+                    "--depth=1",
+                    "--no-tags",
+                    f"--filter=blob:limit={self.max_revision_bytes + 1}",
+                    url,
+                    revision.fetch_ref,
+                ],
+                credentials,
+                git_dir=repo,
+                max_file_bytes=cap,
+            )
+        except FetchError:
+            cut = any(p.stat().st_size >= cap for p in repo.glob("objects/pack/tmp_pack_*"))
+            self._sweep(repo)
+            if not cut:
+                raise
+            raise self._refuse(
+                repo,
+                revision.sha,
+                f"the server sent more than {cap} bytes for this revision and was cut off; "
+                f"{budget.too_large_fetch(self.max_revision_bytes)}",
+            ) from None
+
+    def _refuse(self, repo: Path, sha: str, message: str) -> RevisionTooLargeError:
+        """The refusal of `sha`, remembered: the same content fails the same way."""
+        with self._locks_guard:
+            self._refused[(_key(repo), sha)] = message
+            while len(self._refused) > MAX_REFUSED:
+                del self._refused[next(iter(self._refused))]
+        return RevisionTooLargeError(message)
+
     def _has_commit(self, repo: Path, sha: str) -> bool:
         # Locally only: in a repository a filtered fetch made, a plain `cat-file -e` asks
         # the server for a missing commit alone (no trees), and the fetch would be skipped.
@@ -373,15 +417,11 @@ class GitFetcher:
                 budget.parse_ls_tree(listing, missing), self.max_revision_bytes
             )
         if refused:
-            with self._locks_guard:
-                self._refused[(_key(repo), sha)] = refused
-                while len(self._refused) > MAX_REFUSED:
-                    del self._refused[next(iter(self._refused))]
             if not missing:
                 # A server that does not filter sent the big blobs: they would stay in the
                 # cache for good. It is only a cache; the next revision fetches afresh.
                 shutil.rmtree(repo, ignore_errors=True)
-            raise RevisionTooLargeError(refused)
+            raise self._refuse(repo, sha, refused)
         scratch = Path(
             tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{_key(repo)}-{sha}-", dir=snapshot.parent)
         )

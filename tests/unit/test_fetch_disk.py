@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from modelsync.fetch import SCRATCH_PREFIX, GitFetcher, Ref, Revision, RevisionTooLargeError
+from modelsync.fetch import (
+    FETCH_FACTOR,
+    SCRATCH_PREFIX,
+    GitFetcher,
+    Ref,
+    Revision,
+    RevisionTooLargeError,
+)
 
 SHA = "a" * 40
 
@@ -82,3 +90,29 @@ def test_security_a_filtered_cache_fetches_each_new_commit_whole_and_never_lazil
     snapshot = fetcher.checkout(url, commit())
     assert sorted(p.name for p in (snapshot / "models").iterdir()) == ["a.yaml", "b.yaml"]
     assert not (snapshot / "big.bin").exists()
+
+
+def test_security_a_server_that_does_not_filter_is_cut_off_and_not_asked_again(
+    tmp_path: Path,
+) -> None:
+    """A revision far over the budget, from a server that sends every blob: the fetch is
+    cut at FETCH_FACTOR times the budget, nothing of it stays, and the refusal is
+    remembered (the server is not asked for the same revision again)."""
+    served, work = tmp_path / "served.git", tmp_path / "work"
+    git("init", "--quiet", "--bare", "--initial-branch=main", str(served))
+    git("init", "--quiet", "--initial-branch=main", str(work))
+    (work / "big.bin").write_bytes(os.urandom(4 << 20))  # random: a 4 MiB pack
+    git("-C", str(work), "add", "--all")
+    git("-C", str(work), "commit", "--quiet", "-m", "big")
+    git("-C", str(work), "push", "--quiet", str(served), "HEAD:refs/heads/main")
+    url = f"file://{served}"
+    fetcher = GitFetcher(tmp_path / "cache", max_revision_bytes=64 << 10)
+    revision = fetcher.resolve(url, Ref(branch="main"))
+    cap = (64 << 10) * FETCH_FACTOR + (1 << 20)
+    with pytest.raises(RevisionTooLargeError, match=f"sent more than {cap} bytes"):
+        fetcher.checkout(url, revision)
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    assert on_disk < 1 << 20
+    shutil.rmtree(served)  # asked again, the server could not answer
+    with pytest.raises(RevisionTooLargeError, match=f"sent more than {cap} bytes"):
+        fetcher.checkout(url, revision)
