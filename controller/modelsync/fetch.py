@@ -417,10 +417,11 @@ class GitFetcher:
                 budget.parse_ls_tree(listing, missing), self.max_revision_bytes
             )
         if refused:
-            if not missing:
-                # A server that does not filter sent the big blobs: they would stay in the
-                # cache for good. It is only a cache; the next revision fetches afresh.
-                shutil.rmtree(repo, ignore_errors=True)
+            # The cached repository goes: big blobs a server that does not filter sent
+            # would stay for good, and blobs a filter left out would stay missing (so
+            # refused) after the budget is raised. It is only a cache: the next fetch
+            # (of this revision after a restart, or of the next) starts afresh.
+            shutil.rmtree(repo, ignore_errors=True)
             raise self._refuse(repo, sha, refused)
         scratch = Path(
             tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{_key(repo)}-{sha}-", dir=snapshot.parent)

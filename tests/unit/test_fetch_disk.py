@@ -116,3 +116,26 @@ def test_security_a_server_that_does_not_filter_is_cut_off_and_not_asked_again(
     shutil.rmtree(served)  # asked again, the server could not answer
     with pytest.raises(RevisionTooLargeError, match=f"sent more than {cap} bytes"):
         fetcher.checkout(url, revision)
+
+
+def test_a_revision_refused_under_a_filter_is_accepted_once_the_budget_is_raised(
+    tmp_path: Path,
+) -> None:
+    """The operator restarted with a larger budget over the same cache: the blob an earlier
+    filtered fetch left out is fetched now, not taken as missing and refused again."""
+    served, work = tmp_path / "served.git", tmp_path / "work"
+    git("init", "--quiet", "--bare", "--initial-branch=main", str(served))
+    git("--git-dir", str(served), "config", "uploadpack.allowFilter", "true")
+    git("init", "--quiet", "--initial-branch=main", str(work))
+    (work / "big.bin").write_bytes(os.urandom(4096))
+    git("-C", str(work), "add", "--all")
+    git("-C", str(work), "commit", "--quiet", "-m", "big")
+    git("-C", str(work), "push", "--quiet", str(served), "HEAD:refs/heads/main")
+    url = f"file://{served}"
+    small = GitFetcher(tmp_path / "cache", max_revision_bytes=1024)
+    revision = small.resolve(url, Ref(branch="main"))
+    with pytest.raises(RevisionTooLargeError):
+        small.checkout(url, revision)
+    raised = GitFetcher(tmp_path / "cache", max_revision_bytes=1 << 20)
+    snapshot = raised.checkout(url, revision)
+    assert (snapshot / "big.bin").stat().st_size == 4096
