@@ -505,6 +505,14 @@ def rollback(
     help="where repositories and snapshots are kept (default: under the temp dir)",
 )
 @click.option(
+    "--max-revision-bytes",
+    type=click.IntRange(min=1),
+    default=OperatorSettings.max_revision_bytes,
+    show_default=True,
+    help="bytes one revision's files may hold in all (and so any one file); "
+    "a larger revision is refused, naming its files",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
     default="INFO",
@@ -616,6 +624,7 @@ def run(
     resync_seconds: float,
     http_port: int,
     git_cache_dir: str | None,
+    max_revision_bytes: int,
     log_level: str,
     log_format: str,
     leader_elect: bool,
@@ -660,6 +669,7 @@ def run(
         http_port=http_port,
         kubeconfig=run_kubeconfig or cluster.kubeconfig,
         git_cache_dir=git_cache_dir,
+        max_revision_bytes=max_revision_bytes,
         leader_election=leader_elect,
         lease_namespace=lease_namespace,
         lease_seconds=lease_seconds,

@@ -299,7 +299,10 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
                 pull_policy=runtime.settings.image_pull_policy,
             ),
         )
-        fetcher = GitFetcher(fetch_cache_dir(runtime.settings.git_cache_dir))
+        fetcher = GitFetcher(
+            fetch_cache_dir(runtime.settings.git_cache_dir),
+            max_revision_bytes=runtime.settings.max_revision_bytes,
+        )
         patterns = runtime.settings.namespaces
         runtime.syncer = SyncReconciler(
             kube,

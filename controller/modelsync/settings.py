@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from modelsync import runtimes
+from modelsync.budget import MAX_REVISION_BYTES
 
 # How model pods run: "restricted" (non-root, no privilege escalation, no capabilities,
 # a read-only root filesystem with a scratch emptyDir) or "image" (as the image says).
@@ -68,6 +69,12 @@ class OperatorSettings:
 
     git_cache_dir: str | None = None
     """Where repositories and snapshots are kept (default: a directory under /tmp)."""
+
+    max_revision_bytes: int = MAX_REVISION_BYTES
+    """Bytes one revision's files may hold in all, and so any one file (default 100 MiB,
+    as Flux). A revision over it is refused with the files named, before any of it is
+    written to disk or read into memory; servers that can filter never send blobs over it.
+    The cache holds up to 32 snapshots of this size: size its volume to match."""
 
     leader_election: bool = False
     """Take a Lease before acting, so that several replicas never act at once."""
