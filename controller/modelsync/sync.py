@@ -37,7 +37,7 @@ from modelsync.fetch import (
 from modelsync.kube import Kube, Manifest
 from modelsync.load import LoadError, load
 from modelsync.settings import OperatorSettings
-from modelsync.validate import check, policy_for
+from modelsync.validate import check, content_errors, policy_for
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,11 @@ class SyncReconciler:
 
         loaded = load(snapshot, spec.get("path", ""))
         applier = Applier(self.kube, writer, meta["namespace"], meta["name"], self._cached)
-        errors = loaded.errors + check(loaded.objects, policy, applier.kube.scope)
+        # Our own resources first, before any request (as `modelsync validate` does).
+        errors = loaded.errors + content_errors(
+            loaded.objects, lambda file: (snapshot / file).read_text()
+        )
+        errors += check(loaded.objects, policy, applier.kube.scope)
         planned: list[Planned] = []
         if not errors:
             planned, errors = applier.plan(loaded.objects, revision.name)

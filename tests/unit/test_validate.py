@@ -119,7 +119,7 @@ def test_tenant_modelsync_in_a_revision_may_not_aim_elsewhere() -> None:
     SCOPES[("modelsync.io/v1alpha1", "ModelSync")] = True
     try:
         assert messages([child]) == [
-            "m.yaml:1: ModelSync team/child: spec.targetNamespace 'kube-system' is another "
+            "m.yaml:1: ModelSync child: spec.targetNamespace 'kube-system' is another "
             "namespace, and this ModelSync may not write elsewhere (--allow-other-namespaces); "
             "remove it"
         ]
