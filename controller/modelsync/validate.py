@@ -120,10 +120,9 @@ def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> li
                 errors.append(
                     LoadError(
                         obj.source,
-                        f"namespace {meta['namespace']!r} is not this ModelSync's "
-                        f"({policy.target_namespace!r}); remove metadata.namespace (writing "
-                        "into other namespaces is the platform's to allow: "
-                        "--allow-other-namespaces)",
+                        f"namespace {meta['namespace']!r} is not this ModelSync's; remove "
+                        "metadata.namespace (writing into other namespaces is the platform's "
+                        "to allow: --allow-other-namespaces)",
                         written,
                     )
                 )
@@ -142,9 +141,9 @@ def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> li
                 errors.append(
                     LoadError(
                         obj.source,
-                        f"{kind} is cluster-scoped; this ModelSync may only write into namespace "
-                        f"{policy.target_namespace!r} (cluster-scoped objects are the platform's "
-                        "to allow: --allow-cluster-scoped)",
+                        f"{kind} is cluster-scoped; this ModelSync may only write into its "
+                        "namespace (cluster-scoped objects are the platform's to allow: "
+                        "--allow-cluster-scoped)",
                         written,
                     )
                 )
@@ -255,7 +254,7 @@ def content_errors(objects: list[LoadedObject], read: Callable[[str], str]) -> l
     rules, and what rendering a ModelDeployment refuses. `read` gives a file's text (for
     the line of a field). The operator and `modelsync validate` both call this."""
     known = schemas.load_schemas()
-    served = sorted({version for version, _ in known})
+    served = sorted({version.rpartition("/")[2] for version, _ in known})
     errors: list[LoadError] = []
     texts: dict[str, str] = {}
 
@@ -277,7 +276,7 @@ def content_errors(objects: list[LoadedObject], read: Callable[[str], str]) -> l
                     obj,
                     ("apiVersion",),
                     f"{api_version} has no kind {kind}; {c.GROUP} serves "
-                    f"{', '.join(served)} with kinds {', '.join(kinds)}",
+                    f"{', '.join(served)} (kinds {', '.join(kinds)})",
                 )
             )
             continue
