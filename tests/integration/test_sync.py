@@ -306,8 +306,8 @@ BAD_FILES: list[tuple[str, Callable[[WorkRepo], object], str]] = [
             "m.yaml",
             "apiVersion: modelsync.io/v1alpha1\nkind: ModelDeploymnt\nmetadata: {name: x}\n",
         ),
-        "m.yaml:1: ModelDeploymnt x: unknown kind ModelDeploymnt in apiVersion "
-        "modelsync.io/v1alpha1",
+        "m.yaml:1: ModelDeploymnt x: modelsync.io/v1alpha1 has no kind ModelDeploymnt; "
+        "modelsync.io serves v1alpha1",
     ),
     (
         "duplicate-object",
