@@ -42,10 +42,16 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+# The shortest interval: the CRD refuses less, and the code clamps to it too, for objects
+# stored before that rule (or a CRD without it), since "0s" would fetch without pause.
+MIN_INTERVAL_SECONDS = 5.0
+
+
 def interval_seconds(text: str | None, default: float = 60.0) -> float:
-    """A Go-style duration ("1m30s") in seconds."""
+    """A Go-style duration ("1m30s") in seconds, never below MIN_INTERVAL_SECONDS."""
     parts = _DURATION.findall(text or "")
-    return sum(float(n) * _UNIT[u] for n, u in parts) if parts else default
+    seconds = sum(float(n) * _UNIT[u] for n, u in parts) if parts else default
+    return max(MIN_INTERVAL_SECONDS, seconds)
 
 
 def _now() -> datetime.datetime:
