@@ -18,6 +18,7 @@ import kubernetes
 
 from modelsync import canary, conditions, health, logs, metrics, rollout
 from modelsync import constants as c
+from modelsync.analysis import Analyses
 from modelsync.conditions import Observed
 from modelsync.kube import Kube
 from modelsync.render import InvalidSpecError, Rendered, render
@@ -90,9 +91,10 @@ def converged(md: Manifest, rendered: Rendered) -> bool:
 
 
 class ServingReconciler:
-    def __init__(self, kube: Kube, cache: Any, clock: Clock = _utcnow) -> None:
+    def __init__(self, kube: Kube, cache: Any, analyses: Analyses, clock: Clock = _utcnow) -> None:
         self.kube = kube
         self.cache = cache
+        self.analyses = analyses
         self.clock = clock
 
     def reconcile(self, namespace: str, name: str) -> float | None:
@@ -352,10 +354,14 @@ class ServingReconciler:
             )
             pause = float(steps[int(state["step"])].get("pauseSeconds", 0))
             elapsed = (now - started).total_seconds()
+            verdict = None if elapsed < pause else self._analyse(md, state, rollout_spec)
             if elapsed < pause:
                 wait = pause - elapsed
+            elif verdict is None:
+                # The query runs off the workers; its answer queues this model again.
+                # Status keeps the last verdict meanwhile (no write per query).
+                wait = self.analyses.deadline + 1.0  # should that wake-up be lost
             else:
-                verdict = self._analyse(rollout_spec.get("analysis"))
                 state["lastAnalysis"] = verdict.message
                 inconclusive_fails = (rollout_spec.get("analysis") or {}).get(
                     "inconclusive"
@@ -408,10 +414,17 @@ class ServingReconciler:
         )
         return wait
 
-    def _analyse(self, analysis: Manifest | None) -> canary.Verdict:
+    def _analyse(
+        self, md: Manifest, state: Manifest, rollout_spec: Manifest
+    ) -> canary.Verdict | None:
+        """The analysis verdict on this step, or None while its query runs."""
+        analysis = rollout_spec.get("analysis")
         if not analysis:
             return canary.Verdict(canary.Result.PASS, "")
-        return canary.query_prometheus(analysis)
+        meta = md["metadata"]
+        key = (c.MODELDEPLOYMENT_KIND, meta["namespace"], meta["name"])
+        attempt = (state["specHash"], int(state["step"]), int(state["failures"]))
+        return self.analyses.verdict(key, attempt, analysis)
 
     def _end_canary(self, md: Manifest) -> None:
         meta = md["metadata"]

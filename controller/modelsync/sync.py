@@ -200,7 +200,7 @@ class SyncReconciler:
                 "objects differ from git (selfHeal is off): " + "; ".join(changes.drifted[:5])
             )
             return outcome
-        rolled = self._rolled_back_models(meta["namespace"], meta["name"])
+        rolled = self._rolled_back_models(meta["namespace"], meta["name"], current)
         rolled_back = [f"model {md['metadata']['name']}: {message}" for md, message in rolled]
         if rolled and spec.get("rollbackWriteBack"):
             outcome.write_backs, outcome.write_back_error = self._write_back(
@@ -268,12 +268,19 @@ class SyncReconciler:
             done.append(branch)
         return done, ""
 
-    def _rolled_back_models(self, namespace: str, name: str) -> list[tuple[Manifest, str]]:
+    def _rolled_back_models(
+        self, namespace: str, name: str, inventory: list[dict[str, str]]
+    ) -> list[tuple[Manifest, str]]:
+        """The rolled-back ModelDeployments this ModelSync applied: those of its inventory.
+        Labels alone would let anyone who can label a ModelDeployment (in any namespace)
+        mark this ModelSync rolled back and have it push with this ModelSync's credentials."""
+        ours = owned_models(inventory)
         labels = {c.LABEL_SYNC_NAME: name, c.LABEL_SYNC_NAMESPACE: namespace}
         found = self.cache.select(
             c.MODELDEPLOYMENT_KIND,
-            lambda md: conditions.is_true(
-                (md.get("status") or {}).get("conditions"), c.ROLLED_BACK
+            lambda md: (
+                (md["metadata"].get("namespace", ""), md["metadata"]["name"]) in ours
+                and conditions.is_true((md.get("status") or {}).get("conditions"), c.ROLLED_BACK)
             ),
             labels=labels,
         )
@@ -458,6 +465,15 @@ def _describe_errors(revision: Revision, errors: list[LoadError]) -> str:
         f"revision {revision.name} rejected, nothing applied; the last applied revision "
         f"keeps running: {shown}{more}"
     )
+
+
+def owned_models(inventory: list[dict[str, str]]) -> set[tuple[str, str]]:
+    """(namespace, name) of every ModelDeployment in an inventory."""
+    return {
+        (entry.get("namespace", ""), entry["name"])
+        for entry in inventory
+        if entry["kind"] == c.MODELDEPLOYMENT_KIND and entry["apiVersion"] == c.API_VERSION
+    }
 
 
 def _merge_inventory(
