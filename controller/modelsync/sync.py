@@ -24,7 +24,7 @@ import kubernetes
 from modelsync import conditions, logs, metrics, writeback
 from modelsync import constants as c
 from modelsync import prune as prunemod
-from modelsync.apply import Applier, ChangeSet, Planned, inventory_of
+from modelsync.apply import Applier, ChangeSet, OwnershipError, Planned, inventory_of
 from modelsync.conditions import Observed
 from modelsync.fetch import Credentials, FetchError, GitFetcher, Ref, Revision
 from modelsync.kube import Kube, Manifest
@@ -149,10 +149,13 @@ class SyncReconciler:
         errors = loaded.errors + check(loaded.objects, policy, applier.kube.scope)
         planned: list[Planned] = []
         if not errors:
-            planned, errors = applier.plan(loaded.objects, revision.name)
+            applied = {prunemod.key(entry) for entry in status.get("inventory") or []}
+            planned, errors = applier.plan(loaded.objects, revision.name, applied)
         if errors:
             outcome.errors = errors
             outcome.reason, outcome.stalled = c.REASON_VALIDATION_FAILED, True
+            if any(isinstance(error, OwnershipError) for error in errors):
+                outcome.reason = c.REASON_OWNERSHIP_CONFLICT
             outcome.message = _describe_errors(revision, errors)
             return outcome
 
@@ -186,7 +189,7 @@ class SyncReconciler:
             allow_empty=bool(spec.get("allowEmpty")),
             max_percent=int(spec.get("maxPrunePercent", 50)),
         )
-        changes.deleted = applier.delete(plan.delete)
+        changes.deleted, left = applier.delete(plan.delete)
         outcome.inventory = current + plan.keep
         outcome.applied = True
         if plan.refusal:
@@ -216,6 +219,8 @@ class SyncReconciler:
             return outcome
         outcome.ready, outcome.reason = True, c.REASON_SUCCEEDED
         outcome.message = f"applied revision {revision.name}: {changes.summary()}"
+        if left:
+            outcome.message += "; not pruned, no longer this ModelSync's: " + "; ".join(left[:5])
         return outcome
 
     def _record_intent(
