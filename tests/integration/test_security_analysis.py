@@ -91,7 +91,9 @@ def test_security_slow_analysis_endpoints_do_not_hold_up_other_models(
         for number in range(len(slow)):
             models.patch(f"slow-{number}", {"spec": {"model": {"version": "2"}}})
         for number, server in enumerate(slow):
-            assert server.wait_accepts(1, timeout=60), f"slow-{number}'s analysis never asked"
+            assert server.wait_accepts(1, timeout=60), (
+                f"slow-{number}'s analysis never asked: the workers are held by the other queries"
+            )
         # Every slow endpoint is being read now, more of them than there are workers.
         models.patch("other", {"spec": {"model": {"version": "2"}}})
         models.wait("other", ready_on("2"))

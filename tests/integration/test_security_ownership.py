@@ -23,19 +23,20 @@ def live_map(syncs: Syncs, name: str) -> kubernetes.client.V1ConfigMap:
 def test_security_two_modelsyncs_listing_the_same_object_never_take_it_from_each_other(
     syncs: Syncs,
 ) -> None:
+    syncs.secret("git-auth", syncs.server.username, syncs.server.password)
     first = syncs.repo("first")
     first.write("shared.yaml", config_map("shared", "first"))
     first.write("a.yaml", config_map("a", "first"))
     first.write("b.yaml", config_map("b", "first"))
     first_sha = first.commit("shared, a and b")
-    syncs.create("first", syncs.http_url(first))
+    syncs.create("first", syncs.http_url(first), secret="git-auth")
     syncs.wait_applied("first", f"main@sha1:{first_sha}")
 
     second = syncs.repo("second")
     second.write("own.yaml", config_map("own", "second"))
     second.write("shared.yaml", config_map("shared", "second"))
     second.commit("own and shared")
-    syncs.create("second", syncs.http_url(second))
+    syncs.create("second", syncs.http_url(second), secret="git-auth")
     ms = syncs.wait_failed("second", c.REASON_OWNERSHIP_CONFLICT)
     message = (dict_condition(ms, c.READY) or {})["message"]
     assert f"shared.yaml:1: ConfigMap {syncs.namespace}/shared: already managed by ModelSync " in (
@@ -65,6 +66,7 @@ def test_security_two_modelsyncs_listing_the_same_object_never_take_it_from_each
 def test_security_object_that_existed_before_is_adopted_only_with_the_annotation(
     syncs: Syncs,
 ) -> None:
+    syncs.secret("git-auth", syncs.server.username, syncs.server.password)
     core = CoreV1Api(syncs.cluster.api)
     core.create_namespaced_config_map(
         syncs.namespace,
@@ -75,7 +77,7 @@ def test_security_object_that_existed_before_is_adopted_only_with_the_annotation
     repo = syncs.repo("models")
     repo.write("legacy.yaml", config_map("legacy", "from-git"))
     sha = repo.commit("legacy")
-    syncs.create("prod", syncs.http_url(repo))
+    syncs.create("prod", syncs.http_url(repo), secret="git-auth")
     ms = syncs.wait_failed("prod", c.REASON_OWNERSHIP_CONFLICT)
     message = (dict_condition(ms, c.READY) or {})["message"]
     assert f"legacy.yaml:1: ConfigMap {syncs.namespace}/legacy: exists and was not created" in (
@@ -111,11 +113,12 @@ def test_security_object_that_existed_before_is_adopted_only_with_the_annotation
 def test_security_prune_never_deletes_an_object_relabelled_to_another_modelsync(
     syncs: Syncs,
 ) -> None:
+    syncs.secret("git-auth", syncs.server.username, syncs.server.password)
     repo = syncs.repo("models")
     repo.write("keep.yaml", config_map("keep", "v1"))
     repo.write("stay.yaml", config_map("stay", "v1"))
     sha = repo.commit("two maps")
-    syncs.create("prod", syncs.http_url(repo))
+    syncs.create("prod", syncs.http_url(repo), secret="git-auth")
     syncs.wait_applied("prod", f"main@sha1:{sha}")
     core = CoreV1Api(syncs.cluster.api)
     core.patch_namespaced_config_map(

@@ -4,7 +4,6 @@ ModelDeployment it never applied; poll its git host without pause."""
 
 from __future__ import annotations
 
-import base64
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -45,19 +44,7 @@ def test_security_interval_below_the_floor_is_refused(syncs: Syncs) -> None:
 def test_security_spoofed_modeldeployment_cannot_mark_another_tenants_sync_rolled_back(
     syncs: Syncs, git_server: GitHttpServer, local_cluster: LocalCluster, other_namespace: str
 ) -> None:
-    syncs.core.create_namespaced_secret(
-        syncs.namespace,
-        kubernetes.client.V1Secret(
-            metadata=kubernetes.client.V1ObjectMeta(name="git-auth"),
-            data={
-                k: base64.b64encode(v.encode()).decode()
-                for k, v in {
-                    "username": git_server.username,
-                    "password": git_server.password,
-                }.items()
-            },
-        ),
-    )
+    syncs.secret("git-auth", git_server.username, git_server.password)
     repo = syncs.repo("models")
     repo.write("iris.yaml", model_yaml("iris", version="1"))
     first = repo.commit("iris 1")

@@ -111,9 +111,11 @@ def _verdict(url: str, **limits: Any) -> Any:
         woken = asyncio.Event()
         loop = asyncio.get_running_loop()
         endpoint = parse_endpoint(url)
-        analyses = analysis.Analyses(
-            (endpoint,), loop, lambda _: loop.call_soon_threadsafe(woken.set), **limits
-        )
+
+        def wake(_: object) -> None:
+            loop.call_soon_threadsafe(woken.set)
+
+        analyses = analysis.Analyses((endpoint,), loop, wake, **limits)
         spec = {"prometheusURL": url, "query": "q", "threshold": 0.5}
         assert analyses.verdict("key", 1, spec) is None  # pending: off the caller's thread
         await asyncio.wait_for(woken.wait(), 30)
