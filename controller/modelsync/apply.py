@@ -362,22 +362,21 @@ class Applier:
         name this ModelSync, with its UID as a precondition (an object deleted and made
         anew by someone else in between is not ours). Returns what was deleted, and what
         was left alone and why."""
-        deleted, left = [], []
-        for entry in sorted(entries, key=lambda e: e["kind"] in FIRST):
+
+        def prune(entry: dict[str, str]) -> tuple[bool, str] | None:
             namespace = f"{entry['namespace']}/" if entry.get("namespace") else ""
             what = f"{entry['kind']} {namespace}{entry['name']}"
             meta = {"name": entry["name"], "namespace": entry.get("namespace", "")}
             live = self._get({**entry, "metadata": meta})
             if live is None:
-                continue  # gone already
+                return None  # gone already
             if not ownership.prunable(live, self.sync_namespace, self.sync_name):
                 found = ownership.owner(live)
-                left.append(
+                return False, (
                     f"{what} (labelled for ModelSync {found[0]}/{found[1]})"
                     if found
                     else f"{what} (no longer labelled for this ModelSync)"
                 )
-                continue
             self.writer.delete(
                 entry["apiVersion"],
                 entry["kind"],
@@ -385,7 +384,15 @@ class Applier:
                 entry["name"],
                 uid=live["metadata"]["uid"],
             )
-            deleted.append(what)
+            return True, what
+
+        deleted: list[str] = []
+        left: list[str] = []
+        for last in (False, True):
+            stage = [entry for entry in entries if (entry["kind"] in FIRST) is last]
+            for result in _concurrently(prune, stage):
+                if result is not None:
+                    (deleted if result[0] else left).append(result[1])
         return deleted, left
 
 
