@@ -22,7 +22,12 @@ from rich.table import Table
 from modelsync import __version__, logs
 from modelsync import constants as c
 from modelsync.conditions import of as condition
-from modelsync.settings import OperatorSettings
+from modelsync.settings import (
+    IMAGE_PULL_POLICY_CHOICES,
+    MODEL_POD_SECURITY_CHOICES,
+    OperatorSettings,
+    parse_runtime_images,
+)
 
 MD = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
 MS = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELSYNC_PLURAL}
@@ -554,6 +559,58 @@ def rollback(
     "more; default: none, every analysis URL is refused)",
 )
 @click.option(
+    "--default-service-account",
+    default=OperatorSettings.default_service_account,
+    metavar="NAME",
+    help="ServiceAccount (in each ModelSync's namespace) that applies git content when the "
+    "ModelSync names none",
+)
+@click.option(
+    "--apply-as-operator",
+    is_flag=True,
+    help="apply the content of a ModelSync with no account as the operator itself "
+    "(single-team clusters only)",
+)
+@click.option(
+    "--allow-other-namespaces",
+    multiple=True,
+    metavar="PATTERN",
+    help="namespaces whose ModelSyncs may write into other namespaces (repeat; patterns)",
+)
+@click.option(
+    "--allow-cluster-scoped",
+    multiple=True,
+    metavar="PATTERN",
+    help="namespaces whose ModelSyncs may write cluster-scoped objects (repeat; patterns)",
+)
+@click.option(
+    "--model-pod-security",
+    type=click.Choice(MODEL_POD_SECURITY_CHOICES),
+    default=OperatorSettings.model_pod_security,
+    show_default=True,
+    help="restricted: model pods non-root on a read-only root filesystem; image: as built",
+)
+@click.option(
+    "--runtime-image",
+    "runtime_image_pairs",
+    multiple=True,
+    metavar="RUNTIME=IMAGE",
+    help="the image of a runtime in this installation (repeat for more), "
+    "e.g. mlserver=mirror.local/mlserver:1.7.1; default: runtimes.py's",
+)
+@click.option(
+    "--storage-initializer-image",
+    default=OperatorSettings.storage_initializer_image,
+    show_default=True,
+    help="image of the init container that downloads s3://, gs:// and https:// models",
+)
+@click.option(
+    "--image-pull-policy",
+    type=click.Choice(IMAGE_PULL_POLICY_CHOICES),
+    default=OperatorSettings.image_pull_policy,
+    help="imagePullPolicy of model pods' containers (default: none, Kubernetes decides)",
+)
+@click.option(
     "--kubeconfig",
     "run_kubeconfig",
     default=None,
@@ -575,9 +632,26 @@ def run(
     kube_qps: float,
     kube_burst: int,
     analysis_endpoints: tuple[str, ...],
+    default_service_account: str,
+    apply_as_operator: bool,
+    allow_other_namespaces: tuple[str, ...],
+    allow_cluster_scoped: tuple[str, ...],
+    model_pod_security: str,
+    runtime_image_pairs: tuple[str, ...],
+    storage_initializer_image: str,
+    image_pull_policy: str,
     run_kubeconfig: str | None,
 ) -> None:
     """Run the operator: serve every ModelDeployment and sync every ModelSync it sees."""
+    try:
+        runtime_images = parse_runtime_images(runtime_image_pairs)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--runtime-image") from None
+    if not storage_initializer_image.strip():
+        raise click.BadParameter(
+            "an empty image; leave the flag out for the default",
+            param_hint="--storage-initializer-image",
+        )
     handler = logging.StreamHandler()
     handler.setFormatter(
         logs.JsonFormatter()
@@ -601,6 +675,14 @@ def run(
         kube_qps=kube_qps,
         kube_burst=kube_burst,
         analysis_endpoints=analysis_endpoints,
+        default_service_account=default_service_account,
+        apply_as_operator=apply_as_operator,
+        allow_other_namespaces=allow_other_namespaces,
+        allow_cluster_scoped=allow_cluster_scoped,
+        model_pod_security=model_pod_security,
+        runtime_images=runtime_images,
+        storage_initializer_image=storage_initializer_image.strip(),
+        image_pull_policy=image_pull_policy,
     )
     from modelsync import operator  # kopf loads only for `run`
 

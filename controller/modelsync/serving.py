@@ -21,7 +21,7 @@ from modelsync import constants as c
 from modelsync.analysis import Analyses
 from modelsync.conditions import Observed
 from modelsync.kube import Kube
-from modelsync.render import InvalidSpecError, Rendered, render
+from modelsync.render import DEFAULT_IMAGES, Images, InvalidSpecError, Rendered, render
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,25 @@ def converged(md: Manifest, rendered: Rendered) -> bool:
 
 
 class ServingReconciler:
-    def __init__(self, kube: Kube, cache: Any, analyses: Analyses, clock: Clock = _utcnow) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        cache: Any,
+        analyses: Analyses,
+        clock: Clock = _utcnow,
+        *,
+        locked_down: bool = True,
+        images: Images = DEFAULT_IMAGES,
+    ) -> None:
         self.kube = kube
         self.cache = cache
         self.analyses = analyses
         self.clock = clock
+        self.locked_down = locked_down  # the platform's model_pod_security
+        self.images = images  # the platform's runtime images and pull policy
+
+    def _render(self, md: Manifest) -> Rendered:
+        return render(md, locked_down=self.locked_down, images=self.images)
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Reconcile one ModelDeployment; returns seconds until it wants another look
@@ -114,7 +128,7 @@ class ServingReconciler:
 
     def _reconcile(self, md: Manifest) -> float | None:
         try:
-            wanted = render(md)
+            wanted = self._render(md)
         except InvalidSpecError as error:
             self._report_invalid(md, error)
             metrics.RECONCILES.labels(result="invalid").inc()
@@ -124,7 +138,7 @@ class ServingReconciler:
         # last healthy spec keeps serving, on every resync, with no flapping.
         if status.get("failedRevision") == wanted.spec_hash and status.get("stableSpec"):
             stable_md = stable_model(md)
-            stable = render(stable_md)
+            stable = self._render(stable_md)
             changed = self._apply(stable_md, stable)
             self._report(md, stable_md, stable, {}, [])
             metrics.RECONCILES.labels(result="applied" if changed else "unchanged").inc()
@@ -244,7 +258,7 @@ class ServingReconciler:
     ) -> None:
         status = md.get("status") or {}
         stable_md = stable_model(md)
-        stable = render(stable_md)
+        stable = self._render(stable_md)
         self._apply(stable_md, stable)
         version = md["spec"]["model"]["version"]
         stable_version = stable_md["spec"]["model"]["version"]
@@ -323,7 +337,7 @@ class ServingReconciler:
         )
         canary_replicas, stable_replicas = canary.split(total, int(state["weight"]))
         stable_md = stable_model(md)
-        stable = render(stable_md)
+        stable = self._render(stable_md)
         stable_deployment = {
             **stable.deployment,
             "spec": {**stable.deployment["spec"], "replicas": stable_replicas},

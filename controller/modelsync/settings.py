@@ -2,7 +2,41 @@
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from modelsync import runtimes
+
+# How model pods run: "restricted" (non-root, no privilege escalation, no capabilities,
+# a read-only root filesystem with a scratch emptyDir) or "image" (as the image says).
+MODEL_POD_SECURITY_CHOICES = ("restricted", "image")
+# Pull policy of model pods' containers; "" leaves it to Kubernetes (Always for :latest,
+# else IfNotPresent) and renders nothing, so upgrading the operator rolls no model.
+IMAGE_PULL_POLICY_CHOICES = ("", "Always", "IfNotPresent", "Never")
+
+
+def parse_runtime_images(pairs: Iterable[str]) -> dict[str, str]:
+    """`NAME=IMAGE` pairs (the `--runtime-image` flag) as {runtime: image}; ValueError
+    naming the pair and the fix when a runtime is unknown, custom, or given no image."""
+    images: dict[str, str] = {}
+    defaults = sorted(name for name in runtimes.RUNTIMES if name != runtimes.CUSTOM)
+    for pair in pairs:
+        name, sep, image = pair.partition("=")
+        name, image = name.strip(), image.strip()
+        if not sep or not image:
+            raise ValueError(
+                f"{pair!r}: write RUNTIME=IMAGE, e.g. mlserver=mirror.local/mlserver:1.7.1"
+            )
+        if name not in defaults:
+            raise ValueError(
+                f"{pair!r}: {name!r} is not a runtime with a default image; "
+                f"use one of {', '.join(defaults)} (a custom runtime names its image itself)"
+            )
+        if name in images and images[name] != image:
+            raise ValueError(f"{pair!r}: runtime {name} was given another image before")
+        images[name] = image
+    return images
 
 
 @dataclass(frozen=True)
@@ -54,6 +88,44 @@ class OperatorSettings:
     kube_burst: int = 400
     """Requests allowed at once above `kube_qps` after a quiet time."""
 
+    default_service_account: str = ""
+    """The ServiceAccount, in the ModelSync's own namespace, that applies git content of
+    a ModelSync that names none in spec.serviceAccountName (as Flux's
+    --default-service-account). Empty: such a ModelSync applies nothing
+    (ServiceAccountNotFound), unless apply_as_operator is set."""
+
+    apply_as_operator: bool = False
+    """Apply the git content of a ModelSync with no account (and no default) with the
+    operator's own identity. Off by default: a tenant's repository would get the
+    operator's rights. For single-team clusters only."""
+
+    allow_other_namespaces: tuple[str, ...] = field(default_factory=tuple)
+    """Namespaces (patterns, as for `namespaces`) whose ModelSyncs may write into other
+    namespaces: objects naming another namespace, and spec.targetNamespace. Elsewhere
+    every object lands in the ModelSync's own namespace."""
+
+    allow_cluster_scoped: tuple[str, ...] = field(default_factory=tuple)
+    """Namespaces (patterns) whose ModelSyncs may write cluster-scoped objects (CRDs,
+    ClusterRoles, Namespaces...); the account applying them still needs the RBAC."""
+
+    model_pod_security: str = "restricted"
+    """How model pods run: "restricted" (non-root uid 1000, no privilege escalation, all
+    capabilities dropped, read-only root filesystem with an emptyDir at /tmp) or "image"
+    (the image's own user and filesystem: for server images that need root). The
+    platform's choice: no ModelDeployment field relaxes it."""
+
+    runtime_images: dict[str, str] = field(default_factory=dict)
+    """Image of each runtime, by runtime name, where it is not runtimes.py's default (a
+    private mirror, an air-gapped cluster, images built in-house). A ModelDeployment's
+    own `spec.runtime.image` still wins over it."""
+
+    storage_initializer_image: str = runtimes.STORAGE_INITIALIZER_IMAGE
+    """Image of the init container that downloads s3://, gs:// and https:// models."""
+
+    image_pull_policy: str = ""
+    """imagePullPolicy of every container of model pods: Always, IfNotPresent, Never, or
+    "" to render none (Kubernetes' default: Always for :latest, else IfNotPresent)."""
+
     kubeconfig: str | None = None
     """A kubeconfig file; default: in-cluster config, else $KUBECONFIG or ~/.kube/config."""
 
@@ -63,3 +135,19 @@ class OperatorSettings:
     one in scheme, host and port exactly, or it is refused before any connection; empty
     means none may be queried. Each query is one GET, redirects not followed, answered
     within 10s and 1 MiB, run off the reconcile workers."""
+
+
+def namespace_matches(namespace: str, patterns: tuple[str, ...]) -> bool:
+    """kopf's namespace patterns: a namespace matches when any pattern does; a pattern is
+    comma-separated globs, where "!glob" leaves namespaces out ("*,!kube-*")."""
+    for pattern in patterns:
+        globs = [g.strip() for g in pattern.split(",") if g.strip()]
+        matches = not globs or globs[0].startswith("!")
+        for glob in globs:
+            if glob.startswith("!"):
+                matches = matches and not fnmatch.fnmatchcase(namespace, glob[1:])
+            else:
+                matches = matches or fnmatch.fnmatchcase(namespace, glob)
+        if matches:
+            return True
+    return False
