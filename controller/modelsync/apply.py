@@ -267,17 +267,26 @@ class Applier:
         return index
 
     def _get(self, manifest: Manifest) -> Manifest | None:
+        """The live object, read as the operator or, where the operator may not read
+        (tenant content applied as the tenant's account), as the writer: ownership and
+        prune decide on what is really there."""
         if self.kube.scope(manifest["apiVersion"], manifest["kind"]) is None:
             return None
         meta = manifest["metadata"]
-        try:
-            return self.kube.get(
-                manifest["apiVersion"], manifest["kind"], meta.get("namespace", ""), meta["name"]
-            )
-        except kubernetes.client.ApiException as error:
-            if transient(error):
-                raise
-            return None
+        for kube in dict.fromkeys((self.kube, self.writer)):
+            try:
+                return kube.get(
+                    manifest["apiVersion"],
+                    manifest["kind"],
+                    meta.get("namespace", ""),
+                    meta["name"],
+                )
+            except kubernetes.client.ApiException as error:
+                if transient(error):
+                    raise
+                if error.status != 403:
+                    return None
+        return None
 
     def apply(
         self, planned: list[Planned], heal: bool, same_revision: bool
