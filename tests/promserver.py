@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import socketserver
 import threading
 import urllib.parse
 from typing import Any
@@ -57,8 +58,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class PrometheusApi(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         # float: that value; "NaN": NaN; None: no data; int: that HTTP error status
         self.answer: float | str | int | None = 0.0
         self.queries: list[str] = []
@@ -73,5 +74,54 @@ class PrometheusApi(http.server.ThreadingHTTPServer):
         return self
 
     def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _TrickleHandler(socketserver.BaseRequestHandler):
+    server: Trickle
+
+    def handle(self) -> None:
+        with self.server.accepted:
+            self.server.accepts += 1
+            self.server.accepted.notify_all()
+        try:
+            self.request.sendall(b"HTTP/1.1 200 OK\r\nX-Trickle: ")
+            while not self.server.stopped.wait(0.5):
+                self.request.sendall(b"a")
+        except OSError:
+            return  # the client gave up
+
+
+class Trickle(socketserver.ThreadingTCPServer):
+    """A listener on loopback that counts the connections it accepts and answers each
+    with a header that never ends, a byte every half second: an endpoint that is slow
+    forever, never silent long enough for a per-read timeout."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _TrickleHandler)
+        self.accepts = 0
+        self.accepted = threading.Condition()
+        self.stopped = threading.Event()
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def start(self) -> Trickle:
+        self._thread.start()
+        return self
+
+    def wait_accepts(self, count: int, timeout: float) -> bool:
+        """Wait until `count` connections were accepted; False if not within `timeout`."""
+        with self.accepted:
+            return self.accepted.wait_for(lambda: self.accepts >= count, timeout)
+
+    def stop(self) -> None:
+        self.stopped.set()
         self.shutdown()
         self.server_close()

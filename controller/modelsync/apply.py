@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import kubernetes
 
 from modelsync import constants as c
+from modelsync import ownership
 from modelsync.drift import applied_part, differences
 from modelsync.kube import Kube, Manifest
 from modelsync.load import LoadedObject, LoadError
@@ -153,12 +154,17 @@ class Applier:
         self.cached = cached or (lambda *_: None)
 
     def plan(
-        self, objects: list[LoadedObject], revision: str
+        self,
+        objects: list[LoadedObject],
+        revision: str,
+        applied: Collection[tuple[str, str, str, str]] = (),
     ) -> tuple[list[Planned], list[LoadError]]:
         """Compare every object with its live self, and ask the API server (a dry run, as
         the writer) about each one that would change: its verdict validates the revision
         before anything is written, and tells a real change from one of form only (0.5 vs
-        500m). Unchanged objects cost no request: the server accepted them before. Kinds
+        500m). Unchanged objects cost no request: the server accepted them before. An
+        object another ModelSync owns, or one that was there before us (not in `applied`,
+        our inventory, and not annotated for adoption), is an error: never taken over. Kinds
         defined by CRDs of this revision, and objects in namespaces it creates, can only be
         judged once those exist; `apply` reports their errors."""
         live = self._live_index(objects)
@@ -166,11 +172,18 @@ class Applier:
         # First what would change (no request), then one dry run per changed object,
         # several at a time: a 1,000-model repository is judged in seconds, not minutes.
         steps: list[tuple[LoadedObject, Manifest, Manifest, Manifest | None, list[str], bool]] = []
+        conflicts: list[LoadError] = []
         for obj in sorted(objects, key=apply_order):
             desired = labelled(obj.manifest, self.sync_namespace, self.sync_name)
             current = live.get(identity(desired))
             if current is None:
                 current = self._get(desired)
+            refused = ownership.refusal(
+                current, self.sync_namespace, self.sync_name, identity(desired) in applied
+            )
+            if refused is not None:
+                conflicts.append(OwnershipError(obj.source, refused, obj.description))
+                continue
             # A model keeps the revision that last changed it: a commit that touches
             # one model of a thousand must not rewrite the other 999.
             kept = ((current or {}).get("metadata", {}).get("annotations") or {}).get(
@@ -204,7 +217,7 @@ class Applier:
 
         judged = [step for step in steps if step[5]]
         verdicts = dict(zip(map(id, judged), _concurrently(verdict, judged), strict=True))
-        planned, errors = [], []
+        planned, errors = [], conflicts
         for step in steps:
             preview = verdicts.get(id(step))
             obj, desired, candidate, current, drifted, _ = step
@@ -254,17 +267,26 @@ class Applier:
         return index
 
     def _get(self, manifest: Manifest) -> Manifest | None:
+        """The live object, read as the operator or, where the operator may not read
+        (tenant content applied as the tenant's account), as the writer: ownership and
+        prune decide on what is really there."""
         if self.kube.scope(manifest["apiVersion"], manifest["kind"]) is None:
             return None
         meta = manifest["metadata"]
-        try:
-            return self.kube.get(
-                manifest["apiVersion"], manifest["kind"], meta.get("namespace", ""), meta["name"]
-            )
-        except kubernetes.client.ApiException as error:
-            if transient(error):
-                raise
-            return None
+        for kube in dict.fromkeys((self.kube, self.writer)):
+            try:
+                return kube.get(
+                    manifest["apiVersion"],
+                    manifest["kind"],
+                    meta.get("namespace", ""),
+                    meta["name"],
+                )
+            except kubernetes.client.ApiException as error:
+                if transient(error):
+                    raise
+                if error.status != 403:
+                    return None
+        return None
 
     def apply(
         self, planned: list[Planned], heal: bool, same_revision: bool
@@ -343,16 +365,50 @@ class Applier:
         self.kube.forget_discovery()
         self.writer.forget_discovery()
 
-    def delete(self, entries: list[dict[str, str]]) -> list[str]:
-        """Delete inventory entries (workloads first, namespaces and CRDs last)."""
-        deleted = []
-        for entry in sorted(entries, key=lambda e: e["kind"] in FIRST):
-            self.writer.delete(
-                entry["apiVersion"], entry["kind"], entry.get("namespace", ""), entry["name"]
-            )
+    def delete(self, entries: list[dict[str, str]]) -> tuple[list[str], list[str]]:
+        """Delete inventory entries (workloads first, namespaces and CRDs last) that are
+        still this ModelSync's own: each is read first, and deleted only while its labels
+        name this ModelSync, with its UID as a precondition (an object deleted and made
+        anew by someone else in between is not ours). Returns what was deleted, and what
+        was left alone and why."""
+
+        def prune(entry: dict[str, str]) -> tuple[bool, str] | None:
             namespace = f"{entry['namespace']}/" if entry.get("namespace") else ""
-            deleted.append(f"{entry['kind']} {namespace}{entry['name']}")
-        return deleted
+            what = f"{entry['kind']} {namespace}{entry['name']}"
+            meta = {"name": entry["name"], "namespace": entry.get("namespace", "")}
+            live = self._get({**entry, "metadata": meta})
+            if live is None:
+                return None  # gone already
+            if not ownership.prunable(live, self.sync_namespace, self.sync_name):
+                found = ownership.owner(live)
+                return False, (
+                    f"{what} (labelled for ModelSync {found[0]}/{found[1]})"
+                    if found
+                    else f"{what} (no longer labelled for this ModelSync)"
+                )
+            self.writer.delete(
+                entry["apiVersion"],
+                entry["kind"],
+                entry.get("namespace", ""),
+                entry["name"],
+                uid=live["metadata"]["uid"],
+            )
+            return True, what
+
+        deleted: list[str] = []
+        left: list[str] = []
+        for last in (False, True):
+            stage = [entry for entry in entries if (entry["kind"] in FIRST) is last]
+            for result in _concurrently(prune, stage):
+                if result is not None:
+                    (deleted if result[0] else left).append(result[1])
+        return deleted, left
+
+
+@dataclass(frozen=True)
+class OwnershipError(LoadError):
+    """An object of the revision that another owner holds: nothing of the revision is
+    applied (reported with reason OwnershipConflict)."""
 
 
 def api_message(error: kubernetes.client.ApiException) -> str:

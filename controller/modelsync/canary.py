@@ -1,5 +1,5 @@
-"""Canary rollouts: how to split replicas, and what a metric says. Pure, but for
-`query_prometheus`, the one HTTP call of the metric analysis.
+"""Canary rollouts: how to split replicas, which analysis URLs may be queried, and what
+a metric says. Pure: the query itself is `analysis.Analyses`, off the reconcile workers.
 
 A canary runs the new revision in a second Deployment (`<name>-canary`) behind
 the model's one Service; traffic follows the replica ratio. Each step raises the
@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -21,7 +19,12 @@ from typing import Any
 from modelsync import constants as c
 
 CANARY_SUFFIX = "-canary"
-QUERY_TIMEOUT_SECONDS = 5.0
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# Named in refusals, so a tenant knows what to ask the platform team for.
+ENDPOINTS_SETTING = (
+    "analysis_endpoints (`modelsync run --analysis-endpoint`, chart value "
+    "operator.analysisEndpoints)"
+)
 
 
 class Result(Enum):
@@ -81,25 +84,83 @@ def judge(value: float | None, threshold: float, comparison: str, source: str) -
     )
 
 
-def query_prometheus(analysis: dict[str, Any]) -> Verdict:
-    """Run the analysis query against the Prometheus HTTP API and judge the answer."""
-    url = (
-        analysis["prometheusURL"].rstrip("/")
+def endpoint_of(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of a plain http(s) URL; None for anything else (user info,
+    a query or fragment, another scheme, no host, a bad port)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    if "@" in parts.netloc or parts.query or parts.fragment or "?" in url or "#" in url:
+        return None
+    return parts.scheme, parts.hostname, DEFAULT_PORTS[parts.scheme] if port is None else port
+
+
+def endpoint_text(endpoint: tuple[str, str, int]) -> str:
+    scheme, host, port = endpoint
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def parse_endpoint(text: str) -> str:
+    """An allowed analysis endpoint as the platform writes it (scheme://host[:port]),
+    in the one spelling `refusal` compares; ValueError says what is wrong with it."""
+    endpoint = endpoint_of(text)
+    if endpoint is None or urllib.parse.urlsplit(text).path not in ("", "/"):
+        raise ValueError(
+            f"{text!r} is not an analysis endpoint: write scheme://host[:port] "
+            "(http or https, no path, user or query), e.g. http://prometheus.monitoring:9090"
+        )
+    return endpoint_text(endpoint)
+
+
+def refusal(url: str, allowed: tuple[str, ...]) -> str | None:
+    """Why `url` may not be queried (None: it may). Scheme, host and port must equal
+    those of an endpoint the platform allows: a tenant's URL must not reach anything
+    else the operator can reach (the API server, cloud metadata, other tenants)."""
+    endpoint = endpoint_of(url)
+    if endpoint is not None and endpoint_text(endpoint) in allowed:
+        return None
+    what = (
+        f"{endpoint_text(endpoint)} is not among them"
+        if endpoint is not None
+        else "it is not a plain http(s) URL (no user, query or fragment)"
+    )
+    listed = ", ".join(allowed) if allowed else "none"
+    return (
+        f"prometheusURL {url!r} refused before any connection: the operator queries only the "
+        f"analysis endpoints of its setting {ENDPOINTS_SETTING} ({listed}), and {what}. "
+        "Point spec.rollout.analysis.prometheusURL at one of them, or ask the platform team "
+        "to add yours"
+    )
+
+
+def query_url(analysis: dict[str, Any]) -> str:
+    return (
+        str(analysis["prometheusURL"]).rstrip("/")
         + "/api/v1/query?"
         + urllib.parse.urlencode({"query": analysis["query"]})
     )
+
+
+def judge_answer(analysis: dict[str, Any], status: int, body: bytes) -> Verdict:
+    """The verdict on Prometheus's answer (an HTTP status and the body read)."""
     source = f"query {analysis['query']!r}"
+    if status != 200:
+        redirect = " (redirects are not followed)" if 300 <= status < 400 else ""
+        return Verdict(
+            Result.INCONCLUSIVE, f"{source}: Prometheus answered HTTP {status}{redirect}"
+        )
     try:
-        with urllib.request.urlopen(url, timeout=QUERY_TIMEOUT_SECONDS) as response:  # noqa: S310 - the spec's own URL
-            body = json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return Verdict(Result.INCONCLUSIVE, f"{source}: Prometheus answered HTTP {error.code}")
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        return Verdict(Result.INCONCLUSIVE, f"{source}: Prometheus unreachable ({error})")
-    try:
-        value = parse_prometheus(body)
-    except (KeyError, IndexError, TypeError, ValueError):
+        value = parse_prometheus(json.loads(body))
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
         value = None
     return judge(
         value, float(analysis["threshold"]), analysis.get("comparison", "LessThan"), source
     )
+
+
+def unanswered(analysis: dict[str, Any], why: str) -> Verdict:
+    return Verdict(Result.INCONCLUSIVE, f"query {analysis['query']!r}: {why}")

@@ -108,7 +108,9 @@ def diff_path(path: Path, sync: dict[str, Any], kube: Any) -> DiffReport:
     errors = loaded.errors + place(loaded.objects, policy, kube.scope)
     planned: list[Any] = []
     if not errors:
-        planned, errors = applier.plan(loaded.objects, "pull-request")
+        inventory = (sync.get("status") or {}).get("inventory") or []
+        applied = {prune.key(entry) for entry in inventory}
+        planned, errors = applier.plan(loaded.objects, "pull-request", applied)
     report.errors = [_finding(error, root) for error in errors]
     if report.errors:
         return report

@@ -559,6 +559,14 @@ def rollback(
     help="requests allowed at once above --kube-qps",
 )
 @click.option(
+    "--analysis-endpoint",
+    "analysis_endpoints",
+    multiple=True,
+    callback=lambda _ctx, _param, values: _analysis_endpoints(values),
+    help="a Prometheus endpoint (scheme://host:port) canary analysis may query (repeat for "
+    "more; default: none, every analysis URL is refused)",
+)
+@click.option(
     "--default-service-account",
     default=OperatorSettings.default_service_account,
     metavar="NAME",
@@ -632,6 +640,7 @@ def run(
     lease_seconds: int,
     kube_qps: float,
     kube_burst: int,
+    analysis_endpoints: tuple[str, ...],
     default_service_account: str,
     apply_as_operator: bool,
     allow_other_namespaces: tuple[str, ...],
@@ -675,6 +684,7 @@ def run(
         lease_seconds=lease_seconds,
         kube_qps=kube_qps,
         kube_burst=kube_burst,
+        analysis_endpoints=analysis_endpoints,
         default_service_account=default_service_account,
         apply_as_operator=apply_as_operator,
         allow_other_namespaces=allow_other_namespaces,
@@ -692,6 +702,15 @@ def run(
         raise SystemExit(130) from None
     if not kept_the_lead:
         raise SystemExit(1)  # restarted, it waits for the lead like any other replica
+
+
+def _analysis_endpoints(values: tuple[str, ...]) -> tuple[str, ...]:
+    from modelsync.canary import parse_endpoint
+
+    try:
+        return tuple(parse_endpoint(value) for value in values)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--analysis-endpoint") from None
 
 
 def main(argv: list[str] | None = None) -> int:

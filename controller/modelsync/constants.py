@@ -56,6 +56,9 @@ MODELSYNC_PLURAL: Final = "modelsyncs"
 LABEL_SYNC_NAME: Final = f"{GROUP}/sync-name"
 LABEL_SYNC_NAMESPACE: Final = f"{GROUP}/sync-namespace"
 ANNOTATION_RECONCILE_REQUESTED: Final = f"{GROUP}/reconcile-requested-at"
+# On a live object that no ModelSync created: "<namespace>/<name>" of the one ModelSync
+# allowed to take it over.
+ANNOTATION_ADOPT: Final = f"{GROUP}/adopt"
 
 RECONCILING: Final = "Reconciling"
 STALLED: Final = "Stalled"
@@ -67,6 +70,7 @@ REASON_FETCH_FAILED: Final = "FetchFailed"
 REASON_REVISION_TOO_LARGE: Final = "RevisionTooLarge"
 REASON_VALIDATION_FAILED: Final = "ValidationFailed"
 REASON_PRUNE_REFUSED: Final = "PruneRefused"
+REASON_OWNERSHIP_CONFLICT: Final = "OwnershipConflict"
 REASON_EMPTY_REVISION: Final = "EmptyRevision"
 REASON_DRIFT_DETECTED: Final = "DriftDetected"
 REASON_SUSPENDED: Final = "Suspended"

@@ -17,7 +17,7 @@ from typing import Any
 
 import kubernetes
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, ResourceNotFoundError
 
 from modelsync import constants as c
 from modelsync import metrics, throttle
@@ -164,11 +164,21 @@ class Kube:
         preview = self.apply(desired, dry_run=True)
         return drifted if differences(applied_part(preview), live) else []
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+    def delete(
+        self, api_version: str, kind: str, namespace: str, name: str, uid: str | None = None
+    ) -> None:
+        """Delete an object; with `uid`, only that very object (not one made anew since)."""
+        body = {"preconditions": {"uid": uid}} if uid else None
         try:
-            self.resource(api_version, kind).delete(name=name, namespace=namespace or None)
+            self.resource(api_version, kind).delete(
+                name=name, namespace=namespace or None, body=body
+            )
         except NotFoundError:
             return
+        except ConflictError:
+            if uid:
+                return  # deleted and made anew by someone else: not the object we knew
+            raise
         metrics.API_WRITES.labels(verb="delete", kind=kind).inc()
 
     def patch_status(

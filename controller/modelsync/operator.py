@@ -30,12 +30,13 @@ from modelsync import conditions, leader, metrics, probes
 from modelsync import constants as c
 from modelsync import kube as kubemod
 from modelsync import server as server_mod
+from modelsync.analysis import Analyses
 from modelsync.cache import ObjectCache
 from modelsync.fetch import GitFetcher
 from modelsync.render import Images
 from modelsync.serving import OWNED_KINDS, ServingReconciler
 from modelsync.settings import OperatorSettings, namespace_matches
-from modelsync.sync import SyncReconciler, fetch_cache_dir
+from modelsync.sync import SyncReconciler, fetch_cache_dir, owned_models
 from modelsync.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -289,9 +290,13 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         await asyncio.to_thread(prefill, kube, runtime)
         runtime.loop = asyncio.get_running_loop()
         runtime.queue = WorkQueue(retry_seconds=runtime.settings.retry_seconds)
+        analyses = Analyses(
+            runtime.settings.analysis_endpoints, runtime.loop, runtime.enqueue_threadsafe
+        )
         runtime.reconciler = ServingReconciler(
             kube,
             runtime.cache,
+            analyses,
             locked_down=runtime.settings.model_pod_security == "restricted",
             images=Images(
                 servers=runtime.settings.runtime_images,
@@ -345,6 +350,8 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             runtime.cache.delete(c.MODELDEPLOYMENT_KIND, namespace or "", name)
             runtime.rolled_back_seen.pop((namespace or "", name), None)
             runtime.md_triggers.pop((namespace or "", name), None)
+            if runtime.reconciler is not None:
+                runtime.reconciler.analyses.forget((c.MODELDEPLOYMENT_KIND, namespace, name))
             metrics.model_gone(namespace or "", name)
             return
         runtime.cache.put(c.MODELDEPLOYMENT_KIND, dict(body))
@@ -358,10 +365,14 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         if runtime.rolled_back_seen.setdefault(key, now) != now:
             runtime.rolled_back_seen[key] = now
             labels = body.get("metadata", {}).get("labels") or {}
-            if labels.get(c.LABEL_SYNC_NAME) and labels.get(c.LABEL_SYNC_NAMESPACE):
-                enqueue(
-                    (c.MODELSYNC_KIND, labels[c.LABEL_SYNC_NAMESPACE], labels[c.LABEL_SYNC_NAME])
-                )
+            sync = (labels.get(c.LABEL_SYNC_NAMESPACE) or "", labels.get(c.LABEL_SYNC_NAME) or "")
+            ms = runtime.cache.get(c.MODELSYNC_KIND, *sync) if all(sync) else None
+            # Only the ModelSync whose inventory holds this model: a label anyone can set
+            # must not make another tenant's ModelSync sync (and push) on demand.
+            if ms is not None and key in owned_models(
+                (ms.get("status") or {}).get("inventory") or []
+            ):
+                enqueue((c.MODELSYNC_KIND, *sync))
 
     @kopf.on.event(c.GROUP, c.VERSION, c.MODELSYNC_PLURAL, registry=registry)
     async def modelsync_event(

@@ -18,6 +18,7 @@ import kubernetes
 
 from modelsync import canary, conditions, health, logs, metrics, rollout
 from modelsync import constants as c
+from modelsync.analysis import Analyses
 from modelsync.conditions import Observed
 from modelsync.kube import Kube
 from modelsync.render import DEFAULT_IMAGES, Images, InvalidSpecError, Rendered, render
@@ -94,6 +95,7 @@ class ServingReconciler:
         self,
         kube: Kube,
         cache: Any,
+        analyses: Analyses,
         clock: Clock = _utcnow,
         *,
         locked_down: bool = True,
@@ -101,6 +103,7 @@ class ServingReconciler:
     ) -> None:
         self.kube = kube
         self.cache = cache
+        self.analyses = analyses
         self.clock = clock
         self.locked_down = locked_down  # the platform's model_pod_security
         self.images = images  # the platform's runtime images and pull policy
@@ -365,10 +368,14 @@ class ServingReconciler:
             )
             pause = float(steps[int(state["step"])].get("pauseSeconds", 0))
             elapsed = (now - started).total_seconds()
+            verdict = None if elapsed < pause else self._analyse(md, state, rollout_spec)
             if elapsed < pause:
                 wait = pause - elapsed
+            elif verdict is None:
+                # The query runs off the workers; its answer queues this model again.
+                # Status keeps the last verdict meanwhile (no write per query).
+                wait = self.analyses.deadline + 1.0  # should that wake-up be lost
             else:
-                verdict = self._analyse(rollout_spec.get("analysis"))
                 state["lastAnalysis"] = verdict.message
                 inconclusive_fails = (rollout_spec.get("analysis") or {}).get(
                     "inconclusive"
@@ -421,10 +428,17 @@ class ServingReconciler:
         )
         return wait
 
-    def _analyse(self, analysis: Manifest | None) -> canary.Verdict:
+    def _analyse(
+        self, md: Manifest, state: Manifest, rollout_spec: Manifest
+    ) -> canary.Verdict | None:
+        """The analysis verdict on this step, or None while its query runs."""
+        analysis = rollout_spec.get("analysis")
         if not analysis:
             return canary.Verdict(canary.Result.PASS, "")
-        return canary.query_prometheus(analysis)
+        meta = md["metadata"]
+        key = (c.MODELDEPLOYMENT_KIND, meta["namespace"], meta["name"])
+        attempt = (state["specHash"], int(state["step"]), int(state["failures"]))
+        return self.analyses.verdict(key, attempt, analysis)
 
     def _end_canary(self, md: Manifest) -> None:
         meta = md["metadata"]

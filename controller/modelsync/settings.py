@@ -136,6 +136,13 @@ class OperatorSettings:
     kubeconfig: str | None = None
     """A kubeconfig file; default: in-cluster config, else $KUBECONFIG or ~/.kube/config."""
 
+    analysis_endpoints: tuple[str, ...] = field(default_factory=tuple)
+    """The Prometheus endpoints canary analysis may query, as scheme://host:port (e.g.
+    "http://prometheus.monitoring:9090"). A ModelDeployment's prometheusURL must match
+    one in scheme, host and port exactly, or it is refused before any connection; empty
+    means none may be queried. Each query is one GET, redirects not followed, answered
+    within 10s and 1 MiB, run off the reconcile workers."""
+
 
 def namespace_matches(namespace: str, patterns: tuple[str, ...]) -> bool:
     """kopf's namespace patterns: a namespace matches when any pattern does; a pattern is

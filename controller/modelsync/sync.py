@@ -24,7 +24,7 @@ import kubernetes
 from modelsync import conditions, logs, metrics, writeback
 from modelsync import constants as c
 from modelsync import prune as prunemod
-from modelsync.apply import Applier, ChangeSet, Planned, inventory_of
+from modelsync.apply import Applier, ChangeSet, OwnershipError, Planned, inventory_of
 from modelsync.conditions import Observed
 from modelsync.fetch import (
     Credentials,
@@ -51,10 +51,16 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+# The shortest interval: the CRD refuses less, and the code clamps to it too, for objects
+# stored before that rule (or a CRD without it), since "0s" would fetch without pause.
+MIN_INTERVAL_SECONDS = 5.0
+
+
 def interval_seconds(text: str | None, default: float = 60.0) -> float:
-    """A Go-style duration ("1m30s") in seconds."""
+    """A Go-style duration ("1m30s") in seconds, never below MIN_INTERVAL_SECONDS."""
     parts = _DURATION.findall(text or "")
-    return sum(float(n) * _UNIT[u] for n, u in parts) if parts else default
+    seconds = sum(float(n) * _UNIT[u] for n, u in parts) if parts else default
+    return max(MIN_INTERVAL_SECONDS, seconds)
 
 
 def _now() -> datetime.datetime:
@@ -196,10 +202,13 @@ class SyncReconciler:
         errors += check(loaded.objects, policy, applier.kube.scope)
         planned: list[Planned] = []
         if not errors:
-            planned, errors = applier.plan(loaded.objects, revision.name)
+            applied = {prunemod.key(entry) for entry in status.get("inventory") or []}
+            planned, errors = applier.plan(loaded.objects, revision.name, applied)
         if errors:
             outcome.errors = errors
             outcome.reason, outcome.stalled = c.REASON_VALIDATION_FAILED, True
+            if any(isinstance(error, OwnershipError) for error in errors):
+                outcome.reason = c.REASON_OWNERSHIP_CONFLICT
             outcome.message = _describe_errors(revision, errors)
             return outcome
 
@@ -233,7 +242,7 @@ class SyncReconciler:
             allow_empty=bool(spec.get("allowEmpty")),
             max_percent=int(spec.get("maxPrunePercent", 50)),
         )
-        changes.deleted = applier.delete(plan.delete)
+        changes.deleted, left = applier.delete(plan.delete)
         outcome.inventory = current + plan.keep
         outcome.applied = True
         if plan.refusal:
@@ -247,7 +256,7 @@ class SyncReconciler:
                 "objects differ from git (selfHeal is off): " + "; ".join(changes.drifted[:5])
             )
             return outcome
-        rolled = self._rolled_back_models(meta["namespace"], meta["name"])
+        rolled = self._rolled_back_models(meta["namespace"], meta["name"], current)
         rolled_back = [f"model {md['metadata']['name']}: {message}" for md, message in rolled]
         if rolled and spec.get("rollbackWriteBack"):
             outcome.write_backs, outcome.write_back_error = self._write_back(
@@ -263,6 +272,8 @@ class SyncReconciler:
             return outcome
         outcome.ready, outcome.reason = True, c.REASON_SUCCEEDED
         outcome.message = f"applied revision {revision.name}: {changes.summary()}"
+        if left:
+            outcome.message += "; not pruned, no longer this ModelSync's: " + "; ".join(left[:5])
         return outcome
 
     def _record_intent(
@@ -315,12 +326,19 @@ class SyncReconciler:
             done.append(branch)
         return done, ""
 
-    def _rolled_back_models(self, namespace: str, name: str) -> list[tuple[Manifest, str]]:
+    def _rolled_back_models(
+        self, namespace: str, name: str, inventory: list[dict[str, str]]
+    ) -> list[tuple[Manifest, str]]:
+        """The rolled-back ModelDeployments this ModelSync applied: those of its inventory.
+        Labels alone would let anyone who can label a ModelDeployment (in any namespace)
+        mark this ModelSync rolled back and have it push with this ModelSync's credentials."""
+        ours = owned_models(inventory)
         labels = {c.LABEL_SYNC_NAME: name, c.LABEL_SYNC_NAMESPACE: namespace}
         found = self.cache.select(
             c.MODELDEPLOYMENT_KIND,
-            lambda md: conditions.is_true(
-                (md.get("status") or {}).get("conditions"), c.ROLLED_BACK
+            lambda md: (
+                (md["metadata"].get("namespace", ""), md["metadata"]["name"]) in ours
+                and conditions.is_true((md.get("status") or {}).get("conditions"), c.ROLLED_BACK)
             ),
             labels=labels,
         )
@@ -527,6 +545,15 @@ def _describe_errors(revision: Revision, errors: list[LoadError]) -> str:
         f"revision {revision.name} rejected, nothing applied; the last applied revision "
         f"keeps running: {shown}{more}"
     )
+
+
+def owned_models(inventory: list[dict[str, str]]) -> set[tuple[str, str]]:
+    """(namespace, name) of every ModelDeployment in an inventory."""
+    return {
+        (entry.get("namespace", ""), entry["name"])
+        for entry in inventory
+        if entry["kind"] == c.MODELDEPLOYMENT_KIND and entry["apiVersion"] == c.API_VERSION
+    }
 
 
 def _merge_inventory(

@@ -494,3 +494,22 @@ def test_tenant_chart_network_policy_admits_only_the_named_sources(
             "ports": [{"port": "http"}],
         }
     ]
+
+
+def test_helm_security_analysis_endpoints_become_run_flags(local_cluster: LocalCluster) -> None:
+    endpoints = "operator.analysisEndpoints={http://prometheus.monitoring:9090,https://m.example}"
+    rendered = helm(local_cluster, "template", "m", str(CHART), "--set", endpoints).stdout
+    assert '- "--analysis-endpoint=http://prometheus.monitoring:9090"' in rendered
+    assert '- "--analysis-endpoint=https://m.example"' in rendered
+    for wrong in ("prometheus:9090", "http://p:9090/api", "http://u@p:9090"):
+        result = helm(
+            local_cluster,
+            "template",
+            "m",
+            str(CHART),
+            "--set",
+            f"operator.analysisEndpoints={{{wrong}}}",
+            check=False,
+        )
+        assert result.returncode != 0, wrong
+        assert "analysisEndpoints" in result.stderr

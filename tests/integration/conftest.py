@@ -42,8 +42,19 @@ def crds(local_cluster: LocalCluster) -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def analysis_ports() -> tuple[int, int]:
+    """Loopback ports the shared operator's canary analysis may query: the first for a
+    test's Prometheus API, the second never listened on (an unreachable endpoint)."""
+    first, second = free_ports(2)
+    return first, second
+
+
+@pytest.fixture(scope="session")
 def running_operator(
-    local_cluster: LocalCluster, crds: list[str], tmp_path_factory: pytest.TempPathFactory
+    local_cluster: LocalCluster,
+    crds: list[str],
+    tmp_path_factory: pytest.TempPathFactory,
+    analysis_ports: tuple[int, int],
 ) -> Iterator[operator.Runtime]:
     """The operator, cluster-wide, in a thread of this process."""
     settings = OperatorSettings(
@@ -55,6 +66,7 @@ def running_operator(
         http_port=free_ports(1)[0],  # /metrics, /healthz, /readyz and the webhooks
         resync_seconds=3600,  # tests trigger resyncs themselves
         retry_seconds=1,
+        analysis_endpoints=tuple(f"http://127.0.0.1:{port}" for port in analysis_ports),
         # Locked down, as a platform team runs it: git content is applied as each test
         # namespace's tenant account; only granted-* namespaces may write elsewhere.
         default_service_account=TENANT_ACCOUNT,

@@ -17,8 +17,9 @@ from tests.promserver import PrometheusApi
 
 
 @pytest.fixture
-def prometheus() -> Iterator[PrometheusApi]:
-    server = PrometheusApi().start()
+def prometheus(analysis_ports: tuple[int, int]) -> Iterator[PrometheusApi]:
+    """On the port the shared operator's setting analysis_endpoints allows."""
+    server = PrometheusApi(analysis_ports[0]).start()
     yield server
     server.stop()
 
@@ -112,13 +113,12 @@ def test_canary_holds_on_inconclusive_analysis(
     namespace: str,
     prometheus: PrometheusApi,
     answer: Any,
+    analysis_ports: tuple[int, int],
 ) -> None:
     prometheus.answer = 0.01
     url = prometheus.url
     if answer == "unreachable":
-        from tests.cluster.launcher import free_ports
-
-        url = f"http://127.0.0.1:{free_ports(1)[0]}"
+        url = f"http://127.0.0.1:{analysis_ports[1]}"  # allowed, and nothing listens
     canary_v1(models, url)
     if answer != "unreachable":
         prometheus.answer = answer

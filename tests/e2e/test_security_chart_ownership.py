@@ -1,0 +1,104 @@
+"""Ownership and prune as the chart runs the operator: its own account cannot read a
+tenant's ConfigMaps (content is applied as the tenant's account), yet a ModelSync must
+still see an object that was there before, and still prune what it applied."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import kubernetes
+import pytest
+import yaml
+from kubernetes.client import CoreV1Api
+
+from modelsync import constants as c
+from tests.conftest import LocalCluster
+from tests.e2e.test_helm import CHART, helm
+from tests.gitserver import GitHttpServer, WorkRepo
+from tests.integration.conftest import OWN_OPERATOR_PREFIX
+from tests.integration.test_security_ownership import config_map
+from tests.kube import make_tenant
+from tests.operatorproc import spawn_operator
+from tests.syncs import Syncs
+
+
+def test_security_chart_operator_sees_objects_it_cannot_read_before_taking_or_pruning(
+    local_cluster: LocalCluster, namespace: str, tmp_path: Path, tenant_role: dict[str, object]
+) -> None:
+    core = CoreV1Api(local_cluster.api)
+    team = f"{OWN_OPERATOR_PREFIX}{secrets.token_hex(4)}"
+    core.create_namespace({"metadata": {"name": team}})
+    make_tenant(local_cluster.api, team)
+    core.create_namespaced_config_map(
+        team, {"metadata": {"name": "legacy"}, "data": {"value": "by-hand"}}
+    )
+    operator = None
+    try:
+        helm(
+            local_cluster,
+            "install",
+            "modelsync",
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--force-conflicts",
+            "--set",
+            f"tenancy.namespaces={{{team}}}",
+            "--set",
+            "replicaCount=0",
+        )
+        token = core.create_namespaced_service_account_token(
+            "modelsync", namespace, {"spec": {"expirationSeconds": 3600}}
+        ).status.token
+        config = yaml.safe_load(local_cluster.kubeconfig.read_text())
+        config["users"] = [{"name": "chart", "user": {"token": token}}]
+        config["contexts"][0]["context"]["user"] = "chart"
+        kubeconfig = tmp_path / "chart-sa.kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(config))
+        # The premise: the operator's own account may not read the tenant's ConfigMaps.
+        chart_api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+        with pytest.raises(kubernetes.client.ApiException) as refused:
+            CoreV1Api(chart_api).read_namespaced_config_map("legacy", team)
+        assert refused.value.status == 403
+        operator = spawn_operator(
+            kubeconfig,
+            "-n",
+            team,
+            "--http-port",
+            "0",
+            "--git-cache-dir",
+            str(tmp_path / "cache"),
+            log=(tmp_path / "operator.log").open("wb"),
+            die_with_parent=True,
+        )
+        unused = GitHttpServer(tmp_path)
+        unused.server_close()
+        (tmp_path / "git").mkdir()
+        repo = WorkRepo(tmp_path / "git", "models")
+        repo.write("keep.yaml", config_map("keep", "git"))
+        repo.write("drop.yaml", config_map("drop", "git"))
+        repo.write("legacy.yaml", config_map("legacy", "git"))
+        repo.commit("three maps")
+        syncs = Syncs(local_cluster, team, unused)
+        syncs.create("prod", repo.file_url)
+        ms = syncs.wait_failed("prod", c.REASON_OWNERSHIP_CONFLICT)
+        assert "legacy.yaml:1" in str(ms["status"]["conditions"])
+        assert core.read_namespaced_config_map("legacy", team).data == {"value": "by-hand"}
+
+        sha = repo.remove("legacy.yaml").commit("not legacy")
+        again = syncs.request("prod")
+        syncs.wait_applied("prod", f"main@sha1:{sha}", again)
+        sha = repo.remove("drop.yaml").commit("drop")
+        again = syncs.request("prod")
+        ms = syncs.wait_applied("prod", f"main@sha1:{sha}", again)
+        assert "1 deleted" in str(ms["status"]["conditions"])
+        names = {m.metadata.name for m in core.list_namespaced_config_map(team).items}
+        assert "drop" not in names
+        assert {"keep", "legacy"} <= names
+    finally:
+        if operator is not None:
+            operator.terminate()
+            operator.wait(10)
+        helm(local_cluster, "uninstall", "modelsync", "--namespace", namespace, check=False)
+        core.delete_namespace(team)
