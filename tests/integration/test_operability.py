@@ -7,6 +7,7 @@ import asyncio
 import base64
 import concurrent.futures
 import json
+import re
 import secrets
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from tests.cluster.launcher import free_ports
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, GitSshServer
 from tests.integration.test_webhook import github_push, post, post_to, signature
-from tests.kube import dict_condition, wait_for
+from tests.kube import REPO, dict_condition, wait_for
 from tests.models import MD, Models, manifest, ready_on
 from tests.operatorproc import spawn_operator
 from tests.syncs import Syncs, model_yaml
@@ -429,3 +430,30 @@ def test_events_only_for_changes_never_for_a_noop_resync(
     while reasons().count(c.EVENT_SYNCED) < 2:
         assert time.monotonic() < deadline, "a sync that changed something posted no event"
         time.sleep(0.1)
+
+
+def test_dashboard_queries_only_metrics_a_running_operator_exports(
+    running_operator: operator.Runtime,
+) -> None:
+    """Every metric name in the Grafana dashboard's queries (a histogram's _bucket, _sum
+    and _count mapped to its family) is one this operator's /metrics really exports."""
+    status, text = get(running_operator.settings.http_port, "/metrics")
+    assert status == 200, text
+    exported: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        exported.add(family.name)
+        if family.type == "counter":
+            exported.add(f"{family.name}_total")
+        if family.type == "histogram":
+            exported |= {f"{family.name}_{suffix}" for suffix in ("bucket", "sum", "count")}
+    dashboard = json.loads(
+        (REPO / "helm" / "modelsync" / "dashboards" / "modelsync.json").read_text()
+    )
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        for name in re.findall(r"\b(modelsync_[a-z_]+)", target["expr"])
+    }
+    assert queried, "the dashboard queries no modelsync metric"
+    assert queried <= exported, f"not exported: {sorted(queried - exported)}"
