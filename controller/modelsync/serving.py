@@ -528,6 +528,7 @@ class ServingReconciler:
         state = health.assess(deployment)
         status = dict(md.get("status") or {})
         generation = int(meta.get("generation") or 0)
+        status.update(serving_now(deployment))
         status.update(
             {
                 "observedGeneration": generation,
@@ -608,3 +609,21 @@ class ServingReconciler:
             c.API_VERSION, c.MODELDEPLOYMENT_KIND, meta["namespace"], meta["name"], status, current
         )
         self.cache.put(c.MODELDEPLOYMENT_KIND, patched)
+
+
+def serving_now(deployment: Manifest | None) -> Manifest:
+    """What the live Deployment runs, read from it, not from git: the model version of
+    its pod template and the git revision it was rendered from. After an automatic
+    rollback these differ from spec.model.version, and on-call must see both."""
+    if deployment is None:
+        return {}
+    template_labels = (
+        ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    ).get("labels") or {}
+    annotations = (deployment.get("metadata") or {}).get("annotations") or {}
+    found: Manifest = {}
+    if template_labels.get(c.LABEL_MODEL_VERSION):
+        found["servingVersion"] = str(template_labels[c.LABEL_MODEL_VERSION])
+    if annotations.get(c.ANNOTATION_REVISION):
+        found["servingRevision"] = str(annotations[c.ANNOTATION_REVISION])
+    return found

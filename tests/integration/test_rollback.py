@@ -218,6 +218,17 @@ def test_rollback_shows_on_the_modelsync_and_a_git_revert_ends_it(syncs: Syncs) 
     syncs.request("prod")
     md = models.wait("iris", rolled_back, timeout=DEADLINE + 30)
     assert md["status"]["failedGitRevision"] == f"main@sha1:{bad}"
+    # On-call sees both: what git asks for, and what the live Deployment runs.
+    md = models.wait(
+        "iris",
+        lambda m: ((m or {}).get("status") or {}).get("servingRevision") == f"main@sha1:{first}",
+        describe="the status to name what serves",
+    )
+    assert (md["spec"]["model"]["version"], md["status"]["servingVersion"]) == ("2", "1")
+    table = syncs.cluster.run("kubectl", "get", "md", "iris", "-n", syncs.namespace).stdout
+    header, row = (line.split() for line in table.splitlines()[:2])
+    columns = dict(zip(header, row, strict=True))
+    assert (columns["VERSION"], columns["SERVING"], columns["ROLLEDBACK"]) == ("2", "1", "True")
     ms = syncs.wait_failed("prod", c.REASON_ROLLED_BACK)
     assert ms["status"]["lastAppliedRevision"] == f"main@sha1:{bad}"
     message = str((dict_condition(ms, c.READY) or {}).get("message"))

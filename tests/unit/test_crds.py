@@ -40,7 +40,16 @@ def test_runtime_enum_and_scheme_rule_come_from_the_runtime_table() -> None:
 def test_printer_columns_answer_what_runs() -> None:
     crd = yaml.safe_load((REPO / "crds" / "modeldeployment.yaml").read_text())
     columns = [col["name"] for col in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
-    assert columns == ["Model", "Version", "Runtime", "Ready", "Revision", "Age"]
+    assert columns == [
+        "Model",
+        "Version",
+        "Serving",
+        "Runtime",
+        "Ready",
+        "RolledBack",
+        "Revision",
+        "Age",
+    ]
     assert crd["spec"]["names"]["shortNames"] == ["md"]
     assert crd["spec"]["names"]["categories"] == ["modelsync"]
 
