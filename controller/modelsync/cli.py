@@ -456,7 +456,7 @@ def rollback(
     if push:
         target = restored.branch or repo.active_branch.name
         try:
-            repo.git.push("origin", f"HEAD:refs/heads/{target}")
+            repo.git.push("--end-of-options", "origin", f"{restored.sha}:refs/heads/{target}")
         except git.GitCommandError as error:
             fail(f"push to origin failed: {str(error.stderr).strip()}", code=1)
         out.print(f"pushed to origin {target}")
@@ -546,6 +546,14 @@ def rollback(
     help="requests allowed at once above --kube-qps",
 )
 @click.option(
+    c.FLAG_ALLOW_FILE_URLS,
+    "allow_file_urls",
+    is_flag=True,
+    default=OperatorSettings.allow_file_urls,
+    help="let ModelSyncs name file:// repositories (any repository on the operator's disk: "
+    "for tests and demos, not for tenants)",
+)
+@click.option(
     "--kubeconfig",
     "run_kubeconfig",
     default=None,
@@ -566,6 +574,7 @@ def run(
     lease_seconds: int,
     kube_qps: float,
     kube_burst: int,
+    allow_file_urls: bool,
     run_kubeconfig: str | None,
 ) -> None:
     """Run the operator: serve every ModelDeployment and sync every ModelSync it sees."""
@@ -591,6 +600,7 @@ def run(
         lease_seconds=lease_seconds,
         kube_qps=kube_qps,
         kube_burst=kube_burst,
+        allow_file_urls=allow_file_urls,
     )
     from modelsync import operator  # kopf loads only for `run`
 

@@ -300,7 +300,10 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         runtime.loop = asyncio.get_running_loop()
         runtime.queue = WorkQueue(retry_seconds=runtime.settings.retry_seconds)
         runtime.reconciler = ServingReconciler(kube, runtime.cache)
-        fetcher = GitFetcher(fetch_cache_dir(runtime.settings.git_cache_dir))
+        fetcher = GitFetcher(
+            fetch_cache_dir(runtime.settings.git_cache_dir),
+            allow_file_urls=runtime.settings.allow_file_urls,
+        )
         patterns = runtime.settings.namespaces
         runtime.syncer = SyncReconciler(
             kube,

@@ -54,5 +54,10 @@ class OperatorSettings:
     kube_burst: int = 400
     """Requests allowed at once above `kube_qps` after a quiet time."""
 
+    allow_file_urls: bool = False
+    """Let a ModelSync name a file:// repository. Off: such a URL is refused with a message
+    and git may not use the file transport at all, since a tenant could read any repository
+    on the operator's disk (another tenant's cached ones included). For tests and demos."""
+
     kubeconfig: str | None = None
     """A kubeconfig file; default: in-cluster config, else $KUBECONFIG or ~/.kube/config."""

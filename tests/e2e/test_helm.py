@@ -253,6 +253,7 @@ def test_helm_chart_rbac_is_enough_to_sync_roll_out_and_roll_back(
             "0",
             "--git-cache-dir",
             str(tmp_path / "cache"),
+            "--allow-file-urls",  # the repository below is a file:// one
             "--leader-elect",
             "--lease-namespace",
             namespace,

@@ -52,6 +52,7 @@ def running_operator(
         http_port=free_ports(1)[0],  # /metrics, /healthz, /readyz and the webhooks
         resync_seconds=3600,  # tests trigger resyncs themselves
         retry_seconds=1,
+        allow_file_urls=True,  # most tests serve their repositories as file://
     )
     runtime = operator.Runtime(settings)
     stop, ready = threading.Event(), threading.Event()
