@@ -303,19 +303,7 @@ class GitFetcher:
             if not repo.exists():
                 self.run_git(["init", "--quiet", "--bare", str(repo)], None)
             if not self._has_commit(repo, revision.sha):
-                self.run_git(
-                    [
-                        "fetch",
-                        "--quiet",
-                        "--depth=1",
-                        "--no-tags",
-                        "--end-of-options",
-                        url,
-                        revision.fetch_ref,
-                    ],
-                    credentials,
-                    git_dir=repo,
-                )
+                self._fetch(repo, url, revision, credentials)
                 if not self._has_commit(repo, revision.sha):
                     raise FetchError(
                         f"{revision.fetch_ref} moved while fetching (wanted {revision.sha[:12]});"
@@ -329,6 +317,30 @@ class GitFetcher:
         # keep a sync (and the webhook's latency) waiting.
         threading.Thread(target=self._trim, name="trim-snapshots", daemon=True).start()
         return snapshot
+
+    def _fetch(
+        self, repo: Path, url: str, revision: Revision, credentials: Credentials | None
+    ) -> None:
+        try:
+            self.run_git(
+                [
+                    "fetch",
+                    "--quiet",
+                    "--depth=1",
+                    "--no-tags",
+                    "--end-of-options",
+                    url,
+                    revision.fetch_ref,
+                ],
+                credentials,
+                git_dir=repo,
+            )
+        except FetchError as error:
+            if "not our ref" in str(error):
+                raise FetchError(
+                    f"commit {revision.sha[:12]} is not in {url}; check spec.repo.ref"
+                ) from None
+            raise
 
     @contextlib.contextmanager
     def _exclusive(self, repo: Path) -> Iterator[None]:
