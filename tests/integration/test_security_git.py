@@ -154,7 +154,16 @@ def test_security_write_back_never_writes_through_planted_symlinks(
         for name in names:
             models.wait(name, rolled_back, timeout=DEADLINE + 60)
         syncs.request("prod")
+        syncs.wait(
+            "prod",
+            lambda ms: any(x["type"] == c.WRITE_BACK for x in status_of(ms).get("conditions", [])),
+            "a write-back to be tried",
+        )
+        # Whether or not a branch could be pushed, nothing behind a link changed.
+        assert file_hashes(cache) == before
+        assert file_hashes(outside) == outside_before
         branches = {name: f"modelsync/rollback/{name}-{bad[:12]}" for name in names}
+        syncs.request("prod")
         syncs.wait(
             "prod",
             lambda ms: set(status_of(ms).get("writeBacks") or []) == set(branches.values()),

@@ -121,12 +121,12 @@ def test_security_check_url_accepts_https_http_and_ssh(url: str) -> None:
     ],
 )
 def test_security_check_url_refuses_other_transports_and_options(url: str) -> None:
-    with pytest.raises(FetchError, match="spec.repo.url"):
+    with pytest.raises(FetchError, match=r"spec\.repo\.url"):
         check_url(url, allow_file=True)
 
 
 def test_security_file_urls_only_when_allowed_and_never_into_the_cache(tmp_path: Path) -> None:
-    with pytest.raises(FetchError, match="file:// URLs are turned off.*--allow-file-urls"):
+    with pytest.raises(FetchError, match=r"file:// URLs are turned off.*--allow-file-urls"):
         check_url("file:///srv/git/models.git", allow_file=False)
     check_url("file:///srv/git/models.git", allow_file=True, cache_dir=tmp_path)
     with pytest.raises(FetchError, match="inside the operator's git cache"):
