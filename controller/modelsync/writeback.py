@@ -163,7 +163,10 @@ def restore_model(
         _check_branch(repo, branch)
     try:
         target, base = commit_of(repo, to), commit_of(repo, start)
-        file = find_model_file(repo, target, model, path)
+    except RollbackError as error:
+        raise RollbackError(f"cannot restore {model!r} from {to}: {error}") from None
+    try:
+        file = find_model_file(repo, to, model, path)
         _refuse_links(repo, target, file, to)
         _refuse_links(repo, base, file, start)
         restored = _entry(repo, target, file)

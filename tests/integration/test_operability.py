@@ -93,6 +93,9 @@ def test_metrics_say_what_the_operator_did(
         "runtime": "mlserver",
     }
     assert value(samples, "modelsync_model_info", **info) == 1
+    # No label names a git revision (security: /metrics is not authenticated, and a sha is
+    # what another tenant would ask the cache for).
+    assert not [labels for (_, labels) in samples if any(sha in v for _, v in labels)]
     assert value(
         samples, "modelsync_webhook_requests_total", provider="unknown", result="unknown-provider"
     )
