@@ -85,12 +85,13 @@ def commit_of(repo: git.Repo, revision: str) -> str:
 
 def _entry(repo: git.Repo, commit: str, path: str) -> _Entry | None:
     """What `path` is in `commit`'s tree (mode, type, object), or None."""
-    line: str = repo.git.ls_tree("--end-of-options", commit, "--", path)
-    if not line.strip():
-        return None
-    meta, _, _ = line.partition("\t")
-    mode, kind, obj = meta.split()
-    return _Entry(mode, kind, obj)
+    listing: str = repo.git.ls_tree("-z", "--end-of-options", commit, "--", path)
+    for line in listing.split("\0"):
+        meta, _, name = line.partition("\t")
+        if name == path:  # the entry itself, whatever a path could match as a pattern
+            mode, kind, obj = meta.split()
+            return _Entry(mode, kind, obj)
+    return None
 
 
 def _refuse_links(repo: git.Repo, commit: str, file: str, revision: str) -> None:
@@ -114,8 +115,10 @@ def find_model_file(repo: git.Repo, revision: str, model: str, path: str = "") -
     """The file (relative to the repository root) that defines ModelDeployment `model` at
     `revision`, looking under `path` where the loader looks (dot-directories skipped)."""
     sha = commit_of(repo, revision)
-    listing: str = repo.git.ls_tree("-r", "--end-of-options", sha, "--", path.strip("/") or ".")
-    for line in listing.splitlines():
+    listing: str = repo.git.ls_tree(
+        "-r", "-z", "--end-of-options", sha, "--", path.strip("/") or "."
+    )
+    for line in filter(None, listing.split("\0")):
         meta, _, file = line.partition("\t")
         mode, kind, blob = meta.split()
         if kind != "blob" or mode not in (MODE_FILE, MODE_EXECUTABLE):
@@ -159,6 +162,8 @@ def restore_model(
         repo = git.Repo(repo_dir)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError) as error:
         raise RollbackError(f"{repo_dir} is not a git repository") from error
+    # Paths from the tenant's tree are names, never patterns (`*`, `:(glob)`).
+    repo.git.update_environment(GIT_LITERAL_PATHSPECS="1")
     if branch is not None:
         _check_branch(repo, branch)
     try:

@@ -198,6 +198,12 @@ CLI_VARIANTS = {
         {"models": "link:dir"},
         "models is a symlink",
     ),
+    # The same, with a name git would quote in its listings.
+    "symlink-as-parent-directory-named-in-unicode": (
+        {"modèles/iris.yaml": "model"},
+        {"modèles": "link:dir"},
+        "modèles is a symlink",
+    ),
     # A symlink inside a dot-directory, which the loader never reads.
     "symlink-inside-a-dot-directory": (
         {"iris.yaml": "model", ".w/deep/iris.yaml": "model"},
