@@ -117,6 +117,8 @@ def revision_name(label: str, sha: str) -> str:
 def pick_ref(ref: Ref, listing: dict[str, str]) -> Revision:
     """Choose the commit `ref` means among `ls-remote` output (ref name -> sha). Pure."""
     if ref.commit:
+        if not SHA.match(ref.commit):
+            raise FetchError(f"commit {ref.commit!r} is not a 40-hex sha; check spec.repo.ref")
         return Revision(revision_name(ref.commit[:12], ref.commit), ref.commit, ref.commit)
     if ref.branch:
         name = f"refs/heads/{ref.branch}"
@@ -359,7 +361,9 @@ class GitFetcher:
         if not repo.is_dir():
             return False
         try:
-            self.run_git(["cat-file", "-e", f"{sha}^{{commit}}"], None, git_dir=repo)
+            self.run_git(
+                ["cat-file", "-e", "--end-of-options", f"{sha}^{{commit}}"], None, git_dir=repo
+            )
         except FetchError:
             return False
         return True

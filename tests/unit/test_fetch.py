@@ -158,3 +158,8 @@ def test_security_git_helpers_live_in_a_private_directory_per_command() -> None:
         assert str(home / "known_hosts") in env["GIT_SSH_COMMAND"]
         assert "s3cret" not in str(other)
     assert not home.exists()
+
+
+def test_security_a_pinned_commit_must_be_a_sha() -> None:
+    with pytest.raises(FetchError, match="not a 40-hex sha"):
+        pick_ref(Ref(commit="--output=/tmp/x"), {})
