@@ -19,6 +19,7 @@ import kubernetes
 import pytest
 
 from tests.cluster import build, launcher
+from tests.kube import install_tenant_role, make_tenant
 
 NAMESPACE_LABEL = "modelsync.io/test"
 
@@ -87,19 +88,36 @@ def _connect(cluster: launcher.Cluster, binaries: build.Binaries) -> LocalCluste
     return LocalCluster(cluster=cluster, binaries=binaries, api=api)
 
 
-@pytest.fixture
-def namespace(local_cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace named after the test, deleted afterwards."""
-    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"{slug}-{secrets.token_hex(3)}"
+@pytest.fixture(scope="session")
+def tenant_role(local_cluster: LocalCluster) -> dict[str, object]:
+    """The chart's ClusterRole for tenants, which every test namespace's account gets."""
+    return install_tenant_role(local_cluster.api, local_cluster.binaries.path("helm"))
+
+
+def tenant_namespace(local_cluster: LocalCluster, name: str) -> str:
+    """Namespace `name` as a platform team sets one up for a tenant: the account that
+    applies its git content, bound to the chart's tenant ClusterRole."""
     core = kubernetes.client.CoreV1Api(local_cluster.api)
     core.create_namespace(
         kubernetes.client.V1Namespace(
             metadata=kubernetes.client.V1ObjectMeta(name=name, labels={NAMESPACE_LABEL: "true"})
         )
     )
+    make_tenant(local_cluster.api, name)
+    return name
+
+
+@pytest.fixture
+def namespace(
+    local_cluster: LocalCluster, tenant_role: dict[str, object], request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh tenant namespace named after the test, deleted afterwards."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = tenant_namespace(local_cluster, f"{slug}-{secrets.token_hex(3)}")
     yield name
-    core.delete_namespace(name, propagation_policy="Background")
+    kubernetes.client.CoreV1Api(local_cluster.api).delete_namespace(
+        name, propagation_policy="Background"
+    )
 
 
 @pytest.fixture

@@ -3,8 +3,10 @@ until a condition holds or a deadline passes. No sleeps: each change wakes us.""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +193,74 @@ def install_crds(
     for name in names:
         wait_for(extensions.list_custom_resource_definition, name, established, timeout=timeout)
     return names
+
+
+# The account every test namespace applies its git content as: the operators the tests
+# run are started with --default-service-account TENANT_ACCOUNT, as a locked-down
+# platform would run them, and its rights are the chart's ClusterRole for tenants.
+TENANT_ACCOUNT = "modelsync-tenant"
+# Not the chart's own name: a test that installs the chart must not take it over.
+TENANT_ROLE = "modelsync-test-tenant"
+CHART = REPO / "helm" / "modelsync"
+
+
+def install_tenant_role(api: kubernetes.client.ApiClient, helm: Path) -> dict[str, Any]:
+    """The chart's ClusterRole for tenants' ServiceAccounts (rendered by `helm`, so the
+    tests prove the chart's rules), installed as TENANT_ROLE."""
+    rendered = subprocess.run(
+        [str(helm), "template", "t", str(CHART), "--show-only", "templates/rbac.yaml"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    role: dict[str, Any] = next(
+        doc
+        for doc in yaml.safe_load_all(rendered)
+        if doc and doc["kind"] == "ClusterRole" and doc["metadata"]["name"] == "t-modelsync-tenant"
+    )
+    role["metadata"] = {"name": TENANT_ROLE}
+    DynamicClient(api).resources.get(
+        api_version="rbac.authorization.k8s.io/v1", kind="ClusterRole"
+    ).server_side_apply(
+        body=role, name=TENANT_ROLE, field_manager="modelsync-tests", force_conflicts=True
+    )
+    return role
+
+
+def make_tenant(api: kubernetes.client.ApiClient, namespace: str) -> None:
+    """TENANT_ACCOUNT in `namespace`, bound there to TENANT_ROLE (install_tenant_role);
+    what exists already is kept (a demo run twice)."""
+    core = kubernetes.client.CoreV1Api(api)
+    with _exists_ok():
+        core.create_namespaced_service_account(
+            namespace, kubernetes.client.V1ServiceAccount(metadata={"name": TENANT_ACCOUNT})
+        )
+    with _exists_ok():
+        _bind_tenant(api, namespace)
+
+
+@contextlib.contextmanager
+def _exists_ok() -> Iterator[None]:
+    try:
+        yield
+    except kubernetes.client.ApiException as error:
+        if error.status != 409:
+            raise
+
+
+def _bind_tenant(api: kubernetes.client.ApiClient, namespace: str) -> None:
+    kubernetes.client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
+        namespace,
+        kubernetes.client.V1RoleBinding(
+            metadata=kubernetes.client.V1ObjectMeta(name=TENANT_ACCOUNT),
+            role_ref=kubernetes.client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=TENANT_ROLE
+            ),
+            subjects=[
+                kubernetes.client.RbacV1Subject(
+                    kind="ServiceAccount", name=TENANT_ACCOUNT, namespace=namespace
+                )
+            ],
+        ),
+    )

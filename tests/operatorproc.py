@@ -12,6 +12,7 @@ from typing import IO
 
 # Imported here, not in the child: importing between fork and exec can deadlock.
 from tests.cluster.launcher import _die_with_parent
+from tests.kube import TENANT_ACCOUNT
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,6 +30,11 @@ def spawn_operator(
     group, git included, can be killed at once, as a container's); `env` adds to (or
     overrides) the environment, e.g. MODELSYNC_GIT_TIMEOUT_SECONDS; `die_with_parent`
     has it killed when this process dies, so a killed test run leaves none behind."""
+    if not any(
+        arg.startswith(("--default-service-account", "--apply-as-operator")) for arg in args
+    ):
+        # Locked down, as a platform runs it (tests.kube.make_tenant makes the account).
+        args = ("--default-service-account", TENANT_ACCOUNT, *args)
     return subprocess.Popen(
         [sys.executable, "-m", "modelsync", "run", "--kubeconfig", str(kubeconfig), *args],
         env={**os.environ, **(env or {}), "PYTHONPATH": str(REPO / "controller")},

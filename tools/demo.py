@@ -30,7 +30,7 @@ from modelsync import conditions
 from modelsync import constants as c
 from tests.cluster import build, launcher, stages
 from tests.gitserver import WorkRepo
-from tests.kube import install_crds
+from tests.kube import install_crds, install_tenant_role, make_tenant
 from tests.models import MD
 from tests.operatorproc import spawn_operator
 from tests.syncs import MS
@@ -142,6 +142,9 @@ def up() -> int:
         core.create_namespace(
             kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=NAMESPACE))
         )
+    # As a platform team sets up a tenant: the account that applies what git holds.
+    install_tenant_role(api, bin_dir / "helm")
+    make_tenant(api, NAMESPACE)
     # churn.yaml loads its model from a PersistentVolumeClaim: give it one to bind.
     storage = yaml.safe_load_all("""\
 apiVersion: v1

@@ -100,18 +100,16 @@ def diff_path(path: Path, sync: dict[str, Any], kube: Any) -> DiffReport:
     from modelsync import prune
     from modelsync.apply import Applier, inventory_of
     from modelsync.drift import applied_part, differences
-    from modelsync.validate import Policy
     from modelsync.validate import check as place
+    from modelsync.validate import policy_for
 
     report = DiffReport()
     root, relative = _split(path)
     loaded = load(root, relative)
     spec, meta = sync["spec"], sync["metadata"]
-    policy = Policy(
-        target_namespace=spec.get("targetNamespace") or meta["namespace"],
-        allow_other_namespaces=bool(spec.get("allowOtherNamespaces")),
-        allow_cluster_scoped=bool(spec.get("allowClusterScoped")),
-    )
+    # The platform's grants are the operator's settings, unknown here: the strict policy
+    # (a ModelSync's own namespace only), which is the operator's default too.
+    policy, _ = policy_for(meta["namespace"], spec.get("targetNamespace"))
     writer = kube
     if spec.get("serviceAccountName"):
         writer = kube.impersonate(meta["namespace"], spec["serviceAccountName"])

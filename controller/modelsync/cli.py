@@ -22,7 +22,7 @@ from rich.table import Table
 from modelsync import __version__, logs
 from modelsync import constants as c
 from modelsync.conditions import of as condition
-from modelsync.settings import OperatorSettings
+from modelsync.settings import MODEL_POD_SECURITY_CHOICES, OperatorSettings
 
 MD = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
 MS = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELSYNC_PLURAL}
@@ -546,6 +546,38 @@ def rollback(
     help="requests allowed at once above --kube-qps",
 )
 @click.option(
+    "--default-service-account",
+    default=OperatorSettings.default_service_account,
+    metavar="NAME",
+    help="ServiceAccount (in each ModelSync's namespace) that applies git content when the "
+    "ModelSync names none",
+)
+@click.option(
+    "--apply-as-operator",
+    is_flag=True,
+    help="apply the content of a ModelSync with no account as the operator itself "
+    "(single-team clusters only)",
+)
+@click.option(
+    "--allow-other-namespaces",
+    multiple=True,
+    metavar="PATTERN",
+    help="namespaces whose ModelSyncs may write into other namespaces (repeat; patterns)",
+)
+@click.option(
+    "--allow-cluster-scoped",
+    multiple=True,
+    metavar="PATTERN",
+    help="namespaces whose ModelSyncs may write cluster-scoped objects (repeat; patterns)",
+)
+@click.option(
+    "--model-pod-security",
+    type=click.Choice(MODEL_POD_SECURITY_CHOICES),
+    default=OperatorSettings.model_pod_security,
+    show_default=True,
+    help="restricted: model pods non-root on a read-only root filesystem; image: as built",
+)
+@click.option(
     c.FLAG_ALLOW_FILE_URLS,
     "allow_file_urls",
     is_flag=True,
@@ -574,6 +606,11 @@ def run(
     lease_seconds: int,
     kube_qps: float,
     kube_burst: int,
+    default_service_account: str,
+    apply_as_operator: bool,
+    allow_other_namespaces: tuple[str, ...],
+    allow_cluster_scoped: tuple[str, ...],
+    model_pod_security: str,
     allow_file_urls: bool,
     run_kubeconfig: str | None,
 ) -> None:
@@ -600,6 +637,11 @@ def run(
         lease_seconds=lease_seconds,
         kube_qps=kube_qps,
         kube_burst=kube_burst,
+        default_service_account=default_service_account,
+        apply_as_operator=apply_as_operator,
+        allow_other_namespaces=allow_other_namespaces,
+        allow_cluster_scoped=allow_cluster_scoped,
+        model_pod_security=model_pod_security,
         allow_file_urls=allow_file_urls,
     )
     from modelsync import operator  # kopf loads only for `run`

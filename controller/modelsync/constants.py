@@ -68,6 +68,10 @@ REASON_PRUNE_REFUSED: Final = "PruneRefused"
 REASON_EMPTY_REVISION: Final = "EmptyRevision"
 REASON_DRIFT_DETECTED: Final = "DriftDetected"
 REASON_SUSPENDED: Final = "Suspended"
+# Tenancy: who applies a ModelSync's content, and where it may write.
+REASON_SERVICE_ACCOUNT_NOT_FOUND: Final = "ServiceAccountNotFound"
+REASON_TARGET_NAMESPACE_NOT_ALLOWED: Final = "TargetNamespaceNotAllowed"
+REASON_NAMESPACE_NOT_ENABLED: Final = "NamespaceNotEnabled"
 
 EVENT_SYNCED: Final = "Synced"
 EVENT_SYNC_FAILED: Final = "SyncFailed"

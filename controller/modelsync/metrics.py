@@ -127,8 +127,8 @@ OBJECTS_APPLIED = Counter(
 )
 WEBHOOKS = Counter(
     "modelsync_webhook_requests_total",
-    "Webhook requests, by provider and result (queued, ignored, ping, unauthorized, "
-    "bad-request, too-large, unknown-provider, standby).",
+    "Webhook requests, by provider and result (queued, ignored, duplicate, ping, "
+    "unauthorized, bad-request, too-large, unknown-provider, gone, standby).",
     ["provider", "result"],
     registry=REGISTRY,
 )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
-import fnmatch
 import logging
 import os
 import signal
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
+import kubernetes
 from kopf._core.intents.callbacks import WatchingFn  # the handler protocol kopf checks
 
 from modelsync import conditions, leader, metrics, probes
@@ -33,7 +33,7 @@ from modelsync import server as server_mod
 from modelsync.cache import ObjectCache
 from modelsync.fetch import GitFetcher
 from modelsync.serving import OWNED_KINDS, ServingReconciler
-from modelsync.settings import OperatorSettings
+from modelsync.settings import OperatorSettings, namespace_matches
 from modelsync.sync import SyncReconciler, fetch_cache_dir
 from modelsync.workqueue import WorkQueue
 
@@ -92,7 +92,12 @@ class Runtime:
         cached = self.tokens.get(key)
         if cached is not None and now - cached[0] < WEBHOOK_TOKEN_TTL_SECONDS:
             return cached[1]
-        secret = self.kube.get("v1", "Secret", key[0], key[1])
+        try:
+            secret = self.kube.get("v1", "Secret", key[0], key[1])
+        except kubernetes.client.ApiException as error:
+            if error.status != 403:
+                raise
+            secret = None  # a namespace the platform has not enabled: no token, 401
         value = ((secret or {}).get("data") or {}).get("token")
         token = base64.b64decode(value) if value else None
         self.tokens[key] = (now, token)
@@ -249,26 +254,10 @@ def prefill(kube: kubemod.Kube, runtime: Runtime) -> None:
     for namespace in patterns if patterns and literal else (None,):
         for kind, api_version in _WATCHED_KINDS.items():
             for item in kube.list_objects(api_version, kind, selector, namespace):
-                if literal or watched(item["metadata"].get("namespace", ""), patterns):
+                if literal or namespace_matches(item["metadata"].get("namespace", ""), patterns):
                     item.setdefault("apiVersion", api_version)
                     item.setdefault("kind", kind)
                     runtime.cache.put(kind, item)
-
-
-def watched(namespace: str, patterns: tuple[str, ...]) -> bool:
-    """kopf's namespace patterns: a namespace is watched when any pattern matches it; a
-    pattern is comma-separated globs, where "!glob" leaves namespaces out ("*,!kube-*")."""
-    for pattern in patterns:
-        globs = [g.strip() for g in pattern.split(",") if g.strip()]
-        matches = not globs or globs[0].startswith("!")
-        for glob in globs:
-            if glob.startswith("!"):
-                matches = matches and not fnmatch.fnmatchcase(namespace, glob[1:])
-            else:
-                matches = matches or fnmatch.fnmatchcase(namespace, glob)
-        if matches:
-            return True
-    return False
 
 
 def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
@@ -299,7 +288,9 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         await asyncio.to_thread(prefill, kube, runtime)
         runtime.loop = asyncio.get_running_loop()
         runtime.queue = WorkQueue(retry_seconds=runtime.settings.retry_seconds)
-        runtime.reconciler = ServingReconciler(kube, runtime.cache)
+        runtime.reconciler = ServingReconciler(
+            kube, runtime.cache, locked_down=runtime.settings.model_pod_security == "restricted"
+        )
         fetcher = GitFetcher(
             fetch_cache_dir(runtime.settings.git_cache_dir),
             allow_file_urls=runtime.settings.allow_file_urls,
@@ -309,7 +300,8 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             kube,
             fetcher,
             runtime.cache,
-            watches=lambda namespace: not patterns or watched(namespace, patterns),
+            watches=lambda namespace: not patterns or namespace_matches(namespace, patterns),
+            settings=runtime.settings,
         )
         runtime.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=runtime.settings.workers, thread_name_prefix="reconcile"

@@ -8,12 +8,13 @@ Service and, with autoscaling, HorizontalPodAutoscaler to apply — or raises
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from modelsync import constants as c
 from modelsync import runtimes
@@ -24,6 +25,22 @@ Manifest = dict[str, Any]
 SERVER_CONTAINER = "server"
 INITIALIZER_CONTAINER = "storage-initializer"
 MODEL_VOLUME = "model-store"
+SCRATCH_VOLUME = "scratch"
+# What every container of a locked-down pod gets: Kubernetes' "restricted" Pod
+# Security Standard, with a read-only root filesystem on top.
+LOCKED_DOWN_CONTAINER: Final[Manifest] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+LOCKED_DOWN_POD: Final[Manifest] = {
+    "runAsNonRoot": True,
+    "runAsUser": runtimes.SERVER_UID,
+    "runAsGroup": runtimes.SERVER_UID,
+    # The model volume (an emptyDir the initializer fills) is the group's to write.
+    "fsGroup": runtimes.SERVER_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 PORT_NAME = "http"
 DEFAULT_REPLICAS = 1
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -210,12 +227,21 @@ def _model_source(md: Manifest) -> tuple[list[Manifest], list[Manifest], Manifes
     raise InvalidSpecError("spec.model.uri", f"unsupported scheme {scheme}:// in {uri!r}")
 
 
-def _server_container(md: Manifest, runtime: Runtime, mount: Manifest) -> Manifest:
+def _server_container(
+    md: Manifest, runtime: Runtime, mount: Manifest, *, locked_down: bool
+) -> Manifest:
     spec = md["spec"]
     wanted = spec["runtime"]
     port = int(wanted.get("port") or runtime.port)
-    values = {"model": spec["model"]["name"], "model_dir": MODEL_DIR, "port": str(port)}
+    values = {
+        "model": spec["model"]["name"],
+        "model_dir": MODEL_DIR,
+        "port": str(port),
+        "scratch": runtimes.SCRATCH_DIR,
+    }
     env = {name: _fill(value, values) for name, value in runtime.env}
+    if locked_down:
+        env["HOME"] = runtimes.SCRATCH_DIR
     for item in wanted.get("env") or []:
         env[item["name"]] = item.get("value", "")
     container: Manifest = {
@@ -245,11 +271,25 @@ def _server_container(md: Manifest, runtime: Runtime, mount: Manifest) -> Manife
     return container
 
 
-def _pod_template(md: Manifest, runtime: Runtime) -> Manifest:
+def _lock_down(pod: Manifest) -> None:
+    """Every container non-root, unprivileged, on a read-only root filesystem with a
+    scratch emptyDir at SCRATCH_DIR; relaxed only by the platform's setting."""
+    pod["securityContext"] = copy.deepcopy(LOCKED_DOWN_POD)
+    pod["volumes"].append(
+        {"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": runtimes.SCRATCH_LIMIT}}
+    )
+    for container in pod["containers"] + pod.get("initContainers", []):
+        container["securityContext"] = copy.deepcopy(LOCKED_DOWN_CONTAINER)
+        container["volumeMounts"].append(
+            {"name": SCRATCH_VOLUME, "mountPath": runtimes.SCRATCH_DIR}
+        )
+
+
+def _pod_template(md: Manifest, runtime: Runtime, *, locked_down: bool) -> Manifest:
     spec = md["spec"]
     init_containers, volumes, mount = _model_source(md)
     pod: Manifest = {
-        "containers": [_server_container(md, runtime, mount)],
+        "containers": [_server_container(md, runtime, mount, locked_down=locked_down)],
         "volumes": volumes,
         # A model server needs no Kubernetes API token, and no env var per Service.
         "automountServiceAccountToken": False,
@@ -257,6 +297,8 @@ def _pod_template(md: Manifest, runtime: Runtime) -> Manifest:
     }
     if init_containers:
         pod["initContainers"] = init_containers
+    if locked_down:
+        _lock_down(pod)
     for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName"):
         if spec.get(key):
             pod[key] = spec[key]
@@ -289,8 +331,10 @@ def _check(md: Manifest, runtime: Runtime) -> None:
             )
 
 
-def render(md: Manifest) -> Rendered:
-    """The serving objects of one ModelDeployment (as read from the API server)."""
+def render(md: Manifest, *, locked_down: bool = True) -> Rendered:
+    """The serving objects of one ModelDeployment (as read from the API server).
+    `locked_down` is the platform's `model_pod_security` setting: False leaves the pod's
+    user, capabilities and root filesystem as the image has them."""
     spec = md["spec"]
     name = md["metadata"]["name"]
     namespace = md["metadata"]["namespace"]
@@ -302,7 +346,7 @@ def render(md: Manifest) -> Rendered:
             f"unknown runtime {runtime_name!r}; use one of {', '.join(runtimes.RUNTIMES)}",
         )
     _check(md, runtime)
-    template = _pod_template(md, runtime)
+    template = _pod_template(md, runtime, locked_down=locked_down)
     digest = spec_hash(template)
     # Each pod says which revision it runs (after hashing, so the hash stays its own).
     template["metadata"]["labels"][c.LABEL_SPEC_HASH] = digest

@@ -29,6 +29,15 @@ STORAGE_INITIALIZER_IMAGE: Final = "docker.io/kserve/storage-initializer:v0.14.1
 
 CUSTOM: Final = "custom"
 
+# Locked-down pods (the default; a platform setting relaxes it) run every container as
+# this user: not root, a number (runAsNonRoot cannot check a user name), and the uid
+# the upstream MLServer, TorchServe and Triton images create for their server.
+SERVER_UID: Final = 1000
+# The root filesystem is read-only; servers write here (an emptyDir of each pod), and
+# it is HOME, since uid 1000 may have no home in the image.
+SCRATCH_DIR: Final = "/tmp"  # noqa: S108 - an emptyDir of the pod, not a shared /tmp
+SCRATCH_LIMIT: Final = "1Gi"
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -46,7 +55,8 @@ class Runtime:
     description: str
     image: str
     port: int
-    # Arguments and environment may use {model} (model name), {model_dir}, {port}.
+    # Arguments and environment may use {model} (model name), {model_dir}, {port},
+    # {scratch} (a writable directory).
     args: tuple[str, ...] = ()
     command: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
@@ -70,6 +80,9 @@ RUNTIMES: Final[dict[str, Runtime]] = {
                 ("MLSERVER_MODEL_NAME", "{model}"),
                 ("MLSERVER_MODEL_URI", "{model_dir}"),
                 ("MLSERVER_HTTP_PORT", "{port}"),
+                # It writes its metrics under the working directory (/ by default),
+                # which a read-only root filesystem refuses.
+                ("MLSERVER_METRICS_DIR", "{scratch}/mlserver-metrics"),
             ),
             readiness=Probe("/v2/health/ready"),
             liveness=Probe("/v2/health/live", initial_delay_seconds=30),

@@ -1,4 +1,4 @@
-"""The operator's HTTP server: /metrics, /healthz, /readyz and /hooks/{provider}.
+"""The operator's HTTP server: /metrics, /healthz, /readyz and /hooks/{provider}/{ns}/{name}.
 
 It runs on a thread and an event loop of its own from the moment the process
 starts: a standby replica answers its probes and scrapes too, and a stuck
@@ -38,6 +38,7 @@ class HttpServer:
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._runner: web.AppRunner | None = None
+        self.replays = webhooks.ReplayWindow()  # touched only on the server's loop
 
     def start(self) -> HttpServer:
         """Bind and serve; raises (in the caller's thread) when the port cannot be bound."""
@@ -74,7 +75,8 @@ class HttpServer:
                 web.get("/metrics", self._metrics),
                 web.get("/healthz", self._healthz),
                 web.get("/readyz", self._readyz),
-                web.post("/hooks/{provider}", self._hook),
+                web.post("/hooks/{provider}", self._gone),
+                web.post("/hooks/{provider}/{namespace}/{name}", self._hook),
             ]
         )
         self._runner = web.AppRunner(app, access_log=None)
@@ -115,64 +117,68 @@ class HttpServer:
         ready, why = probes.readiness(self.runtime.health, time.monotonic())
         return web.Response(status=200 if ready else 503, text=why)
 
+    async def _gone(self, request: web.Request) -> web.Response:
+        """The pre-0.2 path named no ModelSync, so its body had to be parsed to find one."""
+        provider = request.match_info["provider"]
+        known = provider if provider in webhooks.PROVIDERS else "unknown"
+        metrics.WEBHOOKS.labels(provider=known, result="gone").inc()
+        new = webhooks.route(provider if known != "unknown" else "<provider>")
+        return web.json_response(
+            {"error": f"this path is gone: point the git host at {new}", "use": new}, status=410
+        )
+
     async def _hook(self, request: web.Request) -> web.Response:
         provider = request.match_info["provider"]
-        status, answer = await self._receive(provider, request)
+        status, answer = await self._receive(
+            provider, request.match_info["namespace"], request.match_info["name"], request
+        )
         result = _RESULTS.get(status, "bad-request")
         if status == 202 and not answer.get("queued"):
-            result = "ignored"
+            result = "duplicate" if answer.get("duplicate") else "ignored"
         known = provider if provider in webhooks.PROVIDERS else "unknown"
         metrics.WEBHOOKS.labels(provider=known, result=result).inc()
         return web.json_response(answer, status=status)
 
-    async def _receive(self, provider: str, request: web.Request) -> tuple[int, dict[str, Any]]:
-        """A push notification: queue a sync of every ModelSync it authenticates for."""
+    async def _receive(
+        self, provider: str, namespace: str, name: str, request: web.Request
+    ) -> tuple[int, dict[str, Any]]:
+        """A push notification for one ModelSync: authenticated with that ModelSync's token
+        before the body is parsed, then queued when it is for the repository and ref the
+        ModelSync follows."""
         runtime = self.runtime
         if provider not in webhooks.PROVIDERS:
             return 404, {"error": f"unknown provider {provider!r}"}
         if (request.content_length or 0) > webhooks.MAX_BODY_BYTES:
             return 413, {"error": "body too large"}
+        if runtime.health.role != probes.ROLE_LEADER or not runtime.accepts_work():
+            return 503, {"error": "standby: another replica leads and receives webhooks"}
         body = await request.content.read(webhooks.MAX_BODY_BYTES + 1)
         if len(body) > webhooks.MAX_BODY_BYTES:
             return 413, {"error": "body too large"}
+        ms = runtime.cache.get(c.MODELSYNC_KIND, namespace, name)
+        token = await self.loop.run_in_executor(None, runtime.webhook_token, ms) if ms else None
+        # One answer for "no such ModelSync", "no webhook Secret" and "wrong signature":
+        # the sender learns nothing about which namespaces and ModelSyncs exist.
+        if (
+            ms is None
+            or token is None
+            or not webhooks.authentic(provider, request.headers, body, token)
+        ):
+            log.warning("webhook %s for %s/%s: not authenticated", provider, namespace, name)
+            return 401, {"error": "signature or token does not match"}
         if webhooks.is_ping(provider, request.headers):
             return 200, {"pong": True}
-        if runtime.health.role != probes.ROLE_LEADER or not runtime.accepts_work():
-            return 503, {"error": "standby: another replica leads and receives webhooks"}
+        delivery = webhooks.delivery_id(provider, request.headers)
+        if delivery and not self.replays.first_time((namespace, name, delivery), time.monotonic()):
+            return 202, {"queued": [], "duplicate": True}
         try:
             push = webhooks.parse(provider, body)
         except webhooks.BadRequestError as error:
             return 400, {"error": str(error)}
-        syncs = [
-            ms
-            for key in runtime.cache.names(c.MODELSYNC_KIND)
-            if (ms := runtime.cache.get(c.MODELSYNC_KIND, *key)) is not None
-        ]
-        candidates = webhooks.matching(push, syncs)
-        if not candidates:
+        if not webhooks.matching(push, [ms]):
             return 202, {"queued": []}
-        accepted = await self.loop.run_in_executor(
-            None,
-            webhooks.verified,
-            provider,
-            dict(request.headers),
-            body,
-            candidates,
-            runtime.webhook_token,
-        )
-        if not accepted:
-            log.warning(
-                "webhook %s for %s: signature does not match any ModelSync's token",
-                provider,
-                push.urls[0],
-            )
-            return 401, {"error": "signature or token does not match"}
-        queued = []
-        for ms in accepted:
-            key = (c.MODELSYNC_KIND, ms["metadata"]["namespace"], ms["metadata"]["name"])
-            runtime.enqueue_threadsafe(key)
-            queued.append(f"{key[1]}/{key[2]}")
-        return 202, {"queued": queued}
+        runtime.enqueue_threadsafe((c.MODELSYNC_KIND, namespace, name))
+        return 202, {"queued": [f"{namespace}/{name}"]}
 
 
 _RESULTS = {
@@ -182,5 +188,6 @@ _RESULTS = {
     401: "unauthorized",
     404: "unknown-provider",
     413: "too-large",
+    410: "gone",
     503: "standby",
 }

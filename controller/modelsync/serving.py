@@ -90,10 +90,16 @@ def converged(md: Manifest, rendered: Rendered) -> bool:
 
 
 class ServingReconciler:
-    def __init__(self, kube: Kube, cache: Any, clock: Clock = _utcnow) -> None:
+    def __init__(
+        self, kube: Kube, cache: Any, clock: Clock = _utcnow, *, locked_down: bool = True
+    ) -> None:
         self.kube = kube
         self.cache = cache
         self.clock = clock
+        self.locked_down = locked_down  # the platform's model_pod_security
+
+    def _render(self, md: Manifest) -> Rendered:
+        return render(md, locked_down=self.locked_down)
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Reconcile one ModelDeployment; returns seconds until it wants another look
@@ -112,7 +118,7 @@ class ServingReconciler:
 
     def _reconcile(self, md: Manifest) -> float | None:
         try:
-            wanted = render(md)
+            wanted = self._render(md)
         except InvalidSpecError as error:
             self._report_invalid(md, error)
             metrics.RECONCILES.labels(result="invalid").inc()
@@ -122,7 +128,7 @@ class ServingReconciler:
         # last healthy spec keeps serving, on every resync, with no flapping.
         if status.get("failedRevision") == wanted.spec_hash and status.get("stableSpec"):
             stable_md = stable_model(md)
-            stable = render(stable_md)
+            stable = self._render(stable_md)
             changed = self._apply(stable_md, stable)
             self._report(md, stable_md, stable, {}, [])
             metrics.RECONCILES.labels(result="applied" if changed else "unchanged").inc()
@@ -242,7 +248,7 @@ class ServingReconciler:
     ) -> None:
         status = md.get("status") or {}
         stable_md = stable_model(md)
-        stable = render(stable_md)
+        stable = self._render(stable_md)
         self._apply(stable_md, stable)
         version = md["spec"]["model"]["version"]
         stable_version = stable_md["spec"]["model"]["version"]
@@ -321,7 +327,7 @@ class ServingReconciler:
         )
         canary_replicas, stable_replicas = canary.split(total, int(state["weight"]))
         stable_md = stable_model(md)
-        stable = render(stable_md)
+        stable = self._render(stable_md)
         stable_deployment = {
             **stable.deployment,
             "spec": {**stable.deployment["spec"], "replicas": stable_replicas},

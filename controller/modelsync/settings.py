@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
+
+# How model pods run: "restricted" (non-root, no privilege escalation, no capabilities,
+# a read-only root filesystem with a scratch emptyDir) or "image" (as the image says).
+MODEL_POD_SECURITY_CHOICES = ("restricted", "image")
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,32 @@ class OperatorSettings:
     kube_burst: int = 400
     """Requests allowed at once above `kube_qps` after a quiet time."""
 
+    default_service_account: str = ""
+    """The ServiceAccount, in the ModelSync's own namespace, that applies git content of
+    a ModelSync that names none in spec.serviceAccountName (as Flux's
+    --default-service-account). Empty: such a ModelSync applies nothing
+    (ServiceAccountNotFound), unless apply_as_operator is set."""
+
+    apply_as_operator: bool = False
+    """Apply the git content of a ModelSync with no account (and no default) with the
+    operator's own identity. Off by default: a tenant's repository would get the
+    operator's rights. For single-team clusters only."""
+
+    allow_other_namespaces: tuple[str, ...] = field(default_factory=tuple)
+    """Namespaces (patterns, as for `namespaces`) whose ModelSyncs may write into other
+    namespaces: objects naming another namespace, and spec.targetNamespace. Elsewhere
+    every object lands in the ModelSync's own namespace."""
+
+    allow_cluster_scoped: tuple[str, ...] = field(default_factory=tuple)
+    """Namespaces (patterns) whose ModelSyncs may write cluster-scoped objects (CRDs,
+    ClusterRoles, Namespaces...); the account applying them still needs the RBAC."""
+
+    model_pod_security: str = "restricted"
+    """How model pods run: "restricted" (non-root uid 1000, no privilege escalation, all
+    capabilities dropped, read-only root filesystem with an emptyDir at /tmp) or "image"
+    (the image's own user and filesystem: for server images that need root). The
+    platform's choice: no ModelDeployment field relaxes it."""
+
     allow_file_urls: bool = False
     """Let a ModelSync name a file:// repository. Off: such a URL is refused with a message
     and git may not use the file transport at all, since a tenant could read any repository
@@ -61,3 +92,19 @@ class OperatorSettings:
 
     kubeconfig: str | None = None
     """A kubeconfig file; default: in-cluster config, else $KUBECONFIG or ~/.kube/config."""
+
+
+def namespace_matches(namespace: str, patterns: tuple[str, ...]) -> bool:
+    """kopf's namespace patterns: a namespace matches when any pattern does; a pattern is
+    comma-separated globs, where "!glob" leaves namespaces out ("*,!kube-*")."""
+    for pattern in patterns:
+        globs = [g.strip() for g in pattern.split(",") if g.strip()]
+        matches = not globs or globs[0].startswith("!")
+        for glob in globs:
+            if glob.startswith("!"):
+                matches = matches and not fnmatch.fnmatchcase(namespace, glob[1:])
+            else:
+                matches = matches or fnmatch.fnmatchcase(namespace, glob)
+        if matches:
+            return True
+    return False

@@ -29,7 +29,8 @@ from modelsync.conditions import Observed
 from modelsync.fetch import Credentials, FetchError, GitFetcher, Ref, Revision
 from modelsync.kube import Kube, Manifest
 from modelsync.load import LoadError, load
-from modelsync.validate import Policy, check
+from modelsync.settings import OperatorSettings
+from modelsync.validate import check, policy_for
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,10 @@ class Outcome:
     errors: list[LoadError] = field(default_factory=list)
 
 
+class NoAccountError(Exception):
+    """No ServiceAccount to apply a ModelSync's content as; the message says why."""
+
+
 class SyncReconciler:
     def __init__(
         self,
@@ -77,7 +82,9 @@ class SyncReconciler:
         cache: Any,
         clock: Callable[[], datetime.datetime] = _now,
         watches: Callable[[str], bool] = lambda _: False,
+        settings: OperatorSettings | None = None,
     ) -> None:
+        self.settings = settings or OperatorSettings()
         self.kube = kube
         self.fetcher = fetcher
         self.cache = cache
@@ -107,7 +114,13 @@ class SyncReconciler:
         """The interval; after a failed fetch, a shorter delay that doubles with each failure
         in a row (the failed attempt is in status already, so it is not raised)."""
         key = (namespace, name)
-        if outcome.reason != c.REASON_FETCH_FAILED:
+        # What the environment may mend by itself (a git host back up, an account
+        # created) is retried soon; what only a change of spec or git mends is not.
+        if outcome.reason not in (
+            c.REASON_FETCH_FAILED,
+            c.REASON_SERVICE_ACCOUNT_NOT_FOUND,
+            c.REASON_NAMESPACE_NOT_ENABLED,
+        ):
             self._fetch_failures.pop(key, None)
             return interval
         failures = self._fetch_failures.get(key, 0)
@@ -120,8 +133,38 @@ class SyncReconciler:
         spec, meta = ms["spec"], ms["metadata"]
         status = ms.get("status") or {}
         outcome = Outcome()
+        policy, refusal = policy_for(
+            meta["namespace"],
+            spec.get("targetNamespace"),
+            other_namespaces_from=self.settings.allow_other_namespaces,
+            cluster_scoped_from=self.settings.allow_cluster_scoped,
+        )
+        if refusal:
+            outcome.reason, outcome.message = c.REASON_TARGET_NAMESPACE_NOT_ALLOWED, refusal
+            outcome.stalled = True
+            return outcome
         try:
+            writer = self._applying_as(ms)
             credentials = self._credentials(meta["namespace"], spec["repo"].get("secretRef"))
+        except NoAccountError as error:
+            outcome.reason, outcome.message = c.REASON_SERVICE_ACCOUNT_NOT_FOUND, str(error)
+            return outcome
+        except FetchError as error:  # its git Secret is missing
+            outcome.reason, outcome.message = c.REASON_FETCH_FAILED, str(error)
+            return outcome
+        except kubernetes.client.ApiException as error:
+            if error.status != 403:
+                raise
+            # The operator reads Secrets and impersonates only where the platform lets it.
+            outcome.reason = c.REASON_NAMESPACE_NOT_ENABLED
+            outcome.message = (
+                f"the platform has not enabled namespace {meta['namespace']!r} for modelsync: "
+                "the operator may not read its Secrets or act as its ServiceAccounts (chart "
+                "value tenancy.namespaces, or a RoleBinding to the chart's ClusterRole "
+                "<release>-tenant-access in this namespace)"
+            )
+            return outcome
+        try:
             revision = self.fetcher.resolve(
                 spec["repo"]["url"], Ref.from_spec(spec["repo"].get("ref")), credentials
             )
@@ -132,14 +175,7 @@ class SyncReconciler:
             return outcome
 
         loaded = load(snapshot, spec.get("path", ""))
-        policy = Policy(
-            target_namespace=spec.get("targetNamespace") or meta["namespace"],
-            allow_other_namespaces=bool(spec.get("allowOtherNamespaces")),
-            allow_cluster_scoped=bool(spec.get("allowClusterScoped")),
-        )
-        applier = Applier(
-            self.kube, self._applying_as(ms), meta["namespace"], meta["name"], self._cached
-        )
+        applier = Applier(self.kube, writer, meta["namespace"], meta["name"], self._cached)
         errors = loaded.errors + check(loaded.objects, policy, applier.kube.scope)
         planned: list[Planned] = []
         if not errors:
@@ -313,10 +349,27 @@ class SyncReconciler:
         return found
 
     def _applying_as(self, ms: Manifest) -> Kube:
-        account = ms["spec"].get("serviceAccountName")
+        """Who dry-runs, applies and deletes the ModelSync's content: its own
+        serviceAccountName, else the platform's default account, both in its namespace;
+        the operator itself only where the platform says so. Never a fallback."""
+        namespace = ms["metadata"]["namespace"]
+        named = ms["spec"].get("serviceAccountName")
+        account = named or self.settings.default_service_account
         if not account:
-            return self.kube
-        return self.kube.impersonate(ms["metadata"]["namespace"], account)
+            if self.settings.apply_as_operator:
+                return self.kube
+            raise NoAccountError(
+                "no spec.serviceAccountName, and the platform names no default account "
+                "(--default-service-account): nothing is applied; set spec.serviceAccountName "
+                "to a ServiceAccount of this namespace"
+            )
+        if self.kube.get("v1", "ServiceAccount", namespace, account) is None:
+            source = "spec.serviceAccountName" if named else "the platform's default account"
+            raise NoAccountError(
+                f"ServiceAccount {namespace}/{account} ({source}) does not exist: nothing is "
+                "applied; create it and bind it to what the repository may create"
+            )
+        return self.kube.impersonate(namespace, account)
 
     # ------------------------------------------------------------------ record
 

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from modelsync import constants as c
 from modelsync.load import LoadedObject, LoadError
+from modelsync.settings import namespace_matches
 
 # (apiVersion, kind) -> True for namespaced, False for cluster-scoped, None if unknown.
 ScopeLookup = Callable[[str, str], bool | None]
@@ -22,9 +24,36 @@ CRD_KIND = "CustomResourceDefinition"
 
 @dataclass(frozen=True)
 class Policy:
+    """Where a ModelSync's revision may write: granted by the platform (operator
+    settings), never by the ModelSync's own spec."""
+
     target_namespace: str
     allow_other_namespaces: bool = False
     allow_cluster_scoped: bool = False
+
+
+def policy_for(
+    namespace: str,
+    target_namespace: str | None,
+    *,
+    other_namespaces_from: tuple[str, ...] = (),
+    cluster_scoped_from: tuple[str, ...] = (),
+) -> tuple[Policy, str]:
+    """The policy of a ModelSync in `namespace`, from the platform's grants (namespace
+    patterns); and, when its spec.targetNamespace is not allowed, why (else "")."""
+    others = namespace_matches(namespace, other_namespaces_from)
+    policy = Policy(
+        target_namespace=target_namespace if target_namespace and others else namespace,
+        allow_other_namespaces=others,
+        allow_cluster_scoped=namespace_matches(namespace, cluster_scoped_from),
+    )
+    if target_namespace and target_namespace != namespace and not others:
+        return policy, (
+            f"spec.targetNamespace {target_namespace!r} is another namespace, and the platform "
+            f"does not let ModelSyncs of namespace {namespace!r} write elsewhere "
+            "(operator setting --allow-other-namespaces); remove spec.targetNamespace"
+        )
+    return policy, ""
 
 
 def group_of(api_version: str) -> str:
@@ -83,8 +112,9 @@ def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> li
                     LoadError(
                         obj.source,
                         f"namespace {meta['namespace']!r} is not this ModelSync's "
-                        f"({policy.target_namespace!r}); remove metadata.namespace, or set "
-                        "spec.allowOtherNamespaces",
+                        f"({policy.target_namespace!r}); remove metadata.namespace (writing "
+                        "into other namespaces is the platform's to allow: "
+                        "--allow-other-namespaces)",
                         obj.description,
                     )
                 )
@@ -104,11 +134,29 @@ def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> li
                     LoadError(
                         obj.source,
                         f"{kind} is cluster-scoped; this ModelSync may only write into namespace "
-                        f"{policy.target_namespace!r} (spec.allowClusterScoped is false)",
+                        f"{policy.target_namespace!r} (cluster-scoped objects are the platform's "
+                        "to allow: --allow-cluster-scoped)",
                         obj.description,
                     )
                 )
                 continue
+        target = (manifest.get("spec") or {}).get("targetNamespace")
+        if (
+            kind == c.MODELSYNC_KIND
+            and group_of(api_version) == c.GROUP
+            and target
+            and target != meta.get("namespace")
+            and not policy.allow_other_namespaces
+        ):
+            errors.append(
+                LoadError(
+                    obj.source,
+                    f"spec.targetNamespace {target!r} is another namespace, and this ModelSync "
+                    "may not write elsewhere (--allow-other-namespaces); remove it",
+                    obj.description,
+                )
+            )
+            continue
         key = identity(manifest)
         if key in seen:
             errors.append(

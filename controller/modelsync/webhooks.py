@@ -1,17 +1,23 @@
 """Webhook receivers: a push to a watched repository and branch syncs at once.
 
-Pure parts here: body parsing per provider, signature checks (constant-time),
-and matching a push to ModelSyncs. The operator's HTTP server calls them.
+Pure parts here: the route, signature checks (constant-time), the replay window,
+body parsing per provider, and matching a push to its ModelSync. The operator's
+HTTP server calls them.
 
-| provider | route | authenticity |
+Each ModelSync has a URL of its own, `POST /hooks/<provider>/<namespace>/<name>`,
+so the request is authenticated with that one ModelSync's token before its body
+is parsed: nothing an unauthenticated sender writes reaches the JSON parser.
+
+| provider | authenticity | delivery id |
 |---|---|---|
-| GitHub | POST /hooks/github | X-Hub-Signature-256: sha256=HMAC-SHA256(token, body) |
-| GitLab | POST /hooks/gitlab | X-Gitlab-Token: token |
-| Gitea | POST /hooks/gitea | X-Gitea-Signature: HMAC-SHA256(token, body), hex |
-| any | POST /hooks/generic | X-Modelsync-Signature: sha256=HMAC-SHA256(token, body) |
+| github | X-Hub-Signature-256: sha256=HMAC-SHA256(token, body) | X-GitHub-Delivery |
+| gitlab | X-Gitlab-Token: token | X-Gitlab-Event-UUID |
+| gitea | X-Gitea-Signature: HMAC-SHA256(token, body), hex | X-Gitea-Delivery |
+| generic | X-Modelsync-Signature: sha256=HMAC-SHA256(token, body) | X-Modelsync-Delivery |
 
 The token is the key `token` of the Secret named by the ModelSync's
-`spec.webhookSecretRef`.
+`spec.webhookSecretRef`. A delivery id seen again within `REPLAY_WINDOW_SECONDS`
+is ignored (git hosts redeliver; a captured delivery can be replayed).
 """
 
 from __future__ import annotations
@@ -20,12 +26,27 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 MAX_BODY_BYTES = 1 << 20
 PROVIDERS = ("github", "gitlab", "gitea", "generic")
+DELIVERY_HEADERS = {
+    "github": "X-GitHub-Delivery",
+    "gitlab": "X-Gitlab-Event-UUID",
+    "gitea": "X-Gitea-Delivery",
+    "generic": "X-Modelsync-Delivery",
+}
+# Git hosts retry for minutes, not hours; ten minutes of ids is a few KiB.
+REPLAY_WINDOW_SECONDS = 600.0
+REPLAY_CAPACITY = 10_000
+
+
+def route(provider: str, namespace: str = "<namespace>", name: str = "<modelsync>") -> str:
+    """The path a git host posts to for one ModelSync."""
+    return f"/hooks/{provider}/{namespace}/{name}"
 
 
 class BadRequestError(ValueError):
@@ -124,20 +145,27 @@ def matching(push: Push, syncs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-TokenLookup = Callable[[dict[str, Any]], bytes | None]
+@dataclass
+class ReplayWindow:
+    """Delivery ids seen lately, per ModelSync; the oldest are forgotten first."""
+
+    seconds: float = REPLAY_WINDOW_SECONDS
+    capacity: int = REPLAY_CAPACITY
+    _seen: OrderedDict[tuple[str, str, str], float] = field(default_factory=OrderedDict)
+
+    def first_time(self, key: tuple[str, str, str], now: float) -> bool:
+        """True the first time `key` (namespace, name, delivery id) is offered within the
+        window; the caller checks authenticity first, so forged ids never fill it."""
+        while self._seen and next(iter(self._seen.values())) < now - self.seconds:
+            self._seen.popitem(last=False)
+        if key in self._seen:
+            return False
+        if len(self._seen) >= self.capacity:
+            self._seen.popitem(last=False)
+        self._seen[key] = now
+        return True
 
 
-def verified(
-    provider: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    candidates: list[dict[str, Any]],
-    token_of: TokenLookup,
-) -> list[dict[str, Any]]:
-    """The candidates whose webhook token authenticates this request."""
-    accepted = []
-    for ms in candidates:
-        token = token_of(ms)
-        if token and authentic(provider, headers, body, token):
-            accepted.append(ms)
-    return accepted
+def delivery_id(provider: str, headers: Mapping[str, str]) -> str | None:
+    """The git host's id of this delivery (the same on a redelivery), if it sent one."""
+    return headers.get(DELIVERY_HEADERS[provider]) or None

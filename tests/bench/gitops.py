@@ -42,9 +42,9 @@ from tests.bench.common import (
     summary,
     timed,
 )
-from tests.cluster import launcher
+from tests.cluster import build, launcher
 from tests.gitserver import GitHttpServer, WorkRepo
-from tests.kube import install_crds
+from tests.kube import install_crds, install_tenant_role, make_tenant
 from tests.models import MD
 from tests.syncs import MS, model_yaml
 
@@ -98,6 +98,8 @@ class Bench:
         self.repo = WorkRepo(self.server.root, "models")
         self.url = self.server.url(self.repo.bare.name)
         self.core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name=NAMESPACE)))
+        install_tenant_role(self.api, build.ensure_binaries().path("helm"))
+        make_tenant(self.api, NAMESPACE)
         for name, kind, data in (
             ("hook", "Opaque", {"token": TOKEN}),
             (
@@ -169,7 +171,7 @@ class Bench:
         ).encode()
         signature = hmac.new(TOKEN.encode(), body, hashlib.sha256).hexdigest()
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/hooks/github",
+            f"http://127.0.0.1:{self.port}/hooks/github/{NAMESPACE}/bench",
             data=body,
             method="POST",
             headers={"X-Hub-Signature-256": f"sha256={signature}", "X-GitHub-Event": "push"},

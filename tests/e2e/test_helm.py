@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -17,8 +18,9 @@ from kubernetes.client import ApiextensionsV1Api, CoreV1Api
 from modelsync import constants as c
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, WorkRepo
+from tests.integration.conftest import OWN_OPERATOR_PREFIX
 from tests.integration.test_rollback import broken_model_yaml, rolled_back
-from tests.kube import wait_for
+from tests.kube import make_tenant, wait_for
 from tests.models import Models, ready_on
 from tests.operatorproc import spawn_operator
 from tests.syncs import Syncs, model_yaml
@@ -209,13 +211,16 @@ def test_helm_rendered_deployment_is_locked_down(local_cluster: LocalCluster) ->
 
 
 def test_helm_chart_rbac_is_enough_to_sync_roll_out_and_roll_back(
-    local_cluster: LocalCluster, namespace: str, tmp_path: Path
+    local_cluster: LocalCluster, namespace: str, tmp_path: Path, tenant_role: dict[str, object]
 ) -> None:
     """kwok runs no containers, so the operator runs here, with a token of the chart's
     own ServiceAccount: whatever it needs beyond the chart's RBAC fails loudly."""
     core = CoreV1Api(local_cluster.api)
-    team = f"{namespace}-a"
+    # Left alone by the in-process test operator (which acts with the admin's rights):
+    # only the chart's RBAC acts here.
+    team = f"{OWN_OPERATOR_PREFIX}{secrets.token_hex(4)}"
     core.create_namespace({"metadata": {"name": team}})
+    make_tenant(local_cluster.api, team)  # git content is applied as the team's account
     operator = None
     try:
         helm(
@@ -306,3 +311,158 @@ def _metadata(pod: Any) -> dict[str, Any]:
     if isinstance(pod, dict):
         return dict(pod.get("metadata") or {})
     return {"name": pod.metadata.name, "labels": pod.metadata.labels}
+
+
+# ------------------------------------------------------------------ tenants
+
+
+def _can_i_list(cluster: LocalCluster, account: str, namespace: str) -> str:
+    """`kubectl auth can-i --list` as `account` in `namespace`, rows sorted."""
+    listing = cluster.run(
+        "kubectl",
+        "auth",
+        "can-i",
+        "--list",
+        "-n",
+        namespace,
+        f"--as=system:serviceaccount:{account}",
+    ).stdout.splitlines()
+    header, rows = listing[0], sorted(" ".join(line.split()) for line in listing[1:])
+    return "\n".join([" ".join(header.split()), *rows]) + "\n"
+
+
+@pytest.mark.parametrize("mode", ["cluster-wide", "namespaced"])
+def test_tenant_chart_rbac_reads_secrets_and_impersonates_only_where_enabled(
+    local_cluster: LocalCluster,
+    namespace: str,
+    tmp_path: Path,
+    tenant_role: dict[str, object],
+    mode: str,
+) -> None:
+    """What the operator's account may do in an enabled namespace and in another, in
+    both chart modes, against expected files; and in cluster-wide mode, a ModelSync in a
+    namespace the platform did not enable is NamespaceNotEnabled."""
+    core = CoreV1Api(local_cluster.api)
+    # Namespaces the in-process test operator leaves alone: only this test's acts here.
+    own = f"{OWN_OPERATOR_PREFIX}{secrets.token_hex(4)}"
+    enabled, other = f"{own}-on", f"{own}-off"
+    for team in (enabled, other):
+        core.create_namespace({"metadata": {"name": team}})
+        make_tenant(local_cluster.api, team)
+    grant = "tenancy.namespaces" if mode == "cluster-wide" else "watchNamespaces"
+    operator = None
+    log = tmp_path / "operator.log"
+    try:
+        helm(
+            local_cluster,
+            "install",
+            "modelsync",
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--force-conflicts",
+            "--set",
+            f"{grant}={{{enabled}}}",
+            "--set",
+            "replicaCount=0",
+        )
+        account = f"{namespace}:modelsync"
+        for team, which in ((enabled, "enabled"), (other, "other")):
+            # RBAC changes reach the authorizer within moments; wait for the binding.
+            if which == "enabled":
+                assert can_i(local_cluster, account, "impersonate", "serviceaccounts", team)
+            actual = _can_i_list(local_cluster, account, team)
+            expected = EXPECTED / f"can-i-{mode}-{which}.txt"
+            if os.environ.get("MODELSYNC_UPDATE_GOLDEN"):
+                expected.write_text(actual)
+            assert actual == expected.read_text(), f"{mode}, {which} namespace"
+        if mode != "cluster-wide":
+            return
+        token = core.create_namespaced_service_account_token(
+            "modelsync", namespace, {"spec": {"expirationSeconds": 3600}}
+        ).status.token
+        config = yaml.safe_load(local_cluster.kubeconfig.read_text())
+        config["users"] = [{"name": "chart", "user": {"token": token}}]
+        config["contexts"][0]["context"]["user"] = "chart"
+        kubeconfig = tmp_path / "chart-sa.kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(config))
+        operator = spawn_operator(
+            kubeconfig,
+            "-n",
+            enabled,
+            "-n",
+            other,
+            "--http-port",
+            "0",
+            "--git-cache-dir",
+            str(tmp_path / "cache"),
+            log=log.open("wb"),
+            die_with_parent=True,
+        )
+        unused = GitHttpServer(tmp_path)
+        unused.server_close()
+        (tmp_path / "git").mkdir()
+        repo = WorkRepo(tmp_path / "git", "models")
+        sha = repo.write("iris.yaml", model_yaml("iris")).commit("iris")
+        on, off = Syncs(local_cluster, enabled, unused), Syncs(local_cluster, other, unused)
+        on.create("prod", repo.file_url)
+        off.create("prod", repo.file_url)
+        on.wait_applied("prod", f"main@sha1:{sha}")
+        ms = off.wait_failed("prod", c.REASON_NAMESPACE_NOT_ENABLED)
+        message = (next(x for x in ms["status"]["conditions"] if x["type"] == c.READY))["message"]
+        assert f"namespace {other!r}" in message
+        assert "tenancy.namespaces" in message
+        assert set(on.models()) == {"iris"}
+        assert off.models() == {}
+    finally:
+        if operator is not None:
+            operator.terminate()
+            operator.wait(10)
+        helm(local_cluster, "uninstall", "modelsync", "--namespace", namespace, check=False)
+        for team in (enabled, other):
+            core.delete_namespace(team)
+
+
+def test_tenant_chart_network_policy_admits_only_the_named_sources(
+    local_cluster: LocalCluster,
+) -> None:
+    """Checked from `helm template`: the test cluster has no CNI that enforces policies."""
+
+    def policy(*values: str) -> dict[str, Any]:
+        rendered = helm(
+            local_cluster,
+            "template",
+            "m",
+            str(CHART),
+            "--set",
+            "networkPolicy.enabled=true",
+            *values,
+        ).stdout
+        found: dict[str, Any] = next(
+            d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "NetworkPolicy"
+        )
+        return found
+
+    closed = policy()
+    assert closed["spec"]["policyTypes"] == ["Ingress"]
+    assert closed["spec"]["ingress"] == []
+    opened = policy(
+        "--set-json",
+        'networkPolicy.scrapeFrom=[{"namespaceSelector":{"matchLabels":'
+        '{"kubernetes.io/metadata.name":"monitoring"}}}]',
+        "--set-json",
+        'networkPolicy.webhooksFrom=[{"ipBlock":{"cidr":"198.18.7.0/24"}}]',
+    )
+    assert opened["spec"]["ingress"] == [
+        {
+            "from": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                    }
+                },
+                {"ipBlock": {"cidr": "198.18.7.0/24"}},
+            ],
+            "ports": [{"port": "http"}],
+        }
+    ]

@@ -17,13 +17,16 @@ import pytest
 from modelsync import operator
 from modelsync.settings import OperatorSettings
 from tests.cluster.launcher import free_ports
-from tests.conftest import LocalCluster
+from tests.conftest import LocalCluster, tenant_namespace
 from tests.gitserver import GitHttpServer, GitSshServer
-from tests.kube import install_crds
+from tests.kube import TENANT_ACCOUNT, install_crds
 from tests.models import Models
 from tests.syncs import Syncs
 
 OWN_OPERATOR_PREFIX = "own-operator-"
+# Namespaces the shared operator's platform settings let write elsewhere and write
+# cluster-scoped objects (the `granted_namespace` fixture); no other test namespace may.
+GRANTED_PREFIX = "granted-"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -52,6 +55,11 @@ def running_operator(
         http_port=free_ports(1)[0],  # /metrics, /healthz, /readyz and the webhooks
         resync_seconds=3600,  # tests trigger resyncs themselves
         retry_seconds=1,
+        # Locked down, as a platform team runs it: git content is applied as each test
+        # namespace's tenant account; only granted-* namespaces may write elsewhere.
+        default_service_account=TENANT_ACCOUNT,
+        allow_other_namespaces=(f"{GRANTED_PREFIX}*",),
+        allow_cluster_scoped=(f"{GRANTED_PREFIX}*",),
         allow_file_urls=True,  # most tests serve their repositories as file://
     )
     runtime = operator.Runtime(settings)
@@ -68,15 +76,24 @@ def running_operator(
 
 
 @pytest.fixture
-def own_namespace(local_cluster: LocalCluster) -> Iterator[str]:
+def own_namespace(local_cluster: LocalCluster, tenant_role: dict[str, object]) -> Iterator[str]:
     """A namespace the shared operator leaves alone, for an operator process of a test's own."""
-    name = f"{OWN_OPERATOR_PREFIX}{secrets.token_hex(4)}"
-    core = kubernetes.client.CoreV1Api(local_cluster.api)
-    core.create_namespace(
-        kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name))
-    )
+    name = tenant_namespace(local_cluster, f"{OWN_OPERATOR_PREFIX}{secrets.token_hex(4)}")
     yield name
-    core.delete_namespace(name, propagation_policy="Background")
+    kubernetes.client.CoreV1Api(local_cluster.api).delete_namespace(
+        name, propagation_policy="Background"
+    )
+
+
+@pytest.fixture
+def granted_namespace(local_cluster: LocalCluster, tenant_role: dict[str, object]) -> Iterator[str]:
+    """A tenant namespace the platform lets write into other namespaces and write
+    cluster-scoped objects (the shared operator's settings); RBAC still bounds it."""
+    name = tenant_namespace(local_cluster, f"{GRANTED_PREFIX}{secrets.token_hex(4)}")
+    yield name
+    kubernetes.client.CoreV1Api(local_cluster.api).delete_namespace(
+        name, propagation_policy="Background"
+    )
 
 
 @pytest.fixture(scope="session")

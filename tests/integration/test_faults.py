@@ -36,7 +36,14 @@ from modelsync.operator import Runtime
 from tests.cluster import build, launcher, stages
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, SlowHttpServer, WorkRepo
-from tests.kube import dict_condition, install_crds, wait_for, wait_for_set
+from tests.kube import (
+    dict_condition,
+    install_crds,
+    install_tenant_role,
+    make_tenant,
+    wait_for,
+    wait_for_set,
+)
 from tests.models import MD, Models, ready_on
 from tests.operatorproc import spawn_operator
 from tests.syncs import MS, Syncs, model_yaml
@@ -128,9 +135,11 @@ def own_operator(
 
 
 def make_namespace(api: kubernetes.client.ApiClient, name: str) -> None:
+    """A tenant namespace on a separate cluster (whose tenant role separate_cluster installs)."""
     CoreV1Api(api).create_namespace(
         kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name))
     )
+    make_tenant(api, name)
 
 
 @pytest.fixture
@@ -142,6 +151,7 @@ def separate_cluster(binaries: build.Binaries, tmp_path: Path) -> Iterator[Local
     ) as cluster:
         api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
         install_crds(api)
+        install_tenant_role(api, binaries.path("helm"))
         yield LocalCluster(cluster=cluster, binaries=binaries, api=api)
 
 

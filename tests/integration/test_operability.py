@@ -75,7 +75,7 @@ def test_metrics_say_what_the_operator_did(
     syncs.create("metered", syncs.http_url(repo), secret="git")
     syncs.wait_applied("metered", f"main@sha1:{sha}")
     models.wait("iris", ready_on("7"), describe="iris to serve version 7")
-    assert post(running_operator, "nosuchforge", b"{}", {})[0] == 404
+    assert post(running_operator, "nosuchforge/default/none", b"{}", {})[0] == 404
 
     samples = scrape(port)
     ns = syncs.namespace
@@ -181,7 +181,7 @@ def test_ha_two_replicas_one_leader_and_failover_within_30s(
         standby = next(port for port in ports if port != leader)
         assert _leading(leader) == 1
         assert _leading(standby) == 0
-        code, answer = post_to(standby, "github", b"{}")
+        code, answer = post_to(standby, "github/default/none", b"{}")
         assert (code, "standby" in answer.get("error", "")) == (503, True)
 
         models = Models(local_cluster, own_namespace)
@@ -246,7 +246,7 @@ def test_webhook_flood_fault_200_requests_do_not_put_syncs_behind(
 
     def deliver(_: int) -> tuple[int, float]:
         started = time.monotonic()
-        code, _answer = post_to(port, "github", body, headers)
+        code, _answer = post_to(port, f"github/{syncs.namespace}/flooded", body, headers)
         return code, time.monotonic() - started
 
     started = time.monotonic()
@@ -262,7 +262,7 @@ def test_webhook_flood_fault_200_requests_do_not_put_syncs_behind(
     repo.write("iris.yaml", model_yaml("iris", version="2"))
     second = repo.commit("two")
     pushed = time.monotonic()
-    assert post_to(port, "github", body, headers)[0] == 202
+    assert post_to(port, f"github/{syncs.namespace}/flooded", body, headers)[0] == 202
     syncs.wait_applied("flooded", f"main@sha1:{second}")
     assert time.monotonic() - pushed < 10
     assert value(scrape(port), "modelsync_queue_depth") is not None
@@ -341,8 +341,8 @@ def test_secret_values_never_appear_in_logs_events_status_or_metrics(
             "X-GitHub-Event": "push",
             "X-Hub-Signature-256": "sha256=" + signature(body, "guess"),
         }
-        assert post_to(port, "github", body, signed)[0] == 202
-        assert post_to(port, "github", body, forged)[0] == 401
+        assert post_to(port, f"github/{syncs.namespace}/https", body, signed)[0] == 202
+        assert post_to(port, f"github/{syncs.namespace}/https", body, forged)[0] == 401
         wait_for(
             lambda **kw: kubernetes.client.CoreV1Api(local_cluster.api).list_namespaced_secret(
                 own_namespace, **kw

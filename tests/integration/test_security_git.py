@@ -17,7 +17,7 @@ import yaml
 
 from modelsync import constants as c
 from modelsync.fetch import FetchError, GitFetcher, Ref
-from tests.conftest import NAMESPACE_LABEL, LocalCluster
+from tests.conftest import LocalCluster, tenant_namespace
 from tests.gitserver import GitHttpServer, WorkRepo, _git
 from tests.integration.test_cli import VENV_BIN
 from tests.integration.test_rollback import DEADLINE, broken_model_yaml, rolled_back
@@ -55,15 +55,11 @@ def message_of(ms: dict[str, Any] | None) -> str:
 @pytest.fixture
 def other_namespace(local_cluster: LocalCluster, namespace: str) -> Iterator[str]:
     """A second tenant's namespace, served by the shared operator."""
-    name = f"{namespace[:50]}-b"
-    core = kubernetes.client.CoreV1Api(local_cluster.api)
-    core.create_namespace(
-        kubernetes.client.V1Namespace(
-            metadata=kubernetes.client.V1ObjectMeta(name=name, labels={NAMESPACE_LABEL: "true"})
-        )
-    )
+    name = tenant_namespace(local_cluster, f"{namespace[:50]}-b")
     yield name
-    core.delete_namespace(name, propagation_policy="Background")
+    kubernetes.client.CoreV1Api(local_cluster.api).delete_namespace(
+        name, propagation_policy="Background"
+    )
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from typing import Any
 
 import kubernetes
 import pytest
-from kubernetes.client import RbacAuthorizationV1Api
 
 from modelsync import constants as c
 from tests.conftest import LocalCluster
@@ -292,64 +291,6 @@ def test_sync_suspend_and_resume(syncs: Syncs) -> None:
     syncs.patch("prod", {"spec": {"suspend": False}})
     syncs.wait_applied("prod", f"main@sha1:{newest}")
     assert set(syncs.models()) == {"iris", "ranker", "fraud"}
-
-
-def test_sync_impersonation_stops_a_cluster_role_binding(
-    syncs: Syncs, local_cluster: LocalCluster
-) -> None:
-    namespace = syncs.namespace
-    core, rbac = syncs.core, RbacAuthorizationV1Api(local_cluster.api)
-    core.create_namespaced_service_account(
-        namespace,
-        kubernetes.client.V1ServiceAccount(metadata=kubernetes.client.V1ObjectMeta(name="tenant")),
-    )
-    rbac.create_namespaced_role(
-        namespace,
-        kubernetes.client.V1Role(
-            metadata=kubernetes.client.V1ObjectMeta(name="tenant"),
-            rules=[
-                kubernetes.client.V1PolicyRule(
-                    api_groups=["modelsync.io"], resources=["modeldeployments"], verbs=["*"]
-                )
-            ],
-        ),
-    )
-    rbac.create_namespaced_role_binding(
-        namespace,
-        kubernetes.client.V1RoleBinding(
-            metadata=kubernetes.client.V1ObjectMeta(name="tenant"),
-            role_ref=kubernetes.client.V1RoleRef(
-                api_group="rbac.authorization.k8s.io", kind="Role", name="tenant"
-            ),
-            subjects=[
-                kubernetes.client.RbacV1Subject(
-                    kind="ServiceAccount", name="tenant", namespace=namespace
-                )
-            ],
-        ),
-    )
-    repo = syncs.repo("models")
-    repo.write("iris.yaml", model_yaml("iris"))
-    repo.write(
-        "escalate.yaml",
-        f"""\
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: {namespace}-escalate}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}}
-subjects: [{{kind: ServiceAccount, name: tenant, namespace: {namespace}}}]
-""",
-    )
-    repo.commit("try to escalate")
-    syncs.create("tenant", repo.file_url, serviceAccountName="tenant", allowClusterScoped=True)
-    ms = syncs.wait_failed("tenant", c.REASON_VALIDATION_FAILED)
-    message = message_of(ms)
-    assert "escalate.yaml:1: ClusterRoleBinding" in message
-    assert f"system:serviceaccount:{namespace}:tenant" in message
-    assert "forbidden" in message
-    names = [b.metadata.name for b in rbac.list_cluster_role_binding().items]
-    assert f"{namespace}-escalate" not in names
-    assert syncs.models() == {}
 
 
 BAD_FILES: list[tuple[str, Callable[[WorkRepo], object], str]] = [

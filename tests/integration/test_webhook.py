@@ -22,17 +22,18 @@ TOKEN = "s3cr3t-webhook-token"
 
 
 def post(
-    runtime: operator.Runtime, provider: str, body: bytes, headers: dict[str, str]
+    runtime: operator.Runtime, route: str, body: bytes, headers: dict[str, str]
 ) -> tuple[int, dict[str, Any]]:
-    return post_to(runtime.settings.http_port, provider, body, headers)
+    return post_to(runtime.settings.http_port, route, body, headers)
 
 
 def post_to(
-    port: int, provider: str, body: bytes, headers: dict[str, str] | None = None
+    port: int, route: str, body: bytes, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, Any]]:
-    """POST a webhook delivery to the operator on `port`: its status and JSON answer."""
+    """POST a webhook delivery to /hooks/<route> (`github/<namespace>/<modelsync>`) of
+    the operator on `port`: its status and JSON answer."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/hooks/{provider}",
+        f"http://127.0.0.1:{port}/hooks/{route}",
         data=body,
         method="POST",
         headers={"Content-Type": "application/json", **(headers or {})},
@@ -79,7 +80,7 @@ def test_webhook_github_push_syncs_at_once(
     body = github_push(repo.file_url)
     status, answer = post(
         running_operator,
-        "github",
+        f"github/{syncs.namespace}/prod",
         body,
         {"X-GitHub-Event": "push", "X-Hub-Signature-256": f"sha256={signature(body)}"},
     )
@@ -111,7 +112,7 @@ def test_webhook_other_providers_authenticate_their_way(
     else:
         body = json.dumps({"ref": "refs/heads/main", "repository": repo.file_url}).encode()
         headers = {"X-Modelsync-Signature": f"sha256={signature(body)}"}
-    status, _ = post(running_operator, provider, body, headers)
+    status, _ = post(running_operator, f"{provider}/{syncs.namespace}/prod", body, headers)
     assert status == 202
     syncs.wait(
         "prod",
@@ -129,6 +130,7 @@ def test_webhook_fault_forged_malformed_and_oversized_requests_change_nothing(
     key = (c.MODELSYNC_KIND, syncs.namespace, "prod")
     assert running_operator.queue is not None
     body = github_push(repo.file_url)
+    not_json, not_a_push = b"{not json", b'{"zen": "hello"}'
     cases = [
         (
             "forged signature",
@@ -154,13 +156,26 @@ def test_webhook_fault_forged_malformed_and_oversized_requests_change_nothing(
             {"X-Gitlab-Token": "nope"},
             401,
         ),
-        ("not JSON", "github", b"{not json", {}, 400),
-        ("not a push", "github", b'{"zen": "hello"}', {}, 400),
+        ("not JSON, unsigned", "github", b"{not json", {}, 401),
+        (
+            "not JSON, signed",
+            "github",
+            not_json,
+            {"X-Hub-Signature-256": f"sha256={signature(not_json)}"},
+            400,
+        ),
+        (
+            "not a push, signed",
+            "github",
+            not_a_push,
+            {"X-Hub-Signature-256": f"sha256={signature(not_a_push)}"},
+            400,
+        ),
         ("too large", "github", b"{" + b" " * (1 << 20) + b"}", {}, 413),
         ("unknown provider", "bitbucket", body, {}, 404),
     ]
     for what, provider, payload, headers, expected in cases:
-        status, _ = post(running_operator, provider, payload, headers)
+        status, _ = post(running_operator, f"{provider}/{syncs.namespace}/prod", payload, headers)
         assert status == expected, what
         assert key not in running_operator.queue, what
     ms = syncs.api.get_namespaced_custom_object(
@@ -177,9 +192,83 @@ def test_webhook_fault_forged_malformed_and_oversized_requests_change_nothing(
 def test_webhook_for_another_branch_queues_nothing(
     hooked: tuple[Syncs, Any, str], running_operator: operator.Runtime
 ) -> None:
-    _, repo, _ = hooked
+    syncs, repo, _ = hooked
     body = github_push(repo.file_url, ref="refs/heads/feature")
+    status, answer = post(
+        running_operator,
+        f"github/{syncs.namespace}/prod",
+        body,
+        {"X-Hub-Signature-256": f"sha256={signature(body)}"},
+    )
+    assert (status, answer) == (202, {"queued": []})
+
+
+# ------------------------------------------------------------------ tenants
+
+
+def test_tenant_webhook_on_the_old_path_is_gone_and_names_the_new_one(
+    hooked: tuple[Syncs, Any, str], running_operator: operator.Runtime
+) -> None:
+    _, repo, _ = hooked
+    body = github_push(repo.file_url)
     status, answer = post(
         running_operator, "github", body, {"X-Hub-Signature-256": f"sha256={signature(body)}"}
     )
-    assert (status, answer) == (202, {"queued": []})
+    assert status == 410
+    assert answer["use"] == "/hooks/github/<namespace>/<modelsync>"
+    assert "/hooks/github/<namespace>/<modelsync>" in answer["error"]
+
+
+def test_tenant_webhook_is_authenticated_by_its_own_modelsync_before_parsing(
+    hooked: tuple[Syncs, Any, str], running_operator: operator.Runtime
+) -> None:
+    """Nothing unauthenticated reaches the JSON parser, a token opens only its own
+    ModelSync's URL, and a missing ModelSync answers like a wrong signature."""
+    syncs, repo, _ = hooked
+    # A second ModelSync of the same repository, whose webhook Secret holds another token.
+    syncs.core.create_namespaced_secret(
+        syncs.namespace,
+        kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(name="other-webhook"),
+            data={"token": base64.b64encode(b"another-token").decode()},
+        ),
+    )
+    syncs.create("other", repo.file_url, webhookSecretRef={"name": "other-webhook"})
+    body = github_push(repo.file_url)
+    signed = {"X-Hub-Signature-256": f"sha256={signature(body)}"}
+    garbage = b"\xff\x00 not json at all"
+    forged = {"X-Hub-Signature-256": f"sha256={signature(garbage, 'guessed')}"}
+    ns = syncs.namespace
+    cases = [
+        ("forged signature on a body that is not JSON", f"github/{ns}/prod", garbage, forged),
+        ("prod's token on other's URL", f"github/{ns}/other", body, signed),
+        ("a ModelSync that does not exist", f"github/{ns}/nosuch", body, signed),
+        ("a namespace that does not exist", "github/nosuch-ns/prod", body, signed),
+    ]
+    for what, route, payload, headers in cases:
+        status, answer = post(running_operator, route, payload, headers)
+        assert (status, answer) == (401, {"error": "signature or token does not match"}), what
+
+
+def test_tenant_webhook_replayed_delivery_is_ignored(
+    hooked: tuple[Syncs, Any, str], running_operator: operator.Runtime
+) -> None:
+    syncs, repo, _ = hooked
+    second = repo.write("ranker.yaml", model_yaml("ranker")).commit("add ranker")
+    body = github_push(repo.file_url)
+    headers = {
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+        "X-Hub-Signature-256": f"sha256={signature(body)}",
+    }
+    route = f"github/{syncs.namespace}/prod"
+    assert post(running_operator, route, body, headers) == (
+        202,
+        {"queued": [f"{syncs.namespace}/prod"]},
+    )
+    syncs.wait_applied("prod", f"main@sha1:{second}")
+    repo.write("scorer.yaml", model_yaml("scorer")).commit("add scorer")
+    assert post(running_operator, route, body, headers) == (202, {"queued": [], "duplicate": True})
+    # A new delivery of the same push is not a replay.
+    fresh = {**headers, "X-GitHub-Delivery": "a-new-delivery"}
+    assert post(running_operator, route, body, fresh)[0] == 202

@@ -195,3 +195,84 @@ def test_quantities(text: str, value: str) -> None:
 def test_bad_quantities(text: str) -> None:
     with pytest.raises(InvalidSpecError, match="not a Kubernetes quantity"):
         parse_quantity("spec.resources.requests.memory", text)
+
+
+# ------------------------------------------------------------------ tenants: pod security
+
+
+def _pod(md: dict[str, Any], **options: bool) -> dict[str, Any]:
+    pod: dict[str, Any] = render(md, **options).deployment["spec"]["template"]["spec"]
+    return pod
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_tenant_model_pods_are_locked_down_by_default(case: str) -> None:
+    pod = _pod(load(case))
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    scratch = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    for container in pod["containers"] + pod.get("initContainers", []):
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False, container["name"]
+        assert context["readOnlyRootFilesystem"] is True, container["name"]
+        assert context["capabilities"] == {"drop": ["ALL"]}, container["name"]
+        writable = [
+            m["mountPath"]
+            for m in container["volumeMounts"]
+            if m["name"] in scratch and not m.get("readOnly")
+        ]
+        assert "/tmp" in writable, container["name"]
+    server = pod["containers"][0]
+    assert {"name": "HOME", "value": "/tmp"} in server["env"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_tenant_pod_security_is_relaxed_only_by_the_platform_setting(case: str) -> None:
+    pod = _pod(load(case), locked_down=False)
+    assert "securityContext" not in pod
+    for container in pod["containers"] + pod.get("initContainers", []):
+        assert "securityContext" not in container
+    # The restricted pod is another pod: the switch rolls every model.
+    assert render(load(case), locked_down=False).spec_hash != render(load(case)).spec_hash
+
+
+def test_tenant_modeldeployment_schema_has_no_field_that_reaches_pod_security() -> None:
+    """Whatever a tenant writes in a ModelDeployment, the pod's user, privileges, host
+    namespaces and volumes are the platform's: the CRD has no field for any of them (and
+    the API server prunes unknown fields)."""
+    crd = yaml.safe_load((Path(__file__).parents[2] / "crds" / "modeldeployment.yaml").read_text())
+    forbidden = {
+        "securityContext",
+        "privileged",
+        "capabilities",
+        "hostNetwork",
+        "hostPID",
+        "hostIPC",
+        "hostPath",
+        "runAsUser",
+        "runAsNonRoot",
+        "volumes",
+        "serviceAccountName",
+    }
+
+    def fields(schema: Any) -> set[str]:
+        found: set[str] = set()
+        if isinstance(schema, dict):
+            for key, value in schema.items():
+                if key == "properties" and isinstance(value, dict):
+                    found |= set(value)
+                found |= fields(value)
+        elif isinstance(schema, list):
+            for item in schema:
+                found |= fields(item)
+        return found
+
+    for version in crd["spec"]["versions"]:
+        assert not fields(version["schema"]) & forbidden, version["name"]
+    # Unknown fields a tenant adds anyway are not read by render either.
+    md = load("mlserver-s3")
+    md["spec"]["securityContext"] = {"privileged": True, "runAsUser": 0}
+    md["spec"]["runtime"]["securityContext"] = {"privileged": True}
+    assert render(md).objects == render(load("mlserver-s3")).objects

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelsync.load import LoadedObject, Source
-from modelsync.validate import Policy, check
+from modelsync.validate import Policy, check, policy_for
 
 SCOPES = {
     ("v1", "ConfigMap"): True,
@@ -40,7 +40,8 @@ def test_namespaced_objects_land_in_the_target_namespace() -> None:
 def test_other_namespaces_need_an_opt_in() -> None:
     assert messages([obj("ConfigMap", "a", "kube-system")]) == [
         "m.yaml:1: ConfigMap kube-system/a: namespace 'kube-system' is not this ModelSync's "
-        "('team'); remove metadata.namespace, or set spec.allowOtherNamespaces"
+        "('team'); remove metadata.namespace (writing into other namespaces is the platform's "
+        "to allow: --allow-other-namespaces)"
     ]
     assert messages([obj("ConfigMap", "a", "kube-system")], allow_other_namespaces=True) == []
 
@@ -75,3 +76,60 @@ def test_kinds_from_crds_in_the_same_revision_are_known() -> None:
     widget = obj("Widget", "w", api="example.com/v1")
     assert messages([crd, widget], allow_cluster_scoped=True) == []
     assert widget.manifest["metadata"]["namespace"] == "team"
+
+
+# ------------------------------------------------------------------ tenants
+
+
+def test_tenant_scope_is_the_platforms_grant_not_the_spec() -> None:
+    strict, why = policy_for("team-a", None)
+    assert strict == Policy("team-a", allow_other_namespaces=False, allow_cluster_scoped=False)
+    assert why == ""
+    # A targetNamespace is only a request: refused, and never honoured, without a grant.
+    aimed, why = policy_for("team-a", "kube-system")
+    assert aimed.target_namespace == "team-a"
+    assert "--allow-other-namespaces" in why
+    assert policy_for("team-a", "team-a") == (strict, "")
+    granted, why = policy_for(
+        "platform",
+        "team-b",
+        other_namespaces_from=("platform,infra-*",),
+        cluster_scoped_from=("infra-*",),
+    )
+    assert (granted.target_namespace, granted.allow_other_namespaces, why) == (
+        "team-b",
+        True,
+        "",
+    )
+    assert not granted.allow_cluster_scoped
+    assert policy_for("infra-1", None, cluster_scoped_from=("infra-*",))[0].allow_cluster_scoped
+    # Patterns as for -n: exclusions inside a pattern.
+    assert not policy_for("team-x", None, other_namespaces_from=("*,!team-*",))[
+        0
+    ].allow_other_namespaces
+
+
+def test_tenant_modelsync_in_a_revision_may_not_aim_elsewhere() -> None:
+    child = obj(
+        "ModelSync",
+        "child",
+        api="modelsync.io/v1alpha1",
+        spec={"repo": {"url": "https://x"}, "targetNamespace": "kube-system"},
+    )
+    SCOPES[("modelsync.io/v1alpha1", "ModelSync")] = True
+    try:
+        assert messages([child]) == [
+            "m.yaml:1: ModelSync team/child: spec.targetNamespace 'kube-system' is another "
+            "namespace, and this ModelSync may not write elsewhere (--allow-other-namespaces); "
+            "remove it"
+        ]
+        assert messages([child], allow_other_namespaces=True) == []
+        own = obj(
+            "ModelSync",
+            "own",
+            api="modelsync.io/v1alpha1",
+            spec={"repo": {"url": "https://x"}, "targetNamespace": "team"},
+        )
+        assert messages([own]) == []
+    finally:
+        del SCOPES[("modelsync.io/v1alpha1", "ModelSync")]

@@ -85,3 +85,43 @@ def test_a_push_matches_syncs_of_its_repository_and_ref() -> None:
 def test_malformed_bodies_are_bad_requests(body: bytes) -> None:
     with pytest.raises(webhooks.BadRequestError):
         webhooks.parse("github", body)
+
+
+def test_a_delivery_id_counts_once_within_the_window() -> None:
+    window = webhooks.ReplayWindow(seconds=60, capacity=3)
+    key = ("team-a", "prod", "delivery-1")
+    assert window.first_time(key, now=0)
+    assert not window.first_time(key, now=59)
+    assert not window.first_time(key, now=60)  # the window counts from the first sighting
+    assert window.first_time(key, now=61)  # forgotten: the host's retries are long over
+    # Per ModelSync: the same id for another ModelSync is another delivery.
+    assert window.first_time(("team-b", "prod", "delivery-1"), now=61)
+
+
+def test_the_replay_window_forgets_the_oldest_when_full() -> None:
+    window = webhooks.ReplayWindow(seconds=600, capacity=2)
+    for delivery in ("a", "b", "c"):
+        assert window.first_time(("ns", "ms", delivery), now=1)
+    assert window.first_time(("ns", "ms", "a"), now=2)  # pushed out by "c"
+    assert not window.first_time(("ns", "ms", "c"), now=2)
+
+
+@pytest.mark.parametrize(
+    ("provider", "headers", "delivery"),
+    [
+        ("github", {"X-GitHub-Delivery": "d1"}, "d1"),
+        ("gitea", {"X-Gitea-Delivery": "d2"}, "d2"),
+        ("gitlab", {"X-Gitlab-Event-UUID": "d3"}, "d3"),
+        ("generic", {"X-Modelsync-Delivery": "d4"}, "d4"),
+        ("github", {"X-Gitea-Delivery": "d2"}, None),
+        ("generic", {"X-Modelsync-Delivery": ""}, None),
+    ],
+)
+def test_delivery_ids_per_provider(
+    provider: str, headers: dict[str, str], delivery: str | None
+) -> None:
+    assert webhooks.delivery_id(provider, headers) == delivery
+
+
+def test_each_modelsync_has_its_own_route() -> None:
+    assert webhooks.route("gitea", "team-a", "prod") == "/hooks/gitea/team-a/prod"

@@ -37,18 +37,24 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [pods]
   verbs: [get, list, watch]
 - apiGroups: [""]
-  resources: [secrets]
-  verbs: [get]
-- apiGroups: [""]
   resources: [namespaces]
   verbs: [get]
 - apiGroups: [events.k8s.io, ""]
   resources: [events]
   verbs: [create, patch]
-- apiGroups: [""]
-  resources: [serviceaccounts]
-  verbs: [impersonate]
 {{- with .Values.operator.extraRules }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/* What the operator needs in a tenant's namespace to sync it: the git and webhook
+Secrets, and the ServiceAccount it applies as. Cluster-wide mode grants it only in the
+namespaces the platform enables. */}}
+{{- define "modelsync.tenantAccessRules" -}}
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [get, impersonate]
 {{- end -}}
