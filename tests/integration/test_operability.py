@@ -299,6 +299,7 @@ def test_secret_values_never_appear_in_logs_events_status_or_metrics(
         own_namespace,
         kubernetes.client.V1Secret(
             metadata=kubernetes.client.V1ObjectMeta(name="ssh"),
+            type=c.SECRET_TYPE_GIT,
             string_data={"identity": ssh_server.private_key, "known_hosts": ssh_server.known_hosts},
         ),
     )
