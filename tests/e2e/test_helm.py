@@ -396,6 +396,7 @@ def test_tenant_chart_rbac_reads_secrets_and_impersonates_only_where_enabled(
             "0",
             "--git-cache-dir",
             str(tmp_path / "cache"),
+            "--allow-file-urls",  # the repository below is a file:// one
             log=log.open("wb"),
             die_with_parent=True,
         )
