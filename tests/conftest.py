@@ -19,6 +19,7 @@ import kubernetes
 import pytest
 
 from tests.cluster import build, launcher
+from tests.cluster.objectstore import ObjectStore, ensure_versitygw
 from tests.kube import install_tenant_role, make_tenant
 
 NAMESPACE_LABEL = "modelsync.io/test"
@@ -128,3 +129,21 @@ def kubectl(local_cluster: LocalCluster) -> Callable[..., subprocess.CompletedPr
         return local_cluster.run("kubectl", *args, check=check)
 
     return run
+
+
+# Where the object store listens: loopback until the real node lands; then the host's
+# end of the node's veth (198.18.0.1), which pods reach.
+OBJECTSTORE_HOST = "127.0.0.1"
+
+
+@pytest.fixture(scope="session")
+def objectstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
+    """A real S3 store (versitygw over a directory) with its own credentials."""
+    store = ObjectStore(
+        ensure_versitygw(), tmp_path_factory.mktemp("objectstore") / "data", host=OBJECTSTORE_HOST
+    )
+    store.start()
+    try:
+        yield store
+    finally:
+        store.stop()

@@ -4,7 +4,8 @@
 behind a small HTTP server on loopback that demands basic auth. `WorkRepo` is
 a working clone a test commits to and pushes from, like a developer merging a
 pull request. For fault tests, `GitHttpServer` can come back on its port after a
-stop and hold fetches half-answered; `SlowHttpServer` is a git host that hangs.
+stop and hold fetches half-answered, and honours partial-clone filters only when
+asked (`allow_filter`); `SlowHttpServer` is a git host that hangs.
 """
 
 from __future__ import annotations
@@ -91,6 +92,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "REMOTE_ADDR": self.client_address[0],
             "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
         }
+        if self.server.allow_filter:  # partial clones: --filter=blob:limit=... is honoured
+            env |= {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": "uploadpack.allowFilter",
+                "GIT_CONFIG_VALUE_0": "true",
+            }
         if self.headers.get("Content-Encoding") == "gzip":
             env["HTTP_CONTENT_ENCODING"] = "gzip"
         result = subprocess.run(
@@ -147,11 +154,14 @@ class GitHttpServer(http.server.ThreadingHTTPServer):
         password: str | None = None,
         read_only: bool = False,
         port: int = 0,
+        allow_filter: bool = False,
         anonymous: bool = False,
     ) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.root = root
         self.read_only = read_only
+        # git's default is off: a server that sends every blob, whatever the client asks.
+        self.allow_filter = allow_filter
         # Anyone may read (a public repository host); pushing still takes the password.
         self.anonymous = anonymous
         self.username = username
@@ -186,6 +196,7 @@ class GitHttpServer(http.server.ThreadingHTTPServer):
             self.password,
             read_only=self.read_only,
             port=self.server_address[1],
+            allow_filter=self.allow_filter,
             anonymous=self.anonymous,
         ).start()
 

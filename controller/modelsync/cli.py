@@ -22,7 +22,12 @@ from rich.table import Table
 from modelsync import __version__, logs
 from modelsync import constants as c
 from modelsync.conditions import of as condition
-from modelsync.settings import MODEL_POD_SECURITY_CHOICES, OperatorSettings
+from modelsync.settings import (
+    IMAGE_PULL_POLICY_CHOICES,
+    MODEL_POD_SECURITY_CHOICES,
+    OperatorSettings,
+    parse_runtime_images,
+)
 
 MD = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
 MS = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELSYNC_PLURAL}
@@ -500,6 +505,14 @@ def rollback(
     help="where repositories and snapshots are kept (default: under the temp dir)",
 )
 @click.option(
+    "--max-revision-bytes",
+    type=click.IntRange(min=1),
+    default=OperatorSettings.max_revision_bytes,
+    show_default=True,
+    help="bytes one revision's files may hold in all (and so any one file); "
+    "a larger revision is refused, naming its files",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
     default="INFO",
@@ -578,6 +591,26 @@ def rollback(
     help="restricted: model pods non-root on a read-only root filesystem; image: as built",
 )
 @click.option(
+    "--runtime-image",
+    "runtime_image_pairs",
+    multiple=True,
+    metavar="RUNTIME=IMAGE",
+    help="the image of a runtime in this installation (repeat for more), "
+    "e.g. mlserver=mirror.local/mlserver:1.7.1; default: runtimes.py's",
+)
+@click.option(
+    "--storage-initializer-image",
+    default=OperatorSettings.storage_initializer_image,
+    show_default=True,
+    help="image of the init container that downloads s3://, gs:// and https:// models",
+)
+@click.option(
+    "--image-pull-policy",
+    type=click.Choice(IMAGE_PULL_POLICY_CHOICES),
+    default=OperatorSettings.image_pull_policy,
+    help="imagePullPolicy of model pods' containers (default: none, Kubernetes decides)",
+)
+@click.option(
     c.FLAG_ALLOW_FILE_URLS,
     "allow_file_urls",
     is_flag=True,
@@ -599,6 +632,7 @@ def run(
     resync_seconds: float,
     http_port: int,
     git_cache_dir: str | None,
+    max_revision_bytes: int,
     log_level: str,
     log_format: str,
     leader_elect: bool,
@@ -611,10 +645,22 @@ def run(
     allow_other_namespaces: tuple[str, ...],
     allow_cluster_scoped: tuple[str, ...],
     model_pod_security: str,
+    runtime_image_pairs: tuple[str, ...],
+    storage_initializer_image: str,
+    image_pull_policy: str,
     allow_file_urls: bool,
     run_kubeconfig: str | None,
 ) -> None:
     """Run the operator: serve every ModelDeployment and sync every ModelSync it sees."""
+    try:
+        runtime_images = parse_runtime_images(runtime_image_pairs)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--runtime-image") from None
+    if not storage_initializer_image.strip():
+        raise click.BadParameter(
+            "an empty image; leave the flag out for the default",
+            param_hint="--storage-initializer-image",
+        )
     handler = logging.StreamHandler()
     handler.setFormatter(
         logs.JsonFormatter()
@@ -632,6 +678,7 @@ def run(
         http_port=http_port,
         kubeconfig=run_kubeconfig or cluster.kubeconfig,
         git_cache_dir=git_cache_dir,
+        max_revision_bytes=max_revision_bytes,
         leader_election=leader_elect,
         lease_namespace=lease_namespace,
         lease_seconds=lease_seconds,
@@ -642,6 +689,9 @@ def run(
         allow_other_namespaces=allow_other_namespaces,
         allow_cluster_scoped=allow_cluster_scoped,
         model_pod_security=model_pod_security,
+        runtime_images=runtime_images,
+        storage_initializer_image=storage_initializer_image.strip(),
+        image_pull_policy=image_pull_policy,
         allow_file_urls=allow_file_urls,
     )
     from modelsync import operator  # kopf loads only for `run`

@@ -63,6 +63,8 @@ STALLED: Final = "Stalled"
 REASON_SUCCEEDED: Final = "Succeeded"
 REASON_PROGRESSING: Final = "Progressing"
 REASON_FETCH_FAILED: Final = "FetchFailed"
+# The revision is over the byte budget (--max-revision-bytes): content, not retried.
+REASON_REVISION_TOO_LARGE: Final = "RevisionTooLarge"
 REASON_VALIDATION_FAILED: Final = "ValidationFailed"
 REASON_PRUNE_REFUSED: Final = "PruneRefused"
 REASON_EMPTY_REVISION: Final = "EmptyRevision"

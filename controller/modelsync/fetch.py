@@ -2,8 +2,12 @@
 
 Resolving is one `git ls-remote` (cheap: no objects move). Fetching happens
 only when the commit is not in the local cache yet, shallow (depth 1), into a
-bare repository per URL; a commit becomes an immutable snapshot directory
-keyed by its sha, and the oldest snapshots are dropped beyond a bound.
+bare repository per URL, leaving out blobs over the byte budget where the
+server can filter; a commit becomes an immutable snapshot directory keyed by
+its sha, and the oldest snapshots are dropped beyond a bound. A snapshot holds
+the whole tree of its revision, measured before it is written (`budget`) and
+streamed to disk from `git archive`: a huge file in a repository is refused
+with its name, never read into the operator's memory.
 
 Credentials reach git through the environment of the one command that needs
 them (GIT_ASKPASS for https, GIT_SSH_COMMAND with a 0600 key file for ssh);
@@ -24,23 +28,24 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import io
 import os
 import re
 import shutil
+import subprocess
 import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import git
 import semantic_version
 
+from modelsync import budget, metrics
 from modelsync import constants as c
-from modelsync import metrics
 
 GIT_TIMEOUT_SECONDS = 120.0
 # Overrides GIT_TIMEOUT_SECONDS: a slow git host, or a test that cannot wait two minutes.
@@ -48,6 +53,15 @@ GIT_TIMEOUT_ENV = "MODELSYNC_GIT_TIMEOUT_SECONDS"
 # The git commands that talk to a server (counted in modelsync_git_requests_total).
 REMOTE_COMMANDS = frozenset({"ls-remote", "fetch", "clone", "push"})
 SHA = re.compile(r"^[0-9a-f]{40}$")
+BIG_FILE_THRESHOLD = 1 << 20  # bytes; see checkout
+# A snapshot being written: snapshots/.scratch-<repository key>-<sha>-<random>; one left
+# behind by a crash is swept by the next holder of that repository's lock.
+SCRATCH_PREFIX = ".scratch-"
+# What a fetch may write, as a multiple of the budget (see _fetch).
+FETCH_FACTOR = 4
+# prlimit(1) (util-linux; in Debian's base images) bounds what a fetch writes.
+PRLIMIT = shutil.which("prlimit")
+MAX_REFUSED = 1024  # revisions remembered as too large (each a message of a few hundred bytes)
 # The transports a tenant's URL may use; everything else (ext::, git://, fd::...) is
 # refused by git itself too (protocol.allow=never). http is kept: the CRD admits it
 # and git hosts inside a cluster often speak it; file only when the operator says so.
@@ -65,6 +79,11 @@ esac
 
 class FetchError(Exception):
     """The repository could not be read; the message is safe to show (no secrets)."""
+
+
+class RevisionTooLargeError(FetchError):
+    """The revision's files exceed the byte budget: its content, not the server, is at
+    fault, so trying again does not help until the repository changes."""
 
 
 @dataclass(frozen=True)
@@ -211,10 +230,12 @@ class GitFetcher:
         cache_dir: Path,
         max_snapshots: int = 32,
         timeout: float | None = None,
+        max_revision_bytes: int = budget.MAX_REVISION_BYTES,
         allow_file_urls: bool = False,
     ) -> None:
         self.cache_dir = cache_dir
         self.max_snapshots = max_snapshots
+        self.max_revision_bytes = max_revision_bytes
         self.allow_file_urls = allow_file_urls
         self._trimming = threading.Lock()
         # Read once, at start: a bad value stops the operator instead of every sync.
@@ -226,6 +247,9 @@ class GitFetcher:
         (cache_dir / "askpass.sh").unlink(missing_ok=True)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # Revisions refused for their size, by (repository key, sha): why, in a few words.
+        self._refused: dict[tuple[str, str], str] = {}
+        self._sweep_all()
 
     # ------------------------------------------------------------------ git plumbing
 
@@ -235,8 +259,14 @@ class GitFetcher:
             yield env
 
     def run_git(
-        self, args: list[str], credentials: Credentials | None, git_dir: Path | None = None
+        self,
+        args: list[str],
+        credentials: Credentials | None,
+        git_dir: Path | None = None,
+        max_file_bytes: int | None = None,
     ) -> str:
+        """`max_file_bytes`: no file git writes may grow past it (RLIMIT_FSIZE, for git
+        and its children; git dies writing past it) where prlimit(1) is installed."""
         command = [
             "git",
             "-c",
@@ -245,6 +275,8 @@ class GitFetcher:
             "protocol.version=2",
             *protocol_config(self.allow_file_urls),
         ]
+        if max_file_bytes is not None and PRLIMIT:
+            command = [PRLIMIT, f"--fsize={max_file_bytes}", "--", *command]
         if git_dir is not None:
             command += ["--git-dir", str(git_dir)]
         remote = args[0] if args[0] in REMOTE_COMMANDS else None
@@ -302,8 +334,20 @@ class GitFetcher:
             os.utime(snapshot)
             return snapshot
         with self._exclusive(repo):
+            with self._locks_guard:
+                refused = self._refused.get((_key(repo), revision.sha))
+            if refused:  # the same content fails the same way: not fetched again
+                raise RevisionTooLargeError(refused)
             if not repo.exists():
                 self.run_git(["init", "--quiet", "--bare", str(repo)], None)
+                # git streams blobs above this instead of holding each whole (index-pack
+                # on fetch, archive on extract): its memory stays small. Every fetch
+                # becomes one pack file (no loose objects), which max_file_bytes bounds.
+                for key, value in (
+                    ("core.bigFileThreshold", str(BIG_FILE_THRESHOLD)),
+                    ("transfer.unpackLimit", "1"),
+                ):
+                    self.run_git(["config", key, value], None, repo)
             if not self._has_commit(repo, revision.sha):
                 self._fetch(repo, url, revision, credentials)
                 if not self._has_commit(repo, revision.sha):
@@ -320,30 +364,6 @@ class GitFetcher:
         threading.Thread(target=self._trim, name="trim-snapshots", daemon=True).start()
         return snapshot
 
-    def _fetch(
-        self, repo: Path, url: str, revision: Revision, credentials: Credentials | None
-    ) -> None:
-        try:
-            self.run_git(
-                [
-                    "fetch",
-                    "--quiet",
-                    "--depth=1",
-                    "--no-tags",
-                    "--end-of-options",
-                    url,
-                    revision.fetch_ref,
-                ],
-                credentials,
-                git_dir=repo,
-            )
-        except FetchError as error:
-            if "not our ref" in str(error):
-                raise FetchError(
-                    f"commit {revision.sha[:12]} is not in {url}; check spec.repo.ref"
-                ) from None
-            raise
-
     @contextlib.contextmanager
     def _exclusive(self, repo: Path) -> Iterator[None]:
         """One cached repository, for this thread alone: this process's lock, and a lock
@@ -355,33 +375,192 @@ class GitFetcher:
             fcntl.flock(held, fcntl.LOCK_EX)
             for stale in [*repo.glob("*.lock"), *repo.glob("refs/**/*.lock")]:
                 stale.unlink(missing_ok=True)
+            self._sweep(repo)
             yield
 
+    def _sweep(self, repo: Path) -> None:
+        """What a process killed mid-command left of `repo`'s work, its lock held: half a
+        pack from a fetch, half a snapshot from an extract (either can be large)."""
+        for partial in repo.glob("objects/pack/tmp_*"):
+            partial.unlink(missing_ok=True)
+        for scratch in (self.cache_dir / "snapshots").glob(f"{SCRATCH_PREFIX}{_key(repo)}-*"):
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _sweep_all(self) -> None:
+        """At start: sweep every cached repository no other process is working in (one
+        that is, sweeps when it next takes the lock)."""
+        for flock in (self.cache_dir / "repos").glob("*.git.flock"):
+            repo = flock.with_suffix("")
+            with flock.open("a") as held:
+                try:
+                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                self._sweep(repo)
+
+    def _fetch(
+        self, repo: Path, url: str, revision: Revision, credentials: Credentials | None
+    ) -> None:
+        """The commit and its whole tree, but blobs over the budget where the server can
+        filter (uploadpack.allowFilter; one that cannot sends them, and git warns). What it
+        sends is cut at FETCH_FACTOR times the budget: enough to name the files of a
+        revision somewhat over it, never a disk filled by one tenant."""
+        cap = self.max_revision_bytes * FETCH_FACTOR + (1 << 20)
+        try:
+            self.run_git(
+                [
+                    "fetch",
+                    "--quiet",
+                    "--depth=1",
+                    "--no-tags",
+                    f"--filter=blob:limit={self.max_revision_bytes + 1}",
+                    "--end-of-options",
+                    url,
+                    revision.fetch_ref,
+                ],
+                credentials,
+                git_dir=repo,
+                max_file_bytes=cap,
+            )
+        except FetchError as error:
+            cut = any(p.stat().st_size >= cap for p in repo.glob("objects/pack/tmp_pack_*"))
+            self._sweep(repo)
+            if not cut and "not our ref" in str(error):
+                raise FetchError(
+                    f"commit {revision.sha[:12]} is not in {url}; check spec.repo.ref"
+                ) from None
+            if not cut:
+                raise
+            raise self._refuse(
+                repo,
+                revision.sha,
+                f"the server sent more than {cap} bytes for this revision and was cut off; "
+                f"{budget.too_large_fetch(self.max_revision_bytes)}",
+            ) from None
+
+    def _refuse(self, repo: Path, sha: str, message: str) -> RevisionTooLargeError:
+        """The refusal of `sha`, remembered: the same content fails the same way."""
+        with self._locks_guard:
+            self._refused[(_key(repo), sha)] = message
+            while len(self._refused) > MAX_REFUSED:
+                del self._refused[next(iter(self._refused))]
+        return RevisionTooLargeError(message)
+
     def _has_commit(self, repo: Path, sha: str) -> bool:
+        # Locally only: in a repository a filtered fetch made, a plain `cat-file -e` asks
+        # the server for a missing commit alone (no trees), and the fetch would be skipped.
         if not repo.is_dir():
             return False
         try:
-            self.run_git(
-                ["cat-file", "-e", "--end-of-options", f"{sha}^{{commit}}"], None, git_dir=repo
-            )
+            list(self._local_git(repo, ["cat-file", "-e", "--end-of-options", f"{sha}^{{commit}}"]))
         except FetchError:
             return False
         return True
 
     def _extract(self, repo: Path, sha: str, snapshot: Path) -> None:
-        archive = git.Git().execute(
-            ["git", "--git-dir", str(repo), "archive", "--format=tar", sha],
-            stdout_as_string=False,
-            kill_after_timeout=self.timeout,
+        """Measure the revision (no blob read), then stream its whole tree to a scratch
+        directory, renamed into place only when complete."""
+        missing = budget.parse_missing(
+            self._local_git(repo, ["rev-list", "--objects", "--no-walk", "--missing=print", sha])
         )
-        scratch = Path(tempfile.mkdtemp(prefix=f"{sha}.", dir=snapshot.parent))
+        sizes = [] if missing else ["-l"]  # -l would read (lazily fetch) a missing blob
+        with contextlib.closing(
+            self._local_git(repo, ["ls-tree", "-r", "-z", "--full-tree", *sizes, sha], "\0")
+        ) as listing:
+            refused = budget.refusal(
+                budget.parse_ls_tree(listing, missing), self.max_revision_bytes
+            )
+        if refused:
+            # The cached repository goes: big blobs a server that does not filter sent
+            # would stay for good, and blobs a filter left out would stay missing (so
+            # refused) after the budget is raised. It is only a cache: the next fetch
+            # (of this revision after a restart, or of the next) starts afresh.
+            shutil.rmtree(repo, ignore_errors=True)
+            raise self._refuse(repo, sha, refused)
+        scratch = Path(
+            tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{_key(repo)}-{sha}-", dir=snapshot.parent)
+        )
         try:
-            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-                tar.extractall(scratch, filter=_snapshot_filter)  # noqa: S202 - filtered
+            written = 0
+            # Stream mode ("r|"): one member at a time, straight from git's pipe to disk.
+            with (
+                self._git_process(repo, ["archive", "--format=tar", sha]) as stdout,
+                tarfile.open(fileobj=stdout, mode="r|") as tar,
+            ):
+                for member in tar:
+                    written += member.size
+                    if written > self.max_revision_bytes:  # measured above; a guard
+                        raise RevisionTooLargeError(
+                            f"the revision's files exceed {self.max_revision_bytes} bytes"
+                        )
+                    tar.extract(member, scratch, filter=_snapshot_filter)
             scratch.rename(snapshot)
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
+
+    def _local_git(
+        self, repo: Path, args: list[str], separator: str = "\n"
+    ) -> Generator[str, None, None]:
+        """The records of a git command's output, read as they come (a listing of a large
+        tree is never held whole)."""
+        with self._git_process(repo, args) as stdout:
+            pending = b""
+            while chunk := stdout.read(1 << 16):
+                *records, pending = (pending + chunk).split(separator.encode())
+                for record in records:
+                    yield record.decode("utf-8", "surrogateescape")
+            if pending:
+                yield pending.decode("utf-8", "surrogateescape")
+
+    @contextlib.contextmanager
+    def _git_process(self, repo: Path, args: list[str]) -> Iterator[IO[bytes]]:
+        """A local git command in `repo`, its stdout to read. It may not reach any server
+        (protocol.allow=never: an object a filtered fetch left out is never fetched lazily,
+        whatever asks for it), and it is killed at the timeout or when the reader stops."""
+        command = [
+            "git",
+            "-c",
+            "protocol.allow=never",
+            "-c",
+            f"core.bigFileThreshold={BIG_FILE_THRESHOLD}",
+            "--git-dir",
+            str(repo),
+            *args,
+        ]
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.cache_dir),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_TERMINAL_PROMPT": "0",
+        }
+        with (
+            tempfile.TemporaryFile() as stderr,
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, env=env) as process,
+        ):
+            assert process.stdout is not None
+            timed_out = threading.Event()
+
+            def kill() -> None:
+                timed_out.set()
+                process.kill()
+
+            timer = threading.Timer(self.timeout, kill)
+            timer.start()
+            try:
+                yield process.stdout
+            except BaseException:
+                process.kill()  # the reader gave up (a refusal, an error): git need not go on
+                raise
+            finally:
+                timer.cancel()
+                process.stdout.close()
+            if process.wait() != 0:
+                stderr.seek(0)
+                complaint = stderr.read(4096).decode("utf-8", "replace").strip()
+                if timed_out.is_set():
+                    complaint = f"timed out after {self.timeout:g}s ({GIT_TIMEOUT_ENV})"
+                raise FetchError(f"git {args[0]} failed in the cache: {complaint}")
 
     def _trim(self) -> None:
         if not self._trimming.acquire(blocking=False):
@@ -436,6 +615,11 @@ def private_environment(credentials: Credentials | None) -> Iterator[dict[str, s
                 f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes"
             )
         yield env
+
+
+def _key(repo: Path) -> str:
+    """The cached repository's name without .git (a hash of its URL)."""
+    return repo.name.removesuffix(".git")
 
 
 def _snapshot_filter(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo | None:

@@ -32,6 +32,7 @@ from modelsync import kube as kubemod
 from modelsync import server as server_mod
 from modelsync.cache import ObjectCache
 from modelsync.fetch import GitFetcher
+from modelsync.render import Images
 from modelsync.serving import OWNED_KINDS, ServingReconciler
 from modelsync.settings import OperatorSettings, namespace_matches
 from modelsync.sync import SyncReconciler, fetch_cache_dir
@@ -289,10 +290,18 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         runtime.loop = asyncio.get_running_loop()
         runtime.queue = WorkQueue(retry_seconds=runtime.settings.retry_seconds)
         runtime.reconciler = ServingReconciler(
-            kube, runtime.cache, locked_down=runtime.settings.model_pod_security == "restricted"
+            kube,
+            runtime.cache,
+            locked_down=runtime.settings.model_pod_security == "restricted",
+            images=Images(
+                servers=runtime.settings.runtime_images,
+                storage_initializer=runtime.settings.storage_initializer_image,
+                pull_policy=runtime.settings.image_pull_policy,
+            ),
         )
         fetcher = GitFetcher(
             fetch_cache_dir(runtime.settings.git_cache_dir),
+            max_revision_bytes=runtime.settings.max_revision_bytes,
             allow_file_urls=runtime.settings.allow_file_urls,
         )
         patterns = runtime.settings.namespaces

@@ -12,7 +12,8 @@ import copy
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
@@ -66,6 +67,24 @@ class InvalidSpecError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+@dataclass(frozen=True)
+class Images:
+    """The installation's images (platform settings), as plain data: an image per
+    runtime where it is not runtimes.py's default, the storage initializer's, and the
+    pull policy of every container ("" renders none)."""
+
+    servers: Mapping[str, str] = field(default_factory=dict)
+    storage_initializer: str = runtimes.STORAGE_INITIALIZER_IMAGE
+    pull_policy: str = ""
+
+    def server(self, runtime: Runtime, wanted: str | None) -> str:
+        """The ModelDeployment's own image first, then the installation's, then the default."""
+        return wanted or self.servers.get(runtime.name) or runtime.image
+
+
+DEFAULT_IMAGES: Final = Images()
 
 
 @dataclass(frozen=True)
@@ -190,7 +209,7 @@ def _probe(probe: runtimes.Probe, values: dict[str, str]) -> Manifest:
     }
 
 
-def _model_source(md: Manifest) -> tuple[list[Manifest], list[Manifest], Manifest]:
+def _model_source(md: Manifest, images: Images) -> tuple[list[Manifest], list[Manifest], Manifest]:
     """Init containers, volumes, and the server's volume mount that bring the model
     to MODEL_DIR, chosen by the URI's scheme."""
     model = md["spec"]["model"]
@@ -200,7 +219,7 @@ def _model_source(md: Manifest) -> tuple[list[Manifest], list[Manifest], Manifes
     if scheme in runtimes.DOWNLOADED_SCHEMES:
         initializer: Manifest = {
             "name": INITIALIZER_CONTAINER,
-            "image": runtimes.STORAGE_INITIALIZER_IMAGE,
+            "image": images.storage_initializer,
             "args": [uri, MODEL_DIR],
             "volumeMounts": [{"name": MODEL_VOLUME, "mountPath": MODEL_DIR}],
             "resources": {
@@ -208,6 +227,8 @@ def _model_source(md: Manifest) -> tuple[list[Manifest], list[Manifest], Manifes
                 "limits": {"memory": "1Gi"},
             },
         }
+        if images.pull_policy:
+            initializer["imagePullPolicy"] = images.pull_policy
         secret = (model.get("storageSecretRef") or {}).get("name")
         if secret:
             initializer["envFrom"] = [{"secretRef": {"name": secret}}]
@@ -228,7 +249,7 @@ def _model_source(md: Manifest) -> tuple[list[Manifest], list[Manifest], Manifes
 
 
 def _server_container(
-    md: Manifest, runtime: Runtime, mount: Manifest, *, locked_down: bool
+    md: Manifest, runtime: Runtime, mount: Manifest, images: Images, *, locked_down: bool
 ) -> Manifest:
     spec = md["spec"]
     wanted = spec["runtime"]
@@ -240,15 +261,19 @@ def _server_container(
         "scratch": runtimes.SCRATCH_DIR,
     }
     env = {name: _fill(value, values) for name, value in runtime.env}
+    for name, value in runtime.format_env.get(spec["model"].get("format") or "", ()):
+        env[name] = _fill(value, values)
     if locked_down:
         env["HOME"] = runtimes.SCRATCH_DIR
     for item in wanted.get("env") or []:
         env[item["name"]] = item.get("value", "")
     container: Manifest = {
         "name": SERVER_CONTAINER,
-        "image": wanted.get("image") or runtime.image,
+        "image": images.server(runtime, wanted.get("image")),
         "ports": [{"name": PORT_NAME, "containerPort": port, "protocol": "TCP"}],
     }
+    if images.pull_policy:
+        container["imagePullPolicy"] = images.pull_policy
     if runtime.command:
         container["command"] = [_fill(part, values) for part in runtime.command]
     args = [_fill(part, values) for part in runtime.args] + list(wanted.get("args") or [])
@@ -267,6 +292,8 @@ def _server_container(
         container["readinessProbe"] = {"tcpSocket": {"port": PORT_NAME}, "periodSeconds": 10}
     if runtime.liveness is not None:
         container["livenessProbe"] = _probe(runtime.liveness, values)
+    # Endpoints drain before the server is told to stop (runtimes.PRESTOP_DRAIN_SECONDS).
+    container["lifecycle"] = {"preStop": {"sleep": {"seconds": runtimes.PRESTOP_DRAIN_SECONDS}}}
     container["volumeMounts"] = [mount]
     return container
 
@@ -285,15 +312,17 @@ def _lock_down(pod: Manifest) -> None:
         )
 
 
-def _pod_template(md: Manifest, runtime: Runtime, *, locked_down: bool) -> Manifest:
+def _pod_template(md: Manifest, runtime: Runtime, images: Images, *, locked_down: bool) -> Manifest:
     spec = md["spec"]
-    init_containers, volumes, mount = _model_source(md)
+    init_containers, volumes, mount = _model_source(md, images)
     pod: Manifest = {
-        "containers": [_server_container(md, runtime, mount, locked_down=locked_down)],
+        "containers": [_server_container(md, runtime, mount, images, locked_down=locked_down)],
         "volumes": volumes,
         # A model server needs no Kubernetes API token, and no env var per Service.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        # The preStop drain and then the server's own shutdown.
+        "terminationGracePeriodSeconds": runtimes.TERMINATION_GRACE_SECONDS,
     }
     if init_containers:
         pod["initContainers"] = init_containers
@@ -318,6 +347,13 @@ def _check(md: Manifest, runtime: Runtime) -> None:
             f"runtime {runtime.name} cannot load {scheme}:// models; it loads "
             + ", ".join(f"{s}://" for s in sorted(runtime.schemes)),
         )
+    model_format = spec["model"].get("format")
+    if model_format and runtime.formats and model_format not in runtime.formats:
+        raise InvalidSpecError(  # the CRD says so too; an old CRD might not
+            "spec.model.format",
+            f"runtime {runtime.name} cannot serve {model_format!r} models; it serves "
+            f"{', '.join(runtime.formats)} (or use runtime custom with an image that can)",
+        )
     if runtime.name == runtimes.CUSTOM and not spec["runtime"].get("image"):
         raise InvalidSpecError("spec.runtime.image", "a custom runtime needs an image")
     autoscaling = spec.get("autoscaling")
@@ -331,10 +367,12 @@ def _check(md: Manifest, runtime: Runtime) -> None:
             )
 
 
-def render(md: Manifest, *, locked_down: bool = True) -> Rendered:
+def render(md: Manifest, *, locked_down: bool = True, images: Images = DEFAULT_IMAGES) -> Rendered:
     """The serving objects of one ModelDeployment (as read from the API server).
     `locked_down` is the platform's `model_pod_security` setting: False leaves the pod's
-    user, capabilities and root filesystem as the image has them."""
+    user, capabilities and root filesystem as the image has them. `images` are the
+    installation's runtime images and pull policy (`modelsync validate`/`diff` use
+    the defaults)."""
     spec = md["spec"]
     name = md["metadata"]["name"]
     namespace = md["metadata"]["namespace"]
@@ -346,7 +384,7 @@ def render(md: Manifest, *, locked_down: bool = True) -> Rendered:
             f"unknown runtime {runtime_name!r}; use one of {', '.join(runtimes.RUNTIMES)}",
         )
     _check(md, runtime)
-    template = _pod_template(md, runtime, locked_down=locked_down)
+    template = _pod_template(md, runtime, images, locked_down=locked_down)
     digest = spec_hash(template)
     # Each pod says which revision it runs (after hashing, so the hash stays its own).
     template["metadata"]["labels"][c.LABEL_SPEC_HASH] = digest

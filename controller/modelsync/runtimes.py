@@ -9,6 +9,7 @@ unit test, so the schema and the code cannot disagree.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -38,6 +39,17 @@ SERVER_UID: Final = 1000
 SCRATCH_DIR: Final = "/tmp"  # noqa: S108 - an emptyDir of the pod, not a shared /tmp
 SCRATCH_LIMIT: Final = "1Gi"
 
+# When a pod is deleted, the kubelet's SIGTERM and the removal of the pod from its
+# Service's endpoints happen at the same time; kube-proxy, ingresses and clients keep
+# sending to the pod until they have seen the removal. The server waits this long
+# before it is told to stop (a preStop sleep, so the image needs no shell), and no
+# request is sent to a server that has stopped listening.
+PRESTOP_DRAIN_SECONDS: Final = 10
+# After SIGTERM, the time a server gets to finish the requests it holds.
+SHUTDOWN_SECONDS: Final = 30
+# The pod's whole grace period includes its preStop hook.
+TERMINATION_GRACE_SECONDS: Final = PRESTOP_DRAIN_SECONDS + SHUTDOWN_SECONDS
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -63,7 +75,11 @@ class Runtime:
     readiness: Probe | None = None
     liveness: Probe | None = None
     schemes: frozenset[str] = field(default_factory=lambda: frozenset(ALL_SCHEMES))
+    # Model formats it serves; empty: any (the custom runtime). A format outside the list
+    # is refused (render and the CRD's rule); the field itself stays optional.
     formats: tuple[str, ...] = ()
+    # Environment that depends on the format (MLServer's implementation class).
+    format_env: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
 
 RUNTIMES: Final[dict[str, Runtime]] = {
@@ -84,10 +100,20 @@ RUNTIMES: Final[dict[str, Runtime]] = {
                 # which a read-only root filesystem refuses.
                 ("MLSERVER_METRICS_DIR", "{scratch}/mlserver-metrics"),
             ),
-            readiness=Probe("/v2/health/ready"),
+            # The V2 protocol's model readiness: /v2/health/ready answers 200 while no
+            # model is loaded (MLServer 1.7.1 without an implementation does exactly that).
+            readiness=Probe("/v2/models/{model}/ready"),
             liveness=Probe("/v2/health/live", initial_delay_seconds=30),
             schemes=frozenset(ALL_SCHEMES),
             formats=("sklearn", "xgboost", "lightgbm", "mlflow"),
+            # Without an implementation MLServer loads nothing (unless the model directory
+            # holds a model-settings.json that names one).
+            format_env={
+                "sklearn": (("MLSERVER_MODEL_IMPLEMENTATION", "mlserver_sklearn.SKLearnModel"),),
+                "xgboost": (("MLSERVER_MODEL_IMPLEMENTATION", "mlserver_xgboost.XGBoostModel"),),
+                "lightgbm": (("MLSERVER_MODEL_IMPLEMENTATION", "mlserver_lightgbm.LightGBMModel"),),
+                "mlflow": (("MLSERVER_MODEL_IMPLEMENTATION", "mlserver_mlflow.MLflowRuntime"),),
+            },
         ),
         Runtime(
             name="triton",
@@ -96,7 +122,8 @@ RUNTIMES: Final[dict[str, Runtime]] = {
             port=8000,
             command=("tritonserver",),
             args=("--model-repository={model_dir}", "--http-port={port}", "--strict-readiness"),
-            readiness=Probe("/v2/health/ready"),
+            # V2 protocol, the model's own readiness (Triton's HTTP/REST API docs).
+            readiness=Probe("/v2/models/{model}/ready"),
             liveness=Probe("/v2/health/live", initial_delay_seconds=30),
             # Triton reads a model repository directory; a single https file is not one.
             schemes=frozenset({SCHEME_S3, SCHEME_GS, SCHEME_PVC, SCHEME_OCI}),
@@ -115,6 +142,14 @@ RUNTIMES: Final[dict[str, Runtime]] = {
                 "{model}={model}.mar",
                 "--disable-token-auth",
             ),
+            # On the inference port no GET names a model without running an inference
+            # (GET /predictions/{model} predicts; OPTIONS is not a probe). The model's own
+            # status (GET /models/{model}) is on the management port, which listens on
+            # localhost only by default and would let whoever reaches the pod scale
+            # workers. /ping answers 500 "Unhealthy" once a registered model has fewer
+            # live workers than its minWorkers for longer than maxRetryTimeoutInSec (5 min
+            # by default) -- but 200 if the model of --models never registered: a gap
+            # no probe on this port closes.
             readiness=Probe("/ping"),
             liveness=Probe("/ping", initial_delay_seconds=30),
             schemes=frozenset({SCHEME_S3, SCHEME_GS, SCHEME_HTTPS, SCHEME_PVC}),
@@ -130,7 +165,10 @@ RUNTIMES: Final[dict[str, Runtime]] = {
                 "--model_base_path={model_dir}",
                 "--rest_api_port={port}",
             ),
-            readiness=Probe("/v1/models/{model}"),
+            # The model status API (/v1/models/{model}) answers 200 while the version is
+            # LOADING or has failed (the state is in the body); the metadata API answers
+            # only from a loaded, AVAILABLE version (404 otherwise).
+            readiness=Probe("/v1/models/{model}/metadata"),
             liveness=Probe("/v1/models/{model}", initial_delay_seconds=30),
             schemes=frozenset({SCHEME_S3, SCHEME_GS, SCHEME_PVC, SCHEME_OCI}),
             formats=("tensorflow",),
@@ -141,6 +179,9 @@ RUNTIMES: Final[dict[str, Runtime]] = {
             image="docker.io/vllm/vllm-openai:v0.6.3",
             port=8000,
             args=("--model={model_dir}", "--served-model-name={model}", "--port={port}"),
+            # vLLM starts answering HTTP only once its engine has loaded the one model of
+            # --model (named by --served-model-name); /health then answers 503 when the
+            # engine has died. /v1/models answers 200 even then.
             readiness=Probe("/health", initial_delay_seconds=30),
             liveness=Probe("/health", initial_delay_seconds=120, period_seconds=20),
             schemes=frozenset({SCHEME_S3, SCHEME_GS, SCHEME_PVC, SCHEME_OCI}),
@@ -170,6 +211,36 @@ def scheme_rule() -> str:
         for runtime in RUNTIMES.values()
     ]
     return " || ".join(clauses)
+
+
+def format_rule() -> str:
+    """The CEL expression that admits only a model format the chosen runtime serves (or
+    none: the field is optional). The CRD carries exactly this text; a unit test checks it."""
+    clauses = []
+    for runtime in RUNTIMES.values():
+        if not runtime.formats:
+            clauses.append(f"self.runtime.name == '{runtime.name}'")
+            continue
+        listed = ", ".join(f"'{name}'" for name in runtime.formats)
+        clauses.append(
+            f"(self.runtime.name == '{runtime.name}' && "
+            f"(!has(self.model.format) || self.model.format in [{listed}]))"
+        )
+    return " || ".join(clauses)
+
+
+def format_message_expression() -> str:
+    """The CEL message for a format the runtime cannot serve: names both and the formats
+    that runtime serves."""
+    serves = ", ".join(
+        f"'{runtime.name}': '{', '.join(runtime.formats)}'"
+        for runtime in RUNTIMES.values()
+        if runtime.formats
+    )
+    return (
+        "'runtime ' + self.runtime.name + ' cannot serve model format ' + self.model.format"
+        f" + '; it serves ' + {{{serves}}}[self.runtime.name]"
+    )
 
 
 def scheme_message_expression() -> str:

@@ -20,7 +20,7 @@ from modelsync import canary, conditions, health, logs, metrics, rollout
 from modelsync import constants as c
 from modelsync.conditions import Observed
 from modelsync.kube import Kube
-from modelsync.render import InvalidSpecError, Rendered, render
+from modelsync.render import DEFAULT_IMAGES, Images, InvalidSpecError, Rendered, render
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +91,22 @@ def converged(md: Manifest, rendered: Rendered) -> bool:
 
 class ServingReconciler:
     def __init__(
-        self, kube: Kube, cache: Any, clock: Clock = _utcnow, *, locked_down: bool = True
+        self,
+        kube: Kube,
+        cache: Any,
+        clock: Clock = _utcnow,
+        *,
+        locked_down: bool = True,
+        images: Images = DEFAULT_IMAGES,
     ) -> None:
         self.kube = kube
         self.cache = cache
         self.clock = clock
         self.locked_down = locked_down  # the platform's model_pod_security
+        self.images = images  # the platform's runtime images and pull policy
 
     def _render(self, md: Manifest) -> Rendered:
-        return render(md, locked_down=self.locked_down)
+        return render(md, locked_down=self.locked_down, images=self.images)
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Reconcile one ModelDeployment; returns seconds until it wants another look

@@ -3,11 +3,41 @@
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from modelsync import runtimes
+from modelsync.budget import MAX_REVISION_BYTES
 
 # How model pods run: "restricted" (non-root, no privilege escalation, no capabilities,
 # a read-only root filesystem with a scratch emptyDir) or "image" (as the image says).
 MODEL_POD_SECURITY_CHOICES = ("restricted", "image")
+# Pull policy of model pods' containers; "" leaves it to Kubernetes (Always for :latest,
+# else IfNotPresent) and renders nothing, so upgrading the operator rolls no model.
+IMAGE_PULL_POLICY_CHOICES = ("", "Always", "IfNotPresent", "Never")
+
+
+def parse_runtime_images(pairs: Iterable[str]) -> dict[str, str]:
+    """`NAME=IMAGE` pairs (the `--runtime-image` flag) as {runtime: image}; ValueError
+    naming the pair and the fix when a runtime is unknown, custom, or given no image."""
+    images: dict[str, str] = {}
+    defaults = sorted(name for name in runtimes.RUNTIMES if name != runtimes.CUSTOM)
+    for pair in pairs:
+        name, sep, image = pair.partition("=")
+        name, image = name.strip(), image.strip()
+        if not sep or not image:
+            raise ValueError(
+                f"{pair!r}: write RUNTIME=IMAGE, e.g. mlserver=mirror.local/mlserver:1.7.1"
+            )
+        if name not in defaults:
+            raise ValueError(
+                f"{pair!r}: {name!r} is not a runtime with a default image; "
+                f"use one of {', '.join(defaults)} (a custom runtime names its image itself)"
+            )
+        if name in images and images[name] != image:
+            raise ValueError(f"{pair!r}: runtime {name} was given another image before")
+        images[name] = image
+    return images
 
 
 @dataclass(frozen=True)
@@ -39,6 +69,12 @@ class OperatorSettings:
 
     git_cache_dir: str | None = None
     """Where repositories and snapshots are kept (default: a directory under /tmp)."""
+
+    max_revision_bytes: int = MAX_REVISION_BYTES
+    """Bytes one revision's files may hold in all, and so any one file (default 100 MiB,
+    as Flux). A revision over it is refused with the files named, before any of it is
+    written to disk or read into memory; servers that can filter never send blobs over it.
+    The cache holds up to 32 snapshots of this size: size its volume to match."""
 
     leader_election: bool = False
     """Take a Lease before acting, so that several replicas never act at once."""
@@ -84,6 +120,18 @@ class OperatorSettings:
     capabilities dropped, read-only root filesystem with an emptyDir at /tmp) or "image"
     (the image's own user and filesystem: for server images that need root). The
     platform's choice: no ModelDeployment field relaxes it."""
+
+    runtime_images: dict[str, str] = field(default_factory=dict)
+    """Image of each runtime, by runtime name, where it is not runtimes.py's default (a
+    private mirror, an air-gapped cluster, images built in-house). A ModelDeployment's
+    own `spec.runtime.image` still wins over it."""
+
+    storage_initializer_image: str = runtimes.STORAGE_INITIALIZER_IMAGE
+    """Image of the init container that downloads s3://, gs:// and https:// models."""
+
+    image_pull_policy: str = ""
+    """imagePullPolicy of every container of model pods: Always, IfNotPresent, Never, or
+    "" to render none (Kubernetes' default: Always for :latest, else IfNotPresent)."""
 
     allow_file_urls: bool = False
     """Let a ModelSync name a file:// repository. Off: such a URL is refused with a message

@@ -26,7 +26,14 @@ from modelsync import constants as c
 from modelsync import prune as prunemod
 from modelsync.apply import Applier, ChangeSet, Planned, inventory_of
 from modelsync.conditions import Observed
-from modelsync.fetch import Credentials, FetchError, GitFetcher, Ref, Revision
+from modelsync.fetch import (
+    Credentials,
+    FetchError,
+    GitFetcher,
+    Ref,
+    Revision,
+    RevisionTooLargeError,
+)
 from modelsync.kube import Kube, Manifest
 from modelsync.load import LoadError, load
 from modelsync.settings import OperatorSettings
@@ -170,6 +177,11 @@ class SyncReconciler:
             )
             outcome.revision = revision
             snapshot = self.fetcher.checkout(spec["repo"]["url"], revision, credentials)
+        except RevisionTooLargeError as error:
+            # The content's fault: the same revision fails the same way until git changes.
+            outcome.reason, outcome.stalled = c.REASON_REVISION_TOO_LARGE, True
+            outcome.message = f"revision {revision.name}: {error}"
+            return outcome
         except FetchError as error:
             outcome.reason, outcome.message = c.REASON_FETCH_FAILED, str(error)
             return outcome

@@ -73,6 +73,9 @@ def test_helm_template_matches_expected_output(
         (["--set", "operator.logFormat=xml"], "logFormat"),
         (["--set", "watchNamespaces={Not_A_Namespace}"], "watchNamespaces"),
         (["--set", "unknown=1"], "unknown"),
+        (["--set", "imagePullPolicy=Sometimes"], "imagePullPolicy"),
+        (["--set", "runtimes.seldon.image=mirror.local/seldon:1"], "seldon"),
+        (["--set", "storageInitializer.image=two words"], "storageInitializer"),
     ],
 )
 def test_helm_invalid_values_are_refused(
@@ -82,6 +85,32 @@ def test_helm_invalid_values_are_refused(
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert words in result.stderr
+
+
+def test_helm_runtime_images_become_operator_flags(local_cluster: LocalCluster) -> None:
+    rendered = helm(
+        local_cluster,
+        "template",
+        "m",
+        str(CHART),
+        "--set",
+        "runtimes.mlserver.image=mirror.local/mlserver:1.7.1",
+        "--set",
+        "storageInitializer.image=mirror.local/storage-initializer:1",
+        "--set",
+        "imagePullPolicy=IfNotPresent",
+    ).stdout
+    deployment = next(
+        doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] == "Deployment"
+    )
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--runtime-image=mlserver=mirror.local/mlserver:1.7.1" in args
+    assert "--storage-initializer-image=mirror.local/storage-initializer:1" in args
+    assert "--image-pull-policy=IfNotPresent" in args
+    # Runtimes left empty keep the operator's defaults: no flag for them.
+    assert [arg for arg in args if arg.startswith("--runtime-image")] == [
+        "--runtime-image=mlserver=mirror.local/mlserver:1.7.1"
+    ]
 
 
 def can_i(

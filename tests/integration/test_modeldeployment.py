@@ -258,6 +258,11 @@ BAD_SPECS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
         ),
         "runtime triton cannot load a model from https://example.com/m.onnx",
     ),
+    (
+        "format-the-runtime-cannot-serve",
+        lambda s: s["model"].update(format="onnx"),
+        "runtime mlserver cannot serve model format onnx; it serves sklearn, xgboost",
+    ),
     ("file-uri", lambda s: s["model"].update(uri="file:///etc/passwd"), "spec.model.uri"),
     (
         "link-local-uri",

@@ -98,3 +98,34 @@ def test_run_refuses_a_rate_limit_that_cannot_be(
 ) -> None:
     assert cli.main(["run", flag, value]) == 2
     assert flag in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [
+        ("--runtime-image", "seldon=mirror.local/mlserver:1", "'seldon' is not a runtime"),
+        ("--runtime-image", "custom=mirror.local/server:1", "names its image itself"),
+        ("--runtime-image", "mirror.local/mlserver:1", "write RUNTIME=IMAGE"),
+        ("--runtime-image", "mlserver=", "write RUNTIME=IMAGE"),
+        ("--image-pull-policy", "Sometimes", "Sometimes"),
+        ("--storage-initializer-image", " ", "an empty image"),
+    ],
+)
+def test_run_refuses_runtime_images_that_cannot_be(
+    flag: str, value: str, words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["run", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert flag in err
+    assert words in err
+
+
+def test_runtime_images_are_read_per_runtime() -> None:
+    from modelsync.settings import parse_runtime_images
+
+    assert parse_runtime_images(
+        ["mlserver=mirror.local/mlserver:1.7.1", " vllm = mirror.local/vllm@sha256:ab "]
+    ) == {"mlserver": "mirror.local/mlserver:1.7.1", "vllm": "mirror.local/vllm@sha256:ab"}
+    assert parse_runtime_images(["triton=a:1", "triton=a:1"]) == {"triton": "a:1"}
+    with pytest.raises(ValueError, match="given another image before"):
+        parse_runtime_images(["triton=a:1", "triton=b:2"])

@@ -34,6 +34,7 @@ def test_runtime_enum_and_scheme_rule_come_from_the_runtime_table() -> None:
     assert spec["properties"]["runtime"]["properties"]["name"]["enum"] == list(runtimes.RUNTIMES)
     rules = [rule["rule"] for rule in spec["x-kubernetes-validations"]]
     assert runtimes.scheme_rule() in rules
+    assert runtimes.format_rule() in rules
 
 
 def test_printer_columns_answer_what_runs() -> None:

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from modelsync import constants as c
-from modelsync.render import InvalidSpecError, parse_quantity, render, spec_hash
+from modelsync import runtimes
+from modelsync.render import Images, InvalidSpecError, parse_quantity, render, spec_hash
 
 FIXTURES = Path(__file__).parent / "fixtures" / "render"
 CASES = sorted(p.stem for p in FIXTURES.glob("*.yaml") if not p.stem.endswith(".expected"))
@@ -200,7 +201,7 @@ def test_bad_quantities(text: str) -> None:
 # ------------------------------------------------------------------ tenants: pod security
 
 
-def _pod(md: dict[str, Any], **options: bool) -> dict[str, Any]:
+def _pod(md: dict[str, Any], **options: Any) -> dict[str, Any]:
     pod: dict[str, Any] = render(md, **options).deployment["spec"]["template"]["spec"]
     return pod
 
@@ -276,3 +277,156 @@ def test_tenant_modeldeployment_schema_has_no_field_that_reaches_pod_security() 
     md["spec"]["securityContext"] = {"privileged": True, "runAsUser": 0}
     md["spec"]["runtime"]["securityContext"] = {"privileged": True}
     assert render(md).objects == render(load("mlserver-s3")).objects
+
+
+# ------------------------------------------------------------------ the installation's images
+
+
+MIRROR = Images(
+    servers={"mlserver": "mirror.local/mlserver:1.7.1", "triton": "mirror.local/triton:1"},
+    storage_initializer="mirror.local/storage-initializer:1",
+    pull_policy="Never",
+)
+
+
+def _containers(md: dict[str, Any], **options: Any) -> list[dict[str, Any]]:
+    pod = render(md, **options).deployment["spec"]["template"]["spec"]
+    found: list[dict[str, Any]] = pod["containers"] + pod.get("initContainers", [])
+    return found
+
+
+def test_installation_images_replace_the_defaults() -> None:
+    server, initializer = _containers(load("mlserver-s3"), images=MIRROR)
+    assert server["image"] == "mirror.local/mlserver:1.7.1"
+    assert initializer["image"] == "mirror.local/storage-initializer:1"
+    assert server["imagePullPolicy"] == initializer["imagePullPolicy"] == "Never"
+    # A runtime the installation does not name keeps its default.
+    (torchserve, _) = _containers(load("torchserve-https-autoscaling"), images=MIRROR)
+    assert torchserve["image"] == runtimes.RUNTIMES["torchserve"].image
+    # A new image is a new pod: the setting rolls the models it touches.
+    assert (
+        render(load("mlserver-s3"), images=MIRROR).spec_hash
+        != render(load("mlserver-s3")).spec_hash
+    )
+
+
+def test_a_modeldeployment_image_wins_over_the_installation_image() -> None:
+    md = mutated("mlserver-s3", lambda s: s["runtime"].update(image="team.local/mlserver:2"))
+    assert _containers(md, images=MIRROR)[0]["image"] == "team.local/mlserver:2"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_default_images_render_no_pull_policy(case: str) -> None:
+    """Kubernetes' own default applies; an operator upgrade rolls no model for it."""
+    for container in _containers(load(case)):
+        assert "imagePullPolicy" not in container, container["name"]
+
+
+# ------------------------------------------------------------------ ready means the model answers
+
+
+def _server(md: dict[str, Any]) -> dict[str, Any]:
+    server: dict[str, Any] = render(md).deployment["spec"]["template"]["spec"]["containers"][0]
+    return server
+
+
+def _on(runtime: str, model_format: str | None = None) -> dict[str, Any]:
+    """A ModelDeployment of model `iris` on `runtime` (from that runtime's fixture)."""
+    case = next(c for c in CASES if load(c)["spec"]["runtime"]["name"] == runtime)
+    md = load(case)
+    md["spec"]["model"]["name"] = "iris"
+    if model_format is None:
+        md["spec"]["model"].pop("format", None)
+    else:
+        md["spec"]["model"]["format"] = model_format
+    return md
+
+
+@pytest.mark.parametrize(
+    ("runtime", "path"),
+    [
+        ("mlserver", "/v2/models/iris/ready"),
+        ("triton", "/v2/models/iris/ready"),
+        ("tfserving", "/v1/models/iris/metadata"),
+    ],
+)
+def test_readiness_probe_asks_for_the_model(runtime: str, path: str) -> None:
+    """The V2 protocol's model readiness, TF Serving's metadata (answered only by an
+    AVAILABLE version): a server up with no model loaded is not Ready."""
+    assert _server(_on(runtime))["readinessProbe"]["httpGet"] == {"path": path, "port": "http"}
+
+
+def test_torchserve_readiness_is_its_ping_and_the_model_is_the_one_it_starts_with() -> None:
+    """No GET on TorchServe's inference port names a model without running an inference
+    (runtimes.py says why); /ping fails once the model's workers are gone."""
+    server = _server(_on("torchserve"))
+    assert server["readinessProbe"]["httpGet"]["path"] == "/ping"
+    assert server["args"][server["args"].index("--models") + 1] == "iris=iris.mar"
+
+
+def test_vllm_readiness_answers_only_once_its_one_model_is_loaded() -> None:
+    """vLLM serves HTTP only after its engine loaded --model; /health then fails with the
+    engine. The model is the one named --served-model-name."""
+    server = _server(_on("vllm"))
+    assert server["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert "--served-model-name=iris" in server["args"]
+
+
+def test_custom_runtime_readiness_path_may_name_the_model() -> None:
+    md = _on("custom")
+    md["spec"]["runtime"]["readinessPath"] = "/v2/models/{model}/ready"
+    assert _server(md)["readinessProbe"]["httpGet"]["path"] == "/v2/models/iris/ready"
+
+
+@pytest.mark.parametrize(
+    ("model_format", "implementation"),
+    [
+        ("sklearn", "mlserver_sklearn.SKLearnModel"),
+        ("xgboost", "mlserver_xgboost.XGBoostModel"),
+        ("lightgbm", "mlserver_lightgbm.LightGBMModel"),
+        ("mlflow", "mlserver_mlflow.MLflowRuntime"),
+    ],
+)
+def test_mlserver_loads_the_model_with_the_implementation_of_its_format(
+    model_format: str, implementation: str
+) -> None:
+    env = {e["name"]: e["value"] for e in _server(_on("mlserver", model_format))["env"]}
+    assert env["MLSERVER_MODEL_IMPLEMENTATION"] == implementation
+    assert env["MLSERVER_MODEL_NAME"] == "iris"
+
+
+def test_mlserver_formats_and_implementations_agree() -> None:
+    mlserver = runtimes.RUNTIMES["mlserver"]
+    assert set(mlserver.format_env) == set(mlserver.formats)
+
+
+def test_mlserver_without_a_format_leaves_the_implementation_to_model_settings() -> None:
+    """MLServer's own model-settings.json in the model directory may name it."""
+    env = {e["name"] for e in _server(_on("mlserver"))["env"]}
+    assert "MLSERVER_MODEL_IMPLEMENTATION" not in env
+
+
+@pytest.mark.parametrize(
+    ("runtime", "model_format"),
+    [("mlserver", "onnx"), ("triton", "sklearn"), ("tfserving", "pytorch"), ("vllm", "onnx")],
+)
+def test_a_format_the_runtime_cannot_serve_is_an_invalid_spec(
+    runtime: str, model_format: str
+) -> None:
+    with pytest.raises(InvalidSpecError) as invalid:
+        render(_on(runtime, model_format))
+    assert invalid.value.field == "spec.model.format"
+    assert f"runtime {runtime} cannot serve {model_format!r} models" in str(invalid.value)
+
+
+def test_a_custom_runtime_serves_any_format() -> None:
+    assert render(_on("custom", "my-own-format")).deployment
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_endpoints_drain_before_the_server_stops(case: str) -> None:
+    pod = render(load(case)).deployment["spec"]["template"]["spec"]
+    drain = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert drain == runtimes.PRESTOP_DRAIN_SECONDS > 0
+    # The grace period holds the drain and then the server's own shutdown.
+    assert pod["terminationGracePeriodSeconds"] == drain + runtimes.SHUTDOWN_SECONDS

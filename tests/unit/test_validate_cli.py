@@ -16,6 +16,7 @@ MANIFESTS = Path(__file__).resolve().parents[1] / "fixtures" / "manifests"
 EXPECTED = {
     "replicas-and-autoscaling.yaml": (8, "set spec.replicas or spec.autoscaling, not both"),
     "scheme.yaml": (9, "runtime triton cannot load a model from https://example.com/model.onnx"),
+    "format.yaml": (12, "runtime mlserver cannot serve model format onnx; it serves sklearn"),
     "sync-credentials.yaml": (7, "repo.url must not carry credentials"),
     "syntax.yaml": (4, "invalid YAML"),
     "typo.yaml": (8, "spec.replicaz: unknown field 'replicaz'"),
@@ -40,7 +41,7 @@ def test_every_broken_file_is_named_with_its_line() -> None:
 def test_exit_codes_and_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert cli.main(["validate", str(MANIFESTS / "broken"), "--output", "json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert report["files"] == 6
+    assert report["files"] == len(EXPECTED)
     assert {Path(e["file"]).name for e in report["errors"]} == set(EXPECTED)
     assert cli.main(["validate", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
