@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelsync import schemas
-from modelsync.load import LoadError, Source, load
+from modelsync.load import LoadError, load
+from modelsync.validate import check, content_errors, offline_scope, policy_for
 
 
 @dataclass(frozen=True)
@@ -51,26 +51,17 @@ def _split(path: Path) -> tuple[Path, str]:
     return (path, "") if path.is_dir() else (path.parent, path.name)
 
 
-def check_path(path: Path) -> Report:
+def check_path(path: Path, namespace: str = "default") -> Report:
+    """Every problem of the manifests under `path` that needs no cluster: what the
+    operator refuses before its dry run (the same functions), for a ModelSync in
+    `namespace` under the platform's default policy (its own namespace only)."""
     root, relative = _split(path)
     loaded = load(root, relative)
     report = Report(files=loaded.files, objects=len(loaded.objects))
-    report.errors += [_finding(error, root) for error in loaded.errors]
-    known = schemas.load_schemas()
-    texts: dict[str, str] = {}
-    for obj in loaded.objects:
-        manifest = obj.manifest
-        schema = known.get((manifest["apiVersion"], manifest["kind"]))
-        if schema is None:
-            continue  # not ours: its shape was checked by the loader, the server does the rest
-        for problem in schemas.check(schema, manifest):
-            text = texts.setdefault(obj.source.file, (root / obj.source.file).read_text())
-            line = schemas.line_of(text, obj.source.line, problem.path)
-            message = f"{problem.field}: {problem.message}" if problem.path else problem.message
-            report.errors.append(
-                _finding(LoadError(Source(obj.source.file, line), message, obj.description), root)
-            )
-    report.errors.sort(key=lambda f: (f.file, f.line))
+    policy, _ = policy_for(namespace, None)
+    errors = loaded.errors + content_errors(loaded.objects, lambda file: (root / file).read_text())
+    errors += check(loaded.objects, policy, offline_scope)
+    report.errors = sorted((_finding(e, root) for e in errors), key=lambda f: (f.file, f.line))
     return report
 
 

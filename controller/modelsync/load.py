@@ -24,6 +24,19 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 EXTENSIONS = (".yaml", ".yml", ".json")
+# Directories that are not plain manifests. Each is reported once, at its marker file,
+# and nothing under it is read: half a chart or an unrendered overlay is never applied.
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+HELM_CHART_FILE = "Chart.yaml"
+KUSTOMIZE_MESSAGE = (
+    "a Kustomize directory: modelsync reads plain manifests only; render it "
+    "(kustomize build) and commit the output, or point spec.path at plain manifests"
+)
+HELM_CHART_MESSAGE = (
+    "a Helm chart: modelsync reads plain manifests only; render it (helm template) "
+    "and commit the output, or point spec.path at plain manifests"
+)
+TEMPLATE_HINT = " (this looks like a template, {{ ... }}: render it first)"
 MAX_FILE_BYTES = 1 << 20  # 1 MiB: a model file is a few KiB
 MAX_FILES = 10_000
 MAX_DEPTH = 64
@@ -82,6 +95,15 @@ class _StrictLoader(_BaseLoader):  # type: ignore[valid-type,misc]
         seen: dict[Any, Node] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, list | dict):
+                # `{{ .Values.x }}: y` parses as a mapping whose key is a mapping.
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"a key is a {'list' if isinstance(key, list) else 'mapping'}, "
+                    "not a plain value",
+                    key_node.start_mark,
+                )
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     "while constructing a mapping",
@@ -136,11 +158,26 @@ def _files(root: Path, directory: Path, errors: list[LoadError]) -> Iterator[Pat
     real_root = root.resolve()
     for base, dirs, names in os.walk(directory, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        marker = next((n for n in (*KUSTOMIZATION_FILES, HELM_CHART_FILE) if n in names), None)
+        if marker is not None:
+            message = HELM_CHART_MESSAGE if marker == HELM_CHART_FILE else KUSTOMIZE_MESSAGE
+            relative = (Path(base) / marker).relative_to(root).as_posix()
+            errors.append(LoadError(Source(relative, 1), message))
+            dirs[:] = []
+            continue
         for name in sorted(names):
             file = Path(base) / name
             if not name.endswith(EXTENSIONS):
                 continue
             relative = file.relative_to(root).as_posix()
+            if file.is_symlink() and not file.exists():
+                errors.append(
+                    LoadError(
+                        Source(relative, 1),
+                        "symlink points to nothing; replace it with the file itself",
+                    )
+                )
+                continue
             if file.is_symlink() and not file.resolve().is_relative_to(real_root):
                 errors.append(
                     LoadError(
@@ -195,13 +232,15 @@ def _documents(text: str, relative: str, loaded: Loaded) -> None:
                 continue
             except yaml.constructor.ConstructorError as error:
                 # One bad document; the parser can still go on to the next one.
-                loaded.errors.append(_yaml_error(relative, error))
+                loaded.errors.append(_yaml_error(relative, error, template="{{" in text))
                 continue
             if data is not None:
                 _accept(data, Source(relative, line), loaded)
     except yaml.MarkedYAMLError as error:
-        loaded.errors.append(_yaml_error(relative, error, text.count("\n") + 1))
-    except yaml.YAMLError as error:
+        loaded.errors.append(
+            _yaml_error(relative, error, text.count("\n") + 1, template="{{" in text)
+        )
+    except yaml.YAMLError as error:  # the reader's: a character YAML may not hold
         loaded.errors.append(LoadError(Source(relative, 1), f"invalid YAML: {error}"))
     except RecursionError:  # the YAML parser itself recurses on nesting
         loaded.errors.append(
@@ -211,7 +250,9 @@ def _documents(text: str, relative: str, loaded: Loaded) -> None:
         loader.dispose()
 
 
-def _yaml_error(relative: str, error: yaml.MarkedYAMLError, lines: int = 0) -> LoadError:
+def _yaml_error(
+    relative: str, error: yaml.MarkedYAMLError, lines: int = 0, *, template: bool = False
+) -> LoadError:
     mark = error.problem_mark or error.context_mark
     at_end = lines > 0 and mark is not None and mark.line + 1 >= lines
     if error.context_mark is not None and at_end:
@@ -220,7 +261,9 @@ def _yaml_error(relative: str, error: yaml.MarkedYAMLError, lines: int = 0) -> L
     problem = error.problem or "invalid YAML"
     if "could not determine a constructor for the tag" in problem:
         problem = "YAML tags are not allowed; write plain data"
-    return LoadError(Source(relative, line), f"invalid YAML: {problem}")
+    return LoadError(
+        Source(relative, line), f"invalid YAML: {problem}" + (TEMPLATE_HINT if template else "")
+    )
 
 
 class _DuplicateKeyError(ValueError):
@@ -278,7 +321,13 @@ def load(root: Path, path: str = "") -> Loaded:
         if loaded.files > MAX_FILES:
             loaded.errors.append(LoadError(Source(relative, 1), f"more than {MAX_FILES} files"))
             break
-        size = file.stat().st_size
+        try:
+            size = file.stat().st_size
+        except OSError as error:  # gone, or a symlink loop
+            loaded.errors.append(
+                LoadError(Source(relative, 1), f"cannot be read: {error.strerror}")
+            )
+            continue
         if size > MAX_FILE_BYTES:
             loaded.errors.append(
                 LoadError(
@@ -290,7 +339,19 @@ def load(root: Path, path: str = "") -> Loaded:
         try:
             text = file.read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            loaded.errors.append(LoadError(Source(relative, 1), "not UTF-8 text"))
+            loaded.errors.append(
+                LoadError(Source(relative, 1), "not UTF-8 text (a binary file?); remove it")
+            )
+            continue
+        except OSError as error:
+            loaded.errors.append(
+                LoadError(Source(relative, 1), f"cannot be read: {error.strerror}")
+            )
+            continue
+        if "\x00" in text:
+            loaded.errors.append(
+                LoadError(Source(relative, 1), "a binary file (it holds NUL bytes); remove it")
+            )
             continue
         _documents_cached(text, relative, loaded)
     return loaded
@@ -311,7 +372,10 @@ def _documents_cached(text: str, relative: str, loaded: Loaded) -> None:
             _PARSED.move_to_end(key)
     if found is None:
         found = Loaded()
-        _documents(text, relative, found)
+        try:
+            _documents(text, relative, found)
+        except Exception as error:  # the loader never raises on content
+            found = Loaded(errors=[LoadError(Source(relative, 1), f"cannot be parsed: {error}")])
         with _parsed_lock:
             _PARSED[key] = found
             while len(_PARSED) > _PARSED_LIMIT:

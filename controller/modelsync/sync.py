@@ -37,12 +37,13 @@ from modelsync.fetch import (
 from modelsync.kube import Kube, Manifest
 from modelsync.load import LoadError, load
 from modelsync.settings import OperatorSettings
-from modelsync.validate import check, policy_for
+from modelsync.validate import check, content_errors, policy_for
 
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 10
 MAX_ERRORS_SHOWN = 20
+MAX_ERRORS_KEPT = 200  # status.errors (the CRD's maxItems)
 # A failed fetch (git host down, network blip) is tried again after this, doubling each
 # time, up to the interval: not an interval later, when that may be an hour.
 FETCH_RETRY_SECONDS = 5.0
@@ -188,7 +189,11 @@ class SyncReconciler:
 
         loaded = load(snapshot, spec.get("path", ""))
         applier = Applier(self.kube, writer, meta["namespace"], meta["name"], self._cached)
-        errors = loaded.errors + check(loaded.objects, policy, applier.kube.scope)
+        # Our own resources first, before any request (as `modelsync validate` does).
+        errors = loaded.errors + content_errors(
+            loaded.objects, lambda file: (snapshot / file).read_text()
+        )
+        errors += check(loaded.objects, policy, applier.kube.scope)
         planned: list[Planned] = []
         if not errors:
             planned, errors = applier.plan(loaded.objects, revision.name)
@@ -406,6 +411,10 @@ class SyncReconciler:
             status["lastHandledReconcileAt"] = requested
         if outcome.write_backs is not None:
             status["writeBacks"] = outcome.write_backs
+        if outcome.errors:
+            status["errors"] = [str(error)[:4096] for error in outcome.errors[:MAX_ERRORS_KEPT]]
+        elif outcome.applied:
+            status.pop("errors", None)
         if (
             outcome.changes.writes == 0
             and outcome.ready
@@ -518,6 +527,7 @@ class SyncReconciler:
 
 
 def _describe_errors(revision: Revision, errors: list[LoadError]) -> str:
+    errors.sort(key=lambda error: (error.source.file, error.source.line))  # as validate lists them
     shown = "; ".join(str(error) for error in errors[:MAX_ERRORS_SHOWN])
     more = f" (and {len(errors) - MAX_ERRORS_SHOWN} more)" if len(errors) > MAX_ERRORS_SHOWN else ""
     return (

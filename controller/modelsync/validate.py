@@ -8,12 +8,16 @@ caller rejects the revision as a whole if either finds anything.
 
 from __future__ import annotations
 
+import copy
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from modelsync import constants as c
-from modelsync.load import LoadedObject, LoadError
+from modelsync import schemas
+from modelsync.load import LoadedObject, LoadError, Source
+from modelsync.render import InvalidSpecError, render
 from modelsync.settings import namespace_matches
 
 # (apiVersion, kind) -> True for namespaced, False for cluster-scoped, None if unknown.
@@ -92,16 +96,23 @@ def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> li
         manifest = obj.manifest
         api_version, kind = manifest["apiVersion"], manifest["kind"]
         meta = manifest.setdefault("metadata", {})
+        written = obj.description  # as in the file: before its namespace is filled in
+        bad_name = name_problem(manifest)
+        if bad_name:
+            errors.append(LoadError(obj.source, bad_name, written))
+            continue
         namespaced = scope(api_version, kind)
         if namespaced is None:
             namespaced = defined.get((group_of(api_version), kind))
+        if namespaced is None and group_of(api_version) == c.GROUP:
+            continue  # content_errors names the versions and kinds we serve
         if namespaced is None:
             errors.append(
                 LoadError(
                     obj.source,
                     f"unknown kind {kind} in apiVersion {api_version}"
                     " (a typo, or a CRD that is not installed)",
-                    obj.description,
+                    written,
                 )
             )
             continue
@@ -111,11 +122,10 @@ def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> li
                 errors.append(
                     LoadError(
                         obj.source,
-                        f"namespace {meta['namespace']!r} is not this ModelSync's "
-                        f"({policy.target_namespace!r}); remove metadata.namespace (writing "
-                        "into other namespaces is the platform's to allow: "
-                        "--allow-other-namespaces)",
-                        obj.description,
+                        f"namespace {meta['namespace']!r} is not this ModelSync's; remove "
+                        "metadata.namespace (writing into other namespaces is the platform's "
+                        "to allow: --allow-other-namespaces)",
+                        written,
                     )
                 )
                 continue
@@ -125,7 +135,7 @@ def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> li
                     LoadError(
                         obj.source,
                         f"{kind} is cluster-scoped and takes no metadata.namespace",
-                        obj.description,
+                        written,
                     )
                 )
                 continue
@@ -133,10 +143,10 @@ def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> li
                 errors.append(
                     LoadError(
                         obj.source,
-                        f"{kind} is cluster-scoped; this ModelSync may only write into namespace "
-                        f"{policy.target_namespace!r} (cluster-scoped objects are the platform's "
-                        "to allow: --allow-cluster-scoped)",
-                        obj.description,
+                        f"{kind} is cluster-scoped; this ModelSync may only write into its "
+                        "namespace (cluster-scoped objects are the platform's to allow: "
+                        "--allow-cluster-scoped)",
+                        written,
                     )
                 )
                 continue
@@ -153,15 +163,137 @@ def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> li
                     obj.source,
                     f"spec.targetNamespace {target!r} is another namespace, and this ModelSync "
                     "may not write elsewhere (--allow-other-namespaces); remove it",
-                    obj.description,
+                    written,
                 )
             )
             continue
         key = identity(manifest)
         if key in seen:
             errors.append(
-                LoadError(obj.source, f"defined twice: also at {seen[key].source}", obj.description)
+                LoadError(obj.source, f"defined twice: also at {seen[key].source}", written)
             )
             continue
         seen[key] = obj
+    return errors
+
+
+# ------------------------------------------------------------------ offline, shared
+
+# Kinds that are cluster-scoped without a cluster to ask (`modelsync validate` offline);
+# any other kind is taken as namespaced there, and only the server knows unknown kinds.
+BUILT_IN_CLUSTER_SCOPED = frozenset(
+    {
+        "Namespace",
+        "Node",
+        "PersistentVolume",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "StorageClass",
+        "PriorityClass",
+        "IngressClass",
+        "RuntimeClass",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "APIService",
+        "CSIDriver",
+        "CSINode",
+        "VolumeAttachment",
+        "CertificateSigningRequest",
+    }
+)
+
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# A ModelDeployment's name is its Service's (RFC 1035 label) and, with CANARY_SUFFIX,
+# its canary Deployment's; a ModelSync's goes into label values (63 characters).
+MODEL_NAME_MAX = 63 - len("-canary")
+
+
+def offline_scope(api_version: str, kind: str) -> bool | None:
+    """The scope lookup of `modelsync validate` without a cluster."""
+    return kind not in BUILT_IN_CLUSTER_SCOPED
+
+
+def name_problem(manifest: dict[str, Any]) -> str:
+    """Why metadata.name cannot be this object's name (as the API server would say), or ""."""
+    name = str(manifest["metadata"]["name"])
+    kind, group = manifest["kind"], group_of(manifest["apiVersion"])
+    if group == c.GROUP and kind == c.MODELDEPLOYMENT_KIND:
+        if len(name) > MODEL_NAME_MAX or not _LABEL_1035.match(name):
+            return (
+                f"metadata.name {name!r}: a ModelDeployment's name names its Service: lower-case "
+                f"letters, digits and '-', starting with a letter, at most {MODEL_NAME_MAX} "
+                "characters"
+            )
+        return ""
+    if (group == c.GROUP and kind == c.MODELSYNC_KIND) or (group == "" and kind == "Service"):
+        rule, limit = (_LABEL_1035, 63) if kind == "Service" else (_LABEL_1123, 63)
+        if len(name) > limit or not rule.match(name):
+            return (
+                f"metadata.name {name!r} is not a valid {kind} name: lower-case letters, digits "
+                f"and '-', at most {limit} characters"
+            )
+        return ""
+    if group == "rbac.authorization.k8s.io":  # RBAC names are path segments ("system:x")
+        if name in (".", "..") or "/" in name or "%" in name:
+            return f"metadata.name {name!r} may not be '.', '..' or hold '/' or '%'"
+        return ""
+    if len(name) > 253 or not _SUBDOMAIN.match(name):
+        return (
+            f"metadata.name {name!r} is not a valid name: lower-case letters, digits, '-' "
+            "and '.', at most 253 characters"
+        )
+    return ""
+
+
+def content_errors(objects: list[LoadedObject], read: Callable[[str], str]) -> list[LoadError]:
+    """What the API server or the serving controller would refuse in our own resources,
+    found before any request: unknown versions of our group, the CRDs' schemas and CEL
+    rules, and what rendering a ModelDeployment refuses. `read` gives a file's text (for
+    the line of a field). The operator and `modelsync validate` both call this."""
+    known = schemas.load_schemas()
+    served = sorted({version.rpartition("/")[2] for version, _ in known})
+    errors: list[LoadError] = []
+    texts: dict[str, str] = {}
+
+    def at(obj: LoadedObject, path: schemas.Path_, message: str) -> LoadError:
+        text = texts.setdefault(obj.source.file, read(obj.source.file))
+        line = schemas.line_of(text, obj.source.line, path)
+        return LoadError(Source(obj.source.file, line), message, obj.description)
+
+    for obj in objects:
+        manifest = obj.manifest
+        api_version, kind = manifest["apiVersion"], manifest["kind"]
+        if group_of(api_version) != c.GROUP:
+            continue
+        schema = known.get((api_version, kind))
+        if schema is None:
+            kinds = sorted({k for _, k in known})
+            errors.append(
+                at(
+                    obj,
+                    ("apiVersion",),
+                    f"{api_version} has no kind {kind}; {c.GROUP} serves "
+                    f"{', '.join(served)} (kinds {', '.join(kinds)})",
+                )
+            )
+            continue
+        problems = schemas.check(schema, manifest)
+        errors += [
+            at(obj, p.path, f"{p.field}: {p.message}" if p.path else p.message) for p in problems
+        ]
+        if problems or kind != c.MODELDEPLOYMENT_KIND:
+            continue
+        defaulted = schemas.apply_defaults(schema, copy.deepcopy(manifest))
+        # What the API server adds before the serving controller renders it.
+        defaulted["metadata"] = {"namespace": "default", "uid": "", **defaulted["metadata"]}
+        try:
+            render(defaulted)
+        except InvalidSpecError as error:
+            field_path = tuple(error.field.split("."))
+            errors.append(at(obj, field_path, f"{error.field}: {error.message}"))
     return errors

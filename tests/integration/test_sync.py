@@ -129,15 +129,22 @@ def test_sync_broken_commit_is_rejected_whole_then_its_fix_applies(syncs: Syncs)
 
 
 def test_sync_schema_violation_found_by_dry_run_names_file_and_object(syncs: Syncs) -> None:
+    """Our own resources are checked offline (the bad-commit corpus); what only the API
+    server knows, a core object's rules, comes from the dry run."""
     repo = syncs.repo("models")
-    repo.write("iris.yaml", model_yaml("iris", replicas=-1))
-    bad = repo.commit("negative replicas")
+    repo.write("iris.yaml", model_yaml("iris"))
+    repo.write(
+        "svc.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: front}\n"
+        "spec:\n  ports: [{port: 70000}]\n",
+    )
+    bad = repo.commit("a port out of range")
     syncs.create("prod", repo.file_url)
     ms = syncs.wait_failed("prod", c.REASON_VALIDATION_FAILED)
     message = message_of(ms)
     assert f"main@sha1:{bad}" in message
-    assert "iris.yaml:1: ModelDeployment" in message
-    assert "spec.replicas" in message
+    assert "svc.yaml:1: Service" in message
+    assert "spec.ports[0].port" in message
     assert syncs.models() == {}
 
 
@@ -306,8 +313,8 @@ BAD_FILES: list[tuple[str, Callable[[WorkRepo], object], str]] = [
             "m.yaml",
             "apiVersion: modelsync.io/v1alpha1\nkind: ModelDeploymnt\nmetadata: {name: x}\n",
         ),
-        "m.yaml:1: ModelDeploymnt x: unknown kind ModelDeploymnt in apiVersion "
-        "modelsync.io/v1alpha1",
+        "m.yaml:1: ModelDeploymnt x: modelsync.io/v1alpha1 has no kind ModelDeploymnt; "
+        "modelsync.io serves v1alpha1",
     ),
     (
         "duplicate-object",

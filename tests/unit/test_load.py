@@ -94,7 +94,7 @@ def test_a_large_file_and_non_utf8_are_refused(tmp_path: Path) -> None:
     (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
     found = [str(e) for e in load(tmp_path).errors]
     assert found[0].startswith("big.yaml:1: file is")
-    assert found[1] == "latin1.yaml:1: not UTF-8 text"
+    assert found[1] == "latin1.yaml:1: not UTF-8 text (a binary file?); remove it"
 
 
 def test_symlinks_may_not_leave_the_repository(tmp_path: Path) -> None:

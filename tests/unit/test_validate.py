@@ -39,9 +39,9 @@ def test_namespaced_objects_land_in_the_target_namespace() -> None:
 
 def test_other_namespaces_need_an_opt_in() -> None:
     assert messages([obj("ConfigMap", "a", "kube-system")]) == [
-        "m.yaml:1: ConfigMap kube-system/a: namespace 'kube-system' is not this ModelSync's "
-        "('team'); remove metadata.namespace (writing into other namespaces is the platform's "
-        "to allow: --allow-other-namespaces)"
+        "m.yaml:1: ConfigMap kube-system/a: namespace 'kube-system' is not this ModelSync's; "
+        "remove metadata.namespace (writing into other namespaces is the platform's to allow: "
+        "--allow-other-namespaces)"
     ]
     assert messages([obj("ConfigMap", "a", "kube-system")], allow_other_namespaces=True) == []
 
@@ -119,7 +119,7 @@ def test_tenant_modelsync_in_a_revision_may_not_aim_elsewhere() -> None:
     SCOPES[("modelsync.io/v1alpha1", "ModelSync")] = True
     try:
         assert messages([child]) == [
-            "m.yaml:1: ModelSync team/child: spec.targetNamespace 'kube-system' is another "
+            "m.yaml:1: ModelSync child: spec.targetNamespace 'kube-system' is another "
             "namespace, and this ModelSync may not write elsewhere (--allow-other-namespaces); "
             "remove it"
         ]
