@@ -135,8 +135,7 @@ def test_sync_schema_violation_found_by_dry_run_names_file_and_object(syncs: Syn
     repo.write("iris.yaml", model_yaml("iris"))
     repo.write(
         "svc.yaml",
-        "apiVersion: v1\nkind: Service\nmetadata: {name: front}\n"
-        "spec:\n  ports: [{port: 70000}]\n",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: front}\nspec:\n  ports: [{port: 70000}]\n",
     )
     bad = repo.commit("a port out of range")
     syncs.create("prod", repo.file_url)
