@@ -59,10 +59,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._serve()
 
     def _serve(self) -> None:
+        with self.server.counter_lock:
+            self.server.requests += 1
         expected = base64.b64encode(
             f"{self.server.username}:{self.server.password}".encode()
         ).decode()
-        if self.headers.get("Authorization") != f"Basic {expected}":
+        anonymous = self.server.anonymous and "git-receive-pack" not in self.path
+        if not anonymous and self.headers.get("Authorization") != f"Basic {expected}":
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="git"')
             self.send_header("Content-Length", "0")
@@ -152,18 +155,22 @@ class GitHttpServer(http.server.ThreadingHTTPServer):
         read_only: bool = False,
         port: int = 0,
         allow_filter: bool = False,
+        anonymous: bool = False,
     ) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.root = root
         self.read_only = read_only
         # git's default is off: a server that sends every blob, whatever the client asks.
         self.allow_filter = allow_filter
+        # Anyone may read (a public repository host); pushing still takes the password.
+        self.anonymous = anonymous
         self.username = username
         self.password = password or secrets.token_hex(12)
         self.backend = http_backend()
         # While set, fetches hang half-answered (see _Handler._stall); counted here.
         self.stall_fetches = threading.Event()
         self.stalled_fetches = 0
+        self.requests = 0  # every HTTP request, answered or refused
         self.counter_lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, name="git-http", daemon=True)
 
@@ -190,6 +197,7 @@ class GitHttpServer(http.server.ThreadingHTTPServer):
             read_only=self.read_only,
             port=self.server_address[1],
             allow_filter=self.allow_filter,
+            anonymous=self.anonymous,
         ).start()
 
     def url(self, repo: str) -> str:

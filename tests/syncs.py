@@ -58,6 +58,7 @@ class Syncs:
             self.namespace,
             kubernetes.client.V1Secret(
                 metadata=kubernetes.client.V1ObjectMeta(name=name),
+                type=c.SECRET_TYPE_GIT,
                 data={k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
             ),
         )

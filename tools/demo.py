@@ -124,6 +124,7 @@ def start_operator(kubeconfig: Path) -> None:
         "0",
         "--git-cache-dir",
         str(STATE / "git-cache"),
+        "--allow-file-urls",  # the demo's repository is a directory on this machine
         log=log,
         detach=True,
     )

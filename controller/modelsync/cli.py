@@ -461,7 +461,7 @@ def rollback(
     if push:
         target = restored.branch or repo.active_branch.name
         try:
-            repo.git.push("origin", f"HEAD:refs/heads/{target}")
+            repo.git.push("--end-of-options", "origin", f"{restored.sha}:refs/heads/{target}")
         except git.GitCommandError as error:
             fail(f"push to origin failed: {str(error.stderr).strip()}", code=1)
         out.print(f"pushed to origin {target}")
@@ -619,6 +619,14 @@ def rollback(
     help="imagePullPolicy of model pods' containers (default: none, Kubernetes decides)",
 )
 @click.option(
+    c.FLAG_ALLOW_FILE_URLS,
+    "allow_file_urls",
+    is_flag=True,
+    default=OperatorSettings.allow_file_urls,
+    help="let ModelSyncs name file:// repositories (any repository on the operator's disk: "
+    "for tests and demos, not for tenants)",
+)
+@click.option(
     "--kubeconfig",
     "run_kubeconfig",
     default=None,
@@ -649,6 +657,7 @@ def run(
     runtime_image_pairs: tuple[str, ...],
     storage_initializer_image: str,
     image_pull_policy: str,
+    allow_file_urls: bool,
     run_kubeconfig: str | None,
 ) -> None:
     """Run the operator: serve every ModelDeployment and sync every ModelSync it sees."""
@@ -693,6 +702,7 @@ def run(
         runtime_images=runtime_images,
         storage_initializer_image=storage_initializer_image.strip(),
         image_pull_policy=image_pull_policy,
+        allow_file_urls=allow_file_urls,
     )
     from modelsync import operator  # kopf loads only for `run`
 

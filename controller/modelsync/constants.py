@@ -105,3 +105,10 @@ REASON_ANALYSIS_FAILED: Final = "AnalysisFailed"
 # The operator's own pod while it leads: the chart's webhook Service selects it, so
 # pushes reach the replica that acts, never a standby.
 LABEL_LEADER: Final = f"{GROUP}/leader"
+
+# The only Secret type spec.repo.secretRef may name: credentials are sent to the URL the
+# tenant chose, so only a Secret made for that leaves the namespace (never, say, a
+# service-account token that happens to have a `token` key).
+SECRET_TYPE_GIT: Final = f"{GROUP}/git"
+# `modelsync run` flag that lets ModelSyncs name file:// repositories.
+FLAG_ALLOW_FILE_URLS: Final = "--allow-file-urls"

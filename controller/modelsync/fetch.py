@@ -11,8 +11,16 @@ with its name, never read into the operator's memory.
 
 Credentials reach git through the environment of the one command that needs
 them (GIT_ASKPASS for https, GIT_SSH_COMMAND with a 0600 key file for ssh);
-they never appear in a URL, a log line, a status or an event, and key files
-are removed as soon as the command ends.
+they never appear in a URL, a log line, a status or an event. The askpass
+script and key files live in a private directory (0700) made for that one
+command and removed when it ends, never in the shared cache a repository's
+content could reach.
+
+A tenant names the URL, so git may speak only https, http, ssh (and file, when
+the operator allows it); `--end-of-options` comes before every URL and ref, so
+neither can be read as an option. A cached commit is served to a ModelSync
+only after it proved its own access to that URL, and only if the commit came
+from that URL: the snapshot cache is keyed by sha and shared.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import git
 import semantic_version
 
 from modelsync import budget, metrics
+from modelsync import constants as c
 
 GIT_TIMEOUT_SECONDS = 120.0
 # Overrides GIT_TIMEOUT_SECONDS: a slow git host, or a test that cannot wait two minutes.
@@ -53,6 +62,11 @@ FETCH_FACTOR = 4
 # prlimit(1) (util-linux; in Debian's base images) bounds what a fetch writes.
 PRLIMIT = shutil.which("prlimit")
 MAX_REFUSED = 1024  # revisions remembered as too large (each a message of a few hundred bytes)
+# The transports a tenant's URL may use; everything else (ext::, git://, fd::...) is
+# refused by git itself too (protocol.allow=never). http is kept: the CRD admits it
+# and git hosts inside a cluster often speak it; file only when the operator says so.
+PROTOCOLS = ("https", "http", "ssh")
+SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:")
 
 # Answers git's username and password prompts from the environment of one command.
 ASKPASS = """#!/bin/sh
@@ -122,6 +136,8 @@ def revision_name(label: str, sha: str) -> str:
 def pick_ref(ref: Ref, listing: dict[str, str]) -> Revision:
     """Choose the commit `ref` means among `ls-remote` output (ref name -> sha). Pure."""
     if ref.commit:
+        if not SHA.match(ref.commit):
+            raise FetchError(f"commit {ref.commit!r} is not a 40-hex sha; check spec.repo.ref")
         return Revision(revision_name(ref.commit[:12], ref.commit), ref.commit, ref.commit)
     if ref.branch:
         name = f"refs/heads/{ref.branch}"
@@ -171,6 +187,41 @@ def redact(text: str, credentials: Credentials | None) -> str:
     return re.sub(r"(://)[^/@\s]+@", r"\1", text)
 
 
+def check_url(url: str, allow_file: bool, cache_dir: Path | None = None) -> None:
+    """Refuse a repository URL git must not be pointed at: a transport other than https,
+    http, ssh (file only when allowed), or anything git could read as an option. Pure."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if url.startswith("-") or not url.strip():
+        raise FetchError(f"repository URL {url!r} is not a URL; check spec.repo.url")
+    if scheme == "file":
+        if not allow_file:
+            raise FetchError(
+                f"file:// URLs are turned off in this operator ({url}): they would read any "
+                "repository on its disk. Use an https:// or ssh:// URL in spec.repo.url "
+                "(the platform team can allow file:// with "
+                f"`modelsync run {c.FLAG_ALLOW_FILE_URLS}`)"
+            )
+        path = Path(url.removeprefix("file://")).resolve()
+        if cache_dir is not None and path.is_relative_to(cache_dir.resolve()):
+            raise FetchError(f"{url} is inside the operator's git cache; check spec.repo.url")
+        return
+    if scheme in PROTOCOLS or (not scheme and SCP_LIKE.match(url)):
+        return
+    raise FetchError(
+        f"repository URL {url!r}: only https://, http://, ssh:// and user@host:path URLs "
+        "are allowed; check spec.repo.url"
+    )
+
+
+def protocol_config(allow_file: bool) -> list[str]:
+    """`git -c` arguments that let git use the allowed transports and no other."""
+    allowed = [*PROTOCOLS, *(["file"] if allow_file else [])]
+    config = ["-c", "protocol.allow=never"]
+    for name in allowed:
+        config += ["-c", f"protocol.{name}.allow=always"]
+    return config
+
+
 class GitFetcher:
     """Resolves and fetches repositories into a cache directory (one per operator)."""
 
@@ -180,18 +231,20 @@ class GitFetcher:
         max_snapshots: int = 32,
         timeout: float | None = None,
         max_revision_bytes: int = budget.MAX_REVISION_BYTES,
+        allow_file_urls: bool = False,
     ) -> None:
         self.cache_dir = cache_dir
         self.max_snapshots = max_snapshots
         self.max_revision_bytes = max_revision_bytes
+        self.allow_file_urls = allow_file_urls
         self._trimming = threading.Lock()
         # Read once, at start: a bad value stops the operator instead of every sync.
         self.timeout = timeout if timeout is not None else git_timeout_seconds()
         (cache_dir / "repos").mkdir(parents=True, exist_ok=True)
         (cache_dir / "snapshots").mkdir(parents=True, exist_ok=True)
-        self._askpass = cache_dir / "askpass.sh"
-        self._askpass.write_text(ASKPASS)
-        self._askpass.chmod(0o700)
+        # An older operator kept its askpass script here, where a repository's content
+        # could be written through a symlink; it is never used again.
+        (cache_dir / "askpass.sh").unlink(missing_ok=True)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         # Revisions refused for their size, by (repository key, sha): why, in a few words.
@@ -202,34 +255,8 @@ class GitFetcher:
 
     @contextlib.contextmanager
     def _environment(self, credentials: Credentials | None) -> Iterator[dict[str, str]]:
-        env = {
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_ASKPASS": str(self._askpass),
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes",
-            "MODELSYNC_GIT_USERNAME": "",
-            "MODELSYNC_GIT_PASSWORD": "",
-            "HOME": str(self.cache_dir),  # no user ~/.gitconfig or credential store
-        }
-        if credentials is None:
+        with private_environment(credentials) as env:
             yield env
-            return
-        env["MODELSYNC_GIT_USERNAME"] = credentials.username or "git"
-        env["MODELSYNC_GIT_PASSWORD"] = credentials.password or ""
-        if not credentials.ssh_key:
-            yield env
-            return
-        with tempfile.TemporaryDirectory(prefix="modelsync-ssh-") as private:
-            key = Path(private) / "identity"
-            key.touch(mode=0o600)
-            key.write_text(credentials.ssh_key.rstrip("\n") + "\n")
-            known = Path(private) / "known_hosts"
-            known.write_text(credentials.known_hosts or "")
-            env["GIT_SSH_COMMAND"] = (
-                f"ssh -i {key} -o IdentitiesOnly=yes -o BatchMode=yes "
-                f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes"
-            )
-            yield env  # the key file goes with the directory when the command is done
 
     def run_git(
         self,
@@ -240,7 +267,14 @@ class GitFetcher:
     ) -> str:
         """`max_file_bytes`: no file git writes may grow past it (RLIMIT_FSIZE, for git
         and its children; git dies writing past it) where prlimit(1) is installed."""
-        command = ["git", "-c", "credential.helper=", "-c", "protocol.version=2"]
+        command = [
+            "git",
+            "-c",
+            "credential.helper=",
+            "-c",
+            "protocol.version=2",
+            *protocol_config(self.allow_file_urls),
+        ]
         if max_file_bytes is not None and PRLIMIT:
             command = [PRLIMIT, f"--fsize={max_file_bytes}", "--", *command]
         if git_dir is not None:
@@ -271,25 +305,35 @@ class GitFetcher:
     # ------------------------------------------------------------------ the two steps
 
     def resolve(self, url: str, ref: Ref, credentials: Credentials | None = None) -> Revision:
-        """The commit `ref` points at now: one ls-remote, no objects fetched."""
+        """The commit `ref` points at now: one ls-remote, no objects fetched. A pinned
+        commit asks the server too: the ls-remote proves this ModelSync's own access,
+        whatever the cache already holds."""
+        check_url(url, self.allow_file_urls, self.cache_dir)
         if ref.commit:
-            return pick_ref(ref, {})
-        patterns = [f"refs/heads/{ref.branch}"] if ref.branch else ["refs/tags/*"]
-        listing = parse_ls_remote(self.run_git(["ls-remote", url, *patterns], credentials))
+            patterns = ["HEAD"]
+        elif ref.branch:
+            patterns = [f"refs/heads/{ref.branch}"]
+        else:
+            patterns = ["refs/tags/*"]
+        listing = parse_ls_remote(
+            self.run_git(["ls-remote", "--end-of-options", url, *patterns], credentials)
+        )
         return pick_ref(ref, listing)
 
     def checkout(
         self, url: str, revision: Revision, credentials: Credentials | None = None
     ) -> Path:
-        """An immutable directory with the files of `revision`, fetched if needed."""
+        """An immutable directory with the files of `revision`, fetched if needed. The
+        cached snapshot of a sha is shared by every URL that has that commit; it is used
+        only when the commit is in this URL's own cached repository (so came from it):
+        another tenant's sha named with one's own repository is fetched from it, and fails."""
+        check_url(url, self.allow_file_urls, self.cache_dir)
         snapshot = self.cache_dir / "snapshots" / revision.sha
-        if snapshot.is_dir():
+        repo = self.cache_dir / "repos" / (hashlib.sha256(url.encode()).hexdigest()[:20] + ".git")
+        if snapshot.is_dir() and self._has_commit(repo, revision.sha):
             os.utime(snapshot)
             return snapshot
-        repo = self.cache_dir / "repos" / (hashlib.sha256(url.encode()).hexdigest()[:20] + ".git")
         with self._exclusive(repo):
-            if snapshot.is_dir():
-                return snapshot
             with self._locks_guard:
                 refused = self._refused.get((_key(repo), revision.sha))
             if refused:  # the same content fails the same way: not fetched again
@@ -311,6 +355,9 @@ class GitFetcher:
                         f"{revision.fetch_ref} moved while fetching (wanted {revision.sha[:12]});"
                         " the next sync takes the new commit"
                     )
+            if snapshot.is_dir():
+                os.utime(snapshot)
+                return snapshot
             self._extract(repo, revision.sha, snapshot)
         # Old snapshots go in the background: deleting a thousand files is no reason to
         # keep a sync (and the webhook's latency) waiting.
@@ -367,6 +414,7 @@ class GitFetcher:
                     "--depth=1",
                     "--no-tags",
                     f"--filter=blob:limit={self.max_revision_bytes + 1}",
+                    "--end-of-options",
                     url,
                     revision.fetch_ref,
                 ],
@@ -374,9 +422,13 @@ class GitFetcher:
                 git_dir=repo,
                 max_file_bytes=cap,
             )
-        except FetchError:
+        except FetchError as error:
             cut = any(p.stat().st_size >= cap for p in repo.glob("objects/pack/tmp_pack_*"))
             self._sweep(repo)
+            if not cut and "not our ref" in str(error):
+                raise FetchError(
+                    f"commit {revision.sha[:12]} is not in {url}; check spec.repo.ref"
+                ) from None
             if not cut:
                 raise
             raise self._refuse(
@@ -397,8 +449,10 @@ class GitFetcher:
     def _has_commit(self, repo: Path, sha: str) -> bool:
         # Locally only: in a repository a filtered fetch made, a plain `cat-file -e` asks
         # the server for a missing commit alone (no trees), and the fetch would be skipped.
+        if not repo.is_dir():
+            return False
         try:
-            list(self._local_git(repo, ["cat-file", "-e", f"{sha}^{{commit}}"]))
+            list(self._local_git(repo, ["cat-file", "-e", "--end-of-options", f"{sha}^{{commit}}"]))
         except FetchError:
             return False
         return True
@@ -523,6 +577,44 @@ class GitFetcher:
         )
         for old in snapshots[: max(0, len(snapshots) - self.max_snapshots)]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_environment(credentials: Credentials | None) -> Iterator[dict[str, str]]:
+    """The environment of one git command: its askpass script, ssh key and known_hosts in
+    a directory of its own (0700, removed when the command ends), which is also its HOME
+    (no ~/.gitconfig, no credential store). Nothing in it is shared with another command
+    or reachable from a repository's files."""
+    with tempfile.TemporaryDirectory(prefix="modelsync-git-") as private:
+        home = Path(private)
+        askpass = home / "askpass.sh"
+        askpass.touch(mode=0o700)
+        askpass.write_text(ASKPASS)
+        env = {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ASKPASS": str(askpass),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes",
+            "MODELSYNC_GIT_USERNAME": "",
+            "MODELSYNC_GIT_PASSWORD": "",
+            "HOME": private,
+            "XDG_CONFIG_HOME": private,
+        }
+        if credentials is not None:
+            env["MODELSYNC_GIT_USERNAME"] = credentials.username or "git"
+            env["MODELSYNC_GIT_PASSWORD"] = credentials.password or ""
+        if credentials is not None and credentials.ssh_key:
+            key = home / "identity"
+            key.touch(mode=0o600)
+            key.write_text(credentials.ssh_key.rstrip("\n") + "\n")
+            known = home / "known_hosts"
+            known.write_text(credentials.known_hosts or "")
+            env["GIT_SSH_COMMAND"] = (
+                f"ssh -i {key} -o IdentitiesOnly=yes -o BatchMode=yes "
+                f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes"
+            )
+        yield env
 
 
 def _key(repo: Path) -> str:

@@ -82,8 +82,10 @@ MODEL_READY = Gauge(
 )
 MODEL_INFO = Gauge(
     "modelsync_model_info",
-    "Always 1; the labels say which version and revision of the model serve.",
-    ["namespace", "model", "version", "revision", "runtime"],
+    "Always 1; the labels say which version of the model serves, on which runtime.",
+    # No git revision: /metrics is unauthenticated, and a commit sha is what another
+    # tenant would need to ask for a repository's content.
+    ["namespace", "model", "version", "runtime"],
     registry=REGISTRY,
 )
 
@@ -144,22 +146,20 @@ LEADER = Gauge(
     registry=REGISTRY,
 )
 
-_model_info: dict[tuple[str, str], tuple[str, str, str]] = {}
+_model_info: dict[tuple[str, str], tuple[str, str]] = {}
 _model_lock = threading.Lock()
 
 
-def model_serves(
-    namespace: str, model: str, ready: bool, version: str, revision: str, runtime: str
-) -> None:
+def model_serves(namespace: str, model: str, ready: bool, version: str, runtime: str) -> None:
     """Readiness and info of one model; the info series of an earlier version goes."""
     MODEL_READY.labels(namespace, model).set(1 if ready else 0)
     with _model_lock:
         previous = _model_info.get((namespace, model))
-        if previous != (version, revision, runtime):
+        if previous != (version, runtime):
             if previous is not None:
                 MODEL_INFO.remove(namespace, model, *previous)
-            MODEL_INFO.labels(namespace, model, version, revision, runtime).set(1)
-            _model_info[(namespace, model)] = (version, revision, runtime)
+            MODEL_INFO.labels(namespace, model, version, runtime).set(1)
+            _model_info[(namespace, model)] = (version, runtime)
 
 
 def model_gone(namespace: str, model: str) -> None:

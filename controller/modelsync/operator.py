@@ -307,6 +307,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         fetcher = GitFetcher(
             fetch_cache_dir(runtime.settings.git_cache_dir),
             max_revision_bytes=runtime.settings.max_revision_bytes,
+            allow_file_urls=runtime.settings.allow_file_urls,
         )
         patterns = runtime.settings.namespaces
         runtime.syncer = SyncReconciler(

@@ -555,7 +555,6 @@ class ServingReconciler:
             meta["name"],
             ready=conditions.is_true(status["conditions"], c.READY),
             version=str(status["modelVersion"]),
-            revision=str(status["currentRevision"]),
             runtime=str((serving_md["spec"].get("runtime") or {}).get("name", "")),
         )
         self._write_status(md, status)

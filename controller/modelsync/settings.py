@@ -133,6 +133,11 @@ class OperatorSettings:
     """imagePullPolicy of every container of model pods: Always, IfNotPresent, Never, or
     "" to render none (Kubernetes' default: Always for :latest, else IfNotPresent)."""
 
+    allow_file_urls: bool = False
+    """Let a ModelSync name a file:// repository. Off: such a URL is refused with a message
+    and git may not use the file transport at all, since a tenant could read any repository
+    on the operator's disk (another tenant's cached ones included). For tests and demos."""
+
     kubeconfig: str | None = None
     """A kubeconfig file; default: in-cluster config, else $KUBECONFIG or ~/.kube/config."""
 

@@ -353,6 +353,13 @@ class SyncReconciler:
         secret = self.kube.get("v1", "Secret", namespace, secret_ref["name"])
         if secret is None:
             raise FetchError(f"Secret {secret_ref['name']!r} (spec.repo.secretRef) does not exist")
+        if secret.get("type") != c.SECRET_TYPE_GIT:
+            raise FetchError(
+                f"Secret {secret_ref['name']!r} (spec.repo.secretRef) has type "
+                f"{secret.get('type') or 'Opaque'!r}; only Secrets of type {c.SECRET_TYPE_GIT!r} "
+                "are sent to a git server: create one with that type (kubectl create secret "
+                f"generic {secret_ref['name']} --type={c.SECRET_TYPE_GIT} ...)"
+            )
         data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
         return Credentials(
             username=data.get("username"),

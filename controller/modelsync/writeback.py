@@ -1,20 +1,29 @@
 """Rollbacks through git: a commit that restores one model's file from an earlier revision.
 
 `restore_model` is the library function behind `modelsync rollback MODEL --to REV`:
-given a working clone, it finds the file that held the ModelDeployment at the
-target revision and commits that file's content. `push_rollback_branch` is what
-the operator does after an automatic rollback (when the ModelSync asks for it):
-a branch `modelsync/rollback/<model>-<short sha>` off the failed commit whose one
+given a clone, it finds the file that held the ModelDeployment at the target
+revision and commits that file's content. `push_rollback_branch` is what the
+operator does after an automatic rollback (when the ModelSync asks for it): a
+branch `modelsync/rollback/<model>-<short sha>` off the failed commit whose one
 commit restores the model's last healthy file, so a pull request brings git back
-in line with what serves. Both use the `git` binary through GitPython.
+in line with what serves.
+
+The commit is built with git's plumbing, in a temporary index and never in a
+work tree (read-tree, update-index --cacheinfo, write-tree, commit-tree): the
+failed commit is the tenant's, and a symlink planted in it must not turn
+"write the model's file" into "write any file the operator can". A restored
+path that is, or lies under, a symlink (in any directory, dot-directories
+included) is refused. In a developer's clone, git itself then moves the branch
+and updates the work tree (its checkout never writes through a symlink).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import git
 import yaml
@@ -23,7 +32,13 @@ from modelsync import constants as c
 from modelsync.fetch import Credentials, FetchError, GitFetcher, git_message
 
 BRANCH_PREFIX = "modelsync/rollback/"
-AUTHOR = "modelsync <modelsync@noreply.modelsync.io>"
+AUTHOR_NAME = "modelsync"
+AUTHOR_EMAIL = "modelsync@noreply.modelsync.io"
+AUTHOR = f"{AUTHOR_NAME} <{AUTHOR_EMAIL}>"
+MODE_FILE = "100644"
+MODE_EXECUTABLE = "100755"
+MODE_SYMLINK = "120000"
+MODE_SUBMODULE = "160000"
 
 
 class RollbackError(Exception):
@@ -37,6 +52,13 @@ class RestoredCommit:
     branch: str | None
 
 
+@dataclass(frozen=True)
+class _Entry:
+    mode: str
+    kind: str
+    object: str
+
+
 def branch_name(model: str, failed_sha: str) -> str:
     return f"{BRANCH_PREFIX}{model}-{failed_sha[:12]}"
 
@@ -47,16 +69,68 @@ def sha_of(revision: str) -> str:
     return match.group(1) if match else revision
 
 
+def commit_of(repo: git.Repo, revision: str) -> str:
+    """The 40-hex commit `revision` names; nothing git could take for an option."""
+    name = sha_of(revision)
+    if not name or name.startswith("-"):
+        raise RollbackError(f"{revision!r} is not a revision")
+    try:
+        sha: str = repo.git.rev_parse(
+            "--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}"
+        )
+    except git.GitCommandError:
+        raise RollbackError(f"revision {revision!r} is not a commit of this repository") from None
+    return sha.strip()
+
+
+def _entry(repo: git.Repo, commit: str, path: str) -> _Entry | None:
+    """What `path` is in `commit`'s tree (mode, type, object), or None."""
+    listing: str = repo.git.ls_tree("-z", "--end-of-options", commit, "--", path)
+    for line in listing.split("\0"):
+        meta, _, name = line.partition("\t")
+        if name == path:  # the entry itself, whatever a path could match as a pattern
+            mode, kind, obj = meta.split()
+            return _Entry(mode, kind, obj)
+    return None
+
+
+def _refuse_links(repo: git.Repo, commit: str, file: str, revision: str) -> None:
+    """`file` and each directory above it must be plain (not a symlink, not a submodule)
+    in `commit`: what git would write there must stay inside the repository."""
+    parts = PurePosixPath(file).parts
+    for depth in range(1, len(parts) + 1):
+        path = "/".join(parts[:depth])
+        entry = _entry(repo, commit, path)
+        if entry is None:
+            return  # nothing there yet: update-index makes the directories
+        if entry.mode in (MODE_SYMLINK, MODE_SUBMODULE):
+            what = "a symlink" if entry.mode == MODE_SYMLINK else "a submodule"
+            raise RollbackError(
+                f"{path} is {what} at {revision}: a rollback never writes through it to "
+                f"restore {file}; replace it with a plain directory or file in git first"
+            )
+
+
 def find_model_file(repo: git.Repo, revision: str, model: str, path: str = "") -> str:
     """The file (relative to the repository root) that defines ModelDeployment `model` at
-    `revision`, looking under `path`."""
-    sha = sha_of(revision)
-    listing: str = repo.git.ls_tree("-r", "--name-only", sha, "--", path.strip("/") or ".")
-    for file in listing.splitlines():
+    `revision`, looking under `path` where the loader looks (dot-directories skipped)."""
+    sha = commit_of(repo, revision)
+    listing: str = repo.git.ls_tree(
+        "-r", "-z", "--end-of-options", sha, "--", path.strip("/") or "."
+    )
+    for line in filter(None, listing.split("\0")):
+        meta, _, file = line.partition("\t")
+        mode, kind, blob = meta.split()
+        if kind != "blob" or mode not in (MODE_FILE, MODE_EXECUTABLE):
+            continue
         if not file.endswith((".yaml", ".yml", ".json")):
             continue
+        if any(part.startswith(".") for part in PurePosixPath(file).parts[:-1]):
+            continue
         try:
-            documents = list(yaml.safe_load_all(repo.git.show(f"{sha}:{file}")))
+            documents = list(
+                yaml.safe_load_all(repo.git.cat_file("blob", blob, strip_newline_in_stdout=False))
+            )
         except yaml.YAMLError:
             continue
         for doc in documents:
@@ -79,40 +153,78 @@ def restore_model(
     start: str = "HEAD",
     reason: str = "",
 ) -> RestoredCommit:
-    """Commit, in the clone at `repo_dir`, the file that held `model` at revision `to`
-    (on a new `branch` from `start`, or on the current branch)."""
+    """Commit, in the clone at `repo_dir`, the file that held `model` at revision `to`:
+    a commit whose parent is `start` and whose tree is `start`'s with that one file as it
+    was at `to`. With `branch`, the branch is set to it (and checked out in a clone with a
+    work tree); without, the current branch fast-forwards to it. A bare repository's
+    work tree is never made: nothing is written but git objects and the ref."""
     try:
         repo = git.Repo(repo_dir)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError) as error:
         raise RollbackError(f"{repo_dir} is not a git repository") from error
+    # Paths from the tenant's tree are names, never patterns (`*`, `:(glob)`).
+    repo.git.update_environment(GIT_LITERAL_PATHSPECS="1")
+    if branch is not None:
+        _check_branch(repo, branch)
+    try:
+        target, base = commit_of(repo, to), commit_of(repo, start)
+    except RollbackError as error:
+        raise RollbackError(f"cannot restore {model!r} from {to}: {error}") from None
     try:
         file = find_model_file(repo, to, model, path)
-        content = repo.git.show(f"{sha_of(to)}:{file}", strip_newline_in_stdout=False)
-        if branch:
-            repo.git.checkout("-B", branch, sha_of(start))
-        target = repo_dir / file
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
-        repo.git.add("--", file)
-        if not repo.git.diff("--cached", "--name-only"):
+        _refuse_links(repo, target, file, to)
+        _refuse_links(repo, base, file, start)
+        restored = _entry(repo, target, file)
+        assert restored is not None  # find_model_file found it there
+        commit = _commit(repo, base, file, restored, model, to, reason)
+        if repo.bare:
+            if branch:
+                repo.git.update_ref(f"refs/heads/{branch}", commit)
+        elif branch:
+            repo.git.checkout("--quiet", "-B", branch, commit)
+        else:
+            repo.git.merge("--quiet", "--ff-only", commit)
+    except git.GitCommandError as error:
+        raise RollbackError(f"cannot restore {model!r} from {to}: {git_message(error)}") from error
+    except (ValueError, KeyError) as error:
+        raise RollbackError(f"cannot restore {model!r} from {to}: {error}") from error
+    return RestoredCommit(commit, file, branch)
+
+
+def _check_branch(repo: git.Repo, branch: str) -> None:
+    try:
+        repo.git.check_ref_format("--branch", branch)
+    except git.GitCommandError:
+        raise RollbackError(f"{branch!r} is not a valid branch name") from None
+    if branch.startswith("-"):
+        raise RollbackError(f"{branch!r} is not a valid branch name")
+
+
+def _commit(
+    repo: git.Repo, base: str, file: str, restored: _Entry, model: str, to: str, reason: str
+) -> str:
+    """The commit: `base`'s tree with `file` set to the blob it had at `to`, built in a
+    temporary index (the repository's own index and work tree untouched)."""
+    with tempfile.TemporaryDirectory(prefix="modelsync-rollback-") as scratch:
+        env = {
+            "GIT_INDEX_FILE": os.path.join(scratch, "index"),
+            "GIT_AUTHOR_NAME": AUTHOR_NAME,
+            "GIT_AUTHOR_EMAIL": AUTHOR_EMAIL,
+            "GIT_COMMITTER_NAME": AUTHOR_NAME,
+            "GIT_COMMITTER_EMAIL": AUTHOR_EMAIL,
+        }
+        repo.git.read_tree("--end-of-options", base, env=env)
+        repo.git.update_index(
+            "--add", "--cacheinfo", f"{restored.mode},{restored.object},{file}", env=env
+        )
+        tree: str = repo.git.write_tree(env=env)
+        if tree == repo.git.rev_parse("--verify", f"{base}^{{tree}}"):
             raise RollbackError(f"model {model!r} already is as it was at {to}: nothing to commit")
         message = f"Roll back model {model} to {to}"
         if reason:
             message += f"\n\n{reason}"
-        repo.git.commit(
-            "-m",
-            message,
-            f"--author={AUTHOR}",
-            env={
-                "GIT_COMMITTER_NAME": "modelsync",
-                "GIT_COMMITTER_EMAIL": "modelsync@noreply.modelsync.io",
-            },
-        )
-    except git.GitCommandError as error:
-        raise RollbackError(f"cannot restore {model!r} from {to}: {git_message(error)}") from error
-    except (git.BadName, ValueError, KeyError) as error:
-        raise RollbackError(f"cannot restore {model!r} from {to}: {error}") from error
-    return RestoredCommit(repo.head.commit.hexsha, file, branch)
+        commit: str = repo.git.commit_tree(tree, "-p", base, "-m", message, env=env)
+    return commit.strip()
 
 
 def push_rollback_branch(
@@ -131,19 +243,24 @@ def push_rollback_branch(
     branch name. `follow` is the ref the ModelSync follows (refs/heads/main)."""
     failed_sha = sha_of(failed_revision)
     branch = branch_name(model, failed_sha)
-    existing = fetcher.run_git(["ls-remote", url, f"refs/heads/{branch}"], credentials)
+    existing = fetcher.run_git(
+        ["ls-remote", "--end-of-options", url, f"refs/heads/{branch}"], credentials
+    )
     if existing.strip():
         return branch  # one branch per failure, however often we are asked
     with tempfile.TemporaryDirectory(prefix="modelsync-writeback-") as scratch:
-        work = Path(scratch)
+        # Bare: the tenant's files are never written out, only git objects.
+        work = Path(scratch) / "repo.git"
         fetcher.run_git(
             [
                 "clone",
                 "--quiet",
+                "--bare",
                 "--no-tags",
                 "--single-branch",
                 "--branch",
                 follow.removeprefix("refs/heads/"),
+                "--",
                 url,
                 str(work),
             ],
@@ -164,14 +281,14 @@ def push_rollback_branch(
         try:
             fetcher.run_git(
                 [
-                    "-C",
-                    str(work),
                     "push",
                     "--quiet",
-                    "origin",
-                    f"HEAD:refs/heads/{restored.branch}",
+                    "--end-of-options",
+                    url,
+                    f"{restored.sha}:refs/heads/{restored.branch}",
                 ],
                 credentials,
+                git_dir=work,
             )
         except FetchError as error:
             raise RollbackError(f"could not push {branch}: {error}") from error

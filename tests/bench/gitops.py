@@ -100,12 +100,17 @@ class Bench:
         self.core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name=NAMESPACE)))
         install_tenant_role(self.api, build.ensure_binaries().path("helm"))
         make_tenant(self.api, NAMESPACE)
-        for name, data in (
-            ("hook", {"token": TOKEN}),
-            ("git", {"username": self.server.username, "password": self.server.password}),
+        for name, kind, data in (
+            ("hook", "Opaque", {"token": TOKEN}),
+            (
+                "git",
+                c.SECRET_TYPE_GIT,
+                {"username": self.server.username, "password": self.server.password},
+            ),
         ):
             self.core.create_namespaced_secret(
-                NAMESPACE, V1Secret(metadata=V1ObjectMeta(name=name), string_data=data)
+                NAMESPACE,
+                V1Secret(metadata=V1ObjectMeta(name=name), type=kind, string_data=data),
             )
         self.port = launcher.free_ports(1)[0]
         self.cluster = cluster

@@ -287,6 +287,7 @@ def test_helm_chart_rbac_is_enough_to_sync_roll_out_and_roll_back(
             "0",
             "--git-cache-dir",
             str(tmp_path / "cache"),
+            "--allow-file-urls",  # the repository below is a file:// one
             "--leader-elect",
             "--lease-namespace",
             namespace,
@@ -424,6 +425,7 @@ def test_tenant_chart_rbac_reads_secrets_and_impersonates_only_where_enabled(
             "0",
             "--git-cache-dir",
             str(tmp_path / "cache"),
+            "--allow-file-urls",  # the repository below is a file:// one
             log=log.open("wb"),
             die_with_parent=True,
         )

@@ -72,6 +72,7 @@ def running_operator(
         default_service_account=TENANT_ACCOUNT,
         allow_other_namespaces=(f"{GRANTED_PREFIX}*",),
         allow_cluster_scoped=(f"{GRANTED_PREFIX}*",),
+        allow_file_urls=True,  # most tests serve their repositories as file://
     )
     runtime = operator.Runtime(settings)
     stop, ready = threading.Event(), threading.Event()

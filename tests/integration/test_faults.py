@@ -178,6 +178,7 @@ def git_secret(api: kubernetes.client.ApiClient, namespace: str, server: GitHttp
         namespace,
         kubernetes.client.V1Secret(
             metadata=kubernetes.client.V1ObjectMeta(name="git-auth"),
+            type=c.SECRET_TYPE_GIT,
             data={k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
         ),
     )

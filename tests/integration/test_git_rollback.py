@@ -78,6 +78,7 @@ def _secret(syncs: Syncs, server: GitHttpServer) -> None:
         syncs.namespace,
         kubernetes.client.V1Secret(
             metadata=kubernetes.client.V1ObjectMeta(name="git-auth"),
+            type=c.SECRET_TYPE_GIT,
             data={
                 k: base64.b64encode(v.encode()).decode()
                 for k, v in {"username": server.username, "password": server.password}.items()

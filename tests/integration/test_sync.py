@@ -452,7 +452,9 @@ def test_git_over_ssh_with_key_and_known_hosts(syncs: Syncs, ssh_server: GitSshS
     syncs.core.create_namespaced_secret(
         syncs.namespace,
         kubernetes.client.V1Secret(
-            metadata=kubernetes.client.V1ObjectMeta(name="ssh"), string_data=secret
+            metadata=kubernetes.client.V1ObjectMeta(name="ssh"),
+            type=c.SECRET_TYPE_GIT,
+            string_data=secret,
         ),
     )
     syncs.create("prod", ssh_server.url(repo.bare.name), secret="ssh")
@@ -464,6 +466,7 @@ def test_git_over_ssh_with_key_and_known_hosts(syncs: Syncs, ssh_server: GitSshS
         syncs.namespace,
         kubernetes.client.V1Secret(
             metadata=kubernetes.client.V1ObjectMeta(name="stranger"),
+            type=c.SECRET_TYPE_GIT,
             string_data={"identity": ssh_server.private_key, "known_hosts": ""},
         ),
     )

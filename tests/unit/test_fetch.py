@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import re
+import stat
+from pathlib import Path
 
 import pytest
 
@@ -10,9 +12,12 @@ from modelsync.fetch import (
     Credentials,
     FetchError,
     Ref,
+    check_url,
     git_timeout_seconds,
     parse_ls_remote,
     pick_ref,
+    private_environment,
+    protocol_config,
     redact,
 )
 
@@ -86,3 +91,75 @@ def test_the_git_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPa
     assert git_timeout_seconds() == 7.5
     monkeypatch.delenv(GIT_TIMEOUT_ENV)
     assert git_timeout_seconds() == GIT_TIMEOUT_SECONDS
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://git.example.com/ml/models.git",
+        "http://127.0.0.1:8080/models.git",
+        "ssh://git@git.example.com/ml/models.git",
+        "git@github.com:ml/models.git",
+    ],
+)
+def test_security_check_url_accepts_https_http_and_ssh(url: str) -> None:
+    check_url(url, allow_file=False)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "--upload-pack=touch /tmp/x",
+        "-uhttps://example.com/x",
+        "ext::sh -c touch% /tmp/x",
+        "fd::3,4",
+        "git://git.example.com/models.git",
+        "/srv/git/models.git",
+        "../models.git",
+        "ftp://example.com/models.git",
+        "",
+    ],
+)
+def test_security_check_url_refuses_other_transports_and_options(url: str) -> None:
+    with pytest.raises(FetchError, match=r"spec\.repo\.url"):
+        check_url(url, allow_file=True)
+
+
+def test_security_file_urls_only_when_allowed_and_never_into_the_cache(tmp_path: Path) -> None:
+    with pytest.raises(FetchError, match=r"file:// URLs are turned off.*--allow-file-urls"):
+        check_url("file:///srv/git/models.git", allow_file=False)
+    check_url("file:///srv/git/models.git", allow_file=True, cache_dir=tmp_path)
+    with pytest.raises(FetchError, match="inside the operator's git cache"):
+        check_url(f"file://{tmp_path}/repos/0123.git", allow_file=True, cache_dir=tmp_path)
+
+
+def test_security_git_may_use_only_the_allowed_transports() -> None:
+    assert protocol_config(False) == [
+        "-c",
+        "protocol.allow=never",
+        "-c",
+        "protocol.https.allow=always",
+        "-c",
+        "protocol.http.allow=always",
+        "-c",
+        "protocol.ssh.allow=always",
+    ]
+    assert protocol_config(True)[-2:] == ["-c", "protocol.file.allow=always"]
+
+
+def test_security_git_helpers_live_in_a_private_directory_per_command() -> None:
+    credentials = Credentials("bot", "s3cret", ssh_key="KEY", known_hosts="host ssh-ed25519 A")
+    with private_environment(credentials) as env, private_environment(None) as other:
+        home = Path(env["HOME"])
+        assert home != Path(other["HOME"])
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700
+        assert Path(env["GIT_ASKPASS"]).parent == home
+        assert stat.S_IMODE((home / "identity").stat().st_mode) == 0o600
+        assert str(home / "known_hosts") in env["GIT_SSH_COMMAND"]
+        assert "s3cret" not in str(other)
+    assert not home.exists()
+
+
+def test_security_a_pinned_commit_must_be_a_sha() -> None:
+    with pytest.raises(FetchError, match="not a 40-hex sha"):
+        pick_ref(Ref(commit="--output=/tmp/x"), {})

@@ -82,7 +82,7 @@ def test_security_a_filtered_cache_fetches_each_new_commit_whole_and_never_lazil
         git("-C", str(work), "push", "--quiet", str(served), "HEAD:refs/heads/main")
         return fetcher.resolve(url, Ref(branch="main"))
 
-    fetcher = GitFetcher(tmp_path / "cache", max_revision_bytes=1024)
+    fetcher = GitFetcher(tmp_path / "cache", max_revision_bytes=1024, allow_file_urls=True)
     with pytest.raises(RevisionTooLargeError, match=r"big\.bin is larger than the limit"):
         fetcher.checkout(url, commit())
     (work / "big.bin").unlink()
@@ -106,7 +106,7 @@ def test_security_a_server_that_does_not_filter_is_cut_off_and_not_asked_again(
     git("-C", str(work), "commit", "--quiet", "-m", "big")
     git("-C", str(work), "push", "--quiet", str(served), "HEAD:refs/heads/main")
     url = f"file://{served}"
-    fetcher = GitFetcher(tmp_path / "cache", max_revision_bytes=64 << 10)
+    fetcher = GitFetcher(tmp_path / "cache", max_revision_bytes=64 << 10, allow_file_urls=True)
     revision = fetcher.resolve(url, Ref(branch="main"))
     cap = (64 << 10) * FETCH_FACTOR + (1 << 20)
     with pytest.raises(RevisionTooLargeError, match=f"sent more than {cap} bytes"):
@@ -132,10 +132,10 @@ def test_a_revision_refused_under_a_filter_is_accepted_once_the_budget_is_raised
     git("-C", str(work), "commit", "--quiet", "-m", "big")
     git("-C", str(work), "push", "--quiet", str(served), "HEAD:refs/heads/main")
     url = f"file://{served}"
-    small = GitFetcher(tmp_path / "cache", max_revision_bytes=1024)
+    small = GitFetcher(tmp_path / "cache", max_revision_bytes=1024, allow_file_urls=True)
     revision = small.resolve(url, Ref(branch="main"))
     with pytest.raises(RevisionTooLargeError):
         small.checkout(url, revision)
-    raised = GitFetcher(tmp_path / "cache", max_revision_bytes=1 << 20)
+    raised = GitFetcher(tmp_path / "cache", max_revision_bytes=1 << 20, allow_file_urls=True)
     snapshot = raised.checkout(url, revision)
     assert (snapshot / "big.bin").stat().st_size == 4096
