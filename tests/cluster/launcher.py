@@ -378,6 +378,12 @@ def status(root: Path) -> Cluster | None:
 
 def stop(root: Path, log: TextIO = sys.stderr) -> bool:
     """Stop the cluster of `root`, if any of it runs. True when something was stopped."""
+    if (root / "node").exists():
+        # The real node first, while the API server still answers it. (Imported here:
+        # the node module builds on this one.)
+        from tests.cluster import node
+
+        node.stop(root, log)
     cluster = Cluster.load(root)
     if cluster is None:
         return False
@@ -480,7 +486,7 @@ def start(
         if Cluster.load(root) is not None:
             print(f"[cluster] clearing the stale cluster in {root}", file=log)
         stop(root, log)
-        for child in ("etcd", "pki", "logs", "kwok.yaml", "kubeconfig", STATE_FILE):
+        for child in ("etcd", "pki", "logs", "node", "kwok.yaml", "kubeconfig", STATE_FILE):
             path = root / child
             if path.is_dir():
                 shutil.rmtree(path)
