@@ -38,7 +38,8 @@ def private_addresses(text: str) -> list[tuple[int, str]]:
                 network = ipaddress.ip_network(match.group(0), strict=False)
             except ValueError:
                 continue
-            if any(network.overlaps(private) for private in PRIVATE):
+            # Any route covers every range (0.0.0.0/0): only what aims at one counts.
+            if network.prefixlen and any(network.overlaps(private) for private in PRIVATE):
                 found.append((number, match.group(0)))
     return found
 
@@ -52,6 +53,7 @@ def test_the_scan_finds_private_addresses() -> None:
     text = 'cidr = "10.244.0.1/16"\nip = "172.20.1.1"\nx = "192.168.1.1:80"\nv = "1.37.10.2.1"'
     assert private_addresses(text) == [(1, "10.244.0.1/16"), (2, "172.20.1.1"), (3, "192.168.1.1")]
     assert private_addresses('a = "198.18.0.1"; b = "127.0.0.1"; c = "198.19.0.0/16"') == []
+    assert private_addresses('route = "0.0.0.0/0"') == []
 
 
 def test_no_harness_file_names_a_private_address() -> None:
