@@ -63,6 +63,10 @@ REQUIRED = {
     "nsenter": "/usr/bin/nsenter",
 }
 CNI_BIN = "/usr/lib/cni"
+CNI_CACHE = Path("/var/lib/cni/results")
+NETWORK = "modelsync"
+# containerd's CRI puts every container's cgroup under this parent (cgroupfs driver).
+CGROUP_PARENT = "k8s.io"
 STOP_ORDER = ("kubelet", "kube-proxy", "containerd", "apiserver-relay")
 READY_TIMEOUT = 180.0
 
@@ -174,13 +178,19 @@ def create_network() -> None:
         _run(step, "setting up the node's network")
 
 
-def delete_network() -> None:
-    """Deleting the namespace deletes its end of the veth, and with it the host's end
-    and the route through it."""
-    if _netns_exists():
-        _run(["ip", "netns", "delete", NETNS], "deleting the node's namespace", check=False)
-    if _iface_exists(HOST_IFACE):
-        _run(["ip", "link", "delete", HOST_IFACE], "deleting the host's veth", check=False)
+def delete_network(timeout: float = 15.0) -> None:
+    """Delete the namespace, and the veth with the route through it. Either can stay
+    busy for a moment after the node's processes were killed (a dying container's
+    mount namespace still holds the namespace's mount), hence the retries."""
+    deadline = time.monotonic() + timeout
+    while _netns_exists() or _iface_exists(HOST_IFACE):
+        if _netns_exists():
+            _run(["ip", "netns", "delete", NETNS], "", check=False)
+        if _iface_exists(HOST_IFACE):
+            _run(["ip", "link", "delete", HOST_IFACE], "", check=False)
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
 
 
 def _mounts_under(prefixes: Sequence[Path]) -> list[str]:
@@ -259,7 +269,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 def cni_config(node: Node) -> dict[str, object]:
     return {
         "cniVersion": "0.4.0",
-        "name": "modelsync",
+        "name": NETWORK,
         "plugins": [
             {
                 "type": "bridge",
@@ -370,12 +380,12 @@ def start(
     ):
         return existing
     started = time.monotonic()
-    _claim(root)
     node = Node(root=root, pids={})
     directory = node.directory
-    if directory.exists():
+    if directory.exists():  # a node of this cluster that died: clear it first
         stop(root)
         shutil.rmtree(directory, ignore_errors=True)
+    _claim(root)
     for sub in ("cni", "logs", "pod-logs", "containerd/root", "kubelet"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
     content = cache_root() / "containerd-content"
@@ -473,20 +483,41 @@ def _remove_containers(node: Node) -> None:
     """Kill and delete every task and container of the node's containerd (pods' sandboxes
     included), so no container process outlives the node."""
     ctr = [*node.ctr(), "-n", "k8s.io"]
-    listed = _run([*ctr, "tasks", "ls", "-q"], "", check=False)
-    tasks = listed.stdout.split() if listed.returncode == 0 else []
-    for task in tasks:
+
+    def listed() -> set[str]:
+        result = _run([*ctr, "tasks", "ls", "-q"], "", check=False)
+        return set(result.stdout.split()) if result.returncode == 0 else set()
+
+    for task in listed():
         _run([*ctr, "tasks", "kill", "-a", "-s", "SIGKILL", task], "", check=False)
-    for task in tasks:
-        deadline = time.monotonic() + 10
-        while _run([*ctr, "tasks", "delete", task], "", check=False).returncode != 0:
-            if time.monotonic() > deadline:
-                _run([*ctr, "tasks", "delete", "--force", task], "", check=False)
-                break
-            time.sleep(0.2)
+    # containerd deletes a killed task itself once it has exited; delete what lingers.
+    deadline = time.monotonic() + 15
+    while remaining := listed():
+        force = ["--force"] if time.monotonic() > deadline else []
+        for task in remaining:
+            _run([*ctr, "tasks", "delete", *force, task], "", check=False)
+        if force:
+            break
+        time.sleep(0.2)
     containers = _run([*ctr, "containers", "ls", "-q"], "", check=False)
     for container in containers.stdout.split():
         _run([*ctr, "containers", "delete", container], "", check=False)
+        # libcni caches each sandbox's result here; the kubelet would have removed it
+        # with the pod (CNI DEL), which a node being torn down does not wait for.
+        for cached in (f"{NETWORK}-{container}-eth0", f"cni-loopback-{container}-lo"):
+            (CNI_CACHE / cached).unlink(missing_ok=True)
+
+
+def _remove_cgroups() -> None:
+    """The cgroup parent runc made for the containers (empty once they are gone; rmdir
+    refuses a cgroup that still has members, so nothing else's is touched)."""
+    for parent in Path("/sys/fs/cgroup").glob(f"*/{CGROUP_PARENT}"):
+        for child in sorted(parent.rglob("*"), key=lambda path: len(path.parts), reverse=True):
+            if child.is_dir():
+                with contextlib.suppress(OSError):
+                    child.rmdir()
+        with contextlib.suppress(OSError):
+            parent.rmdir()
 
 
 def stop(root: Path, log: TextIO = sys.stderr) -> bool:
@@ -507,10 +538,17 @@ def stop(root: Path, log: TextIO = sys.stderr) -> bool:
         lambda pid: launcher._owned_pid_alive(pid, root),
     )
     # Shims outlive containerd by design; any left (a crash) go now, with their containers.
-    for pid in _processes_naming(str(node.socket)):
+    shims = _processes_naming(str(node.socket))
+    for pid in shims:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(launcher._owned_pid_alive(pid, node.socket) for pid in shims):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     _unmount_all([directory])
+    _remove_cgroups()
     with contextlib.suppress(OSError, ValueError, KeyError):
         if Path(json.loads(OWNER_FILE.read_text())["root"]) == root:
             delete_network()
@@ -530,6 +568,8 @@ def leftovers(root: Path) -> list[str]:
         found.append(f"network namespace {NETNS}")
     if _iface_exists(HOST_IFACE):
         found.append(f"interface {HOST_IFACE}")
+    found += [f"cgroup {path}" for path in Path("/sys/fs/cgroup").glob(f"*/{CGROUP_PARENT}")]
+    found += [f"CNI cache {path}" for path in CNI_CACHE.glob(f"{NETWORK}-*")]
     routes = _run(["ip", "route", "show", addresses.NODE_POD_CIDR], "", check=False).stdout
     if routes.strip():
         found.append(f"route {routes.strip()}")
