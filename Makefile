@@ -47,7 +47,7 @@ test: venv
 	@$(PY) -m tools.phases \
 	  "lint=$(MAKE) --no-print-directory lint" \
 	  "test deps=$(MAKE) --no-print-directory test-deps" \
-	  "build=$(PY) -m tests.cluster build" \
+	  "build=$(PY) -m tests.cluster build" -- \
 	  "unit=$(PY) -m pytest tests/unit $(PYTEST_ARGS)" \
 	  "integration=$(PY) -m pytest tests/integration --ignore=$(REAL_NODE_TESTS) $(PYTEST_ARGS)" \
 	  "real node=$(PY) -m pytest $(REAL_NODE_TESTS) $(PYTEST_ARGS)" \

@@ -1,6 +1,7 @@
-"""`python -m tools.phases NAME=COMMAND ...`: run the phases of `make test` in order,
-then print how long each took. Every phase runs even after one failed (the table
-shows all of them); the exit code is the first failure's.
+"""`python -m tools.phases NAME=COMMAND ... -- NAME=COMMAND ...`: run the phases of
+`make test` in order, then print how long each took. A failure before `--` (lint,
+deps, build) ends the run there; the phases after it (the test suites) all run even
+when one fails, as one pytest session would. The exit code is the first failure's.
 
     make test  ->  lint, test deps, build, unit, integration, real node, e2e
 """
@@ -25,12 +26,18 @@ def table(rows: list[tuple[str, float, int]]) -> str:
 
 def main(argv: list[str]) -> int:
     rows: list[tuple[str, float, int]] = []
+    required = "--" in argv
     for phase in argv:
+        if phase == "--":
+            required = False
+            continue
         name, _, command = phase.partition("=")
         print(f"==> {name}: {command}", flush=True)
         started = time.monotonic()
         code = subprocess.run(command, shell=True, check=False).returncode  # noqa: S602
         rows.append((name, time.monotonic() - started, code))
+        if code != 0 and required:
+            break
     print("\n" + table(rows), flush=True)
     return next((code for _, _, code in rows if code != 0), 0)
 

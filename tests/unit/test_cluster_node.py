@@ -16,7 +16,6 @@ import pytest
 
 from tests.cluster import addresses, images
 from tests.cluster import node as nodemod
-from tools import phases
 
 
 @pytest.fixture
@@ -128,13 +127,3 @@ def test_images_share_layers_and_are_cached_by_their_inputs(
     assert first.stat().st_mtime_ns == mtime  # not written again
     changed = images.files_layer("base", {"/etc/motd": (b"bye\n", 0o644)})
     assert changed.digest != base.digest
-
-
-def test_make_test_prints_a_table_of_phases() -> None:
-    text = phases.table([("lint", 12.34, 0), ("real node", 80.0, 1)])
-    lines = text.splitlines()
-    assert lines[0].split() == ["phase", "seconds", "result"]
-    assert lines[1].split() == ["lint", "12.3", "ok"]
-    assert lines[2].startswith("real node")
-    assert "failed (1)" in lines[2]
-    assert lines[-1].split() == ["total", "92.3"]
