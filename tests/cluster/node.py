@@ -67,7 +67,6 @@ CNI_CACHE = Path("/var/lib/cni/results")
 NETWORK = "modelsync"
 # containerd's CRI puts every container's cgroup under this parent (cgroupfs driver).
 CGROUP_PARENT = "k8s.io"
-STOP_ORDER = ("kubelet", "kube-proxy", "containerd", "apiserver-relay")
 READY_TIMEOUT = 180.0
 
 
