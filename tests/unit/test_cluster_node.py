@@ -10,12 +10,14 @@ import os
 import tarfile
 import tomllib
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
 from tests.cluster import addresses, images
 from tests.cluster import node as nodemod
+from tests.conftest import LocalCluster, RealNode
 
 
 @pytest.fixture
@@ -127,3 +129,16 @@ def test_images_share_layers_and_are_cached_by_their_inputs(
     assert first.stat().st_mtime_ns == mtime  # not written again
     changed = images.files_layer("base", {"/etc/motd": (b"bye\n", 0o644)})
     assert changed.digest != base.digest
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"), [("true", pytest.fail.Exception), ("", pytest.skip.Exception)]
+)
+def test_a_machine_without_a_real_node_fails_in_ci_and_skips_elsewhere(
+    ci: str, outcome: type[BaseException], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CI", ci)
+    monkeypatch.setattr(nodemod, "why_not", lambda binaries: "no cgroups here")
+    handle = RealNode(cast(LocalCluster, SimpleNamespace(binaries=None)))
+    with pytest.raises(outcome, match="the real node cannot start here: no cgroups here"):
+        handle.ensure()
