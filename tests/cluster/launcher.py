@@ -303,6 +303,9 @@ def _apiserver_args(root: Path, ports: dict[str, int], pki: pkimod.Pki) -> list[
         f"--service-account-signing-key-file={pki.service_account_key}",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
+        # Reach kubelets (logs, exec) by their node IP: a node's name would be looked up
+        # in the machine's DNS, outside the cluster's addresses.
+        "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true",
         "--profiling=false",
         "--v=0",
