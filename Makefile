@@ -40,19 +40,38 @@ unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # Builds the cluster binaries first (cached after the first time), so that the
-# long cold build prints its progress instead of hiding inside a test fixture.
-test: venv lint cluster-binaries test-deps
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+# long cold build prints its progress instead of hiding inside a test fixture; then
+# prints how long each phase took. Each pytest phase starts a cluster of its own.
+REAL_NODE_TESTS := tests/integration/test_real_node.py
+test: venv
+	@$(PY) -m tools.phases \
+	  "lint=$(MAKE) --no-print-directory lint" \
+	  "test deps=$(MAKE) --no-print-directory test-deps" \
+	  "build=$(PY) -m tests.cluster build" -- \
+	  "unit=$(PY) -m pytest tests/unit $(PYTEST_ARGS)" \
+	  "integration=$(PY) -m pytest tests/integration --ignore=$(REAL_NODE_TESTS) $(PYTEST_ARGS)" \
+	  "real node=$(PY) -m pytest $(REAL_NODE_TESTS) $(PYTEST_ARGS)" \
+	  "e2e=$(PY) -m pytest tests/e2e $(PYTEST_ARGS)"
 
-# The git-over-ssh tests run OpenSSH's sshd on loopback.
+# What the tests run beside the cluster, from Debian's packages (a fresh CI machine has
+# none of them): OpenSSH's sshd for git over ssh; containerd, runc, the CNI plugins,
+# iptables and conntrack for the real node; mmdebstrap builds its images.
+TEST_DEPS := /usr/sbin/sshd:openssh-server /usr/bin/containerd:containerd /usr/bin/ctr:containerd \
+  /usr/sbin/runc:runc /usr/lib/cni/bridge:containernetworking-plugins \
+  /usr/sbin/iptables:iptables /usr/sbin/conntrack:conntrack /usr/bin/mmdebstrap:mmdebstrap
+
 test-deps:
-	@command -v /usr/sbin/sshd >/dev/null 2>&1 || { \
+	@missing=""; for dep in $(TEST_DEPS); do \
+	  [ -e "$${dep%%:*}" ] || missing="$$missing $${dep##*:}"; done; \
+	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+	if [ -n "$${missing// }" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing openssh-server (for the git-over-ssh tests)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >/dev/null; \
+	    echo "installing$$missing(for the git-over-ssh tests and the real node)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else \
-	    echo "error: the git-over-ssh tests need OpenSSH's sshd: install openssh-server (Debian: sudo apt-get install openssh-server)"; exit 1; \
-	  fi; }
+	    echo "error: the tests need these Debian packages: $$missing(as root: apt-get install $$missing)"; exit 1; \
+	  fi; \
+	fi
 
 cluster-binaries: venv
 	$(PY) -m tests.cluster build

@@ -3,6 +3,8 @@
 The cluster is started once per test session from the cached binaries (built on
 first use) and stopped at the end. To reuse one started with `make cluster-up`
 while iterating, set MODELSYNC_TEST_CLUSTER to its state directory (`.cluster`).
+The real node (`real_node`) starts the first time a test asks for it, so a run
+without such tests never needs root or containerd.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import kubernetes
 import pytest
 
 from tests.cluster import build, launcher
+from tests.cluster import node as nodemod
 from tests.cluster.objectstore import ObjectStore, ensure_versitygw
 from tests.kube import install_tenant_role, make_tenant
 
@@ -147,3 +150,75 @@ def objectstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStor
         yield store
     finally:
         store.stop()
+
+
+class RealNode:
+    """The session's real node (kubelet, kube-proxy, containerd in a network namespace),
+    started on first use and again after a test stopped it."""
+
+    def __init__(self, local: LocalCluster) -> None:
+        self.local = local
+        self.node: nodemod.Node | None = None
+
+    def ensure(self) -> RealNode:
+        reason = nodemod.why_not(self.local.binaries)
+        if reason is not None:
+            message = f"the real node cannot start here: {reason}"
+            # CI must run these tests: a machine that cannot is a failure there.
+            if os.environ.get("CI") == "true":
+                pytest.fail(message)
+            pytest.skip(message)
+        if self.node is None:
+            try:
+                self.node = nodemod.start(
+                    self.local.cluster, self.local.binaries, die_with_parent=True
+                )
+            except nodemod.NodeError as error:
+                pytest.fail(str(error))
+            # kubectl lists it beside the kwok nodes.
+            self.local.cluster.nodes.append(nodemod.NAME)
+        return self
+
+    def stop(self) -> None:
+        nodemod.stop(self.local.cluster.root)
+        if nodemod.NAME in self.local.cluster.nodes:
+            self.local.cluster.nodes.remove(nodemod.NAME)
+        self.node = None
+
+    @property
+    def name(self) -> str:
+        return nodemod.NAME
+
+    def in_netns(self, *command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run `command` in the node's network namespace (where Service IPs work)."""
+        assert self.node is not None
+        return subprocess.run(
+            self.node.netns_exec(*command),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
+
+    def log_tails(self, lines: int = 20) -> str:
+        """The last lines of each component's log, for failure messages."""
+        logs = self.local.cluster.root / "node" / "logs"
+        return "\n".join(
+            f"--- {path.name}:\n{launcher._log_tail(path, lines)}"
+            for path in sorted(logs.glob("*.log"))
+        )
+
+
+@pytest.fixture(scope="session")
+def real_node_session(local_cluster: LocalCluster) -> Iterator[RealNode]:
+    handle = RealNode(local_cluster)
+    yield handle
+    if handle.node is not None and not os.environ.get("MODELSYNC_TEST_CLUSTER"):
+        handle.stop()
+
+
+@pytest.fixture
+def real_node(real_node_session: RealNode) -> RealNode:
+    """The real node, Ready. Pods land on it with `nodemod.NODE_SELECTOR`, the
+    `nodemod.TOLERATION` and an image imported there (`imagePullPolicy: Never`)."""
+    return real_node_session.ensure()

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.cluster import build, launcher, versions
+from tests.cluster import build, launcher, node, versions
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = REPO / ".cluster"
@@ -27,6 +27,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     binaries = build.ensure_binaries()
     cluster = launcher.start(args.root, binaries, nodes=args.nodes)
+    if args.real_node:
+        node.start(cluster, binaries)
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     print(f"export PATH={binaries.directory}:$PATH  # kubectl, helm, kwok of this cluster")
     return 0
@@ -121,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         command.set_defaults(func=func)
     sub.choices["up"].add_argument("--nodes", type=int, default=2, help="kwok nodes (default 2)")
+    sub.choices["up"].add_argument(
+        "--real-node",
+        action="store_true",
+        help="also start the real node (root; tests/cluster/node.py)",
+    )
     build_cmd = sub.add_parser("build", help="build the binaries into the cache, print where")
     build_cmd.add_argument("--force", action="store_true", help="rebuild even when cached")
     build_cmd.set_defaults(func=cmd_build)

@@ -29,6 +29,8 @@ from tests.cluster import versions
 
 GOBUILD_DIR = Path(__file__).resolve().parent / "gobuild"
 BINARY = "kubecluster"
+# The pod sandbox ("pause") image's one static binary, built beside the multi-call one.
+PAUSE = "pause"
 STAMP = "BUILD-COMPLETE.json"
 MIN_GO = (1, 21)  # the first Go that can fetch a newer toolchain by itself (GOTOOLCHAIN)
 
@@ -63,6 +65,14 @@ class Binaries:
         return self.path("kube-scheduler")
 
     @property
+    def kubelet(self) -> Path:
+        return self.path("kubelet")
+
+    @property
+    def kube_proxy(self) -> Path:
+        return self.path("kube-proxy")
+
+    @property
     def kubectl(self) -> Path:
         return self.path("kubectl")
 
@@ -77,6 +87,10 @@ class Binaries:
     @property
     def multicall(self) -> Path:
         return self.path(BINARY)
+
+    @property
+    def pause(self) -> Path:
+        return self.path(PAUSE)
 
 
 def cache_root() -> Path:
@@ -138,7 +152,7 @@ def go_version(go: str, env: dict[str, str]) -> str:
 def build_key(toolchain: str) -> str:
     """A digest of every input that decides what the build produces."""
     digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum", "main.go"):
+    for name in ("go.mod", "go.sum", "main.go", "pause/main.go"):
         digest.update(name.encode())
         digest.update((GOBUILD_DIR / name).read_bytes())
     digest.update(versions.ldflags().encode())
@@ -159,6 +173,7 @@ def is_complete(directory: Path) -> bool:
         binary.is_file()
         and os.access(binary, os.X_OK)
         and recorded.get("size") == binary.stat().st_size
+        and (directory / PAUSE).is_file()
         and all((directory / program).exists() for program in versions.PROGRAMS)
     )
 
@@ -251,8 +266,8 @@ def compile_multicall(
     go: str, env: dict[str, str], output: Path, toolchain: str, log: TextIO
 ) -> None:
     print(
-        f"[cluster] building Kubernetes {versions.KUBERNETES}, etcd {versions.ETCD}, "
-        f"kwok {versions.KWOK}, helm {versions.HELM} with {toolchain} "
+        f"[cluster] building Kubernetes {versions.KUBERNETES} (kubelet included), "
+        f"etcd {versions.ETCD}, kwok {versions.KWOK}, helm {versions.HELM} with {toolchain} "
         "(a first build takes about 7 minutes on 2 cores and 5 GiB of disk; "
         "later ones reuse Go's caches)",
         file=log,
@@ -264,6 +279,8 @@ def compile_multicall(
     total = sum(1 for line in listing if line and not line.startswith("go: "))
     command = [go, "build", "-v", "-ldflags", versions.ldflags(), "-o", str(output / BINARY), "."]
     run_streaming(command, env, log, phase="compiling", total=total)
+    pause = [go, "build", "-ldflags", "-s -w", "-o", str(output / PAUSE), "./pause"]
+    run_streaming(pause, env, log, phase="compiling pause")
 
 
 def run_streaming(

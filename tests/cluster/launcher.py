@@ -30,14 +30,14 @@ from typing import Any, TextIO
 
 import yaml
 
+from tests.cluster import addresses, stages, versions
 from tests.cluster import pki as pkimod
-from tests.cluster import stages, versions
 from tests.cluster.build import Binaries
 
 STATE_FILE = "cluster.json"
-SERVICE_CIDR = "10.96.0.0/16"
-SERVICE_IP = "10.96.0.1"
-POD_CIDR = "10.244.0.1/16"
+SERVICE_CIDR = addresses.SERVICE_CIDR
+SERVICE_IP = addresses.SERVICE_IP
+POD_CIDR = addresses.KWOK_POD_CIDR
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 # Dependents first, etcd last.
 STOP_ORDER = (
@@ -290,7 +290,9 @@ def _apiserver_args(root: Path, ports: dict[str, int], pki: pkimod.Pki) -> list[
     return [
         f"--etcd-servers=http://127.0.0.1:{ports['etcd-client']}",
         "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        # The real node and its pods reach the API server there (through a forwarder
+        # the node starts); the `kubernetes` Service's endpoint points at it.
+        f"--advertise-address={addresses.HOST_IP}",
         f"--secure-port={ports['apiserver']}",
         f"--cert-dir={root / 'pki'}",
         f"--tls-cert-file={pki.serving_cert}",
@@ -301,8 +303,9 @@ def _apiserver_args(root: Path, ports: dict[str, int], pki: pkimod.Pki) -> list[
         f"--service-account-signing-key-file={pki.service_account_key}",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
-        # Endpoints may not point at loopback; nothing in-cluster calls the API anyway.
-        "--endpoint-reconciler-type=none",
+        # Reach kubelets (logs, exec) by their node IP: a node's name would be looked up
+        # in the machine's DNS, outside the cluster's addresses.
+        "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true",
         "--profiling=false",
         "--v=0",
@@ -378,6 +381,12 @@ def status(root: Path) -> Cluster | None:
 
 def stop(root: Path, log: TextIO = sys.stderr) -> bool:
     """Stop the cluster of `root`, if any of it runs. True when something was stopped."""
+    if (root / "node").exists():
+        # The real node first, while the API server still answers it. (Imported here:
+        # the node module builds on this one.)
+        from tests.cluster import node
+
+        node.stop(root, log)
     cluster = Cluster.load(root)
     if cluster is None:
         return False
@@ -480,7 +489,7 @@ def start(
         if Cluster.load(root) is not None:
             print(f"[cluster] clearing the stale cluster in {root}", file=log)
         stop(root, log)
-        for child in ("etcd", "pki", "logs", "kwok.yaml", "kubeconfig", STATE_FILE):
+        for child in ("etcd", "pki", "logs", "node", "kwok.yaml", "kubeconfig", STATE_FILE):
             path = root / child
             if path.is_dir():
                 shutil.rmtree(path)
@@ -514,7 +523,7 @@ def _start_once(
     logs = root / "logs"
     logs.mkdir(exist_ok=True)
     shutil.rmtree(root / "etcd", ignore_errors=True)
-    pki = pkimod.create(root / "pki", SERVICE_IP)
+    pki = pkimod.create(root / "pki", SERVICE_IP, addresses.HOST_IP)
     server = f"https://127.0.0.1:{ports['apiserver']}"
     kubeconfig = root / "kubeconfig"
     kubeconfig.write_text(kubeconfig_yaml(server, pki))
@@ -576,6 +585,8 @@ def _start_once(
                 # for work a real cluster spreads over many machines.
                 f"--kube-api-qps={CONTROL_PLANE_QPS}",
                 f"--kube-api-burst={CONTROL_PLANE_BURST}",
+                f"--cluster-cidr={addresses.CLUSTER_CIDR}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--concurrent-deployment-syncs=10",
                 "--concurrent-replicaset-syncs=10",
                 "--use-service-account-credentials=true",
@@ -619,7 +630,7 @@ def _start_once(
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
                 f"--cidr={POD_CIDR}",
-                "--node-ip=10.0.0.1",
+                f"--node-ip={addresses.KWOK_NODE_IP}",
                 "--node-lease-duration-seconds=40",
                 f"--server-address=127.0.0.1:{ports['kwok']}",
             ],

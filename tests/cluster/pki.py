@@ -99,8 +99,9 @@ def _certificate(
     return builder.sign(signing_key, hashes.SHA256())
 
 
-def create(directory: Path, service_ip: str) -> Pki:
-    """Write a fresh PKI into `directory` and return where each file is."""
+def create(directory: Path, service_ip: str, host_ip: str | None = None) -> Pki:
+    """Write a fresh PKI into `directory` and return where each file is. `host_ip` is
+    the address the API server is also reached at from the real node and its pods."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory)
     pem = serialization.Encoding.PEM
@@ -139,6 +140,8 @@ def create(directory: Path, service_ip: str) -> Pki:
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address(service_ip)),
     ]
+    if host_ip is not None:
+        alt_names.append(x509.IPAddress(ipaddress.ip_address(host_ip)))
     serving = _certificate(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
         serving_key.public_key(),

@@ -22,6 +22,8 @@ PROGRAMS = (
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
     "kubectl",
     "kwok",
     "helm",

@@ -40,6 +40,7 @@ def fake_compiler(calls: list[Path]) -> build.Compiler:
         calls.append(output)
         (output / build.BINARY).write_bytes(b"#!/bin/sh\n")
         (output / build.BINARY).chmod(0o755)
+        (output / build.PAUSE).write_bytes(b"#!/bin/sh\n")
 
     return compile_
 

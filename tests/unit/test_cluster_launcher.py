@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster import launcher, pki
+from tests.cluster import addresses, launcher, pki
 
 
 def test_free_ports_are_distinct_and_bindable() -> None:
@@ -50,7 +50,7 @@ def test_fake_node_is_managed_by_kwok_and_offers_gpus() -> None:
 
 
 def test_kubeconfig_embeds_credentials(tmp_path: Path) -> None:
-    created = pki.create(tmp_path / "pki", "10.96.0.1")
+    created = pki.create(tmp_path / "pki", addresses.SERVICE_IP, addresses.HOST_IP)
     config = yaml.safe_load(launcher.kubeconfig_yaml("https://127.0.0.1:6443", created))
     assert config["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:6443"
     assert config["users"][0]["user"]["client-key-data"]

@@ -1,0 +1,24 @@
+"""Every address the local cluster uses, in one place.
+
+All of them lie in 198.18.0.0/15, the range set aside for benchmarking network
+devices (RFC 2544): nothing a test does can reach a real private network (10/8,
+172.16/12, 192.168/16) or the internet by accident. A unit test checks that no
+address of the harness strays outside it.
+"""
+
+from __future__ import annotations
+
+# The host's end of the veth into the real node's network namespace. Servers that
+# pods must reach (the API server, git, the object store) listen here.
+HOST_IP = "198.18.0.1"
+# The real node's end: the kubelet registers with it, kube-proxy's rules live behind it.
+NODE_IP = "198.18.0.2"
+LINK_PREFIX = 24
+# Services; the first address is the `kubernetes` Service.
+SERVICE_CIDR = "198.19.0.0/16"
+SERVICE_IP = "198.19.0.1"
+# Pods of every node, then each node's share of it.
+CLUSTER_CIDR = "198.18.64.0/18"
+KWOK_POD_CIDR = "198.18.64.1/19"  # kwok's --cidr: its first address and prefix
+KWOK_NODE_IP = "198.18.1.1"
+NODE_POD_CIDR = "198.18.96.0/24"

@@ -1,0 +1,100 @@
+"""The harness sends traffic only to loopback and 198.18.0.0/15 (RFC 2544): never to a
+private network a developer's or CI machine may really be attached to."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import addresses
+
+REPO = Path(__file__).resolve().parents[2]
+# The code that starts the cluster, the node, the servers and the operator for tests.
+HARNESS = (
+    "tests/cluster/**/*.py",
+    "tests/cluster/**/*.go",
+    "tests/*.py",
+    "tests/*/conftest.py",
+    "tools/demo.py",
+    "Makefile",
+)
+PRIVATE = tuple(
+    ipaddress.ip_network(net) for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+)
+ALLOWED = (ipaddress.IPv4Network("127.0.0.0/8"), ipaddress.IPv4Network("198.18.0.0/15"))
+# An IPv4 address, optionally with a prefix, not part of a longer dotted run (a version).
+IPV4 = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d{1,3}){3})(?:/(\d{1,2}))?(?![\d.])")
+
+
+def private_addresses(text: str) -> list[tuple[int, str]]:
+    """(line, address) of every address or network in `text` that touches a private range."""
+    found = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        for match in IPV4.finditer(line):
+            try:
+                network = ipaddress.ip_network(match.group(0), strict=False)
+            except ValueError:
+                continue
+            # Any route covers every range (0.0.0.0/0): only what aims at one counts.
+            if network.prefixlen and any(network.overlaps(private) for private in PRIVATE):
+                found.append((number, match.group(0)))
+    return found
+
+
+def harness_files() -> list[Path]:
+    files = {path for pattern in HARNESS for path in REPO.glob(pattern) if path.is_file()}
+    return sorted(files)
+
+
+def test_the_scan_finds_private_addresses() -> None:
+    text = 'cidr = "10.244.0.1/16"\nip = "172.20.1.1"\nx = "192.168.1.1:80"\nv = "1.37.10.2.1"'
+    assert private_addresses(text) == [(1, "10.244.0.1/16"), (2, "172.20.1.1"), (3, "192.168.1.1")]
+    assert private_addresses('a = "198.18.0.1"; b = "127.0.0.1"; c = "198.19.0.0/16"') == []
+    assert private_addresses('route = "0.0.0.0/0"') == []
+
+
+def test_no_harness_file_names_a_private_address() -> None:
+    files = harness_files()
+    assert any(path.name == "launcher.py" for path in files)
+    offending = [
+        f"{path.relative_to(REPO)}:{line}: {address}"
+        for path in files
+        for line, address in private_addresses(path.read_text(errors="replace"))
+    ]
+    assert not offending, (
+        "the test harness must use loopback or 198.18.0.0/15 (tests/cluster/addresses.py), "
+        "never 10/8, 172.16/12 or 192.168/16:\n" + "\n".join(offending)
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        addresses.HOST_IP,
+        addresses.NODE_IP,
+        addresses.SERVICE_CIDR,
+        addresses.SERVICE_IP,
+        addresses.CLUSTER_CIDR,
+        addresses.KWOK_POD_CIDR,
+        addresses.KWOK_NODE_IP,
+        addresses.NODE_POD_CIDR,
+    ],
+)
+def test_every_cluster_address_is_in_the_benchmark_range(value: str) -> None:
+    network = ipaddress.IPv4Network(value, strict=False)
+    assert any(network.subnet_of(allowed) for allowed in ALLOWED), value
+
+
+def test_pod_ranges_lie_in_the_cluster_range_and_apart() -> None:
+    cluster = ipaddress.IPv4Network(addresses.CLUSTER_CIDR)
+    kwok = ipaddress.IPv4Network(addresses.KWOK_POD_CIDR, strict=False)
+    node = ipaddress.IPv4Network(addresses.NODE_POD_CIDR)
+    service = ipaddress.IPv4Network(addresses.SERVICE_CIDR)
+    assert kwok.subnet_of(cluster)
+    assert node.subnet_of(cluster)
+    assert not kwok.overlaps(node)
+    assert not service.overlaps(cluster)
+    assert ipaddress.ip_address(addresses.SERVICE_IP) == next(service.hosts())
