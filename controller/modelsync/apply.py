@@ -75,10 +75,23 @@ def apply_order(obj: LoadedObject) -> tuple[int, int, str]:
     return stage, rank, obj.description
 
 
+# 500s that are about the object the request carried, not about the server: a value of
+# the wrong type in a custom resource fails server-side apply's typed conversion.
+CONTENT_500_PATTERNS = (
+    "failed to create typed patch object",
+    "failed to create typed live object",
+    "unable to convert",
+)
+
+
 def transient(error: kubernetes.client.ApiException) -> bool:
     """An answer about the API server (overloaded, restarting, unreachable), not about
-    the object: the sync fails and is tried again, the revision is not judged by it."""
-    return error.status in {0, 429, 500, 502, 503, 504}
+    the object: the sync fails and is tried again, the revision is not judged by it.
+    A 500 is the environment's unless its message is one of CONTENT_500_PATTERNS."""
+    if error.status == 500:
+        message = api_message(error)
+        return not any(pattern in message for pattern in CONTENT_500_PATTERNS)
+    return error.status in {0, 429, 502, 503, 504}
 
 
 def _concurrently(work: Callable[[T], R], items: list[T]) -> list[R]:

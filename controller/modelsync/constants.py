@@ -78,6 +78,10 @@ REASON_SUSPENDED: Final = "Suspended"
 REASON_SERVICE_ACCOUNT_NOT_FOUND: Final = "ServiceAccountNotFound"
 REASON_TARGET_NAMESPACE_NOT_ALLOWED: Final = "TargetNamespaceNotAllowed"
 REASON_NAMESPACE_NOT_ENABLED: Final = "NamespaceNotEnabled"
+# The environment failed the sync (API server unreachable, overloaded): tried again soon.
+REASON_RETRYING: Final = "Retrying"
+# A fault of ours: recorded, tried again with backoff, never a hot loop.
+REASON_INTERNAL_ERROR: Final = "InternalError"
 
 EVENT_SYNCED: Final = "Synced"
 EVENT_SYNC_FAILED: Final = "SyncFailed"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime
 import logging
+import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,15 @@ import kubernetes
 from modelsync import conditions, logs, metrics, writeback
 from modelsync import constants as c
 from modelsync import prune as prunemod
-from modelsync.apply import Applier, ChangeSet, OwnershipError, Planned, inventory_of
+from modelsync.apply import (
+    Applier,
+    ChangeSet,
+    OwnershipError,
+    Planned,
+    api_message,
+    inventory_of,
+    transient,
+)
 from modelsync.conditions import Observed
 from modelsync.fetch import (
     Credentials,
@@ -46,7 +55,33 @@ MAX_ERRORS_SHOWN = 20
 MAX_ERRORS_KEPT = 200  # status.errors (the CRD's maxItems)
 # A failed fetch (git host down, network blip) is tried again after this, doubling each
 # time, up to the interval: not an interval later, when that may be an hour.
-FETCH_RETRY_SECONDS = 5.0
+# A sync the environment failed (or a fault of ours) is tried again after 1 s, doubling
+# to 5 min, each delay jittered by up to a fifth so that many ModelSyncs do not come
+# back in step after an API server restart.
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 300.0
+RETRY_JITTER = 0.2
+# The reasons after which a sync is tried again soon (the environment may mend them);
+# any other waits for the interval, a change in git, or a change of the ModelSync.
+RETRIED_REASONS = frozenset(
+    {
+        c.REASON_FETCH_FAILED,
+        c.REASON_SERVICE_ACCOUNT_NOT_FOUND,
+        c.REASON_NAMESPACE_NOT_ENABLED,
+        c.REASON_RETRYING,
+        c.REASON_INTERNAL_ERROR,
+    }
+)
+
+
+def retry_delay(failures: int, interval: float, jitter: float) -> float:
+    """Seconds before attempt `failures + 1` after `failures` failures in a row: 1 s
+    doubling to 5 min (never past the interval), times (1 + jitter), jitter in
+    [-RETRY_JITTER, RETRY_JITTER]."""
+    base = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * float(2 ** min(failures, 16)))
+    return max(RETRY_FIRST_SECONDS / 2, min(interval, base) * (1.0 + jitter))
+
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -82,6 +117,7 @@ class Outcome:
     write_backs: list[str] | None = None
     write_back_error: str = ""
     errors: list[LoadError] = field(default_factory=list)
+    retry_in: float | None = None  # set when the environment broke the sync off
 
 
 class NoAccountError(Exception):
@@ -104,7 +140,8 @@ class SyncReconciler:
         self.cache = cache
         self.clock = clock
         self.watches = watches  # namespaces whose ModelDeployments the cache holds
-        self._fetch_failures: dict[tuple[str, str], int] = {}  # in a row, per ModelSync
+        self._failures: dict[tuple[str, str], int] = {}  # in a row, per ModelSync
+        self.jitter: Callable[[], float] = lambda: random.uniform(-RETRY_JITTER, RETRY_JITTER)  # noqa: S311 - spreading retries, not security
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Sync once. Returns seconds until the next periodic sync (None: none needed)."""
@@ -116,30 +153,53 @@ class SyncReconciler:
             self._record_suspended(ms)
             return None
         started = self.clock()
+        interval = interval_seconds(spec.get("interval"))
         with metrics.SYNC_SECONDS.labels(namespace, name).time():
-            outcome = self._sync(ms)
+            try:
+                outcome = self._sync(ms)
+            except Exception as error:
+                environment = isinstance(error, kubernetes.client.ApiException) and transient(error)
+                if not environment:  # the steps turn every answer about content into errors
+                    log.exception("sync %s/%s failed", namespace, name)
+                reason = c.REASON_RETRYING if environment else c.REASON_INTERNAL_ERROR
+                outcome = self._failed(namespace, name, interval, reason, error)
             self._record(ms, outcome, started)
         metrics.SYNCS.labels(namespace, name, outcome.reason).inc()
         for action, objects in outcome.changes.by_action().items():
             metrics.OBJECTS_APPLIED.labels(action=action).inc(len(objects))
-        return self._next_sync(namespace, name, outcome, interval_seconds(spec.get("interval")))
+        return self._next_sync(namespace, name, outcome, interval)
+
+    def _failed(
+        self, namespace: str, name: str, interval: float, reason: str, error: Exception
+    ) -> Outcome:
+        """The outcome of a sync the environment (or a fault of ours) broke off: what
+        it says and when it is tried again. Nothing of the revision is judged by it."""
+        delay = self._retry_in(namespace, name, interval)
+        why = (
+            api_message(error)
+            if isinstance(error, kubernetes.client.ApiException)
+            else f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        )
+        outcome = Outcome(reason=reason, message=f"retrying in {delay:.0f}s: {why}"[:1024])
+        outcome.retry_in = delay
+        return outcome
+
+    def _retry_in(self, namespace: str, name: str, interval: float) -> float:
+        key = (namespace, name)
+        failures = self._failures.get(key, 0)
+        self._failures[key] = failures + 1
+        return retry_delay(failures, interval, self.jitter())
 
     def _next_sync(self, namespace: str, name: str, outcome: Outcome, interval: float) -> float:
-        """The interval; after a failed fetch, a shorter delay that doubles with each failure
-        in a row (the failed attempt is in status already, so it is not raised)."""
-        key = (namespace, name)
-        # What the environment may mend by itself (a git host back up, an account
-        # created) is retried soon; what only a change of spec or git mends is not.
-        if outcome.reason not in (
-            c.REASON_FETCH_FAILED,
-            c.REASON_SERVICE_ACCOUNT_NOT_FOUND,
-            c.REASON_NAMESPACE_NOT_ENABLED,
-        ):
-            self._fetch_failures.pop(key, None)
+        """The interval; after a failure the environment may mend (a git host down, an
+        account not yet created, the API server restarting), a short delay that doubles
+        with each failure in a row. The attempt is in status already: nothing is raised."""
+        if outcome.retry_in is not None:
+            return outcome.retry_in
+        if outcome.reason not in RETRIED_REASONS:
+            self._failures.pop((namespace, name), None)
             return interval
-        failures = self._fetch_failures.get(key, 0)
-        self._fetch_failures[key] = failures + 1
-        return min(interval, FETCH_RETRY_SECONDS * float(2 ** min(failures, 16)))
+        return self._retry_in(namespace, name, interval)
 
     # ------------------------------------------------------------------ the steps
 

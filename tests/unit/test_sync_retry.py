@@ -1,0 +1,119 @@
+"""A sync the environment breaks off, or a fault of ours, is recorded in status and
+tried again after 1 s doubling to 5 min (jittered); never a hot loop, never a stale
+Ready=True. The fakes below stand in only for the order of the reconciler's steps."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import kubernetes
+import pytest
+
+from modelsync import constants as c
+from modelsync.conditions import find
+from modelsync.sync import RETRY_MAX_SECONDS, Outcome, SyncReconciler, retry_delay
+
+NOW = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
+MS = {
+    "apiVersion": c.API_VERSION,
+    "kind": c.MODELSYNC_KIND,
+    "metadata": {"namespace": "team", "name": "prod", "generation": 1},
+    "spec": {"repo": {"url": "https://git.example.com/m.git"}, "interval": "10m"},
+    "status": {
+        "lastAppliedRevision": "main@sha1:" + "a" * 40,
+        "conditions": [
+            {
+                "type": c.READY,
+                "status": "True",
+                "reason": c.REASON_SUCCEEDED,
+                "message": "applied revision main@sha1:" + "a" * 40,
+                "observedGeneration": 1,
+                "lastTransitionTime": "2026-12-01T00:00:00Z",
+            }
+        ],
+    },
+}
+
+
+class Cache:
+    def __init__(self) -> None:
+        self.ms: dict[str, Any] = dict(MS)
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        return self.ms
+
+    def put(self, kind: str, obj: dict[str, Any]) -> None:
+        self.ms = obj
+
+
+class Kube:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def patch_status(self, *args: Any) -> dict[str, Any]:
+        status = args[4]
+        return {**MS, "status": status}
+
+    def event(self, obj: Any, kind: str, reason: str, message: str, **_: Any) -> None:
+        self.events.append(reason)
+
+
+class Broken(SyncReconciler):
+    def __init__(self, errors: list[Exception | None]) -> None:
+        super().__init__(Kube(), None, Cache(), clock=lambda: NOW)  # type: ignore[arg-type]
+        self.errors = errors
+        self.jitter = lambda: 0.0
+
+    def _sync(self, ms: dict[str, Any]) -> Outcome:
+        error = self.errors.pop(0)
+        if error is not None:
+            raise error
+        return Outcome(ready=True, applied=False, reason=c.REASON_SUCCEEDED, message="ok")
+
+
+def ready(reconciler: SyncReconciler) -> dict[str, Any]:
+    condition = find(reconciler.cache.ms["status"]["conditions"], c.READY)
+    assert condition is not None
+    return condition
+
+
+def test_retry_delays_double_from_one_second_to_five_minutes_with_jitter() -> None:
+    assert [retry_delay(n, 3600, 0.0) for n in range(4)] == [1.0, 2.0, 4.0, 8.0]
+    assert retry_delay(20, 3600, 0.0) == RETRY_MAX_SECONDS
+    assert retry_delay(20, 60, 0.0) == 60  # never past the interval
+    assert retry_delay(3, 3600, 0.2) == pytest.approx(9.6)
+    assert retry_delay(3, 3600, -0.2) == pytest.approx(6.4)
+
+
+def test_an_unexpected_exception_is_recorded_as_internal_error_and_backs_off() -> None:
+    reconciler = Broken([RuntimeError("boom"), RuntimeError("boom"), RuntimeError("boom"), None])
+    delays = [reconciler.reconcile("team", "prod") for _ in range(3)]
+    assert delays == [1.0, 2.0, 4.0]
+    condition = ready(reconciler)
+    assert (condition["status"], condition["reason"]) == ("False", c.REASON_INTERNAL_ERROR)
+    assert condition["message"] == "retrying in 4s: RuntimeError: boom"
+    # Recovered: the interval again, and the next failure starts from 1 s.
+    assert reconciler.reconcile("team", "prod") == 600
+    reconciler.errors = [RuntimeError("again")]
+    assert reconciler.reconcile("team", "prod") == 1.0
+
+
+def test_an_api_server_that_is_away_is_retried_with_its_reason() -> None:
+    away = kubernetes.client.ApiException(status=503, reason="Service Unavailable")
+    away.body = '{"message": "the server is currently unable to handle the request"}'
+    reconciler = Broken([away])
+    assert reconciler.reconcile("team", "prod") == 1.0
+    condition = ready(reconciler)
+    assert (condition["status"], condition["reason"]) == ("False", c.REASON_RETRYING)
+    assert condition["message"] == (
+        "retrying in 1s: the server is currently unable to handle the request"
+    )
+
+
+def test_a_content_answer_escaping_the_steps_is_an_internal_error() -> None:
+    invalid = kubernetes.client.ApiException(status=422, reason="Invalid")
+    invalid.body = '{"message": "ConfigMap \\"x\\" is invalid"}'
+    reconciler = Broken([invalid])
+    assert reconciler.reconcile("team", "prod") == 1.0
+    assert ready(reconciler)["reason"] == c.REASON_INTERNAL_ERROR
