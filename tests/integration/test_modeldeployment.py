@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -46,9 +47,23 @@ def test_modeldeployment_becomes_ready_with_owned_serving_objects(
     assert service.spec.selector == deployment.spec.selector.match_labels
 
     table = local_cluster.run("kubectl", "get", "md", "iris", "-n", namespace).stdout
-    header, row = table.splitlines()
-    assert header.split() == ["NAME", "MODEL", "VERSION", "RUNTIME", "READY", "REVISION", "AGE"]
-    assert row.split()[:6] == ["iris", "iris", "1", "mlserver", "True", status["currentRevision"]]
+    columns = printer_columns(table)
+    assert list(columns) == [
+        "NAME", "MODEL", "VERSION", "SERVING", "READY", "ROLLEDBACK", "REVISION", "AGE"
+    ]  # fmt: skip
+    assert columns["NAME"] == "iris"
+    assert (columns["VERSION"], columns["SERVING"], columns["READY"]) == ("1", "1", "True")
+    assert columns["ROLLEDBACK"] == ""  # no rollback ever: no condition
+    assert columns["REVISION"] == status["currentRevision"]
+
+
+def printer_columns(table: str) -> dict[str, str]:
+    """A one-row `kubectl get` table by column, cut at the header's offsets (empty cells
+    stay empty instead of shifting the row)."""
+    header, row = table.splitlines()[:2]
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    ends = [*starts[1:], max(len(header), len(row)) + 1]
+    return {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, ends, strict=True)}
 
 
 def test_modeldeployment_version_change_rolls_out(

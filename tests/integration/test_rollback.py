@@ -17,6 +17,7 @@ from modelsync import constants as c
 from modelsync import operator
 from tests.cluster import stages
 from tests.conftest import LocalCluster
+from tests.integration.test_modeldeployment import printer_columns
 from tests.kube import dict_condition, wait_for
 from tests.models import (
     MD,
@@ -226,8 +227,7 @@ def test_rollback_shows_on_the_modelsync_and_a_git_revert_ends_it(syncs: Syncs) 
     )
     assert (md["spec"]["model"]["version"], md["status"]["servingVersion"]) == ("2", "1")
     table = syncs.cluster.run("kubectl", "get", "md", "iris", "-n", syncs.namespace).stdout
-    header, row = (line.split() for line in table.splitlines()[:2])
-    columns = dict(zip(header, row, strict=True))
+    columns = printer_columns(table)
     assert (columns["VERSION"], columns["SERVING"], columns["ROLLEDBACK"]) == ("2", "1", "True")
     ms = syncs.wait_failed("prod", c.REASON_ROLLED_BACK)
     assert ms["status"]["lastAppliedRevision"] == f"main@sha1:{bad}"
