@@ -69,6 +69,7 @@ def test_security_chart_operator_sees_objects_it_cannot_read_before_taking_or_pr
             "0",
             "--git-cache-dir",
             str(tmp_path / "cache"),
+            "--allow-file-urls",  # the test's repository is a file:// one
             log=(tmp_path / "operator.log").open("wb"),
             die_with_parent=True,
         )
