@@ -35,6 +35,40 @@ def helm(cluster: LocalCluster, *args: str, check: bool = True) -> subprocess.Co
     return cluster.run("helm", *args, check=check)
 
 
+def install_chart(cluster: LocalCluster, namespace: str, *values: str) -> None:
+    """`helm install modelsync` into `namespace` with `--set` `values`, taking over the
+    CRDs the test session installed."""
+    sets = [arg for value in values for arg in ("--set", value)]
+    helm(
+        cluster,
+        "install",
+        "modelsync",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--force-conflicts",
+        *sets,
+    )
+
+
+def chart_kubeconfig(cluster: LocalCluster, namespace: str, directory: Path) -> Path:
+    """A kubeconfig that acts as the chart's own ServiceAccount (a token of its own):
+    kwok runs no containers, so tests run the operator with it, bound by the chart's RBAC."""
+    token = (
+        CoreV1Api(cluster.api)
+        .create_namespaced_service_account_token(
+            "modelsync", namespace, {"spec": {"expirationSeconds": 3600}}
+        )
+        .status.token
+    )
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    config["users"] = [{"name": "chart", "user": {"token": token}}]
+    config["contexts"][0]["context"]["user"] = "chart"
+    kubeconfig = directory / "chart-sa.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    return kubeconfig
+
+
 @pytest.mark.parametrize("crd", sorted(p.name for p in (REPO / "crds").glob("*.yaml")))
 def test_helm_chart_ships_the_crds_unchanged(crd: str) -> None:
     assert (CHART / "crds" / crd).read_text() == (REPO / "crds" / crd).read_text(), (
@@ -252,25 +286,8 @@ def test_helm_chart_rbac_is_enough_to_sync_roll_out_and_roll_back(
     make_tenant(local_cluster.api, team)  # git content is applied as the team's account
     operator = None
     try:
-        helm(
-            local_cluster,
-            "install",
-            "modelsync",
-            str(CHART),
-            "--namespace",
-            namespace,
-            "--force-conflicts",
-            "--set",
-            f"watchNamespaces={{{team}}}",
-        )
-        token = core.create_namespaced_service_account_token(
-            "modelsync", namespace, {"spec": {"expirationSeconds": 3600}}
-        ).status.token
-        config = yaml.safe_load(local_cluster.kubeconfig.read_text())
-        config["users"] = [{"name": "chart", "user": {"token": token}}]
-        config["contexts"][0]["context"]["user"] = "chart"
-        kubeconfig = tmp_path / "chart-sa.kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(config))
+        install_chart(local_cluster, namespace, f"watchNamespaces={{{team}}}")
+        kubeconfig = chart_kubeconfig(local_cluster, namespace, tmp_path)
         log = (tmp_path / "operator.log").open("wb")
         # Acting as one of the chart's pods (kwok runs no containers): it takes the
         # Lease and labels that pod, which the webhook Service then selects.
@@ -382,19 +399,7 @@ def test_tenant_chart_rbac_reads_secrets_and_impersonates_only_where_enabled(
     operator = None
     log = tmp_path / "operator.log"
     try:
-        helm(
-            local_cluster,
-            "install",
-            "modelsync",
-            str(CHART),
-            "--namespace",
-            namespace,
-            "--force-conflicts",
-            "--set",
-            f"{grant}={{{enabled}}}",
-            "--set",
-            "replicaCount=0",
-        )
+        install_chart(local_cluster, namespace, f"{grant}={{{enabled}}}", "replicaCount=0")
         account = f"{namespace}:modelsync"
         for team, which in ((enabled, "enabled"), (other, "other")):
             # RBAC changes reach the authorizer within moments; wait for the binding.
@@ -407,14 +412,7 @@ def test_tenant_chart_rbac_reads_secrets_and_impersonates_only_where_enabled(
             assert actual == expected.read_text(), f"{mode}, {which} namespace"
         if mode != "cluster-wide":
             return
-        token = core.create_namespaced_service_account_token(
-            "modelsync", namespace, {"spec": {"expirationSeconds": 3600}}
-        ).status.token
-        config = yaml.safe_load(local_cluster.kubeconfig.read_text())
-        config["users"] = [{"name": "chart", "user": {"token": token}}]
-        config["contexts"][0]["context"]["user"] = "chart"
-        kubeconfig = tmp_path / "chart-sa.kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(config))
+        kubeconfig = chart_kubeconfig(local_cluster, namespace, tmp_path)
         operator = spawn_operator(
             kubeconfig,
             "-n",

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import kubernetes
 import pytest
-import yaml
 from kubernetes.client import CoreV1Api
 
 from modelsync import constants as c
 from tests.conftest import LocalCluster
-from tests.e2e.test_helm import CHART, helm
+from tests.e2e.test_helm import chart_kubeconfig, helm, install_chart
 from tests.gitserver import GitHttpServer, WorkRepo
 from tests.integration.conftest import OWN_OPERATOR_PREFIX
 from tests.integration.test_security_ownership import config_map
@@ -35,27 +34,8 @@ def test_security_chart_operator_sees_objects_it_cannot_read_before_taking_or_pr
     )
     operator = None
     try:
-        helm(
-            local_cluster,
-            "install",
-            "modelsync",
-            str(CHART),
-            "--namespace",
-            namespace,
-            "--force-conflicts",
-            "--set",
-            f"tenancy.namespaces={{{team}}}",
-            "--set",
-            "replicaCount=0",
-        )
-        token = core.create_namespaced_service_account_token(
-            "modelsync", namespace, {"spec": {"expirationSeconds": 3600}}
-        ).status.token
-        config = yaml.safe_load(local_cluster.kubeconfig.read_text())
-        config["users"] = [{"name": "chart", "user": {"token": token}}]
-        config["contexts"][0]["context"]["user"] = "chart"
-        kubeconfig = tmp_path / "chart-sa.kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(config))
+        install_chart(local_cluster, namespace, f"tenancy.namespaces={{{team}}}", "replicaCount=0")
+        kubeconfig = chart_kubeconfig(local_cluster, namespace, tmp_path)
         # The premise: the operator's own account may not read the tenant's ConfigMaps.
         chart_api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
         with pytest.raises(kubernetes.client.ApiException) as refused:
