@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 CLUSTER_ROOT ?= .cluster
 PYTEST_ARGS ?=
 
-.PHONY: help venv test-deps demo demo-down test unit lint fmt cluster-binaries cluster-up cluster-down cluster-status bench clean
+.PHONY: help venv test-deps demo demo-down test test-fast unit lint fmt cluster-binaries cluster-up cluster-down cluster-status bench clean
 
 help:
 	@echo "make demo           the whole flow: cluster, git, operator, a rollout and a rollback"
 	@echo "make test           install what is needed, lint, and run the whole test suite"
+	@echo "make test-fast      for iterating: lint, unit and the kwok tests (no real node, no chart)"
 	@echo "make unit           unit tests only (no cluster)"
 	@echo "make lint           ruff and mypy"
 	@echo "make cluster-up     start the local cluster (prints export KUBECONFIG=...)"
@@ -52,6 +53,10 @@ test: venv
 	  "integration=$(PY) -m pytest tests/integration --ignore=$(REAL_NODE_TESTS) $(PYTEST_ARGS)" \
 	  "real node=$(PY) -m pytest $(REAL_NODE_TESTS) $(PYTEST_ARGS)" \
 	  "e2e=$(PY) -m pytest tests/e2e $(PYTEST_ARGS)"
+
+# For iterating: what needs no real node and no chart; `make test` is what CI runs.
+test-fast: venv lint cluster-binaries
+	$(PY) -m pytest tests/unit tests/integration --ignore=$(REAL_NODE_TESTS) $(PYTEST_ARGS)
 
 # What the tests run beside the cluster, from Debian's packages (a fresh CI machine has
 # none of them): OpenSSH's sshd for git over ssh; containerd, runc, the CNI plugins,
