@@ -24,6 +24,8 @@ RUN python3 -m venv /venv \
     && /venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
        --require-hashes --only-binary=:all: -r /tmp/requirements.lock \
     && rm /tmp/requirements.lock \
+    && useradd --uid 10001 --user-group --no-create-home --home-dir /var/cache/modelsync \
+       --shell /usr/sbin/nologin modelsync \
     && mkdir -p /var/cache/modelsync && chown 10001:10001 /var/cache/modelsync \
     && chmod 0700 /var/cache/modelsync
 COPY --from=build /wheels /tmp/wheels

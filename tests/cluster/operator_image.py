@@ -29,7 +29,7 @@ import tarfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from tests.cluster import build, images, wheels
 
@@ -43,6 +43,19 @@ USER = f"{UID}:{UID}"
 # The chart mounts its git-cache emptyDir here and passes --git-cache-dir with it; git
 # and ssh want a writable HOME, and that is the only writable place besides /tmp.
 HOME = "/var/cache/modelsync"
+# The account of UID, as the Dockerfile makes it.
+USERADD = (
+    "useradd",
+    "--uid",
+    str(UID),
+    "--user-group",
+    "--no-create-home",
+    "--home-dir",
+    HOME,
+    "--shell",
+    "/usr/sbin/nologin",
+    "modelsync",
+)
 ENTRYPOINT = (f"{VENV}/bin/modelsync",)
 CMD = ("run",)
 ENV = (
@@ -142,7 +155,7 @@ def chroot_binary() -> str:
 def _chroot(rootfs: Path, *command: str) -> None:
     # No bytecode written into a cached root by the tools that run there.
     env = {
-        "PATH": "/usr/bin:/bin",
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME": "/tmp",
         "LANG": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -209,10 +222,10 @@ def _tree(work: Path, top: str) -> list[str]:
 
 
 def venv_layer(base: images.Layer, log: TextIO = sys.stderr) -> images.Layer:
-    """/venv: bookworm's python3 venv with the operator's lock installed offline, and the
-    HOME directory owned by the image's user (for a runtime that mounts nothing there)."""
+    """/venv: bookworm's python3 venv with the operator's lock installed offline; the
+    image's user in /etc/passwd, and its HOME (for a runtime that mounts nothing there)."""
     wheelhouse = wheels.ensure_wheelhouse(NAME, log)
-    key = images._inputs_key("operator-venv", base.digest, wheels.lock_digest(NAME), UID, HOME)
+    key = images._inputs_key("operator-venv", base.digest, wheels.lock_digest(NAME), USERADD)
     final = images.images_dir() / "layers" / f"operator-venv-{key}.tar"
     if final.is_file():
         return images._layer(final)
@@ -229,12 +242,15 @@ def venv_layer(base: images.Layer, log: TextIO = sys.stderr) -> images.Layer:
                 f"{VENV}/bin/python", Path("/tmp/wheels"), Path("/tmp/requirements.lock")
             ),
         )
+        # ssh refuses to run for a uid without a passwd entry ("No user exists for uid").
+        _chroot(work, *USERADD)
         home = work / HOME.lstrip("/")
         home.mkdir(parents=True, exist_ok=True)
         os.chown(home, UID, UID)
         home.chmod(0o700)
         final.parent.mkdir(parents=True, exist_ok=True)
-        _tar(work, [*_tree(work, VENV.lstrip("/")), HOME.lstrip("/")], final)
+        accounts = [f"etc/{name}" for name in ("passwd", "group", "shadow", "gshadow")]
+        _tar(work, [*_tree(work, VENV.lstrip("/")), HOME.lstrip("/"), *accounts], final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     _timed("venv layer", started)
@@ -324,7 +340,7 @@ def operator_image(log: TextIO = sys.stderr) -> tuple[Path, str]:
         return archive, reference
 
 
-def unpack_archive(archive: Path, into: Path) -> dict[str, object]:
+def unpack_archive(archive: Path, into: Path) -> dict[str, Any]:
     """Unpack an OCI archive's layers, in order, into `into` (a root filesystem); returns
     the image's config (`config` of the OCI config document)."""
     with tarfile.open(archive) as tar:
@@ -351,7 +367,7 @@ def unpack_archive(archive: Path, into: Path) -> dict[str, object]:
                 check=True,
                 timeout=600,
             )
-        config: dict[str, object] = json.loads(blob(manifest["config"]["digest"]))["config"]
+        config: dict[str, Any] = json.loads(blob(manifest["config"]["digest"]))["config"]
         return config
 
 
@@ -378,6 +394,96 @@ def compile_lock() -> None:
         ],
         cwd=ROOT,
         check=True,
+    )
+
+
+# Runs a command in an unpacked image the way the chart's pod does: the root read-only,
+# /tmp and HOME fresh writable mounts (the chart's emptyDirs), /dev and /proc the host's,
+# as the image's user, with exactly the image's environment. $1 is the root, $2 the
+# user, $3 HOME; then `env` assignments and the command.
+CONFINE = """
+set -e
+root=$1 user=$2 home=$3
+shift 3
+mkdir -p "$root/dev" "$root/proc" "$root/tmp" "$root$home"
+mount --bind "$root" "$root"
+mount -o remount,bind,ro "$root"
+mount -t tmpfs -o size=64m,mode=1777 tmpfs "$root/tmp"
+mount -t tmpfs -o "size=64m,mode=0700,uid=${user%%:*},gid=${user##*:}" tmpfs "$root$home"
+mount --rbind /dev "$root/dev"
+mount -t proc proc "$root/proc"
+exec chroot --userspec="$user" "$root" /usr/bin/env -i "$@"
+"""
+
+
+def inside(rootfs: Path, path: str) -> str:
+    """`path` of the image with the symlinks of `rootfs` resolved inside it (an absolute
+    link names a path of the image, not of the host)."""
+    resolved: list[str] = []
+    parts = [part for part in path.split("/") if part]
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            resolved = resolved[:-1]
+            continue
+        candidate = rootfs.joinpath(*resolved, part)
+        if candidate.is_symlink():
+            hops += 1
+            if hops > 40:
+                raise images.ImageError(f"too many symlinks resolving {path} in {rootfs}")
+            link = os.readlink(candidate)
+            if link.startswith("/"):
+                resolved = []
+            parts = [p for p in link.split("/") if p and p != "."] + parts
+            continue
+        resolved.append(part)
+    return "/" + "/".join(resolved)
+
+
+def confined_command(
+    rootfs: Path,
+    config: dict[str, Any],
+    args: Sequence[str],
+    *,
+    env: Sequence[str] = (),
+    binds: Sequence[tuple[Path, str]] = (),
+) -> tuple[list[str], dict[str, str]]:
+    """The command (and its environment) that runs the image's entrypoint with `args` in
+    `rootfs` (from `unpack_archive`), in a mount namespace of its own (root only), as
+    CONFINE says; `binds` are host paths mounted read-only at paths of the image."""
+    image_env = [str(item) for item in config.get("Env") or []]
+    entrypoint = [str(item) for item in config.get("Entrypoint") or []]
+    home = next((item.split("=", 1)[1] for item in image_env if item.startswith("HOME=")), "/")
+    script = CONFINE
+    for index, (source, image_path) in enumerate(binds):
+        # The mount point is made before the root turns read-only, as a runtime does, at
+        # the path the image's own symlinks give (/var/run is /run): never the host's.
+        target = inside(rootfs, image_path)
+        point = rootfs / target.lstrip("/")
+        if source.is_dir():
+            point.mkdir(parents=True, exist_ok=True)
+        else:
+            point.parent.mkdir(parents=True, exist_ok=True)
+            point.touch()
+        script = script.replace(
+            "exec chroot",
+            f'mount --bind "$BIND{index}" "$root{target}"\n'
+            f'mount -o remount,bind,ro "$root{target}"\nexec chroot',
+        )
+    host_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    host_env |= {f"BIND{index}": str(source) for index, (source, _) in enumerate(binds)}
+    command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
+    command += [str(rootfs), str(config.get("User") or "0:0"), inside(rootfs, home)]
+    return [*command, *image_env, *env, *entrypoint, *args], host_env
+
+
+def run_confined(
+    rootfs: Path, config: dict[str, Any], args: Sequence[str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    command, env = confined_command(rootfs, config, args)
+    return subprocess.run(
+        command, env=env, capture_output=True, text=True, check=False, timeout=timeout
     )
 
 

@@ -113,6 +113,10 @@ def test_user_environment_and_entrypoint_match_the_builder_and_the_chart() -> No
     steps = final_stage(DOCKERFILE.read_text())
     users = [args for keyword, args in steps if keyword == "USER"]
     assert users == [operator_image.USER]
+    # The same account as the builder's: ssh wants a passwd entry for its uid.
+    assert " ".join(operator_image.USERADD) in " ".join(
+        args for keyword, args in steps if keyword == "RUN"
+    )
     values = yaml.safe_load((ROOT / "helm/modelsync/values.yaml").read_text())
     assert values["podSecurityContext"]["runAsUser"] == operator_image.UID
     env = " ".join(args for keyword, args in steps if keyword == "ENV")
@@ -125,3 +129,14 @@ def test_user_environment_and_entrypoint_match_the_builder_and_the_chart() -> No
     # HOME is where the chart mounts its writable git-cache emptyDir.
     assert f"mountPath: {operator_image.HOME}}}" in deployment
     assert f"--git-cache-dir={operator_image.HOME}" in deployment
+
+
+def test_inside_resolves_the_images_symlinks_within_its_root(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var/run").symlink_to("/run")  # absolute: the image's /run, not the host's
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    (tmp_path / "bin").symlink_to("usr/bin")
+    assert operator_image.inside(tmp_path, "/var/run/secrets/x") == "/run/secrets/x"
+    assert operator_image.inside(tmp_path, "/bin/sh") == "/usr/bin/sh"
+    assert operator_image.inside(tmp_path, "/var/../../etc") == "/etc"
