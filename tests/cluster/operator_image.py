@@ -491,5 +491,6 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["lock"]:
         compile_lock()
     else:
-        print(operator_image()[1])
-        print(TIMINGS)
+        built, name = operator_image()
+        print(f"archive:   {built}\nreference: {name}\ntag:       {name.rsplit(':', 1)[1]}")
+        print(f"seconds:   {TIMINGS}")
