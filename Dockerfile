@@ -6,7 +6,7 @@
 FROM debian:bookworm-slim AS build
 COPY images/operator/packages.txt /tmp/packages.txt
 RUN apt-get update \
-    && grep -v '^#' /tmp/packages.txt | xargs apt-get install -y --no-install-recommends \
+    && sed -e 's/#.*//' /tmp/packages.txt | xargs apt-get install -y --no-install-recommends \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -17,7 +17,7 @@ RUN python3 -m venv /build && /build/bin/pip wheel --no-cache-dir --no-deps --wh
 FROM debian:bookworm-slim
 COPY images/operator/packages.txt /tmp/packages.txt
 RUN apt-get update \
-    && grep -v '^#' /tmp/packages.txt | xargs apt-get install -y --no-install-recommends \
+    && sed -e 's/#.*//' /tmp/packages.txt | xargs apt-get install -y --no-install-recommends \
     && rm -rf /var/lib/apt/lists/* /tmp/packages.txt
 COPY images/operator/requirements.lock /tmp/requirements.lock
 RUN python3 -m venv /venv \

@@ -251,6 +251,11 @@ def venv_layer(base: images.Layer, log: TextIO = sys.stderr) -> images.Layer:
         final.parent.mkdir(parents=True, exist_ok=True)
         accounts = [f"etc/{name}" for name in ("passwd", "group", "shadow", "gshadow")]
         _tar(work, [*_tree(work, VENV.lstrip("/")), HOME.lstrip("/"), *accounts], final)
+        # This root is base + venv already: keep it as the wheel's install root rather
+        # than unpack both layers again (half a minute, cold).
+        shutil.rmtree(work / "tmp" / "wheels")
+        (work / "tmp" / "requirements.lock").unlink()
+        _keep_as_install_root(work, base, images._layer(final))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     _timed("venv layer", started)
@@ -258,17 +263,33 @@ def venv_layer(base: images.Layer, log: TextIO = sys.stderr) -> images.Layer:
     return images._layer(final)
 
 
-def install_root(base: images.Layer, venv: images.Layer) -> Path:
-    """The base and venv layers unpacked once (cached by their digests): the root whose
-    Python installs our wheel. Unpacking them per commit would cost more than the rest."""
+def _install_root_path(base: images.Layer, venv: images.Layer) -> Path:
     key = images._inputs_key("operator-root", base.digest, venv.digest)
-    final = images.images_dir() / f"rootfs-operator-{key}"
+    return images.images_dir() / f"rootfs-operator-{key}"
+
+
+def _keep_as_install_root(work: Path, base: images.Layer, venv: images.Layer) -> None:
+    final = _install_root_path(base, venv)
+    for leftover in images.images_dir().glob("rootfs-operator-*"):
+        if leftover != work:
+            shutil.rmtree(leftover, ignore_errors=True)  # an older venv's root, or a crash's
+    work.rename(final)
+    (final / STAMP).write_text(f"{base.digest} {venv.digest}\n")
+
+
+def install_root(base: images.Layer, venv: images.Layer) -> Path:
+    """The root whose Python installs our wheel: base + venv, kept from the venv's build
+    (or unpacked once), cached by their digests. Unpacking per commit would cost more
+    than the rest of a rebuild."""
+    final = _install_root_path(base, venv)
     if (final / STAMP).is_file():
         return final
-    for leftover in images.images_dir().glob("rootfs-operator-*"):
-        shutil.rmtree(leftover, ignore_errors=True)  # an older venv's root, or a crash's
-    _root_with([base, venv], final)
-    (final / STAMP).write_text(f"{base.digest} {venv.digest}\n")
+    work = images.images_dir() / f"rootfs-operator-root.partial-{os.getpid()}"
+    try:
+        _root_with([base, venv], work)
+        _keep_as_install_root(work, base, venv)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return final
 
 
@@ -336,8 +357,28 @@ def operator_image(log: TextIO = sys.stderr) -> tuple[Path, str]:
         tag = hashlib.sha256(" ".join(layer.digest for layer in layers).encode()).hexdigest()
         reference = f"{REPOSITORY}:{tag[:16]}"
         archive = images.image_archive(reference, layers, image_config())
+        _prune_older(archive, layers)
         _timed("image", started)
         return archive, reference
+
+
+def _prune_older(archive: Path, layers: Sequence[images.Layer]) -> None:
+    """Delete the operator's older archives and layers: each commit makes a new archive
+    (half a GiB, mostly the base and the venv), and only the newest is imported."""
+    directory = images.images_dir()
+    keep = {archive, *(layer.path for layer in layers)}
+    keep |= {path.with_name(path.name + ".sha256") for path in keep}
+    older = [
+        *directory.glob(f"{REPOSITORY.replace('/', '_')}_*.tar"),
+        *(directory / "layers").glob("operator-*.tar*"),
+    ]
+    for path in older:
+        if path not in keep and ".partial-" not in path.name:
+            path.unlink(missing_ok=True)
+    wheels_dir = build.cache_root() / "operator-wheels"
+    for built in wheels_dir.glob("*"):
+        if built.name != source_digest():
+            shutil.rmtree(built, ignore_errors=True)
 
 
 def unpack_archive(archive: Path, into: Path) -> dict[str, Any]:
