@@ -6,10 +6,12 @@ the image's environment), by the image's own Debian python3."""
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,15 +32,42 @@ SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 @pytest.fixture(scope="module")
-def image_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """The image built (or found cached) and unpacked; its root and its config."""
+def archive() -> Path:
     started = time.monotonic()
-    archive, reference = operator_image.operator_image()
+    built, reference = operator_image.operator_image()
     print(f"{reference}: {time.monotonic() - started:.1f}s {operator_image.TIMINGS}")
+    return built
+
+
+@pytest.fixture(scope="module")
+def image_root(
+    archive: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The image built (or found cached) and unpacked; its root and its config."""
     root = tmp_path_factory.mktemp("operator-image") / "rootfs"
     config = operator_image.unpack_archive(archive, root)
     yield root, config
     shutil.rmtree(root, ignore_errors=True)
+
+
+def test_operator_image_last_layer_holds_only_our_wheel(archive: Path) -> None:
+    """A commit rebuilds one small layer: our package, its dist-info and its two scripts."""
+    with tarfile.open(archive) as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+        digest = index["manifests"][0]["digest"].removeprefix("sha256:")
+        manifest = json.load(tar.extractfile(f"blobs/sha256/{digest}"))  # type: ignore[arg-type]
+        assert len(manifest["layers"]) == 3
+        last = manifest["layers"][-1]
+        assert last["size"] < 4 * 2**20
+        blob = tar.extractfile(f"blobs/sha256/{last['digest'].removeprefix('sha256:')}")
+        with tarfile.open(fileobj=blob) as layer:
+            names = [member.name.rstrip("/") for member in layer.getmembers()]
+    site = "venv/lib/python3.11/site-packages"
+    ours = [name for name in names if name.startswith((f"{site}/modelsync/", f"{site}/modelsync-"))]
+    assert f"{site}/modelsync/cli.py" in ours
+    scripts = {"venv/bin/modelsync", "venv/bin/kubectl-modelsync"}
+    parents = {"venv", "venv/bin", "venv/lib", "venv/lib/python3.11", site}
+    assert set(names) - set(ours) == scripts | parents | {f"{site}/modelsync"}
 
 
 def test_operator_image_runs_modelsync_as_10001_on_a_read_only_root(
