@@ -113,15 +113,22 @@ class Runtime:
         return count
 
 
+def bearer_token(value: str) -> str:
+    """The token of an api_key value: "Bearer <token>" from a kubeconfig, but "bearer
+    <token>" from the in-cluster config (a pod's ServiceAccount token), so the scheme is
+    matched without case; kopf adds its own."""
+    scheme, _, rest = value.strip().partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" and rest else value.strip()
+
+
 def _connection(settings: OperatorSettings) -> kopf.ConnectionInfo:
     """kopf's credentials from the same kubeconfig (or in-cluster config) we use."""
     client = kubemod.api_client(settings.kubeconfig)
     config = client.configuration
     # The client keeps a token as api_key["BearerToken"] (kubernetes >= 35) or
-    # api_key["authorization"] (older), always with its "Bearer " prefix.
+    # api_key["authorization"] (older), with its scheme in front.
     keys = config.api_key or {}
-    raw = keys.get("BearerToken") or keys.get("authorization") or ""
-    token = str(raw).removeprefix("Bearer ").strip()
+    token = bearer_token(str(keys.get("BearerToken") or keys.get("authorization") or ""))
     return kopf.ConnectionInfo(
         server=config.host,
         ca_path=config.ssl_ca_cert,
