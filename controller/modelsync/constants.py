@@ -83,6 +83,13 @@ REASON_RETRYING: Final = "Retrying"
 # A fault of ours: recorded, tried again with backoff, never a hot loop.
 REASON_INTERNAL_ERROR: Final = "InternalError"
 
+# Whether the models of the last applied revision are Ready (Flux's `wait: true`).
+HEALTHY: Final = "Healthy"
+REASON_MODELS_READY: Final = "ModelsReady"
+REASON_MODELS_NOT_READY: Final = "ModelsNotReady"
+EVENT_MODELS_READY: Final = "ModelsReady"
+EVENT_MODELS_NOT_READY: Final = "ModelsNotReady"
+
 EVENT_SYNCED: Final = "Synced"
 EVENT_SYNC_FAILED: Final = "SyncFailed"
 

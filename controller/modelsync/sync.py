@@ -15,14 +15,16 @@ import datetime
 import logging
 import random
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 
-from modelsync import conditions, logs, metrics, writeback
+from modelsync import conditions, logs, metrics, modelhealth, writeback
 from modelsync import constants as c
 from modelsync import prune as prunemod
 from modelsync.apply import (
@@ -141,10 +143,104 @@ class SyncReconciler:
         self.clock = clock
         self.watches = watches  # namespaces whose ModelDeployments the cache holds
         self._failures: dict[tuple[str, str], int] = {}  # in a row, per ModelSync
+        # A sync and a health refresh of one ModelSync run one at a time: each writes
+        # conditions computed from the status it read.
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
         self.jitter: Callable[[], float] = lambda: random.uniform(-RETRY_JITTER, RETRY_JITTER)  # noqa: S311 - spreading retries, not security
+
+    @contextmanager
+    def _one_at_a_time(self, namespace: str, name: str) -> Iterator[None]:
+        with self._locks_guard:
+            lock = self._locks.setdefault((namespace, name), threading.Lock())
+        with lock:
+            yield
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Sync once. Returns seconds until the next periodic sync (None: none needed)."""
+        with self._one_at_a_time(namespace, name):
+            return self._reconcile(namespace, name)
+
+    def refresh_health(self, namespace: str, name: str) -> None:
+        """A model of the ModelSync's inventory became Ready or stopped being Ready:
+        recompute Healthy (and Ready, when the applied revision is the latest attempted
+        and only its models were wanting) from the cache. No fetch, no apply: git has
+        not changed, and a sync would cost a round trip to the git host per event."""
+        with self._one_at_a_time(namespace, name):
+            ms = self.cache.get(c.MODELSYNC_KIND, namespace, name)
+            if ms is None or ms["metadata"].get("deletionTimestamp"):
+                return
+            status = dict(ms.get("status") or {})
+            revision = status.get("lastAppliedRevision")
+            if not revision:
+                return
+            health = self._health(status.get("inventory") or [])
+            observed = [_healthy_condition(health)]
+            ready = conditions.find(status.get("conditions"), c.READY) or {}
+            waiting = (
+                ready.get("reason") in (c.REASON_SUCCEEDED, c.REASON_MODELS_NOT_READY)
+                and status.get("lastAttemptedRevision") == revision
+                and status.get("observedGeneration") == ms["metadata"].get("generation")
+            )
+            was_ready = ready.get("status") == "True"
+            if waiting and not (was_ready and health.healthy):
+                last = (status.get("history") or [{}])[0]
+                observed.append(_ready_condition(revision, health, last))
+            _set_models_not_ready(status, health)
+            generation = int(status.get("observedGeneration") or 0)
+            status["conditions"] = conditions.merge(
+                status.get("conditions"), observed, generation, self.clock()
+            )
+            self._write_status(ms, status)
+            if waiting and was_ready != health.healthy:
+                message = observed[-1].message
+                self.kube.event(
+                    ms,
+                    c.MODELSYNC_KIND,
+                    c.EVENT_MODELS_READY if health.healthy else c.EVENT_MODELS_NOT_READY,
+                    message,
+                    action="Health",
+                    warning=not health.healthy,
+                )
+                log.info("sync %s/%s: %s", namespace, name, message)
+
+    def _health(
+        self,
+        inventory: list[dict[str, str]],
+        fresh: dict[tuple[str, str], Manifest | None] | None = None,
+    ) -> modelhealth.ModelsHealth:
+        def lookup(namespace: str, name: str) -> Manifest | None:
+            if fresh and (namespace, name) in fresh:
+                return fresh[(namespace, name)]
+            found: Manifest | None = self.cache.get(c.MODELDEPLOYMENT_KIND, namespace, name)
+            return found
+
+        return modelhealth.assess(inventory, lookup, self.watches)
+
+    def _written_models(
+        self, planned: list[Planned], changes: ChangeSet
+    ) -> dict[tuple[str, str], Manifest | None]:
+        """The ModelDeployments this sync just created or changed, read back: the watch
+        may not have brought their new generation yet, and the cache's copy, Ready for the
+        old spec, would make a revision Ready before its models serve it."""
+        written = set(changes.created) | set(changes.configured)
+        fresh: dict[tuple[str, str], Manifest | None] = {}
+        for item in planned:
+            manifest = item.desired
+            if manifest.get("kind") != c.MODELDEPLOYMENT_KIND:
+                continue
+            if item.source.description not in written:
+                continue
+            namespace = manifest["metadata"].get("namespace", "")
+            if not self.watches(namespace):
+                continue
+            name = manifest["metadata"]["name"]
+            fresh[(namespace, name)] = self.kube.get(
+                c.API_VERSION, c.MODELDEPLOYMENT_KIND, namespace, name
+            )
+        return fresh
+
+    def _reconcile(self, namespace: str, name: str) -> float | None:
         ms = self.cache.get(c.MODELSYNC_KIND, namespace, name)
         if ms is None or ms["metadata"].get("deletionTimestamp"):
             return None
@@ -329,6 +425,13 @@ class SyncReconciler:
                 f"applied revision {revision.name}: {changes.summary()}; but "
                 f"rolled back, so the cluster differs from git: {'; '.join(rolled_back)}"
             )
+            return outcome
+        health = self._health(outcome.inventory, self._written_models(planned, changes))
+        if not health.healthy:
+            # Applied, but not serving yet (or no longer): Ready waits for the models;
+            # their Ready changes re-queue a health refresh, not another sync.
+            observed = _ready_condition(revision.name, health)
+            outcome.reason, outcome.message = observed.reason, observed.message
             return outcome
         outcome.ready, outcome.reason = True, c.REASON_SUCCEEDED
         outcome.message = f"applied revision {revision.name}: {changes.summary()}"
@@ -520,6 +623,11 @@ class SyncReconciler:
             )
         if outcome.stalled:
             observed.append(Observed(c.STALLED, True, outcome.reason, outcome.message))
+        if status.get("lastAppliedRevision"):
+            # The models of the last applied revision, whatever became of this attempt.
+            health = self._health(status.get("inventory") or [])
+            observed.append(_healthy_condition(health))
+            _set_models_not_ready(status, health)
         # Reconciling and Stalled are present only while true (the Kubernetes and Flux
         # convention). Reconciling is not written at the start of a sync: that would
         # cost two status writes per sync, and a resync with nothing to do writes none.
@@ -602,6 +710,42 @@ class SyncReconciler:
                 return
             raise
         self.cache.put(c.MODELSYNC_KIND, patched)
+
+
+_ACTIONS = ("created", "configured", "unchanged", "deleted")  # ChangeSet's first fields
+
+
+def _healthy_condition(health: modelhealth.ModelsHealth) -> Observed:
+    reason = c.REASON_MODELS_READY if health.healthy else c.REASON_MODELS_NOT_READY
+    return Observed(c.HEALTHY, health.healthy, reason, health.message())
+
+
+def _ready_condition(
+    revision: str, health: modelhealth.ModelsHealth, last: dict[str, Any] | None = None
+) -> Observed:
+    """Ready of an applied revision, by its models' health; once they are Ready, the
+    message is the one a sync that found them Ready would have written (from `last`, the
+    history entry of the sync that applied the revision)."""
+    if health.healthy:
+        message = f"applied revision {revision}; {health.message()}"
+        if last and last.get("revision") == revision:
+            counts = ChangeSet(*([""] * int(last.get(a) or 0) for a in _ACTIONS))
+            message = f"applied revision {revision}: {counts.summary()}"
+        return Observed(c.READY, True, c.REASON_SUCCEEDED, message)
+    return Observed(
+        c.READY,
+        False,
+        c.REASON_MODELS_NOT_READY,
+        f"applied {revision}; {len(health.not_ready)} of {health.total} models not Ready "
+        "(see Healthy)",
+    )
+
+
+def _set_models_not_ready(status: Manifest, health: modelhealth.ModelsHealth) -> None:
+    if health.healthy:
+        status.pop("modelsNotReady", None)
+    else:
+        status["modelsNotReady"] = health.details()[:MAX_ERRORS_KEPT]
 
 
 def _describe_errors(revision: Revision, errors: list[LoadError]) -> str:
