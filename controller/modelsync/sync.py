@@ -595,7 +595,7 @@ class SyncReconciler:
         if outcome.errors:
             status["errors"] = [str(error)[:4096] for error in outcome.errors[:MAX_ERRORS_KEPT]]
         elif outcome.applied:
-            status.pop("errors", None)
+            status["errors"] = None  # None removes the field (a JSON patch of changes)
         if (
             outcome.changes.writes == 0
             and outcome.ready
@@ -693,7 +693,10 @@ class SyncReconciler:
         self._write_status(ms, status)
 
     def _write_status(self, ms: Manifest, status: Manifest) -> None:
-        if status == (ms.get("status") or {}):
+        current = ms.get("status") or {}
+        # None removes a field; removing one that is not there is no change.
+        status = {k: v for k, v in status.items() if v is not None or k in current}
+        if status == current:
             return
         meta = ms["metadata"]
         try:
@@ -743,7 +746,7 @@ def _ready_condition(
 
 def _set_models_not_ready(status: Manifest, health: modelhealth.ModelsHealth) -> None:
     if health.healthy:
-        status.pop("modelsNotReady", None)
+        status["modelsNotReady"] = None
     else:
         status["modelsNotReady"] = health.details()[:MAX_ERRORS_KEPT]
 
