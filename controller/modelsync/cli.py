@@ -187,20 +187,39 @@ def main_group(ctx: click.Context, kubeconfig: str | None, namespace: str | None
     is_flag=True,
     help="also ask the API server (a dry run, per object) of the current kubeconfig",
 )
+@click.option(
+    "--sync",
+    "sync_name",
+    default=None,
+    help="with --server: judge PATH as the content of this ModelSync, as its sync would "
+    "(objects it may not take over, its ServiceAccount's rights, a prune it would refuse)",
+)
 @namespace_option
 @pass_cluster
-def validate(cluster: Cluster, path: Path, output: str, server: bool) -> None:
+def validate(
+    cluster: Cluster, path: Path, output: str, server: bool, sync_name: str | None
+) -> None:
     """Check every file under PATH offline: YAML, object shape, and ModelDeployments and
     ModelSyncs against the CRDs' schemas and CEL rules. Exit 1 on any error."""
     import json
 
-    from modelsync.check import check_path, server_check
+    from modelsync.check import check_path, server_check, sync_check
     from modelsync.kube import Kube
 
     if not path.exists():
         fail(f"{path} does not exist")
+    if sync_name and not server:
+        fail("--sync needs --server: it asks the API server")
     report = check_path(path)
-    if server and not report.errors:
+    if server and not report.errors and sync_name:
+        report.errors += cluster.call(
+            "the dry run",
+            sync_check,
+            path=path,
+            sync=cluster.get(MS, sync_name, "ModelSync"),
+            kube=Kube(cluster.api.api_client),
+        )
+    elif server and not report.errors:
         report.errors += cluster.call(
             "the dry run",
             server_check,

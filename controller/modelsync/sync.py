@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 HISTORY_LIMIT = 10
 MAX_ERRORS_SHOWN = 20
 MAX_ERRORS_KEPT = 200  # status.errors (the CRD's maxItems)
+# A condition's message, at most: `kubectl get`'s MESSAGE column stays one line. The
+# detail is in status.errors, status.modelsNotReady, the models' own status, history.
+MAX_HEADLINE = 120
 # A failed fetch (git host down, network blip) is tried again after this, doubling each
 # time, up to the interval: not an interval later, when that may be an hour.
 # A sync the environment failed (or a fault of ours) is tried again after 1 s, doubling
@@ -72,6 +75,7 @@ RETRIED_REASONS = frozenset(
         c.REASON_NAMESPACE_NOT_ENABLED,
         c.REASON_RETRYING,
         c.REASON_INTERNAL_ERROR,
+        c.REASON_PRUNE_FAILED,  # an admission policy or a RoleBinding may change
     }
 )
 
@@ -120,6 +124,10 @@ class Outcome:
     write_back_error: str = ""
     errors: list[LoadError] = field(default_factory=list)
     retry_in: float | None = None  # set when the environment broke the sync off
+    # The conditions' message, short for `kubectl get` (default: `message`, cut); the
+    # whole `message` goes to the history entry, the Event and the log.
+    headline: str = ""
+    prune_errors: list[str] = field(default_factory=list)  # "<object>: <the API's words>"
 
 
 class NoAccountError(Exception):
@@ -193,11 +201,13 @@ class SyncReconciler:
             )
             self._write_status(ms, status)
             if waiting and was_ready != health.healthy:
+                # Serving at last: the revision is synced (the event a sync that found its
+                # models Ready would have posted). No longer serving: a warning.
                 message = observed[-1].message
                 self.kube.event(
                     ms,
                     c.MODELSYNC_KIND,
-                    c.EVENT_MODELS_READY if health.healthy else c.EVENT_MODELS_NOT_READY,
+                    c.EVENT_SYNCED if health.healthy else c.EVENT_MODELS_NOT_READY,
                     message,
                     action="Health",
                     warning=not health.healthy,
@@ -328,10 +338,9 @@ class SyncReconciler:
             # The operator reads Secrets and impersonates only where the platform lets it.
             outcome.reason = c.REASON_NAMESPACE_NOT_ENABLED
             outcome.message = (
-                f"the platform has not enabled namespace {meta['namespace']!r} for modelsync: "
-                "the operator may not read its Secrets or act as its ServiceAccounts (chart "
-                "value tenancy.namespaces, or a RoleBinding to the chart's ClusterRole "
-                "<release>-tenant-access in this namespace)"
+                f"namespace {meta['namespace']!r} not enabled for modelsync (chart value "
+                "tenancy.namespaces, or a RoleBinding to ClusterRole <release>-tenant-access): "
+                "the operator may not read its Secrets or act as its ServiceAccounts"
             )
             return outcome
         try:
@@ -366,6 +375,7 @@ class SyncReconciler:
             if any(isinstance(error, OwnershipError) for error in errors):
                 outcome.reason = c.REASON_OWNERSHIP_CONFLICT
             outcome.message = _describe_errors(revision, errors)
+            outcome.headline = _errors_headline(errors)
             return outcome
 
         previous = status.get("inventory") or []
@@ -373,8 +383,8 @@ class SyncReconciler:
         if not loaded.objects and previous and not spec.get("allowEmpty"):
             outcome.reason = c.REASON_EMPTY_REVISION
             outcome.message = (
-                f"revision {revision.name} has no objects under path {spec.get('path') or '/'!r}; "
-                f"nothing was applied or pruned (set spec.allowEmpty to prune everything)"
+                f"no objects under path {spec.get('path') or '/'!r}: nothing applied or pruned "
+                "(set spec.allowEmpty to prune everything)"
             )
             return outcome
 
@@ -388,6 +398,7 @@ class SyncReconciler:
             outcome.errors = errors
             outcome.reason, outcome.stalled = c.REASON_VALIDATION_FAILED, True
             outcome.message = _describe_errors(revision, errors)
+            outcome.headline = _errors_headline(errors)
             outcome.inventory = _merge_inventory(previous, current)
             return outcome
 
@@ -398,9 +409,21 @@ class SyncReconciler:
             allow_empty=bool(spec.get("allowEmpty")),
             max_percent=int(spec.get("maxPrunePercent", 50)),
         )
-        changes.deleted, left = applier.delete(plan.delete)
-        outcome.inventory = current + plan.keep
+        changes.deleted, left, refused = applier.delete(plan.delete)
+        # What could not be deleted stays in the inventory: the next sync tries again.
+        outcome.inventory = current + plan.keep + [entry for entry, _ in refused]
         outcome.applied = True
+        if refused:
+            outcome.reason = c.REASON_PRUNE_FAILED
+            outcome.prune_errors = sorted(message for _, message in refused)
+            outcome.message = (
+                f"applied revision {revision.name}: {changes.summary()}; but "
+                f"{len(refused)} objects could not be pruned: " + "; ".join(outcome.prune_errors)
+            )
+            outcome.headline = (
+                f"applied {revision.name}; {len(refused)} objects not pruned (status.errors)"
+            )
+            return outcome
         if plan.refusal:
             outcome.reason, outcome.message = c.REASON_PRUNE_REFUSED, plan.refusal
             return outcome
@@ -410,6 +433,10 @@ class SyncReconciler:
             outcome.message = (
                 f"revision {revision.name} applied, but {len(changes.drifted)} "
                 "objects differ from git (selfHeal is off): " + "; ".join(changes.drifted[:5])
+            )
+            outcome.headline = (
+                f"applied {revision.name}; {len(changes.drifted)} objects differ from git "
+                f"(selfHeal is off), see history"
             )
             return outcome
         rolled = self._rolled_back_models(meta["namespace"], meta["name"], current)
@@ -425,6 +452,8 @@ class SyncReconciler:
                 f"applied revision {revision.name}: {changes.summary()}; but "
                 f"rolled back, so the cluster differs from git: {'; '.join(rolled_back)}"
             )
+            names = ", ".join(md["metadata"]["name"] for md, _ in rolled)
+            outcome.headline = f"applied {revision.name}; rolled back, not as in git: {names}"
             return outcome
         health = self._health(outcome.inventory, self._written_models(planned, changes))
         if not health.healthy:
@@ -594,6 +623,8 @@ class SyncReconciler:
             status["writeBacks"] = outcome.write_backs
         if outcome.errors:
             status["errors"] = [str(error)[:4096] for error in outcome.errors[:MAX_ERRORS_KEPT]]
+        elif outcome.prune_errors:
+            status["errors"] = [error[:4096] for error in outcome.prune_errors[:MAX_ERRORS_KEPT]]
         elif outcome.applied:
             status["errors"] = None  # None removes the field (a JSON patch of changes)
         if (
@@ -606,8 +637,10 @@ class SyncReconciler:
             # The same revision again, nothing written: a no-op resync. Its message
             # ("0 created, ... N unchanged") is no news; the last one stays, so the
             # resync writes no status, no history and no Event.
-            outcome.message = str(previous_ready.get("message") or outcome.message)
-        observed = [Observed(c.READY, outcome.ready, outcome.reason, outcome.message)]
+            outcome.headline = str(previous_ready.get("message") or "")
+            outcome.message = outcome.headline or outcome.message
+        headline = _cut(outcome.headline or outcome.message)
+        observed = [Observed(c.READY, outcome.ready, outcome.reason, headline)]
         if outcome.write_back_error:
             observed.append(
                 Observed(c.WRITE_BACK, False, c.REASON_WRITE_BACK_FAILED, outcome.write_back_error)
@@ -622,7 +655,7 @@ class SyncReconciler:
                 )
             )
         if outcome.stalled:
-            observed.append(Observed(c.STALLED, True, outcome.reason, outcome.message))
+            observed.append(Observed(c.STALLED, True, outcome.reason, headline))
         if status.get("lastAppliedRevision"):
             # The models of the last applied revision, whatever became of this attempt.
             health = self._health(status.get("inventory") or [])
@@ -636,7 +669,7 @@ class SyncReconciler:
         changed_anything = outcome.changes.writes > 0
         news = (
             changed_anything
-            or previous_ready.get("message") != outcome.message
+            or previous_ready.get("message") != headline
             or previous_ready.get("status") != ("True" if outcome.ready else "False")
         )
         if news:
@@ -652,15 +685,19 @@ class SyncReconciler:
                 "deleted": len(outcome.changes.deleted),
             }
             status["history"] = [entry, *(status.get("history") or [])][:HISTORY_LIMIT]
+            # Applied, its models still coming up: progress, not a failure.
+            waiting = outcome.reason == c.REASON_MODELS_NOT_READY
             self.kube.event(
                 ms,
                 c.MODELSYNC_KIND,
-                c.EVENT_SYNCED if outcome.ready else c.EVENT_SYNC_FAILED,
+                c.EVENT_SYNCED
+                if outcome.ready
+                else (c.EVENT_MODELS_NOT_READY if waiting else c.EVENT_SYNC_FAILED),
                 outcome.message,
                 action="Sync",
-                warning=not outcome.ready,
+                warning=not (outcome.ready or waiting),
             )
-            log_line = log.info if outcome.ready else log.warning
+            log_line = log.info if outcome.ready or waiting else log.warning
             log_line(
                 "sync %s/%s %s: %s",
                 meta["namespace"],
@@ -749,6 +786,18 @@ def _set_models_not_ready(status: Manifest, health: modelhealth.ModelsHealth) ->
         status["modelsNotReady"] = None
     else:
         status["modelsNotReady"] = health.details()[:MAX_ERRORS_KEPT]
+
+
+def _cut(message: str) -> str:
+    return message if len(message) <= MAX_HEADLINE else message[: MAX_HEADLINE - 1] + "…"
+
+
+def _errors_headline(errors: list[LoadError]) -> str:
+    """How many errors, and the first, cut (status.errors has every one whole; the
+    revision is lastAttemptedRevision)."""
+    first = min(errors, key=lambda error: (error.source.file, error.source.line))
+    count = f"{len(errors)} errors" if len(errors) > 1 else "1 error"
+    return _cut(f"rejected, nothing applied ({count} in status.errors): {first}")
 
 
 def _describe_errors(revision: Revision, errors: list[LoadError]) -> str:
