@@ -371,12 +371,14 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     async def modeldeployment_event(
         *, type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any
     ) -> None:
-        owner = _owning_sync(runtime, namespace or "", name, dict(body))
+        def owner() -> tuple[str, str] | None:  # only on a change: it reads the inventory
+            return _owning_sync(runtime, namespace or "", name, dict(body))
+
         if type == "DELETED":
             runtime.cache.delete(c.MODELDEPLOYMENT_KIND, namespace or "", name)
             runtime.rolled_back_seen.pop((namespace or "", name), None)
-            if runtime.ready_seen.pop((namespace or "", name), None) and owner:
-                enqueue((HEALTH_KEY, *owner))
+            if runtime.ready_seen.pop((namespace or "", name), None) and (sync := owner()):
+                enqueue((HEALTH_KEY, *sync))
             runtime.md_triggers.pop((namespace or "", name), None)
             if runtime.reconciler is not None:
                 runtime.reconciler.analyses.forget((c.MODELDEPLOYMENT_KIND, namespace, name))
@@ -392,15 +394,15 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         key, now = (namespace or "", name), rolled_back(dict(body))
         if runtime.rolled_back_seen.setdefault(key, now) != now:
             runtime.rolled_back_seen[key] = now
-            if owner:
-                enqueue((c.MODELSYNC_KIND, *owner))
+            if sync := owner():
+                enqueue((c.MODELSYNC_KIND, *sync))
         # Ready for its current spec, or no longer: its ModelSync's Healthy (and Ready)
         # follow, from the cache (a refresh, not a sync: git has not changed).
         ready = modelhealth.model_ready(dict(body))[0]
         if runtime.ready_seen.get(key) != ready:
             runtime.ready_seen[key] = ready
-            if owner:
-                enqueue((HEALTH_KEY, *owner))
+            if sync := owner():
+                enqueue((HEALTH_KEY, *sync))
 
     @kopf.on.event(c.GROUP, c.VERSION, c.MODELSYNC_PLURAL, registry=registry)
     async def modelsync_event(
