@@ -378,12 +378,16 @@ class Applier:
         self.kube.forget_discovery()
         self.writer.forget_discovery()
 
-    def delete(self, entries: list[dict[str, str]]) -> tuple[list[str], list[str]]:
+    def delete(
+        self, entries: list[dict[str, str]]
+    ) -> tuple[list[str], list[str], list[tuple[dict[str, str], str]]]:
         """Delete inventory entries (workloads first, namespaces and CRDs last) that are
         still this ModelSync's own: each is read first, and deleted only while its labels
         name this ModelSync, with its UID as a precondition (an object deleted and made
-        anew by someone else in between is not ours). Returns what was deleted, and what
-        was left alone and why."""
+        anew by someone else in between is not ours). Returns what was deleted, what was
+        left alone and why, and the entries the API server refused to delete with its
+        words (an admission policy, RBAC); an answer about the server itself raises."""
+        refused: list[tuple[dict[str, str], str]] = []
 
         def prune(entry: dict[str, str]) -> tuple[bool, str] | None:
             namespace = f"{entry['namespace']}/" if entry.get("namespace") else ""
@@ -399,13 +403,19 @@ class Applier:
                     if found
                     else f"{what} (no longer labelled for this ModelSync)"
                 )
-            self.writer.delete(
-                entry["apiVersion"],
-                entry["kind"],
-                entry.get("namespace", ""),
-                entry["name"],
-                uid=live["metadata"]["uid"],
-            )
+            try:
+                self.writer.delete(
+                    entry["apiVersion"],
+                    entry["kind"],
+                    entry.get("namespace", ""),
+                    entry["name"],
+                    uid=live["metadata"]["uid"],
+                )
+            except kubernetes.client.ApiException as error:
+                if transient(error):
+                    raise
+                refused.append((entry, f"{what}: {api_message(error)}"))
+                return None
             return True, what
 
         deleted: list[str] = []
@@ -415,7 +425,7 @@ class Applier:
             for result in _concurrently(prune, stage):
                 if result is not None:
                     (deleted if result[0] else left).append(result[1])
-        return deleted, left
+        return deleted, left, refused
 
 
 @dataclass(frozen=True)

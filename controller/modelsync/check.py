@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from modelsync.load import LoadError, load
-from modelsync.validate import check, content_errors, offline_scope, policy_for
+from modelsync.validate import (
+    check,
+    content_errors,
+    group_of,
+    offline_scope,
+    policy_for,
+    revision_kinds,
+)
 
 
 @dataclass(frozen=True)
@@ -152,26 +159,42 @@ def diff_path(path: Path, sync: dict[str, Any], kube: Any) -> DiffReport:
 
 def server_check(path: Path, kube: Any, namespace: str) -> list[Finding]:
     """`validate --server`: the API server's verdict on every object (a dry run of a
-    server-side apply), as it would judge them on merge: schema, CEL, admission."""
+    server-side apply), as it would judge them on merge: schema, CEL, admission; and
+    where the operator puts them (a ModelSync's own namespace only, its default: the
+    platform's grants are its settings, unknown here). Kinds a CRD of the same path
+    defines can only be judged once it exists, as on merge; an answer about the API
+    server itself (429, 5xx) is no verdict on the files and fails the command."""
     import kubernetes
 
-    from modelsync.apply import api_message
+    from modelsync.apply import api_message, transient
 
     root, relative = _split(path)
-    findings = []
-    for obj in load(root, relative).objects:
+    objects = load(root, relative).objects
+    policy, _ = policy_for(namespace, None)
+    errors = check(objects, policy, kube.scope)
+    defined = revision_kinds(objects)
+    refused = {str(error.source) for error in errors}
+    for obj in objects:
         manifest = obj.manifest
-        namespaced = kube.scope(manifest["apiVersion"], manifest["kind"])
-        if namespaced is None:
-            message = f"unknown kind {manifest['kind']} in apiVersion {manifest['apiVersion']}"
-            findings.append(_finding(LoadError(obj.source, message, obj.description), root))
+        if str(obj.source) in refused:
             continue
-        if namespaced:
-            manifest["metadata"].setdefault("namespace", namespace)
+        if kube.scope(manifest["apiVersion"], manifest["kind"]) is None:
+            if (group_of(manifest["apiVersion"]), manifest["kind"]) in defined:
+                continue
+            message = f"unknown kind {manifest['kind']} in apiVersion {manifest['apiVersion']}"
+            errors.append(LoadError(obj.source, message, obj.description))
+            continue
         try:
             kube.apply(manifest, dry_run=True)
         except kubernetes.client.ApiException as error:
-            findings.append(
-                _finding(LoadError(obj.source, api_message(error), obj.description), root)
-            )
-    return findings
+            if transient(error):
+                raise
+            errors.append(LoadError(obj.source, api_message(error), obj.description))
+    return [_finding(error, root) for error in errors]
+
+
+def sync_check(path: Path, sync: dict[str, Any], kube: Any) -> list[Finding]:
+    """`validate --server --sync NAME`: what the operator's own plan step would say of
+    the files as that ModelSync's content: placement, objects another ModelSync (or no
+    one) owns, the dry run as its ServiceAccount, and a prune it would refuse."""
+    return diff_path(path, sync, kube).errors

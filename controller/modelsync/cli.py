@@ -187,20 +187,39 @@ def main_group(ctx: click.Context, kubeconfig: str | None, namespace: str | None
     is_flag=True,
     help="also ask the API server (a dry run, per object) of the current kubeconfig",
 )
+@click.option(
+    "--sync",
+    "sync_name",
+    default=None,
+    help="with --server: judge PATH as the content of this ModelSync, as its sync would "
+    "(objects it may not take over, its ServiceAccount's rights, a prune it would refuse)",
+)
 @namespace_option
 @pass_cluster
-def validate(cluster: Cluster, path: Path, output: str, server: bool) -> None:
+def validate(
+    cluster: Cluster, path: Path, output: str, server: bool, sync_name: str | None
+) -> None:
     """Check every file under PATH offline: YAML, object shape, and ModelDeployments and
     ModelSyncs against the CRDs' schemas and CEL rules. Exit 1 on any error."""
     import json
 
-    from modelsync.check import check_path, server_check
+    from modelsync.check import check_path, server_check, sync_check
     from modelsync.kube import Kube
 
     if not path.exists():
         fail(f"{path} does not exist")
+    if sync_name and not server:
+        fail("--sync needs --server: it asks the API server")
     report = check_path(path)
-    if server and not report.errors:
+    if server and not report.errors and sync_name:
+        report.errors += cluster.call(
+            "the dry run",
+            sync_check,
+            path=path,
+            sync=cluster.get(MS, sync_name, "ModelSync"),
+            kube=Kube(cluster.api.api_client),
+        )
+    elif server and not report.errors:
         report.errors += cluster.call(
             "the dry run",
             server_check,
@@ -304,6 +323,17 @@ def status(cluster: Cluster, all_namespaces: bool) -> None:
             condition(ms, c.READY).get("message", ""),
         )
     out.print(table)
+    # The detail condition messages leave out (they stay short for `kubectl get`).
+    for ms in syncs:
+        meta, state = ms["metadata"], ms.get("status") or {}
+        for title, lines in (
+            ("errors", state.get("errors") or []),
+            ("models not Ready", state.get("modelsNotReady") or []),
+        ):
+            if lines:
+                out.print(f"{meta['namespace']}/{meta['name']} {title}:", markup=False)
+                for line in lines:
+                    out.print(f"  {line}", markup=False)
     table = Table(title="ModelDeployments", title_justify="left", expand=False)
     for column in ("NAMESPACE", "NAME", "MODEL", "VERSION", "READY", "REVISION", "MESSAGE"):
         table.add_column(column, overflow="fold")
@@ -358,7 +388,11 @@ def history(cluster: Cluster, model: str) -> None:
 
 @main_group.command(epilog="Example:\n\n\b\n  modelsync sync prod --wait --timeout 120")
 @click.argument("name")
-@click.option("--wait", is_flag=True, help="wait for the sync and exit 0 only if it succeeded")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="wait for the sync and its models to be Ready; exit 0 only if they are",
+)
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="seconds to wait")
 @namespace_option
 @pass_cluster
@@ -379,12 +413,20 @@ def sync(cluster: Cluster, name: str, wait: bool, timeout: float) -> None:
     with err.status(f"syncing {cluster.namespace}/{name}"):
         while True:
             ms = cluster.get(MS, name, "ModelSync")
-            if (ms.get("status") or {}).get("lastHandledReconcileAt") == token:
+            ready = condition(ms, c.READY)
+            handled = (ms.get("status") or {}).get("lastHandledReconcileAt") == token
+            # Applied, its models still coming up: wait for them too (Flux's `wait`).
+            if handled and ready.get("reason") != c.REASON_MODELS_NOT_READY:
                 break
             if time.monotonic() > deadline:
+                if handled:
+                    healthy = condition(ms, c.HEALTHY).get("message", "")
+                    fail(
+                        f"{cluster.namespace}/{name} applied, but its models were not Ready "
+                        f"within {timeout:.0f}s: {healthy}"
+                    )
                 fail(f"the operator did not handle the sync within {timeout:.0f}s; is it running?")
             time.sleep(0.5)
-    ready = condition(ms, c.READY)
     message = ready.get("message", "")
     if ready.get("status") == "True":
         out.print(f"[green]synced[/green] {cluster.namespace}/{name}: {message}")

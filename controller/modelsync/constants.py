@@ -70,6 +70,8 @@ REASON_FETCH_FAILED: Final = "FetchFailed"
 REASON_REVISION_TOO_LARGE: Final = "RevisionTooLarge"
 REASON_VALIDATION_FAILED: Final = "ValidationFailed"
 REASON_PRUNE_REFUSED: Final = "PruneRefused"
+# The API server refused to delete an object git dropped (an admission policy, RBAC).
+REASON_PRUNE_FAILED: Final = "PruneFailed"
 REASON_OWNERSHIP_CONFLICT: Final = "OwnershipConflict"
 REASON_EMPTY_REVISION: Final = "EmptyRevision"
 REASON_DRIFT_DETECTED: Final = "DriftDetected"
@@ -82,6 +84,12 @@ REASON_NAMESPACE_NOT_ENABLED: Final = "NamespaceNotEnabled"
 REASON_RETRYING: Final = "Retrying"
 # A fault of ours: recorded, tried again with backoff, never a hot loop.
 REASON_INTERNAL_ERROR: Final = "InternalError"
+
+# Whether the models of the last applied revision are Ready (Flux's `wait: true`).
+HEALTHY: Final = "Healthy"
+REASON_MODELS_READY: Final = "ModelsReady"
+REASON_MODELS_NOT_READY: Final = "ModelsNotReady"
+EVENT_MODELS_NOT_READY: Final = "ModelsNotReady"
 
 EVENT_SYNCED: Final = "Synced"
 EVENT_SYNC_FAILED: Final = "SyncFailed"

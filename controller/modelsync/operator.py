@@ -26,7 +26,7 @@ import kopf
 import kubernetes
 from kopf._core.intents.callbacks import WatchingFn  # the handler protocol kopf checks
 
-from modelsync import conditions, leader, metrics, probes
+from modelsync import conditions, leader, metrics, modelhealth, probes
 from modelsync import constants as c
 from modelsync import kube as kubemod
 from modelsync import server as server_mod
@@ -50,6 +50,9 @@ _OWNED_RESOURCES = {
     "Pod": ("", "v1", "pods"),
 }
 _WATCHED_KINDS = {**OWNED_KINDS, "Pod": "v1"}
+# The queue key of a ModelSync's health refresh (its models' Ready changed): a key of
+# its own, so that it never stands in for a sync, nor a sync for it.
+HEALTH_KEY = "ModelSyncHealth"
 WEBHOOK_TOKEN_TTL_SECONDS = 10.0  # a rotated webhook Secret counts after this at most
 assert set(_OWNED_RESOURCES) == set(_WATCHED_KINDS)
 
@@ -68,6 +71,7 @@ class Runtime:
     loop: asyncio.AbstractEventLoop | None = None
     kube: kubemod.Kube | None = None
     rolled_back_seen: dict[tuple[str, str], bool] = field(default_factory=dict)
+    ready_seen: dict[tuple[str, str], bool] = field(default_factory=dict)
     # What last made each ModelDeployment worth a reconcile, and each pod's restarts: our
     # own status writes and a pod's ordinary progress come back as events too.
     md_triggers: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
@@ -152,6 +156,10 @@ async def _worker(runtime: Runtime) -> None:
             if kind == c.MODELSYNC_KIND:
                 next_sync = await loop.run_in_executor(
                     runtime.executor, runtime.syncer.reconcile, namespace, name
+                )
+            elif kind == HEALTH_KEY:
+                await loop.run_in_executor(
+                    runtime.executor, runtime.syncer.refresh_health, namespace, name
                 )
             else:
                 next_sync = await loop.run_in_executor(
@@ -269,6 +277,22 @@ def prefill(kube: kubemod.Kube, runtime: Runtime) -> None:
                     runtime.cache.put(kind, item)
 
 
+def _owning_sync(
+    runtime: Runtime, namespace: str, name: str, body: dict[str, Any]
+) -> tuple[str, str] | None:
+    """The ModelSync that applied this ModelDeployment: the one its labels name, if its
+    inventory holds the model. A label anyone can set must not make another tenant's
+    ModelSync sync (and push) on demand."""
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    sync = (labels.get(c.LABEL_SYNC_NAMESPACE) or "", labels.get(c.LABEL_SYNC_NAME) or "")
+    ms = runtime.cache.get(c.MODELSYNC_KIND, *sync) if all(sync) else None
+    if ms is None or (namespace, name) not in owned_models(
+        (ms.get("status") or {}).get("inventory") or []
+    ):
+        return None
+    return sync
+
+
 def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     """kopf handlers bound to one Runtime (tests run several operators in one process)."""
     registry = kopf.OperatorRegistry()
@@ -354,9 +378,14 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     async def modeldeployment_event(
         *, type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any
     ) -> None:
+        def owner() -> tuple[str, str] | None:  # only on a change: it reads the inventory
+            return _owning_sync(runtime, namespace or "", name, dict(body))
+
         if type == "DELETED":
             runtime.cache.delete(c.MODELDEPLOYMENT_KIND, namespace or "", name)
             runtime.rolled_back_seen.pop((namespace or "", name), None)
+            if runtime.ready_seen.pop((namespace or "", name), None) and (sync := owner()):
+                enqueue((HEALTH_KEY, *sync))
             runtime.md_triggers.pop((namespace or "", name), None)
             if runtime.reconciler is not None:
                 runtime.reconciler.analyses.forget((c.MODELDEPLOYMENT_KIND, namespace, name))
@@ -372,15 +401,15 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         key, now = (namespace or "", name), rolled_back(dict(body))
         if runtime.rolled_back_seen.setdefault(key, now) != now:
             runtime.rolled_back_seen[key] = now
-            labels = body.get("metadata", {}).get("labels") or {}
-            sync = (labels.get(c.LABEL_SYNC_NAMESPACE) or "", labels.get(c.LABEL_SYNC_NAME) or "")
-            ms = runtime.cache.get(c.MODELSYNC_KIND, *sync) if all(sync) else None
-            # Only the ModelSync whose inventory holds this model: a label anyone can set
-            # must not make another tenant's ModelSync sync (and push) on demand.
-            if ms is not None and key in owned_models(
-                (ms.get("status") or {}).get("inventory") or []
-            ):
+            if sync := owner():
                 enqueue((c.MODELSYNC_KIND, *sync))
+        # Ready for its current spec, or no longer: its ModelSync's Healthy (and Ready)
+        # follow, from the cache (a refresh, not a sync: git has not changed).
+        ready = modelhealth.model_ready(dict(body))[0]
+        if runtime.ready_seen.get(key) != ready:
+            runtime.ready_seen[key] = ready
+            if sync := owner():
+                enqueue((HEALTH_KEY, *sync))
 
     @kopf.on.event(c.GROUP, c.VERSION, c.MODELSYNC_PLURAL, registry=registry)
     async def modelsync_event(

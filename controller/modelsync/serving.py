@@ -19,6 +19,7 @@ import kubernetes
 from modelsync import canary, conditions, health, logs, metrics, rollout
 from modelsync import constants as c
 from modelsync.analysis import Analyses
+from modelsync.apply import api_message, transient
 from modelsync.conditions import Observed
 from modelsync.kube import Kube
 from modelsync.render import DEFAULT_IMAGES, Images, InvalidSpecError, Rendered, render
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 
 Manifest = dict[str, Any]
 Clock = Callable[[], datetime.datetime]
+
+# A reconcile failure's message in the Ready condition, at most (the API server's words
+# about an object can run to kilobytes).
+MAX_FAILURE_MESSAGE = 512
 
 # The serving objects, and the API version of each.
 OWNED_KINDS: dict[str, str] = {
@@ -62,7 +67,12 @@ def stable_model(md: Manifest) -> Manifest:
     else:
         annotations.pop(c.ANNOTATION_REVISION, None)
     meta["annotations"] = annotations
-    return {**md, "metadata": meta, "spec": status["stableSpec"]}
+    spec = dict(status["stableSpec"])
+    # The quarantine is keyed on the pod template: git's replica count is not part of
+    # what failed, and a change of it alone is applied to the version that serves.
+    if "replicas" in md["spec"]:
+        spec["replicas"] = md["spec"]["replicas"]
+    return {**md, "metadata": meta, "spec": spec}
 
 
 def in_canary(md: Manifest, wanted: Rendered) -> bool:
@@ -124,6 +134,16 @@ class ServingReconciler:
                 if _namespace_terminating(error):
                     log.debug("%s/%s: namespace is being deleted", namespace, name)
                     return None
+                if not transient(error):  # about the object: the user can act on it
+                    self._report_failure(md, c.REASON_APPLY_FAILED, api_message(error))
+                raise  # the work queue tries again, with backoff
+            except Exception as error:
+                # A fault of ours: said in status (the type and first line, never a
+                # traceback's locals or a request's headers), tried again with backoff.
+                first = str(error).splitlines()[0] if str(error) else ""
+                self._report_failure(
+                    md, c.REASON_INTERNAL_ERROR, f"{type(error).__name__}: {first}"
+                )
                 raise
 
     def _reconcile(self, md: Manifest) -> float | None:
@@ -558,6 +578,29 @@ class ServingReconciler:
             runtime=str((serving_md["spec"].get("runtime") or {}).get("name", "")),
         )
         self._write_status(md, status)
+
+    def _report_failure(self, md: Manifest, reason: str, message: str) -> None:
+        """Ready=False with why, after a reconcile that raised; a Warning event when the
+        message is new. Never raises: the reconcile's own error is the one to retry on."""
+        metrics.RECONCILES.labels(result="error").inc()
+        meta = md["metadata"]
+        message = f"reconcile failed, retrying with backoff: {message}"[:MAX_FAILURE_MESSAGE]
+        status = dict(md.get("status") or {})
+        previous = conditions.find(status.get("conditions"), c.READY) or {}
+        status["conditions"] = conditions.merge(
+            status.get("conditions"),
+            [Observed(c.READY, False, reason, message)],
+            int(meta.get("generation") or 0),
+            self.clock(),
+        )
+        try:
+            self._write_status(md, status)
+            if previous.get("message") != message:
+                self.kube.event(
+                    md, c.MODELDEPLOYMENT_KIND, reason, message, action="Reconcile", warning=True
+                )
+        except Exception:
+            log.warning("could not record the failure of %s/%s", meta["namespace"], meta["name"])
 
     def _report_invalid(self, md: Manifest, error: InvalidSpecError) -> None:
         meta = md["metadata"]

@@ -15,14 +15,16 @@ import datetime
 import logging
 import random
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 
-from modelsync import conditions, logs, metrics, writeback
+from modelsync import conditions, logs, metrics, modelhealth, writeback
 from modelsync import constants as c
 from modelsync import prune as prunemod
 from modelsync.apply import (
@@ -53,6 +55,9 @@ log = logging.getLogger(__name__)
 HISTORY_LIMIT = 10
 MAX_ERRORS_SHOWN = 20
 MAX_ERRORS_KEPT = 200  # status.errors (the CRD's maxItems)
+# A condition's message, at most: `kubectl get`'s MESSAGE column stays one line. The
+# detail is in status.errors, status.modelsNotReady, the models' own status, history.
+MAX_HEADLINE = 120
 # A failed fetch (git host down, network blip) is tried again after this, doubling each
 # time, up to the interval: not an interval later, when that may be an hour.
 # A sync the environment failed (or a fault of ours) is tried again after 1 s, doubling
@@ -70,6 +75,7 @@ RETRIED_REASONS = frozenset(
         c.REASON_NAMESPACE_NOT_ENABLED,
         c.REASON_RETRYING,
         c.REASON_INTERNAL_ERROR,
+        c.REASON_PRUNE_FAILED,  # an admission policy or a RoleBinding may change
     }
 )
 
@@ -118,6 +124,10 @@ class Outcome:
     write_back_error: str = ""
     errors: list[LoadError] = field(default_factory=list)
     retry_in: float | None = None  # set when the environment broke the sync off
+    # The conditions' message, short for `kubectl get` (default: `message`, cut); the
+    # whole `message` goes to the history entry, the Event and the log.
+    headline: str = ""
+    prune_errors: list[str] = field(default_factory=list)  # "<object>: <the API's words>"
 
 
 class NoAccountError(Exception):
@@ -141,10 +151,106 @@ class SyncReconciler:
         self.clock = clock
         self.watches = watches  # namespaces whose ModelDeployments the cache holds
         self._failures: dict[tuple[str, str], int] = {}  # in a row, per ModelSync
+        # A sync and a health refresh of one ModelSync run one at a time: each writes
+        # conditions computed from the status it read.
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
         self.jitter: Callable[[], float] = lambda: random.uniform(-RETRY_JITTER, RETRY_JITTER)  # noqa: S311 - spreading retries, not security
+
+    @contextmanager
+    def _one_at_a_time(self, namespace: str, name: str) -> Iterator[None]:
+        with self._locks_guard:
+            lock = self._locks.setdefault((namespace, name), threading.Lock())
+        with lock:
+            yield
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Sync once. Returns seconds until the next periodic sync (None: none needed)."""
+        with self._one_at_a_time(namespace, name):
+            return self._reconcile(namespace, name)
+
+    def refresh_health(self, namespace: str, name: str) -> None:
+        """A model of the ModelSync's inventory became Ready or stopped being Ready:
+        recompute Healthy (and Ready, when the applied revision is the latest attempted
+        and only its models were wanting) from the cache. No fetch, no apply: git has
+        not changed, and a sync would cost a round trip to the git host per event."""
+        with self._one_at_a_time(namespace, name):
+            ms = self.cache.get(c.MODELSYNC_KIND, namespace, name)
+            if ms is None or ms["metadata"].get("deletionTimestamp"):
+                return
+            status = dict(ms.get("status") or {})
+            revision = status.get("lastAppliedRevision")
+            if not revision:
+                return
+            health = self._health(status.get("inventory") or [])
+            observed = [_healthy_condition(health)]
+            ready = conditions.find(status.get("conditions"), c.READY) or {}
+            waiting = (
+                ready.get("reason") in (c.REASON_SUCCEEDED, c.REASON_MODELS_NOT_READY)
+                and status.get("lastAttemptedRevision") == revision
+                and status.get("observedGeneration") == ms["metadata"].get("generation")
+            )
+            was_ready = ready.get("status") == "True"
+            if waiting and not (was_ready and health.healthy):
+                last = (status.get("history") or [{}])[0]
+                observed.append(_ready_condition(revision, health, last))
+            _set_models_not_ready(status, health)
+            generation = int(status.get("observedGeneration") or 0)
+            status["conditions"] = conditions.merge(
+                status.get("conditions"), observed, generation, self.clock()
+            )
+            self._write_status(ms, status)
+            if waiting and was_ready != health.healthy:
+                # Serving at last: the revision is synced (the event a sync that found its
+                # models Ready would have posted). No longer serving: a warning.
+                message = observed[-1].message
+                self.kube.event(
+                    ms,
+                    c.MODELSYNC_KIND,
+                    c.EVENT_SYNCED if health.healthy else c.EVENT_MODELS_NOT_READY,
+                    message,
+                    action="Health",
+                    warning=not health.healthy,
+                )
+                log.info("sync %s/%s: %s", namespace, name, message)
+
+    def _health(
+        self,
+        inventory: list[dict[str, str]],
+        fresh: dict[tuple[str, str], Manifest | None] | None = None,
+    ) -> modelhealth.ModelsHealth:
+        def lookup(namespace: str, name: str) -> Manifest | None:
+            if fresh and (namespace, name) in fresh:
+                return fresh[(namespace, name)]
+            found: Manifest | None = self.cache.get(c.MODELDEPLOYMENT_KIND, namespace, name)
+            return found
+
+        return modelhealth.assess(inventory, lookup, self.watches)
+
+    def _written_models(
+        self, planned: list[Planned], changes: ChangeSet
+    ) -> dict[tuple[str, str], Manifest | None]:
+        """The ModelDeployments this sync just created or changed, read back: the watch
+        may not have brought their new generation yet, and the cache's copy, Ready for the
+        old spec, would make a revision Ready before its models serve it."""
+        written = set(changes.created) | set(changes.configured)
+        fresh: dict[tuple[str, str], Manifest | None] = {}
+        for item in planned:
+            manifest = item.desired
+            if manifest.get("kind") != c.MODELDEPLOYMENT_KIND:
+                continue
+            if item.source.description not in written:
+                continue
+            namespace = manifest["metadata"].get("namespace", "")
+            if not self.watches(namespace):
+                continue
+            name = manifest["metadata"]["name"]
+            fresh[(namespace, name)] = self.kube.get(
+                c.API_VERSION, c.MODELDEPLOYMENT_KIND, namespace, name
+            )
+        return fresh
+
+    def _reconcile(self, namespace: str, name: str) -> float | None:
         ms = self.cache.get(c.MODELSYNC_KIND, namespace, name)
         if ms is None or ms["metadata"].get("deletionTimestamp"):
             return None
@@ -232,10 +338,9 @@ class SyncReconciler:
             # The operator reads Secrets and impersonates only where the platform lets it.
             outcome.reason = c.REASON_NAMESPACE_NOT_ENABLED
             outcome.message = (
-                f"the platform has not enabled namespace {meta['namespace']!r} for modelsync: "
-                "the operator may not read its Secrets or act as its ServiceAccounts (chart "
-                "value tenancy.namespaces, or a RoleBinding to the chart's ClusterRole "
-                "<release>-tenant-access in this namespace)"
+                f"namespace {meta['namespace']!r} not enabled for modelsync (chart value "
+                "tenancy.namespaces, or a RoleBinding to ClusterRole <release>-tenant-access): "
+                "the operator may not read its Secrets or act as its ServiceAccounts"
             )
             return outcome
         try:
@@ -270,6 +375,7 @@ class SyncReconciler:
             if any(isinstance(error, OwnershipError) for error in errors):
                 outcome.reason = c.REASON_OWNERSHIP_CONFLICT
             outcome.message = _describe_errors(revision, errors)
+            outcome.headline = _errors_headline(errors)
             return outcome
 
         previous = status.get("inventory") or []
@@ -277,8 +383,8 @@ class SyncReconciler:
         if not loaded.objects and previous and not spec.get("allowEmpty"):
             outcome.reason = c.REASON_EMPTY_REVISION
             outcome.message = (
-                f"revision {revision.name} has no objects under path {spec.get('path') or '/'!r}; "
-                f"nothing was applied or pruned (set spec.allowEmpty to prune everything)"
+                f"no objects under path {spec.get('path') or '/'!r}: nothing applied or pruned "
+                "(set spec.allowEmpty to prune everything)"
             )
             return outcome
 
@@ -292,6 +398,7 @@ class SyncReconciler:
             outcome.errors = errors
             outcome.reason, outcome.stalled = c.REASON_VALIDATION_FAILED, True
             outcome.message = _describe_errors(revision, errors)
+            outcome.headline = _errors_headline(errors)
             outcome.inventory = _merge_inventory(previous, current)
             return outcome
 
@@ -302,9 +409,21 @@ class SyncReconciler:
             allow_empty=bool(spec.get("allowEmpty")),
             max_percent=int(spec.get("maxPrunePercent", 50)),
         )
-        changes.deleted, left = applier.delete(plan.delete)
-        outcome.inventory = current + plan.keep
+        changes.deleted, left, refused = applier.delete(plan.delete)
+        # What could not be deleted stays in the inventory: the next sync tries again.
+        outcome.inventory = current + plan.keep + [entry for entry, _ in refused]
         outcome.applied = True
+        if refused:
+            outcome.reason = c.REASON_PRUNE_FAILED
+            outcome.prune_errors = sorted(message for _, message in refused)
+            outcome.message = (
+                f"applied revision {revision.name}: {changes.summary()}; but "
+                f"{len(refused)} objects could not be pruned: " + "; ".join(outcome.prune_errors)
+            )
+            outcome.headline = (
+                f"applied {revision.name}; {len(refused)} objects not pruned (status.errors)"
+            )
+            return outcome
         if plan.refusal:
             outcome.reason, outcome.message = c.REASON_PRUNE_REFUSED, plan.refusal
             return outcome
@@ -314,6 +433,10 @@ class SyncReconciler:
             outcome.message = (
                 f"revision {revision.name} applied, but {len(changes.drifted)} "
                 "objects differ from git (selfHeal is off): " + "; ".join(changes.drifted[:5])
+            )
+            outcome.headline = (
+                f"applied {revision.name}; {len(changes.drifted)} objects differ from git "
+                f"(selfHeal is off), see history"
             )
             return outcome
         rolled = self._rolled_back_models(meta["namespace"], meta["name"], current)
@@ -329,6 +452,15 @@ class SyncReconciler:
                 f"applied revision {revision.name}: {changes.summary()}; but "
                 f"rolled back, so the cluster differs from git: {'; '.join(rolled_back)}"
             )
+            names = ", ".join(md["metadata"]["name"] for md, _ in rolled)
+            outcome.headline = f"applied {revision.name}; rolled back, not as in git: {names}"
+            return outcome
+        health = self._health(outcome.inventory, self._written_models(planned, changes))
+        if not health.healthy:
+            # Applied, but not serving yet (or no longer): Ready waits for the models;
+            # their Ready changes re-queue a health refresh, not another sync.
+            observed = _ready_condition(revision.name, health)
+            outcome.reason, outcome.message = observed.reason, observed.message
             return outcome
         outcome.ready, outcome.reason = True, c.REASON_SUCCEEDED
         outcome.message = f"applied revision {revision.name}: {changes.summary()}"
@@ -491,8 +623,10 @@ class SyncReconciler:
             status["writeBacks"] = outcome.write_backs
         if outcome.errors:
             status["errors"] = [str(error)[:4096] for error in outcome.errors[:MAX_ERRORS_KEPT]]
+        elif outcome.prune_errors:
+            status["errors"] = [error[:4096] for error in outcome.prune_errors[:MAX_ERRORS_KEPT]]
         elif outcome.applied:
-            status.pop("errors", None)
+            status["errors"] = None  # None removes the field (a JSON patch of changes)
         if (
             outcome.changes.writes == 0
             and outcome.ready
@@ -503,8 +637,10 @@ class SyncReconciler:
             # The same revision again, nothing written: a no-op resync. Its message
             # ("0 created, ... N unchanged") is no news; the last one stays, so the
             # resync writes no status, no history and no Event.
-            outcome.message = str(previous_ready.get("message") or outcome.message)
-        observed = [Observed(c.READY, outcome.ready, outcome.reason, outcome.message)]
+            outcome.headline = str(previous_ready.get("message") or "")
+            outcome.message = outcome.headline or outcome.message
+        headline = _cut(outcome.headline or outcome.message)
+        observed = [Observed(c.READY, outcome.ready, outcome.reason, headline)]
         if outcome.write_back_error:
             observed.append(
                 Observed(c.WRITE_BACK, False, c.REASON_WRITE_BACK_FAILED, outcome.write_back_error)
@@ -519,7 +655,12 @@ class SyncReconciler:
                 )
             )
         if outcome.stalled:
-            observed.append(Observed(c.STALLED, True, outcome.reason, outcome.message))
+            observed.append(Observed(c.STALLED, True, outcome.reason, headline))
+        if status.get("lastAppliedRevision"):
+            # The models of the last applied revision, whatever became of this attempt.
+            health = self._health(status.get("inventory") or [])
+            observed.append(_healthy_condition(health))
+            _set_models_not_ready(status, health)
         # Reconciling and Stalled are present only while true (the Kubernetes and Flux
         # convention). Reconciling is not written at the start of a sync: that would
         # cost two status writes per sync, and a resync with nothing to do writes none.
@@ -528,7 +669,7 @@ class SyncReconciler:
         changed_anything = outcome.changes.writes > 0
         news = (
             changed_anything
-            or previous_ready.get("message") != outcome.message
+            or previous_ready.get("message") != headline
             or previous_ready.get("status") != ("True" if outcome.ready else "False")
         )
         if news:
@@ -544,15 +685,19 @@ class SyncReconciler:
                 "deleted": len(outcome.changes.deleted),
             }
             status["history"] = [entry, *(status.get("history") or [])][:HISTORY_LIMIT]
+            # Applied, its models still coming up: progress, not a failure.
+            waiting = outcome.reason == c.REASON_MODELS_NOT_READY
             self.kube.event(
                 ms,
                 c.MODELSYNC_KIND,
-                c.EVENT_SYNCED if outcome.ready else c.EVENT_SYNC_FAILED,
+                c.EVENT_SYNCED
+                if outcome.ready
+                else (c.EVENT_MODELS_NOT_READY if waiting else c.EVENT_SYNC_FAILED),
                 outcome.message,
                 action="Sync",
-                warning=not outcome.ready,
+                warning=not (outcome.ready or waiting),
             )
-            log_line = log.info if outcome.ready else log.warning
+            log_line = log.info if outcome.ready or waiting else log.warning
             log_line(
                 "sync %s/%s %s: %s",
                 meta["namespace"],
@@ -585,7 +730,10 @@ class SyncReconciler:
         self._write_status(ms, status)
 
     def _write_status(self, ms: Manifest, status: Manifest) -> None:
-        if status == (ms.get("status") or {}):
+        current = ms.get("status") or {}
+        # None removes a field; removing one that is not there is no change.
+        status = {k: v for k, v in status.items() if v is not None or k in current}
+        if status == current:
             return
         meta = ms["metadata"]
         try:
@@ -602,6 +750,54 @@ class SyncReconciler:
                 return
             raise
         self.cache.put(c.MODELSYNC_KIND, patched)
+
+
+_ACTIONS = ("created", "configured", "unchanged", "deleted")  # ChangeSet's first fields
+
+
+def _healthy_condition(health: modelhealth.ModelsHealth) -> Observed:
+    reason = c.REASON_MODELS_READY if health.healthy else c.REASON_MODELS_NOT_READY
+    return Observed(c.HEALTHY, health.healthy, reason, health.message())
+
+
+def _ready_condition(
+    revision: str, health: modelhealth.ModelsHealth, last: dict[str, Any] | None = None
+) -> Observed:
+    """Ready of an applied revision, by its models' health; once they are Ready, the
+    message is the one a sync that found them Ready would have written (from `last`, the
+    history entry of the sync that applied the revision)."""
+    if health.healthy:
+        message = f"applied revision {revision}; {health.message()}"
+        if last and last.get("revision") == revision:
+            counts = ChangeSet(*([""] * int(last.get(a) or 0) for a in _ACTIONS))
+            message = f"applied revision {revision}: {counts.summary()}"
+        return Observed(c.READY, True, c.REASON_SUCCEEDED, message)
+    return Observed(
+        c.READY,
+        False,
+        c.REASON_MODELS_NOT_READY,
+        f"applied {revision}; {len(health.not_ready)} of {health.total} models not Ready "
+        "(see Healthy)",
+    )
+
+
+def _set_models_not_ready(status: Manifest, health: modelhealth.ModelsHealth) -> None:
+    if health.healthy:
+        status["modelsNotReady"] = None
+    else:
+        status["modelsNotReady"] = health.details()[:MAX_ERRORS_KEPT]
+
+
+def _cut(message: str) -> str:
+    return message if len(message) <= MAX_HEADLINE else message[: MAX_HEADLINE - 1] + "…"
+
+
+def _errors_headline(errors: list[LoadError]) -> str:
+    """How many errors, and the first, cut (status.errors has every one whole; the
+    revision is lastAttemptedRevision)."""
+    first = min(errors, key=lambda error: (error.source.file, error.source.line))
+    count = f"{len(errors)} errors" if len(errors) > 1 else "1 error"
+    return _cut(f"rejected, nothing applied ({count} in status.errors): {first}")
 
 
 def _describe_errors(revision: Revision, errors: list[LoadError]) -> str:

@@ -285,3 +285,40 @@ def test_cli_validate_server_catches_what_offline_cannot(
     assert f"canary.yaml:1: ModelDeployment {namespace}/iris:" in online.stdout
     assert "rollout.steps weights must increase" in online.stdout
     assert modelsync(local_cluster, "get", "md").returncode == 2  # no such command: usage
+
+
+def test_cli_validate_server_refuses_what_the_operator_would(
+    synced: tuple[Syncs, WorkRepo, str], local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """The dry run alone, with the CLI user's rights, passes what a sync then refuses:
+    an object in another namespace, and (as a given ModelSync's content) an object that
+    exists and is no ModelSync's."""
+    syncs, _, _ = synced
+    ns = syncs.namespace
+    config = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}{where}\ndata: {{a: b}}\n"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "cm.yaml").write_text(
+        config.format(name="planted", where="\n  namespace: kube-system")
+    )
+    result = modelsync(local_cluster, "validate", str(elsewhere), "--server", "-n", ns)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "cm.yaml:1: ConfigMap kube-system/planted: namespace 'kube-system'" in result.stdout
+    assert "--allow-other-namespaces" in result.stdout
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "iris.yaml").write_text(model_yaml("iris"))
+    (taken / "legacy.yaml").write_text(config.format(name="legacy", where=""))
+    syncs.core.create_namespaced_config_map(ns, {"metadata": {"name": "legacy"}})
+    plain = modelsync(local_cluster, "validate", str(taken), "--server", "-n", ns)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    as_prod = modelsync(
+        local_cluster, "validate", str(taken), "--server", "--sync", "prod", "-n", ns
+    )
+    assert as_prod.returncode == 1, as_prod.stdout + as_prod.stderr
+    assert f"legacy.yaml:1: ConfigMap {ns}/legacy: exists and was not created" in as_prod.stdout
+    assert "iris.yaml" not in as_prod.stdout  # prod's own model: no conflict
+    usage = modelsync(local_cluster, "validate", str(taken), "--sync", "prod", "-n", ns)
+    assert usage.returncode == 2
+    assert "--sync needs --server" in usage.stderr

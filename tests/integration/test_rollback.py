@@ -87,6 +87,30 @@ def rolled_back(md: dict[str, Any] | None) -> bool:
     return (dict_condition(md, c.ROLLED_BACK) or {}).get("status") == "True"
 
 
+def test_a_replicas_only_change_in_git_is_applied_while_rolled_back(
+    models: Models, local_cluster: LocalCluster, namespace: str
+) -> None:
+    healthy_v1(models)
+    models.patch("iris", broken_v2())
+    models.wait("iris", rolled_back, timeout=DEADLINE + 30, describe="v2 rolled back")
+    models.wait("iris", ready_on("1"), describe="version 1 Ready again")
+
+    models.patch("iris", {"spec": {"replicas": 3}})  # only the count: the template is v2's
+
+    def three_on_v1(md: dict[str, Any] | None) -> bool:
+        status = (md or {}).get("status") or {}
+        return (
+            ready_on("1")(md)
+            and rolled_back(md)
+            and (status.get("replicas"), status.get("readyReplicas")) == (3, 3)
+        )
+
+    md = models.wait("iris", three_on_v1, timeout=60, describe="3 replicas of version 1")
+    assert md["status"]["servingVersion"] == "1"
+    deployment = AppsV1Api(local_cluster.api).read_namespaced_deployment("iris", namespace)
+    assert deployment.spec.replicas == 3
+
+
 def test_rollback_of_a_never_ready_version_keeps_the_old_one_serving(
     models: Models, local_cluster: LocalCluster, namespace: str
 ) -> None:
@@ -232,8 +256,12 @@ def test_rollback_shows_on_the_modelsync_and_a_git_revert_ends_it(syncs: Syncs) 
     ms = syncs.wait_failed("prod", c.REASON_ROLLED_BACK)
     assert ms["status"]["lastAppliedRevision"] == f"main@sha1:{bad}"
     message = str((dict_condition(ms, c.READY) or {}).get("message"))
-    assert "model iris: version 2 (main@sha1:" in message
-    assert "the cluster differs from git" in message
+    assert message.endswith("rolled back, not as in git: iris")
+    assert len(message) <= 120
+    # The whole story: in the history entry (and the model's own RolledBack condition).
+    whole = ms["status"]["history"][0]["message"]
+    assert "model iris: version 2 (main@sha1:" in whole
+    assert "the cluster differs from git" in whole
     # The other model of the same commit is untouched by the rollback.
     assert models.wait("ranker", ready_on("1"))
 

@@ -331,7 +331,8 @@ def test_security_file_urls_are_refused_unless_the_operator_allows_them(
         process.terminate()
         process.wait(30)
         log.close()
-    message = message_of(ms)
+    assert len(message_of(ms)) <= 120
+    message = ms["status"]["history"][0]["message"]  # whole; the condition's is cut
     assert "file:// URLs are turned off in this operator" in message
     assert "spec.repo.url" in message
     assert c.FLAG_ALLOW_FILE_URLS in message
@@ -436,8 +437,9 @@ def test_security_only_git_secrets_are_sent_to_the_repository(
         ("sa-token", "kubernetes.io/service-account-token"),
         ("opaque", "Opaque"),
     ):
-        message = message_of(syncs.wait_failed(name, c.REASON_FETCH_FAILED))
-        assert f"has type {kind!r}" in message
+        ms = syncs.wait_failed(name, c.REASON_FETCH_FAILED)
+        assert f"has type {kind!r}" in message_of(ms)
+        message = ms["status"]["history"][0]["message"]  # whole; the condition's is cut
         assert f"only Secrets of type {c.SECRET_TYPE_GIT!r}" in message
     assert counting_server.requests == 0
 

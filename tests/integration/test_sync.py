@@ -21,6 +21,11 @@ def message_of(ms: dict[str, Any]) -> str:
     return str((dict_condition(ms, c.READY) or {}).get("message", ""))
 
 
+def errors_of(ms: dict[str, Any]) -> str:
+    """Every error of the rejected revision: the Ready message names only the first."""
+    return "\n".join(ms["status"].get("errors") or [])
+
+
 def test_sync_first_sync_over_http_with_basic_auth(syncs: Syncs) -> None:
     repo = syncs.repo("models")
     repo.write("models/iris.yaml", model_yaml("iris"))
@@ -109,9 +114,10 @@ def test_sync_broken_commit_is_rejected_whole_then_its_fix_applies(syncs: Syncs)
     bad = repo.commit("bad")
     token = syncs.request("prod")
     ms = syncs.wait_failed("prod", c.REASON_VALIDATION_FAILED, token)
-    message = message_of(ms)
-    assert f"main@sha1:{bad} rejected, nothing applied" in message
-    assert "broken.yaml:4: invalid YAML" in message
+    assert message_of(ms).startswith("rejected, nothing applied (2 errors in status.errors): ")
+    assert len(message_of(ms)) <= 120
+    assert "broken.yaml:4: invalid YAML" in errors_of(ms)
+    assert "negative.yaml" in errors_of(ms)
     assert dict_condition(ms, c.STALLED)["status"] == "True"  # type: ignore[index]
     assert ms["status"]["lastAppliedRevision"] == f"main@sha1:{good}"
     assert ms["status"]["lastAttemptedRevision"] == f"main@sha1:{bad}"
@@ -140,10 +146,9 @@ def test_sync_schema_violation_found_by_dry_run_names_file_and_object(syncs: Syn
     bad = repo.commit("a port out of range")
     syncs.create("prod", repo.file_url)
     ms = syncs.wait_failed("prod", c.REASON_VALIDATION_FAILED)
-    message = message_of(ms)
-    assert f"main@sha1:{bad}" in message
-    assert "svc.yaml:1: Service" in message
-    assert "spec.ports[0].port" in message
+    assert ms["status"]["lastAttemptedRevision"] == f"main@sha1:{bad}"
+    assert "svc.yaml:1: Service" in message_of(ms)
+    assert "spec.ports[0].port" in errors_of(ms)
     assert syncs.models() == {}
 
 
@@ -388,9 +393,9 @@ def test_sync_bad_input_is_rejected_with_file_and_line(
     sha = repo.commit(case)
     syncs.create("prod", repo.file_url)
     ms = syncs.wait_failed("prod", c.REASON_VALIDATION_FAILED)
-    message = message_of(ms)
-    assert f"main@sha1:{sha} rejected, nothing applied" in message
-    assert words in message
+    assert ms["status"]["lastAttemptedRevision"] == f"main@sha1:{sha}"
+    assert message_of(ms).startswith("rejected, nothing applied")
+    assert words in errors_of(ms)
     assert syncs.models() == {}  # the good file of a bad revision is not applied either
 
 
@@ -441,7 +446,10 @@ def test_sync_heals_or_reports_drift_of_any_inventoried_object(
     else:
         assert live == "0.9"
         assert ready["reason"] == c.REASON_DRIFT_DETECTED
-        assert f"ConfigMap {syncs.namespace}/settings (data.threshold)" in ready["message"]
+        assert "1 objects differ from git (selfHeal is off)" in ready["message"]
+        # Which objects and fields: in the history entry (and the Event), not the condition.
+        whole = ms["status"]["history"][0]["message"]
+        assert f"ConfigMap {syncs.namespace}/settings (data.threshold)" in whole
 
 
 def test_git_over_ssh_with_key_and_known_hosts(syncs: Syncs, ssh_server: GitSshServer) -> None:

@@ -28,6 +28,11 @@ def message_of(ms: dict[str, Any]) -> str:
     return str((dict_condition(ms, c.READY) or {}).get("message", ""))
 
 
+def errors_of(ms: dict[str, Any]) -> str:
+    """Every error of the rejected revision: the Ready message names only the first."""
+    return "\n".join(ms["status"].get("errors") or [])
+
+
 def configmap(name: str, namespace: str | None = None) -> str:
     where = f"\n  namespace: {namespace}" if namespace else ""
     return f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}{where}\ndata: {{a: b}}\n"
@@ -95,8 +100,10 @@ def test_tenant_cannot_write_outside_its_namespace_whatever_its_spec_says(
     repo.write("cluster.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: planted}\n")
     sha = repo.commit("reach out")
     syncs.create("prod", repo.file_url)
-    message = message_of(syncs.wait_failed("prod", c.REASON_VALIDATION_FAILED))
-    assert f"main@sha1:{sha} rejected, nothing applied" in message
+    ms = syncs.wait_failed("prod", c.REASON_VALIDATION_FAILED)
+    message = errors_of(ms)
+    assert ms["status"]["lastAttemptedRevision"] == f"main@sha1:{sha}"
+    assert message_of(ms).startswith("rejected, nothing applied")
     assert f"elsewhere.yaml:1: ConfigMap {granted_namespace}/planted: namespace" in message
     assert "cluster.yaml:1: Namespace planted: Namespace is cluster-scoped" in message
     assert "--allow-other-namespaces" in message
@@ -121,7 +128,7 @@ def test_tenant_modelsync_in_git_aimed_at_another_namespace_is_refused(syncs: Sy
     )
     repo.commit("a ModelSync for kube-system")
     syncs.create("prod", repo.file_url)
-    message = message_of(syncs.wait_failed("prod", c.REASON_VALIDATION_FAILED))
+    message = errors_of(syncs.wait_failed("prod", c.REASON_VALIDATION_FAILED))
     assert "child.yaml:1: ModelSync" in message
     assert "spec.targetNamespace 'kube-system' is another namespace" in message
     assert syncs.models() == {}
@@ -181,7 +188,7 @@ def test_tenant_with_the_platforms_grant_writes_elsewhere_within_its_rbac(
     )
     repo.commit("reach out, and try to escalate")
     syncs.create("prod", repo.file_url)
-    message = message_of(syncs.wait_failed("prod", c.REASON_VALIDATION_FAILED))
+    message = errors_of(syncs.wait_failed("prod", c.REASON_VALIDATION_FAILED))
     assert "escalate.yaml:1: ClusterRoleBinding" in message
     assert f"system:serviceaccount:{granted}:{TENANT_ACCOUNT}" in message
     assert "forbidden" in message
