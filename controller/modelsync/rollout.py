@@ -25,7 +25,8 @@ DEFAULT_MAX_RESTARTS = 3
 # (the S3 codes) or kserve-storage's summary of them ("S3 resource 'b' not found.").
 PERMANENT_DOWNLOAD_ERROR = re.compile(
     r"\b(403|404|Forbidden|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|NoSuchBucket"
-    r"|NoSuchKey|not found|access denied|authentication failed|no model found)\b",
+    r"|NoSuchKey|not found|does not exist|access denied|authentication failed"
+    r"|invalid AWS credentials|no model found)\b",
     re.IGNORECASE,
 )
 

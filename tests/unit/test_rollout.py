@@ -171,6 +171,9 @@ def init_pod(
         "storage-initializer: s3://nope/iris/1: RuntimeError: S3 resource 'nope' not found.",
         "storage-initializer: s3://models/gone: RuntimeError: Failed to fetch model. "
         "No model found in models/gone.",
+        "storage-initializer: s3://m/i/1: RuntimeError: Invalid AWS credentials. "
+        "Verify AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.",
+        "storage-initializer: s3://m/i/1: RuntimeError: S3 bucket 'm' does not exist.",
         "An error occurred (InvalidAccessKeyId) when calling the ListObjectsV2 operation",
         "An error occurred (NoSuchBucket) when calling the ListObjectsV2 operation",
         "An error occurred (403) when calling the HeadObject operation: Forbidden",
