@@ -209,3 +209,18 @@ def test_initializer_exits_of_other_revisions_or_with_success_fail_nothing() -> 
     assert detect_failure(None, [done], "bbb", 3) is None
     running = {"metadata": {"name": "p", "labels": {c.LABEL_SPEC_HASH: "bbb"}}, "status": {}}
     assert detect_failure(None, [running], "bbb", 3) is None
+
+
+def test_a_failed_download_is_a_pod_event_worth_judging() -> None:
+    """The operator judges a revision again when a pod's restart_count changes: the first
+    non-zero exit of its initializer must change it, before any restart."""
+    from modelsync.operator import restart_count
+
+    said = "storage-initializer: s3://m/i: RuntimeError: S3 error [403]: Forbidden"
+    waiting = init_pod("bbb", restarts=0, message=said)
+    waiting["status"]["initContainerStatuses"][0].pop("lastState")
+    ended = init_pod("bbb", restarts=0, message=said, current=True)
+    restarted = init_pod("bbb", restarts=1, message=said)
+    assert restart_count(waiting) < restart_count(ended) <= restart_count(restarted)
+    done = init_pod("bbb", restarts=0, message="", exit_code=0, current=True)
+    assert restart_count(done) == restart_count(waiting)
