@@ -223,16 +223,29 @@ def service_ip(local: LocalCluster, namespace: str, name: str) -> tuple[str, int
     return service.spec.cluster_ip, int(service.spec.ports[0].port)
 
 
-def infer_once(node: RealNode, ip: str, port: int) -> list[int]:
+def post_via_service(node: RealNode, ip: str, port: int, path: str, body: str) -> Any:
+    """POST through the Service's ClusterIP from the node's namespace; the JSON answer.
+    Tries again while nothing answers: kube-proxy writes its rules a moment after the
+    endpoints change (a Ready model's Service may refuse for that moment)."""
     script = (
-        "import json, sys, urllib.request\n"
-        f"request = urllib.request.Request('http://{ip}:{port}/v2/models/iris/infer', "
+        "import sys, urllib.request\n"
+        f"request = urllib.request.Request('http://{ip}:{port}{path}', "
         "data=sys.argv[1].encode(), headers={'Content-Type': 'application/json'})\n"
         "print(urllib.request.urlopen(request, timeout=30).read().decode())"
     )
-    done = node.in_netns("python3", "-c", script, INFER_BODY, timeout=60)
-    assert done.returncode == 0, done.stderr[-2000:]
-    data: list[int] = json.loads(done.stdout)["outputs"][0]["data"]
+    deadline = time.monotonic() + 60
+    while True:
+        done = node.in_netns("python3", "-c", script, body, timeout=60)
+        if done.returncode == 0:
+            return json.loads(done.stdout)
+        if "Connection refused" not in done.stderr or time.monotonic() > deadline:
+            raise AssertionError(f"POST {path} via {ip}:{port}: {done.stderr[-2000:]}")
+        time.sleep(0.5)  # a fresh connection per try; nothing to watch in iptables
+
+
+def infer_once(node: RealNode, ip: str, port: int) -> list[int]:
+    answer = post_via_service(node, ip, port, "/v2/models/iris/infer", INFER_BODY)
+    data: list[int] = answer["outputs"][0]["data"]
     return data
 
 
@@ -448,14 +461,5 @@ def test_real_custom_runtime_answers_and_storage_failures_fail_the_rollout_with_
                 f"{error}\n{explain(local_cluster, real_node, namespace)}"
             ) from error
         ip, port = service_ip(local_cluster, namespace, "custom")
-        script = (
-            "import json, sys, urllib.request\n"
-            f"request = urllib.request.Request('http://{ip}:{port}/v1/models/custom:predict', "
-            "data=sys.argv[1].encode(), headers={'Content-Type': 'application/json'})\n"
-            "print(urllib.request.urlopen(request, timeout=30).read().decode())"
-        )
-        done = real_node.in_netns(
-            "python3", "-c", script, json.dumps({"instances": ROWS}), timeout=60
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert json.loads(done.stdout)["predictions"] == expected
+        path, request = "/v1/models/custom:predict", json.dumps({"instances": ROWS})
+        assert post_via_service(real_node, ip, port, path, request)["predictions"] == expected
