@@ -214,8 +214,15 @@ def md_trigger(body: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def restart_count(pod: dict[str, Any]) -> int:
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    return sum(int(s.get("restartCount") or 0) for s in statuses)
+    """How far a pod is in failing: its containers' restarts, and its init containers'
+    (the storage initializer) counting a run that has just ended non-zero, so the very
+    first failed download is judged (rollout.initializer_failure) before any restart."""
+    status = pod.get("status") or {}
+    count = sum(int(s.get("restartCount") or 0) for s in status.get("containerStatuses") or [])
+    for init in status.get("initContainerStatuses") or []:
+        ended = (init.get("state") or {}).get("terminated") or {}
+        count += int(init.get("restartCount") or 0) + (1 if ended.get("exitCode") else 0)
+    return count
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -441,8 +448,8 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             else:
                 runtime.cache.put(kind, dict(body))
             if kind == "Pod":
-                # Pods matter for their restarts only (a crash-looping revision); their
-                # Deployment's own events tell everything else.
+                # Pods matter for their restarts and failed downloads only (a failing
+                # revision); their Deployment's own events tell everything else.
                 key, restarts = (namespace or "", name), restart_count(dict(body))
                 if type == "DELETED":
                     runtime.pod_restarts.pop(key, None)

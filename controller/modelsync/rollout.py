@@ -2,7 +2,8 @@
 
 A revision has failed when its Deployment passed its progress deadline (pods that
 never become ready end there) or when a container of one of its pods restarted
-more than `rollback.maxRestarts` times. A failed revision is rolled back to the
+more than `rollback.maxRestarts` times, or when its model download has failed for good
+(`initializer_failure`). A failed revision is rolled back to the
 model's last healthy spec (kept in status, so it survives a restart of the
 operator) and quarantined by its spec hash: it is not applied again until git
 changes the model.
@@ -10,6 +11,7 @@ changes the model.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -18,6 +20,15 @@ from modelsync import constants as c
 from modelsync.conditions import find
 
 DEFAULT_MAX_RESTARTS = 3
+# What the store answers when retrying cannot help: refused credentials or a missing
+# bucket or object. The initializer's termination message carries the store's words
+# (the S3 codes) or kserve-storage's summary of them ("S3 resource 'b' not found.").
+PERMANENT_DOWNLOAD_ERROR = re.compile(
+    r"\b(403|404|Forbidden|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|NoSuchBucket"
+    r"|NoSuchKey|not found|does not exist|access denied|authentication failed"
+    r"|invalid AWS credentials|no model found)\b",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,9 @@ def detect_failure(
     for pod in sorted(pods, key=lambda p: str(p["metadata"]["name"])):
         if (pod["metadata"].get("labels") or {}).get(c.LABEL_SPEC_HASH) != spec_hash:
             continue
+        failed = initializer_failure(pod, max_restarts)
+        if failed is not None:
+            return failed
         for container in (pod.get("status") or {}).get("containerStatuses") or []:
             restarts = int(container.get("restartCount") or 0)
             if restarts > max_restarts:
@@ -72,6 +86,35 @@ def detect_failure(
             f"not available within progressDeadlineSeconds={deadline}: "
             f"{progress.get('message', '')}".rstrip(": "),
         )
+    return None
+
+
+def initializer_failure(pod: dict[str, Any], max_restarts: int) -> Failure | None:
+    """Whether an init container of `pod` (the storage initializer) has failed for good:
+    its last run ended non-zero with a permanent error (403, 404, NoSuchBucket, ...), or
+    it ended non-zero `max_restarts` times. Its termination message is the message, so
+    the rollout fails at once with what the store said, not at the progress deadline."""
+    for container in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        state = container.get("state") or {}
+        ended = state.get("terminated") or (container.get("lastState") or {}).get("terminated")
+        if not ended or int(ended.get("exitCode") or 0) == 0:
+            continue
+        # restartCount counts the runs before this one; a run that has just ended and
+        # is not restarted yet is one more.
+        failures = int(container.get("restartCount") or 0) + (1 if state.get("terminated") else 0)
+        said = " ".join(str(ended.get("message") or ended.get("reason") or "").split())
+        permanent = PERMANENT_DOWNLOAD_ERROR.search(said) is not None
+        if permanent or failures >= max(1, max_restarts):
+            why = (
+                "with an error retrying cannot fix"
+                if permanent
+                else f"{failures} times (rollback.maxRestarts is {max_restarts})"
+            )
+            return Failure(
+                c.REASON_MODEL_DOWNLOAD_FAILED,
+                f"init container {container.get('name')} of pod {pod['metadata']['name']} "
+                f"failed {why}, exit {ended.get('exitCode')}: {said or 'no message'}",
+            )
     return None
 
 

@@ -22,3 +22,6 @@ CLUSTER_CIDR = "198.18.64.0/18"
 KWOK_POD_CIDR = "198.18.64.1/19"  # kwok's --cidr: its first address and prefix
 KWOK_NODE_IP = "198.18.1.1"
 NODE_POD_CIDR = "198.18.96.0/24"
+# On the node's link, never assigned: an object store there is unreachable (tests of
+# a model download that cannot connect).
+UNREACHABLE_STORE = "198.18.0.250"

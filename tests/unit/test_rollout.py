@@ -5,7 +5,14 @@ from typing import Any
 import pytest
 
 from modelsync import constants as c
-from modelsync.rollout import Action, Failure, decide, detect_failure, remember
+from modelsync.rollout import (
+    Action,
+    Failure,
+    decide,
+    detect_failure,
+    initializer_failure,
+    remember,
+)
 
 
 def pod(name: str, spec_hash: str, restarts: int) -> dict[str, Any]:
@@ -131,3 +138,89 @@ def test_analysis_verdicts() -> None:
     assert judge(0.9, 0.5, "GreaterThan", "q").result is Result.PASS
     assert judge(None, 0.05, "LessThan", "q").result is Result.INCONCLUSIVE
     assert judge(float("nan"), 0.05, "LessThan", "q").result is Result.INCONCLUSIVE
+
+
+def init_pod(
+    spec_hash: str,
+    *,
+    restarts: int,
+    message: str,
+    exit_code: int = 1,
+    current: bool = False,
+) -> dict[str, Any]:
+    """A pod whose storage initializer ended with `message`: just now (`current`, not
+    restarted yet) or before its current wait (lastState)."""
+    ended = {"exitCode": exit_code, "reason": "Error", "message": message}
+    status: dict[str, Any] = {"name": "storage-initializer", "restartCount": restarts}
+    if current:
+        status["state"] = {"terminated": ended}
+    else:
+        status["state"] = {"waiting": {"reason": "CrashLoopBackOff"}}
+        status["lastState"] = {"terminated": ended}
+    return {
+        "metadata": {"name": "new", "labels": {c.LABEL_SPEC_HASH: spec_hash}},
+        "status": {"initContainerStatuses": [status], "containerStatuses": []},
+    }
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "storage-initializer: s3://models/iris/1: RuntimeError: S3 authentication failed. "
+        "Set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or use awsAnonymousCredential=true.",
+        "storage-initializer: s3://nope/iris/1: RuntimeError: S3 resource 'nope' not found.",
+        "storage-initializer: s3://models/gone: RuntimeError: Failed to fetch model. "
+        "No model found in models/gone.",
+        "storage-initializer: s3://m/i/1: RuntimeError: Invalid AWS credentials. "
+        "Verify AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.",
+        "storage-initializer: s3://m/i/1: RuntimeError: S3 bucket 'm' does not exist.",
+        "An error occurred (InvalidAccessKeyId) when calling the ListObjectsV2 operation",
+        "An error occurred (NoSuchBucket) when calling the ListObjectsV2 operation",
+        "An error occurred (403) when calling the HeadObject operation: Forbidden",
+    ],
+)
+def test_a_permanent_download_error_fails_the_rollout_at_its_first_exit(message: str) -> None:
+    failure = detect_failure(
+        None, [init_pod("bbb", restarts=0, message=message, current=True)], "bbb", 3
+    )
+    assert failure is not None
+    assert failure.reason == c.REASON_MODEL_DOWNLOAD_FAILED
+    assert " ".join(message.split()) in failure.message
+    assert "storage-initializer" in failure.message
+    assert "pod new" in failure.message
+
+
+def test_a_transient_download_error_fails_only_after_max_restarts_exits() -> None:
+    said = "storage-initializer: s3://m/i: EndpointConnectionError: Could not connect"
+    # Two exits so far (restarted once, the second just ended): under the limit of 3.
+    assert initializer_failure(init_pod("bbb", restarts=1, message=said, current=True), 3) is None
+    assert initializer_failure(init_pod("bbb", restarts=2, message=said), 3) is None
+    failure = initializer_failure(init_pod("bbb", restarts=2, message=said, current=True), 3)
+    assert failure is not None
+    assert "3 times" in failure.message
+    assert said in failure.message
+    assert initializer_failure(init_pod("bbb", restarts=3, message=said), 3) is not None
+
+
+def test_initializer_exits_of_other_revisions_or_with_success_fail_nothing() -> None:
+    said = "S3 resource 'nope' not found."
+    assert detect_failure(None, [init_pod("aaa", restarts=5, message=said)], "bbb", 3) is None
+    done = init_pod("bbb", restarts=0, message="", exit_code=0, current=True)
+    assert detect_failure(None, [done], "bbb", 3) is None
+    running = {"metadata": {"name": "p", "labels": {c.LABEL_SPEC_HASH: "bbb"}}, "status": {}}
+    assert detect_failure(None, [running], "bbb", 3) is None
+
+
+def test_a_failed_download_is_a_pod_event_worth_judging() -> None:
+    """The operator judges a revision again when a pod's restart_count changes: the first
+    non-zero exit of its initializer must change it, before any restart."""
+    from modelsync.operator import restart_count
+
+    said = "storage-initializer: s3://m/i: RuntimeError: S3 error [403]: Forbidden"
+    waiting = init_pod("bbb", restarts=0, message=said)
+    waiting["status"]["initContainerStatuses"][0].pop("lastState")
+    ended = init_pod("bbb", restarts=0, message=said, current=True)
+    restarted = init_pod("bbb", restarts=1, message=said)
+    assert restart_count(waiting) < restart_count(ended) <= restart_count(restarted)
+    done = init_pod("bbb", restarts=0, message="", exit_code=0, current=True)
+    assert restart_count(done) == restart_count(waiting)

@@ -1,0 +1,465 @@
+"""Models that answer, on the real node: images built here (tests/cluster/modelimages.py),
+the object store on the host's end of the node's veth, an operator process configured
+as an installation would be (--runtime-image, --storage-initializer-image,
+--image-pull-policy=Never), and ModelDeployments that come from git.
+
+The model is a scikit-learn classifier the test trains (iris, joblib) with the image's
+own packages (the host venv of the same lock); its predictions in this process are
+what the pods must answer through their Service's ClusterIP, from the node's network
+namespace, where only kube-proxy's rules route it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from kubernetes.client import CoreV1Api
+from kubernetes.dynamic import DynamicClient
+
+from modelsync import constants as c
+from tests.cluster import addresses, modelimages, wheels
+from tests.cluster import node as nodemod
+from tests.cluster.objectstore import ObjectStore, ensure_versitygw
+from tests.conftest import LocalCluster, RealNode
+from tests.gitserver import GitHttpServer
+from tests.kube import dict_condition, wait_for_set
+from tests.models import Models, ready_on
+from tests.operatorproc import spawn_operator
+from tests.syncs import Syncs
+
+# Generous: a cold node unpacks a 760 MB image, and MLServer starts in tens of seconds
+# on a machine the other test runs load too.
+MODEL_TIMEOUT = 600.0
+STORE_HOST = addresses.HOST_IP  # the host's end of the node's veth: pods reach it
+BUCKET = "models"
+SECRET = "model-store"
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+# Trains an iris classifier on labels shifted by argv[3] (so two versions answer
+# differently), saves it with joblib and prints its predictions for ROWS.
+TRAIN = """
+import json, sys, joblib
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+x, y = load_iris(return_X_y=True)
+model = LogisticRegression(max_iter=1000).fit(x, (y + int(sys.argv[3])) % 3)
+joblib.dump(model, sys.argv[1])
+print(json.dumps(model.predict(json.loads(sys.argv[2])).tolist()))
+"""
+INFER_BODY = json.dumps(
+    {
+        "inputs": [
+            {
+                "name": "predict",
+                "shape": [len(ROWS), 4],
+                "datatype": "FP64",
+                "data": [value for row in ROWS for value in row],
+            }
+        ]
+    }
+)
+# The client of the zero-downtime checks, in the node's network namespace: a new
+# connection per request, no retries, until the stop file exists; one JSON line each.
+CLIENT = """
+import http.client, json, os, sys, time
+host, port, stop, out, body = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+headers = {"Content-Type": "application/json"}
+with open(out, "a") as log:
+    while not os.path.exists(stop):
+        started = time.monotonic()
+        try:
+            conn = http.client.HTTPConnection(host, port, timeout=2)
+            conn.request("POST", "/v2/models/iris/infer", body, headers)
+            response = conn.getresponse()
+            data = response.read()
+            conn.close()
+            status = response.status
+            answer = data.decode()[:300]
+            if status == 200:
+                answer = json.loads(data)["outputs"][0]["data"]
+        except Exception as error:
+            status, answer = 0, f"{type(error).__name__}: {error}"
+        seconds = round(time.monotonic() - started, 3)
+        log.write(json.dumps({"status": status, "seconds": seconds, "answer": answer}) + "\\n")
+        log.flush()
+"""
+
+
+@pytest.fixture(scope="module")
+def node_images(real_node_session: RealNode) -> dict[str, str]:
+    """The model images, built (or cached) and imported into the node's containerd."""
+    node = real_node_session.ensure().node
+    assert node is not None
+    return modelimages.import_model_images(node.ctr())
+
+
+@pytest.fixture(scope="module")
+def node_store(
+    node_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ObjectStore]:
+    """The object store where pods reach it (the node's veth exists only once it runs)."""
+    store = ObjectStore(
+        ensure_versitygw(), tmp_path_factory.mktemp("node-store") / "data", host=STORE_HOST
+    )
+    store.start()
+    try:
+        store.create_bucket(BUCKET)
+        yield store
+    finally:
+        store.stop()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, list[int]]]:
+    """Version -> (model.joblib, its predictions for ROWS): v1 and v2 answer differently."""
+    python = wheels.ensure_host_venv("mlserver")
+    where = tmp_path_factory.mktemp("trained")
+    versions: dict[str, tuple[bytes, list[int]]] = {}
+    for version, shift in (("1", 0), ("2", 1)):
+        path = where / f"v{version}.joblib"
+        done = subprocess.run(
+            [str(python), "-c", TRAIN, str(path), json.dumps(ROWS), str(shift)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        versions[version] = (path.read_bytes(), json.loads(done.stdout))
+    assert versions["1"][1] != versions["2"][1]
+    return versions
+
+
+@contextlib.contextmanager
+def own_operator(
+    local: LocalCluster, namespace: str, refs: dict[str, str], log: Path
+) -> Iterator[None]:
+    """The operator as an installation runs it, with this machine's images."""
+    with log.open("wb") as out:
+        process = spawn_operator(
+            local.kubeconfig,
+            "-n",
+            namespace,
+            "--http-port",
+            "0",
+            "--runtime-image",
+            f"mlserver={refs['mlserver']}",
+            "--storage-initializer-image",
+            refs["storage-initializer"],
+            "--image-pull-policy",
+            "Never",
+            log=out,
+            die_with_parent=True,
+        )
+    try:
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def storage_secret(local: LocalCluster, namespace: str, name: str, data: dict[str, str]) -> None:
+    """The Secret a user makes for storageSecretRef (not in git)."""
+    CoreV1Api(local.api).create_namespaced_secret(
+        namespace,
+        kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(name=name),
+            data={k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        ),
+    )
+
+
+def model_yaml(
+    name: str,
+    version: str,
+    uri: str,
+    *,
+    secret: str = SECRET,
+    runtime: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    model = {"name": name, "version": version, "uri": uri, "storageSecretRef": {"name": secret}}
+    if runtime is None:
+        model["format"] = "sklearn"  # MLServer's implementation follows it
+    spec: dict[str, Any] = {
+        "model": model,
+        "runtime": runtime or {"name": "mlserver"},
+        "replicas": 1,
+        "nodeSelector": nodemod.NODE_SELECTOR,
+        "tolerations": [nodemod.TOLERATION],
+        **(extra or {}),
+    }
+    body = {"apiVersion": c.API_VERSION, "kind": c.MODELDEPLOYMENT_KIND}
+    return json.dumps({**body, "metadata": {"name": name}, "spec": spec}, indent=2) + "\n"
+
+
+def explain(local: LocalCluster, node: RealNode, namespace: str) -> str:
+    """Pods and their containers' states, and the node's logs, for a failure message."""
+    pods = CoreV1Api(local.api).list_namespaced_pod(namespace).items
+    states = [
+        (
+            p.metadata.name,
+            p.status.phase,
+            p.status.init_container_statuses,
+            p.status.container_statuses,
+        )
+        for p in pods
+    ]
+    return f"pods: {states}\n{node.log_tails()}"
+
+
+def service_ip(local: LocalCluster, namespace: str, name: str) -> tuple[str, int]:
+    service = CoreV1Api(local.api).read_namespaced_service(name, namespace)
+    return service.spec.cluster_ip, int(service.spec.ports[0].port)
+
+
+def post_via_service(node: RealNode, ip: str, port: int, path: str, body: str) -> Any:
+    """POST through the Service's ClusterIP from the node's namespace; the JSON answer.
+    Tries again while nothing answers: kube-proxy writes its rules a moment after the
+    endpoints change (a Ready model's Service may refuse for that moment)."""
+    script = (
+        "import sys, urllib.request\n"
+        f"request = urllib.request.Request('http://{ip}:{port}{path}', "
+        "data=sys.argv[1].encode(), headers={'Content-Type': 'application/json'})\n"
+        "print(urllib.request.urlopen(request, timeout=30).read().decode())"
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        done = node.in_netns("python3", "-c", script, body, timeout=60)
+        if done.returncode == 0:
+            return json.loads(done.stdout)
+        if "Connection refused" not in done.stderr or time.monotonic() > deadline:
+            raise AssertionError(f"POST {path} via {ip}:{port}: {done.stderr[-2000:]}")
+        time.sleep(0.5)  # a fresh connection per try; nothing to watch in iptables
+
+
+def infer_once(node: RealNode, ip: str, port: int) -> list[int]:
+    answer = post_via_service(node, ip, port, "/v2/models/iris/infer", INFER_BODY)
+    data: list[int] = answer["outputs"][0]["data"]
+    return data
+
+
+class Client:
+    """CLIENT running in the node's namespace until `stop()`; `answers` reads its log."""
+
+    def __init__(self, node: RealNode, ip: str, port: int, where: Path) -> None:
+        assert node.node is not None
+        self.log, self.stop_file = where / "answers.jsonl", where / "stop"
+        self.log.touch()
+        args = (ip, str(port), str(self.stop_file), str(self.log), INFER_BODY)
+        self.process = subprocess.Popen(node.node.netns_exec("python3", "-c", CLIENT, *args))
+
+    def answers(self) -> list[dict[str, Any]]:
+        lines = self.log.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.endswith("}")]
+
+    def wait_for(self, predictions: list[int], timeout: float, streak: int = 1) -> None:
+        """Until the latest `streak` answers are `predictions` (the traffic switched)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            answers = self.answers()[-streak:]
+            if len(answers) == streak and all(a["answer"] == predictions for a in answers):
+                return
+            time.sleep(0.5)  # reads the client's log; there is nothing to watch
+        raise AssertionError(f"no answer {predictions} in {timeout:.0f}s: {self.answers()[-3:]}")
+
+    def stop(self) -> list[dict[str, Any]]:
+        self.stop_file.touch()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return self.answers()
+
+
+def failures(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [a for a in answers if a["status"] != 200 or a["seconds"] > 2.0]
+
+
+def rolled_back_from(version: str) -> Any:
+    def check(md: dict[str, Any] | None) -> bool:
+        condition = dict_condition(md, c.ROLLED_BACK) or {}
+        return condition.get("status") == "True" and f"version {version}" in str(
+            condition.get("message")
+        )
+
+    check.__name__ = f"rolled back from version {version}"
+    return check
+
+
+def test_real_model_answers_rolls_out_without_errors_and_rolls_back_a_corrupt_version(
+    local_cluster: LocalCluster,
+    real_node: RealNode,
+    own_namespace: str,
+    crds: list[str],
+    git_server: GitHttpServer,
+    node_images: dict[str, str],
+    node_store: ObjectStore,
+    trained: dict[str, tuple[bytes, list[int]]],
+    tmp_path: Path,
+) -> None:
+    namespace = own_namespace
+    for version, (body, _) in trained.items():
+        node_store.put(BUCKET, f"{namespace}/iris/{version}/model.joblib", body)
+    node_store.put(BUCKET, f"{namespace}/iris/3/model.joblib", b"not a joblib file\n")
+    storage_secret(local_cluster, namespace, SECRET, node_store.storage_secret())
+    syncs, models = Syncs(local_cluster, namespace, git_server), Models(local_cluster, namespace)
+    repo = syncs.repo("models")
+
+    def commit(version: str, **extra: Any) -> str:
+        uri = f"s3://{BUCKET}/{namespace}/iris/{version}"
+        repo.write("iris.json", model_yaml("iris", version, uri, extra=extra))
+        return repo.commit(f"iris v{version}")
+
+    commit("1")
+    with own_operator(local_cluster, namespace, node_images, tmp_path / "operator.log"):
+        syncs.secret("git", git_server.username, git_server.password)
+        syncs.create("models", syncs.http_url(repo), secret="git")
+        try:
+            models.wait("iris", ready_on("1"), timeout=MODEL_TIMEOUT)
+        except AssertionError as error:
+            raise AssertionError(
+                f"{error}\n{explain(local_cluster, real_node, namespace)}"
+            ) from error
+        ip, port = service_ip(local_cluster, namespace, "iris")
+        assert infer_once(real_node, ip, port) == trained["1"][1]
+
+        # v2 rolls out under load: not one request fails, and the answers switch.
+        (tmp_path / "v2").mkdir()
+        client = Client(real_node, ip, port, tmp_path / "v2")
+        try:
+            client.wait_for(trained["1"][1], timeout=60)
+            commit("2")
+            syncs.request("models")
+            models.wait("iris", ready_on("2"), timeout=MODEL_TIMEOUT)
+            # The old pod drains (preStop) and goes; then kube-proxy routes only to v2.
+            wait_for_set(
+                DynamicClient(local_cluster.api).resources.get(api_version="v1", kind="Pod"),
+                lambda pods: not pods,
+                namespace=namespace,
+                label_selector=f"{c.LABEL_MODEL_VERSION}=1",
+                timeout=120,
+                describe="no pod of version 1 left",
+            )
+            client.wait_for(trained["2"][1], timeout=120, streak=100)
+        finally:
+            answers = client.stop()
+        assert not failures(answers), failures(answers)[:5]
+        assert {json.dumps(a["answer"]) for a in answers} <= {
+            json.dumps(trained["1"][1]),
+            json.dumps(trained["2"][1]),
+        }
+
+        # v3 is corrupt: never Ready, rolled back, and v2 answers every request meanwhile.
+        (tmp_path / "v3").mkdir()
+        client = Client(real_node, ip, port, tmp_path / "v3")
+        try:
+            commit("3", rollout={"progressDeadlineSeconds": 90}, rollback={"maxRestarts": 2})
+            syncs.request("models")
+            md = models.wait("iris", rolled_back_from("3"), timeout=MODEL_TIMEOUT)
+        finally:
+            answers = client.stop()
+        assert answers
+        assert not failures(answers), failures(answers)[:5]
+        assert all(a["answer"] == trained["2"][1] for a in answers)
+        assert md["status"]["modelVersion"] == "2"
+        assert infer_once(real_node, ip, port) == trained["2"][1]
+
+
+def download_failed(md: dict[str, Any] | None) -> bool:
+    """The rollout failed with the initializer's own word (not the progress deadline)."""
+    history = ((md or {}).get("status") or {}).get("history") or []
+    return bool(history) and history[0].get("result") == c.HISTORY_FAILED
+
+
+def test_real_custom_runtime_answers_and_storage_failures_fail_the_rollout_with_the_store_word(
+    local_cluster: LocalCluster,
+    real_node: RealNode,
+    own_namespace: str,
+    crds: list[str],
+    git_server: GitHttpServer,
+    node_images: dict[str, str],
+    node_store: ObjectStore,
+    trained: dict[str, tuple[bytes, list[int]]],
+    tmp_path: Path,
+) -> None:
+    namespace = own_namespace
+    body, expected = trained["1"]
+    node_store.put(BUCKET, f"{namespace}/iris/1/model.joblib", body)
+    good = node_store.storage_secret()
+    storage_secret(local_cluster, namespace, SECRET, good)
+    storage_secret(local_cluster, namespace, "wrong-key", good | {"AWS_SECRET_ACCESS_KEY": "wrong"})
+    # A reserved address of the node's network where nothing listens.
+    storage_secret(
+        local_cluster,
+        namespace,
+        "nowhere",
+        good | {"AWS_ENDPOINT_URL": f"http://{addresses.UNREACHABLE_STORE}:9000"},
+    )
+    syncs, models = Syncs(local_cluster, namespace, git_server), Models(local_cluster, namespace)
+    repo = syncs.repo("models")
+    uri = f"s3://{BUCKET}/{namespace}/iris/1"
+    custom = {
+        "name": "custom",
+        "image": node_images["kserve-custom"],
+        "port": 8080,
+        "args": ["--model_name=custom", "--http_port=8080"],
+        "readinessPath": "/v1/models/{model}",
+    }
+    # Deadlines far beyond what the test waits: a failure must come from the initializer.
+    patient = {"rollout": {"progressDeadlineSeconds": 3600}, "rollback": {"maxRestarts": 1}}
+    repo.write("custom.json", model_yaml("custom", "1", uri, runtime=custom))
+    repo.write(
+        "wrong-key.json", model_yaml("wrong-key", "1", uri, secret="wrong-key", extra=patient)
+    )
+    repo.write("missing.json", model_yaml("missing", "1", f"{uri}-not-there", extra=patient))
+    repo.write("nowhere.json", model_yaml("nowhere", "1", uri, secret="nowhere", extra=patient))
+    repo.commit("four models")
+    with own_operator(local_cluster, namespace, node_images, tmp_path / "operator.log"):
+        syncs.secret("git", git_server.username, git_server.password)
+        syncs.create("models", syncs.http_url(repo), secret="git")
+        for name, words in (
+            (
+                "wrong-key",
+                (
+                    "authentication failed",
+                    "Invalid AWS credentials",
+                    "SignatureDoesNotMatch",
+                    "403",
+                ),
+            ),
+            ("missing", ("No model found", "not found", "does not exist", "404")),
+            ("nowhere", ("connect", "Connect")),
+        ):
+            try:
+                md = models.wait(name, download_failed, timeout=MODEL_TIMEOUT)
+            except AssertionError as error:
+                raise AssertionError(
+                    f"{error}\n{explain(local_cluster, real_node, namespace)}"
+                ) from error
+            ready = dict_condition(md, c.READY) or {}
+            assert ready.get("status") == "False", md["status"]
+            # The initializer's own words, long before the hour-long progress deadline.
+            message = str(md["status"]["history"][0].get("message"))
+            assert "init container storage-initializer" in message, message
+            assert any(word in message for word in words), message
+        try:
+            models.wait("custom", ready_on("1"), timeout=MODEL_TIMEOUT)
+        except AssertionError as error:
+            raise AssertionError(
+                f"{error}\n{explain(local_cluster, real_node, namespace)}"
+            ) from error
+        ip, port = service_ip(local_cluster, namespace, "custom")
+        path, request = "/v1/models/custom:predict", json.dumps({"instances": ROWS})
+        assert post_via_service(real_node, ip, port, path, request)["predictions"] == expected
