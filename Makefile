@@ -43,20 +43,21 @@ unit: venv
 # Builds the cluster binaries first (cached after the first time), so that the
 # long cold build prints its progress instead of hiding inside a test fixture; then
 # prints how long each phase took. Each pytest phase starts a cluster of its own.
-REAL_NODE_TESTS := tests/integration/test_real_node.py
+REAL_NODE_TESTS := tests/integration/test_real_node.py tests/integration/test_models_real.py
+NOT_REAL_NODE := $(foreach test,$(REAL_NODE_TESTS),--ignore=$(test))
 test: venv
 	@$(PY) -m tools.phases \
 	  "lint=$(MAKE) --no-print-directory lint" \
 	  "test deps=$(MAKE) --no-print-directory test-deps" \
 	  "build=$(PY) -m tests.cluster build" -- \
 	  "unit=$(PY) -m pytest tests/unit $(PYTEST_ARGS)" \
-	  "integration=$(PY) -m pytest tests/integration --ignore=$(REAL_NODE_TESTS) $(PYTEST_ARGS)" \
+	  "integration=$(PY) -m pytest tests/integration $(NOT_REAL_NODE) $(PYTEST_ARGS)" \
 	  "real node=$(PY) -m pytest $(REAL_NODE_TESTS) $(PYTEST_ARGS)" \
 	  "e2e=$(PY) -m pytest tests/e2e $(PYTEST_ARGS)"
 
 # For iterating: what needs no real node and no chart; `make test` is what CI runs.
 test-fast: venv lint cluster-binaries
-	$(PY) -m pytest tests/unit tests/integration --ignore=$(REAL_NODE_TESTS) $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/integration $(NOT_REAL_NODE) $(PYTEST_ARGS)
 
 # What the tests run beside the cluster, from Debian's packages (a fresh CI machine has
 # none of them): OpenSSH's sshd for git over ssh; containerd, runc, the CNI plugins,

@@ -112,7 +112,9 @@ class Syncs:
         )
         return found
 
-    def wait_applied(self, name: str, revision: str, token: str | None = None) -> dict[str, Any]:
+    def wait_applied(
+        self, name: str, revision: str, token: str | None = None, timeout: float = 60
+    ) -> dict[str, Any]:
         def applied(ms: dict[str, Any] | None) -> bool:
             status = (ms or {}).get("status") or {}
             ready = dict_condition(ms, c.READY) or {}
@@ -122,7 +124,7 @@ class Syncs:
                 and (token is None or status.get("lastHandledReconcileAt") == token)
             )
 
-        return self.wait(name, applied, f"{name} to apply {revision}")
+        return self.wait(name, applied, f"{name} to apply {revision}", timeout=timeout)
 
     def wait_failed(self, name: str, reason: str, token: str | None = None) -> dict[str, Any]:
         def failed(ms: dict[str, Any] | None) -> bool:

@@ -154,7 +154,10 @@ def test_security_huge_file_is_refused_without_reaching_memory_and_others_keep_s
             )
 
             for kind, ms in refused.items():
-                message = (dict_condition(ms, c.READY) or {}).get("message", "")
+                # The condition's message is a headline; the whole is in the history.
+                headline = (dict_condition(ms, c.READY) or {}).get("message", "")
+                assert BIG_PATH in headline, headline
+                message = ms["status"]["history"][0]["message"]
                 assert heads[kind] in message, message  # the revision
                 assert BIG_PATH in message, message  # the file
                 assert f"{LIMIT} bytes" in message, message  # the limit
