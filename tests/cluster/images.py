@@ -252,6 +252,34 @@ def image_archive(reference: str, layers: Sequence[Layer], config: ImageConfig) 
     return final
 
 
+def chroot_binary() -> str:
+    """chroot(8) found on the host's PATH (the child's PATH is the image's)."""
+    found = shutil.which("chroot") or shutil.which("chroot", path="/usr/sbin:/sbin")
+    if found is None:
+        raise ImageError("chroot is not installed (Debian: coreutils)")
+    return found
+
+
+def run_in_root(rootfs: Path, *command: str, bytecode: bool = True) -> None:
+    """Run `command` in the image root `rootfs` (as root, with the image's PATH), e.g. its
+    own Python building a venv offline; ImageError with the output's tail if it fails.
+    `bytecode=False`: Python writes no .pyc files there (a layer that must not change)."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
+    if not bytecode:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    result = subprocess.run(
+        [chroot_binary(), str(rootfs), *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
+        raise ImageError(f"`{' '.join(command)}` in the image's root failed:\n{tail}")
+
+
 def import_image(ctr: Sequence[str], archive: Path) -> None:
     """Load an archive into containerd's `k8s.io` namespace (the CRI's), where the kubelet
     finds it. `ctr` is the command prefix naming the containerd socket."""

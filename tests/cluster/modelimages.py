@@ -38,22 +38,6 @@ def venv_dir(image: str) -> str:
     return f"/opt/{image}"
 
 
-def _chroot(rootfs: Path, *command: str) -> None:
-    chroot = shutil.which("chroot") or "/usr/sbin/chroot"
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
-    result = subprocess.run(
-        [chroot, str(rootfs), *command],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-    )
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
-        raise images.ImageError(f"`{' '.join(command)}` in the image's root failed:\n{tail}")
-
-
 def venv_layer(image: str, base: images.Layer, log: TextIO = sys.stderr) -> images.Layer:
     """/opt/<image>: a venv of the base's Python with the image's lock installed offline."""
     wheelhouse = wheels.ensure_wheelhouse(image, log)
@@ -74,8 +58,8 @@ def venv_layer(image: str, base: images.Layer, log: TextIO = sys.stderr) -> imag
         shutil.copytree(wheelhouse, work / "tmp" / "wheels")
         shutil.copy(wheels.lock_file(image), work / "tmp" / "requirements.lock")
         target = venv_dir(image)
-        _chroot(work, "python3", "-m", "venv", target)
-        _chroot(
+        images.run_in_root(work, "python3", "-m", "venv", target)
+        images.run_in_root(
             work,
             *wheels.install_command(
                 f"{target}/bin/python", Path("/tmp/wheels"), Path("/tmp/requirements.lock")

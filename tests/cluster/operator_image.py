@@ -144,37 +144,6 @@ def build_wheel(log: TextIO = sys.stderr) -> Path:
     return sorted(final.glob("modelsync-*.whl"))[0]
 
 
-def chroot_binary() -> str:
-    """chroot(8) found on the host's PATH (the child's PATH is the image's)."""
-    found = shutil.which("chroot") or shutil.which("chroot", path="/usr/sbin:/sbin")
-    if found is None:
-        raise images.ImageError("chroot is not installed (Debian: coreutils)")
-    return found
-
-
-def _chroot(rootfs: Path, *command: str) -> None:
-    # No bytecode written into a cached root by the tools that run there.
-    env = {
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-        "HOME": "/tmp",
-        "LANG": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    result = subprocess.run(
-        [chroot_binary(), str(rootfs), *command],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-    )
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
-        raise images.ImageError(
-            f"`{' '.join(command)}` in the operator image's root failed:\n{tail}"
-        )
-
-
 def _root_with(layers: Sequence[images.Layer], work: Path) -> None:
     """Unpack `layers` into `work` and give it the two devices pip and venv open."""
     shutil.rmtree(work, ignore_errors=True)
@@ -235,15 +204,16 @@ def venv_layer(base: images.Layer, log: TextIO = sys.stderr) -> images.Layer:
         _root_with([base], work)
         shutil.copytree(wheelhouse, work / "tmp" / "wheels")
         shutil.copy(wheels.lock_file(NAME), work / "tmp" / "requirements.lock")
-        _chroot(work, "python3", "-m", "venv", VENV)
-        _chroot(
+        images.run_in_root(work, "python3", "-m", "venv", VENV, bytecode=False)
+        images.run_in_root(
             work,
             *wheels.install_command(
                 f"{VENV}/bin/python", Path("/tmp/wheels"), Path("/tmp/requirements.lock")
             ),
+            bytecode=False,
         )
         # ssh refuses to run for a uid without a passwd entry ("No user exists for uid").
-        _chroot(work, *USERADD)
+        images.run_in_root(work, *USERADD, bytecode=False)
         home = work / HOME.lstrip("/")
         home.mkdir(parents=True, exist_ok=True)
         os.chown(home, UID, UID)
@@ -309,7 +279,7 @@ def wheel_layer(
     stage = f"/tmp/stage-{os.getpid()}"
     try:
         shutil.copy(wheel, root / "tmp" / wheel.name)
-        _chroot(
+        images.run_in_root(
             root,
             f"{VENV}/bin/python",
             "-m",
@@ -321,6 +291,7 @@ def wheel_layer(
             "--root",
             stage,
             f"/tmp/{wheel.name}",
+            bytecode=False,
         )
         staged = root / stage.lstrip("/")
         _tar(staged, _tree(staged, VENV.lstrip("/")), final)
@@ -415,27 +386,7 @@ def unpack_archive(archive: Path, into: Path) -> dict[str, Any]:
 def compile_lock() -> None:
     """Regenerate images/operator/requirements.lock from pyproject.toml's runtime
     dependencies (pip-tools must be installed; run it with Python 3.11, the image's)."""
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "piptools",
-            "compile",
-            "--quiet",
-            "--generate-hashes",
-            "--allow-unsafe",
-            "--strip-extras",
-            # The machine's pip configuration is no input of the image.
-            "--no-emit-find-links",
-            "--pip-args",
-            "--only-binary=:all:",
-            "--output-file",
-            str(wheels.lock_file(NAME).relative_to(ROOT)),
-            "pyproject.toml",
-        ],
-        cwd=ROOT,
-        check=True,
-    )
+    wheels.pip_compile("pyproject.toml", str(wheels.lock_file(NAME).relative_to(ROOT)), ROOT)
 
 
 # Runs a command in an unpacked image the way the chart's pod does: the root read-only,

@@ -192,30 +192,37 @@ def ensure_host_venv(image: str, log: TextIO = sys.stderr) -> Path:
         return python
 
 
+def pip_compile(source: str, output: str, cwd: Path) -> None:
+    """A hashed lock `output` of `source` (requirements.in or pyproject.toml), binary
+    wheels only, with pip-tools; the machine's pip configuration (find-links) is no
+    input of an image."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "piptools",
+            "compile",
+            "--quiet",
+            "--generate-hashes",
+            "--allow-unsafe",
+            "--strip-extras",
+            "--no-emit-find-links",
+            "--pip-args",
+            "--only-binary=:all:",
+            "--output-file",
+            output,
+            source,
+        ],
+        cwd=cwd,
+        check=True,
+    )
+
+
 def compile_locks(images: tuple[str, ...] = IMAGES) -> None:
     """Regenerate each image's requirements.lock from its requirements.in (pip-tools must
     be installed; resolving runs on the host, so the host's Python should be PYTHON_VERSION)."""
     for image in images:
-        folder = IMAGES_DIR / image
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "piptools",
-                "compile",
-                "--quiet",
-                "--generate-hashes",
-                "--allow-unsafe",
-                "--strip-extras",
-                "--pip-args",
-                "--only-binary=:all:",
-                "--output-file",
-                LOCK,
-                SOURCE,
-            ],
-            cwd=folder,
-            check=True,
-        )
+        pip_compile(SOURCE, LOCK, IMAGES_DIR / image)
 
 
 if __name__ == "__main__":
