@@ -105,6 +105,10 @@ class ObjectCache:
             bodies = [self._objects[(kind, namespace, n)].body for n in names]
         return [json.loads(body) for body in bodies]
 
+    def has(self, kind: str, namespace: str, name: str) -> bool:
+        with self._lock:
+            return (kind, namespace, name) in self._objects
+
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:
             found = self._objects.get((kind, namespace, name))

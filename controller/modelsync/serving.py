@@ -134,6 +134,8 @@ class ServingReconciler:
                 if _namespace_terminating(error):
                     log.debug("%s/%s: namespace is being deleted", namespace, name)
                     return None
+                if error.status == 404 and self._deleted(namespace, name):
+                    return None  # deleted while this reconcile ran: nothing to report
                 if not transient(error):  # about the object: the user can act on it
                     self._report_failure(md, c.REASON_APPLY_FAILED, api_message(error))
                 raise  # the work queue tries again, with backoff
@@ -145,6 +147,15 @@ class ServingReconciler:
                     md, c.REASON_INTERNAL_ERROR, f"{type(error).__name__}: {first}"
                 )
                 raise
+            finally:
+                if self._deleted(namespace, name):
+                    # Deleted while this reconcile ran: the gauges it set after the
+                    # deletion's own cleanup (operator.py) go too.
+                    metrics.model_gone(namespace, name)
+
+    def _deleted(self, namespace: str, name: str) -> bool:
+        """Gone from the cache: the watch saw the ModelDeployment deleted."""
+        return not self.cache.has(c.MODELDEPLOYMENT_KIND, namespace, name)
 
     def _reconcile(self, md: Manifest) -> float | None:
         try:
