@@ -238,6 +238,35 @@ def make_tenant(api: kubernetes.client.ApiClient, namespace: str) -> None:
         )
     with _exists_ok():
         _bind_tenant(api, namespace)
+    _wait_until_authorized(api, namespace)
+
+
+def _wait_until_authorized(
+    api: kubernetes.client.ApiClient, namespace: str, timeout: float = 30.0
+) -> None:
+    """RBAC is eventually consistent: a RoleBinding just made may not authorize for a
+    moment, and a sync in that moment is refused as forbidden. Wait until the API
+    server's authorizer says the tenant account may create ModelDeployments there."""
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": f"system:serviceaccount:{namespace}:{TENANT_ACCOUNT}",
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
+            "resourceAttributes": {
+                "namespace": namespace,
+                "verb": "create",
+                "group": "modelsync.io",
+                "resource": "modeldeployments",
+            },
+        },
+    }
+    authorization = kubernetes.client.AuthorizationV1Api(api)
+    deadline = time.monotonic() + timeout
+    while not authorization.create_subject_access_review(review).status.allowed:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{TENANT_ACCOUNT} in {namespace} not authorized in {timeout}s")
+        time.sleep(0.1)  # the authorizer's cache: nothing to watch
 
 
 @contextlib.contextmanager

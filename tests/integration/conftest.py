@@ -66,10 +66,8 @@ def running_operator(
         http_port=free_ports(1)[0],  # /metrics, /healthz, /readyz and the webhooks
         resync_seconds=3600,  # tests trigger resyncs themselves
         retry_seconds=1,
-        # A ModelSync created a moment after its namespace can go unseen by kopf's
-        # per-namespace watch until the stream restarts and lists again (seen twice in
-        # the bad-commit corpus test, 31 namespaces at once): restart streams each
-        # minute here, so such a miss costs a minute, not the default five.
+        # Watch streams restart each minute here: a stream gone silent costs a test a
+        # minute, not the default five.
         watch_server_timeout=60,
         analysis_endpoints=tuple(f"http://127.0.0.1:{port}" for port in analysis_ports),
         # Locked down, as a platform team runs it: git content is applied as each test
