@@ -501,10 +501,18 @@ def _remove_containers(node: Node) -> None:
     containers = _run([*ctr, "containers", "ls", "-q"], "", check=False)
     for container in containers.stdout.split():
         _run([*ctr, "containers", "delete", container], "", check=False)
-        # libcni caches each sandbox's result here; the kubelet would have removed it
-        # with the pod (CNI DEL), which a node being torn down does not wait for.
-        for cached in (f"{NETWORK}-{container}-eth0", f"cni-loopback-{container}-lo"):
-            (CNI_CACHE / cached).unlink(missing_ok=True)
+    _remove_cni_cache()
+
+
+def _remove_cni_cache() -> None:
+    """libcni caches each sandbox's result; the kubelet removes it with the pod (CNI DEL),
+    which a node being torn down does not wait for. Its containerd may also have deleted
+    a sandbox whose DEL never ran (a pod removed mid-setup), so the cache is swept by our
+    network's name, not by the containers still listed."""
+    for cached in CNI_CACHE.glob(f"{NETWORK}-*-eth0"):
+        container = cached.name.removeprefix(f"{NETWORK}-").removesuffix("-eth0")
+        cached.unlink(missing_ok=True)
+        (CNI_CACHE / f"cni-loopback-{container}-lo").unlink(missing_ok=True)
 
 
 def _remove_cgroups() -> None:
@@ -550,6 +558,7 @@ def stop(root: Path, log: TextIO = sys.stderr) -> bool:
     _remove_cgroups()
     with contextlib.suppress(OSError, ValueError, KeyError):
         if Path(json.loads(OWNER_FILE.read_text())["root"]) == root:
+            _remove_cni_cache()
             delete_network()
             OWNER_FILE.unlink()
     (directory / STATE_FILE).unlink(missing_ok=True)
