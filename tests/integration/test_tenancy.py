@@ -16,7 +16,7 @@ import kubernetes
 import pytest
 from kubernetes.client import RbacAuthorizationV1Api
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer
 from tests.kube import TENANT_ACCOUNT, TENANT_ROLE, dict_condition

@@ -16,12 +16,12 @@ from typing import Any, TypeVar
 
 import kubernetes
 
-from modelsync import constants as c
-from modelsync import ownership
-from modelsync.drift import applied_part, differences
-from modelsync.kube import Kube, Manifest
-from modelsync.load import LoadedObject, LoadError
-from modelsync.validate import CRD_KIND, identity
+from modelsync.api import constants as c
+from modelsync.gitops import ownership
+from modelsync.gitops.load import LoadedObject, LoadError
+from modelsync.gitops.validate import CRD_KIND, identity
+from modelsync.kube.client import Kube, Manifest, api_message, transient
+from modelsync.kube.drift import applied_part, differences
 
 FIRST = ("Namespace", CRD_KIND)
 ORDER = (
@@ -73,25 +73,6 @@ def apply_order(obj: LoadedObject) -> tuple[int, int, str]:
         FIRST.index(kind) if kind in FIRST else (ORDER.index(kind) if kind in ORDER else len(ORDER))
     )
     return stage, rank, obj.description
-
-
-# 500s that are about the object the request carried, not about the server: a value of
-# the wrong type in a custom resource fails server-side apply's typed conversion.
-CONTENT_500_PATTERNS = (
-    "failed to create typed patch object",
-    "failed to create typed live object",
-    "unable to convert",
-)
-
-
-def transient(error: kubernetes.client.ApiException) -> bool:
-    """An answer about the API server (overloaded, restarting, unreachable), not about
-    the object: the sync fails and is tried again, the revision is not judged by it.
-    A 500 is the environment's unless its message is one of CONTENT_500_PATTERNS."""
-    if error.status == 500:
-        message = api_message(error)
-        return not any(pattern in message for pattern in CONTENT_500_PATTERNS)
-    return error.status in {0, 429, 502, 503, 504}
 
 
 def _concurrently(work: Callable[[T], R], items: list[T]) -> list[R]:
@@ -432,17 +413,6 @@ class Applier:
 class OwnershipError(LoadError):
     """An object of the revision that another owner holds: nothing of the revision is
     applied (reported with reason OwnershipConflict)."""
-
-
-def api_message(error: kubernetes.client.ApiException) -> str:
-    """The API server's own words, without the HTTP framing."""
-    import json
-
-    try:
-        body: dict[str, Any] = json.loads(error.body or "{}")
-    except ValueError:
-        body = {}
-    return str(body.get("message") or error.reason or error)
 
 
 def inventory_of(objects: list[LoadedObject]) -> list[dict[str, str]]:

@@ -24,20 +24,19 @@ from typing import Any
 
 import kubernetes
 
-from modelsync import conditions, logs, metrics, modelhealth, writeback
-from modelsync import constants as c
-from modelsync import prune as prunemod
-from modelsync.apply import (
+from modelsync.api import conditions
+from modelsync.api import constants as c
+from modelsync.api.conditions import Observed
+from modelsync.gitops import modelhealth, writeback
+from modelsync.gitops import prune as prunemod
+from modelsync.gitops.apply import (
     Applier,
     ChangeSet,
     OwnershipError,
     Planned,
-    api_message,
     inventory_of,
-    transient,
 )
-from modelsync.conditions import Observed
-from modelsync.fetch import (
+from modelsync.gitops.fetch import (
     Credentials,
     FetchError,
     GitFetcher,
@@ -45,10 +44,11 @@ from modelsync.fetch import (
     Revision,
     RevisionTooLargeError,
 )
-from modelsync.kube import Kube, Manifest
-from modelsync.load import LoadError, load
-from modelsync.settings import OperatorSettings
-from modelsync.validate import check, content_errors, policy_for
+from modelsync.gitops.load import LoadError, load
+from modelsync.gitops.validate import check, content_errors, policy_for
+from modelsync.kube.client import Kube, Manifest, api_message, transient
+from modelsync.runtime.settings import OperatorSettings
+from modelsync.telemetry import logs, metrics
 
 log = logging.getLogger(__name__)
 
