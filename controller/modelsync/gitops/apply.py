@@ -75,6 +75,14 @@ def apply_order(obj: LoadedObject) -> tuple[int, int, str]:
     return stage, rank, obj.description
 
 
+def _api_error(obj: LoadedObject, error: kubernetes.client.ApiException) -> LoadError:
+    """The API server's refusal of one object, as an error of its file."""
+    if error.status == 403:
+        hint = " (grant the account that applies this ModelSync that verb, or remove the object)"
+        return LoadError(obj.source, api_message(error) + hint, obj.description, forbidden=True)
+    return LoadError(obj.source, api_message(error), obj.description)
+
+
 def _concurrently(work: Callable[[T], R], items: list[T]) -> list[R]:
     """`work` on every item, CONCURRENCY at a time (the requests wait on the network, not
     the CPU); results in the items' order. One item, or none: no threads."""
@@ -219,7 +227,7 @@ class Applier:
                 planned.append(Planned(obj, candidate, current, []))
                 continue
             if isinstance(preview, kubernetes.client.ApiException):
-                errors.append(LoadError(obj.source, api_message(preview), obj.description))
+                errors.append(_api_error(obj, preview))
                 continue
             if (
                 preview is not None
@@ -336,7 +344,7 @@ class Applier:
         for (item, _), error in zip(writes, _concurrently(write, writes), strict=True):
             obj = item.source
             if error is not None:
-                errors.append(LoadError(obj.source, api_message(error), obj.description))
+                errors.append(_api_error(obj, error))
             else:
                 (changes.created if item.live is None else changes.configured).append(
                     obj.description
