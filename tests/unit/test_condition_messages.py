@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from modelsync.gitops.load import LoadError, Source
-from modelsync.gitops.reconciler import MAX_HEADLINE, _cut, _errors_headline
+from modelsync.gitops.reconciler import _errors_headline
+from modelsync.gitops.status import MAX_HEADLINE
+from modelsync.gitops.status import cut as _cut
 from modelsync.serving.reconciler import stable_model
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from modelsync.api import constants as c
 from modelsync.api.conditions import find
-from modelsync.gitops.reconciler import RETRY_MAX_SECONDS, Outcome, SyncReconciler, retry_delay
+from modelsync.gitops.reconciler import RETRY_MAX_SECONDS, SyncReconciler, retry_delay
+from modelsync.gitops.status import Outcome
 
 NOW = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
 MS = {

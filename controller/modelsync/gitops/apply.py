@@ -11,17 +11,25 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TypeVar
 
 import kubernetes
 
 from modelsync.api import constants as c
 from modelsync.gitops import ownership
 from modelsync.gitops.load import LoadedObject, LoadError
+from modelsync.gitops.plan import (
+    ChangeSet,
+    Planned,
+    PlanStep,
+    candidate,
+    labelled,
+    settle,
+    with_revision,
+)
 from modelsync.gitops.validate import CRD_KIND, identity
 from modelsync.kube.client import Kube, Manifest, api_message, transient
-from modelsync.kube.drift import applied_part, differences
 
 FIRST = ("Namespace", CRD_KIND)
 ORDER = (
@@ -37,33 +45,6 @@ T = TypeVar("T")
 # when the cache does not hold that kind there.
 CachedList = Callable[[str, str, str | None, dict[str, str]], list[Manifest] | None]
 R = TypeVar("R")
-
-
-@dataclass
-class ChangeSet:
-    created: list[str] = field(default_factory=list)
-    configured: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    drifted: list[str] = field(default_factory=list)  # configured without a change in git
-
-    @property
-    def writes(self) -> int:
-        return len(self.created) + len(self.configured) + len(self.deleted)
-
-    def by_action(self) -> dict[str, list[str]]:
-        return {
-            "created": self.created,
-            "configured": self.configured,
-            "unchanged": self.unchanged,
-            "deleted": self.deleted,
-        }
-
-    def summary(self) -> str:
-        return (
-            f"{len(self.created)} created, {len(self.configured)} configured, "
-            f"{len(self.unchanged)} unchanged, {len(self.deleted)} deleted"
-        )
 
 
 def apply_order(obj: LoadedObject) -> tuple[int, int, str]:
@@ -101,38 +82,6 @@ def reference(manifest: Manifest) -> dict[str, str]:
     if meta.get("namespace"):
         entry["namespace"] = meta["namespace"]
     return entry
-
-
-def labelled(manifest: Manifest, sync_namespace: str, sync_name: str) -> Manifest:
-    out = dict(manifest)
-    meta = dict(out.get("metadata") or {})
-    meta["labels"] = {
-        **(meta.get("labels") or {}),
-        c.LABEL_SYNC_NAME: sync_name,
-        c.LABEL_SYNC_NAMESPACE: sync_namespace,
-    }
-    out["metadata"] = meta
-    return out
-
-
-def with_revision(manifest: Manifest, revision: str) -> Manifest:
-    """ModelDeployments carry the git revision they came from (their status shows it)."""
-    if manifest["kind"] != c.MODELDEPLOYMENT_KIND:
-        return manifest
-    meta = dict(manifest["metadata"])
-    meta["annotations"] = {**(meta.get("annotations") or {}), c.ANNOTATION_REVISION: revision}
-    return {**manifest, "metadata": meta}
-
-
-@dataclass(frozen=True)
-class Planned:
-    """One object of a revision: what to apply, what is live, and what would change
-    (empty: nothing; ["(new)"]: it does not exist yet)."""
-
-    source: LoadedObject
-    desired: Manifest
-    live: Manifest | None
-    drifted: list[str]
 
 
 class Applier:
@@ -173,7 +122,7 @@ class Applier:
         namespaces: dict[str, bool] = {}
         # First what would change (no request), then one dry run per changed object,
         # several at a time: a 1,000-model repository is judged in seconds, not minutes.
-        steps: list[tuple[LoadedObject, Manifest, Manifest, Manifest | None, list[str], bool]] = []
+        steps: list[PlanStep] = []
         conflicts: list[LoadError] = []
         for obj in sorted(objects, key=apply_order):
             desired = labelled(obj.manifest, self.sync_namespace, self.sync_name)
@@ -186,13 +135,7 @@ class Applier:
             if refused is not None:
                 conflicts.append(OwnershipError(obj.source, refused, obj.description))
                 continue
-            # A model keeps the revision that last changed it: a commit that touches
-            # one model of a thousand must not rewrite the other 999.
-            kept = ((current or {}).get("metadata", {}).get("annotations") or {}).get(
-                c.ANNOTATION_REVISION
-            )
-            candidate = with_revision(desired, kept or revision)
-            drifted = differences(applied_part(candidate), current) if current else ["(new)"]
+            compared, drifted = candidate(desired, current, revision)
             judgeable = False
             if drifted:
                 manifest = obj.manifest
@@ -204,38 +147,27 @@ class Applier:
                 judgeable = self.kube.scope(
                     manifest["apiVersion"], manifest["kind"]
                 ) is not None and (not namespace or namespaces[namespace])
-            steps.append((obj, desired, candidate, current, drifted, judgeable))
+            steps.append(PlanStep(obj, desired, compared, current, drifted, judgeable))
 
-        def verdict(step: tuple[Any, ...]) -> Manifest | kubernetes.client.ApiException | None:
-            candidate, judgeable = step[2], step[5]
-            if not judgeable:
+        def verdict(step: PlanStep) -> Manifest | kubernetes.client.ApiException | None:
+            if not step.judgeable:
                 return None
             try:
-                return self.writer.apply(candidate, dry_run=True)
+                return self.writer.apply(step.candidate, dry_run=True)
             except kubernetes.client.ApiException as error:
                 if transient(error):
                     raise  # the API server's trouble, not the revision's: retried
                 return error
 
-        judged = [step for step in steps if step[5]]
+        judged = [step for step in steps if step.judgeable]
         verdicts = dict(zip(map(id, judged), _concurrently(verdict, judged), strict=True))
         planned, errors = [], conflicts
         for step in steps:
             preview = verdicts.get(id(step))
-            obj, desired, candidate, current, drifted, _ = step
-            if not drifted:
-                planned.append(Planned(obj, candidate, current, []))
-                continue
             if isinstance(preview, kubernetes.client.ApiException):
-                errors.append(_api_error(obj, preview))
+                errors.append(_api_error(step.source, preview))
                 continue
-            if (
-                preview is not None
-                and current is not None
-                and not differences(applied_part(preview), current)
-            ):
-                drifted = []
-            planned.append(Planned(obj, with_revision(desired, revision), current, drifted))
+            planned.append(settle(step, revision, preview))
         return planned, errors
 
     def _live_index(self, objects: list[LoadedObject]) -> dict[tuple[str, str, str, str], Manifest]:

@@ -18,7 +18,6 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,7 @@ from modelsync.api import constants as c
 from modelsync.api.conditions import Observed
 from modelsync.gitops import modelhealth, writeback
 from modelsync.gitops import prune as prunemod
-from modelsync.gitops.apply import (
-    Applier,
-    ChangeSet,
-    OwnershipError,
-    Planned,
-    inventory_of,
-)
+from modelsync.gitops.apply import Applier, OwnershipError, inventory_of
 from modelsync.gitops.fetch import (
     Credentials,
     FetchError,
@@ -45,6 +38,14 @@ from modelsync.gitops.fetch import (
     RevisionTooLargeError,
 )
 from modelsync.gitops.load import LoadError, load
+from modelsync.gitops.plan import ChangeSet, Planned
+from modelsync.gitops.status import (
+    Outcome,
+    cut,
+    healthy_condition,
+    record,
+    set_models_not_ready,
+)
 from modelsync.gitops.validate import check, content_errors, policy_for
 from modelsync.kube.client import Kube, Manifest, api_message, transient
 from modelsync.runtime.settings import OperatorSettings
@@ -52,12 +53,7 @@ from modelsync.telemetry import logs, metrics
 
 log = logging.getLogger(__name__)
 
-HISTORY_LIMIT = 10
 MAX_ERRORS_SHOWN = 20
-MAX_ERRORS_KEPT = 200  # status.errors (the CRD's maxItems)
-# A condition's message, at most: `kubectl get`'s MESSAGE column stays one line. The
-# detail is in status.errors, status.modelsNotReady, the models' own status, history.
-MAX_HEADLINE = 120
 # A failed fetch (git host down, network blip) is tried again after this, doubling each
 # time, up to the interval: not an interval later, when that may be an hour.
 # A sync the environment failed (or a fault of ours) is tried again after 1 s, doubling
@@ -107,28 +103,6 @@ def interval_seconds(text: str | None, default: float = 60.0) -> float:
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-@dataclass
-class Outcome:
-    """What one sync attempt came to; `record` turns it into status and an event."""
-
-    revision: Revision | None = None
-    applied: bool = False  # the revision was applied (even if something else is wrong)
-    ready: bool = False
-    reason: str = c.REASON_PROGRESSING
-    message: str = ""
-    stalled: bool = False
-    changes: ChangeSet = field(default_factory=ChangeSet)
-    inventory: list[dict[str, str]] | None = None  # None: keep the previous one
-    write_backs: list[str] | None = None
-    write_back_error: str = ""
-    errors: list[LoadError] = field(default_factory=list)
-    retry_in: float | None = None  # set when the environment broke the sync off
-    # The conditions' message, short for `kubectl get` (default: `message`, cut); the
-    # whole `message` goes to the history entry, the Event and the log.
-    headline: str = ""
-    prune_errors: list[str] = field(default_factory=list)  # "<object>: <the API's words>"
 
 
 class NoAccountError(Exception):
@@ -184,7 +158,7 @@ class SyncReconciler:
             if not revision:
                 return
             health = self._health(status.get("inventory") or [])
-            observed = [_healthy_condition(health)]
+            observed = [healthy_condition(health)]
             ready = conditions.find(status.get("conditions"), c.READY) or {}
             waiting = (
                 ready.get("reason") in (c.REASON_SUCCEEDED, c.REASON_MODELS_NOT_READY)
@@ -195,7 +169,7 @@ class SyncReconciler:
             if waiting and not (was_ready and health.healthy):
                 last = (status.get("history") or [{}])[0]
                 observed.append(_ready_condition(revision, health, last))
-            _set_models_not_ready(status, health)
+            set_models_not_ready(status, health)
             generation = int(status.get("observedGeneration") or 0)
             status["conditions"] = conditions.merge(
                 status.get("conditions"), observed, generation, self.clock()
@@ -348,7 +322,7 @@ class SyncReconciler:
             revision = self.fetcher.resolve(
                 spec["repo"]["url"], Ref.from_spec(spec["repo"].get("ref")), credentials
             )
-            outcome.revision = revision
+            outcome.revision = revision.name
             snapshot = self.fetcher.checkout(spec["repo"]["url"], revision, credentials)
         except RevisionTooLargeError as error:
             # The content's fault: the same revision fails the same way until git changes.
@@ -602,112 +576,29 @@ class SyncReconciler:
     # ------------------------------------------------------------------ record
 
     def _record(self, ms: Manifest, outcome: Outcome, started: datetime.datetime) -> None:
-        meta = ms["metadata"]
-        previous = ms.get("status") or {}
-        previous_ready = conditions.find(previous.get("conditions"), c.READY) or {}
-        status = dict(previous)
-        generation = int(meta.get("generation") or 0)
-        now = self.clock()
-        revision = outcome.revision.name if outcome.revision else None
-        if revision:
-            status["lastFetchedRevision"] = revision
-            status["lastAttemptedRevision"] = revision
-        if outcome.applied and revision:
-            status["lastAppliedRevision"] = revision
-        if outcome.inventory is not None:
-            status["inventory"] = outcome.inventory
-        status["observedGeneration"] = generation
-        requested = (meta.get("annotations") or {}).get(c.ANNOTATION_RECONCILE_REQUESTED)
-        if requested:
-            status["lastHandledReconcileAt"] = requested
-        if outcome.write_backs is not None:
-            status["writeBacks"] = outcome.write_backs
-        if outcome.errors:
-            status["errors"] = [str(error)[:4096] for error in outcome.errors[:MAX_ERRORS_KEPT]]
-        elif outcome.prune_errors:
-            status["errors"] = [error[:4096] for error in outcome.prune_errors[:MAX_ERRORS_KEPT]]
-        elif outcome.applied:
-            status["errors"] = None  # None removes the field (a JSON patch of changes)
-        if (
-            outcome.changes.writes == 0
-            and outcome.ready
-            and previous_ready.get("status") == "True"
-            and previous_ready.get("reason") == outcome.reason
-            and previous.get("lastAppliedRevision") == revision
-        ):
-            # The same revision again, nothing written: a no-op resync. Its message
-            # ("0 created, ... N unchanged") is no news; the last one stays, so the
-            # resync writes no status, no history and no Event.
-            outcome.headline = str(previous_ready.get("message") or "")
-            outcome.message = outcome.headline or outcome.message
-        headline = _cut(outcome.headline or outcome.message)
-        observed = [Observed(c.READY, outcome.ready, outcome.reason, headline)]
-        if outcome.write_back_error:
-            observed.append(
-                Observed(c.WRITE_BACK, False, c.REASON_WRITE_BACK_FAILED, outcome.write_back_error)
-            )
-        elif outcome.write_backs:
-            observed.append(
-                Observed(
-                    c.WRITE_BACK,
-                    True,
-                    c.REASON_SUCCEEDED,
-                    "pushed " + ", ".join(outcome.write_backs),
-                )
-            )
-        if outcome.stalled:
-            observed.append(Observed(c.STALLED, True, outcome.reason, headline))
-        if status.get("lastAppliedRevision"):
-            # The models of the last applied revision, whatever became of this attempt.
-            health = self._health(status.get("inventory") or [])
-            observed.append(_healthy_condition(health))
-            _set_models_not_ready(status, health)
-        # Reconciling and Stalled are present only while true (the Kubernetes and Flux
-        # convention). Reconciling is not written at the start of a sync: that would
-        # cost two status writes per sync, and a resync with nothing to do writes none.
-        kept = conditions.without(status.get("conditions"), [c.RECONCILING, c.STALLED])
-        status["conditions"] = conditions.merge(kept, observed, generation, now)
-        changed_anything = outcome.changes.writes > 0
-        news = (
-            changed_anything
-            or previous_ready.get("message") != headline
-            or previous_ready.get("status") != ("True" if outcome.ready else "False")
-        )
-        if news:
-            entry = {
-                "revision": revision or "",
-                "started": conditions.timestamp(started),
-                "finished": conditions.timestamp(now),
-                "result": outcome.reason,
-                "message": outcome.message[:1024],
-                "created": len(outcome.changes.created),
-                "configured": len(outcome.changes.configured),
-                "unchanged": len(outcome.changes.unchanged),
-                "deleted": len(outcome.changes.deleted),
-            }
-            status["history"] = [entry, *(status.get("history") or [])][:HISTORY_LIMIT]
-            # Applied, its models still coming up: progress, not a failure.
-            waiting = outcome.reason == c.REASON_MODELS_NOT_READY
+        recorded = record(ms, outcome, started, self.clock(), self._health)
+        if recorded.event is not None:
+            meta = ms["metadata"]
+            event = recorded.event
             self.kube.event(
                 ms,
                 c.MODELSYNC_KIND,
-                c.EVENT_SYNCED
-                if outcome.ready
-                else (c.EVENT_MODELS_NOT_READY if waiting else c.EVENT_SYNC_FAILED),
-                outcome.message,
+                event.reason,
+                event.message,
                 action="Sync",
-                warning=not (outcome.ready or waiting),
+                warning=event.warning,
             )
-            log_line = log.info if outcome.ready or waiting else log.warning
-            log_line(
+            (log.warning if event.warning else log.info)(
                 "sync %s/%s %s: %s",
                 meta["namespace"],
                 meta["name"],
                 outcome.reason,
-                outcome.message,
-                extra=logs.about(c.MODELSYNC_KIND, meta["namespace"], meta["name"], revision),
+                event.message,
+                extra=logs.about(
+                    c.MODELSYNC_KIND, meta["namespace"], meta["name"], outcome.revision
+                ),
             )
-        self._write_status(ms, status)
+        self._write_status(ms, recorded.status)
 
     def _record_suspended(self, ms: Manifest) -> None:
         status = dict(ms.get("status") or {})
@@ -756,11 +647,6 @@ class SyncReconciler:
 _ACTIONS = ("created", "configured", "unchanged", "deleted")  # ChangeSet's first fields
 
 
-def _healthy_condition(health: modelhealth.ModelsHealth) -> Observed:
-    reason = c.REASON_MODELS_READY if health.healthy else c.REASON_MODELS_NOT_READY
-    return Observed(c.HEALTHY, health.healthy, reason, health.message())
-
-
 def _ready_condition(
     revision: str, health: modelhealth.ModelsHealth, last: dict[str, Any] | None = None
 ) -> Observed:
@@ -782,23 +668,12 @@ def _ready_condition(
     )
 
 
-def _set_models_not_ready(status: Manifest, health: modelhealth.ModelsHealth) -> None:
-    if health.healthy:
-        status["modelsNotReady"] = None
-    else:
-        status["modelsNotReady"] = health.details()[:MAX_ERRORS_KEPT]
-
-
-def _cut(message: str) -> str:
-    return message if len(message) <= MAX_HEADLINE else message[: MAX_HEADLINE - 1] + "…"
-
-
 def _errors_headline(errors: list[LoadError]) -> str:
     """How many errors, and the first, cut (status.errors has every one whole; the
     revision is lastAttemptedRevision)."""
     first = min(errors, key=lambda error: (error.source.file, error.source.line))
     count = f"{len(errors)} errors" if len(errors) > 1 else "1 error"
-    return _cut(f"rejected, nothing applied ({count} in status.errors): {first}")
+    return cut(f"rejected, nothing applied ({count} in status.errors): {first}")
 
 
 def _content_failure(errors: list[LoadError]) -> tuple[str, bool]:

@@ -9,6 +9,7 @@ with `analysis`, the Prometheus query is on the right side of the threshold.
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import urllib.parse
@@ -17,6 +18,7 @@ from enum import Enum
 from typing import Any
 
 from modelsync.api import constants as c
+from modelsync.api.conditions import timestamp
 
 CANARY_SUFFIX = "-canary"
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -164,3 +166,106 @@ def judge_answer(analysis: dict[str, Any], status: int, body: bytes) -> Verdict:
 
 def unanswered(analysis: dict[str, Any], why: str) -> Verdict:
     return Verdict(Result.INCONCLUSIVE, f"query {analysis['query']!r}: {why}")
+
+
+# ------------------------------------------------------------------ the step machine
+# status.canary: {specHash, step, weight, stepStartedAt, failures, lastAnalysis}.
+
+NOT_AVAILABLE_WAIT = 2.0  # canary pods not all available yet: look again soon
+NEXT_STEP_WAIT = 0.1  # a step passed: size the tracks for the next one at once
+
+
+@dataclass(frozen=True)
+class Look:
+    """What one look at a canary decided: the state to keep, when to look again, and,
+    when the analysis failed too often, why (the model is then rolled back)."""
+
+    state: dict[str, Any]
+    wait: float
+    failed: str | None = None
+
+
+def state_for(
+    current: dict[str, Any] | None,
+    spec_hash: str,
+    steps: list[dict[str, Any]],
+    now: datetime.datetime,
+) -> dict[str, Any]:
+    """The canary's state: the one in status while it is of this spec, else a new
+    canary at its first step."""
+    state = dict(current or {})
+    if state.get("specHash") == spec_hash:
+        return state
+    return {
+        "specHash": spec_hash,
+        "step": 0,
+        "weight": steps[0]["weight"],
+        "stepStartedAt": timestamp(now),
+        "failures": 0,
+        "lastAnalysis": "",
+    }
+
+
+def _elapsed(state: dict[str, Any], now: datetime.datetime) -> float:
+    started = datetime.datetime.fromisoformat(str(state["stepStartedAt"]).replace("Z", "+00:00"))
+    return (now - started).total_seconds()
+
+
+def _pause(state: dict[str, Any], steps: list[dict[str, Any]]) -> float:
+    return float(steps[int(state["step"])].get("pauseSeconds", 0))
+
+
+def analysis_due(
+    state: dict[str, Any],
+    steps: list[dict[str, Any]],
+    now: datetime.datetime,
+    available: int,
+    canary_replicas: int,
+) -> bool:
+    """The step is to be judged: its canary pods are available and its pause is over."""
+    return available >= canary_replicas and _elapsed(state, now) >= _pause(state, steps)
+
+
+def advance(
+    state: dict[str, Any],
+    steps: list[dict[str, Any]],
+    analysis: dict[str, Any],
+    now: datetime.datetime,
+    available: int,
+    canary_replicas: int,
+    verdict: Verdict | None,
+    query_deadline: float,
+) -> Look:
+    """One look at a canary step: hold, advance, or fail. `verdict` is the analysis's
+    answer on this step (None while its query runs, or when it was not due); without
+    `analysis`, the caller passes a PASS. `query_deadline` bounds a query's wait."""
+    state = dict(state)
+    if available < canary_replicas:
+        return Look(state, NOT_AVAILABLE_WAIT)
+    pause, elapsed = _pause(state, steps), _elapsed(state, now)
+    if elapsed < pause:
+        return Look(state, pause - elapsed)
+    if verdict is None:
+        # The query runs off the workers; its answer queues this model again. Status
+        # keeps the last verdict meanwhile (no write per query).
+        return Look(state, query_deadline + 1.0)  # should that wake-up be lost
+    state["lastAnalysis"] = verdict.message
+    interval = float(analysis.get("intervalSeconds", 30))
+    if verdict.result is Result.PASS:
+        state["step"] = int(state["step"]) + 1
+        state["failures"] = 0
+        state["stepStartedAt"] = timestamp(now)
+        # Past the last step: weight 100, and the next look promotes (the normal path).
+        last = int(state["step"]) >= len(steps)
+        state["weight"] = 100 if last else steps[int(state["step"])]["weight"]
+        return Look(state, NEXT_STEP_WAIT)
+    if verdict.result is Result.FAIL or analysis.get("inconclusive") == "Fail":
+        state["failures"] = int(state["failures"]) + 1
+        if int(state["failures"]) > int(analysis.get("failureLimit", 1)):
+            failed = (
+                f"canary analysis failed {state['failures']} times at weight "
+                f"{state['weight']}%: {verdict.message}"
+            )
+            return Look(state, interval, failed)
+        return Look(state, interval)
+    return Look(state, interval)  # inconclusive: hold, never promote on no evidence

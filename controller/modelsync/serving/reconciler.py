@@ -353,16 +353,7 @@ class ServingReconciler:
         rollout_spec, rollback = spec.get("rollout") or {}, spec.get("rollback") or {}
         steps = rollout_spec.get("steps") or [{"weight": 100}]
         now = self.clock()
-        state = dict(status.get("canary") or {})
-        if state.get("specHash") != wanted.spec_hash:
-            state = {
-                "specHash": wanted.spec_hash,
-                "step": 0,
-                "weight": steps[0]["weight"],
-                "stepStartedAt": conditions.timestamp(now),
-                "failures": 0,
-                "lastAnalysis": "",
-            }
+        state = canary.state_for(status.get("canary"), wanted.spec_hash, steps, now)
         autoscaling = spec.get("autoscaling")
         total = (
             int(autoscaling.get("minReplicas", 1)) if autoscaling else int(spec.get("replicas", 1))
@@ -392,56 +383,24 @@ class ServingReconciler:
             self._end_canary(md)
             self._roll_back(md, wanted, revision, failure, limit)
             return None
-        wait = 2.0
         available = int(((live or {}).get("status") or {}).get("availableReplicas") or 0)
-        if available >= canary_replicas:
-            started = datetime.datetime.fromisoformat(
-                str(state["stepStartedAt"]).replace("Z", "+00:00")
-            )
-            pause = float(steps[int(state["step"])].get("pauseSeconds", 0))
-            elapsed = (now - started).total_seconds()
-            verdict = None if elapsed < pause else self._analyse(md, state, rollout_spec)
-            if elapsed < pause:
-                wait = pause - elapsed
-            elif verdict is None:
-                # The query runs off the workers; its answer queues this model again.
-                # Status keeps the last verdict meanwhile (no write per query).
-                wait = self.analyses.deadline + 1.0  # should that wake-up be lost
-            else:
-                state["lastAnalysis"] = verdict.message
-                inconclusive_fails = (rollout_spec.get("analysis") or {}).get(
-                    "inconclusive"
-                ) == "Fail"
-                if verdict.result is canary.Result.PASS:
-                    state["step"] = int(state["step"]) + 1
-                    state["failures"] = 0
-                    state["stepStartedAt"] = conditions.timestamp(now)
-                    if int(state["step"]) >= len(steps):
-                        state["weight"] = 100
-                        wait = 0.1  # promote on the next look: the normal path takes over
-                    else:
-                        state["weight"] = steps[int(state["step"])]["weight"]
-                        wait = 0.1
-                elif verdict.result is canary.Result.FAIL or inconclusive_fails:
-                    state["failures"] = int(state["failures"]) + 1
-                    analysis = rollout_spec.get("analysis") or {}
-                    if int(state["failures"]) > int(analysis.get("failureLimit", 1)):
-                        self._end_canary(md)
-                        self._roll_back(
-                            md,
-                            wanted,
-                            revision,
-                            rollout.Failure(
-                                c.REASON_ANALYSIS_FAILED,
-                                f"canary analysis failed {state['failures']} times at weight "
-                                f"{state['weight']}%: {verdict.message}",
-                            ),
-                            limit,
-                        )
-                        return None
-                    wait = float(analysis.get("intervalSeconds", 30))
-                else:  # inconclusive: hold, never promote on no evidence
-                    wait = float((rollout_spec.get("analysis") or {}).get("intervalSeconds", 30))
+        due = canary.analysis_due(state, steps, now, available, canary_replicas)
+        look = canary.advance(
+            state,
+            steps,
+            rollout_spec.get("analysis") or {},
+            now,
+            available,
+            canary_replicas,
+            self._analyse(md, state, rollout_spec) if due else None,
+            self.analyses.deadline,
+        )
+        state, wait = look.state, look.wait
+        if look.failed is not None:
+            self._end_canary(md)
+            failure = rollout.Failure(c.REASON_ANALYSIS_FAILED, look.failed)
+            self._roll_back(md, wanted, revision, failure, limit)
+            return None
         message = (
             f"canary of version {spec['model']['version']} ({revision}): step "
             f"{min(int(state['step']) + 1, len(steps))} of {len(steps)}, weight "
