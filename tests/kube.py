@@ -20,7 +20,7 @@ Condition = Callable[[Any], bool]
 REPO = Path(__file__).resolve().parents[1]
 
 
-def wait_for(
+def wait_for(  # noqa: C901 - list-then-watch with deadlines
     list_call: Callable[..., Any],
     name: str,
     condition: Condition,
@@ -68,6 +68,17 @@ def wait_for(
             break
     what = describe or f"{name} to satisfy {getattr(condition, '__name__', 'the condition')}"
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+
+
+def until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.1) -> None:
+    """For state with nothing to watch (an HTTP answer, a process, the authorizer's
+    cache, a test server's counter): ask `check` every `interval` seconds until it
+    holds; fail naming `what` after `timeout` seconds. Cluster objects: `wait_for`."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
 
 
 def _items(listing: Any) -> tuple[list[Any], str]:
@@ -262,11 +273,11 @@ def _wait_until_authorized(
         },
     }
     authorization = kubernetes.client.AuthorizationV1Api(api)
-    deadline = time.monotonic() + timeout
-    while not authorization.create_subject_access_review(review).status.allowed:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{TENANT_ACCOUNT} in {namespace} not authorized in {timeout}s")
-        time.sleep(0.1)  # the authorizer's cache: nothing to watch
+    until(
+        f"{TENANT_ACCOUNT} in {namespace} to be authorized (the authorizer's cache)",
+        lambda: bool(authorization.create_subject_access_review(review).status.allowed),
+        timeout,
+    )
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, WorkRepo
 from tests.integration.conftest import OWN_OPERATOR_PREFIX
 from tests.integration.test_rollback import broken_model_yaml, rolled_back
-from tests.kube import make_tenant, wait_for
+from tests.kube import make_tenant, until, wait_for
 from tests.models import Models, ready_on
 from tests.operatorproc import spawn_operator
 from tests.syncs import Syncs, model_yaml
@@ -291,11 +291,13 @@ def test_helm_chart_rbac_is_enough_to_sync_roll_out_and_roll_back(
         log = (tmp_path / "operator.log").open("wb")
         # Acting as one of the chart's pods (kwok runs no containers): it takes the
         # Lease and labels that pod, which the webhook Service then selects.
-        deadline = time.monotonic() + 60
-        while len(pods := core.list_namespaced_pod(namespace).items) < 2:
-            assert time.monotonic() < deadline, "the chart's two operator pods did not appear"
-            time.sleep(0.2)
-        pod = _metadata(pods[0])["name"]
+        until(
+            "the chart's two operator pods",
+            lambda: len(core.list_namespaced_pod(namespace).items) >= 2,
+            60,
+            interval=0.2,
+        )
+        pod = _metadata(core.list_namespaced_pod(namespace).items[0])["name"]
         operator = spawn_operator(
             kubeconfig,
             "-n",

@@ -55,7 +55,7 @@ def running_operator(
     crds: list[str],
     tmp_path_factory: pytest.TempPathFactory,
     analysis_ports: tuple[int, int],
-) -> Iterator[operator.Runtime]:
+) -> Iterator[operator.Operator]:
     """The operator, cluster-wide, in a thread of this process."""
     settings = OperatorSettings(
         # Every namespace but those where a test runs an operator process of its own.
@@ -77,7 +77,7 @@ def running_operator(
         allow_cluster_scoped=(f"{GRANTED_PREFIX}*",),
         allow_file_urls=True,  # most tests serve their repositories as file://
     )
-    runtime = operator.Runtime(settings)
+    runtime = operator.Operator(settings)
     stop, ready = threading.Event(), threading.Event()
     thread = threading.Thread(
         target=operator.run, args=(settings, stop, ready, runtime), name="operator", daemon=True
@@ -120,7 +120,7 @@ def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitHttpServ
 
 @pytest.fixture
 def syncs(
-    running_operator: operator.Runtime,
+    running_operator: operator.Operator,
     local_cluster: LocalCluster,
     namespace: str,
     git_server: GitHttpServer,
@@ -153,7 +153,7 @@ def ssh_server(
 
 @pytest.fixture
 def models(
-    running_operator: operator.Runtime, local_cluster: LocalCluster, namespace: str
+    running_operator: operator.Operator, local_cluster: LocalCluster, namespace: str
 ) -> Models:
     """The ModelDeployments of this test's namespace, served by the shared operator."""
     return Models(local_cluster, namespace)

@@ -67,7 +67,7 @@ def case_namespaces(local_cluster: LocalCluster, tenant_role: dict[str, object])
 def test_bad_commits_live_each_reported_with_its_lines_and_nothing_serving_changes(
     local_cluster: LocalCluster,
     git_server: GitHttpServer,
-    running_operator: operator.Runtime,
+    running_operator: operator.Operator,
     case_namespaces: dict[str, str],
 ) -> None:
     syncs = {case: Syncs(local_cluster, ns, git_server) for case, ns in case_namespaces.items()}

@@ -7,13 +7,13 @@ import io
 import os
 import signal
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.cluster import build, launcher
+from tests.kube import until
 
 
 @pytest.fixture
@@ -31,10 +31,11 @@ def test_cluster_start_recovers_from_a_crashed_run(binaries: build.Binaries, roo
     crashed = launcher.start(root, binaries, nodes=1, die_with_parent=True, log=io.StringIO())
     # The API server dies hard; etcd lives on with its data, the state file stays.
     os.kill(crashed.pids["kube-apiserver"], signal.SIGKILL)
-    deadline = time.monotonic() + 10  # a signal is delivered, not obeyed, at once
-    while launcher._owned_pid_alive(crashed.pids["kube-apiserver"], root):
-        assert time.monotonic() < deadline, "the API server outlived SIGKILL"
-        time.sleep(0.05)
+    until(  # a signal is delivered, not obeyed, at once
+        "the API server to die of SIGKILL",
+        lambda: not launcher._owned_pid_alive(crashed.pids["kube-apiserver"], root),
+        10,
+    )
     assert launcher.status(root) is None
 
     log = io.StringIO()

@@ -364,7 +364,7 @@ def test_serving_resync_with_nothing_to_do_writes_nothing(
     models: Models,
     local_cluster: LocalCluster,
     namespace: str,
-    running_operator: operator.Runtime,
+    running_operator: operator.Operator,
 ) -> None:
     models.create(manifest("iris"))
     models.wait("iris", ready_on("1"))

@@ -11,10 +11,10 @@ import re
 import secrets
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import kubernetes
 from kubernetes.dynamic import DynamicClient
@@ -26,10 +26,10 @@ from tests.cluster.launcher import free_ports
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, GitSshServer
 from tests.integration.test_webhook import github_push, post, post_to, signature
-from tests.kube import REPO, dict_condition, wait_for
+from tests.kube import REPO, dict_condition, until, wait_for
 from tests.models import MD, Models, manifest, ready_on
 from tests.operatorproc import spawn_operator
-from tests.syncs import Syncs, model_yaml
+from tests.syncs import MS, Syncs, model_yaml
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -66,7 +66,7 @@ def total(samples: Samples, name: str) -> float:
 
 
 def test_metrics_say_what_the_operator_did(
-    syncs: Syncs, models: Models, running_operator: operator.Runtime
+    syncs: Syncs, models: Models, running_operator: operator.Operator
 ) -> None:
     port = running_operator.settings.http_port
     repo = syncs.repo("metered")
@@ -126,15 +126,16 @@ def test_metrics_say_what_the_operator_did(
 
 
 def _wait_gone(port: int, namespace: str) -> None:
-    deadline = time.monotonic() + 30
-    while (
-        value(scrape(port), "modelsync_model_ready", namespace=namespace, model="iris") is not None
-    ):
-        assert time.monotonic() < deadline, "the deleted model's series did not go in 30s"
-        time.sleep(0.2)
+    until(
+        "the deleted model's series to go",
+        lambda: (
+            value(scrape(port), "modelsync_model_ready", namespace=namespace, model="iris") is None
+        ),
+        30,
+    )
 
 
-def test_probes_of_a_leading_operator(running_operator: operator.Runtime) -> None:
+def test_probes_of_a_leading_operator(running_operator: operator.Operator) -> None:
     port = running_operator.settings.http_port
     assert get(port, "/healthz") == (200, "ok")
     assert get(port, "/readyz") == (200, "ok: leading")
@@ -177,10 +178,11 @@ def test_ha_two_replicas_one_leader_and_failover_within_30s(
         for port in ports
     }
     try:
-        deadline = time.monotonic() + 60
-        while not all(get(port, "/readyz")[0] == 200 for port in ports):
-            assert time.monotonic() < deadline, "both replicas should be ready (leader and standby)"
-            time.sleep(0.2)
+        until(
+            "both replicas to be ready (leader and standby)",
+            lambda: all(get(port, "/readyz")[0] == 200 for port in ports),
+            60,
+        )
         roles = {port: get(port, "/readyz")[1] for port in ports}
         assert sorted(roles.values()) == ["ok: leading", "ok: standby, another replica leads"]
         leader = next(port for port, role in roles.items() if role == "ok: leading")
@@ -201,12 +203,8 @@ def test_ha_two_replicas_one_leader_and_failover_within_30s(
 
         replicas[leader].send_signal(signal.SIGKILL)
         replicas[leader].wait(10)
-        killed = time.monotonic()
         models.create(manifest("second"))
-        models.wait("second", ready_on("1"), describe="the standby to take over", timeout=45)
-        took_over = time.monotonic() - killed
-        print(f"failover: the standby served a new model {took_over:.1f}s after the kill")
-        assert took_over < 30, f"failover took {took_over:.1f}s"
+        models.wait("second", ready_on("1"), describe="the standby to take over", timeout=30)
         assert _leading(standby) == 1
         assert get(standby, "/readyz") == (200, "ok: leading")
         lease = kubernetes.client.CoordinationV1Api(local_cluster.api).read_namespaced_lease(
@@ -225,7 +223,7 @@ def test_ha_two_replicas_one_leader_and_failover_within_30s(
 
 
 def test_webhook_flood_fault_200_requests_do_not_put_syncs_behind(
-    syncs: Syncs, running_operator: operator.Runtime
+    syncs: Syncs, running_operator: operator.Operator
 ) -> None:
     token = "flood-" + secrets.token_hex(8)
     syncs.core.create_namespaced_secret(
@@ -250,27 +248,21 @@ def test_webhook_flood_fault_200_requests_do_not_put_syncs_behind(
     }
     port = running_operator.settings.http_port
 
-    def deliver(_: int) -> tuple[int, float]:
-        started = time.monotonic()
-        code, _answer = post_to(port, f"github/{syncs.namespace}/flooded", body, headers)
-        return code, time.monotonic() - started
+    def deliver(_: int) -> int:
+        # A delivery answered in 5 s at the most (the client's deadline), the whole
+        # flood in 20 (the pool's).
+        return post_to(port, f"github/{syncs.namespace}/flooded", body, headers, timeout=5)[0]
 
-    started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
-        answers = list(pool.map(deliver, range(200)))
-    flood_seconds = time.monotonic() - started
-    assert [code for code, _ in answers] == [202] * 200
-    assert max(seconds for _, seconds in answers) < 5, "a delivery waited more than 5s"
-    assert flood_seconds < 20
+        answers = list(pool.map(deliver, range(200), timeout=20))
+    assert answers == [202] * 200
 
     # Right after the flood, a real change goes through at once: the queue holds each
     # ModelSync once, however many deliveries asked for it.
     repo.write("iris.yaml", model_yaml("iris", version="2"))
     second = repo.commit("two")
-    pushed = time.monotonic()
     assert post_to(port, f"github/{syncs.namespace}/flooded", body, headers)[0] == 202
-    syncs.wait_applied("flooded", f"main@sha1:{second}")
-    assert time.monotonic() - pushed < 10
+    syncs.wait_applied("flooded", f"main@sha1:{second}", timeout=10)
     assert value(scrape(port), "modelsync_queue_depth") is not None
 
 
@@ -395,7 +387,7 @@ def test_secret_values_never_appear_in_logs_events_status_or_metrics(
 
 
 def test_events_only_for_changes_never_for_a_noop_resync(
-    syncs: Syncs, models: Models, local_cluster: LocalCluster, running_operator: operator.Runtime
+    syncs: Syncs, models: Models, local_cluster: LocalCluster, running_operator: operator.Operator
 ) -> None:
     events = DynamicClient(local_cluster.api).resources.get(
         api_version="events.k8s.io/v1", kind="Event"
@@ -412,14 +404,29 @@ def test_events_only_for_changes_never_for_a_noop_resync(
     syncs.create("quiet", syncs.http_url(repo), secret="git")
     syncs.wait_applied("quiet", f"main@sha1:{first}")
     models.wait("iris", ready_on("1"), describe="iris to serve")
-    deadline = time.monotonic() + 10
-    while c.EVENT_SYNCED not in reasons():
-        assert time.monotonic() < deadline, "the first sync posted no Synced event"
-        time.sleep(0.1)
+    until("the first sync's Synced event", lambda: c.EVENT_SYNCED in reasons(), 10)
     seen = reasons()
 
-    port = running_operator.settings.http_port
-    writes = total(scrape(port), "modelsync_api_writes_total")
+    ns = syncs.namespace
+    apps = kubernetes.client.AppsV1Api(local_cluster.api)
+    core = kubernetes.client.CoreV1Api(local_cluster.api)
+
+    def written() -> dict[str, Any]:
+        """What a write of ours would change: the model (spec or status, ours alone
+        write it), its Deployment's spec and metadata, its Service."""
+        md = models.api.get_namespaced_custom_object(name="iris", namespace=ns, **MD)
+        deployment = apps.read_namespaced_deployment("iris", ns).metadata
+        return {
+            "ModelDeployment": md["metadata"]["resourceVersion"],
+            "Deployment": (deployment.generation, deployment.labels, deployment.annotations),
+            "Service": core.read_namespaced_service("iris", ns).metadata.resource_version,
+        }
+
+    def history() -> list[Any]:
+        ms = syncs.api.get_namespaced_custom_object(name="quiet", namespace=ns, **MS)
+        return list(ms["status"]["history"])
+
+    before, kept = written(), history()
     for _ in range(3):  # syncs of the same commit, and a full resync of every model
         token = syncs.request("quiet")
         syncs.wait_applied("quiet", f"main@sha1:{first}", token)
@@ -428,20 +435,22 @@ def test_events_only_for_changes_never_for_a_noop_resync(
         60
     )
     assert reasons() == seen
-    # Three acknowledgements of the requests (status), and nothing else.
-    assert total(scrape(port), "modelsync_api_writes_total") - writes == 3
+    # The requests are acknowledged (status); nothing else is written, no history kept.
+    assert written() == before
+    assert history() == kept
 
     repo.write("iris.yaml", model_yaml("iris", version="2"))
     second = repo.commit("two")
     syncs.wait_applied("quiet", f"main@sha1:{second}", syncs.request("quiet"))
-    deadline = time.monotonic() + 10
-    while reasons().count(c.EVENT_SYNCED) < 2:
-        assert time.monotonic() < deadline, "a sync that changed something posted no event"
-        time.sleep(0.1)
+    until(
+        "an event of the sync that changed something",
+        lambda: reasons().count(c.EVENT_SYNCED) >= 2,
+        10,
+    )
 
 
 def test_dashboard_queries_only_metrics_a_running_operator_exports(
-    running_operator: operator.Runtime,
+    running_operator: operator.Operator,
 ) -> None:
     """Every metric name in the Grafana dashboard's queries (a histogram's _bucket, _sum
     and _count mapped to its family) is one this operator's /metrics really exports."""

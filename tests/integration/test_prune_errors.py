@@ -5,7 +5,6 @@ inventory and is pruned once the API server lets it."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import kubernetes
@@ -14,7 +13,7 @@ from kubernetes.client import AdmissionregistrationV1Api, CoreV1Api
 
 from modelsync.api import constants as c
 from tests.conftest import LocalCluster
-from tests.kube import dict_condition
+from tests.kube import dict_condition, until
 from tests.models import wait_for_event
 from tests.syncs import Syncs, model_yaml
 
@@ -28,19 +27,17 @@ def config_map(name: str) -> str:
 def wait_policy(core: CoreV1Api, namespace: str, refusing: bool) -> None:
     """Until a dry-run delete of `probe` is refused (or allowed): the API server's policy
     informer takes a moment."""
-    deadline = time.monotonic() + POLICY_SECONDS
-    while True:
+
+    def refused() -> bool:
         try:
             core.delete_namespaced_config_map("probe", namespace, dry_run="All")
-            refused = False
         except kubernetes.client.ApiException as error:
             if error.status not in (403, 422):
                 raise
-            refused = True
-        if refused == refusing:
-            return
-        assert time.monotonic() < deadline, f"the admission policy never {refusing=}"
-        time.sleep(0.2)
+            return True
+        return False
+
+    until(f"the admission policy with {refusing=}", lambda: refused() == refusing, POLICY_SECONDS)
 
 
 @pytest.fixture

@@ -149,7 +149,7 @@ def test_rollback_quarantines_the_failed_spec_until_git_changes_the_model(
     models: Models,
     local_cluster: LocalCluster,
     namespace: str,
-    running_operator: operator.Runtime,
+    running_operator: operator.Operator,
 ) -> None:
     healthy_v1(models)
     models.patch("iris", broken_v2())

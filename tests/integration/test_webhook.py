@@ -22,16 +22,20 @@ TOKEN = "s3cr3t-webhook-token"
 
 
 def post(
-    runtime: operator.Runtime, route: str, body: bytes, headers: dict[str, str]
+    runtime: operator.Operator, route: str, body: bytes, headers: dict[str, str]
 ) -> tuple[int, dict[str, Any]]:
     return post_to(runtime.settings.http_port, route, body, headers)
 
 
 def post_to(
-    port: int, route: str, body: bytes, headers: dict[str, str] | None = None
+    port: int,
+    route: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
 ) -> tuple[int, dict[str, Any]]:
     """POST a webhook delivery to /hooks/<route> (`github/<namespace>/<modelsync>`) of
-    the operator on `port`: its status and JSON answer."""
+    the operator on `port`: its status and JSON answer, within `timeout` seconds."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/hooks/{route}",
         data=body,
@@ -39,7 +43,7 @@ def post_to(
         headers={"Content-Type": "application/json", **(headers or {})},
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"{}")
@@ -72,7 +76,7 @@ def hooked(syncs: Syncs) -> tuple[Syncs, Any, str]:
 
 
 def test_webhook_github_push_syncs_at_once(
-    hooked: tuple[Syncs, Any, str], running_operator: operator.Runtime
+    hooked: tuple[Syncs, Any, str], running_operator: operator.Operator
 ) -> None:
     syncs, repo, _ = hooked
     repo.write("ranker.yaml", model_yaml("ranker"))
@@ -97,7 +101,7 @@ def test_webhook_github_push_syncs_at_once(
 
 @pytest.mark.parametrize("provider", ["gitlab", "gitea", "generic"])
 def test_webhook_other_providers_authenticate_their_way(
-    hooked: tuple[Syncs, Any, str], running_operator: operator.Runtime, provider: str
+    hooked: tuple[Syncs, Any, str], running_operator: operator.Operator, provider: str
 ) -> None:
     syncs, repo, _ = hooked
     sha = repo.write("ranker.yaml", model_yaml("ranker")).commit("add ranker")
@@ -123,7 +127,7 @@ def test_webhook_other_providers_authenticate_their_way(
 
 
 def test_webhook_fault_forged_malformed_and_oversized_requests_change_nothing(
-    hooked: tuple[Syncs, Any, str], running_operator: operator.Runtime
+    hooked: tuple[Syncs, Any, str], running_operator: operator.Operator
 ) -> None:
     syncs, repo, first = hooked
     repo.write("ranker.yaml", model_yaml("ranker")).commit("add ranker")
@@ -190,7 +194,7 @@ def test_webhook_fault_forged_malformed_and_oversized_requests_change_nothing(
 
 
 def test_webhook_for_another_branch_queues_nothing(
-    hooked: tuple[Syncs, Any, str], running_operator: operator.Runtime
+    hooked: tuple[Syncs, Any, str], running_operator: operator.Operator
 ) -> None:
     syncs, repo, _ = hooked
     body = github_push(repo.file_url, ref="refs/heads/feature")
@@ -207,7 +211,7 @@ def test_webhook_for_another_branch_queues_nothing(
 
 
 def test_tenant_webhook_on_the_old_path_is_gone_and_names_the_new_one(
-    hooked: tuple[Syncs, Any, str], running_operator: operator.Runtime
+    hooked: tuple[Syncs, Any, str], running_operator: operator.Operator
 ) -> None:
     _, repo, _ = hooked
     body = github_push(repo.file_url)
@@ -220,7 +224,7 @@ def test_tenant_webhook_on_the_old_path_is_gone_and_names_the_new_one(
 
 
 def test_tenant_webhook_is_authenticated_by_its_own_modelsync_before_parsing(
-    hooked: tuple[Syncs, Any, str], running_operator: operator.Runtime
+    hooked: tuple[Syncs, Any, str], running_operator: operator.Operator
 ) -> None:
     """Nothing unauthenticated reaches the JSON parser, a token opens only its own
     ModelSync's URL, and a missing ModelSync answers like a wrong signature."""
@@ -251,7 +255,7 @@ def test_tenant_webhook_is_authenticated_by_its_own_modelsync_before_parsing(
 
 
 def test_tenant_webhook_replayed_delivery_is_ignored(
-    hooked: tuple[Syncs, Any, str], running_operator: operator.Runtime
+    hooked: tuple[Syncs, Any, str], running_operator: operator.Operator
 ) -> None:
     syncs, repo, _ = hooked
     second = repo.write("ranker.yaml", model_yaml("ranker")).commit("add ranker")

@@ -99,14 +99,12 @@ EVENT_SYNC_FAILED: Final = "SyncFailed"
 
 # Rollouts and rollbacks.
 LABEL_SPEC_HASH: Final = f"{GROUP}/spec-hash"
-ANNOTATION_SOURCE: Final = f"{GROUP}/source"  # file:line in git a ModelDeployment came from
 ROLLED_BACK: Final = "RolledBack"
 REASON_CRASH_LOOP: Final = "ContainersRestarting"
 # The storage initializer (an init container) failed for good: its termination message says why.
 REASON_MODEL_DOWNLOAD_FAILED: Final = "ModelDownloadFailed"
 REASON_ROLLED_BACK: Final = "RolledBack"
 REASON_SUPERSEDED: Final = "Superseded"
-REASON_FAILED: Final = "Failed"
 EVENT_ROLLED_BACK: Final = "RolledBack"
 EVENT_ROLLOUT_FAILED: Final = "RolloutFailed"
 HISTORY_SUCCEEDED: Final = "Succeeded"

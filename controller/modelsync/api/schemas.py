@@ -102,22 +102,9 @@ _ENV = celpy.Environment()
 def _cel_rules(schema: dict[str, Any], value: Any, path: Path_) -> list[Problem]:
     problems: list[Problem] = []
     for rule in schema.get("x-kubernetes-validations") or []:
-        activation = {"self": json_to_cel(value)}
-        try:
-            passed = _ENV.program(_ENV.compile(rule["rule"])).evaluate(activation)
-        except Exception:  # noqa: S112 - a Kubernetes-only CEL function: the server decides
-            continue
-        if bool(passed):
-            continue
-        message = rule.get("message") or f"failed rule: {rule['rule']}"
-        if rule.get("messageExpression"):
-            try:
-                program = _ENV.program(_ENV.compile(rule["messageExpression"]))
-                message = str(program.evaluate(activation))
-            except Exception:  # noqa: S110 - fall back to the plain message
-                pass
-        field_path = tuple(p for p in str(rule.get("fieldPath", "")).split(".") if p)
-        problems.append(Problem(path + field_path, message))
+        problem = _cel_rule(rule, value, path)
+        if problem is not None:
+            problems.append(problem)
     if isinstance(value, dict):
         for name, child in (schema.get("properties") or {}).items():
             if name in value:
@@ -126,6 +113,26 @@ def _cel_rules(schema: dict[str, Any], value: Any, path: Path_) -> list[Problem]
         for index, item in enumerate(value):
             problems += _cel_rules(schema["items"], item, (*path, index))
     return problems
+
+
+def _cel_rule(rule: dict[str, Any], value: Any, path: Path_) -> Problem | None:
+    """The problem one x-kubernetes-validations rule finds in `value`, if any."""
+    activation = {"self": json_to_cel(value)}
+    try:
+        passed = _ENV.program(_ENV.compile(rule["rule"])).evaluate(activation)
+    except Exception:  # a Kubernetes-only CEL function: the server decides
+        return None
+    if bool(passed):
+        return None
+    message = rule.get("message") or f"failed rule: {rule['rule']}"
+    if rule.get("messageExpression"):
+        try:
+            program = _ENV.program(_ENV.compile(rule["messageExpression"]))
+            message = str(program.evaluate(activation))
+        except Exception:  # noqa: S110 - fall back to the plain message
+            pass
+    field_path = tuple(p for p in str(rule.get("fieldPath", "")).split(".") if p)
+    return Problem(path + field_path, message)
 
 
 def check(schema: dict[str, Any], manifest: dict[str, Any]) -> list[Problem]:

@@ -104,7 +104,7 @@ class Applier:
         # Objects the operator's watch cache holds already, instead of a list request.
         self.cached = cached or (lambda *_: None)
 
-    def plan(
+    def plan(  # noqa: C901 - the plan's I/O: live objects, namespaces, dry runs
         self,
         objects: list[LoadedObject],
         revision: str,

@@ -90,7 +90,7 @@ def _version(manifest: dict[str, Any] | None) -> str:
     return str(((manifest or {}).get("spec") or {}).get("model", {}).get("version", "?"))
 
 
-def diff_path(path: Path, sync: dict[str, Any], kube: Any) -> DiffReport:
+def diff_path(path: Path, sync: dict[str, Any], kube: Any) -> DiffReport:  # noqa: C901 - the offline diff's steps, as the sync's
     """What applying the manifests under `path` through the ModelSync `sync` would change:
     validated as the operator would, compared by a server-side dry run (so defaulted
     and foreign fields make no noise), plus what pruning would delete."""

@@ -111,15 +111,6 @@ class Ref:
         spec = spec or {"branch": "main"}
         return cls(spec.get("branch"), spec.get("tag"), spec.get("semver"), spec.get("commit"))
 
-    def describe(self) -> str:
-        if self.branch:
-            return f"branch {self.branch}"
-        if self.tag:
-            return f"tag {self.tag}"
-        if self.semver:
-            return f"semver {self.semver}"
-        return f"commit {self.commit}"
-
 
 @dataclass(frozen=True)
 class Revision:

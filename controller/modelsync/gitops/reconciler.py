@@ -284,7 +284,7 @@ class SyncReconciler:
 
     # ------------------------------------------------------------------ the steps
 
-    def _sync(self, ms: Manifest) -> Outcome:
+    def _sync(self, ms: Manifest) -> Outcome:  # noqa: C901 - the steps of one sync, in order
         spec, meta = ms["spec"], ms["metadata"]
         status = ms.get("status") or {}
         outcome = Outcome()

@@ -87,7 +87,7 @@ def revision_kinds(objects: list[LoadedObject]) -> dict[tuple[str, str], bool]:
     return kinds
 
 
-def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> list[LoadError]:
+def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> list[LoadError]:  # noqa: C901 - one pass over every object and rule
     """Place every object (fill in its namespace) and report what may not be applied."""
     errors: list[LoadError] = []
     seen: dict[tuple[str, str, str, str], LoadedObject] = {}

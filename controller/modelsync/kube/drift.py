@@ -38,24 +38,28 @@ def differences(want: Any, have: Any, path: str = "") -> list[str]:
             found += differences(value, have.get(key), f"{path}.{key}" if path else key)
         return found
     if isinstance(want, list):
-        if not isinstance(have, list):
-            return [path]
-        wanted, present = _keyed(want), _keyed(have)
-        if wanted is not None and present is not None:
-            found = []
-            for name, item in wanted.items():
-                if name not in present:
-                    found.append(f"{path}[{name}]")
-                else:
-                    found += differences(item, present[name], f"{path}[{name}]")
-            return found
-        if len(want) != len(have):
-            return [path]
-        found = []
-        for index, (item, other) in enumerate(zip(want, have, strict=True)):
-            found += differences(item, other, f"{path}[{index}]")
-        return found
+        return _list_differences(want, have, path)
     return [] if _same_scalar(want, have) else [path]
+
+
+def _list_differences(want: list[Any], have: Any, path: str) -> list[str]:
+    """Lists of named items (containers, ports, env) by name; others by position."""
+    if not isinstance(have, list):
+        return [path]
+    wanted, present = _keyed(want), _keyed(have)
+    found: list[str] = []
+    if wanted is not None and present is not None:
+        for name, item in wanted.items():
+            if name not in present:
+                found.append(f"{path}[{name}]")
+            else:
+                found += differences(item, present[name], f"{path}[{name}]")
+        return found
+    if len(want) != len(have):
+        return [path]
+    for index, (item, other) in enumerate(zip(want, have, strict=True)):
+        found += differences(item, other, f"{path}[{index}]")
+    return found
 
 
 def applied_part(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -18,13 +18,12 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Coroutine, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
 import kubernetes
-from kopf._core.intents.callbacks import WatchingFn  # the handler protocol kopf checks
 
 from modelsync.api import conditions
 from modelsync.api import constants as c
@@ -62,7 +61,7 @@ assert set(_OWNED_RESOURCES) == set(_WATCHED_KINDS)
 
 
 @dataclass
-class Runtime:
+class Operator:
     """What one running operator holds; built at start-up, dropped at clean-up."""
 
     settings: OperatorSettings
@@ -147,7 +146,7 @@ def _connection(settings: OperatorSettings) -> kopf.ConnectionInfo:
     )
 
 
-async def _worker(runtime: Runtime) -> None:
+async def _worker(runtime: Operator) -> None:
     assert runtime.queue is not None
     assert runtime.reconciler is not None
     assert runtime.syncer is not None
@@ -179,7 +178,7 @@ async def _worker(runtime: Runtime) -> None:
             runtime.queue.schedule(key, next_sync)
 
 
-async def _resync(runtime: Runtime) -> None:
+async def _resync(runtime: Operator) -> None:
     assert runtime.queue is not None
     while True:
         await asyncio.sleep(runtime.settings.resync_seconds)
@@ -193,7 +192,7 @@ async def _heartbeat(health: probes.Health) -> None:
         await asyncio.sleep(1.0)
 
 
-def resync_all(runtime: Runtime) -> int:
+def resync_all(runtime: Operator) -> int:
     """Queue every known ModelDeployment; returns how many."""
     assert runtime.queue is not None
     keys = [
@@ -273,7 +272,7 @@ def sync_trigger(body: dict[str, Any]) -> tuple[Any, Any]:
     return meta.get("generation"), requested
 
 
-def prefill(kube: kubemod.Kube, runtime: Runtime) -> None:
+def prefill(kube: kubemod.Kube, runtime: Operator) -> None:
     """List the serving objects before the first reconcile, as an informer syncs its
     cache: the ModelDeployments' watch may deliver before the Services' does."""
     selector = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY},{c.LABEL_DEPLOYMENT}"
@@ -289,7 +288,7 @@ def prefill(kube: kubemod.Kube, runtime: Runtime) -> None:
 
 
 def _owning_sync(
-    runtime: Runtime, namespace: str, name: str, body: dict[str, Any]
+    runtime: Operator, namespace: str, name: str, body: dict[str, Any]
 ) -> tuple[str, str] | None:
     """The ModelSync that applied this ModelDeployment: the one its labels name, if its
     inventory holds the model. A label anyone can set must not make another tenant's
@@ -304,8 +303,8 @@ def _owning_sync(
     return sync
 
 
-def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
-    """kopf handlers bound to one Runtime (tests run several operators in one process)."""
+def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - one registration per watched kind
+    """kopf handlers bound to one Operator (tests run several operators in one process)."""
     registry = kopf.OperatorRegistry()
     settings = runtime.settings
 
@@ -437,7 +436,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         if previous is None or sync_trigger(previous) != sync_trigger(dict(body)):
             enqueue((c.MODELSYNC_KIND, namespace, name))
 
-    def owned_handler(kind: str) -> WatchingFn:
+    def owned_handler(kind: str) -> Callable[..., Coroutine[Any, Any, None]]:
         async def owned_event(
             *,
             type: str,
@@ -487,11 +486,11 @@ def run(
     settings: OperatorSettings,
     stop: threading.Event | None = None,
     ready: threading.Event | None = None,
-    runtime: Runtime | None = None,
+    runtime: Operator | None = None,
 ) -> bool:
     """Run the operator until `stop` is set (or forever). Blocks. With leader election,
     it first waits to lead, and returns False if it lost the lead (the caller exits)."""
-    runtime = runtime or Runtime(settings)
+    runtime = runtime or Operator(settings)
     server = None
     if settings.http_port:
         server = server_mod.HttpServer(runtime, kubemod.api_client(settings.kubeconfig)).start()
@@ -505,7 +504,7 @@ def run(
 
 def _run(
     settings: OperatorSettings,
-    runtime: Runtime,
+    runtime: Operator,
     stop: threading.Event | None,
     ready: threading.Event | None,
 ) -> bool:

@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 API_CHECK_SECONDS = 5.0
 
 
-class Runtime(Protocol):
-    """What the server reads of the running operator (operator.Runtime): a protocol, so
+class OperatorView(Protocol):
+    """What the server reads of the running operator (operator.Operator): a protocol, so
     that the server does not import the module that starts it."""
 
     settings: OperatorSettings
@@ -47,7 +47,7 @@ class Runtime(Protocol):
 
 
 class HttpServer:
-    def __init__(self, runtime: Runtime, api: kubernetes.client.ApiClient) -> None:
+    def __init__(self, runtime: OperatorView, api: kubernetes.client.ApiClient) -> None:
         self.runtime = runtime
         self.api = api
         self.loop = asyncio.new_event_loop()

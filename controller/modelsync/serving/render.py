@@ -260,13 +260,7 @@ def _server_container(
         "port": str(port),
         "scratch": runtimes.SCRATCH_DIR,
     }
-    env = {name: _fill(value, values) for name, value in runtime.env}
-    for name, value in runtime.format_env.get(spec["model"].get("format") or "", ()):
-        env[name] = _fill(value, values)
-    if locked_down:
-        env["HOME"] = runtimes.SCRATCH_DIR
-    for item in wanted.get("env") or []:
-        env[item["name"]] = item.get("value", "")
+    env = _server_env(spec, runtime, values, locked_down=locked_down)
     container: Manifest = {
         "name": SERVER_CONTAINER,
         "image": images.server(runtime, wanted.get("image")),
@@ -284,18 +278,39 @@ def _server_container(
     resources = _resources(spec)
     if resources:
         container["resources"] = resources
-    if runtime.readiness is not None:
-        container["readinessProbe"] = _probe(runtime.readiness, values)
-    elif wanted.get("readinessPath"):
-        container["readinessProbe"] = _probe(runtimes.Probe(wanted["readinessPath"]), values)
-    else:
-        container["readinessProbe"] = {"tcpSocket": {"port": PORT_NAME}, "periodSeconds": 10}
-    if runtime.liveness is not None:
-        container["livenessProbe"] = _probe(runtime.liveness, values)
+    container.update(_probes(runtime, wanted, values))
     # Endpoints drain before the server is told to stop (runtimes.PRESTOP_DRAIN_SECONDS).
     container["lifecycle"] = {"preStop": {"sleep": {"seconds": runtimes.PRESTOP_DRAIN_SECONDS}}}
     container["volumeMounts"] = [mount]
     return container
+
+
+def _server_env(
+    spec: Manifest, runtime: Runtime, values: dict[str, str], *, locked_down: bool
+) -> dict[str, str]:
+    """The runtime's env, its model format's, then the ModelDeployment's own."""
+    env = {name: _fill(value, values) for name, value in runtime.env}
+    for name, value in runtime.format_env.get(spec["model"].get("format") or "", ()):
+        env[name] = _fill(value, values)
+    if locked_down:
+        env["HOME"] = runtimes.SCRATCH_DIR
+    for item in spec["runtime"].get("env") or []:
+        env[item["name"]] = item.get("value", "")
+    return env
+
+
+def _probes(runtime: Runtime, wanted: Manifest, values: dict[str, str]) -> Manifest:
+    """Readiness (the runtime's, else the spec's path, else the port) and liveness."""
+    probes: Manifest = {}
+    if runtime.readiness is not None:
+        probes["readinessProbe"] = _probe(runtime.readiness, values)
+    elif wanted.get("readinessPath"):
+        probes["readinessProbe"] = _probe(runtimes.Probe(wanted["readinessPath"]), values)
+    else:
+        probes["readinessProbe"] = {"tcpSocket": {"port": PORT_NAME}, "periodSeconds": 10}
+    if runtime.liveness is not None:
+        probes["livenessProbe"] = _probe(runtime.liveness, values)
+    return probes
 
 
 def _lock_down(pod: Manifest) -> None:

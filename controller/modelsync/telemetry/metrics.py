@@ -174,13 +174,3 @@ def model_gone(namespace: str, model: str) -> None:
 
 def track_queue(depth: Callable[[], int]) -> None:
     QUEUE_DEPTH.set_function(lambda: float(depth()))
-
-
-def api_writes() -> float:
-    """All API writes so far, whatever verb and kind."""
-    return sum(
-        sample.value
-        for metric in API_WRITES.collect()
-        for sample in metric.samples
-        if sample.name.endswith("_total")
-    )
