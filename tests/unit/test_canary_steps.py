@@ -3,9 +3,10 @@ judged, how it advances, holds or fails."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-from typing import Any
 
+from modelsync.api.modeldeployment import Analysis, CanaryStep
 from modelsync.serving.canary import (
     NEXT_STEP_WAIT,
     NOT_AVAILABLE_WAIT,
@@ -17,8 +18,8 @@ from modelsync.serving.canary import (
 )
 
 T0 = datetime.datetime(2026, 12, 1, 8, 0, tzinfo=datetime.UTC)
-STEPS: list[dict[str, Any]] = [{"weight": 20, "pauseSeconds": 60}, {"weight": 50}]
-ANALYSIS = {"intervalSeconds": 15, "failureLimit": 1}
+STEPS = (CanaryStep(weight=20, pause_seconds=60), CanaryStep(weight=50))
+ANALYSIS = Analysis("http://198.18.0.1:9090", "q", 0.5, interval_seconds=15, failure_limit=1)
 PASS, FAIL = Verdict(Result.PASS, "p95 0.1 < 0.5"), Verdict(Result.FAIL, "p95 0.9 >= 0.5")
 UNKNOWN = Verdict(Result.INCONCLUSIVE, "no data")
 
@@ -78,6 +79,6 @@ def test_inconclusive_holds_unless_the_analysis_says_it_fails() -> None:
     state = state_for(None, "h", STEPS, T0)
     held = advance(state, STEPS, ANALYSIS, later(61), 1, 1, UNKNOWN, 10.0)
     assert (held.state["step"], held.state["failures"], held.failed) == (0, 0, None)
-    strict = {**ANALYSIS, "inconclusive": "Fail", "failureLimit": 0}
+    strict = dataclasses.replace(ANALYSIS, inconclusive="Fail", failure_limit=0)
     failed = advance(state, STEPS, strict, later(61), 1, 1, UNKNOWN, 10.0)
     assert failed.failed is not None

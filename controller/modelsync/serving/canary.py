@@ -19,6 +19,7 @@ from typing import Any
 
 from modelsync.api import constants as c
 from modelsync.api.conditions import timestamp
+from modelsync.api.modeldeployment import Analysis, CanaryStep
 
 CANARY_SUFFIX = "-canary"
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -188,7 +189,7 @@ class Look:
 def state_for(
     current: dict[str, Any] | None,
     spec_hash: str,
-    steps: list[dict[str, Any]],
+    steps: tuple[CanaryStep, ...],
     now: datetime.datetime,
 ) -> dict[str, Any]:
     """The canary's state: the one in status while it is of this spec, else a new
@@ -199,7 +200,7 @@ def state_for(
     return {
         "specHash": spec_hash,
         "step": 0,
-        "weight": steps[0]["weight"],
+        "weight": steps[0].weight,
         "stepStartedAt": timestamp(now),
         "failures": 0,
         "lastAnalysis": "",
@@ -211,13 +212,13 @@ def _elapsed(state: dict[str, Any], now: datetime.datetime) -> float:
     return (now - started).total_seconds()
 
 
-def _pause(state: dict[str, Any], steps: list[dict[str, Any]]) -> float:
-    return float(steps[int(state["step"])].get("pauseSeconds", 0))
+def _pause(state: dict[str, Any], steps: tuple[CanaryStep, ...]) -> float:
+    return float(steps[int(state["step"])].pause_seconds)
 
 
 def analysis_due(
     state: dict[str, Any],
-    steps: list[dict[str, Any]],
+    steps: tuple[CanaryStep, ...],
     now: datetime.datetime,
     available: int,
     canary_replicas: int,
@@ -228,8 +229,8 @@ def analysis_due(
 
 def advance(
     state: dict[str, Any],
-    steps: list[dict[str, Any]],
-    analysis: dict[str, Any],
+    steps: tuple[CanaryStep, ...],
+    analysis: Analysis | None,
     now: datetime.datetime,
     available: int,
     canary_replicas: int,
@@ -238,7 +239,7 @@ def advance(
 ) -> Look:
     """One look at a canary step: hold, advance, or fail. `verdict` is the analysis's
     answer on this step (None while its query runs, or when it was not due); without
-    `analysis`, the caller passes a PASS. `query_deadline` bounds a query's wait."""
+    `analysis` (None), the caller passes a PASS. `query_deadline` bounds a query's wait."""
     state = dict(state)
     if available < canary_replicas:
         return Look(state, NOT_AVAILABLE_WAIT)
@@ -250,18 +251,19 @@ def advance(
         # keeps the last verdict meanwhile (no write per query).
         return Look(state, query_deadline + 1.0)  # should that wake-up be lost
     state["lastAnalysis"] = verdict.message
-    interval = float(analysis.get("intervalSeconds", 30))
+    analysis = analysis or Analysis("", "", 0.0)  # no analysis: its defaults, never read
+    interval = float(analysis.interval_seconds)
     if verdict.result is Result.PASS:
         state["step"] = int(state["step"]) + 1
         state["failures"] = 0
         state["stepStartedAt"] = timestamp(now)
         # Past the last step: weight 100, and the next look promotes (the normal path).
         last = int(state["step"]) >= len(steps)
-        state["weight"] = 100 if last else steps[int(state["step"])]["weight"]
+        state["weight"] = 100 if last else steps[int(state["step"])].weight
         return Look(state, NEXT_STEP_WAIT)
-    if verdict.result is Result.FAIL or analysis.get("inconclusive") == "Fail":
+    if verdict.result is Result.FAIL or analysis.inconclusive == "Fail":
         state["failures"] = int(state["failures"]) + 1
-        if int(state["failures"]) > int(analysis.get("failureLimit", 1)):
+        if int(state["failures"]) > analysis.failure_limit:
             failed = (
                 f"canary analysis failed {state['failures']} times at weight "
                 f"{state['weight']}%: {verdict.message}"

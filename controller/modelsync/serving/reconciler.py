@@ -16,9 +16,10 @@ from typing import Any
 
 import kubernetes
 
-from modelsync.api import conditions
+from modelsync.api import conditions, modeldeployment
 from modelsync.api import constants as c
 from modelsync.api.conditions import Observed
+from modelsync.api.modeldeployment import CanaryStep
 from modelsync.kube.client import Kube, api_message, transient
 from modelsync.serving import canary, health, rollout
 from modelsync.serving.analysis import Analyses
@@ -351,7 +352,8 @@ class ServingReconciler:
         meta, spec = md["metadata"], md["spec"]
         status = md.get("status") or {}
         rollout_spec, rollback = spec.get("rollout") or {}, spec.get("rollback") or {}
-        steps = rollout_spec.get("steps") or [{"weight": 100}]
+        typed = modeldeployment.parse_spec(spec).rollout
+        steps = typed.steps or (CanaryStep(weight=100),)
         now = self.clock()
         state = canary.state_for(status.get("canary"), wanted.spec_hash, steps, now)
         autoscaling = spec.get("autoscaling")
@@ -388,7 +390,7 @@ class ServingReconciler:
         look = canary.advance(
             state,
             steps,
-            rollout_spec.get("analysis") or {},
+            typed.analysis,
             now,
             available,
             canary_replicas,
