@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import itertools
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 SETTINGS = REPO / "controller" / "modelsync" / "runtime" / "settings.py"
 README = REPO / "README.md"
 VALUES = REPO / "helm" / "modelsync" / "values.yaml"
+SCHEMA = REPO / "helm" / "modelsync" / "values.schema.json"
 DEPLOYMENT = REPO / "helm" / "modelsync" / "templates" / "deployment.yaml"
 NONE = "—"
 
@@ -30,6 +32,12 @@ NO_FLAG = {
     "watch_server_timeout": "kopf's watch timeout; no deployment needs another",
     "http_host": "in a pod the operator listens on every address; tests use loopback",
     "lease_name": "one Lease per release namespace; the name is fixed",
+}
+
+# Flags of `modelsync run` that set no operator setting: the reason for each.
+NOT_SETTINGS = {
+    "--log-format": "how the process logs, set before the settings exist",
+    "--log-level": "how the process logs, set before the settings exist",
 }
 
 
@@ -114,3 +122,29 @@ def test_every_chart_value_exists_and_reaches_its_flag() -> None:
             f"{setting}: the Deployment template never reads .Values.{chart}"
         )
         assert flag in template, f"{setting}: the Deployment template never passes {flag}"
+
+
+def schema_at(schema: dict[str, Any], dotted: str) -> bool:
+    """Whether values.schema.json describes the value at `dotted` ($refs followed)."""
+    node: Any = schema
+    for part in dotted.split("."):
+        while isinstance(node, dict) and "$ref" in node:
+            node = schema["definitions"][node["$ref"].removeprefix("#/definitions/")]
+        properties = node.get("properties") if isinstance(node, dict) else None
+        if not isinstance(properties, dict) or part not in properties:
+            return False
+        node = properties[part]
+    return True
+
+
+def test_every_run_flag_sets_a_setting_unless_exempt_with_a_reason() -> None:
+    used = {flag for flag, _ in table().values()}
+    others = {flag for flag in run_flags() if flag.startswith("--") and flag not in used}
+    assert others == set(NOT_SETTINGS)
+
+
+def test_every_chart_value_of_a_setting_is_in_the_values_schema() -> None:
+    schema = json.loads(SCHEMA.read_text())
+    for setting, (_, chart) in table().items():
+        if chart != NONE:
+            assert schema_at(schema, chart), f"{setting}: values.schema.json has no {chart}"
