@@ -26,6 +26,7 @@ import kubernetes
 from modelsync.api import conditions
 from modelsync.api import constants as c
 from modelsync.api.conditions import Observed
+from modelsync.api.modelsync import parse_spec
 from modelsync.gitops import modelhealth, writeback
 from modelsync.gitops import prune as prunemod
 from modelsync.gitops.apply import Applier, OwnershipError, inventory_of
@@ -229,12 +230,12 @@ class SyncReconciler:
         ms = self.cache.get(c.MODELSYNC_KIND, namespace, name)
         if ms is None or ms["metadata"].get("deletionTimestamp"):
             return None
-        spec = ms["spec"]
-        if spec.get("suspend"):
+        spec = parse_spec(ms["spec"])
+        if spec.suspend:
             self._record_suspended(ms)
             return None
         started = self.clock()
-        interval = interval_seconds(spec.get("interval"))
+        interval = interval_seconds(spec.interval)
         with metrics.SYNC_SECONDS.labels(namespace, name).time():
             try:
                 outcome = self._sync(ms)
@@ -286,6 +287,7 @@ class SyncReconciler:
 
     def _sync(self, ms: Manifest) -> Outcome:  # noqa: C901 - the steps of one sync, in order
         spec, meta = ms["spec"], ms["metadata"]
+        typed = parse_spec(spec)
         status = ms.get("status") or {}
         outcome = Outcome()
         policy, refusal = policy_for(
@@ -333,7 +335,7 @@ class SyncReconciler:
             outcome.reason, outcome.message = c.REASON_FETCH_FAILED, str(error)
             return outcome
 
-        loaded = load(snapshot, spec.get("path", ""))
+        loaded = load(snapshot, typed.path)
         applier = Applier(self.kube, writer, meta["namespace"], meta["name"], self._cached)
         # Our own resources first, before any request (as `modelsync validate` does).
         errors = loaded.errors + content_errors(
@@ -355,7 +357,7 @@ class SyncReconciler:
 
         previous = status.get("inventory") or []
         current = inventory_of(loaded.objects)
-        if not loaded.objects and previous and not spec.get("allowEmpty"):
+        if not loaded.objects and previous and not typed.allow_empty:
             outcome.reason = c.REASON_EMPTY_REVISION
             outcome.message = (
                 f"no objects under path {spec.get('path') or '/'!r}: nothing applied or pruned "
@@ -365,9 +367,7 @@ class SyncReconciler:
 
         self._record_intent(ms, previous, current)
         same = status.get("lastAppliedRevision") == revision.name
-        changes, errors = applier.apply(
-            planned, heal=spec.get("selfHeal", True), same_revision=same
-        )
+        changes, errors = applier.apply(planned, heal=typed.self_heal, same_revision=same)
         outcome.changes = changes
         if errors:
             outcome.errors = errors
@@ -380,9 +380,9 @@ class SyncReconciler:
         plan = prunemod.plan(
             previous,
             current,
-            enabled=spec.get("prune", True),
-            allow_empty=bool(spec.get("allowEmpty")),
-            max_percent=int(spec.get("maxPrunePercent", 50)),
+            enabled=typed.prune,
+            allow_empty=typed.allow_empty,
+            max_percent=typed.max_prune_percent,
         )
         changes.deleted, left, refused = applier.delete(plan.delete)
         # What could not be deleted stays in the inventory: the next sync tries again.
@@ -402,7 +402,7 @@ class SyncReconciler:
         if plan.refusal:
             outcome.reason, outcome.message = c.REASON_PRUNE_REFUSED, plan.refusal
             return outcome
-        if changes.drifted and not spec.get("selfHeal", True):
+        if changes.drifted and not typed.self_heal:
             outcome.ready = True
             outcome.reason = c.REASON_DRIFT_DETECTED
             outcome.message = (
@@ -416,7 +416,7 @@ class SyncReconciler:
             return outcome
         rolled = self._rolled_back_models(meta["namespace"], meta["name"], current)
         rolled_back = [f"model {md['metadata']['name']}: {message}" for md, message in rolled]
-        if rolled and spec.get("rollbackWriteBack"):
+        if rolled and typed.rollback_write_back:
             outcome.write_backs, outcome.write_back_error = self._write_back(
                 ms, credentials, revision, rolled
             )
@@ -484,7 +484,7 @@ class SyncReconciler:
                     failed_revision=failed,
                     stable_revision=stable,
                     follow=revision.fetch_ref,
-                    path=spec.get("path", ""),
+                    path=parse_spec(spec).path,
                     reason=message,
                 )
             except (writeback.RollbackError, FetchError) as error:

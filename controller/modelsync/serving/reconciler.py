@@ -206,14 +206,14 @@ class ServingReconciler:
         Writes status. True when it rolled back (and so reported already)."""
         meta, spec = md["metadata"], md["spec"]
         status = md.get("status") or {}
-        rollback = spec.get("rollback") or {}
+        rollback = modeldeployment.parse_spec(spec).rollback
         deployment = self.cache.get("Deployment", meta["namespace"], meta["name"])
         pods = self.cache.owned("Pod", meta["namespace"], meta["name"])
         failure = rollout.detect_failure(
             deployment,
             pods,
             wanted.spec_hash,
-            int(rollback.get("maxRestarts", rollout.DEFAULT_MAX_RESTARTS)),
+            rollback.max_restarts,
         )
         decision = rollout.decide(
             wanted_hash=wanted.spec_hash,
@@ -221,9 +221,9 @@ class ServingReconciler:
             has_stable_spec=bool(status.get("stableSpec")),
             ready=health.assess(deployment).ready,
             failure=failure,
-            automatic=bool(rollback.get("automatic", True)),
+            automatic=rollback.automatic,
         )
-        limit = int(rollback.get("historyLimit", 10))
+        limit = rollback.history_limit
         revision = current_revision(md, wanted.spec_hash)
         extra: Manifest = {}
         observed: list[Observed] = []
@@ -351,15 +351,12 @@ class ServingReconciler:
         step (pods ready, pause over, analysis) and advance, hold, or roll back."""
         meta, spec = md["metadata"], md["spec"]
         status = md.get("status") or {}
-        rollout_spec, rollback = spec.get("rollout") or {}, spec.get("rollback") or {}
-        typed = modeldeployment.parse_spec(spec).rollout
-        steps = typed.steps or (CanaryStep(weight=100),)
+        rollout_spec, typed = spec.get("rollout") or {}, modeldeployment.parse_spec(spec)
+        steps = typed.rollout.steps or (CanaryStep(weight=100),)
         now = self.clock()
         state = canary.state_for(status.get("canary"), wanted.spec_hash, steps, now)
-        autoscaling = spec.get("autoscaling")
-        total = (
-            int(autoscaling.get("minReplicas", 1)) if autoscaling else int(spec.get("replicas", 1))
-        )
+        autoscaling, replicas = typed.autoscaling, typed.replicas
+        total = autoscaling.min_replicas if autoscaling else (1 if replicas is None else replicas)
         canary_replicas, stable_replicas = canary.split(total, int(state["weight"]))
         stable_md = stable_model(md)
         stable = self._render(stable_md)
@@ -374,13 +371,8 @@ class ServingReconciler:
         live = self.cache.get("Deployment", meta["namespace"], name)
         pods = self.cache.owned("Pod", meta["namespace"], meta["name"])
         revision = current_revision(md, wanted.spec_hash)
-        limit = int(rollback.get("historyLimit", 10))
-        failure = rollout.detect_failure(
-            live,
-            pods,
-            wanted.spec_hash,
-            int(rollback.get("maxRestarts", rollout.DEFAULT_MAX_RESTARTS)),
-        )
+        limit = typed.rollback.history_limit
+        failure = rollout.detect_failure(live, pods, wanted.spec_hash, typed.rollback.max_restarts)
         if failure is not None:
             self._end_canary(md)
             self._roll_back(md, wanted, revision, failure, limit)
@@ -390,7 +382,7 @@ class ServingReconciler:
         look = canary.advance(
             state,
             steps,
-            typed.analysis,
+            typed.rollout.analysis,
             now,
             available,
             canary_replicas,

@@ -19,7 +19,6 @@ from typing import Any
 from modelsync.api import constants as c
 from modelsync.api.conditions import find
 
-DEFAULT_MAX_RESTARTS = 3
 # What the store answers when retrying cannot help: refused credentials or a missing
 # bucket or object. The initializer's termination message carries the store's words
 # (the S3 codes) or kserve-storage's summary of them ("S3 resource 'b' not found.").
