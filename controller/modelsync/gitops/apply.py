@@ -96,11 +96,13 @@ class Applier:
         sync_namespace: str,
         sync_name: str,
         cached: CachedList | None = None,
+        shard: str = "",
     ) -> None:
         self.kube = reader
         self.writer = writer
         self.sync_namespace = sync_namespace
         self.sync_name = sync_name
+        self.shard = shard
         # Objects the operator's watch cache holds already, instead of a list request.
         self.cached = cached or (lambda *_: None)
 
@@ -125,7 +127,7 @@ class Applier:
         steps: list[PlanStep] = []
         conflicts: list[LoadError] = []
         for obj in sorted(objects, key=apply_order):
-            desired = labelled(obj.manifest, self.sync_namespace, self.sync_name)
+            desired = labelled(obj.manifest, self.sync_namespace, self.sync_name, self.shard)
             current = live.get(identity(desired))
             if current is None:
                 current = self._get(desired)

@@ -69,14 +69,21 @@ class PlanStep:
     judgeable: bool  # a dry run can judge it now (its kind and namespace exist)
 
 
-def labelled(manifest: Manifest, sync_namespace: str, sync_name: str) -> Manifest:
+def labelled(manifest: Manifest, sync_namespace: str, sync_name: str, shard: str = "") -> Manifest:
+    """The object as applied: labelled with its ModelSync and that ModelSync's shard, so
+    the same operator shard serves what it applied (a shard label written in git is
+    replaced: content does not pick its operator)."""
     out = dict(manifest)
     meta = dict(out.get("metadata") or {})
-    meta["labels"] = {
+    labels = {
         **(meta.get("labels") or {}),
         c.LABEL_SYNC_NAME: sync_name,
         c.LABEL_SYNC_NAMESPACE: sync_namespace,
     }
+    labels.pop(c.LABEL_SHARD, None)
+    if shard:
+        labels[c.LABEL_SHARD] = shard
+    meta["labels"] = labels
     out["metadata"] = meta
     return out
 
