@@ -103,8 +103,8 @@ demo-down: venv
 # BENCH_N=100,1000 (model counts), BENCH_COMMITS=20, BENCH_FLUX=1 (Flux side by side).
 # images: cold (an empty cache of its own, minutes; BENCH_COLD_IMAGES=0 skips it) and warm
 # builds of every image. models, on the real node (a line says why when it cannot start):
-# commit -> first correct prediction per runtime and for a version bump; latency and
-# throughput through a model's Service (BENCH_REQUESTS=2000, BENCH_CONCURRENCY=8).
+# commit -> first correct prediction per runtime and for version bumps (BENCH_BUMPS=3);
+# latency and throughput through a model's Service (BENCH_REQUESTS=2000, BENCH_CONCURRENCY=8).
 # BENCH_ONLY=images,models (any of cluster, suite, images, models) runs only those parts.
 # Prints tables; the same figures go to bench-results.json.
 BENCH_PARTS := cluster suite images models

@@ -8,13 +8,15 @@ uses), it times:
 
 - commit -> first correct prediction, for an iris classifier on MLServer (the node's
   first model: its images are unpacked then), the same model on the custom runtime
-  (the `kserve` ModelServer image), and a version bump of the served MLServer model.
-  From the push on, the operator's status and the pods are read every 0.1 s: synced
-  (the ModelDeployment names the new version), pod created, scheduled, initialized
-  (the storage initializer downloaded the model), server started, pod Ready, model
-  Ready; and a client in the node's network namespace asks the Service until it gets
-  the answer the model gives in this process. The first sync is the ModelSync's
-  creation; later commits ask for a sync at once, as a webhook does.
+  (the `kserve` ModelServer image), and BENCH_BUMPS (default 3) version bumps of the
+  served MLServer model, each once the last one's old pod has gone. From the commit
+  on, the operator's status and the pods are read every 0.1 s: pushed, sync asked,
+  synced (the ModelDeployment names the new version), pod created, scheduled,
+  initialized (the storage initializer downloaded the model), server started, pod
+  Ready, model Ready; clients in the node's network namespace ask the new pod's own
+  address (the model is loaded, whatever its readiness probe says yet) and the
+  Service until each gives the answer the model gives in this process. The first sync
+  is the ModelSync's creation; later commits ask for a sync at once, as a webhook does.
 - latency p50/p90/p99/max and throughput of BENCH_REQUESTS requests (default 2000)
   through each model's Service ClusterIP (kube-proxy's rules, from the node's network
   namespace: nothing else routes there): one client, then BENCH_CONCURRENCY (default 8)
@@ -30,6 +32,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -217,6 +220,10 @@ def train(where: Path) -> dict[str, tuple[bytes, list[int]]]:
 # ------------------------------------------------------------------ commit -> answer
 
 
+SERVICE_ANSWER = "first correct answer"
+POD_ANSWER = "pod answers (its own address)"
+
+
 class Rollout:
     """The milestones of one model version's rollout, seconds after the commit began."""
 
@@ -226,28 +233,34 @@ class Rollout:
         self.local, self.node, self.served = local, node, served
         self.seen: dict[str, float] = {}
         self.started = 0.0
-        self.poller: subprocess.Popen[str] | None = None
+        # Milestone -> the client asking for it: through the Service, and the new pod
+        # itself (when the model is loaded, whatever its readiness probe says yet).
+        self.askers: dict[str, subprocess.Popen[str]] = {}
         self.initializer_seconds: float | None = None
 
-    def run(self, version: str, commit: Callable[[], None], *, service_exists: bool) -> None:
-        """Commit (push, ask for a sync) and read the rollout until the first correct
-        answer."""
+    def run(
+        self, version: str, push: Callable[[], None], sync: Callable[[], None], *, served: bool
+    ) -> None:
+        """Commit and push, ask for a sync, and read the rollout until the first correct
+        answer through the Service (`served`: the Service exists already)."""
         self.started = time.monotonic()
-        commit()
+        push()
         self._mark("pushed")
-        if service_exists:
-            self._ask()
+        sync()
+        self._mark("sync asked")
+        if served:
+            self._ask_service()
         deadline = self.started + ROLLOUT_TIMEOUT
         try:
-            while "first correct answer" not in self.seen:
+            while SERVICE_ANSWER not in self.seen or POD_ANSWER not in self.seen:
                 if time.monotonic() > deadline:
                     raise TimeoutError(
                         f"{self.served.name} v{version}: no correct answer within "
                         f"{ROLLOUT_TIMEOUT:.0f}s; seen {self.seen}"
                     )
                 self._observe(version)
-                if self.poller is None and "synced" in self.seen:
-                    self._ask()  # once the operator has made the model's Service
+                if SERVICE_ANSWER not in self.askers and "synced" in self.seen:
+                    self._ask_service()  # once the operator has made the model's Service
                 self._collect()
                 time.sleep(PERIOD)  # a benchmark's sampling period; nothing to wait on
             # The last milestones may follow the answer by a moment (status writes).
@@ -255,9 +268,10 @@ class Rollout:
                 self._observe(version)
                 time.sleep(PERIOD)
         finally:
-            if self.poller is not None and self.poller.poll() is None:
-                self.poller.kill()
-                self.poller.wait()
+            for asker in self.askers.values():
+                if asker.poll() is None:
+                    asker.kill()
+                    asker.wait()
 
     def _mark(self, milestone: str, at: float | None = None) -> None:
         if milestone not in self.seen:
@@ -290,6 +304,9 @@ class Rollout:
                 for status in pod.status.container_statuses or []
             ):
                 self._mark("server started")
+                if POD_ANSWER not in self.askers and pod.status.pod_ip:
+                    port = pod.spec.containers[0].ports[0].container_port
+                    self._ask(POD_ANSWER, f"http://{pod.status.pod_ip}:{port}")
             if conditions.get("Ready") == "True":
                 self._mark("pod Ready")
             for status in pod.status.init_container_statuses or []:
@@ -300,24 +317,27 @@ class Rollout:
         if ready_on(version)(md):
             self._mark("model Ready")
 
-    def _ask(self) -> None:
-        """Start asking the Service for the expected answer, from the node's namespace;
-        nothing yet if the Service is not there."""
+    def _ask_service(self) -> None:
+        """Ask through the Service, if the operator has made it yet."""
         try:
             ip, port = service_ip(self.local, NAMESPACE, self.served.name)
         except ApiException as error:
             if error.status == 404:
                 return
             raise
-        url = f"http://{ip}:{port}{self.served.path}"
+        self._ask(SERVICE_ANSWER, f"http://{ip}:{port}")
+
+    def _ask(self, milestone: str, base: str) -> None:
+        """Ask `base` for the expected answer, from the node's network namespace, until
+        it comes: the time it came is `milestone`."""
         args = (
-            url,
+            base + self.served.path,
             self.served.body,
             json.dumps(self.served.expected),
             self.served.protocol,
             str(ROLLOUT_TIMEOUT),
         )
-        self.poller = subprocess.Popen(
+        self.askers[milestone] = subprocess.Popen(
             self.node.netns_exec("python3", "-c", FIRST_ANSWER, *args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -325,18 +345,19 @@ class Rollout:
         )
 
     def _collect(self) -> None:
-        if self.poller is None or self.poller.poll() is None:
-            return
-        out, err = self.poller.communicate()
-        if self.poller.returncode != 0:
-            raise RuntimeError(f"asking {self.served.name}: {err.strip()[-500:]}")
-        self._mark("first correct answer", json.loads(out)["at"])
+        for milestone, asker in self.askers.items():
+            if milestone in self.seen or asker.poll() is None:
+                continue
+            out, err = asker.communicate()
+            if asker.returncode != 0:
+                raise RuntimeError(f"asking {self.served.name}: {err.strip()[-500:]}")
+            self._mark(milestone, json.loads(out)["at"])
 
     def figures(self) -> dict[str, Any]:
-        result: dict[str, Any] = dict(self.seen)
+        ordered = dict(sorted(self.seen.items(), key=lambda item: item[1]))
         if self.initializer_seconds is not None:
-            result["initializer ran (kubelet, whole seconds)"] = self.initializer_seconds
-        return result
+            ordered["initializer ran (kubelet, whole seconds)"] = self.initializer_seconds
+        return ordered
 
 
 # ------------------------------------------------------------------ latency
@@ -484,19 +505,8 @@ def scenarios(
     trained: dict[str, tuple[bytes, list[int]]],
     results: dict[str, Any],
 ) -> None:
-    """The three rollouts, and latencies on each runtime once it answers."""
-    v2_body = INFER_BODY
-    iris = {
-        version: Served("iris", "/v2/models/iris/infer", v2_body, "v2", trained[version][1])
-        for version in trained
-    }
-    custom = Served(
-        "custom",
-        "/v1/models/custom:predict",
-        json.dumps({"instances": ROWS}),
-        "v1",
-        trained["1"][1],
-    )
+    """The rollouts, and latencies on each runtime once it answers."""
+    uri = f"s3://{BUCKET}/iris"
     runtime = {
         "name": "custom",
         "image": references["kserve-custom"],
@@ -504,41 +514,64 @@ def scenarios(
         "args": ["--model_name=custom", "--http_port=8080"],
         "readinessPath": "/v1/models/{model}",
     }
-    uri = f"s3://{BUCKET}/iris"
+    custom_body = json.dumps({"instances": ROWS})
+    custom = Served("custom", "/v1/models/custom:predict", custom_body, "v1", trained["1"][1])
 
-    def first_sync() -> None:
-        repo.write("iris.json", model_yaml("iris", "1", f"{uri}/1"))
-        repo.commit("iris v1")
-        syncs.create("models", syncs.http_url(repo), secret="git")
+    def iris(version: int) -> Served:
+        # Versions alternate between the two trained models: odd ones answer as v1.
+        expected = trained["1" if version % 2 else "2"][1]
+        return Served("iris", "/v2/models/iris/infer", INFER_BODY, "v2", expected)
 
-    def add_custom() -> None:
+    def push_iris(version: int) -> Callable[[], None]:
+        def push() -> None:
+            stored = "1" if version % 2 else "2"
+            repo.write("iris.json", model_yaml("iris", str(version), f"{uri}/{stored}"))
+            repo.commit(f"iris v{version}")
+
+        return push
+
+    def push_custom() -> None:
         repo.write("custom.json", model_yaml("custom", "1", f"{uri}/1", runtime=runtime))
         repo.commit("custom v1")
-        syncs.request("models")
 
-    def bump_iris() -> None:
-        repo.write("iris.json", model_yaml("iris", "2", f"{uri}/2"))
-        repo.commit("iris v2")
-        syncs.request("models")
+    def create_sync() -> None:
+        syncs.create("models", syncs.http_url(repo), secret="git")
 
-    steps: list[tuple[str, Served, str, Callable[[], None], bool, str]] = [
+    def request_sync() -> None:
+        syncs.request("models")  # what a push webhook does
+
+    # label, served, version, push, sync, Service exists, latency measured as
+    steps: list[tuple[str, Served, int, Callable[[], None], Callable[[], None], bool, str]] = [
         (
             "mlserver (sklearn), first model on the node",
-            iris["1"],
-            "1",
-            first_sync,
+            iris(1),
+            1,
+            push_iris(1),
+            create_sync,
             False,
             "mlserver",
         ),
-        ("custom runtime (kserve ModelServer)", custom, "1", add_custom, False, "custom"),
-        ("mlserver, version bump 1 -> 2", iris["2"], "2", bump_iris, True, ""),
+        (
+            "custom runtime (kserve ModelServer)",
+            custom,
+            1,
+            push_custom,
+            request_sync,
+            False,
+            "custom",
+        ),
     ]
+    for version in range(2, 2 + bumps()):
+        label = f"mlserver, version bump {version - 1} -> {version}"
+        steps.append((label, iris(version), version, push_iris(version), request_sync, True, ""))
     results["rollouts"], results["latency"] = {}, {}
-    for label, served, version, commit, service_exists, measure_as in steps:
+    for label, served, version, push, sync, exists, measure_as in steps:
         print(f"[bench] commit -> first correct prediction: {label}", flush=True)
         rollout = Rollout(local, node, served)
         try:
-            rollout.run(version, commit, service_exists=service_exists)
+            if exists:
+                only_version(local, served.name, version - 1)  # the last rollout is over
+            rollout.run(str(version), push, sync, served=exists)
             results["rollouts"][label] = rollout.figures()
             if measure_as:
                 results["latency"][measure_as] = latencies(local, node, served)
@@ -546,6 +579,34 @@ def scenarios(
             results["rollouts"].setdefault(label, rollout.figures())
             results["errors"].append(f"{label}: {error}")
             print(f"[bench] {label}: {error}", file=sys.stderr, flush=True)
+    answers = [
+        seen[SERVICE_ANSWER]
+        for label, seen in results["rollouts"].items()
+        if "version bump" in label and SERVICE_ANSWER in seen
+    ]
+    if answers:
+        results["bump_answer_p50_s"] = statistics.median(answers)
+        results["bump_answer_max_s"] = max(answers)
+
+
+def bumps() -> int:
+    return _positive("BENCH_BUMPS", 3)
+
+
+def only_version(local: LocalCluster, name: str, version: int, timeout: float = 180) -> None:
+    """Wait until the model's pods are all of `version`: the previous rollout's old pod
+    has drained and gone, so each bump starts from the same state."""
+    core = CoreV1Api(local.api)
+    selector = f"{c.LABEL_DEPLOYMENT}={name}"
+    deadline = time.monotonic() + timeout
+    while True:
+        pods = core.list_namespaced_pod(NAMESPACE, label_selector=selector).items
+        versions = {pod.metadata.labels.get(c.LABEL_MODEL_VERSION) for pod in pods}
+        if versions == {str(version)}:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name}: pods of versions {versions} after {timeout:.0f}s")
+        time.sleep(0.5)  # between rollouts; nothing timed here
 
 
 # ------------------------------------------------------------------ the table
@@ -562,15 +623,19 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
         ),
     ]
     for label, seen in results.get("rollouts", {}).items():
-        answer = seen.get("first correct answer")
+        answer = seen.get(SERVICE_ANSWER)
         total = f"{answer:.1f} s" if answer is not None else "no answer"
         rows.append((f"commit -> first correct prediction: {label}", total))
-        steps = ", ".join(
-            f"{milestone} {at:.1f}"
-            for milestone, at in seen.items()
-            if milestone != "first correct answer"
+        steps = ", ".join(f"{milestone} {at:.1f}" for milestone, at in seen.items())
+        rows.append(("  seen, s after the commit began", steps))
+    if "bump_answer_p50_s" in results:
+        rows.append(
+            (
+                "commit -> first correct prediction: version bumps",
+                f"median {results['bump_answer_p50_s']:.1f} s, "
+                f"max {results['bump_answer_max_s']:.1f} s",
+            )
         )
-        rows.append(("  milestones, s after the commit began", steps))
     for runtime, runs in results.get("latency", {}).items():
         for label, figures in runs.items():
             rows.append(
