@@ -46,7 +46,7 @@ import kubernetes
 from kubernetes.client import CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.bench.common import percentile, update_results
 from tests.cluster import build, launcher, modelimages, wheels
 from tests.cluster import node as nodemod
