@@ -16,13 +16,13 @@ def test_image_rows_show_cold_steps_warm_and_failures() -> None:
                 "warm": {"seconds": 0.283, "steps": {}, "bytes": 2**30},
             },
             "versitygw": {"cold": {"error": "exit 1; last lines of x.log:\nno proxy"}, "warm": {}},
-            "operator": {"warm": {"error": "measured only with BENCH_COLD_IMAGES=1"}},
+            "operator": {"warm": {"skipped": "only after its cold build"}},
         }
     )
     assert rows[0] == ("mlserver (1024 MiB)", "67.8 s", "wheels 6 s, base 42 s", "0.28 s")
     assert rows[1] == ("versitygw", "failed: exit 1; last lines of x.log:", "", "skipped")
     assert rows[2][1] == "skipped"
-    assert rows[2][3] == "failed: measured only with BENCH_COLD_IMAGES=1"
+    assert rows[2][3] == "skipped: only after its cold build"
 
 
 def test_model_rows_show_milestones_latency_bumps_and_errors() -> None:
