@@ -24,7 +24,7 @@ from typing import Any
 
 import kubernetes
 
-from modelsync import conditions, logs, metrics, modelhealth, writeback
+from modelsync import conditions, logs, metrics, modelhealth, rendering, writeback
 from modelsync import constants as c
 from modelsync import prune as prunemod
 from modelsync.apply import (
@@ -46,7 +46,7 @@ from modelsync.fetch import (
     RevisionTooLargeError,
 )
 from modelsync.kube import Kube, Manifest
-from modelsync.load import LoadError, load
+from modelsync.load import LoadError
 from modelsync.settings import OperatorSettings
 from modelsync.validate import check, content_errors, policy_for
 
@@ -358,12 +358,22 @@ class SyncReconciler:
             outcome.reason, outcome.message = c.REASON_FETCH_FAILED, str(error)
             return outcome
 
-        loaded = load(snapshot, spec.get("path", ""))
+        try:
+            loaded = rendering.render_snapshot(
+                snapshot,
+                spec.get("path", ""),
+                spec.get("helm"),
+                self.settings.render_settings(),
+                namespace=spec.get("targetNamespace") or meta["namespace"],
+                release=meta["name"],
+            )
+        except rendering.RendererMissingError as error:
+            # The operator's installation, not the content: retried with backoff.
+            outcome.reason, outcome.message = c.REASON_RENDERER_MISSING, str(error)
+            return outcome
         applier = Applier(self.kube, writer, meta["namespace"], meta["name"], self._cached)
         # Our own resources first, before any request (as `modelsync validate` does).
-        errors = loaded.errors + content_errors(
-            loaded.objects, lambda file: (snapshot / file).read_text()
-        )
+        errors = loaded.errors + content_errors(loaded.objects, loaded.reader(snapshot))
         errors += check(loaded.objects, policy, applier.kube.scope)
         planned: list[Planned] = []
         if not errors:
