@@ -222,13 +222,10 @@ def _read_kustomization(root: Path, file: Path) -> tuple[dict[str, Any], str]:
     try:
         document = yaml.load(text, Loader=loadmod._StrictLoader)  # noqa: S506 - a SafeLoader
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark is not None else 1
+        found = loadmod._yaml_error(relative, error, text.count("\n") + 1)
+        message = found.message.removeprefix("invalid YAML: ")
         raise _RefusedError(
-            LoadError(
-                Source(relative, line),
-                f"invalid kustomization YAML: {error.problem or error}; fix the file",
-            )
+            LoadError(found.source, f"invalid kustomization YAML: {message}; fix the file")
         ) from None
     except yaml.YAMLError as error:
         raise _RefusedError(
