@@ -104,7 +104,8 @@ def test_security_kustomize_reference_outside_the_revision_is_refused(
     found = messages(root, "app")
     assert len(found) == 1, found
     assert found[0].startswith("app/kustomization.yaml:")
-    assert f"{field}: " in found[0] and "is outside the revision" in found[0]
+    assert f"{field}: " in found[0]
+    assert "is outside the revision" in found[0]
 
 
 def test_security_kustomize_symlink_is_refused(tmp_path: Path) -> None:
