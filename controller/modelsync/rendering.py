@@ -224,8 +224,12 @@ def _read_kustomization(root: Path, file: Path) -> tuple[dict[str, Any], str]:
     except yaml.MarkedYAMLError as error:
         found = loadmod._yaml_error(relative, error, text.count("\n") + 1)
         message = found.message.removeprefix("invalid YAML: ")
+        # An error at the end of the file is on its last line, not the one after it.
+        line = max(1, min(found.source.line, len(text.splitlines())))
         raise _RefusedError(
-            LoadError(found.source, f"invalid kustomization YAML: {message}; fix the file")
+            LoadError(
+                Source(relative, line), f"invalid kustomization YAML: {message}; fix the file"
+            )
         ) from None
     except yaml.YAMLError as error:
         raise _RefusedError(
