@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from modelsync import rendering
+from modelsync.gitops import render as rendering
 from tests.cluster import build
 
 MODULES = Path(__file__).resolve().parent / "renderer_modules"

@@ -13,7 +13,7 @@ import kubernetes
 import pytest
 from kubernetes.client import CoreV1Api
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.gitserver import WorkRepo
 from tests.integration.conftest import RENDER_TIMEOUT_SECONDS
 from tests.integration.test_kustomize import create

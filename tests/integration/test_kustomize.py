@@ -16,7 +16,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.gitserver import WorkRepo
 from tests.kube import dict_condition
 from tests.models import Models, ready_on

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from modelsync.rendering import (
+from modelsync.gitops.render import (
     RendererMissingError,
     RenderSettings,
     _helm_documents,

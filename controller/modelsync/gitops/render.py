@@ -45,8 +45,8 @@ from typing import Any
 
 import yaml
 
-from modelsync import load as loadmod
-from modelsync.load import KUSTOMIZATION_FILES, Loaded, LoadError, Source
+from modelsync.gitops import load as loadmod
+from modelsync.gitops.load import KUSTOMIZATION_FILES, Loaded, LoadError, Source
 
 # The versions the CLI asks for when a renderer is missing; tests/cluster/renderers.py
 # builds exactly these (its wrapper modules pin them).

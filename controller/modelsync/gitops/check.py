@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelsync.load import LoadError
-from modelsync.rendering import Rendered, RenderSettings, kustomization_in, render
-from modelsync.validate import (
+from modelsync.gitops.load import LoadError
+from modelsync.gitops.render import Rendered, RenderSettings, kustomization_in, render
+from modelsync.gitops.validate import (
     check,
     content_errors,
     group_of,
@@ -121,12 +121,12 @@ def diff_path(
     """What applying the manifests under `path` through the ModelSync `sync` would change:
     validated as the operator would, compared by a server-side dry run (so defaulted
     and foreign fields make no noise), plus what pruning would delete."""
-    from modelsync import constants as c
-    from modelsync import prune
-    from modelsync.apply import Applier, inventory_of
-    from modelsync.drift import applied_part, differences
-    from modelsync.validate import check as place
-    from modelsync.validate import policy_for
+    from modelsync.api import constants as c
+    from modelsync.gitops import prune
+    from modelsync.gitops.apply import Applier, inventory_of
+    from modelsync.gitops.validate import check as place
+    from modelsync.gitops.validate import policy_for
+    from modelsync.kube.drift import applied_part, differences
 
     report = DiffReport()
     spec, meta = sync["spec"], sync["metadata"]
@@ -200,7 +200,7 @@ def server_check(
     server itself (429, 5xx) is no verdict on the files and fails the command."""
     import kubernetes
 
-    from modelsync.apply import api_message, transient
+    from modelsync.kube.client import api_message, transient
 
     root, rendered = _render(path, None, settings or RenderSettings(), namespace, "release")
     objects = rendered.objects

@@ -19,15 +19,17 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from modelsync import __version__, logs, rendering
-from modelsync import constants as c
-from modelsync.conditions import of as condition
-from modelsync.settings import (
+from modelsync import __version__
+from modelsync.api import constants as c
+from modelsync.api.conditions import of as condition
+from modelsync.gitops import render as rendering
+from modelsync.runtime.settings import (
     IMAGE_PULL_POLICY_CHOICES,
     MODEL_POD_SECURITY_CHOICES,
     OperatorSettings,
     parse_runtime_images,
 )
+from modelsync.telemetry import logs
 
 MD = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
 MS = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELSYNC_PLURAL}
@@ -67,7 +69,7 @@ class Cluster:
         if self._api is None:
             import kubernetes  # the client loads only for commands that need it
 
-            from modelsync.kube import api_client
+            from modelsync.kube.client import api_client
 
             try:
                 client = api_client(self.kubeconfig)
@@ -260,8 +262,8 @@ def validate(
     Exit 1 on any error; 2 when a renderer needed is missing."""
     import json
 
-    from modelsync.check import check_path, server_check, sync_check
-    from modelsync.kube import Kube
+    from modelsync.gitops.check import check_path, server_check, sync_check
+    from modelsync.kube.client import Kube
 
     if not path.exists():
         fail(f"{path} does not exist")
@@ -333,8 +335,8 @@ def diff(
     """What merging the files under PATH would change in the cluster: objects created,
     changed (the fields we manage) and deleted, and a line per model.
     Exit 0 no change, 1 changes, 2 error."""
-    from modelsync.check import diff_path
-    from modelsync.kube import Kube
+    from modelsync.gitops.check import diff_path
+    from modelsync.kube.client import Kube
 
     if not path.exists():
         fail(f"{path} does not exist")
@@ -565,7 +567,7 @@ def rollback(
     """Write the git commit that restores MODEL's file as it was at a revision."""
     import git
 
-    from modelsync.writeback import RollbackError, restore_model
+    from modelsync.gitops.writeback import RollbackError, restore_model
 
     if not repo_dir.exists():
         fail(f"{repo_dir} does not exist")
@@ -879,7 +881,7 @@ def run(
         render_max_bytes=render_max_bytes,
         render_memory_bytes=render_memory_bytes,
     )
-    from modelsync import operator  # kopf loads only for `run`
+    from modelsync.runtime import operator  # kopf loads only for `run`
 
     try:
         kept_the_lead = operator.run(settings)
@@ -890,7 +892,7 @@ def run(
 
 
 def _analysis_endpoints(values: tuple[str, ...]) -> tuple[str, ...]:
-    from modelsync.canary import parse_endpoint
+    from modelsync.serving.canary import parse_endpoint
 
     try:
         return tuple(parse_endpoint(value) for value in values)
