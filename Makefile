@@ -108,6 +108,7 @@ bench: venv cluster-binaries
 	$(PY) -m tests.bench.cluster_start
 	$(PY) -m tests.bench.suite
 	$(PY) -m tests.bench.rollback
+	$(PY) -m tests.bench.render
 
 clean: cluster-down
 	rm -rf $(VENV) $(CLUSTER_ROOT) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
