@@ -451,6 +451,11 @@ class RenderError(Exception):
     """The renderer failed, or was stopped at a limit; the message is the user's."""
 
 
+# prlimit(1) (util-linux, as fetch uses it) sets RLIMIT_AS on the renderer from outside:
+# Python code between fork and exec (preexec_fn) can deadlock in a threaded operator.
+PRLIMIT = shutil.which("prlimit")
+
+
 def _limit_memory(limit: int) -> Callable[[], None]:
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -463,15 +468,17 @@ def run_bounded(
 ) -> bytes:
     """The renderer's standard output, read as a stream: killed (its whole process
     group) past `max_output_bytes` or `timeout_seconds`; RLIMIT_AS bounds its memory."""
+    limited = [PRLIMIT, f"--as={settings.memory_bytes}", "--", *argv] if PRLIMIT else argv
     process = subprocess.Popen(
-        argv,
+        limited,
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
-        preexec_fn=_limit_memory(settings.memory_bytes),
+        # Only where prlimit(1) is missing: setrlimit alone, between fork and exec.
+        preexec_fn=None if PRLIMIT else _limit_memory(settings.memory_bytes),
     )
     assert process.stdout is not None
     assert process.stderr is not None
