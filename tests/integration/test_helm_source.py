@@ -7,6 +7,9 @@ still serving and the operator's memory bounded."""
 from __future__ import annotations
 
 import resource
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -14,10 +17,12 @@ import pytest
 from kubernetes.client import CoreV1Api
 
 from modelsync.api import constants as c
+from modelsync.gitops.render import RenderSettings, render
 from tests.gitserver import WorkRepo
 from tests.integration.conftest import RENDER_TIMEOUT_SECONDS
 from tests.integration.test_kustomize import create
 from tests.models import Models, ready_on
+from tests.operatorproc import REPO
 from tests.syncs import Syncs
 
 CHART = """\
@@ -213,3 +218,57 @@ def test_security_helm_source_chart_outside_the_revision_is_refused_by_the_api(
             syncs.create("escape", "https://git.example.com/x.git", helm=bad)
         assert refused.value.status == 422
         assert "relative to its root" in str(refused.value.body)
+
+
+def test_security_helm_source_renderer_memory_is_bounded(
+    renderers: dict[str, Path], tmp_path: Path
+) -> None:
+    """At the default address-space limit (2 GiB, RLIMIT_AS through prlimit) the 200 MiB
+    chart cannot even be rendered: helm dies, the revision is refused naming the setting."""
+    chart = tmp_path / "repo" / "charts" / "huge"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(CHART)
+    (chart / "templates" / "huge.yaml").write_text(HUGE_TEMPLATE)
+    settings = RenderSettings(helm=str(renderers["helm"]))
+    assert settings.memory_bytes == 2 << 30
+    before = peak_rss_mib()
+    rendered = render(tmp_path / "repo", "", {"chart": "charts/huge"}, settings)
+    assert [str(e) for e in rendered.errors] == [
+        "charts/huge/Chart.yaml:1: helm template: the renderer ran out of its 2048 MiB of "
+        "memory; render less, or the platform raises --render-memory-bytes"
+    ]
+    assert rendered.objects == []
+    assert peak_rss_mib() - before < 64
+
+
+def test_helm_source_validate_renders_the_chart_offline(
+    syncs: Syncs, renderers: dict[str, Path]
+) -> None:
+    """`modelsync validate --helm-chart` renders as the operator does, with no cluster."""
+    repo = chart_repo(syncs)
+    repo.commit("a chart")
+
+    def validate(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *(sys.executable, "-m", "modelsync", "validate", "."),
+                *("--helm", str(renderers["helm"]), "--helm-chart", "charts/models"),
+                *("--helm-values", "environments/prod.yaml", *extra),
+            ],
+            cwd=repo.work,
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "controller")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    done = validate("--helm-release", "prod")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "objects: ok" in done.stderr
+    assert done.stderr.split(",")[1].strip().startswith("3 objects"), done.stderr
+    repo.write("charts/models/templates/extra.yaml", "value: {{ .Values.nothing.here }}\n")
+    done = validate()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith("charts/models/Chart.yaml:1: helm template: "), done.stdout
+    assert "nil pointer evaluating interface {}.here" in done.stdout
