@@ -17,6 +17,7 @@ import kubernetes
 import pytest
 
 from modelsync.api import constants as c
+from modelsync.gitops.render import RenderSettings, render_snapshot
 from tests.gitserver import WorkRepo
 from tests.kube import dict_condition
 from tests.models import Models, ready_on
@@ -297,3 +298,27 @@ def test_kustomize_validate_and_diff_render_as_the_operator_does(
     assert done.returncode == 2, done.stdout + done.stderr
     assert "kustomize v5.8.2 is needed" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_kustomize_renders_of_a_snapshot_are_remembered_and_handed_out_as_copies(
+    renderers: dict[str, Path], tmp_path: Path
+) -> None:
+    """A resync of the same revision runs no renderer; what it gets may be changed freely.
+    A refusal is not remembered (one at the time limit may be the machine's load)."""
+    root = tmp_path / "snapshot"
+    (root / "base").mkdir(parents=True)
+    (root / "base" / "iris.yaml").write_text(model_yaml("iris"))
+    (root / "base" / "kustomization.yaml").write_text("resources: [iris.yaml]\n")
+    settings = RenderSettings(kustomize=str(renderers["kustomize"]))
+    first = render_snapshot(root, "base", None, settings, namespace="n", release="r")
+    first.objects[0].manifest["spec"]["replicas"] = 7
+    # Changed under it (a snapshot never is): only the remembered render answers so.
+    (root / "base" / "kustomization.yaml").write_text("resources: [gone.yaml]\n")
+    second = render_snapshot(root, "base", None, settings, namespace="n", release="r")
+    assert [o.manifest["spec"]["replicas"] for o in second.objects] == [1]
+    assert second.errors == []
+    refused = render_snapshot(root, "base", None, settings, namespace="n", release="other")
+    assert refused.errors
+    (root / "base" / "kustomization.yaml").write_text("resources: [iris.yaml]\n")
+    again = render_snapshot(root, "base", None, settings, namespace="n", release="other")
+    assert again.errors == []

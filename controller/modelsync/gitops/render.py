@@ -763,7 +763,16 @@ def _render_helm(
 # revision renders nothing. Bounded; each hit hands out copies.
 _RENDERED: collections.OrderedDict[str, Rendered] = collections.OrderedDict()
 _RENDERED_LIMIT = 64
+# Rendered text kept in all: the parsed objects weigh several times their text, and one
+# render may be up to max_output_bytes. A 1,000-model overlay is ~0.5 MiB of text.
+_RENDERED_TEXT_BYTES = 16 << 20
+
+
 _rendered_lock = threading.Lock()
+
+
+def _text_bytes(rendered: Rendered) -> int:
+    return sum(len(text) for text in rendered.texts.values())
 
 
 def render_snapshot(
@@ -785,11 +794,16 @@ def render_snapshot(
             _RENDERED.move_to_end(key)
     if found is None:
         found = render(snapshot, path, helm, settings, namespace=namespace, release=release)
-        if not found.renderer:
-            return found  # plain YAML: load keeps its own cache, by file
+        if not found.renderer or found.errors:
+            # Plain YAML: load keeps its own cache, by file. A refusal is not kept: one
+            # at the time limit may be the machine's load, and the next try renders again.
+            return found
         with _rendered_lock:
             _RENDERED[key] = found
-            while len(_RENDERED) > _RENDERED_LIMIT:
+            while len(_RENDERED) > _RENDERED_LIMIT or (
+                len(_RENDERED) > 1
+                and sum(_text_bytes(r) for r in _RENDERED.values()) > _RENDERED_TEXT_BYTES
+            ):
                 _RENDERED.popitem(last=False)
     return Rendered(
         objects=[
