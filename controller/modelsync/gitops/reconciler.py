@@ -373,7 +373,14 @@ class SyncReconciler:
             # The operator's installation, not the content: retried with backoff.
             outcome.reason, outcome.message = c.REASON_RENDERER_MISSING, str(error)
             return outcome
-        applier = Applier(self.kube, writer, meta["namespace"], meta["name"], self._cached)
+        applier = Applier(
+            self.kube,
+            writer,
+            meta["namespace"],
+            meta["name"],
+            self._cached,
+            shard=(meta.get("labels") or {}).get(c.LABEL_SHARD, ""),
+        )
         # Our own resources first, before any request (as `modelsync validate` does).
         errors = loaded.errors + content_errors(loaded.objects, loaded.reader(snapshot))
         errors += check(loaded.objects, policy, applier.kube.scope)
