@@ -51,7 +51,8 @@ test: venv
 	@$(PY) -m tools.phases \
 	  "lint=$(MAKE) --no-print-directory lint" \
 	  "test deps=$(MAKE) --no-print-directory test-deps" \
-	  "build=$(PY) -m tests.cluster build" -- \
+	  "build=$(PY) -m tests.cluster build" \
+	  "renderers=$(PY) -m tests.cluster.renderers" -- \
 	  "unit=$(PY) -m pytest tests/unit $(PYTEST_ARGS)" \
 	  "integration=$(PY) -m pytest tests/integration $(NOT_REAL_NODE) $(PYTEST_ARGS)" \
 	  "real node=$(PY) -m pytest $(REAL_NODE_TESTS) $(PYTEST_ARGS)" \
@@ -83,6 +84,7 @@ test-deps:
 
 cluster-binaries: venv
 	$(PY) -m tests.cluster build
+	$(PY) -m tests.cluster.renderers
 
 cluster-up: venv
 	$(PY) -m tests.cluster up --root $(CLUSTER_ROOT)
@@ -106,9 +108,9 @@ demo-down: venv
 # builds of every image. models, on the real node (a line says why when it cannot start):
 # commit -> first correct prediction per runtime and for version bumps (BENCH_BUMPS=3);
 # latency and throughput through a model's Service (BENCH_REQUESTS=2000, BENCH_CONCURRENCY=8).
-# BENCH_ONLY=images,models (any of cluster, suite, images, models) runs only those parts.
+# BENCH_ONLY=images,models (any of cluster, suite, render, images, models) runs only those parts.
 # Prints tables; the same figures go to bench-results.json.
-BENCH_PARTS := cluster suite images models
+BENCH_PARTS := cluster suite render images models
 BENCH_ONLY ?= $(BENCH_PARTS)
 bench_only = $(filter $(1),$(subst $(comma), ,$(BENCH_ONLY)))
 comma := ,
@@ -118,6 +120,7 @@ bench: venv cluster-binaries
 	$(if $(call bench_only,cluster),$(PY) -m tests.bench.cluster_start)
 	$(if $(call bench_only,suite),$(PY) -m tests.bench.suite)
 	$(if $(call bench_only,suite),$(PY) -m tests.bench.rollback)
+	$(if $(call bench_only,render),$(PY) -m tests.bench.render)
 	$(if $(call bench_only,images),$(PY) -m tests.bench.image_builds)
 	$(if $(call bench_only,models),$(PY) -m tests.bench.models)
 
