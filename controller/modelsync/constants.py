@@ -124,5 +124,10 @@ LABEL_LEADER: Final = f"{GROUP}/leader"
 # tenant chose, so only a Secret made for that leaves the namespace (never, say, a
 # service-account token that happens to have a `token` key).
 SECRET_TYPE_GIT: Final = f"{GROUP}/git"
+# The only Secret type spec.notify.secretRef may name: its `token` goes to a git host's
+# API (commit statuses), so only a Secret made for that is ever sent.
+SECRET_TYPE_PROVIDER: Final = f"{GROUP}/git-provider"
+# A commit status could not be set (the provider, the revision and the host's answer).
+EVENT_COMMIT_STATUS_FAILED: Final = "CommitStatusFailed"
 # `modelsync run` flag that lets ModelSyncs name file:// repositories.
 FLAG_ALLOW_FILE_URLS: Final = "--allow-file-urls"

@@ -32,6 +32,7 @@ from modelsync import kube as kubemod
 from modelsync import server as server_mod
 from modelsync.analysis import Analyses
 from modelsync.cache import ObjectCache
+from modelsync.commitstatus import StatusWriter
 from modelsync.fetch import GitFetcher
 from modelsync.render import Images
 from modelsync.serving import OWNED_KINDS, ServingReconciler
@@ -66,6 +67,7 @@ class Runtime:
     queue: WorkQueue | None = None
     reconciler: ServingReconciler | None = None
     syncer: SyncReconciler | None = None
+    statuses: StatusWriter | None = None
     executor: concurrent.futures.ThreadPoolExecutor | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     loop: asyncio.AbstractEventLoop | None = None
@@ -348,12 +350,20 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             allow_file_urls=runtime.settings.allow_file_urls,
         )
         patterns = runtime.settings.namespaces
+        runtime.statuses = StatusWriter(
+            kube.get,
+            lambda ms, reason, note: kube.event(
+                ms, c.MODELSYNC_KIND, reason, note, action="CommitStatus", warning=True
+            ),
+            runtime.settings.commit_status_api_urls,
+        )
         runtime.syncer = SyncReconciler(
             kube,
             fetcher,
             runtime.cache,
             watches=lambda namespace: not patterns or namespace_matches(namespace, patterns),
             settings=runtime.settings,
+            statuses=runtime.statuses,
         )
         runtime.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=runtime.settings.workers, thread_name_prefix="reconcile"
@@ -376,6 +386,8 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         await asyncio.gather(*runtime.tasks, return_exceptions=True)
         if runtime.executor is not None:
             runtime.executor.shutdown(wait=True, cancel_futures=True)
+        if runtime.statuses is not None:
+            runtime.statuses.shutdown()
 
     def enqueue(key: Hashable) -> None:
         if runtime.queue is not None:

@@ -148,6 +148,13 @@ class OperatorSettings:
     means none may be queried. Each query is one GET, redirects not followed, answered
     within 10s and 1 MiB, run off the reconcile workers."""
 
+    commit_status_api_urls: tuple[str, ...] = field(default_factory=tuple)
+    """Git host APIs, as scheme://host:port, that a ModelSync's spec.notify.apiURL may
+    name besides its repository's own host (e.g. "https://git.example.com:8443"). Commit
+    statuses go to the API derived from the repository URL (api.github.com for
+    github.com) unless apiURL names one of these; any other apiURL is refused before a
+    connection. Empty: only the repository's own host."""
+
 
 def namespace_matches(namespace: str, patterns: tuple[str, ...]) -> bool:
     """kopf's namespace patterns: a namespace matches when any pattern does; a pattern is

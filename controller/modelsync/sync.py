@@ -36,6 +36,7 @@ from modelsync.apply import (
     inventory_of,
     transient,
 )
+from modelsync.commitstatus import StatusWriter
 from modelsync.conditions import Observed
 from modelsync.fetch import (
     Credentials,
@@ -143,8 +144,10 @@ class SyncReconciler:
         clock: Callable[[], datetime.datetime] = _now,
         watches: Callable[[str], bool] = lambda _: False,
         settings: OperatorSettings | None = None,
+        statuses: StatusWriter | None = None,
     ) -> None:
         self.settings = settings or OperatorSettings()
+        self.statuses = statuses  # commit statuses back to the git host (spec.notify)
         self.kube = kube
         self.fetcher = fetcher
         self.cache = cache
@@ -200,6 +203,8 @@ class SyncReconciler:
                 status.get("conditions"), observed, generation, self.clock()
             )
             self._write_status(ms, status)
+            if self.statuses is not None:
+                self.statuses.observe(ms, status)
             if waiting and was_ready != health.healthy:
                 # Serving at last: the revision is synced (the event a sync that found its
                 # models Ready would have posted). No longer serving: a warning.
@@ -348,6 +353,8 @@ class SyncReconciler:
                 spec["repo"]["url"], Ref.from_spec(spec["repo"].get("ref")), credentials
             )
             outcome.revision = revision
+            if self.statuses is not None and revision.name != status.get("lastAttemptedRevision"):
+                self.statuses.pending(ms, revision.name)
             snapshot = self.fetcher.checkout(spec["repo"]["url"], revision, credentials)
         except RevisionTooLargeError as error:
             # The content's fault: the same revision fails the same way until git changes.
@@ -707,6 +714,8 @@ class SyncReconciler:
                 extra=logs.about(c.MODELSYNC_KIND, meta["namespace"], meta["name"], revision),
             )
         self._write_status(ms, status)
+        if self.statuses is not None:
+            self.statuses.observe(ms, status)
 
     def _record_suspended(self, ms: Manifest) -> None:
         status = dict(ms.get("status") or {})

@@ -1,0 +1,429 @@
+"""Record and tell, back to the git host: a commit status for each revision a ModelSync
+handles (`pending` when fetched, then `success` or `failure`), under the context
+`modelsync/<namespace>/<name>`, on Gitea, GitHub or GitLab.
+
+Configured on the ModelSync itself (`spec.notify`), not in a resource of its own as
+Flux's Provider/Alert: a status belongs to exactly one repository and revision, the
+ModelSync's own, so a shared provider object would add a reference to check across
+objects (and namespaces) without sharing anything. Each ModelSync names its Secret
+(type `modelsync.io/git-provider`, key `token`), read in its own namespace only.
+
+Pure parts: which host may be called (`api_base`: the repository URL's own host, or an
+API URL the platform allows), the state a ModelSync's outcome means (`verdict`), and
+the request per provider (`request`). The shell (`StatusWriter`) sends off the sync's
+path: a bounded queue, a few threads, one request at a time per ModelSync so that
+`pending` never lands after `success`, a deadline per request, no redirects; a full
+queue drops and counts, a failure is an Event, a metric and a log line. A sync never
+waits for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import concurrent.futures
+import http.client
+import json
+import logging
+import re
+import ssl
+import threading
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from modelsync import canary, metrics
+from modelsync import constants as c
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = ("gitea", "github", "gitlab")
+PENDING, SUCCESS, FAILURE = "pending", "success", "failure"
+# GitHub shows about this much of a description; the others keep more.
+MAX_DESCRIPTION = 140
+DEADLINE_SECONDS = 10.0  # connect, send and read the answer of one status write
+MAX_QUEUED = 1000  # status writes waiting, all ModelSyncs together; past it, dropped
+WORKERS = 4  # ModelSyncs whose statuses are being sent at once
+API_URLS_SETTING = "--commit-status-api-url"
+_SHA = re.compile(r"sha1:([0-9a-f]{40})$")
+_GITHUB_COM = "github.com"
+
+
+class RefusedError(ValueError):
+    """spec.notify names what the operator will not call or send; the message says why."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one ModelSync's statuses go: the provider, its API base URL and the
+    repository's path there (owner/name, or a GitLab project's full path)."""
+
+    provider: str
+    api: str
+    project: str
+
+
+def sha_of(revision: str) -> str | None:
+    """The commit of a revision name (`main@sha1:<40 hex>`)."""
+    found = _SHA.search(revision or "")
+    return found.group(1) if found else None
+
+
+def context(namespace: str, name: str) -> str:
+    return f"modelsync/{namespace}/{name}"
+
+
+def _repo_parts(url: str) -> tuple[str, str, int | None, str]:
+    """(scheme for the API, host, port, path) of a repository URL: https, ssh or
+    scp-like. Only an http:// repository gets an http:// API; ssh ones get https."""
+    scp = re.match(r"^[\w.-]+@([\w.-]+):(?!//)(.*)$", url.strip())
+    if scp:
+        host, path = scp.groups()
+        return "https", host.lower(), None, path
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("http", "https", "ssh") or not parts.hostname:
+        raise RefusedError(
+            f"repository URL {url!r}: commit status needs an http(s) or ssh URL of a git host"
+        )
+    scheme = "http" if parts.scheme == "http" else "https"
+    port = parts.port if parts.scheme != "ssh" else None
+    return scheme, parts.hostname.lower(), port, parts.path
+
+
+def default_api(provider: str, repo_url: str) -> tuple[str, str]:
+    """(API base URL, project path) derived from the repository URL alone."""
+    scheme, host, port, path = _repo_parts(repo_url)
+    project = path.strip("/").removesuffix(".git")
+    if provider != "gitlab" and project.count("/") != 1:
+        raise RefusedError(
+            f"repository URL {repo_url!r}: expected <host>/<owner>/<repository> for {provider}; "
+            "if the host serves under a sub-path, set spec.notify.apiURL"
+        )
+    if not project:
+        raise RefusedError(f"repository URL {repo_url!r} names no repository")
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    if provider == "github":
+        base = "https://api.github.com" if host == _GITHUB_COM else f"{scheme}://{netloc}/api/v3"
+    elif provider == "gitlab":
+        base = f"{scheme}://{netloc}/api/v4"
+    else:
+        base = f"{scheme}://{netloc}/api/v1"
+    return base, project
+
+
+def api_base(notify: dict[str, Any], repo_url: str, allowed: tuple[str, ...]) -> Target:
+    """The Target of spec.notify, or RefusedError before any connection. Without apiURL
+    the API is derived from the repository URL; an apiURL must have the scheme, host and
+    port of that derived API, or of an API URL the platform allows (`allowed`, as
+    scheme://host:port): a tenant cannot point the operator's requests anywhere else."""
+    provider = str(notify.get("provider") or "")
+    if provider not in PROVIDERS:
+        raise RefusedError(f"spec.notify.provider {provider!r}: use one of {', '.join(PROVIDERS)}")
+    derived, project = default_api(provider, repo_url)
+    wanted = str(notify.get("apiURL") or "").rstrip("/")
+    if not wanted:
+        return Target(provider, derived, project)
+    endpoint = canary.endpoint_of(wanted)
+    own = canary.endpoint_of(derived)
+    if endpoint is not None and (endpoint == own or canary.endpoint_text(endpoint) in allowed):
+        return Target(provider, wanted, project)
+    listed = ", ".join(allowed) if allowed else "none"
+    raise RefusedError(
+        f"spec.notify.apiURL {wanted!r} refused before any connection: the operator calls "
+        f"only the repository's own host ({canary.endpoint_text(own) if own else '?'}) or "
+        f"the API URLs of its setting {API_URLS_SETTING} ({listed}). Remove apiURL, or ask "
+        "the platform team to allow yours"
+    )
+
+
+def verdict(status: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(revision, state, description) that a ModelSync's status says of its last
+    attempted revision; None while there is nothing to say (no revision yet, or the
+    environment broke the attempt off: it is tried again, the revision stays pending)."""
+    revision = str(status.get("lastAttemptedRevision") or "")
+    if not sha_of(revision):
+        return None
+    ready: dict[str, Any] = next(
+        (cond for cond in status.get("conditions") or [] if cond.get("type") == c.READY), {}
+    )
+    reason = str(ready.get("reason") or "")
+    message = str(ready.get("message") or "")
+    applied = status.get("lastAppliedRevision") == revision
+    if ready.get("status") == "True" and applied:
+        return revision, SUCCESS, _short(f"applied; its models are Ready ({reason})")
+    if reason == c.REASON_ROLLED_BACK:
+        return revision, FAILURE, _short(f"rolled back: {message}")
+    if reason in _REJECTED:
+        return revision, FAILURE, _short(f"{reason}: {message}")
+    if reason == c.REASON_MODELS_NOT_READY and applied:
+        failed = [entry for entry in status.get("modelsNotReady") or [] if _failed_rollout(entry)]
+        if failed:
+            return revision, FAILURE, _short(f"rollout failed: {failed[0]}")
+        return revision, PENDING, _short("applied; waiting for its models to be Ready")
+    return None
+
+
+# A revision refused for its content (or the tenant's settings): the same revision fails
+# the same way until git or the ModelSync changes.
+_REJECTED = frozenset(
+    {
+        c.REASON_VALIDATION_FAILED,
+        c.REASON_OWNERSHIP_CONFLICT,
+        c.REASON_REVISION_TOO_LARGE,
+        c.REASON_EMPTY_REVISION,
+        c.REASON_PRUNE_REFUSED,
+        c.REASON_PRUNE_FAILED,
+        c.REASON_TARGET_NAMESPACE_NOT_ALLOWED,
+    }
+)
+_FAILED_ROLLOUT = (
+    c.REASON_PROGRESS_DEADLINE_EXCEEDED,
+    c.REASON_CRASH_LOOP,
+    c.REASON_MODEL_DOWNLOAD_FAILED,
+    c.REASON_ANALYSIS_FAILED,
+    c.REASON_FAILED,
+)
+
+
+def _failed_rollout(entry: Any) -> bool:
+    text = json.dumps(entry) if not isinstance(entry, str) else entry
+    return any(reason in text for reason in _FAILED_ROLLOUT)
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_DESCRIPTION else text[: MAX_DESCRIPTION - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def request(
+    target: Target, sha: str, state: str, description: str, ctx: str, token: str
+) -> Request:
+    """The one HTTP request that sets a commit status, as each provider documents it:
+    Gitea POST /repos/{owner}/{repo}/statuses/{sha}; GitHub the same path with its
+    media type and API version; GitLab POST /projects/{url-encoded path}/statuses/{sha},
+    whose states are pending/success/failed and whose context is `name`."""
+    headers = {"Content-Type": "application/json", "User-Agent": "modelsync"}
+    if target.provider == "gitlab":
+        project = urllib.parse.quote(target.project, safe="")
+        url = f"{target.api}/projects/{project}/statuses/{sha}"
+        headers["PRIVATE-TOKEN"] = token
+        body = {
+            "state": "failed" if state == FAILURE else state,
+            "name": ctx,
+            "description": description,
+        }
+    else:
+        owner, _, repo = target.project.partition("/")
+        quote = urllib.parse.quote
+        url = f"{target.api}/repos/{quote(owner, safe='')}/{quote(repo, safe='')}/statuses/{sha}"
+        body = {"state": state, "context": ctx, "description": description}
+        if target.provider == "github":
+            headers["Accept"] = "application/vnd.github+json"
+            headers["X-GitHub-Api-Version"] = "2022-11-28"
+            headers["Authorization"] = f"Bearer {token}"
+        else:
+            headers["Accept"] = "application/json"
+            headers["Authorization"] = f"token {token}"
+    return Request("POST", url, headers, json.dumps(body).encode())
+
+
+class SendError(Exception):
+    """The git host did not take the status; the message never holds the token."""
+
+
+def send(req: Request, timeout: float = DEADLINE_SECONDS) -> int:
+    """Send once: no redirect followed (a 3xx is an error), an answer read up to 64 KiB."""
+    parts = urllib.parse.urlsplit(req.url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    connection: http.client.HTTPConnection
+    if parts.scheme == "https":
+        connection = http.client.HTTPSConnection(
+            parts.hostname or "", parts.port, timeout=timeout, context=ssl.create_default_context()
+        )
+    else:
+        connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    try:
+        connection.request(req.method, target, body=req.body, headers=req.headers)
+        answer = connection.getresponse()
+        text = answer.read(65536).decode(errors="replace")
+    except (OSError, http.client.HTTPException) as error:
+        raise SendError(f"{type(error).__name__}: {error}") from None
+    finally:
+        connection.close()
+    if not 200 <= answer.status < 300:
+        raise SendError(f"answered {answer.status} {answer.reason}: {_gist(text)}")
+    return answer.status
+
+
+def _gist(text: str) -> str:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return " ".join(text.split())[:200]
+    if isinstance(data, dict):
+        return str(data.get("message") or data.get("error") or data)[:200]
+    return str(data)[:200]
+
+
+@dataclass(frozen=True)
+class Job:
+    ms: dict[str, Any]  # the ModelSync as it was (events name it)
+    revision: str
+    state: str
+    description: str
+
+
+Getter = Callable[[str, str, str, str], dict[str, Any] | None]
+EventPoster = Callable[[dict[str, Any], str, str], None]
+
+
+class StatusWriter:
+    """Sends commit statuses off the sync's path. `submit` never blocks and never
+    raises: the same (revision, state, description) for a ModelSync is sent once; a
+    full queue drops the new status and counts it."""
+
+    def __init__(
+        self,
+        get: Getter,
+        event: EventPoster,
+        allowed: tuple[str, ...] = (),
+        *,
+        max_queued: int = MAX_QUEUED,
+        workers: int = WORKERS,
+        timeout: float = DEADLINE_SECONDS,
+    ) -> None:
+        self.get = get
+        self.event = event
+        self.allowed = allowed
+        self.max_queued = max_queued
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._queues: dict[tuple[str, str], collections.deque[Job]] = {}
+        self._busy: set[tuple[str, str]] = set()
+        self._queued = 0
+        self._last: dict[tuple[str, str], tuple[str, str, str]] = {}
+        self._failing: dict[tuple[str, str], str] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="commit-status"
+        )
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def pending(self, ms: dict[str, Any], revision: str) -> None:
+        """A revision was fetched that this ModelSync has not settled yet."""
+        self.submit(ms, revision, PENDING, "fetched; validating and applying")
+
+    def observe(self, ms: dict[str, Any], status: dict[str, Any]) -> None:
+        """Whatever the ModelSync's new status says of its revision."""
+        said = verdict(status)
+        if said is not None:
+            self.submit(ms, *said)
+
+    def submit(self, ms: dict[str, Any], revision: str, state: str, description: str) -> None:
+        if not (ms.get("spec") or {}).get("notify"):
+            return
+        meta = ms["metadata"]
+        key = (meta["namespace"], meta["name"])
+        with self._lock:
+            if self._last.get(key) == (revision, state, description):
+                return
+            if self._queued >= self.max_queued:
+                metrics.COMMIT_STATUSES.labels(provider=_provider(ms), result="dropped").inc()
+                return
+            self._last[key] = (revision, state, description)
+            self._queues.setdefault(key, collections.deque()).append(
+                Job(ms, revision, state, description)
+            )
+            self._queued += 1
+            if key in self._busy:
+                return
+            self._busy.add(key)
+        try:
+            self._pool.submit(self._drain, key)
+        except RuntimeError:  # shutting down
+            with self._lock:
+                self._busy.discard(key)
+
+    def _drain(self, key: tuple[str, str]) -> None:
+        """Send one ModelSync's statuses in order, one at a time."""
+        while True:
+            with self._lock:
+                queue = self._queues.get(key)
+                if not queue:
+                    self._queues.pop(key, None)
+                    self._busy.discard(key)
+                    return
+                job = queue.popleft()
+                self._queued -= 1
+            self._send(key, job)
+
+    def _send(self, key: tuple[str, str], job: Job) -> None:
+        provider = _provider(job.ms)
+        sha = sha_of(job.revision)
+        if sha is None:
+            return
+        try:
+            target = api_base(job.ms["spec"]["notify"], job.ms["spec"]["repo"]["url"], self.allowed)
+            token = self._token(key[0], job.ms["spec"]["notify"])
+            req = request(target, sha, job.state, job.description, context(*key), token)
+            send(req, self.timeout)
+        except (RefusedError, SendError) as error:
+            metrics.COMMIT_STATUSES.labels(provider=provider, result="failed").inc()
+            message = f"commit status {job.state} for {job.revision} via {provider}: {error}"
+            with self._lock:
+                # The same statuses may be sent again once the cause is mended.
+                self._last.pop(key, None)
+                repeated = self._failing.get(key) == str(error)
+                self._failing[key] = str(error)
+            log.warning("%s/%s: %s", key[0], key[1], message)
+            if not repeated:
+                self.event(job.ms, c.EVENT_COMMIT_STATUS_FAILED, message)
+            return
+        except Exception:  # a fault of ours must not stop the other ModelSyncs' statuses
+            metrics.COMMIT_STATUSES.labels(provider=provider, result="failed").inc()
+            log.exception("%s/%s: commit status failed", *key)
+            return
+        with self._lock:
+            self._failing.pop(key, None)
+        metrics.COMMIT_STATUSES.labels(provider=provider, result="sent").inc()
+        log.info("%s/%s: commit status %s for %s via %s", *key, job.state, job.revision, provider)
+
+    def _token(self, namespace: str, notify: dict[str, Any]) -> str:
+        """The `token` of the Secret spec.notify.secretRef names, in the ModelSync's own
+        namespace, and only from a Secret made for it (never a service-account token)."""
+        name = str((notify.get("secretRef") or {}).get("name") or "")
+        if not name:
+            raise RefusedError("spec.notify.secretRef names no Secret")
+        secret = self.get("v1", "Secret", namespace, name)
+        if secret is None:
+            raise RefusedError(f"Secret {namespace}/{name} (spec.notify.secretRef) does not exist")
+        if secret.get("type") != c.SECRET_TYPE_PROVIDER:
+            raise RefusedError(
+                f"Secret {namespace}/{name} (spec.notify.secretRef) has type "
+                f"{secret.get('type') or 'Opaque'!r}; only Secrets of type "
+                f"{c.SECRET_TYPE_PROVIDER!r} are sent to a git host's API: kubectl create "
+                f"secret generic {name} --type={c.SECRET_TYPE_PROVIDER} --from-literal=token=..."
+            )
+        value = (secret.get("data") or {}).get("token")
+        if not value:
+            raise RefusedError(
+                f"Secret {namespace}/{name} (spec.notify.secretRef) has no key token"
+            )
+        return base64.b64decode(value).decode().strip()
+
+
+def _provider(ms: dict[str, Any]) -> str:
+    provider = str(((ms.get("spec") or {}).get("notify") or {}).get("provider") or "")
+    return provider if provider in PROVIDERS else "unknown"
