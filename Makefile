@@ -49,7 +49,8 @@ test: venv
 	@$(PY) -m tools.phases \
 	  "lint=$(MAKE) --no-print-directory lint" \
 	  "test deps=$(MAKE) --no-print-directory test-deps" \
-	  "build=$(PY) -m tests.cluster build" -- \
+	  "build=$(PY) -m tests.cluster build" \
+	  "gitea build=$(PY) -m tests.cluster gitea" -- \
 	  "unit=$(PY) -m pytest tests/unit $(PYTEST_ARGS)" \
 	  "integration=$(PY) -m pytest tests/integration $(NOT_REAL_NODE) $(PYTEST_ARGS)" \
 	  "real node=$(PY) -m pytest $(REAL_NODE_TESTS) $(PYTEST_ARGS)" \
@@ -81,6 +82,7 @@ test-deps:
 
 cluster-binaries: venv
 	$(PY) -m tests.cluster build
+	$(PY) -m tests.cluster gitea
 
 cluster-up: venv
 	$(PY) -m tests.cluster up --root $(CLUSTER_ROOT)

@@ -210,14 +210,14 @@ class SlowHttpServer:
     (`peak`, `total`) and notices a client hanging up at once, so a client killed by its
     timeout no longer counts and a second connection while one is open is a real pile-up."""
 
-    def __init__(self, delay: float = 300.0) -> None:
+    def __init__(self, delay: float = 300.0, port: int = 0) -> None:
         self.delay = delay
         self.open = 0
         self.peak = 0
         self.total = 0
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", port))
         self._listener.settimeout(0.2)
         self._thread = threading.Thread(target=self._accept, name="slow-http", daemon=True)
 

@@ -16,6 +16,7 @@ import pytest
 
 from modelsync import operator
 from modelsync.settings import OperatorSettings
+from tests.cluster.gitea import Gitea, ensure_gitea
 from tests.cluster.launcher import free_ports
 from tests.conftest import LocalCluster, tenant_namespace
 from tests.gitserver import GitHttpServer, GitSshServer
@@ -50,11 +51,20 @@ def analysis_ports() -> tuple[int, int]:
 
 
 @pytest.fixture(scope="session")
+def commit_status_ports() -> tuple[int, int]:
+    """Loopback ports whose APIs the shared operator lets a spec.notify.apiURL name
+    (--commit-status-api-url): for a test's GitHub- or GitLab-like API, and a silent one."""
+    first, second = free_ports(2)
+    return first, second
+
+
+@pytest.fixture(scope="session")
 def running_operator(
     local_cluster: LocalCluster,
     crds: list[str],
     tmp_path_factory: pytest.TempPathFactory,
     analysis_ports: tuple[int, int],
+    commit_status_ports: tuple[int, int],
 ) -> Iterator[operator.Runtime]:
     """The operator, cluster-wide, in a thread of this process."""
     settings = OperatorSettings(
@@ -70,6 +80,7 @@ def running_operator(
         # minute, not the default five.
         watch_server_timeout=60,
         analysis_endpoints=tuple(f"http://127.0.0.1:{port}" for port in analysis_ports),
+        commit_status_api_urls=tuple(f"http://127.0.0.1:{port}" for port in commit_status_ports),
         # Locked down, as a platform team runs it: git content is applied as each test
         # namespace's tenant account; only granted-* namespaces may write elsewhere.
         default_service_account=TENANT_ACCOUNT,
@@ -114,6 +125,15 @@ def granted_namespace(local_cluster: LocalCluster, tenant_role: dict[str, object
 @pytest.fixture(scope="session")
 def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitHttpServer]:
     server = GitHttpServer(tmp_path_factory.mktemp("git")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gitea(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gitea]:
+    """A real Gitea on loopback (built once from its Go module, then cached), with an
+    admin and its token; each test makes repositories of its own in it."""
+    server = Gitea(ensure_gitea(), tmp_path_factory.mktemp("gitea")).start()
     yield server
     server.stop()
 
