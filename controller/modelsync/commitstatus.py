@@ -39,7 +39,9 @@ from modelsync import constants as c
 log = logging.getLogger(__name__)
 
 PROVIDERS = ("gitea", "github", "gitlab")
-PENDING, SUCCESS, FAILURE = "pending", "success", "failure"
+# RUNNING: applied, its models coming up. Gitea and GitHub know no such state (pending
+# there); GitLab refuses pending -> pending, so a second pending must be running.
+PENDING, RUNNING, SUCCESS, FAILURE = "pending", "running", "success", "failure"
 # GitHub shows about this much of a description; the others keep more.
 MAX_DESCRIPTION = 140
 DEADLINE_SECONDS = 10.0  # connect, send and read the answer of one status write
@@ -162,7 +164,7 @@ def verdict(status: dict[str, Any]) -> tuple[str, str, str] | None:
         failed = [entry for entry in status.get("modelsNotReady") or [] if _failed_rollout(entry)]
         if failed:
             return revision, FAILURE, _short(f"rollout failed: {failed[0]}")
-        return revision, PENDING, _short("applied; waiting for its models to be Ready")
+        return revision, RUNNING, _short("applied; waiting for its models to be Ready")
     return None
 
 
@@ -227,7 +229,11 @@ def request(
         owner, _, repo = target.project.partition("/")
         quote = urllib.parse.quote
         url = f"{target.api}/repos/{quote(owner, safe='')}/{quote(repo, safe='')}/statuses/{sha}"
-        body = {"state": state, "context": ctx, "description": description}
+        body = {
+            "state": PENDING if state == RUNNING else state,
+            "context": ctx,
+            "description": description,
+        }
         if target.provider == "github":
             headers["Accept"] = "application/vnd.github+json"
             headers["X-GitHub-Api-Version"] = "2022-11-28"
@@ -261,6 +267,8 @@ def send(req: Request, timeout: float = DEADLINE_SECONDS) -> int:
         raise SendError(f"{type(error).__name__}: {error}") from None
     finally:
         connection.close()
+    if answer.status == 400 and "Cannot transition status" in text:
+        return answer.status  # GitLab: the commit has this state already (say, after a restart)
     if not 200 <= answer.status < 300:
         raise SendError(f"answered {answer.status} {answer.reason}: {_gist(text)}")
     return answer.status

@@ -87,7 +87,7 @@ def status(reason: str, ready: bool, applied: bool = True, **extra: Any) -> dict
         (status(c.REASON_DRIFT_DETECTED, True), cs.SUCCESS),
         (status(c.REASON_VALIDATION_FAILED, False, applied=False), cs.FAILURE),
         (status(c.REASON_ROLLED_BACK, False), cs.FAILURE),
-        (status(c.REASON_MODELS_NOT_READY, False), cs.PENDING),
+        (status(c.REASON_MODELS_NOT_READY, False), cs.RUNNING),
         (
             status(c.REASON_MODELS_NOT_READY, False, modelsNotReady=["iris: ContainersRestarting"]),
             cs.FAILURE,
@@ -140,6 +140,14 @@ def test_commit_status_requests_per_provider() -> None:
     assert gitlab.url == f"https://gl/api/v4/projects/g%2Fsub%2Fmodels/statuses/{SHA}"
     assert gitlab.headers["PRIVATE-TOKEN"] == "T"
     assert "Authorization" not in gitlab.headers
+    running = cs.request(
+        cs.Target("gitlab", "https://gl/api/v4", "g/m"), SHA, "running", "d", ctx, "T"
+    )
+    assert json.loads(running.body)["state"] == "running"
+    as_pending = cs.request(
+        cs.Target("gitea", "http://h/api/v1", "a/b"), SHA, "running", "d", ctx, "T"
+    )
+    assert json.loads(as_pending.body)["state"] == "pending"
     assert json.loads(gitlab.body) == {
         "state": "failed",
         "name": "modelsync/team-a/prod",
