@@ -62,10 +62,12 @@ test-fast: venv lint cluster-binaries
 
 # What the tests run beside the cluster, from Debian's packages (a fresh CI machine has
 # none of them): OpenSSH's sshd for git over ssh; containerd, runc, the CNI plugins,
-# iptables and conntrack for the real node; mmdebstrap builds its images.
+# iptables and conntrack for the real node; mmdebstrap builds its images; a C compiler
+# for the tests' Gitea (SQLite needs cgo).
 TEST_DEPS := /usr/sbin/sshd:openssh-server /usr/bin/containerd:containerd /usr/bin/ctr:containerd \
   /usr/sbin/runc:runc /usr/lib/cni/bridge:containernetworking-plugins \
-  /usr/sbin/iptables:iptables /usr/sbin/conntrack:conntrack /usr/bin/mmdebstrap:mmdebstrap
+  /usr/sbin/iptables:iptables /usr/sbin/conntrack:conntrack /usr/bin/mmdebstrap:mmdebstrap \
+  /usr/bin/gcc:gcc
 
 test-deps:
 	@missing=""; for dep in $(TEST_DEPS); do \

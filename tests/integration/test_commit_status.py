@@ -25,7 +25,9 @@ from modelsync import constants as c
 from modelsync import metrics, operator
 from tests.cluster.gitea import ADMIN, Gitea
 from tests.gitserver import SlowHttpServer
+from tests.integration.test_rollback import DEADLINE, broken_model_yaml, rolled_back
 from tests.kube import TENANT_ACCOUNT, wait_for_items
+from tests.models import Models
 from tests.syncs import Syncs, model_yaml
 
 WEBHOOK_TOKEN = "gitea-webhook-" + secrets.token_hex(8)
@@ -167,6 +169,32 @@ def test_gitea_pull_request_merged_reaches_operator_by_webhook_and_commit_status
     syncs.wait_failed("prod", c.REASON_VALIDATION_FAILED)
     failed = wait_status(repo, broken, context, "failure")
     assert c.REASON_VALIDATION_FAILED in failed[-1]["description"], failed
+
+
+def test_gitea_commit_status_failure_when_a_rollout_fails_and_is_rolled_back(
+    gitea_repo: GiteaRepo, syncs: Syncs, models: Models
+) -> None:
+    gitea, repo = gitea_repo.gitea, gitea_repo.name
+    healthy = model_yaml("iris", version="1", replicas=2) + (
+        f"  rollout:\n    progressDeadlineSeconds: {DEADLINE}\n"
+    )
+    good = gitea.write(repo, "models/iris.yaml", healthy)
+    syncs.create(
+        "prod",
+        gitea_repo.url,
+        secret="git",
+        path="models",
+        notify={"provider": "gitea", "secretRef": {"name": "gitea-token"}},
+    )
+    context = f"modelsync/{syncs.namespace}/prod"
+    syncs.wait_applied("prod", f"main@sha1:{good}")
+    wait_status(gitea_repo, good, context, "success")
+    bad = gitea.write(repo, "models/iris.yaml", broken_model_yaml("iris", "2"))
+    syncs.request("prod")
+    models.wait("iris", rolled_back, timeout=DEADLINE + 30)
+    failed = wait_status(gitea_repo, bad, context, "failure")
+    assert "rolled back" in failed[-1]["description"], failed
+    assert "iris" in failed[-1]["description"], failed
 
 
 class HostApi(http.server.ThreadingHTTPServer):
