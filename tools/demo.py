@@ -26,8 +26,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from modelsync import conditions
-from modelsync import constants as c
+from modelsync.api import conditions
+from modelsync.api import constants as c
 from tests.cluster import build, launcher, stages
 from tests.gitserver import WorkRepo
 from tests.kube import install_crds, install_tenant_role, make_tenant

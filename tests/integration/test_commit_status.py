@@ -21,8 +21,9 @@ from typing import Any
 import kubernetes
 import pytest
 
-from modelsync import constants as c
-from modelsync import metrics, operator
+from modelsync.api import constants as c
+from modelsync.runtime import operator
+from modelsync.telemetry import metrics
 from tests.cluster.gitea import ADMIN, Gitea
 from tests.gitserver import SlowHttpServer
 from tests.integration.test_rollback import DEADLINE, broken_model_yaml, rolled_back

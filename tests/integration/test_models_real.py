@@ -25,7 +25,7 @@ import pytest
 from kubernetes.client import CoreV1Api
 from kubernetes.dynamic import DynamicClient
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.cluster import addresses, modelimages, wheels
 from tests.cluster import node as nodemod
 from tests.cluster.objectstore import ObjectStore, ensure_versitygw

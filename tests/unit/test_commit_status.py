@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from modelsync import commitstatus as cs
-from modelsync import constants as c
+from modelsync.api import constants as c
+from modelsync.gitops import commitstatus as cs
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 REVISION = f"main@sha1:{SHA}"

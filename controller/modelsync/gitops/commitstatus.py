@@ -33,8 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from modelsync import canary, metrics
-from modelsync import constants as c
+from modelsync.api import constants as c
+from modelsync.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,41 @@ def _repo_parts(url: str) -> tuple[str, str, int | None, str]:
     return scheme, parts.hostname.lower(), port, parts.path
 
 
+_PORTS = {"http": 80, "https": 443}
+
+
+def origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of a plain http(s) URL; None for anything else (user info,
+    a query or fragment, another scheme, no host, a bad port)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in _PORTS or not parts.hostname:
+        return None
+    if "@" in parts.netloc or parts.query or parts.fragment or "?" in url or "#" in url:
+        return None
+    return parts.scheme, parts.hostname, _PORTS[parts.scheme] if port is None else port
+
+
+def origin_text(found: tuple[str, str, int]) -> str:
+    scheme, host, port = found
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def parse_api_url(text: str) -> str:
+    """An allowed API URL as the platform writes it (scheme://host[:port]), in the one
+    spelling `api_base` compares; ValueError says what is wrong with it."""
+    found = origin(text)
+    if found is None or urllib.parse.urlsplit(text).path not in ("", "/"):
+        raise ValueError(
+            f"{text!r} is not a git host API: write scheme://host[:port] (http or https, no "
+            "path, user or query), e.g. https://git.example.com:8443"
+        )
+    return origin_text(found)
+
+
 def default_api(provider: str, repo_url: str) -> tuple[str, str]:
     """(API base URL, project path) derived from the repository URL alone."""
     scheme, host, port, path = _repo_parts(repo_url)
@@ -128,14 +163,14 @@ def api_base(notify: dict[str, Any], repo_url: str, allowed: tuple[str, ...]) ->
     wanted = str(notify.get("apiURL") or "").rstrip("/")
     if not wanted:
         return Target(provider, derived, project)
-    endpoint = canary.endpoint_of(wanted)
-    own = canary.endpoint_of(derived)
-    if endpoint is not None and (endpoint == own or canary.endpoint_text(endpoint) in allowed):
+    endpoint = origin(wanted)
+    own = origin(derived)
+    if endpoint is not None and (endpoint == own or origin_text(endpoint) in allowed):
         return Target(provider, wanted, project)
     listed = ", ".join(allowed) if allowed else "none"
     raise RefusedError(
         f"spec.notify.apiURL {wanted!r} refused before any connection: the operator calls "
-        f"only the repository's own host ({canary.endpoint_text(own) if own else '?'}) or "
+        f"only the repository's own host ({origin_text(own) if own else '?'}) or "
         f"the API URLs of its setting {API_URLS_SETTING} ({listed}). Remove apiURL, or ask "
         "the platform team to allow yours"
     )
