@@ -276,10 +276,7 @@ ENABLED = false
             "--password", self.password, "--email", f"{ADMIN}@example.invalid",
             "--must-change-password=false",
         )  # fmt: skip
-        self.token = self._admin(
-            "admin", "user", "generate-access-token", "--username", ADMIN,
-            "--token-name", "tests", "--scopes", "all", "--raw",
-        ).splitlines()[-1].strip()  # fmt: skip
+        self.token = self.new_token("all")
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
                 [*self._command(), "web"],
@@ -290,6 +287,13 @@ ENABLED = false
             )
         self._wait_serving()
         return self
+
+    def new_token(self, scopes: str) -> str:
+        """Another access token of the admin with these scopes (e.g. read:repository)."""
+        return self._admin(
+            "admin", "user", "generate-access-token", "--username", ADMIN,
+            "--token-name", f"tests-{secrets.token_hex(4)}", "--scopes", scopes, "--raw",
+        ).splitlines()[-1].strip()  # fmt: skip
 
     def _wait_serving(self) -> None:
         assert self._process is not None

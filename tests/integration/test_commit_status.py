@@ -362,18 +362,23 @@ def test_commit_status_refused_for_other_hosts_other_namespaces_tokens_and_bad_t
     gitea_repo: GiteaRepo,
     syncs: Syncs,
     own_namespace: str,
-    local_cluster: Any,
+    commit_status_ports: tuple[int, int],
     loopback_only: None,
 ) -> None:
     """A tenant sets spec.notify: it may not make the operator call a host the platform
     has not allowed, nor send another namespace's token or a service-account token; a
-    token the host refuses (401) is an Event naming the provider. None of it touches the
-    sync, and no token appears in an Event."""
+    token the host refuses (401, 403 without write scope) or a host failing (5xx) is an
+    Event naming the provider and the answer. None of it touches the sync, and no token
+    appears in an Event."""
     gitea, repo = gitea_repo.gitea, gitea_repo.name
-    for model in ("m-a", "m-b", "m-c", "m-d"):
+    names = ("m-a", "m-b", "m-c", "m-d", "m-e", "m-f")
+    for model in names:
         gitea.write(repo, f"{model}/{model}.yaml", model_yaml(model))
     head = gitea.head(repo)
     listener = SlowHttpServer(delay=5).start()  # counts any connection made to it
+    failing = SlowHttpServer(delay=0.2, port=commit_status_ports[0]).start()  # then 503
+    read_only = gitea.new_token("read:repository")
+    secret(syncs, "read-only", {"token": read_only}, c.SECRET_TYPE_PROVIDER)
     # Another tenant's token, in its own namespace; and a service-account token here.
     secret(syncs, "stolen", {"token": gitea.token}, c.SECRET_TYPE_PROVIDER, own_namespace)
     syncs.core.create_namespaced_secret(
@@ -396,18 +401,26 @@ def test_commit_status_refused_for_other_hosts_other_namespaces_tokens_and_bad_t
                      notify={**notify, "secretRef": {"name": "sa-token"}})  # fmt: skip
         syncs.create("m-d", gitea_repo.url, secret="git", path="m-d",
                      notify={**notify, "secretRef": {"name": "revoked"}})  # fmt: skip
-        for name in ("m-a", "m-b", "m-c", "m-d"):
+        syncs.create("m-e", gitea_repo.url, secret="git", path="m-e",
+                     notify={**notify, "secretRef": {"name": "read-only"}})  # fmt: skip
+        syncs.create("m-f", gitea_repo.url, secret="git", path="m-f", notify={
+            **notify, "apiURL": f"http://127.0.0.1:{commit_status_ports[0]}/api/v1"})  # fmt: skip
+        for name in names:
             syncs.wait_applied(name, f"main@sha1:{head}")  # the sync itself unaffected
         notes = [
             wait_event(syncs, "m-a", "refused before any connection", "--commit-status-api-url"),
             wait_event(syncs, "m-b", f"{syncs.namespace}/stolen", "does not exist"),
             wait_event(syncs, "m-c", "kubernetes.io/service-account-token"),
-            wait_event(syncs, "m-d", "gitea", "401"),
+            wait_event(syncs, "m-d", "via gitea", "401"),
+            wait_event(syncs, "m-e", "via gitea", "403"),
+            wait_event(syncs, "m-f", "via gitea", "503"),
         ]
         assert listener.total == 0, "a refused apiURL was connected to"
     finally:
         listener.stop()
-    assert not any(gitea.token in note or "0" * 40 in note for note in notes), notes
+        failing.stop()
+    tokens = (gitea.token, "0" * 40, read_only)
+    assert not any(token in note for token in tokens for note in notes), notes
     # Nothing reached Gitea for them: the head commit has no status of theirs.
     contexts = {s["context"] for s in gitea.statuses(repo, head)}
     assert not contexts & {f"modelsync/{syncs.namespace}/{n}" for n in ("m-a", "m-b", "m-c")}
@@ -438,5 +451,6 @@ def test_commit_status_silent_host_does_not_delay_five_commits(
             token = syncs.request("prod")
             syncs.wait_applied("prod", f"main@sha1:{sha}", token=token)
         assert silent.total >= 1, "no status write was even tried"
+        wait_event(syncs, "prod", "via gitlab", "timed out")
     finally:
         silent.stop()
