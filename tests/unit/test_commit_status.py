@@ -155,16 +155,9 @@ def test_commit_status_requests_per_provider() -> None:
     }
 
 
-def test_commit_status_writer_sends_each_verdict_once_and_drops_when_full() -> None:
-    events: list[str] = []
-    writer = cs.StatusWriter(
-        lambda *_: None, lambda _ms, _r, note: events.append(note), max_queued=0
-    )
-    ms = {
-        "metadata": {"namespace": "n", "name": "s"},
-        "spec": {"repo": {"url": "https://git.example/a/b"}, "notify": {"provider": "gitea"}},
-    }
-    writer.submit(ms, REVISION, cs.PENDING, "fetched")  # the queue holds none: dropped
-    assert writer._queued == 0
-    assert not events
-    writer.shutdown()
+def test_commit_status_queue_takes_each_verdict_once_and_drops_when_full() -> None:
+    said = (REVISION, cs.SUCCESS, "applied")
+    assert cs.admit(None, said, 0, 10) == cs.QUEUED
+    assert cs.admit(said, said, 0, 10) == cs.DUPLICATE  # a resync says the same again
+    assert cs.admit((REVISION, cs.PENDING, "fetched"), said, 3, 10) == cs.QUEUED
+    assert cs.admit(None, said, 10, 10) == cs.DROPPED

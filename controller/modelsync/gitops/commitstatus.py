@@ -319,6 +319,25 @@ def _gist(text: str) -> str:
     return str(data)[:200]
 
 
+QUEUED, DUPLICATE, DROPPED = "queued", "duplicate", "dropped"
+
+
+def admit(
+    last: tuple[str, str, str] | None,
+    said: tuple[str, str, str],
+    queued: int,
+    max_queued: int,
+) -> str:
+    """Whether a status (revision, state, description) joins the queue: not when it is
+    what was last queued for that ModelSync (a resync says the same again), nor when
+    the queue is full (dropped and counted: the next verdict is sent instead)."""
+    if last == said:
+        return DUPLICATE
+    if queued >= max_queued:
+        return DROPPED
+    return QUEUED
+
+
 @dataclass(frozen=True)
 class Job:
     ms: dict[str, Any]  # the ModelSync as it was (events name it)
@@ -364,6 +383,12 @@ class StatusWriter:
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def forget(self, namespace: str, name: str) -> None:
+        """A ModelSync was deleted: what was said for it goes (statuses queued still go)."""
+        with self._lock:
+            self._last.pop((namespace, name), None)
+            self._failing.pop((namespace, name), None)
+
     def pending(self, ms: dict[str, Any], revision: str) -> None:
         """A revision was fetched that this ModelSync has not settled yet."""
         self.submit(ms, revision, PENDING, "fetched; validating and applying")
@@ -379,13 +404,14 @@ class StatusWriter:
             return
         meta = ms["metadata"]
         key = (meta["namespace"], meta["name"])
+        said = (revision, state, description)
         with self._lock:
-            if self._last.get(key) == (revision, state, description):
+            admitted = admit(self._last.get(key), said, self._queued, self.max_queued)
+            if admitted == DROPPED:
+                metrics.COMMIT_STATUSES.labels(provider=_provider(ms), result=DROPPED).inc()
+            if admitted != QUEUED:
                 return
-            if self._queued >= self.max_queued:
-                metrics.COMMIT_STATUSES.labels(provider=_provider(ms), result="dropped").inc()
-                return
-            self._last[key] = (revision, state, description)
+            self._last[key] = said
             self._queues.setdefault(key, collections.deque()).append(
                 Job(ms, revision, state, description)
             )

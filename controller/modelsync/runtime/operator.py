@@ -441,6 +441,8 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         namespace = namespace or ""
         if type == "DELETED":
             runtime.cache.delete(c.MODELSYNC_KIND, namespace, name)
+            if runtime.statuses is not None:
+                runtime.statuses.forget(namespace, name)
             return
         previous = runtime.cache.get(c.MODELSYNC_KIND, namespace, name)
         runtime.cache.put(c.MODELSYNC_KIND, dict(body))
