@@ -443,6 +443,7 @@ class StatusWriter:
         sha = sha_of(job.revision)
         if sha is None:
             return
+        token = ""
         try:
             target = api_base(job.ms["spec"]["notify"], job.ms["spec"]["repo"]["url"], self.allowed)
             token = self._token(key[0], job.ms["spec"]["notify"])
@@ -450,12 +451,14 @@ class StatusWriter:
             send(req, self.timeout)
         except (RefusedError, SendError) as error:
             metrics.COMMIT_STATUSES.labels(provider=provider, result="failed").inc()
-            message = f"commit status {job.state} for {job.revision} via {provider}: {error}"
+            # A host may echo the request back: its answer goes out without the token.
+            why = str(error).replace(token, "<token>") if token else str(error)
+            message = f"commit status {job.state} for {job.revision} via {provider}: {why}"
             with self._lock:
                 # The same statuses may be sent again once the cause is mended.
                 self._last.pop(key, None)
-                repeated = self._failing.get(key) == str(error)
-                self._failing[key] = str(error)
+                repeated = self._failing.get(key) == why
+                self._failing[key] = why
             log.warning("%s/%s: %s", key[0], key[1], message)
             if not repeated:
                 self.event(job.ms, c.EVENT_COMMIT_STATUS_FAILED, message)
@@ -475,7 +478,13 @@ class StatusWriter:
         name = str((notify.get("secretRef") or {}).get("name") or "")
         if not name:
             raise RefusedError("spec.notify.secretRef names no Secret")
-        secret = self.get("v1", "Secret", namespace, name)
+        try:
+            secret = self.get("v1", "Secret", namespace, name)
+        except Exception as error:  # the API server's answer (403: namespace not enabled)
+            status = getattr(error, "status", "") or type(error).__name__
+            raise RefusedError(
+                f"Secret {namespace}/{name} (spec.notify.secretRef) could not be read: {status}"
+            ) from None
         if secret is None:
             raise RefusedError(f"Secret {namespace}/{name} (spec.notify.secretRef) does not exist")
         if secret.get("type") != c.SECRET_TYPE_PROVIDER:
