@@ -198,6 +198,78 @@ def test_gitea_commit_status_failure_when_a_rollout_fails_and_is_rolled_back(
     assert "iris" in failed[-1]["description"], failed
 
 
+def open_rollback_pull(gitea: Gitea, repo: str, model: str) -> dict[str, Any] | None:
+    pulls = gitea.api("GET", f"/repos/{ADMIN}/{repo}/pulls?state=open&limit=50")
+    found = [p for p in pulls if p["head"]["ref"] == f"modelsync/rollback/{model}"]
+    assert len(found) <= 1, f"more than one open rollback pull request: {found}"
+    return found[0] if found else None
+
+
+def failed_at(sha: str) -> Callable[[Any], bool]:
+    def check(md: dict[str, Any] | None) -> bool:
+        status = (md or {}).get("status") or {}
+        return rolled_back(md) and status.get("failedGitRevision") == f"main@sha1:{sha}"
+
+    check.__name__ = f"rolled back from {sha[:8]}"
+    return check
+
+
+def test_gitea_rollback_pull_request_opened_updated_and_closed_as_superseded(
+    gitea_repo: GiteaRepo, syncs: Syncs, models: Models
+) -> None:
+    gitea, repo = gitea_repo.gitea, gitea_repo.name
+    healthy = model_yaml("iris", version="1", replicas=2) + (
+        f"  rollout:\n    progressDeadlineSeconds: {DEADLINE}\n"
+    )
+    good = gitea.write(repo, "models/iris.yaml", healthy)
+    syncs.create(
+        "prod",
+        gitea_repo.url,
+        secret="git",
+        path="models",
+        rollbackWriteBack=True,
+        notify={"provider": "gitea", "secretRef": {"name": "gitea-token"}},
+    )
+    syncs.wait_applied("prod", f"main@sha1:{good}")
+
+    # A failed rollout, rolled back: a pull request naming the model, the failed
+    # revision, the reason and the version it restores.
+    bad = gitea.write(repo, "models/iris.yaml", broken_model_yaml("iris", "2"))
+    syncs.request("prod")
+    models.wait("iris", failed_at(bad), timeout=DEADLINE + 30)
+    pull = wait_until(lambda: open_rollback_pull(gitea, repo, "iris"), "a rollback pull request")
+    assert pull["base"]["ref"] == "main"
+    assert "iris" in pull["title"] and "version 1" in pull["title"], pull["title"]
+    assert f"main@sha1:{bad}" in pull["body"] and f"main@sha1:{good}" in pull["body"]
+
+    # A second failure of the model updates that pull request: no second one.
+    worse = gitea.write(repo, "models/iris.yaml", broken_model_yaml("iris", "3"))
+    syncs.request("prod")
+    models.wait("iris", failed_at(worse), timeout=DEADLINE + 30)
+    updated = wait_until(
+        lambda: (p := open_rollback_pull(gitea, repo, "iris")) and worse in p["body"] and p,
+        "the pull request to name the second failure",
+    )
+    assert updated["number"] == pull["number"]
+
+    # A fix merged through another pull request closes it as superseded.
+    fixed = model_yaml("iris", version="4", replicas=2)
+    gitea.write(repo, "models/iris.yaml", fixed, new_branch="iris-4")
+    merge = gitea.merge_pull_request(repo, "iris-4", "iris 4")
+    syncs.request("prod")
+    syncs.wait_applied("prod", f"main@sha1:{merge}")
+    closed = wait_until(
+        lambda: (
+            (p := gitea.api("GET", f"/repos/{ADMIN}/{repo}/pulls/{pull['number']}"))["state"]
+            == "closed"
+            and p
+        ),
+        "the rollback pull request to be closed",
+    )
+    assert "Superseded" in closed["body"], closed["body"]
+    assert not closed.get("merged"), closed
+
+
 class HostApi(http.server.ThreadingHTTPServer):
     """A GitHub- or GitLab-like API on loopback that takes a commit status only as the
     provider documents it: the method, path, headers and body; anything else is a 4xx

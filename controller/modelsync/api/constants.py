@@ -132,5 +132,8 @@ SECRET_TYPE_GIT: Final = f"{GROUP}/git"
 SECRET_TYPE_PROVIDER: Final = f"{GROUP}/git-provider"
 # A commit status could not be set (the provider, the revision and the host's answer).
 EVENT_COMMIT_STATUS_FAILED: Final = "CommitStatusFailed"
+# A model's rollback pull request was opened, updated or closed as superseded; or could not be.
+EVENT_PULL_REQUEST: Final = "RollbackPullRequest"
+EVENT_PULL_REQUEST_FAILED: Final = "RollbackPullRequestFailed"
 # `modelsync run` flag that lets ModelSyncs name file:// repositories.
 FLAG_ALLOW_FILE_URLS: Final = "--allow-file-urls"

@@ -48,6 +48,9 @@ DEADLINE_SECONDS = 10.0  # connect, send and read the answer of one status write
 MAX_QUEUED = 1000  # status writes waiting, all ModelSyncs together; past it, dropped
 WORKERS = 4  # ModelSyncs whose statuses are being sent at once
 API_URLS_SETTING = "--commit-status-api-url"
+# A model's rollback pull request comes from this branch + the model's name (writeback.py
+# pushes it); found by it after a restart, never opened twice.
+ROLLBACK_BRANCH_PREFIX = "modelsync/rollback/"
 _SHA = re.compile(r"sha1:([0-9a-f]{40})$")
 _GITHUB_COM = "github.com"
 
@@ -250,41 +253,140 @@ def request(
     Gitea POST /repos/{owner}/{repo}/statuses/{sha}; GitHub the same path with its
     media type and API version; GitLab POST /projects/{url-encoded path}/statuses/{sha},
     whose states are pending/success/failed and whose context is `name`."""
-    headers = {"Content-Type": "application/json", "User-Agent": "modelsync"}
+    headers = _headers(target, token)
     if target.provider == "gitlab":
-        project = urllib.parse.quote(target.project, safe="")
-        url = f"{target.api}/projects/{project}/statuses/{sha}"
-        headers["PRIVATE-TOKEN"] = token
+        url = f"{_project_url(target)}/statuses/{sha}"
         body = {
             "state": "failed" if state == FAILURE else state,
             "name": ctx,
             "description": description,
         }
     else:
-        owner, _, repo = target.project.partition("/")
-        quote = urllib.parse.quote
-        url = f"{target.api}/repos/{quote(owner, safe='')}/{quote(repo, safe='')}/statuses/{sha}"
+        url = f"{_project_url(target)}/statuses/{sha}"
         body = {
             "state": PENDING if state == RUNNING else state,
             "context": ctx,
             "description": description,
         }
-        if target.provider == "github":
-            headers["Accept"] = "application/vnd.github+json"
-            headers["X-GitHub-Api-Version"] = "2022-11-28"
-            headers["Authorization"] = f"Bearer {token}"
-        else:
-            headers["Accept"] = "application/json"
-            headers["Authorization"] = f"token {token}"
     return Request("POST", url, headers, json.dumps(body).encode())
+
+
+def _headers(target: Target, token: str) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "User-Agent": "modelsync"}
+    if target.provider == "gitlab":
+        headers["PRIVATE-TOKEN"] = token
+    elif target.provider == "github":
+        headers["Accept"] = "application/vnd.github+json"
+        headers["X-GitHub-Api-Version"] = "2022-11-28"
+        headers["Authorization"] = f"Bearer {token}"
+    else:
+        headers["Accept"] = "application/json"
+        headers["Authorization"] = f"token {token}"
+    return headers
+
+
+def _project_url(target: Target) -> str:
+    if target.provider == "gitlab":
+        return f"{target.api}/projects/{urllib.parse.quote(target.project, safe='')}"
+    owner, _, repo = target.project.partition("/")
+    quote = urllib.parse.quote
+    return f"{target.api}/repos/{quote(owner, safe='')}/{quote(repo, safe='')}"
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """The rollback pull request of one model: from its rollback branch (`head`, moved
+    to each new failure's restore commit) into the followed branch (`base`)."""
+
+    model: str
+    head: str
+    base: str
+    failed: str  # the failed git revision
+    restored: str  # the revision whose file it restores
+    version: str  # the model version that serves again
+    reason: str
+
+    @property
+    def title(self) -> str:
+        return f"Roll back model {self.model} to version {self.version} (modelsync)"
+
+    def body(self) -> str:
+        return (
+            f"Model **{self.model}** failed at `{self.failed}` and was rolled back "
+            f"automatically: {self.reason}\n\n"
+            f"This restores its file as it was at `{self.restored}` (version "
+            f"{self.version}, which serves now), so that git says what the cluster runs. "
+            "Merge it, or change the model in another pull request."
+        )
+
+
+def pulls_list(target: Target, token: str) -> Request:
+    """The open pull (merge) requests, one page: a rollback PR is found by its head."""
+    if target.provider == "gitlab":
+        url = f"{_project_url(target)}/merge_requests?state=opened&per_page=100"
+    else:
+        url = f"{_project_url(target)}/pulls?state=open&per_page=100&limit=50"
+    return Request("GET", url, _headers(target, token), b"")
+
+
+def open_pulls(provider: str, answer: str) -> dict[str, tuple[int, str]]:
+    """{head branch: (number, body)} of a listing's answer."""
+    try:
+        items = json.loads(answer)
+    except ValueError:
+        return {}
+    found: dict[str, tuple[int, str]] = {}
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        if provider == "gitlab":
+            head, number, body = item.get("source_branch"), item.get("iid"), item.get("description")
+        else:
+            head = (item.get("head") or {}).get("ref")
+            number, body = item.get("number"), item.get("body")
+        if isinstance(head, str) and isinstance(number, int):
+            found[head] = (number, str(body or ""))
+    return found
+
+
+def pull_create(target: Target, token: str, pull: PullRequest) -> Request:
+    if target.provider == "gitlab":
+        url = f"{_project_url(target)}/merge_requests"
+        body: dict[str, Any] = {
+            "source_branch": pull.head,
+            "target_branch": pull.base,
+            "title": pull.title,
+            "description": pull.body(),
+        }
+    else:
+        url = f"{_project_url(target)}/pulls"
+        body = {"head": pull.head, "base": pull.base, "title": pull.title, "body": pull.body()}
+    return Request("POST", url, _headers(target, token), json.dumps(body).encode())
+
+
+def pull_update(
+    target: Target, token: str, number: int, *, title: str, body: str, close: bool = False
+) -> Request:
+    """Retitle and redescribe an open pull request; `close` closes it too."""
+    if target.provider == "gitlab":
+        url = f"{_project_url(target)}/merge_requests/{number}"
+        data: dict[str, Any] = {"title": title, "description": body}
+        if close:
+            data["state_event"] = "close"
+        return Request("PUT", url, _headers(target, token), json.dumps(data).encode())
+    data = {"title": title, "body": body}
+    if close:
+        data["state"] = "closed"
+    url = f"{_project_url(target)}/pulls/{number}"
+    return Request("PATCH", url, _headers(target, token), json.dumps(data).encode())
 
 
 class SendError(Exception):
     """The git host did not take the status; the message never holds the token."""
 
 
-def send(req: Request, timeout: float = DEADLINE_SECONDS) -> int:
-    """Send once: no redirect followed (a 3xx is an error), an answer read up to 64 KiB."""
+def send(req: Request, timeout: float = DEADLINE_SECONDS) -> str:
+    """Send once: no redirect followed (a 3xx is an error); the answer, up to 1 MiB."""
     parts = urllib.parse.urlsplit(req.url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     connection: http.client.HTTPConnection
@@ -297,16 +399,16 @@ def send(req: Request, timeout: float = DEADLINE_SECONDS) -> int:
     try:
         connection.request(req.method, target, body=req.body, headers=req.headers)
         answer = connection.getresponse()
-        text = answer.read(65536).decode(errors="replace")
+        text = answer.read(1 << 20).decode(errors="replace")
     except (OSError, http.client.HTTPException) as error:
         raise SendError(f"{type(error).__name__}: {error}") from None
     finally:
         connection.close()
     if answer.status == 400 and "Cannot transition status" in text:
-        return answer.status  # GitLab: the commit has this state already (say, after a restart)
+        return text  # GitLab: the commit has this state already (say, after a restart)
     if not 200 <= answer.status < 300:
         raise SendError(f"answered {answer.status} {answer.reason}: {_gist(text)}")
-    return answer.status
+    return text
 
 
 def _gist(text: str) -> str:
@@ -323,8 +425,8 @@ QUEUED, DUPLICATE, DROPPED = "queued", "duplicate", "dropped"
 
 
 def admit(
-    last: tuple[str, str, str] | None,
-    said: tuple[str, str, str],
+    last: tuple[str, ...] | None,
+    said: tuple[str, ...],
     queued: int,
     max_queued: int,
 ) -> str:
@@ -338,22 +440,29 @@ def admit(
     return QUEUED
 
 
+STATUS, PULL, CLOSE = "status", "pull", "close"
+
+
 @dataclass(frozen=True)
 class Job:
     ms: dict[str, Any]  # the ModelSync as it was (events name it)
     revision: str
     state: str
     description: str
+    action: str = STATUS
+    pull: PullRequest | None = None  # PULL: the pull request to open or update
+    models: tuple[str, ...] = ()  # CLOSE: models whose rollback pull requests are superseded
 
 
 Getter = Callable[[str, str, str, str], dict[str, Any] | None]
-EventPoster = Callable[[dict[str, Any], str, str], None]
+EventPoster = Callable[[dict[str, Any], str, str, bool], None]
+Topic = tuple[str, str, str]  # namespace, name, what (the status, or a model's pull request)
 
 
 class StatusWriter:
-    """Sends commit statuses off the sync's path. `submit` never blocks and never
-    raises: the same (revision, state, description) for a ModelSync is sent once; a
-    full queue drops the new status and counts it."""
+    """Sends commit statuses (and rollback pull requests) off the sync's path. Nothing
+    here blocks or raises into a sync: the same thing said twice for a ModelSync is sent
+    once; a full queue drops the new item and counts it."""
 
     def __init__(
         self,
@@ -371,11 +480,11 @@ class StatusWriter:
         self.max_queued = max_queued
         self.timeout = timeout
         self._lock = threading.Lock()
-        self._queues: dict[tuple[str, str], collections.deque[Job]] = {}
+        self._queues: dict[tuple[str, str], collections.deque[tuple[Topic, Job]]] = {}
         self._busy: set[tuple[str, str]] = set()
         self._queued = 0
-        self._last: dict[tuple[str, str], tuple[str, str, str]] = {}
-        self._failing: dict[tuple[str, str], str] = {}
+        self._last: dict[Topic, tuple[str, ...]] = {}
+        self._failing: dict[Topic, str] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="commit-status"
         )
@@ -384,37 +493,57 @@ class StatusWriter:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def forget(self, namespace: str, name: str) -> None:
-        """A ModelSync was deleted: what was said for it goes (statuses queued still go)."""
+        """A ModelSync was deleted: what was said for it goes (what is queued still goes)."""
         with self._lock:
-            self._last.pop((namespace, name), None)
-            self._failing.pop((namespace, name), None)
+            for table in (self._last, self._failing):
+                for topic in [t for t in table if t[:2] == (namespace, name)]:
+                    table.pop(topic, None)
 
     def pending(self, ms: dict[str, Any], revision: str) -> None:
         """A revision was fetched that this ModelSync has not settled yet."""
         self.submit(ms, revision, PENDING, "fetched; validating and applying")
 
     def observe(self, ms: dict[str, Any], status: dict[str, Any]) -> None:
-        """Whatever the ModelSync's new status says of its revision."""
+        """Whatever the ModelSync's new status says of its revision; once a revision is
+        applied and healthy, the rollback pull requests of its models are superseded."""
         said = verdict(status)
-        if said is not None:
-            self.submit(ms, *said)
+        if said is None:
+            return
+        self.submit(ms, *said)
+        if said[1] == SUCCESS and (ms.get("spec") or {}).get("rollbackWriteBack"):
+            models = tuple(
+                sorted(
+                    entry["name"]
+                    for entry in status.get("inventory") or []
+                    if entry.get("kind") == c.MODELDEPLOYMENT_KIND
+                )
+            )
+            job = Job(ms, said[0], "", "", action=CLOSE, models=models)
+            self._enqueue(ms, CLOSE, (said[0], *models), job)
 
     def submit(self, ms: dict[str, Any], revision: str, state: str, description: str) -> None:
+        job = Job(ms, revision, state, description)
+        self._enqueue(ms, STATUS, (revision, state, description), job)
+
+    def pull_request(self, ms: dict[str, Any], pull: PullRequest) -> None:
+        """Open (or bring up to date) the rollback pull request of `pull.model`."""
+        job = Job(ms, pull.failed, "", "", action=PULL, pull=pull)
+        self._enqueue(ms, f"{PULL}/{pull.model}", (pull.failed, pull.reason), job)
+
+    def _enqueue(self, ms: dict[str, Any], what: str, said: tuple[str, ...], job: Job) -> None:
         if not (ms.get("spec") or {}).get("notify"):
             return
         meta = ms["metadata"]
         key = (meta["namespace"], meta["name"])
-        said = (revision, state, description)
+        topic = (*key, what)
         with self._lock:
-            admitted = admit(self._last.get(key), said, self._queued, self.max_queued)
+            admitted = admit(self._last.get(topic), said, self._queued, self.max_queued)
             if admitted == DROPPED:
                 metrics.COMMIT_STATUSES.labels(provider=_provider(ms), result=DROPPED).inc()
             if admitted != QUEUED:
                 return
-            self._last[key] = said
-            self._queues.setdefault(key, collections.deque()).append(
-                Job(ms, revision, state, description)
-            )
+            self._last[topic] = said
+            self._queues.setdefault(key, collections.deque()).append((topic, job))
             self._queued += 1
             if key in self._busy:
                 return
@@ -434,43 +563,98 @@ class StatusWriter:
                     self._queues.pop(key, None)
                     self._busy.discard(key)
                     return
-                job = queue.popleft()
+                topic, job = queue.popleft()
                 self._queued -= 1
-            self._send(key, job)
+            self._send(topic, job)
 
-    def _send(self, key: tuple[str, str], job: Job) -> None:
+    def _send(self, topic: Topic, job: Job) -> None:
         provider = _provider(job.ms)
-        sha = sha_of(job.revision)
-        if sha is None:
-            return
+        namespace, name = topic[0], topic[1]
+        what = "commit status" if job.action == STATUS else "rollback pull request"
         token = ""
         try:
             target = api_base(job.ms["spec"]["notify"], job.ms["spec"]["repo"]["url"], self.allowed)
-            token = self._token(key[0], job.ms["spec"]["notify"])
-            req = request(target, sha, job.state, job.description, context(*key), token)
-            send(req, self.timeout)
+            token = self._token(namespace, job.ms["spec"]["notify"])
+            done = self._act(target, token, (namespace, name), job)
         except (RefusedError, SendError) as error:
             metrics.COMMIT_STATUSES.labels(provider=provider, result="failed").inc()
             # A host may echo the request back: its answer goes out without the token.
             why = str(error).replace(token, "<token>") if token else str(error)
-            message = f"commit status {job.state} for {job.revision} via {provider}: {why}"
+            subject = f"{job.state} " if job.action == STATUS else ""
+            message = f"{what} {subject}for {job.revision} via {provider}: {why}"
             with self._lock:
-                # The same statuses may be sent again once the cause is mended.
-                self._last.pop(key, None)
-                repeated = self._failing.get(key) == why
-                self._failing[key] = why
-            log.warning("%s/%s: %s", key[0], key[1], message)
+                # The same may be sent again once the cause is mended.
+                self._last.pop(topic, None)
+                repeated = self._failing.get(topic) == why
+                self._failing[topic] = why
+            log.warning("%s/%s: %s", namespace, name, message)
             if not repeated:
-                self.event(job.ms, c.EVENT_COMMIT_STATUS_FAILED, message)
+                reason = (
+                    c.EVENT_COMMIT_STATUS_FAILED
+                    if job.action == STATUS
+                    else c.EVENT_PULL_REQUEST_FAILED
+                )
+                self.event(job.ms, reason, message, True)
             return
         except Exception:  # a fault of ours must not stop the other ModelSyncs' statuses
             metrics.COMMIT_STATUSES.labels(provider=provider, result="failed").inc()
-            log.exception("%s/%s: commit status failed", *key)
+            log.exception("%s/%s: %s failed", namespace, name, what)
             return
         with self._lock:
-            self._failing.pop(key, None)
-        metrics.COMMIT_STATUSES.labels(provider=provider, result="sent").inc()
-        log.info("%s/%s: commit status %s for %s via %s", *key, job.state, job.revision, provider)
+            self._failing.pop(topic, None)
+        if job.action == STATUS:
+            metrics.COMMIT_STATUSES.labels(provider=provider, result="sent").inc()
+        if done:
+            log.info("%s/%s: %s", namespace, name, done)
+            if job.action != STATUS:
+                self.event(job.ms, c.EVENT_PULL_REQUEST, done, False)
+
+    def _act(self, target: Target, token: str, key: tuple[str, str], job: Job) -> str:
+        """Do what the job asks of the host; what was done, for the log and an Event."""
+        if job.action == STATUS:
+            sha = sha_of(job.revision)
+            if sha is None:
+                return ""
+            req = request(target, sha, job.state, job.description, context(*key), token)
+            send(req, self.timeout)
+            return f"commit status {job.state} for {job.revision} via {target.provider}"
+        pulls = open_pulls(target.provider, send(pulls_list(target, token), self.timeout))
+        if job.action == PULL and job.pull is not None:
+            pull = job.pull
+            if pull.head not in pulls:
+                send(pull_create(target, token, pull), self.timeout)
+                return f"opened a pull request from {pull.head} into {pull.base}: {pull.title}"
+            number, body = pulls[pull.head]
+            if body == pull.body():
+                return ""
+            send(
+                pull_update(target, token, number, title=pull.title, body=pull.body()),
+                self.timeout,
+            )
+            return f"updated pull request #{number} ({pull.head}) for {pull.failed}"
+        closed = []
+        for model in job.models:
+            head = f"{ROLLBACK_BRANCH_PREFIX}{model}"
+            if head not in pulls:
+                continue
+            number, body = pulls[head]
+            note = (
+                f"Superseded: `{job.revision}` changed model {model} and it is healthy; "
+                "closed by modelsync."
+            )
+            send(
+                pull_update(
+                    target,
+                    token,
+                    number,
+                    title=f"Superseded: roll back model {model} (modelsync)",
+                    body=f"{body}\n\n{note}",
+                    close=True,
+                ),
+                self.timeout,
+            )
+            closed.append(f"#{number} ({model})")
+        return f"closed superseded pull requests {', '.join(closed)}" if closed else ""
 
     def _token(self, namespace: str, notify: dict[str, Any]) -> str:
         """The `token` of the Secret spec.notify.secretRef names, in the ModelSync's own

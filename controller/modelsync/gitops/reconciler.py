@@ -36,7 +36,7 @@ from modelsync.gitops.apply import (
     Planned,
     inventory_of,
 )
-from modelsync.gitops.commitstatus import StatusWriter
+from modelsync.gitops.commitstatus import PullRequest, StatusWriter
 from modelsync.gitops.fetch import (
     Credentials,
     FetchError,
@@ -506,24 +506,39 @@ class SyncReconciler:
                 continue  # not from git: nothing to write back to
             name = md["metadata"]["name"]
             branch = writeback.branch_name(name, writeback.sha_of(failed))
-            if branch in done:
-                continue
-            try:
-                writeback.push_rollback_branch(
-                    self.fetcher,
-                    spec["repo"]["url"],
-                    credentials,
-                    model=name,
-                    failed_revision=failed,
-                    stable_revision=stable,
-                    follow=revision.fetch_ref,
-                    path=spec.get("path", ""),
-                    reason=message,
+            # With a git host to tell (spec.notify), a pull request per model follows.
+            pull = writeback.pull_request_branch(name) if spec.get("notify") else None
+            if branch not in done:
+                try:
+                    writeback.push_rollback_branch(
+                        self.fetcher,
+                        spec["repo"]["url"],
+                        credentials,
+                        model=name,
+                        failed_revision=failed,
+                        stable_revision=stable,
+                        follow=revision.fetch_ref,
+                        path=spec.get("path", ""),
+                        reason=message,
+                        also=pull,
+                    )
+                except (writeback.RollbackError, FetchError) as error:
+                    return done, f"could not push {branch}: {error}"
+                log.info("pushed %s for %s/%s", branch, md["metadata"]["namespace"], name)
+                done.append(branch)
+            if pull and self.statuses is not None:
+                self.statuses.pull_request(
+                    ms,
+                    PullRequest(
+                        model=name,
+                        head=pull,
+                        base=revision.fetch_ref.removeprefix("refs/heads/"),
+                        failed=failed,
+                        restored=stable,
+                        version=str(status.get("modelVersion") or "?"),
+                        reason=message,
+                    ),
                 )
-            except (writeback.RollbackError, FetchError) as error:
-                return done, f"could not push {branch}: {error}"
-            log.info("pushed %s for %s/%s", branch, md["metadata"]["namespace"], name)
-            done.append(branch)
         return done, ""
 
     def _rolled_back_models(

@@ -356,8 +356,8 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         patterns = runtime.settings.namespaces
         runtime.statuses = StatusWriter(
             kube.get,
-            lambda ms, reason, note: kube.event(
-                ms, c.MODELSYNC_KIND, reason, note, action="CommitStatus", warning=True
+            lambda ms, reason, note, warning: kube.event(
+                ms, c.MODELSYNC_KIND, reason, note, action="GitHost", warning=warning
             ),
             runtime.settings.commit_status_api_urls,
         )
