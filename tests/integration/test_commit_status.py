@@ -239,8 +239,10 @@ def test_gitea_rollback_pull_request_opened_updated_and_closed_as_superseded(
     models.wait("iris", failed_at(bad), timeout=DEADLINE + 30)
     pull = wait_until(lambda: open_rollback_pull(gitea, repo, "iris"), "a rollback pull request")
     assert pull["base"]["ref"] == "main"
-    assert "iris" in pull["title"] and "version 1" in pull["title"], pull["title"]
-    assert f"main@sha1:{bad}" in pull["body"] and f"main@sha1:{good}" in pull["body"]
+    assert "iris" in pull["title"], pull["title"]
+    assert "version 1" in pull["title"], pull["title"]
+    assert f"main@sha1:{bad}" in pull["body"], pull["body"]
+    assert f"main@sha1:{good}" in pull["body"], pull["body"]
 
     # A second failure of the model updates that pull request: no second one.
     worse = gitea.write(repo, "models/iris.yaml", broken_model_yaml("iris", "3"))

@@ -161,3 +161,57 @@ def test_commit_status_queue_takes_each_verdict_once_and_drops_when_full() -> No
     assert cs.admit(said, said, 0, 10) == cs.DUPLICATE  # a resync says the same again
     assert cs.admit((REVISION, cs.PENDING, "fetched"), said, 3, 10) == cs.QUEUED
     assert cs.admit(None, said, 10, 10) == cs.DROPPED
+
+
+PULL = cs.PullRequest(
+    model="iris",
+    head="modelsync/rollback/iris",
+    base="main",
+    failed=REVISION,
+    restored="main@sha1:" + "a" * 40,
+    version="1",
+    reason="ProgressDeadlineExceeded",
+)
+
+
+def test_rollback_pull_request_names_model_failure_reason_and_restored_version() -> None:
+    assert "iris" in PULL.title
+    assert "version 1" in PULL.title
+    for part in (REVISION, PULL.restored, "ProgressDeadlineExceeded", "version 1"):
+        assert part in PULL.body()
+
+
+def test_rollback_pull_request_requests_per_provider() -> None:
+    gitea = cs.Target("gitea", "http://h/api/v1", "acme/models")
+    create = cs.pull_create(gitea, "T", PULL)
+    assert (create.method, create.url) == ("POST", "http://h/api/v1/repos/acme/models/pulls")
+    assert json.loads(create.body) == {
+        "head": PULL.head,
+        "base": "main",
+        "title": PULL.title,
+        "body": PULL.body(),
+    }
+    close = cs.pull_update(gitea, "T", 7, title="t", body="b", close=True)
+    assert (close.method, close.url) == ("PATCH", "http://h/api/v1/repos/acme/models/pulls/7")
+    assert json.loads(close.body) == {"title": "t", "body": "b", "state": "closed"}
+    gitlab = cs.Target("gitlab", "https://gl/api/v4", "g/sub/models")
+    create = cs.pull_create(gitlab, "T", PULL)
+    assert create.url == "https://gl/api/v4/projects/g%2Fsub%2Fmodels/merge_requests"
+    assert json.loads(create.body)["source_branch"] == PULL.head
+    close = cs.pull_update(gitlab, "T", 3, title="t", body="b", close=True)
+    assert (close.method, close.url) == (
+        "PUT",
+        "https://gl/api/v4/projects/g%2Fsub%2Fmodels/merge_requests/3",
+    )
+    assert json.loads(close.body)["state_event"] == "close"
+    listing = cs.pulls_list(cs.Target("github", "https://api.github.com", "a/b"), "T")
+    assert listing.method == "GET"
+    assert listing.url.startswith("https://api.github.com/repos/a/b/pulls?state=open")
+
+
+def test_rollback_pull_requests_found_by_head_branch() -> None:
+    github = json.dumps([{"number": 4, "head": {"ref": PULL.head}, "body": "x"}, {"nope": 1}])
+    assert cs.open_pulls("github", github) == {PULL.head: (4, "x")}
+    gitlab = json.dumps([{"iid": 2, "source_branch": PULL.head, "description": None}])
+    assert cs.open_pulls("gitlab", gitlab) == {PULL.head: (2, "")}
+    assert cs.open_pulls("gitea", "not json") == {}

@@ -76,7 +76,7 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     loop: asyncio.AbstractEventLoop | None = None
     kube: kubemod.Kube | None = None
-    rolled_back_seen: dict[tuple[str, str], bool] = field(default_factory=dict)
+    rolled_back_seen: dict[tuple[str, str], str] = field(default_factory=dict)
     ready_seen: dict[tuple[str, str], bool] = field(default_factory=dict)
     # What last made each ModelDeployment worth a reconcile, and each pod's restarts: our
     # own status writes and a pod's ordinary progress come back as events too.
@@ -264,9 +264,15 @@ class NoProgress(kopf.ProgressStorage):
         return essence
 
 
-def rolled_back(body: dict[str, Any]) -> bool:
-    found = conditions.find((body.get("status") or {}).get("conditions"), c.ROLLED_BACK)
-    return bool(found and found.get("status") == "True")
+def rolled_back(body: dict[str, Any]) -> str:
+    """The failed revision a model is rolled back from ("" when it is not): a second
+    failure while rolled back is news to its ModelSync too (its write-back, its pull
+    request), not only the first."""
+    status = body.get("status") or {}
+    found = conditions.find(status.get("conditions"), c.ROLLED_BACK)
+    if not (found and found.get("status") == "True"):
+        return ""
+    return str(status.get("failedGitRevision") or found.get("message") or "rolled back")
 
 
 def sync_trigger(body: dict[str, Any]) -> tuple[Any, Any]:
