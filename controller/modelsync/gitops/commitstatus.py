@@ -518,8 +518,9 @@ class StatusWriter:
                     if entry.get("kind") == c.MODELDEPLOYMENT_KIND
                 )
             )
-            job = Job(ms, said[0], "", "", action=CLOSE, models=models)
-            self._enqueue(ms, CLOSE, (said[0], *models), job)
+            if models:
+                job = Job(ms, said[0], "", "", action=CLOSE, models=models)
+                self._enqueue(ms, CLOSE, (said[0], *models), job)
 
     def submit(self, ms: dict[str, Any], revision: str, state: str, description: str) -> None:
         job = Job(ms, revision, state, description)
