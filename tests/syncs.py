@@ -69,6 +69,7 @@ class Syncs:
         url: str,
         ref: dict[str, str] | None = None,
         secret: str | None = None,
+        labels: dict[str, str] | None = None,
         **spec: Any,
     ) -> None:
         repo: dict[str, Any] = {"url": url}
@@ -79,7 +80,7 @@ class Syncs:
         body = {
             "apiVersion": c.API_VERSION,
             "kind": c.MODELSYNC_KIND,
-            "metadata": {"name": name},
+            "metadata": {"name": name, "labels": labels or {}},
             "spec": {"repo": repo, "interval": "1h", **spec},
         }
         self.api.create_namespaced_custom_object(namespace=self.namespace, body=body, **MS)

@@ -108,6 +108,8 @@ def test_helm_template_matches_expected_output(
         (["--set", "watchNamespaces={Not_A_Namespace}"], "watchNamespaces"),
         (["--set", "unknown=1"], "unknown"),
         (["--set", "imagePullPolicy=Sometimes"], "imagePullPolicy"),
+        (["--set", "shards={Not A Shard}"], "shards"),
+        (["--set", "shards={alpha,alpha}"], "shards"),
         (["--set", "runtimes.seldon.image=mirror.local/seldon:1"], "seldon"),
         (["--set", "storageInitializer.image=two words"], "storageInitializer"),
     ],
@@ -513,3 +515,27 @@ def test_helm_security_analysis_endpoints_become_run_flags(local_cluster: LocalC
         )
         assert result.returncode != 0, wrong
         assert "analysisEndpoints" in result.stderr
+
+
+def test_helm_shards_each_get_a_deployment_and_a_lease_of_their_own(
+    local_cluster: LocalCluster,
+) -> None:
+    rendered = helm(
+        local_cluster, "template", "modelsync", str(CHART), "--set", "shards={alpha,beta}"
+    ).stdout
+    deployments = {
+        doc["metadata"]["name"]: doc
+        for doc in yaml.safe_load_all(rendered)
+        if doc and doc["kind"] == "Deployment"
+    }
+    assert set(deployments) == {"modelsync", "modelsync-shard-alpha", "modelsync-shard-beta"}
+    for name, shard in (("modelsync-shard-alpha", "alpha"), ("modelsync-shard-beta", "beta")):
+        spec = deployments[name]["spec"]
+        assert spec["selector"]["matchLabels"]["modelsync.io/shard"] == shard
+        assert spec["template"]["metadata"]["labels"]["modelsync.io/shard"] == shard
+        assert f"--shard={shard}" in spec["template"]["spec"]["containers"][0]["args"]
+    unsharded = deployments["modelsync"]["spec"]
+    assert "modelsync.io/shard" not in unsharded["selector"]["matchLabels"]
+    assert not any(
+        a.startswith("--shard") for a in unsharded["template"]["spec"]["containers"][0]["args"]
+    )

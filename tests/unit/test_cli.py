@@ -111,6 +111,9 @@ def test_run_refuses_a_rate_limit_that_cannot_be(
         ("--runtime-image", "mlserver=", "write RUNTIME=IMAGE"),
         ("--image-pull-policy", "Sometimes", "Sometimes"),
         ("--storage-initializer-image", " ", "an empty image"),
+        ("--shard", "no spaces/allowed", "is not a label value"),
+        ("--shard", "-edge", "is not a label value"),
+        ("--shard", "x" * 64, "is not a label value"),
     ],
 )
 def test_run_refuses_runtime_images_that_cannot_be(

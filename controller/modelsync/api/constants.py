@@ -54,6 +54,9 @@ EVENT_INVALID_SPEC: Final = REASON_INVALID_SPEC
 MODELSYNC_KIND: Final = "ModelSync"
 MODELSYNC_PLURAL: Final = "modelsyncs"
 LABEL_SYNC_NAME: Final = f"{GROUP}/sync-name"
+# Which operator shard (`modelsync run --shard`) reconciles a ModelSync and everything it
+# applies; without it, the unsharded operator does (Flux's sharding.fluxcd.io/key).
+LABEL_SHARD: Final = f"{GROUP}/shard"
 LABEL_SYNC_NAMESPACE: Final = f"{GROUP}/sync-namespace"
 ANNOTATION_RECONCILE_REQUESTED: Final = f"{GROUP}/reconcile-requested-at"
 # On a live object that no ModelSync created: "<namespace>/<name>" of the one ModelSync
@@ -76,6 +79,9 @@ REASON_OWNERSHIP_CONFLICT: Final = "OwnershipConflict"
 # The writer's account may not write an object (403): retried with backoff, since a
 # RoleBinding just created (or about to be) mends it without a commit.
 REASON_FORBIDDEN: Final = "Forbidden"
+# The ModelSync names a shard no operator runs (no live Lease publishes it): set by the
+# unsharded leader, since no shard would ever look at it.
+REASON_NO_SHARD: Final = "NoShard"
 REASON_EMPTY_REVISION: Final = "EmptyRevision"
 REASON_DRIFT_DETECTED: Final = "DriftDetected"
 REASON_SUSPENDED: Final = "Suspended"

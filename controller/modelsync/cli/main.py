@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -588,6 +589,13 @@ def rollback(
     help="how long an unrenewed Lease stays its holder's",
 )
 @click.option(
+    "--shard",
+    default="",
+    callback=lambda _ctx, _param, value: _shard_name(value),
+    help="reconcile only ModelSyncs labelled modelsync.io/shard=NAME (and what they apply); "
+    "without it, only unlabelled ones",
+)
+@click.option(
     "--kube-qps",
     type=click.FloatRange(min=0.1),
     default=OperatorSettings.kube_qps,
@@ -697,6 +705,7 @@ def run(
     leader_elect: bool,
     lease_namespace: str,
     lease_seconds: int,
+    shard: str,
     kube_qps: float,
     kube_burst: int,
     analysis_endpoints: tuple[str, ...],
@@ -740,9 +749,10 @@ def run(
         kubeconfig=run_kubeconfig or cluster.kubeconfig,
         git_cache_dir=git_cache_dir,
         max_revision_bytes=max_revision_bytes,
-        leader_election=leader_elect,
+        leader_election=leader_elect or bool(shard),
         lease_namespace=lease_namespace,
         lease_seconds=lease_seconds,
+        shard=shard,
         kube_qps=kube_qps,
         kube_burst=kube_burst,
         analysis_endpoints=analysis_endpoints,
@@ -765,6 +775,20 @@ def run(
         raise SystemExit(130) from None
     if not kept_the_lead:
         raise SystemExit(1)  # restarted, it waits for the lead like any other replica
+
+
+_LABEL_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?")
+
+
+def _shard_name(value: str) -> str:
+    """A shard names a label value; refused at start-up, not at the first list request."""
+    if not _LABEL_VALUE.fullmatch(value):
+        raise click.BadParameter(
+            f"{value!r} is not a label value (at most 63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit)",
+            param_hint="--shard",
+        )
+    return value
 
 
 def _analysis_endpoints(values: tuple[str, ...]) -> tuple[str, ...]:

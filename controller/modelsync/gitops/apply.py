@@ -103,14 +103,21 @@ def reference(manifest: Manifest) -> dict[str, str]:
     return entry
 
 
-def labelled(manifest: Manifest, sync_namespace: str, sync_name: str) -> Manifest:
+def labelled(manifest: Manifest, sync_namespace: str, sync_name: str, shard: str = "") -> Manifest:
+    """The object as applied: labelled with its ModelSync and that ModelSync's shard, so
+    the same operator shard serves what it applied (a shard label written in git is
+    replaced: content does not pick its operator)."""
     out = dict(manifest)
     meta = dict(out.get("metadata") or {})
-    meta["labels"] = {
+    labels = {
         **(meta.get("labels") or {}),
         c.LABEL_SYNC_NAME: sync_name,
         c.LABEL_SYNC_NAMESPACE: sync_namespace,
     }
+    labels.pop(c.LABEL_SHARD, None)
+    if shard:
+        labels[c.LABEL_SHARD] = shard
+    meta["labels"] = labels
     out["metadata"] = meta
     return out
 
@@ -147,11 +154,13 @@ class Applier:
         sync_namespace: str,
         sync_name: str,
         cached: CachedList | None = None,
+        shard: str = "",
     ) -> None:
         self.kube = reader
         self.writer = writer
         self.sync_namespace = sync_namespace
         self.sync_name = sync_name
+        self.shard = shard
         # Objects the operator's watch cache holds already, instead of a list request.
         self.cached = cached or (lambda *_: None)
 
@@ -176,7 +185,7 @@ class Applier:
         steps: list[tuple[LoadedObject, Manifest, Manifest, Manifest | None, list[str], bool]] = []
         conflicts: list[LoadError] = []
         for obj in sorted(objects, key=apply_order):
-            desired = labelled(obj.manifest, self.sync_namespace, self.sync_name)
+            desired = labelled(obj.manifest, self.sync_namespace, self.sync_name, self.shard)
             current = live.get(identity(desired))
             if current is None:
                 current = self._get(desired)

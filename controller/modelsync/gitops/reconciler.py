@@ -367,7 +367,14 @@ class SyncReconciler:
             return outcome
 
         loaded = load(snapshot, spec.get("path", ""))
-        applier = Applier(self.kube, writer, meta["namespace"], meta["name"], self._cached)
+        applier = Applier(
+            self.kube,
+            writer,
+            meta["namespace"],
+            meta["name"],
+            self._cached,
+            shard=(meta.get("labels") or {}).get(c.LABEL_SHARD, ""),
+        )
         # Our own resources first, before any request (as `modelsync validate` does).
         errors = loaded.errors + content_errors(
             loaded.objects, lambda file: (snapshot / file).read_text()

@@ -50,8 +50,10 @@ class LeaseLock:
         name: str,
         holder: str,
         lease_seconds: int = 15,
+        labels: dict[str, str] | None = None,
     ) -> None:
         self.client = client
+        self.labels = labels or {}  # what the Lease publishes (an operator's shard)
         self.leases = DynamicClient(client).resources.get(
             api_version="coordination.k8s.io/v1", kind="Lease"
         )
@@ -69,7 +71,11 @@ class LeaseLock:
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.namespace},
+                "metadata": {
+                    "name": self.name,
+                    "namespace": self.namespace,
+                    "labels": dict(self.labels),
+                },
                 "spec": {
                     "holderIdentity": self.holder,
                     "leaseDurationSeconds": self.lease_seconds,
@@ -100,6 +106,9 @@ class LeaseLock:
             spec["acquireTime"] = _format(now)
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
         lease["spec"] = spec
+        if self.labels:
+            meta = lease.setdefault("metadata", {})
+            meta["labels"] = {**(meta.get("labels") or {}), **self.labels}
         try:  # the resourceVersion makes this a compare-and-swap
             self.leases.replace(body=lease, namespace=self.namespace)
         except ConflictError:

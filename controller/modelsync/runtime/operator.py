@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import datetime
 import logging
 import os
 import signal
@@ -36,7 +37,7 @@ from modelsync.kube import client as kubemod
 from modelsync.kube import leader
 from modelsync.kube.cache import ObjectCache
 from modelsync.kube.workqueue import WorkQueue
-from modelsync.runtime import probes
+from modelsync.runtime import probes, shards
 from modelsync.runtime import server as server_mod
 from modelsync.runtime.settings import OperatorSettings, namespace_matches
 from modelsync.serving.analysis import Analyses
@@ -59,6 +60,7 @@ _WATCHED_KINDS = {**OWNED_KINDS, "Pod": "v1"}
 # its own, so that it never stands in for a sync, nor a sync for it.
 HEALTH_KEY = "ModelSyncHealth"
 WEBHOOK_TOKEN_TTL_SECONDS = 10.0  # a rotated webhook Secret counts after this at most
+FOREIGN_CACHE_SIZE = 1024  # other shards' ModelSyncs remembered for webhooks, at most
 assert set(_OWNED_RESOURCES) == set(_WATCHED_KINDS)
 
 
@@ -84,6 +86,9 @@ class Runtime:
     pod_restarts: dict[tuple[str, str], int] = field(default_factory=dict)
     health: probes.Health = field(default_factory=probes.Health)
     tokens: dict[tuple[str, str], tuple[float, bytes | None]] = field(default_factory=dict)
+    foreign: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = field(
+        default_factory=dict
+    )
 
     def accepts_work(self) -> bool:
         return self.queue is not None and self.loop is not None and self.health.caches_synced
@@ -114,6 +119,42 @@ class Runtime:
         token = base64.b64decode(value) if value else None
         self.tokens[key] = (now, token)
         return token
+
+    def other_shards_modelsync(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A ModelSync this operator does not reconcile (another shard's), read from the
+        API for a webhook to hand over; kept for a few seconds, misses too, so
+        unauthenticated deliveries cannot turn into a flood of GETs."""
+        if self.kube is None:
+            return None
+        key, now = (namespace, name), time.monotonic()
+        cached = self.foreign.get(key)
+        if cached is not None and now - cached[0] < WEBHOOK_TOKEN_TTL_SECONDS:
+            return cached[1]
+        if len(self.foreign) > FOREIGN_CACHE_SIZE:
+            self.foreign.clear()
+        try:
+            found = self.kube.get(c.API_VERSION, c.MODELSYNC_KIND, namespace, name)
+        except kubernetes.client.ApiException as error:
+            if error.status != 403:
+                raise
+            found = None
+        labels = ((found or {}).get("metadata") or {}).get("labels") or {}
+        if (labels.get(c.LABEL_SHARD) or "") == self.settings.shard:
+            found = None  # ours, or not yet in the cache: nothing to hand over
+        self.foreign[key] = (now, found)
+        return found
+
+    def hand_over(self, ms: dict[str, Any]) -> None:
+        """Ask the ModelSync's own shard to sync it, as `modelsync sync` does."""
+        assert self.kube is not None
+        meta = ms["metadata"]
+        token = datetime.datetime.now(datetime.UTC).isoformat()
+        self.kube.resource(c.API_VERSION, c.MODELSYNC_KIND).patch(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            body={"metadata": {"annotations": {c.ANNOTATION_RECONCILE_REQUESTED: token}}},
+            content_type="application/merge-patch+json",
+        )
 
     async def resync_now(self) -> int:
         """Queue every known ModelDeployment and wait until the queue is worked off."""
@@ -193,6 +234,63 @@ async def _heartbeat(health: probes.Health) -> None:
     while True:
         health.beat()
         await asyncio.sleep(1.0)
+
+
+async def _watch_shards(runtime: Runtime) -> None:
+    """The unsharded operator marks ModelSyncs whose shard no operator runs: nothing
+    else would ever look at them."""
+    while True:
+        try:
+            await asyncio.to_thread(mark_unserved, runtime)
+        except Exception:  # a failed round is logged; the next one tries again
+            log.exception("checking the ModelSyncs' shards")
+        await asyncio.sleep(runtime.settings.lease_seconds)
+
+
+def mark_unserved(runtime: Runtime) -> int:
+    """One round of `_watch_shards`: how many ModelSyncs it marked NoShard."""
+    kube, settings = runtime.kube, runtime.settings
+    if kube is None:
+        return 0
+    leases = kube.list_objects(
+        "coordination.k8s.io/v1", "Lease", c.LABEL_SHARD, settings.lease_namespace
+    )
+    live = shards.live_shards(leases, datetime.datetime.now(datetime.UTC))
+    patterns = settings.namespaces
+    literal = all(not set(p) & set("*?[!") for p in patterns)
+    found: list[dict[str, Any]] = []
+    for namespace in patterns if patterns and literal else (None,):
+        for item in kube.list_objects(c.API_VERSION, c.MODELSYNC_KIND, c.LABEL_SHARD, namespace):
+            if literal or namespace_matches(item["metadata"].get("namespace", ""), patterns):
+                found.append(item)
+    by_key = {(m["metadata"].get("namespace", ""), m["metadata"]["name"]): m for m in found}
+    marked = 0
+    for lost in shards.unserved(found, live, settings.lease_namespace, settings.lease_name):
+        ms = by_key[(lost.namespace, lost.name)]
+        message = lost.message(settings.lease_namespace, settings.lease_name)
+        previous = dict(ms.get("status") or {})
+        merged = conditions.merge(
+            previous.get("conditions"),
+            [conditions.Observed(c.READY, False, c.REASON_NO_SHARD, message)],
+            int(ms["metadata"].get("generation") or 0),
+            datetime.datetime.now(datetime.UTC),
+        )
+        try:
+            kube.patch_status(
+                c.API_VERSION,
+                c.MODELSYNC_KIND,
+                lost.namespace,
+                lost.name,
+                {**previous, "conditions": merged},
+                previous,
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status != 404:
+                raise
+            continue
+        marked += 1
+        log.warning("ModelSync %s/%s: %s", lost.namespace, lost.name, message)
+    return marked
 
 
 def resync_all(runtime: Runtime) -> int:
@@ -284,7 +382,10 @@ def sync_trigger(body: dict[str, Any]) -> tuple[Any, Any]:
 def prefill(kube: kubemod.Kube, runtime: Runtime) -> None:
     """List the serving objects before the first reconcile, as an informer syncs its
     cache: the ModelDeployments' watch may deliver before the Services' does."""
-    selector = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY},{c.LABEL_DEPLOYMENT}"
+    selector = (
+        f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY},{c.LABEL_DEPLOYMENT},"
+        f"{shards.label_selector(runtime.settings.shard)}"
+    )
     patterns = runtime.settings.namespaces
     literal = all(not set(p) & set("*?[!") for p in patterns)
     for namespace in patterns if patterns and literal else (None,):
@@ -383,6 +484,8 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         ]
         runtime.tasks.append(asyncio.create_task(_resync(runtime)))
         runtime.tasks.append(asyncio.create_task(_heartbeat(runtime.health)))
+        if not runtime.settings.shard:
+            runtime.tasks.append(asyncio.create_task(_watch_shards(runtime)))
         metrics.track_queue(lambda: len(runtime.queue or ()))
         runtime.health.role = probes.ROLE_LEADER
         metrics.LEADER.set(1)
@@ -403,6 +506,11 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         if runtime.queue is not None:
             runtime.queue.add(key)
 
+    # Objects of another shard are as good as deleted here: filtered in the handlers, not
+    # by kopf's label filters, so that one relabelled away leaves this cache at once.
+    def ours(body: kopf.Body) -> bool:
+        return shards.mine(body.get("metadata") or {}, settings.shard)
+
     @kopf.on.event(c.GROUP, c.VERSION, c.MODELDEPLOYMENT_PLURAL, registry=registry)
     async def modeldeployment_event(
         *, type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any
@@ -410,7 +518,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         def owner() -> tuple[str, str] | None:  # only on a change: it reads the inventory
             return _owning_sync(runtime, namespace or "", name, dict(body))
 
-        if type == "DELETED":
+        if type == "DELETED" or not ours(body):
             runtime.cache.delete(c.MODELDEPLOYMENT_KIND, namespace or "", name)
             runtime.rolled_back_seen.pop((namespace or "", name), None)
             if runtime.ready_seen.pop((namespace or "", name), None) and (sync := owner()):
@@ -445,7 +553,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         *, type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any
     ) -> None:
         namespace = namespace or ""
-        if type == "DELETED":
+        if type == "DELETED" or not ours(body):
             runtime.cache.delete(c.MODELSYNC_KIND, namespace, name)
             if runtime.statuses is not None:
                 runtime.statuses.forget(namespace, name)
@@ -467,8 +575,10 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             labels: Mapping[str, str],
             **_: Any,
         ) -> None:
-            if type == "DELETED":
+            if type == "DELETED" or not ours(body):
                 runtime.cache.delete(kind, namespace or "", name)
+                if type != "DELETED":
+                    return  # another shard's model
             else:
                 runtime.cache.put(kind, dict(body))
             if kind == "Pod":
@@ -535,9 +645,10 @@ def _run(
         lock = leader.LeaseLock(
             kubemod.api_client(settings.kubeconfig),
             settings.lease_namespace,
-            settings.lease_name,
+            shards.lease_name(settings.lease_name, settings.shard),
             leader.identity(),
             settings.lease_seconds,
+            labels={c.LABEL_SHARD: settings.shard} if settings.shard else None,
         )
         runtime.health.role = probes.ROLE_STANDBY
         pod = os.environ.get("POD_NAME")  # set by the chart; absent outside a pod

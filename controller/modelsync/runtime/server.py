@@ -45,6 +45,10 @@ class Runtime(Protocol):
 
     def webhook_token(self, ms: dict[str, Any]) -> bytes | None: ...
 
+    def other_shards_modelsync(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def hand_over(self, ms: dict[str, Any]) -> None: ...
+
 
 class HttpServer:
     def __init__(self, runtime: Runtime, api: kubernetes.client.ApiClient) -> None:
@@ -173,6 +177,13 @@ class HttpServer:
         if len(body) > webhooks.MAX_BODY_BYTES:
             return 413, {"error": "body too large"}
         ms = runtime.cache.get(c.MODELSYNC_KIND, namespace, name)
+        # One webhook Service serves every shard: another shard's ModelSync is handed
+        # over (after the same authentication), not refused.
+        foreign = ms is None
+        if foreign:
+            ms = await self.loop.run_in_executor(
+                None, runtime.other_shards_modelsync, namespace, name
+            )
         token = await self.loop.run_in_executor(None, runtime.webhook_token, ms) if ms else None
         # One answer for "no such ModelSync", "no webhook Secret" and "wrong signature":
         # the sender learns nothing about which namespaces and ModelSyncs exist.
@@ -194,6 +205,10 @@ class HttpServer:
             return 400, {"error": str(error)}
         if not webhooks.matching(push, [ms]):
             return 202, {"queued": []}
+        if foreign:
+            await self.loop.run_in_executor(None, runtime.hand_over, ms)
+            shard = ms["metadata"].get("labels", {}).get(c.LABEL_SHARD, "")
+            return 202, {"queued": [f"{namespace}/{name}"], "shard": shard}
         runtime.enqueue_threadsafe((c.MODELSYNC_KIND, namespace, name))
         return 202, {"queued": [f"{namespace}/{name}"]}
 

@@ -88,6 +88,12 @@ class OperatorSettings:
     lease_seconds: int = 15
     """How long a Lease not renewed stays the holder's before another replica takes it."""
 
+    shard: str = ""
+    """Reconcile only ModelSyncs labelled modelsync.io/shard=<shard> and what they apply;
+    empty: only objects without that label. A shard always elects on a Lease of its own
+    (`<lease>-<shard>`, labelled with the shard), which is how the unsharded operator
+    tells a live shard from a label naming none (NoShard)."""
+
     kube_qps: float = 200.0
     """Requests a second the operator makes to the Kubernetes API, at most (client-side
     token bucket; watches not counted). Past it, work waits in the operator."""

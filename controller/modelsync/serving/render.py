@@ -133,7 +133,7 @@ def _fill(template: str, values: dict[str, str]) -> str:
 def labels_for(md: Manifest) -> dict[str, str]:
     spec = md["spec"]
     name = md["metadata"]["name"]
-    return {
+    labels = {
         c.LABEL_NAME: spec["model"]["name"],
         c.LABEL_INSTANCE: name,
         c.LABEL_COMPONENT: "model-server",
@@ -142,6 +142,11 @@ def labels_for(md: Manifest) -> dict[str, str]:
         c.LABEL_MODEL_VERSION: spec["model"]["version"],
         c.LABEL_DEPLOYMENT: name,
     }
+    # The shard that serves the model watches its objects (and pods) by this label.
+    shard = (md["metadata"].get("labels") or {}).get(c.LABEL_SHARD)
+    if shard:
+        labels[c.LABEL_SHARD] = shard
+    return labels
 
 
 def selector_for(md: Manifest) -> dict[str, str]:
