@@ -117,7 +117,6 @@ def ensure_gitea(log: TextIO = sys.stderr) -> GiteaBuild:
         )
         started = time.monotonic()
         try:
-            static_root = _go(go, env, "list", "-m", "-f", "{{.Dir}}", PACKAGE)
             command = ["nice", "-n", "19", go, "build", "-tags", TAGS, "-ldflags", ldflags()]
             command += ["-o", str(scratch / BINARY), PACKAGE]
             result = subprocess.run(
@@ -128,6 +127,10 @@ def ensure_gitea(log: TextIO = sys.stderr) -> GiteaBuild:
                     f"building Gitea failed (exit {result.returncode}):\n  {' '.join(command)}\n"
                     + "\n".join(result.stderr.splitlines()[-30:])
                 )
+            # After the build, which downloads it: before, a fresh module cache has no Dir.
+            static_root = _go(go, env, "list", "-m", "-f", "{{.Dir}}", PACKAGE)
+            if not (Path(static_root) / "templates").is_dir():
+                raise GiteaError(f"Gitea's module directory {static_root!r} has no templates/")
             stamp = {
                 "gitea": VERSION,
                 "go": toolchain,
