@@ -3,6 +3,15 @@
 # the packages of images/operator/packages.txt, a venv at /venv with images/operator/
 # requirements.lock (hashes checked), and our own wheel in the last layer, so a change to
 # the code rebuilds only that one.
+# kustomize and helm, standalone, from the wrapper modules that pin them (go.mod + go.sum).
+FROM golang:1.26-bookworm AS renderers
+COPY tests/cluster/renderer_modules /modules
+RUN cd /modules/kustomize && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" \
+       -o /out/kustomize sigs.k8s.io/kustomize/kustomize/v5 \
+    && cd /modules/helm && CGO_ENABLED=0 go build -trimpath \
+       -ldflags="-s -w -X helm.sh/helm/v4/internal/version.version=v4.3.1" \
+       -o /out/helm helm.sh/helm/v4/cmd/helm
+
 FROM debian:bookworm-slim AS build
 COPY images/operator/packages.txt /tmp/packages.txt
 RUN apt-get update \
@@ -28,6 +37,7 @@ RUN python3 -m venv /venv \
        --shell /usr/sbin/nologin modelsync \
     && mkdir -p /var/cache/modelsync && chown 10001:10001 /var/cache/modelsync \
     && chmod 0700 /var/cache/modelsync
+COPY --from=renderers /out/kustomize /out/helm /usr/local/bin/
 COPY --from=build /wheels /tmp/wheels
 RUN /venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-index --no-deps \
        /tmp/wheels/*.whl \

@@ -16,7 +16,8 @@ help:
 	@echo "make lint           ruff, mypy and the import layers (import-linter)"
 	@echo "make cluster-up     start the local cluster (prints export KUBECONFIG=...)"
 	@echo "make cluster-down   stop it"
-	@echo "make bench          benchmarks: scale, latency, memory; Flux side by side (BENCH_N=100,1000)"
+	@echo "make bench          benchmarks: scale, latency, memory; Flux side by side (BENCH_N=100,1000);"
+	@echo "                    image builds, models on the real node (BENCH_ONLY=images,models)"
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -51,6 +52,7 @@ test: venv
 	  "lint=$(MAKE) --no-print-directory lint" \
 	  "test deps=$(MAKE) --no-print-directory test-deps" \
 	  "build=$(PY) -m tests.cluster build" \
+	  "renderers=$(PY) -m tests.cluster.renderers" \
 	  "gitea build=$(PY) -m tests.cluster gitea" -- \
 	  "unit=$(PY) -m pytest tests/unit $(PYTEST_ARGS)" \
 	  "integration=$(PY) -m pytest tests/integration $(NOT_REAL_NODE) $(PYTEST_ARGS)" \
@@ -85,6 +87,7 @@ test-deps:
 
 cluster-binaries: venv
 	$(PY) -m tests.cluster build
+	$(PY) -m tests.cluster.renderers
 	$(PY) -m tests.cluster gitea
 
 cluster-up: venv
@@ -105,11 +108,25 @@ demo-down: venv
 	$(PY) -m tools.demo down
 
 # BENCH_N=100,1000 (model counts), BENCH_COMMITS=20, BENCH_FLUX=1 (Flux side by side).
-# Prints a table; the same figures go to bench-results.json.
+# images: cold (an empty cache of its own, minutes; BENCH_COLD_IMAGES=0 skips it) and warm
+# builds of every image. models, on the real node (a line says why when it cannot start):
+# commit -> first correct prediction per runtime and for version bumps (BENCH_BUMPS=3);
+# latency and throughput through a model's Service (BENCH_REQUESTS=2000, BENCH_CONCURRENCY=8).
+# BENCH_ONLY=images,models (any of cluster, suite, render, images, models) runs only those parts.
+# Prints tables; the same figures go to bench-results.json.
+BENCH_PARTS := cluster suite render images models
+BENCH_ONLY ?= $(BENCH_PARTS)
+bench_only = $(filter $(1),$(subst $(comma), ,$(BENCH_ONLY)))
+comma := ,
 bench: venv cluster-binaries
-	$(PY) -m tests.bench.cluster_start
-	$(PY) -m tests.bench.suite
-	$(PY) -m tests.bench.rollback
+	@unknown="$(filter-out $(BENCH_PARTS),$(subst $(comma), ,$(BENCH_ONLY)))"; \
+	if [ -n "$$unknown" ]; then echo "BENCH_ONLY: unknown part(s) $$unknown; the parts: $(BENCH_PARTS)"; exit 2; fi
+	$(if $(call bench_only,cluster),$(PY) -m tests.bench.cluster_start)
+	$(if $(call bench_only,suite),$(PY) -m tests.bench.suite)
+	$(if $(call bench_only,suite),$(PY) -m tests.bench.rollback)
+	$(if $(call bench_only,render),$(PY) -m tests.bench.render)
+	$(if $(call bench_only,images),$(PY) -m tests.bench.image_builds)
+	$(if $(call bench_only,models),$(PY) -m tests.bench.models)
 
 clean: cluster-down
 	rm -rf $(VENV) $(CLUSTER_ROOT) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

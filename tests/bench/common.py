@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import statistics
 import subprocess
@@ -18,6 +19,8 @@ from typing import Any
 
 from tests.cluster import build, launcher
 from tests.operatorproc import spawn_operator
+
+RESULTS = Path(__file__).resolve().parents[2] / "bench-results.json"
 
 
 @contextlib.contextmanager
@@ -121,3 +124,13 @@ def timed(check: Callable[[], bool], timeout: float, what: str, period: float = 
             raise SystemExit(1)
         time.sleep(period)
     return time.monotonic() - started
+
+
+def update_results(key: str, figures: Any) -> None:
+    """Set `key` of bench-results.json, keeping what the other benchmarks wrote there."""
+    try:
+        results = json.loads(RESULTS.read_text())
+    except (OSError, ValueError):
+        results = {}
+    results[key] = figures
+    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")

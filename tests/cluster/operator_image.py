@@ -3,12 +3,13 @@
 The same inputs as the `Dockerfile`: Debian bookworm with the packages of
 `images/operator/packages.txt`, a venv at /venv holding `images/operator/requirements.lock`
 installed offline from its wheelhouse (tests/cluster/wheels.py), and our own wheel.
-Three layers, each cached by a hash of its inputs, so that a change to the code
+Four layers, each cached by a hash of its inputs, so that a change to the code
 rebuilds only the last one (a few MiB):
 
 1. the Debian root filesystem with the package list (`images.debian_base`);
 2. /venv, made by bookworm's python3 in a chroot, with the lock installed;
-3. our wheel installed into that venv: exactly the files its RECORD lists.
+3. kustomize and helm in /usr/local/bin (tests/cluster/renderers.py);
+4. our wheel installed into that venv: exactly the files its RECORD lists.
 
 The image runs as 10001:10001 (the chart's podSecurityContext) with HOME on the
 git-cache emptyDir the chart mounts, so a read-only root filesystem works.
@@ -31,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from tests.cluster import build, images, wheels
+from tests.cluster import build, images, renderers, wheels
 
 NAME = "operator"
 ROOT = Path(__file__).resolve().parents[2]
@@ -303,6 +304,16 @@ def wheel_layer(
     return images._layer(final)
 
 
+def renderers_layer(log: TextIO = sys.stderr) -> images.Layer:
+    """/usr/local/bin/kustomize and helm (issue 21), built from their wrapper modules;
+    below the wheel's layer, so a commit of ours does not rebuild it."""
+    found = renderers.ensure_renderers(log)
+    return images.files_layer(
+        "operator-renderers",
+        {f"usr/local/bin/{name}": (path.read_bytes(), 0o755) for name, path in found.items()},
+    )
+
+
 def image_config() -> images.ImageConfig:
     return images.ImageConfig(
         entrypoint=ENTRYPOINT,
@@ -324,7 +335,7 @@ def operator_image(log: TextIO = sys.stderr) -> tuple[Path, str]:
         base = images.debian_base(package_list())
         _timed("base layer", started)
         venv = venv_layer(base, log)
-        layers = [base, venv, wheel_layer(base, venv, build_wheel(log), log)]
+        layers = [base, venv, renderers_layer(log), wheel_layer(base, venv, build_wheel(log), log)]
         tag = hashlib.sha256(" ".join(layer.digest for layer in layers).encode()).hexdigest()
         reference = f"{REPOSITORY}:{tag[:16]}"
         archive = images.image_archive(reference, layers, image_config())

@@ -18,6 +18,7 @@ from modelsync.runtime import operator
 from modelsync.runtime.settings import OperatorSettings
 from tests.cluster.gitea import Gitea, ensure_gitea
 from tests.cluster.launcher import free_ports
+from tests.cluster.renderers import ensure_renderers
 from tests.conftest import LocalCluster, tenant_namespace
 from tests.gitserver import GitHttpServer, GitSshServer
 from tests.kube import TENANT_ACCOUNT, install_crds
@@ -28,6 +29,13 @@ OWN_OPERATOR_PREFIX = "own-operator-"
 # Namespaces the shared operator's platform settings let write elsewhere and write
 # cluster-scoped objects (the `granted_namespace` fixture); no other test namespace may.
 GRANTED_PREFIX = "granted-"
+# The shared operator's limit on one render: tests of the limit wait this long. Helm
+# takes ~10s on a loaded 2-core machine to render the 200 MiB chart whose output the
+# size limit stops: four times that, so it is the size limit that stops it.
+RENDER_TIMEOUT_SECONDS = 45.0
+# Address space of a render: above the 2 GiB default, so that the 200 MiB chart meets
+# the output limit (what its test is about) before the memory limit.
+RENDER_MEMORY_BYTES = 4 << 30
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -59,12 +67,19 @@ def commit_status_ports() -> tuple[int, int]:
 
 
 @pytest.fixture(scope="session")
+def renderers() -> dict[str, Path]:
+    """kustomize and helm, standalone, as the operator image and the CLI get them."""
+    return ensure_renderers()
+
+
+@pytest.fixture(scope="session")
 def running_operator(
     local_cluster: LocalCluster,
     crds: list[str],
     tmp_path_factory: pytest.TempPathFactory,
     analysis_ports: tuple[int, int],
     commit_status_ports: tuple[int, int],
+    renderers: dict[str, Path],
 ) -> Iterator[operator.Runtime]:
     """The operator, cluster-wide, in a thread of this process."""
     settings = OperatorSettings(
@@ -87,6 +102,11 @@ def running_operator(
         allow_other_namespaces=(f"{GRANTED_PREFIX}*",),
         allow_cluster_scoped=(f"{GRANTED_PREFIX}*",),
         allow_file_urls=True,  # most tests serve their repositories as file://
+        # Built from their wrapper modules (tests/cluster/renderers.py), cached by version.
+        kustomize=str(renderers["kustomize"]),
+        helm=str(renderers["helm"]),
+        render_timeout_seconds=RENDER_TIMEOUT_SECONDS,
+        render_memory_bytes=RENDER_MEMORY_BYTES,
     )
     runtime = operator.Runtime(settings)
     stop, ready = threading.Event(), threading.Event()

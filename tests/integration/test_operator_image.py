@@ -22,6 +22,7 @@ import kubernetes
 import pytest
 import yaml
 
+from modelsync.gitops import render as rendering
 from tests.cluster import operator_image
 from tests.cluster.launcher import free_ports
 from tests.conftest import LocalCluster
@@ -56,7 +57,7 @@ def test_operator_image_last_layer_holds_only_our_wheel(archive: Path) -> None:
         index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
         digest = index["manifests"][0]["digest"].removeprefix("sha256:")
         manifest = json.load(tar.extractfile(f"blobs/sha256/{digest}"))  # type: ignore[arg-type]
-        assert len(manifest["layers"]) == 3
+        assert len(manifest["layers"]) == 4
         last = manifest["layers"][-1]
         assert last["size"] < 4 * 2**20
         blob = tar.extractfile(f"blobs/sha256/{last['digest'].removeprefix('sha256:')}")
@@ -99,6 +100,22 @@ def test_operator_image_runs_modelsync_as_10001_on_a_read_only_root(
     probe = "touch /venv/x 2>/dev/null && echo venv; touch /tmp/x $HOME/x && echo tmp-home"
     writable = operator_image.run_confined(root, {**config, "Entrypoint": ["sh", "-c"]}, [probe])
     assert writable.stdout.split() == ["tmp-home"], writable.stderr
+
+
+def test_operator_image_holds_kustomize_and_helm_source_renderers(
+    image_root: tuple[Path, dict[str, Any]],
+) -> None:
+    """The versions rendering.py names, on the operator's PATH (its default settings)."""
+    root, config = image_root
+    versions = operator_image.run_confined(
+        root,
+        {**config, "Entrypoint": ["sh", "-c"]},
+        ["kustomize version && HOME=/tmp helm version --short"],
+    )
+    assert versions.returncode == 0, versions.stderr
+    kustomize, helm = versions.stdout.split()
+    assert kustomize == rendering.KUSTOMIZE_VERSION
+    assert helm.startswith(rendering.HELM_VERSION), helm
 
 
 def test_operator_image_serves_a_model_with_in_cluster_config(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from modelsync.gitops.load import load
+from modelsync.gitops.render import RenderSettings, render
 from modelsync.gitops.validate import check, content_errors, offline_scope, policy_for
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "bad-commits"
@@ -38,9 +38,11 @@ def test_the_corpus_is_large_enough_and_every_case_fails() -> None:
 @pytest.mark.parametrize("case", CASES)
 def test_bad_commit_loader_and_validation(case: str) -> None:
     root = CORPUS / case
-    loaded = load(root)
+    # As the operator reads a revision (rendering refuses a bad kustomization before
+    # kustomize runs: no binary needed here).
+    loaded = render(root, "", None, RenderSettings())
     policy, _ = policy_for("team", None)
-    errors = loaded.errors + content_errors(loaded.objects, lambda f: (root / f).read_text())
+    errors = loaded.errors + content_errors(loaded.objects, loaded.reader(root))
     errors += check(loaded.objects, policy, offline_scope)
     lines = sorted((str(e) for e in errors), key=lambda s: (s.split(":")[0], int(s.split(":")[1])))
     assert lines == expected(case)

@@ -72,6 +72,8 @@ REASON_FETCH_FAILED: Final = "FetchFailed"
 # The revision is over the byte budget (--max-revision-bytes): content, not retried.
 REASON_REVISION_TOO_LARGE: Final = "RevisionTooLarge"
 REASON_VALIDATION_FAILED: Final = "ValidationFailed"
+# The kustomize or helm binary a revision needs is not installed: the operator's, retried.
+REASON_RENDERER_MISSING: Final = "RendererMissing"
 REASON_PRUNE_REFUSED: Final = "PruneRefused"
 # The API server refused to delete an object git dropped (an admission policy, RBAC).
 REASON_PRUNE_FAILED: Final = "PruneFailed"

@@ -23,6 +23,7 @@ from rich.table import Table
 from modelsync import __version__
 from modelsync.api import constants as c
 from modelsync.api.conditions import of as condition
+from modelsync.gitops import render as rendering
 from modelsync.runtime.settings import (
     IMAGE_PULL_POLICY_CHOICES,
     MODEL_POD_SECURITY_CHOICES,
@@ -158,6 +159,32 @@ namespace_option = click.option(
 )
 
 
+def _renderers(function: Any) -> Any:
+    """--kustomize and --helm: the binaries that render a kustomization or a chart."""
+    function = click.option(
+        "--helm",
+        "helm_binary",
+        envvar="MODELSYNC_HELM",
+        default="helm",
+        show_default=True,
+        metavar="PATH",
+        help=f"helm {rendering.HELM_VERSION} binary that renders charts (spec.helm)",
+    )(function)
+    return click.option(
+        "--kustomize",
+        "kustomize_binary",
+        envvar="MODELSYNC_KUSTOMIZE",
+        default="kustomize",
+        show_default=True,
+        metavar="PATH",
+        help=f"kustomize {rendering.KUSTOMIZE_VERSION} binary that renders kustomizations",
+    )(function)
+
+
+def _render_settings(kustomize_binary: str, helm_binary: str) -> rendering.RenderSettings:
+    return rendering.RenderSettings(kustomize=kustomize_binary, helm=helm_binary)
+
+
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="Examples:\n\n\b\n  modelsync status -A\n  kubectl modelsync history iris -n models",
@@ -196,13 +223,44 @@ def main_group(ctx: click.Context, kubeconfig: str | None, namespace: str | None
     help="with --server: judge PATH as the content of this ModelSync, as its sync would "
     "(objects it may not take over, its ServiceAccount's rights, a prune it would refuse)",
 )
+@click.option(
+    "--helm-chart",
+    default=None,
+    metavar="DIR",
+    help="render this chart of the repository (as spec.helm.chart: from the root of the git "
+    "work tree holding PATH) with helm template, as the operator would",
+)
+@click.option(
+    "--helm-values",
+    multiple=True,
+    metavar="FILE",
+    help="with --helm-chart: a values file, from the repository root (repeat; in order)",
+)
+@click.option(
+    "--helm-release",
+    default="release",
+    show_default=True,
+    help="with --helm-chart: the release name (the ModelSync's name, or spec.helm.releaseName)",
+)
+@_renderers
 @namespace_option
 @pass_cluster
 def validate(
-    cluster: Cluster, path: Path, output: str, server: bool, sync_name: str | None
+    cluster: Cluster,
+    path: Path,
+    output: str,
+    server: bool,
+    sync_name: str | None,
+    helm_chart: str | None,
+    helm_values: tuple[str, ...],
+    helm_release: str,
+    kustomize_binary: str,
+    helm_binary: str,
 ) -> None:
     """Check every file under PATH offline: YAML, object shape, and ModelDeployments and
-    ModelSyncs against the CRDs' schemas and CEL rules. Exit 1 on any error."""
+    ModelSyncs against the CRDs' schemas and CEL rules. A kustomization at PATH (or a
+    chart, --helm-chart) is rendered first, exactly as the operator renders it, offline.
+    Exit 1 on any error; 2 when a renderer needed is missing."""
     import json
 
     from modelsync.gitops.check import check_path, server_check, sync_check
@@ -212,23 +270,30 @@ def validate(
         fail(f"{path} does not exist")
     if sync_name and not server:
         fail("--sync needs --server: it asks the API server")
-    report = check_path(path)
-    if server and not report.errors and sync_name:
-        report.errors += cluster.call(
-            "the dry run",
-            sync_check,
-            path=path,
-            sync=cluster.get(MS, sync_name, "ModelSync"),
-            kube=Kube(cluster.api.api_client),
-        )
-    elif server and not report.errors:
-        report.errors += cluster.call(
-            "the dry run",
-            server_check,
-            path=path,
-            kube=Kube(cluster.api.api_client),
-            namespace=cluster.namespace,
-        )
+    settings = _render_settings(kustomize_binary, helm_binary)
+    helm = {"chart": helm_chart, "valuesFiles": list(helm_values)} if helm_chart else None
+    try:
+        report = check_path(path, helm=helm, settings=settings, name=helm_release)
+        if server and not report.errors and sync_name:
+            report.errors += cluster.call(
+                "the dry run",
+                sync_check,
+                path=path,
+                sync=cluster.get(MS, sync_name, "ModelSync"),
+                kube=Kube(cluster.api.api_client),
+                settings=settings,
+            )
+        elif server and not report.errors:
+            report.errors += cluster.call(
+                "the dry run",
+                server_check,
+                path=path,
+                kube=Kube(cluster.api.api_client),
+                namespace=cluster.namespace,
+                settings=settings,
+            )
+    except rendering.RendererMissingError as missing:
+        fail(str(missing))
     if output == "json":
         out.print_json(
             json.dumps(
@@ -257,9 +322,17 @@ def validate(
 @click.option(
     "--output", type=click.Choice(["text", "markdown"]), default="text", show_default=True
 )
+@_renderers
 @namespace_option
 @pass_cluster
-def diff(cluster: Cluster, path: Path, sync_name: str, output: str) -> None:
+def diff(
+    cluster: Cluster,
+    path: Path,
+    sync_name: str,
+    output: str,
+    kustomize_binary: str,
+    helm_binary: str,
+) -> None:
     """What merging the files under PATH would change in the cluster: objects created,
     changed (the fields we manage) and deleted, and a line per model.
     Exit 0 no change, 1 changes, 2 error."""
@@ -269,9 +342,17 @@ def diff(cluster: Cluster, path: Path, sync_name: str, output: str) -> None:
     if not path.exists():
         fail(f"{path} does not exist")
     sync = cluster.get(MS, sync_name, "ModelSync")
-    report = cluster.call(
-        "the dry run", diff_path, path=path, sync=sync, kube=Kube(cluster.api.api_client)
-    )
+    try:
+        report = cluster.call(
+            "the dry run",
+            diff_path,
+            path=path,
+            sync=sync,
+            kube=Kube(cluster.api.api_client),
+            settings=_render_settings(kustomize_binary, helm_binary),
+        )
+    except rendering.RendererMissingError as missing:
+        fail(str(missing))
     if report.errors:
         for error in report.errors:
             err.print(str(error), markup=False)
@@ -686,6 +767,47 @@ def rollback(
     "for tests and demos, not for tenants)",
 )
 @click.option(
+    "--kustomize",
+    default=OperatorSettings.kustomize,
+    show_default=True,
+    metavar="PATH",
+    help=f"kustomize {rendering.KUSTOMIZE_VERSION} binary (path, or name on PATH)",
+)
+@click.option(
+    "--helm",
+    default=OperatorSettings.helm,
+    show_default=True,
+    metavar="PATH",
+    help=f"helm {rendering.HELM_VERSION} binary that renders spec.helm charts",
+)
+@click.option(
+    "--allow-remote-bases",
+    is_flag=True,
+    default=OperatorSettings.allow_remote_bases,
+    help="let kustomizations fetch remote bases (off: refused before kustomize runs)",
+)
+@click.option(
+    "--render-timeout-seconds",
+    type=click.FloatRange(min=0.1),
+    default=OperatorSettings.render_timeout_seconds,
+    show_default=True,
+    help="how long one kustomize build or helm template may run",
+)
+@click.option(
+    "--render-max-bytes",
+    type=click.IntRange(min=1),
+    default=OperatorSettings.render_max_bytes,
+    show_default=True,
+    help="bytes of output one render may write before it is killed",
+)
+@click.option(
+    "--render-memory-bytes",
+    type=click.IntRange(min=64 << 20),
+    default=OperatorSettings.render_memory_bytes,
+    show_default=True,
+    help="address space (RLIMIT_AS) of a renderer; GOMEMLIMIT is half of it",
+)
+@click.option(
     "--kubeconfig",
     "run_kubeconfig",
     default=None,
@@ -719,6 +841,12 @@ def run(
     storage_initializer_image: str,
     image_pull_policy: str,
     allow_file_urls: bool,
+    kustomize: str,
+    helm: str,
+    allow_remote_bases: bool,
+    render_timeout_seconds: float,
+    render_max_bytes: int,
+    render_memory_bytes: int,
     run_kubeconfig: str | None,
 ) -> None:
     """Run the operator: serve every ModelDeployment and sync every ModelSync it sees."""
@@ -766,6 +894,12 @@ def run(
         storage_initializer_image=storage_initializer_image.strip(),
         image_pull_policy=image_pull_policy,
         allow_file_urls=allow_file_urls,
+        kustomize=kustomize,
+        helm=helm,
+        allow_remote_bases=allow_remote_bases,
+        render_timeout_seconds=render_timeout_seconds,
+        render_max_bytes=render_max_bytes,
+        render_memory_bytes=render_memory_bytes,
     )
     from modelsync.runtime import operator  # kopf loads only for `run`
 

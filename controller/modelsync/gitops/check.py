@@ -4,11 +4,13 @@ schemas and CEL rules."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelsync.gitops.load import LoadError, load
+from modelsync.gitops.load import LoadError
+from modelsync.gitops.render import Rendered, RenderSettings, kustomization_in, render
 from modelsync.gitops.validate import (
     check,
     content_errors,
@@ -48,25 +50,48 @@ class Report:
 
 def _finding(error: LoadError, root: Path) -> Finding:
     """Files are named as the user would reach them from where they ran the command."""
-    return Finding(
-        (root / error.source.file).as_posix(), error.source.line, error.object, error.message
-    )
+    shown = root / error.source.file
+    if ".." in shown.parts:  # a rendered path's root is the work tree's top, above
+        shown = Path(os.path.relpath(shown))
+    return Finding(shown.as_posix(), error.source.line, error.object, error.message)
 
 
-def _split(path: Path) -> tuple[Path, str]:
-    """(repository root, path under it) for a directory or a single file."""
+def _split(path: Path, helm: dict[str, Any] | None = None) -> tuple[Path, str]:
+    """(repository root, path under it) for a directory or a single file. What is
+    rendered (a kustomization, a chart) may name any file of the repository: its root
+    is then the git work tree's top (the directory holding .git), as in the operator."""
+    if helm or (path.is_dir() and kustomization_in(path) is not None):
+        absolute = path.resolve()
+        for top in (absolute, *absolute.parents):
+            if (top / ".git").exists():
+                shown = top if path.is_absolute() else Path(os.path.relpath(top))
+                return shown, absolute.relative_to(top).as_posix()
     return (path, "") if path.is_dir() else (path.parent, path.name)
 
 
-def check_path(path: Path, namespace: str = "default") -> Report:
+def _render(
+    path: Path, helm: dict[str, Any] | None, settings: RenderSettings, namespace: str, name: str
+) -> tuple[Path, Rendered]:
+    """The objects under `path`, rendered as the operator renders them (offline)."""
+    root, relative = _split(path, helm)
+    return root, render(root, relative, helm, settings, namespace=namespace, release=name)
+
+
+def check_path(
+    path: Path,
+    namespace: str = "default",
+    helm: dict[str, Any] | None = None,
+    settings: RenderSettings | None = None,
+    name: str = "release",
+) -> Report:
     """Every problem of the manifests under `path` that needs no cluster: what the
     operator refuses before its dry run (the same functions), for a ModelSync in
-    `namespace` under the platform's default policy (its own namespace only)."""
-    root, relative = _split(path)
-    loaded = load(root, relative)
+    `namespace` under the platform's default policy (its own namespace only). A
+    kustomization, or a chart with `helm` (spec.helm), is rendered first, offline."""
+    root, loaded = _render(path, helm, settings or RenderSettings(), namespace, name)
     report = Report(files=loaded.files, objects=len(loaded.objects))
     policy, _ = policy_for(namespace, None)
-    errors = loaded.errors + content_errors(loaded.objects, lambda file: (root / file).read_text())
+    errors = loaded.errors + content_errors(loaded.objects, loaded.reader(root))
     errors += check(loaded.objects, policy, offline_scope)
     report.errors = sorted((_finding(e, root) for e in errors), key=lambda f: (f.file, f.line))
     return report
@@ -90,7 +115,9 @@ def _version(manifest: dict[str, Any] | None) -> str:
     return str(((manifest or {}).get("spec") or {}).get("model", {}).get("version", "?"))
 
 
-def diff_path(path: Path, sync: dict[str, Any], kube: Any) -> DiffReport:
+def diff_path(
+    path: Path, sync: dict[str, Any], kube: Any, settings: RenderSettings | None = None
+) -> DiffReport:
     """What applying the manifests under `path` through the ModelSync `sync` would change:
     validated as the operator would, compared by a server-side dry run (so defaulted
     and foreign fields make no noise), plus what pruning would delete."""
@@ -102,9 +129,14 @@ def diff_path(path: Path, sync: dict[str, Any], kube: Any) -> DiffReport:
     from modelsync.kube.drift import applied_part, differences
 
     report = DiffReport()
-    root, relative = _split(path)
-    loaded = load(root, relative)
     spec, meta = sync["spec"], sync["metadata"]
+    root, loaded = _render(
+        path,
+        spec.get("helm"),
+        settings or RenderSettings(),
+        spec.get("targetNamespace") or meta["namespace"],
+        meta["name"],
+    )
     # The platform's grants are the operator's settings, unknown here: the strict policy
     # (a ModelSync's own namespace only), which is the operator's default too.
     policy, _ = policy_for(meta["namespace"], spec.get("targetNamespace"))
@@ -157,7 +189,9 @@ def diff_path(path: Path, sync: dict[str, Any], kube: Any) -> DiffReport:
     return report
 
 
-def server_check(path: Path, kube: Any, namespace: str) -> list[Finding]:
+def server_check(
+    path: Path, kube: Any, namespace: str, settings: RenderSettings | None = None
+) -> list[Finding]:
     """`validate --server`: the API server's verdict on every object (a dry run of a
     server-side apply), as it would judge them on merge: schema, CEL, admission; and
     where the operator puts them (a ModelSync's own namespace only, its default: the
@@ -168,8 +202,8 @@ def server_check(path: Path, kube: Any, namespace: str) -> list[Finding]:
 
     from modelsync.kube.client import api_message, transient
 
-    root, relative = _split(path)
-    objects = load(root, relative).objects
+    root, rendered = _render(path, None, settings or RenderSettings(), namespace, "release")
+    objects = rendered.objects
     policy, _ = policy_for(namespace, None)
     errors = check(objects, policy, kube.scope)
     defined = revision_kinds(objects)
@@ -193,8 +227,10 @@ def server_check(path: Path, kube: Any, namespace: str) -> list[Finding]:
     return [_finding(error, root) for error in errors]
 
 
-def sync_check(path: Path, sync: dict[str, Any], kube: Any) -> list[Finding]:
+def sync_check(
+    path: Path, sync: dict[str, Any], kube: Any, settings: RenderSettings | None = None
+) -> list[Finding]:
     """`validate --server --sync NAME`: what the operator's own plan step would say of
     the files as that ModelSync's content: placement, objects another ModelSync (or no
     one) owns, the dry run as its ServiceAccount, and a prune it would refuse."""
-    return diff_path(path, sync, kube).errors
+    return diff_path(path, sync, kube, settings).errors

@@ -24,17 +24,18 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 EXTENSIONS = (".yaml", ".yml", ".json")
-# Directories that are not plain manifests. Each is reported once, at its marker file,
-# and nothing under it is read: half a chart or an unrendered overlay is never applied.
+# Directories that are not plain manifests (rendering.py renders them when named). Each
+# met while reading plain manifests is reported once, at its marker file, and nothing
+# under it is read: half a chart or an unrendered overlay is never applied.
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 HELM_CHART_FILE = "Chart.yaml"
 KUSTOMIZE_MESSAGE = (
-    "a Kustomize directory: modelsync reads plain manifests only; render it "
-    "(kustomize build) and commit the output, or point spec.path at plain manifests"
+    "a Kustomize directory inside spec.path: modelsync renders a kustomization only at "
+    "spec.path itself; point spec.path (or `modelsync validate`) at this directory"
 )
 HELM_CHART_MESSAGE = (
-    "a Helm chart: modelsync reads plain manifests only; render it (helm template) "
-    "and commit the output, or point spec.path at plain manifests"
+    "a Helm chart: set spec.helm (chart: its directory, relative to the repository root) "
+    "to render it with helm template, or point spec.path at plain manifests"
 )
 TEMPLATE_HINT = " (this looks like a template, {{ ... }}: render it first)"
 MAX_FILE_BYTES = 1 << 20  # 1 MiB: a model file is a few KiB

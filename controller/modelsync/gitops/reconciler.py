@@ -29,6 +29,7 @@ from modelsync.api import constants as c
 from modelsync.api.conditions import Observed
 from modelsync.gitops import modelhealth, writeback
 from modelsync.gitops import prune as prunemod
+from modelsync.gitops import render as rendering
 from modelsync.gitops.apply import (
     Applier,
     ChangeSet,
@@ -45,7 +46,7 @@ from modelsync.gitops.fetch import (
     Revision,
     RevisionTooLargeError,
 )
-from modelsync.gitops.load import LoadError, load
+from modelsync.gitops.load import LoadError
 from modelsync.gitops.validate import check, content_errors, policy_for
 from modelsync.kube.client import Kube, Manifest, api_message, transient
 from modelsync.runtime.settings import OperatorSettings
@@ -366,7 +367,19 @@ class SyncReconciler:
             outcome.reason, outcome.message = c.REASON_FETCH_FAILED, str(error)
             return outcome
 
-        loaded = load(snapshot, spec.get("path", ""))
+        try:
+            loaded = rendering.render_snapshot(
+                snapshot,
+                spec.get("path", ""),
+                spec.get("helm"),
+                self.settings.render_settings(),
+                namespace=spec.get("targetNamespace") or meta["namespace"],
+                release=meta["name"],
+            )
+        except rendering.RendererMissingError as error:
+            # The operator's installation, not the content: retried with backoff.
+            outcome.reason, outcome.message = c.REASON_RENDERER_MISSING, str(error)
+            return outcome
         applier = Applier(
             self.kube,
             writer,
@@ -376,9 +389,7 @@ class SyncReconciler:
             shard=(meta.get("labels") or {}).get(c.LABEL_SHARD, ""),
         )
         # Our own resources first, before any request (as `modelsync validate` does).
-        errors = loaded.errors + content_errors(
-            loaded.objects, lambda file: (snapshot / file).read_text()
-        )
+        errors = loaded.errors + content_errors(loaded.objects, loaded.reader(snapshot))
         errors += check(loaded.objects, policy, applier.kube.scope)
         planned: list[Planned] = []
         if not errors:

@@ -6,6 +6,7 @@ import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from modelsync.gitops import render as rendering
 from modelsync.gitops.budget import MAX_REVISION_BYTES
 from modelsync.serving import runtimes
 
@@ -154,12 +155,50 @@ class OperatorSettings:
     means none may be queried. Each query is one GET, redirects not followed, answered
     within 10s and 1 MiB, run off the reconcile workers."""
 
+    kustomize: str = "kustomize"
+    """The kustomize binary (a path, or a name looked up on PATH) that renders a
+    spec.path holding a kustomization; the operator image holds the version
+    rendering.KUSTOMIZE_VERSION names."""
+
+    helm: str = "helm"
+    """The helm binary (a path, or a name looked up on PATH) that renders spec.helm
+    charts with `helm template` (never a Helm release)."""
+
+    allow_remote_bases: bool = False
+    """Let kustomizations name remote bases (git or https URLs), which kustomize then
+    fetches from the operator's network. Off: refused before kustomize runs (as Flux's
+    --no-remote-bases), and only files of the revision are rendered."""
+
+    render_timeout_seconds: float = rendering.TIMEOUT_SECONDS
+    """How long one render (kustomize build, helm template) may run before it is killed
+    and the revision refused."""
+
+    render_max_bytes: int = rendering.MAX_OUTPUT_BYTES
+    """Bytes of output one render may write; past it the renderer is killed and the
+    revision refused (its output is read as a stream, never held beyond this)."""
+
+    render_memory_bytes: int = rendering.MEMORY_BYTES
+    """Address space a renderer may use (RLIMIT_AS; its Go heap limit, GOMEMLIMIT, is
+    half of it): a chart or overlay that needs more is refused, the operator unharmed."""
+
     commit_status_api_urls: tuple[str, ...] = field(default_factory=tuple)
     """Git host APIs, as scheme://host:port, that a ModelSync's spec.notify.apiURL may
     name besides its repository's own host (e.g. "https://git.example.com:8443"). Commit
     statuses go to the API derived from the repository URL (api.github.com for
     github.com) unless apiURL names one of these; any other apiURL is refused before a
     connection. Empty: only the repository's own host."""
+
+    def render_settings(self) -> rendering.RenderSettings:
+        return rendering.RenderSettings(
+            kustomize=self.kustomize,
+            helm=self.helm,
+            allow_remote_bases=self.allow_remote_bases,
+            timeout_seconds=self.render_timeout_seconds,
+            max_output_bytes=self.render_max_bytes,
+            memory_bytes=self.render_memory_bytes,
+            kustomize_setting="--kustomize (Helm value operator.kustomize)",
+            helm_setting="--helm (Helm value operator.helm)",
+        )
 
 
 def namespace_matches(namespace: str, patterns: tuple[str, ...]) -> bool:

@@ -1,0 +1,817 @@
+"""Render: a Kustomize directory or a Helm chart of one revision becomes plain objects.
+
+Step two of the flow, between fetch and load. A `spec.path` holding a
+kustomization is built with `kustomize build`; a ModelSync with `spec.helm`
+renders that chart with `helm template` (objects we apply, prune and heal, never
+a Helm release); anything else is plain YAML, read by `load` as before.
+
+Rendering is a trust boundary: the input is a tenant's repository and the
+renderers are programs that read files and, asked to, the network. So:
+- every kustomization reachable from `spec.path` is read first, and anything
+  it names (resources, components, patches, generators' files...) must be a
+  file of this revision, reached through no symlink; a remote base is refused
+  unless the platform allows remote bases; helmCharts (which needs
+  --enable-helm) is refused; a cycle is named;
+- a chart's directory and its values files must be of this revision, with no
+  symlink in the chart;
+- the renderer runs in a private temporary directory holding a copy of this
+  revision only (kustomize's own load restrictions let `../..` reach any
+  directory, such as another tenant's snapshot), with private homes, no
+  kubeconfig, no plugins, a fixed Kubernetes version for Helm;
+- its output is read as a stream and the renderer is killed past a size or a
+  time limit; its memory is bounded (RLIMIT_AS and GOMEMLIMIT).
+Every refusal is a LoadError naming the file, the line and the fix.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import re
+import resource
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from modelsync.gitops import load as loadmod
+from modelsync.gitops.load import KUSTOMIZATION_FILES, Loaded, LoadError, Source
+
+# The versions the CLI asks for when a renderer is missing; tests/cluster/renderers.py
+# builds exactly these (its wrapper modules pin them).
+KUSTOMIZE_VERSION = "v5.8.2"
+HELM_VERSION = "v4.3.1"
+# Capabilities.KubeVersion of every chart: fixed, so a render is the same offline (the
+# CLI) and in any cluster, and Helm never asks an API server.
+HELM_KUBE_VERSION = "v1.37.0"
+
+MAX_OUTPUT_BYTES = 32 << 20
+TIMEOUT_SECONDS = 30.0
+MEMORY_BYTES = 2 << 30
+MAX_KUSTOMIZATIONS = 1_000
+_STDERR_KEPT = 16 << 10
+
+# Fields of a kustomization that name files or directories, as lists of strings.
+_PATH_LISTS = (
+    "resources",
+    "bases",
+    "components",
+    "crds",
+    "configurations",
+    "transformers",
+    "generators",
+    "validators",
+    "patchesStrategicMerge",
+)
+# Lists of mappings whose `path` names a file.
+_PATH_ITEMS = ("patches", "patchesJson6902", "replacements")
+_GENERATORS = ("configMapGenerator", "secretGenerator")
+# Kustomize fields that run or fetch something beyond building files we checked.
+_REFUSED_FIELDS = {
+    "helmCharts": "needs kustomize --enable-helm, which modelsync never runs; render the "
+    "chart with spec.helm instead",
+    "helmChartInflationGenerator": "needs kustomize --enable-helm, which modelsync never "
+    "runs; render the chart with spec.helm instead",
+    "helmGlobals": "needs kustomize --enable-helm, which modelsync never runs; render the "
+    "chart with spec.helm instead",
+}
+_REMOTE = re.compile(r"^([a-z][a-z0-9+.-]*://|git@|[^/\s]+\.[a-z]{2,}/)|\?ref=|//", re.IGNORECASE)
+_HELM_SOURCE = re.compile(r"^# Source: (\S+)\s*$")
+
+
+class RendererMissingError(RuntimeError):
+    """The kustomize or helm binary is not where the settings say: the operator's
+    environment, not the content; retried, and the CLI exits 2."""
+
+    def __init__(self, name: str, binary: str, version: str, setting: str) -> None:
+        super().__init__(
+            f"{name} {version} is needed to render this path, and {binary!r} was not found: "
+            f"install {name} {version} on PATH or name it with {setting}"
+        )
+        self.name, self.version = name, version
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How the renderers run; the operator's come from OperatorSettings."""
+
+    kustomize: str = "kustomize"
+    helm: str = "helm"
+    allow_remote_bases: bool = False
+    timeout_seconds: float = TIMEOUT_SECONDS
+    max_output_bytes: int = MAX_OUTPUT_BYTES
+    memory_bytes: int = MEMORY_BYTES
+    kustomize_setting: str = "--kustomize"
+    helm_setting: str = "--helm"
+
+
+@dataclass
+class Rendered(Loaded):
+    """What `load` returns, plus the rendered text of each file that is not in the
+    revision (an object's Source names it), for errors that quote a line."""
+
+    texts: dict[str, str] = field(default_factory=dict)
+    renderer: str = ""  # "", "kustomize" or "helm"
+
+    def reader(self, root: Path) -> Callable[[str], str]:
+        def read(file: str) -> str:
+            if file in self.texts:
+                return self.texts[file]
+            return (root / file).read_text()
+
+        return read
+
+
+class _RefusedError(Exception):
+    def __init__(self, error: LoadError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _relative(root: Path, target: Path) -> str:
+    return target.relative_to(root).as_posix() if target != root else "."
+
+
+def _line_of(text: str, needle: str) -> int:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if needle in line:
+            return number
+    return 1
+
+
+def _inside(root: Path, base: Path, reference: str) -> Path | None:
+    """`reference`, relative to `base`, as a path under `root` (lexically, no symlink
+    followed), or None when it leads outside."""
+    if reference.startswith("/"):
+        return None
+    joined = Path(os.path.normpath(base / reference))
+    return joined if joined == root or joined.is_relative_to(root) else None
+
+
+def _symlink_on_way(root: Path, target: Path) -> Path | None:
+    """The first symlink between `root` and `target` (itself included), if any."""
+    current = root
+    for part in target.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():
+            return current
+    return None
+
+
+def kustomization_in(directory: Path) -> Path | None:
+    for name in KUSTOMIZATION_FILES:
+        candidate = directory / name
+        if candidate.is_file() or candidate.is_symlink():
+            return candidate
+    return None
+
+
+def _references(document: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(field, path) for every file or directory a kustomization names."""
+    for key in _PATH_LISTS:
+        for entry in document.get(key) or []:
+            # Inline patches and plugin configurations are YAML text, not paths.
+            if isinstance(entry, str) and "\n" not in entry and not entry.lstrip().startswith("{"):
+                yield key, entry.strip()
+    for key in _PATH_ITEMS:
+        for entry in document.get(key) or []:
+            if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+                yield key, entry["path"].strip()
+    for key in _GENERATORS:
+        for generator in document.get(key) or []:
+            if not isinstance(generator, dict):
+                continue
+            for entry in generator.get("files") or []:
+                if isinstance(entry, str):
+                    yield f"{key}.files", entry.partition("=")[2] or entry
+            for entry in generator.get("envs") or []:
+                if isinstance(entry, str):
+                    yield f"{key}.envs", entry
+            if isinstance(generator.get("env"), str):
+                yield f"{key}.env", generator["env"]
+    openapi = document.get("openapi")
+    if isinstance(openapi, dict) and isinstance(openapi.get("path"), str):
+        yield "openapi", openapi["path"]
+
+
+def _read_kustomization(root: Path, file: Path) -> tuple[dict[str, Any], str]:
+    relative = _relative(root, file)
+    if file.is_symlink():
+        raise _RefusedError(
+            LoadError(Source(relative, 1), "a symlink; replace it with the kustomization itself")
+        )
+    if file.stat().st_size > loadmod.MAX_FILE_BYTES:
+        raise _RefusedError(
+            LoadError(Source(relative, 1), f"larger than {loadmod.MAX_FILE_BYTES} bytes")
+        )
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise _RefusedError(LoadError(Source(relative, 1), "not UTF-8 text")) from None
+    try:
+        document = yaml.load(text, Loader=loadmod._StrictLoader)  # noqa: S506 - a SafeLoader
+    except yaml.MarkedYAMLError as error:
+        found = loadmod._yaml_error(relative, error, text.count("\n") + 1)
+        message = found.message.removeprefix("invalid YAML: ")
+        # An error at the end of the file is on its last line, not the one after it.
+        line = max(1, min(found.source.line, len(text.splitlines())))
+        raise _RefusedError(
+            LoadError(
+                Source(relative, line), f"invalid kustomization YAML: {message}; fix the file"
+            )
+        ) from None
+    except yaml.YAMLError as error:
+        raise _RefusedError(
+            LoadError(Source(relative, 1), f"invalid kustomization: {error}")
+        ) from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise _RefusedError(
+            LoadError(Source(relative, 1), "a kustomization must be a mapping (resources: ...)")
+        )
+    return document, text
+
+
+@dataclass
+class Inspection:
+    errors: list[LoadError] = field(default_factory=list)
+    # The files kustomize will read: all that is copied for it to render.
+    files: set[Path] = field(default_factory=set)
+
+
+def inspect_kustomization(root: Path, directory: Path, allow_remote: bool) -> Inspection:
+    """Every kustomization reachable from `directory`, read before kustomize runs: what
+    it names must be a file or directory of this revision reached through no symlink;
+    remote bases only when allowed; no helmCharts; no cycle."""
+    root = root.resolve()
+    inspection = Inspection()
+    errors = inspection.errors
+    done: set[Path] = set()
+
+    def visit(directory: Path, chain: tuple[Path, ...]) -> None:
+        if directory in chain:
+            cycle = " -> ".join(_relative(root, d) for d in (*chain[chain.index(directory) :],))
+            marker = kustomization_in(chain[-1]) or chain[-1]
+            errors.append(
+                LoadError(
+                    Source(_relative(root, marker), 1),
+                    f"kustomizations form a cycle: {cycle} -> {_relative(root, directory)}; "
+                    "remove one of the references",
+                )
+            )
+            return
+        if directory in done:
+            return
+        done.add(directory)
+        if len(done) > MAX_KUSTOMIZATIONS:
+            raise _RefusedError(
+                LoadError(
+                    Source(_relative(root, directory), 1),
+                    f"more than {MAX_KUSTOMIZATIONS} kustomizations",
+                )
+            )
+        file = kustomization_in(directory)
+        if file is None:  # pragma: no cover - callers check
+            return
+        relative = _relative(root, file)
+        try:
+            document, text = _read_kustomization(root, file)
+        except _RefusedError as refused:
+            errors.append(refused.error)
+            return
+        inspection.files.add(file)
+        for key, reason in _REFUSED_FIELDS.items():
+            if key in document:
+                errors.append(LoadError(Source(relative, _line_of(text, key)), f"{key}: {reason}"))
+        for key, reference in _references(document):
+            line = _line_of(text, reference)
+            where = Source(relative, line)
+            if not reference:
+                errors.append(LoadError(where, f"{key}: an empty path"))
+                continue
+            target = _inside(root, directory, reference)
+            if target is None:
+                errors.append(
+                    LoadError(
+                        where,
+                        f"{key}: {reference!r} is outside the revision (only files of this "
+                        "repository are rendered); copy what it needs into the repository",
+                    )
+                )
+                continue
+            link = _symlink_on_way(root, target)
+            if link is not None:
+                errors.append(
+                    LoadError(
+                        where,
+                        f"{key}: {reference!r} goes through the symlink "
+                        f"{_relative(root, link)}; symlinks are not rendered, commit the "
+                        "files themselves",
+                    )
+                )
+                continue
+            if not target.exists():
+                if _REMOTE.search(reference):
+                    if not allow_remote:
+                        errors.append(_remote(where, key, reference))
+                    continue
+                errors.append(
+                    LoadError(
+                        where,
+                        f"{key}: {reference!r} does not exist in the revision; fix the path "
+                        "or add the file",
+                    )
+                )
+                continue
+            if target.is_dir():
+                if key not in ("resources", "bases", "components"):
+                    errors.append(LoadError(where, f"{key}: {reference!r} is a directory"))
+                    continue
+                if kustomization_in(target) is None:
+                    errors.append(
+                        LoadError(
+                            where,
+                            f"{key}: the directory {reference!r} holds no kustomization.yaml; "
+                            "add one, or list its files",
+                        )
+                    )
+                    continue
+                visit(target, (*chain, directory))
+                continue
+            inspection.files.add(target)
+
+    try:
+        visit(directory.resolve(), ())
+    except _RefusedError as refused:
+        errors.append(refused.error)
+    return inspection
+
+
+def _remote(where: Source, key: str, reference: str) -> LoadError:
+    return LoadError(
+        where,
+        f"{key}: {reference!r} is a remote base; modelsync renders only files of this "
+        "revision (the platform setting --allow-remote-bases would fetch it): vendor it "
+        "into the repository",
+    )
+
+
+def inspect_chart(root: Path, chart: Path, values: list[tuple[str, Path | None]]) -> list[Any]:
+    """A chart directory and values files of this revision, with no symlink anywhere."""
+    errors: list[LoadError] = []
+    relative = _relative(root, chart) if chart.is_relative_to(root) else str(chart)
+    link = _symlink_on_way(root, chart) if chart.is_relative_to(root) else None
+    if link is not None:
+        return [
+            LoadError(
+                Source(relative, 1),
+                f"spec.helm.chart goes through the symlink {_relative(root, link)}; "
+                "commit the chart itself",
+            )
+        ]
+    if not (chart / "Chart.yaml").is_file():
+        return [
+            LoadError(
+                Source(relative, 1),
+                "spec.helm.chart: no Chart.yaml in this directory of the revision; "
+                "point spec.helm.chart at the chart's directory",
+            )
+        ]
+    for base, dirs, names in os.walk(chart, followlinks=False):
+        for name in sorted(dirs + names):
+            path = Path(base) / name
+            if path.is_symlink():
+                errors.append(
+                    LoadError(
+                        Source(_relative(root, path), 1),
+                        "a symlink in the chart; symlinks are not rendered, commit the file itself",
+                    )
+                )
+    for name, file in values:
+        if file is None:
+            errors.append(
+                LoadError(
+                    Source(name, 1),
+                    f"spec.helm.valuesFiles: {name!r} is outside the revision; name a file "
+                    "of the repository, relative to its root",
+                )
+            )
+            continue
+        link = _symlink_on_way(root, file)
+        if link is not None:
+            errors.append(
+                LoadError(
+                    Source(name, 1),
+                    f"spec.helm.valuesFiles: {name!r} goes through the symlink "
+                    f"{_relative(root, link)}; commit the file itself",
+                )
+            )
+        elif not file.is_file():
+            errors.append(
+                LoadError(
+                    Source(name, 1),
+                    f"spec.helm.valuesFiles: {name!r} does not exist in the revision; fix "
+                    "spec.helm.valuesFiles or add the file",
+                )
+            )
+    return errors
+
+
+def _copy_files(root: Path, files: set[Path], destination: Path) -> None:
+    """The files a render reads, at their places under `destination`: regular files of
+    the revision only (the inspection refused symlinks), nothing else of the disk."""
+    for file in sorted(files):
+        target = destination / file.relative_to(root)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.copyfile(file, target, follow_symlinks=False)
+
+
+def _chart_files(chart: Path) -> set[Path]:
+    return {
+        Path(base) / name
+        for base, _, names in os.walk(chart, followlinks=False)
+        for name in names
+        if (Path(base) / name).is_file() and not (Path(base) / name).is_symlink()
+    }
+
+
+class RenderError(Exception):
+    """The renderer failed, or was stopped at a limit; the message is the user's."""
+
+
+# prlimit(1) (util-linux, as fetch uses it) sets RLIMIT_AS on the renderer from outside:
+# Python code between fork and exec (preexec_fn) can deadlock in a threaded operator.
+PRLIMIT = shutil.which("prlimit")
+
+
+def _limit_memory(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+def run_bounded(
+    argv: list[str], cwd: Path, env: dict[str, str], settings: RenderSettings, private: Path
+) -> bytes:
+    """The renderer's standard output, read as a stream: killed (its whole process
+    group) past `max_output_bytes` or `timeout_seconds`; RLIMIT_AS bounds its memory."""
+    limited = [PRLIMIT, f"--as={settings.memory_bytes}", "--", *argv] if PRLIMIT else argv
+    process = subprocess.Popen(
+        limited,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        # Only where prlimit(1) is missing: setrlimit alone, between fork and exec.
+        preexec_fn=None if PRLIMIT else _limit_memory(settings.memory_bytes),
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    chunks: list[bytes] = []
+    size = 0
+    stderr = b""
+    deadline = time.monotonic() + settings.timeout_seconds
+    problem = ""
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        selector.register(process.stderr, selectors.EVENT_READ)
+        open_streams = 2
+        while open_streams:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                problem = (
+                    f"rendering took longer than {settings.timeout_seconds:g}s and was "
+                    "stopped (a template looping?); fix it, or the platform raises "
+                    "--render-timeout-seconds"
+                )
+                break
+            for key, _ in selector.select(timeout=min(left, 1.0)):
+                stream = key.fileobj
+                data = os.read(stream.fileno(), 1 << 16)  # type: ignore[union-attr]
+                if not data:
+                    selector.unregister(stream)
+                    open_streams -= 1
+                elif stream is process.stdout:
+                    size += len(data)
+                    if size > settings.max_output_bytes:
+                        problem = (
+                            f"rendered output is over {settings.max_output_bytes} bytes and "
+                            "was stopped; render less, or the platform raises "
+                            "--render-max-bytes"
+                        )
+                        break
+                    chunks.append(data)
+                else:
+                    stderr = (stderr + data)[-_STDERR_KEPT:]
+            if problem:
+                break
+    if problem:
+        _kill(process)
+        raise RenderError(problem)
+    try:
+        code = process.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        _kill(process)
+        raise RenderError(
+            f"rendering took longer than {settings.timeout_seconds:g}s and was stopped"
+        ) from None
+    finally:
+        process.stdout.close()
+        process.stderr.close()
+    if code != 0:
+        text = stderr.decode("utf-8", "replace").replace(f"{private}/", "").strip()
+        if "out of memory" in text or "cannot allocate memory" in text:
+            raise RenderError(
+                f"the renderer ran out of its {settings.memory_bytes >> 20} MiB of memory; "
+                "render less, or the platform raises --render-memory-bytes"
+            )
+        lines = [line for line in text.splitlines() if line.strip()]
+        raise RenderError("; ".join(lines[-5:]) or f"exited with {code}")
+    return b"".join(chunks)
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+    if process.stderr is not None:
+        process.stderr.close()
+
+
+def _environment(private: Path, settings: RenderSettings) -> dict[str, str]:
+    """Nothing of the operator's own environment: private homes, no kubeconfig, no
+    plugins, a Go heap limit below the address-space limit."""
+    home = private / "home"
+    for name in ("home", "home/cache", "home/config", "home/data", "home/plugins"):
+        (private / name).mkdir(mode=0o700, exist_ok=True)
+    return {
+        "PATH": os.defpath,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_CACHE_HOME": str(home / "cache"),
+        "XDG_DATA_HOME": str(home / "data"),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+        "HELM_PLUGINS": str(home / "plugins"),
+        "KUBECONFIG": str(home / "no-kubeconfig"),
+        "KUSTOMIZE_PLUGIN_HOME": str(home / "plugins"),
+        "GOMEMLIMIT": str(settings.memory_bytes // 2),
+        "GOTRACEBACK": "none",
+        "TMPDIR": str(private),
+    }
+
+
+def _parse(text: str, name: str, rendered: Rendered) -> None:
+    rendered.texts[name] = text
+    loadmod._documents(text, name, rendered)
+
+
+def _helm_documents(output: str, chart_dir: str, chart_name: str) -> dict[str, str]:
+    """helm's output by the template each document came from (its `# Source:` line)."""
+    groups: dict[str, list[str]] = collections.defaultdict(list)
+    current = f"{chart_dir}/templates (rendered)"
+    for document in re.split(r"^---\s*$", output, flags=re.MULTILINE):
+        for line in document.splitlines():
+            found = _HELM_SOURCE.match(line)
+            if found:
+                source = found[1]
+                inside = source.split("/", 1)[1] if "/" in source else source
+                current = f"{chart_dir}/{inside} (rendered)".removeprefix("./")
+                break
+        if document.strip():
+            groups[current].append(document.strip("\n"))
+    return {name: "\n---\n".join(docs) + "\n" for name, docs in groups.items()}
+
+
+def _binary(configured: str, name: str, version: str, setting: str) -> str:
+    found = shutil.which(configured) if "/" not in configured else configured
+    if not found or not os.access(found, os.X_OK):
+        raise RendererMissingError(name, configured, version, setting)
+    return found
+
+
+def render(
+    root: Path,
+    path: str,
+    helm: dict[str, Any] | None,
+    settings: RenderSettings,
+    *,
+    namespace: str = "default",
+    release: str = "release",
+) -> Rendered:
+    """The objects of `path` in the revision at `root`: rendered by kustomize when it
+    holds a kustomization, by helm when `helm` (spec.helm) is set, else read as plain
+    YAML. Never raises on content; RendererMissingError when a needed binary is not
+    installed."""
+    root = root.resolve()
+    rendered = Rendered()
+    try:
+        directory = loadmod.resolve_path(root, path)
+    except ValueError as error:
+        rendered.errors.append(LoadError(Source(path or ".", 1), str(error)))
+        return rendered
+    kustomization = kustomization_in(directory) if directory.is_dir() else None
+    if helm and kustomization is not None:
+        rendered.errors.append(
+            LoadError(
+                Source(_relative(root, kustomization), 1),
+                f"spec.path {path or '.'!r} holds a kustomization and spec.helm is set: "
+                "modelsync renders one of them; remove spec.helm, or point spec.path "
+                "elsewhere",
+            )
+        )
+        return rendered
+    if helm:
+        return _render_helm(root, helm, settings, namespace, release)
+    if kustomization is not None:
+        return _render_kustomize(root, directory, kustomization, settings)
+    loaded = loadmod.load(root, path)
+    rendered.objects, rendered.errors, rendered.files = loaded.objects, loaded.errors, loaded.files
+    return rendered
+
+
+def _render_kustomize(
+    root: Path, directory: Path, kustomization: Path, settings: RenderSettings
+) -> Rendered:
+    rendered = Rendered(renderer="kustomize")
+    relative = _relative(root, kustomization)
+    inspection = inspect_kustomization(root, directory, settings.allow_remote_bases)
+    if inspection.errors:
+        rendered.errors = inspection.errors
+        return rendered
+    binary = _binary(settings.kustomize, "kustomize", KUSTOMIZE_VERSION, settings.kustomize_setting)
+    with tempfile.TemporaryDirectory(prefix="modelsync-render-") as scratch:
+        private = Path(scratch)
+        revision = private / "revision"
+        revision.mkdir(mode=0o700)
+        _copy_files(root, inspection.files, revision)
+        (revision / directory.relative_to(root)).mkdir(mode=0o700, parents=True, exist_ok=True)
+        argv = [binary, "build", "--load-restrictor=LoadRestrictionsRootOnly", "."]
+        try:
+            output = run_bounded(
+                argv,
+                revision / directory.relative_to(root),
+                _environment(private, settings),
+                settings,
+                revision,
+            )
+        except RenderError as error:
+            rendered.errors.append(LoadError(Source(relative, 1), f"kustomize build: {error}"))
+            return rendered
+    _parse_output(output, f"{relative} (rendered)", relative, rendered)
+    return rendered
+
+
+def _parse_output(output: bytes, name: str, origin: str, rendered: Rendered) -> None:
+    try:
+        text = output.decode("utf-8")
+    except UnicodeDecodeError:
+        rendered.errors.append(LoadError(Source(origin, 1), "rendered output is not UTF-8"))
+        return
+    rendered.files += 1
+    _parse(text, name, rendered)
+
+
+def _render_helm(
+    root: Path, helm: dict[str, Any], settings: RenderSettings, namespace: str, release: str
+) -> Rendered:
+    rendered = Rendered(renderer="helm")
+    chart_name = str(helm.get("chart") or "")
+    chart = _inside(root, root, chart_name) if chart_name else None
+    if chart is None or ".." in PurePosixPath(chart_name).parts:
+        rendered.errors.append(
+            LoadError(
+                Source(chart_name or ".", 1),
+                "spec.helm.chart must be a directory of the repository, relative to its root",
+            )
+        )
+        return rendered
+    values = [(str(name), _inside(root, root, str(name))) for name in helm.get("valuesFiles") or []]
+    errors = inspect_chart(root, chart, values)
+    if errors:
+        rendered.errors = errors
+        return rendered
+    chart_relative = _relative(root, chart)
+    binary = _binary(settings.helm, "helm", HELM_VERSION, settings.helm_setting)
+    with tempfile.TemporaryDirectory(prefix="modelsync-render-") as scratch:
+        private = Path(scratch)
+        revision = private / "revision"
+        revision.mkdir(mode=0o700)
+        needed = _chart_files(chart) | {file for _, file in values if file is not None}
+        _copy_files(root, needed, revision)
+        argv = [
+            binary,
+            "template",
+            str(helm.get("releaseName") or release),
+            str(revision / chart.relative_to(root)),
+            "--namespace",
+            namespace,
+            "--kube-version",
+            HELM_KUBE_VERSION,
+            "--include-crds",
+            "--skip-tests",
+            "--no-hooks",
+        ]
+        for _, file in values:
+            assert file is not None
+            argv += ["--values", str(revision / file.relative_to(root))]
+        if helm.get("values"):
+            inline = private / "inline-values.json"
+            inline.write_text(json.dumps(helm["values"]))
+            argv += ["--values", str(inline)]
+        try:
+            output = run_bounded(
+                argv, revision, _environment(private, settings), settings, revision
+            )
+        except RenderError as error:
+            rendered.errors.append(
+                LoadError(Source(f"{chart_relative}/Chart.yaml", 1), f"helm template: {error}")
+            )
+            return rendered
+    try:
+        text = output.decode("utf-8")
+    except UnicodeDecodeError:
+        rendered.errors.append(
+            LoadError(Source(f"{chart_relative}/Chart.yaml", 1), "rendered output is not UTF-8")
+        )
+        return rendered
+    for name, part in _helm_documents(text, chart_relative, chart.name).items():
+        rendered.files += 1
+        _parse(part, name, rendered)
+    return rendered
+
+
+# Renders of immutable snapshots, by everything that decides them: a resync of the same
+# revision renders nothing. Bounded; each hit hands out copies.
+_RENDERED: collections.OrderedDict[str, Rendered] = collections.OrderedDict()
+_RENDERED_LIMIT = 64
+# Rendered text kept in all: the parsed objects weigh several times their text, and one
+# render may be up to max_output_bytes. A 1,000-model overlay is ~0.5 MiB of text.
+_RENDERED_TEXT_BYTES = 16 << 20
+
+
+_rendered_lock = threading.Lock()
+
+
+def _text_bytes(rendered: Rendered) -> int:
+    return sum(len(text) for text in rendered.texts.values())
+
+
+def render_snapshot(
+    snapshot: Path,
+    path: str,
+    helm: dict[str, Any] | None,
+    settings: RenderSettings,
+    *,
+    namespace: str,
+    release: str,
+) -> Rendered:
+    """`render` of an immutable snapshot (the operator's), remembered."""
+    key = json.dumps(
+        [str(snapshot), path, helm, namespace, release, repr(settings)], sort_keys=True
+    )
+    with _rendered_lock:
+        found = _RENDERED.get(key)
+        if found is not None:
+            _RENDERED.move_to_end(key)
+    if found is None:
+        found = render(snapshot, path, helm, settings, namespace=namespace, release=release)
+        if not found.renderer or found.errors:
+            # Plain YAML: load keeps its own cache, by file. A refusal is not kept: one
+            # at the time limit may be the machine's load, and the next try renders again.
+            return found
+        with _rendered_lock:
+            _RENDERED[key] = found
+            while len(_RENDERED) > _RENDERED_LIMIT or (
+                len(_RENDERED) > 1
+                and sum(_text_bytes(r) for r in _RENDERED.values()) > _RENDERED_TEXT_BYTES
+            ):
+                _RENDERED.popitem(last=False)
+    return Rendered(
+        objects=[
+            loadmod.LoadedObject(json.loads(json.dumps(o.manifest)), o.source)
+            for o in found.objects
+        ],
+        errors=list(found.errors),
+        files=found.files,
+        texts=found.texts,
+        renderer=found.renderer,
+    )

@@ -1,0 +1,121 @@
+"""Benchmark rendering (issue 21): a 1,000-model Kustomize overlay and a 1,000-model chart,
+rendered as the operator renders them, against reading the same models as plain YAML.
+
+What a sync pays for rendering is the difference: the inspection of every
+kustomization, the private copy, the renderer's run and the parse of its output.
+A resync of the same revision pays nothing (renders of a snapshot are remembered).
+
+    python -m tests.bench.render [--models 1000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from modelsync.gitops import load
+from modelsync.gitops.render import RenderSettings, render
+from tests.cluster.renderers import ensure_renderers
+from tests.syncs import model_yaml
+
+CHART_TEMPLATE = """\
+{{- range $i := until (int .Values.models) }}
+---
+apiVersion: modelsync.io/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: model-{{ $i }}
+spec:
+  model:
+    name: model-{{ $i }}
+    version: {{ $.Values.version | quote }}
+    uri: s3://models/model-{{ $i }}/{{ $.Values.version }}
+  runtime:
+    name: mlserver
+  replicas: {{ $.Values.replicas }}
+{{- end }}
+"""
+
+
+def repository(root: Path, models: int) -> None:
+    base = root / "base"  # the same models, in a base, as plain/ holds them
+    base.mkdir(parents=True)
+    names = []
+    for i in range(models):
+        name = f"model-{i}"
+        (base / f"{name}.yaml").write_text(model_yaml(name))
+        (root / "plain").mkdir(exist_ok=True)
+        (root / "plain" / f"{name}.yaml").write_text(model_yaml(name))
+        names.append(f"{name}.yaml")
+    (base / "kustomization.yaml").write_text("resources:\n" + "".join(f"  - {n}\n" for n in names))
+    overlay = root / "overlays" / "prod"
+    overlay.mkdir(parents=True)
+    (overlay / "kustomization.yaml").write_text(
+        "resources: [../../base]\nnameSuffix: -prod\npatches:\n"
+        "  - target: {kind: ModelDeployment}\n    patch: |-\n"
+        "      - {op: replace, path: /spec/replicas, value: 2}\n"
+    )
+    chart = root / "chart"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: bench\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text(f"models: {models}\nversion: '1'\nreplicas: 2\n")
+    (chart / "templates" / "models.yaml").write_text(CHART_TEMPLATE)
+
+
+def timed(rounds: int, step: Callable[[], int]) -> tuple[float, int]:
+    seconds = []
+    objects = 0
+    for _ in range(rounds):
+        started = time.perf_counter()
+        objects = step()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), objects
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    binaries = ensure_renderers()
+    settings = RenderSettings(kustomize=str(binaries["kustomize"]), helm=str(binaries["helm"]))
+    with tempfile.TemporaryDirectory(prefix="bench-render-") as scratch:
+        root = Path(scratch)
+        repository(root, args.models)
+
+        def plain() -> int:
+            load._PARSED.clear()  # as a new revision: nothing parsed before
+            return len(load.load(root, "plain").objects)
+
+        def kustomize() -> int:
+            rendered = render(root, "overlays/prod", None, settings)
+            assert not rendered.errors, rendered.errors[:3]
+            return len(rendered.objects)
+
+        def helm() -> int:
+            rendered = render(root, "", {"chart": "chart"}, settings, release="bench")
+            assert not rendered.errors, rendered.errors[:3]
+            return len(rendered.objects)
+
+        results = {
+            name: timed(args.rounds, step)
+            for name, step in (
+                ("plain YAML", plain),
+                ("kustomize overlay", kustomize),
+                ("helm chart", helm),
+            )
+        }
+    base_seconds = results["plain YAML"][0]
+    print(f"render, {args.models} models, median of {args.rounds}:")
+    for name, (seconds, objects) in results.items():
+        extra = "" if name == "plain YAML" else f"  (+{seconds - base_seconds:.2f}s to a sync)"
+        print(f"  {name:18} {seconds:6.2f}s  {objects} objects{extra}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
