@@ -43,7 +43,8 @@ unit: venv
 # Builds the cluster binaries first (cached after the first time), so that the
 # long cold build prints its progress instead of hiding inside a test fixture; then
 # prints how long each phase took. Each pytest phase starts a cluster of its own.
-REAL_NODE_TESTS := tests/integration/test_real_node.py tests/integration/test_models_real.py
+REAL_NODE_TESTS := tests/integration/test_real_node.py tests/integration/test_models_real.py \
+  tests/integration/test_helm_real.py
 NOT_REAL_NODE := $(foreach test,$(REAL_NODE_TESTS),--ignore=$(test))
 test: venv
 	@$(PY) -m tools.phases \
@@ -92,7 +93,8 @@ cluster-status: venv
 	$(PY) -m tests.cluster status --root $(CLUSTER_ROOT)
 
 # The whole flow on this machine: cluster, CRDs, git, operator, a ModelSync, a version
-# bump and an automatic rollback. With KUBECONFIG set, that cluster is used instead.
+# bump and an automatic rollback; where the real node starts, the operator by `helm install`
+# and one model answering for real. With KUBECONFIG set, that cluster is used instead.
 demo: venv cluster-binaries
 	$(PY) -m tools.demo up
 
