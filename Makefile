@@ -13,7 +13,7 @@ help:
 	@echo "make test           install what is needed, lint, and run the whole test suite"
 	@echo "make test-fast      for iterating: lint, unit and the kwok tests (no real node, no chart)"
 	@echo "make unit           unit tests only (no cluster)"
-	@echo "make lint           ruff and mypy"
+	@echo "make lint           ruff, mypy and the import layers (import-linter)"
 	@echo "make cluster-up     start the local cluster (prints export KUBECONFIG=...)"
 	@echo "make cluster-down   stop it"
 	@echo "make bench          benchmarks: scale, latency, memory; Flux side by side (BENCH_N=100,1000)"
@@ -32,6 +32,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 fmt: venv
 	$(VENV)/bin/ruff format .
@@ -109,4 +110,4 @@ bench: venv cluster-binaries
 	$(PY) -m tests.bench.rollback
 
 clean: cluster-down
-	rm -rf $(VENV) $(CLUSTER_ROOT) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(CLUSTER_ROOT) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

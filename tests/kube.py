@@ -14,7 +14,7 @@ import kubernetes
 import yaml
 from kubernetes.dynamic import DynamicClient
 
-from modelsync.conditions import find
+from modelsync.api.conditions import find
 
 Condition = Callable[[Any], bool]
 REPO = Path(__file__).resolve().parents[1]

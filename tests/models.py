@@ -12,7 +12,7 @@ from typing import Any
 from kubernetes.client import CustomObjectsApi
 from kubernetes.dynamic import DynamicClient
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.conftest import LocalCluster
 from tests.kube import dict_condition, wait_for, wait_for_items
 

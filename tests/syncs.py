@@ -10,7 +10,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client import CoreV1Api, CustomObjectsApi
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, WorkRepo
 from tests.kube import dict_condition, wait_for

@@ -35,8 +35,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from modelsync import conditions
-from modelsync import constants as c
+from modelsync.api import conditions
+from modelsync.api import constants as c
 from tests.cluster import (
     addresses,
     build,

@@ -2,7 +2,7 @@
 
 The CRD is committed; the parts that must agree with the code (the runtime enum,
 the runtime-specific URI scheme and model format rules and their messages) are filled in from
-`modelsync.runtimes`. `tests/unit/test_crds.py` fails when the two disagree.
+`modelsync.serving.runtimes`. `tests/unit/test_crds.py` fails when the two disagree.
 
     python tools/gen_crds.py
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from modelsync import runtimes
+from modelsync.serving import runtimes
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "tools" / "templates" / "modeldeployment.crd.yaml"

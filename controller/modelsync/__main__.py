@@ -1,5 +1,5 @@
 """`python -m modelsync` is the same program as the `modelsync` command."""
 
-from modelsync.cli import main
+from modelsync.cli.main import main
 
 raise SystemExit(main())

@@ -33,7 +33,7 @@ from kubernetes.client import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.bench.common import (
     fresh_cluster,
     get,

@@ -20,8 +20,8 @@ from typing import Any
 import kubernetes
 from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta
 
-from modelsync import constants as c
-from modelsync.conditions import of as condition
+from modelsync.api import constants as c
+from modelsync.api.conditions import of as condition
 from tests.bench.common import fresh_cluster, peak_rss, start_operator, wait_until
 from tests.cluster import launcher, stages
 from tests.kube import install_crds

@@ -18,7 +18,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client import CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.bench.common import (
     fresh_cluster,
     peak_rss,

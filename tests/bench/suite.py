@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modelsync.settings import OperatorSettings
+from modelsync.runtime.settings import OperatorSettings
 from tests.bench import gitops, rollback
 from tests.bench.common import fresh_cluster
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from kubernetes.client import ApiextensionsV1Api, CoreV1Api
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, WorkRepo
 from tests.integration.conftest import OWN_OPERATOR_PREFIX

@@ -11,7 +11,7 @@ import kubernetes
 import pytest
 from kubernetes.client import CoreV1Api
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.conftest import LocalCluster
 from tests.e2e.test_helm import chart_kubeconfig, helm, install_chart
 from tests.gitserver import GitHttpServer, WorkRepo

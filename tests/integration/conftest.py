@@ -14,8 +14,8 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from modelsync import operator
-from modelsync.settings import OperatorSettings
+from modelsync.runtime import operator
+from modelsync.runtime.settings import OperatorSettings
 from tests.cluster import addresses, modelimages, wheels
 from tests.cluster.launcher import free_ports
 from tests.cluster.objectstore import ObjectStore, ensure_versitygw

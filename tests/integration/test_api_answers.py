@@ -16,7 +16,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from modelsync import kube as kubemod
+from modelsync.kube import client as kubemod
 from tests.conftest import LocalCluster
 from tests.syncs import model_yaml
 

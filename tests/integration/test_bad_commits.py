@@ -13,8 +13,9 @@ from typing import Any
 import kubernetes
 import pytest
 
-from modelsync import constants as c
-from modelsync import metrics, operator
+from modelsync.api import constants as c
+from modelsync.runtime import operator
+from modelsync.telemetry import metrics
 from tests.conftest import LocalCluster, tenant_namespace
 from tests.gitserver import GitHttpServer, WorkRepo
 from tests.kube import dict_condition

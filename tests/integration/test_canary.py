@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kubernetes.client import AppsV1Api
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.conftest import LocalCluster
 from tests.integration.test_rollback import rolled_back
 from tests.kube import dict_condition, wait_for

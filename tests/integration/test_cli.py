@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.conftest import LocalCluster
 from tests.gitserver import WorkRepo, _git
 from tests.syncs import Syncs, model_yaml

@@ -31,8 +31,8 @@ import pytest
 from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.dynamic import DynamicClient
 
-from modelsync import constants as c
-from modelsync.operator import Runtime
+from modelsync.api import constants as c
+from modelsync.runtime.operator import Runtime
 from tests.cluster import build, launcher, stages
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, SlowHttpServer, WorkRepo

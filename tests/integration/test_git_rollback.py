@@ -11,8 +11,8 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from modelsync import constants as c
-from modelsync.writeback import RollbackError, branch_name, restore_model
+from modelsync.api import constants as c
+from modelsync.gitops.writeback import RollbackError, branch_name, restore_model
 from tests.gitserver import GitHttpServer, WorkRepo, _git
 from tests.integration.test_rollback import DEADLINE, broken_model_yaml, rolled_back
 from tests.kube import dict_condition

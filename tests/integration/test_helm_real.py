@@ -25,7 +25,7 @@ import yaml
 from kubernetes.client import AppsV1Api, CoordinationV1Api, CoreV1Api
 from kubernetes.dynamic import DynamicClient
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.cluster import addresses, images, operator_image
 from tests.cluster import node as nodemod
 from tests.cluster.objectstore import ObjectStore

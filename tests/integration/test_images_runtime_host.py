@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from modelsync.render import render
-from modelsync.runtimes import MODEL_DIR, SCRATCH_DIR
+from modelsync.serving.render import render
+from modelsync.serving.runtimes import MODEL_DIR, SCRATCH_DIR
 from tests.cluster import wheels
 from tests.cluster.objectstore import ObjectStore, free_port
 

@@ -18,8 +18,9 @@ from kubernetes.client import (
 )
 from kubernetes.dynamic import DynamicClient
 
-from modelsync import constants as c
-from modelsync import metrics, operator
+from modelsync.api import constants as c
+from modelsync.runtime import operator
+from modelsync.telemetry import metrics
 from tests.cluster import stages
 from tests.conftest import LocalCluster
 from tests.kube import dict_condition, wait_for, wait_for_set

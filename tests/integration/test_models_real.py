@@ -24,7 +24,7 @@ import kubernetes
 from kubernetes.client import CoreV1Api
 from kubernetes.dynamic import DynamicClient
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.cluster import addresses
 from tests.cluster import node as nodemod
 from tests.cluster.objectstore import ObjectStore

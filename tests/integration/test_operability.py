@@ -21,8 +21,8 @@ import kubernetes
 from kubernetes.dynamic import DynamicClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelsync import constants as c
-from modelsync import operator
+from modelsync.api import constants as c
+from modelsync.runtime import operator
 from tests.cluster.launcher import free_ports
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, GitSshServer

@@ -64,7 +64,7 @@ def test_operator_image_last_layer_holds_only_our_wheel(archive: Path) -> None:
             names = [member.name.rstrip("/") for member in layer.getmembers()]
     site = "venv/lib/python3.11/site-packages"
     ours = [name for name in names if name.startswith((f"{site}/modelsync/", f"{site}/modelsync-"))]
-    assert f"{site}/modelsync/cli.py" in ours
+    assert f"{site}/modelsync/cli/main.py" in ours
     scripts = {"venv/bin/modelsync", "venv/bin/kubectl-modelsync"}
     parents = {"venv", "venv/bin", "venv/lib", "venv/lib/python3.11", site}
     assert set(names) - set(ours) == scripts | parents | {f"{site}/modelsync"}

@@ -12,7 +12,7 @@ import kubernetes
 import pytest
 from kubernetes.client import AdmissionregistrationV1Api, CoreV1Api
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.conftest import LocalCluster
 from tests.kube import dict_condition
 from tests.models import wait_for_event

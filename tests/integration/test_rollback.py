@@ -13,8 +13,8 @@ import kubernetes
 from kubernetes.client import AppsV1Api
 from kubernetes.dynamic import DynamicClient
 
-from modelsync import constants as c
-from modelsync import operator
+from modelsync.api import constants as c
+from modelsync.runtime import operator
 from tests.cluster import stages
 from tests.conftest import LocalCluster
 from tests.integration.test_modeldeployment import printer_columns

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.conftest import LocalCluster
 from tests.integration.test_canary import canary_state
 from tests.kube import dict_condition

@@ -15,8 +15,8 @@ import kubernetes
 import pytest
 import yaml
 
-from modelsync import constants as c
-from modelsync.fetch import FetchError, GitFetcher, Ref
+from modelsync.api import constants as c
+from modelsync.gitops.fetch import FetchError, GitFetcher, Ref
 from tests.conftest import LocalCluster, tenant_namespace
 from tests.gitserver import GitHttpServer, WorkRepo, _git
 from tests.integration.test_cli import VENV_BIN

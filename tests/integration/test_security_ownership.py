@@ -7,7 +7,7 @@ from __future__ import annotations
 import kubernetes
 from kubernetes.client import CoreV1Api
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.kube import dict_condition
 from tests.syncs import Syncs
 

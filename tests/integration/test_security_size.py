@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, WorkRepo
 from tests.kube import dict_condition

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import kubernetes
 import pytest
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.conftest import NAMESPACE_LABEL, LocalCluster
 from tests.gitserver import GitHttpServer
 from tests.integration.test_rollback import DEADLINE, broken_v2, rolled_back

@@ -4,8 +4,8 @@ an Event, and tried again with the work queue's backoff; its fix clears it."""
 
 from __future__ import annotations
 
-from modelsync import constants as c
-from modelsync.serving import MAX_FAILURE_MESSAGE
+from modelsync.api import constants as c
+from modelsync.serving.reconciler import MAX_FAILURE_MESSAGE
 from tests.conftest import LocalCluster
 from tests.kube import dict_condition
 from tests.models import Models, condition_is, manifest, ready_on, wait_for_event

@@ -9,7 +9,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.conftest import LocalCluster
 from tests.gitserver import GitSshServer, WorkRepo
 from tests.kube import dict_condition, wait_for

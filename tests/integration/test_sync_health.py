@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from kubernetes.client import CoreV1Api
 
-from modelsync import constants as c
-from modelsync import metrics
+from modelsync.api import constants as c
+from modelsync.telemetry import metrics
 from tests.conftest import LocalCluster
 from tests.integration.test_cli import modelsync
 from tests.kube import dict_condition

@@ -16,7 +16,7 @@ import kubernetes
 import pytest
 from kubernetes.client import RbacAuthorizationV1Api
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer
 from tests.kube import TENANT_ACCOUNT, TENANT_ROLE, dict_condition
@@ -134,6 +134,47 @@ def test_tenant_modelsync_in_git_aimed_at_another_namespace_is_refused(syncs: Sy
     assert syncs.models() == {}
 
 
+def test_tenant_content_its_account_may_not_write_is_retried_until_a_rolebinding_allows_it(
+    syncs: Syncs, local_cluster: LocalCluster
+) -> None:
+    """A 403 is about the account, not the revision: reported as Forbidden, not Stalled,
+    and retried with backoff, so a RoleBinding made afterwards mends it with no commit."""
+    repo = syncs.repo("models")
+    repo.write("iris.yaml", model_yaml("iris"))
+    repo.write(
+        "budget.yaml",
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: iris}\n"
+        "spec:\n  maxUnavailable: 1\n  selector: {matchLabels: {app: iris}}\n",
+    )
+    sha = repo.commit("a model and its disruption budget")
+    syncs.create("prod", repo.file_url)
+    ms = syncs.wait_failed("prod", c.REASON_FORBIDDEN)
+    message = errors_of(ms)
+    assert f"budget.yaml:1: PodDisruptionBudget {syncs.namespace}/iris" in message
+    assert f"system:serviceaccount:{syncs.namespace}:{TENANT_ACCOUNT}" in message
+    assert "grant the account that applies this ModelSync" in message
+    assert dict_condition(ms, c.STALLED) is None
+    assert syncs.models() == {}
+
+    rbac = RbacAuthorizationV1Api(local_cluster.api)
+    rbac.create_namespaced_role(
+        syncs.namespace,
+        kubernetes.client.V1Role(
+            metadata=kubernetes.client.V1ObjectMeta(name="disruption-budgets"),
+            rules=[
+                kubernetes.client.V1PolicyRule(
+                    api_groups=["policy"],
+                    resources=["poddisruptionbudgets"],
+                    verbs=["get", "list", "watch", "create", "update", "patch", "delete"],
+                )
+            ],
+        ),
+    )
+    _bind(local_cluster.api, syncs.namespace, TENANT_ACCOUNT, "disruption-budgets", "Role")
+    syncs.wait_applied("prod", f"main@sha1:{sha}")
+    assert set(syncs.models()) == {"iris"}
+
+
 @pytest.fixture
 def priority_classes(local_cluster: LocalCluster, granted_namespace: str) -> Iterator[str]:
     """The granted tenant's account may manage PriorityClasses (a harmless cluster-scoped
@@ -188,7 +229,7 @@ def test_tenant_with_the_platforms_grant_writes_elsewhere_within_its_rbac(
     )
     repo.commit("reach out, and try to escalate")
     syncs.create("prod", repo.file_url)
-    message = errors_of(syncs.wait_failed("prod", c.REASON_VALIDATION_FAILED))
+    message = errors_of(syncs.wait_failed("prod", c.REASON_FORBIDDEN))
     assert "escalate.yaml:1: ClusterRoleBinding" in message
     assert f"system:serviceaccount:{granted}:{TENANT_ACCOUNT}" in message
     assert "forbidden" in message

@@ -14,8 +14,8 @@ from typing import Any
 import kubernetes
 import pytest
 
-from modelsync import constants as c
-from modelsync import operator
+from modelsync.api import constants as c
+from modelsync.runtime import operator
 from tests.syncs import Syncs, model_yaml
 
 TOKEN = "s3cr3t-webhook-token"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from modelsync import analysis
-from modelsync.canary import Result, judge_answer, parse_endpoint, refusal
+from modelsync.serving import analysis
+from modelsync.serving.canary import Result, judge_answer, parse_endpoint, refusal
 from tests.promserver import PrometheusApi, Trickle
 
 ALLOWED = ("http://prometheus.monitoring:9090", "https://metrics.example.org:443")

@@ -10,7 +10,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from modelsync.apply import transient
+from modelsync.kube.client import transient
 
 ANSWERS = Path(__file__).resolve().parents[1] / "fixtures" / "api-answers"
 SAVED = sorted(p.stem for p in ANSWERS.glob("*.json"))

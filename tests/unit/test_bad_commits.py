@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from modelsync.load import load
-from modelsync.validate import check, content_errors, offline_scope, policy_for
+from modelsync.gitops.load import load
+from modelsync.gitops.validate import check, content_errors, offline_scope, policy_for
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "bad-commits"
 CASES = sorted(p.name for p in CORPUS.iterdir() if p.is_dir())

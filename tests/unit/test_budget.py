@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from modelsync.budget import (
+from modelsync.gitops.budget import (
     SETTING,
     Blob,
     parse_ls_tree,

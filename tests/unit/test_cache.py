@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelsync.cache import ObjectCache
-from modelsync.constants import LABEL_DEPLOYMENT
+from modelsync.api.constants import LABEL_DEPLOYMENT
+from modelsync.kube.cache import ObjectCache
 
 
 def obj(kind: str, name: str, rv: str, **labels: str) -> dict[str, Any]:

@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-from modelsync import __version__, cli, logs
+from modelsync import __version__
+from modelsync.cli import main as cli
+from modelsync.telemetry import logs
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,7 +83,7 @@ def test_json_log_lines_about_an_object_name_it_and_the_revision() -> None:
 
 
 def test_namespace_patterns_follow_kopf() -> None:
-    from modelsync.settings import namespace_matches as watched
+    from modelsync.runtime.settings import namespace_matches as watched
 
     assert watched("team-a", ("*,!own-*",))
     assert not watched("own-operator-1", ("*,!own-*",))
@@ -121,7 +123,7 @@ def test_run_refuses_runtime_images_that_cannot_be(
 
 
 def test_runtime_images_are_read_per_runtime() -> None:
-    from modelsync.settings import parse_runtime_images
+    from modelsync.runtime.settings import parse_runtime_images
 
     assert parse_runtime_images(
         ["mlserver=mirror.local/mlserver:1.7.1", " vllm = mirror.local/vllm@sha256:ab "]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelsync.load import LoadError, Source
-from modelsync.serving import stable_model
-from modelsync.sync import MAX_HEADLINE, _cut, _errors_headline
+from modelsync.gitops.load import LoadError, Source
+from modelsync.gitops.reconciler import MAX_HEADLINE, _cut, _errors_headline
+from modelsync.serving.reconciler import stable_model
 
 
 def test_a_long_message_is_cut_to_the_headline_length() -> None:

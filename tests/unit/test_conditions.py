@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import datetime
 
-from modelsync.conditions import Observed, find, is_true, merge
+from modelsync.api.conditions import Observed, find, is_true, merge
 
 T0 = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 T1 = T0 + datetime.timedelta(minutes=5)

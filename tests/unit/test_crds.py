@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
-from modelsync import constants as c
-from modelsync import runtimes
+from modelsync.api import constants as c
+from modelsync.serving import runtimes
 from tools import gen_crds
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from modelsync.drift import applied_part, differences
+from modelsync.kube.drift import applied_part, differences
 
 WANT = {
     "metadata": {"labels": {"a": "1"}},

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from modelsync.fetch import (
+from modelsync.gitops.fetch import (
     GIT_TIMEOUT_ENV,
     GIT_TIMEOUT_SECONDS,
     Credentials,

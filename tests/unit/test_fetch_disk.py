@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from modelsync.fetch import (
+from modelsync.gitops.fetch import (
     FETCH_FACTOR,
     SCRATCH_PREFIX,
     GitFetcher,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modelsync import fetch
+from modelsync.gitops import fetch
 
 Filter = Callable[[tarfile.TarInfo, str], tarfile.TarInfo | None]
 FILTERS: list[Filter] = [fetch.data_filter_311]

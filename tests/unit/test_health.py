@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from modelsync import constants as c
-from modelsync.health import assess
+from modelsync.api import constants as c
+from modelsync.serving.health import assess
 
 
 def deployment(

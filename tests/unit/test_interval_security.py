@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelsync.sync import MIN_INTERVAL_SECONDS, interval_seconds
+from modelsync.gitops.reconciler import MIN_INTERVAL_SECONDS, interval_seconds
 
 REPO = Path(__file__).resolve().parents[2]
 

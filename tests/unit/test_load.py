@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from modelsync.load import MAX_FILE_BYTES, load, resolve_path
+from modelsync.gitops.load import MAX_FILE_BYTES, load, resolve_path
 
 CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelsync import metrics
+from modelsync.telemetry import metrics
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

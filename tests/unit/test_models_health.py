@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelsync import constants as c
-from modelsync.modelhealth import MAX_MESSAGE, assess, model_ready
+from modelsync.api import constants as c
+from modelsync.gitops.modelhealth import MAX_MESSAGE, assess, model_ready
 
 
 def md(name: str, ready: str | None, generation: int = 2, observed: int = 2) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelsync.operator import bearer_token
+from modelsync.runtime.operator import bearer_token
 
 
 @pytest.mark.parametrize(

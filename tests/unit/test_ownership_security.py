@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelsync import constants as c
-from modelsync.ownership import owner, prunable, refusal
+from modelsync.api import constants as c
+from modelsync.gitops.ownership import owner, prunable, refusal
 
 
 def live(labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None) -> Any:

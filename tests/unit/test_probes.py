@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from modelsync import probes
-from modelsync.probes import Health, liveness, readiness
+from modelsync.runtime import probes
+from modelsync.runtime.probes import Health, liveness, readiness
 
 
 def _health(

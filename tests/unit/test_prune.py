@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from modelsync.prune import plan
+from modelsync.gitops.prune import plan
 
 
 def entries(*names: str) -> list[dict[str, str]]:

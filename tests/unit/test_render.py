@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from modelsync import constants as c
-from modelsync import runtimes
-from modelsync.render import Images, InvalidSpecError, parse_quantity, render, spec_hash
+from modelsync.api import constants as c
+from modelsync.serving import runtimes
+from modelsync.serving.render import Images, InvalidSpecError, parse_quantity, render, spec_hash
 
 FIXTURES = Path(__file__).parent / "fixtures" / "render"
 CASES = sorted(p.stem for p in FIXTURES.glob("*.yaml") if not p.stem.endswith(".expected"))
@@ -48,7 +48,7 @@ def test_render_matches_expected_output(case: str) -> None:
 
 
 def test_every_runtime_and_scheme_has_a_fixture() -> None:
-    from modelsync import runtimes
+    from modelsync.serving import runtimes
 
     mds = [load(case) for case in CASES]
     assert {md["spec"]["runtime"]["name"] for md in mds} == set(runtimes.RUNTIMES)

@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from modelsync import constants as c
-from modelsync.rollout import (
+from modelsync.api import constants as c
+from modelsync.serving.rollout import (
     Action,
     Failure,
     decide,
@@ -101,7 +101,7 @@ def test_history_is_bounded_newest_first_without_repeats() -> None:
 
 
 def test_canary_split_keeps_both_tracks_until_the_end() -> None:
-    from modelsync.canary import split
+    from modelsync.serving.canary import split
 
     assert split(4, 25) == (1, 3)
     assert split(4, 50) == (2, 2)
@@ -125,13 +125,13 @@ def test_canary_split_keeps_both_tracks_until_the_end() -> None:
     ],
 )
 def test_prometheus_answers_are_read(body: dict[str, Any], value: float | None) -> None:
-    from modelsync.canary import parse_prometheus
+    from modelsync.serving.canary import parse_prometheus
 
     assert parse_prometheus(body) == value
 
 
 def test_analysis_verdicts() -> None:
-    from modelsync.canary import Result, judge
+    from modelsync.serving.canary import Result, judge
 
     assert judge(0.01, 0.05, "LessThan", "q").result is Result.PASS
     assert judge(0.5, 0.05, "LessThan", "q").result is Result.FAIL
@@ -214,7 +214,7 @@ def test_initializer_exits_of_other_revisions_or_with_success_fail_nothing() -> 
 def test_a_failed_download_is_a_pod_event_worth_judging() -> None:
     """The operator judges a revision again when a pod's restart_count changes: the first
     non-zero exit of its initializer must change it, before any restart."""
-    from modelsync.operator import restart_count
+    from modelsync.runtime.operator import restart_count
 
     said = "storage-initializer: s3://m/i: RuntimeError: S3 error [403]: Forbidden"
     waiting = init_pod("bbb", restarts=0, message=said)

@@ -14,11 +14,11 @@ from typing import Any
 
 import yaml
 
-from modelsync import cli
-from modelsync.settings import OperatorSettings
+from modelsync.cli import main as cli
+from modelsync.runtime.settings import OperatorSettings
 
 REPO = Path(__file__).resolve().parents[2]
-SETTINGS = REPO / "controller" / "modelsync" / "settings.py"
+SETTINGS = REPO / "controller" / "modelsync" / "runtime" / "settings.py"
 README = REPO / "README.md"
 VALUES = REPO / "helm" / "modelsync" / "values.yaml"
 DEPLOYMENT = REPO / "helm" / "modelsync" / "templates" / "deployment.yaml"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelsync.kube import status_patch
+from modelsync.kube.client import status_patch
 
 
 def test_only_changed_fields_are_sent_and_replaced_whole() -> None:

@@ -10,9 +10,9 @@ from typing import Any
 import kubernetes
 import pytest
 
-from modelsync import constants as c
-from modelsync.conditions import find
-from modelsync.sync import RETRY_MAX_SECONDS, Outcome, SyncReconciler, retry_delay
+from modelsync.api import constants as c
+from modelsync.api.conditions import find
+from modelsync.gitops.reconciler import RETRY_MAX_SECONDS, Outcome, SyncReconciler, retry_delay
 
 NOW = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
 MS = {

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import kubernetes
 import pytest
 
-from modelsync import metrics, throttle
+from modelsync.kube import throttle
+from modelsync.telemetry import metrics
 
 CONFIG_MAP = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelsync.load import LoadedObject, Source
-from modelsync.validate import Policy, check, policy_for
+from modelsync.gitops.load import LoadedObject, Source
+from modelsync.gitops.validate import Policy, check, policy_for
 
 SCOPES = {
     ("v1", "ConfigMap"): True,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from modelsync import cli
-from modelsync.check import check_path
+from modelsync.cli import main as cli
+from modelsync.gitops.check import check_path
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "fixtures" / "manifests"
 

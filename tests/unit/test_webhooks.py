@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from modelsync import webhooks
+from modelsync.gitops import webhooks
 
 TOKEN = b"token"
 BODY = json.dumps(

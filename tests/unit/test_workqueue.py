@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from modelsync.workqueue import WorkQueue
+from modelsync.kube.workqueue import WorkQueue
 
 
 def test_a_key_waits_once_and_is_redone_if_it_changed_while_active() -> None:

@@ -2,7 +2,7 @@
 built from their Go modules, on a fresh local cluster, syncing plain manifests.
 
 Each model is the Deployment and Service our operator would create for it, rendered
-by `modelsync.render` from the same ModelDeployment the sync benchmark commits
+by `modelsync.serving.render` from the same ModelDeployment the sync benchmark commits
 (`tests.syncs.model_yaml`), less the owner reference (there is no ModelDeployment
 here, and the garbage collector would delete objects owned by a missing one).
 
@@ -36,7 +36,7 @@ import kubernetes
 import yaml
 from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta
 
-from modelsync.render import render
+from modelsync.serving.render import render
 from tests.bench.common import fresh_cluster, peak_rss
 from tests.bench.flux import build
 from tests.cluster import launcher

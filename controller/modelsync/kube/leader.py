@@ -21,7 +21,7 @@ import urllib3
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 
 log = logging.getLogger(__name__)
 

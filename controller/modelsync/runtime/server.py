@@ -12,21 +12,38 @@ import asyncio
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Hashable
+from typing import Any, Protocol
 
 import kubernetes
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from modelsync import constants as c
-from modelsync import metrics, probes, webhooks
-
-if TYPE_CHECKING:
-    from modelsync.operator import Runtime
+from modelsync.api import constants as c
+from modelsync.gitops import webhooks
+from modelsync.kube.cache import ObjectCache
+from modelsync.runtime import probes
+from modelsync.runtime.settings import OperatorSettings
+from modelsync.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
 API_CHECK_SECONDS = 5.0
+
+
+class Runtime(Protocol):
+    """What the server reads of the running operator (operator.Runtime): a protocol, so
+    that the server does not import the module that starts it."""
+
+    settings: OperatorSettings
+    cache: ObjectCache
+    health: probes.Health
+
+    def accepts_work(self) -> bool: ...
+
+    def enqueue_threadsafe(self, key: Hashable) -> None: ...
+
+    def webhook_token(self, ms: dict[str, Any]) -> bytes | None: ...
 
 
 class HttpServer:

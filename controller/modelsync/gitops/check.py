@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelsync.load import LoadError, load
-from modelsync.validate import (
+from modelsync.gitops.load import LoadError, load
+from modelsync.gitops.validate import (
     check,
     content_errors,
     group_of,
@@ -94,12 +94,12 @@ def diff_path(path: Path, sync: dict[str, Any], kube: Any) -> DiffReport:
     """What applying the manifests under `path` through the ModelSync `sync` would change:
     validated as the operator would, compared by a server-side dry run (so defaulted
     and foreign fields make no noise), plus what pruning would delete."""
-    from modelsync import constants as c
-    from modelsync import prune
-    from modelsync.apply import Applier, inventory_of
-    from modelsync.drift import applied_part, differences
-    from modelsync.validate import check as place
-    from modelsync.validate import policy_for
+    from modelsync.api import constants as c
+    from modelsync.gitops import prune
+    from modelsync.gitops.apply import Applier, inventory_of
+    from modelsync.gitops.validate import check as place
+    from modelsync.gitops.validate import policy_for
+    from modelsync.kube.drift import applied_part, differences
 
     report = DiffReport()
     root, relative = _split(path)
@@ -166,7 +166,7 @@ def server_check(path: Path, kube: Any, namespace: str) -> list[Finding]:
     server itself (429, 5xx) is no verdict on the files and fails the command."""
     import kubernetes
 
-    from modelsync.apply import api_message, transient
+    from modelsync.kube.client import api_message, transient
 
     root, relative = _split(path)
     objects = load(root, relative).objects

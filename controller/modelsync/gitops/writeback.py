@@ -28,8 +28,8 @@ from pathlib import Path, PurePosixPath
 import git
 import yaml
 
-from modelsync import constants as c
-from modelsync.fetch import Credentials, FetchError, GitFetcher, git_message
+from modelsync.api import constants as c
+from modelsync.gitops.fetch import Credentials, FetchError, GitFetcher, git_message
 
 BRANCH_PREFIX = "modelsync/rollback/"
 AUTHOR_NAME = "modelsync"

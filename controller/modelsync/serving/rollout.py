@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from modelsync import constants as c
-from modelsync.conditions import find
+from modelsync.api import constants as c
+from modelsync.api.conditions import find
 
 DEFAULT_MAX_RESTARTS = 3
 # What the store answers when retrying cannot help: refused credentials or a missing

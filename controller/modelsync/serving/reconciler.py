@@ -16,13 +16,14 @@ from typing import Any
 
 import kubernetes
 
-from modelsync import canary, conditions, health, logs, metrics, rollout
-from modelsync import constants as c
-from modelsync.analysis import Analyses
-from modelsync.apply import api_message, transient
-from modelsync.conditions import Observed
-from modelsync.kube import Kube
-from modelsync.render import DEFAULT_IMAGES, Images, InvalidSpecError, Rendered, render
+from modelsync.api import conditions
+from modelsync.api import constants as c
+from modelsync.api.conditions import Observed
+from modelsync.kube.client import Kube, api_message, transient
+from modelsync.serving import canary, health, rollout
+from modelsync.serving.analysis import Analyses
+from modelsync.serving.render import DEFAULT_IMAGES, Images, InvalidSpecError, Rendered, render
+from modelsync.telemetry import logs, metrics
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 
 Manifest = dict[str, Any]
 

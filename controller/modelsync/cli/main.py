@@ -19,15 +19,16 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from modelsync import __version__, logs
-from modelsync import constants as c
-from modelsync.conditions import of as condition
-from modelsync.settings import (
+from modelsync import __version__
+from modelsync.api import constants as c
+from modelsync.api.conditions import of as condition
+from modelsync.runtime.settings import (
     IMAGE_PULL_POLICY_CHOICES,
     MODEL_POD_SECURITY_CHOICES,
     OperatorSettings,
     parse_runtime_images,
 )
+from modelsync.telemetry import logs
 
 MD = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
 MS = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELSYNC_PLURAL}
@@ -67,7 +68,7 @@ class Cluster:
         if self._api is None:
             import kubernetes  # the client loads only for commands that need it
 
-            from modelsync.kube import api_client
+            from modelsync.kube.client import api_client
 
             try:
                 client = api_client(self.kubeconfig)
@@ -203,8 +204,8 @@ def validate(
     ModelSyncs against the CRDs' schemas and CEL rules. Exit 1 on any error."""
     import json
 
-    from modelsync.check import check_path, server_check, sync_check
-    from modelsync.kube import Kube
+    from modelsync.gitops.check import check_path, server_check, sync_check
+    from modelsync.kube.client import Kube
 
     if not path.exists():
         fail(f"{path} does not exist")
@@ -261,8 +262,8 @@ def diff(cluster: Cluster, path: Path, sync_name: str, output: str) -> None:
     """What merging the files under PATH would change in the cluster: objects created,
     changed (the fields we manage) and deleted, and a line per model.
     Exit 0 no change, 1 changes, 2 error."""
-    from modelsync.check import diff_path
-    from modelsync.kube import Kube
+    from modelsync.gitops.check import diff_path
+    from modelsync.kube.client import Kube
 
     if not path.exists():
         fail(f"{path} does not exist")
@@ -485,7 +486,7 @@ def rollback(
     """Write the git commit that restores MODEL's file as it was at a revision."""
     import git
 
-    from modelsync.writeback import RollbackError, restore_model
+    from modelsync.gitops.writeback import RollbackError, restore_model
 
     if not repo_dir.exists():
         fail(f"{repo_dir} does not exist")
@@ -746,7 +747,7 @@ def run(
         image_pull_policy=image_pull_policy,
         allow_file_urls=allow_file_urls,
     )
-    from modelsync import operator  # kopf loads only for `run`
+    from modelsync.runtime import operator  # kopf loads only for `run`
 
     try:
         kept_the_lead = operator.run(settings)
@@ -757,7 +758,7 @@ def run(
 
 
 def _analysis_endpoints(values: tuple[str, ...]) -> tuple[str, ...]:
-    from modelsync.canary import parse_endpoint
+    from modelsync.serving.canary import parse_endpoint
 
     try:
         return tuple(parse_endpoint(value) for value in values)

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
-from modelsync import constants as c
-from modelsync import runtimes
-from modelsync.runtimes import MODEL_DIR, Runtime
+from modelsync.api import constants as c
+from modelsync.serving import runtimes
+from modelsync.serving.runtimes import MODEL_DIR, Runtime
 
 Manifest = dict[str, Any]
 

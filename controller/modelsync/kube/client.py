@@ -19,9 +19,10 @@ import kubernetes
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, ResourceNotFoundError
 
-from modelsync import constants as c
-from modelsync import metrics, throttle
-from modelsync.drift import applied_part, differences
+from modelsync.api import constants as c
+from modelsync.kube import throttle
+from modelsync.kube.drift import applied_part, differences
+from modelsync.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -256,3 +257,33 @@ class Kube:
                 meta["name"],
                 error.reason,
             )
+
+
+# 500s that are about the object the request carried, not about the server: a value of
+# the wrong type in a custom resource fails server-side apply's typed conversion.
+CONTENT_500_PATTERNS = (
+    "failed to create typed patch object",
+    "failed to create typed live object",
+    "unable to convert",
+)
+
+
+def transient(error: kubernetes.client.ApiException) -> bool:
+    """An answer about the API server (overloaded, restarting, unreachable), not about
+    the object: the sync fails and is tried again, the revision is not judged by it.
+    A 500 is the environment's unless its message is one of CONTENT_500_PATTERNS."""
+    if error.status == 500:
+        message = api_message(error)
+        return not any(pattern in message for pattern in CONTENT_500_PATTERNS)
+    return error.status in {0, 429, 502, 503, 504}
+
+
+def api_message(error: kubernetes.client.ApiException) -> str:
+    """The API server's own words, without the HTTP framing."""
+    import json
+
+    try:
+        body: dict[str, Any] = json.loads(error.body or "{}")
+    except ValueError:
+        body = {}
+    return str(body.get("message") or error.reason or error)

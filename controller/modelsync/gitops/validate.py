@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from modelsync import constants as c
-from modelsync import schemas
-from modelsync.load import LoadedObject, LoadError, Source
-from modelsync.render import InvalidSpecError, render
-from modelsync.settings import namespace_matches
+from modelsync.api import constants as c
+from modelsync.api import schemas
+from modelsync.gitops.load import LoadedObject, LoadError, Source
+from modelsync.runtime.settings import namespace_matches
+from modelsync.serving.render import InvalidSpecError, render
 
 # (apiVersion, kind) -> True for namespaced, False for cluster-scoped, None if unknown.
 ScopeLookup = Callable[[str, str], bool | None]

@@ -44,8 +44,9 @@ from typing import IO
 import git
 import semantic_version
 
-from modelsync import budget, metrics
-from modelsync import constants as c
+from modelsync.api import constants as c
+from modelsync.gitops import budget
+from modelsync.telemetry import metrics
 
 GIT_TIMEOUT_SECONDS = 120.0
 # Overrides GIT_TIMEOUT_SECONDS: a slow git host, or a test that cannot wait two minutes.

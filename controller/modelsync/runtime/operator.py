@@ -26,18 +26,22 @@ import kopf
 import kubernetes
 from kopf._core.intents.callbacks import WatchingFn  # the handler protocol kopf checks
 
-from modelsync import conditions, leader, metrics, modelhealth, probes
-from modelsync import constants as c
-from modelsync import kube as kubemod
-from modelsync import server as server_mod
-from modelsync.analysis import Analyses
-from modelsync.cache import ObjectCache
-from modelsync.fetch import GitFetcher
-from modelsync.render import Images
-from modelsync.serving import OWNED_KINDS, ServingReconciler
-from modelsync.settings import OperatorSettings, namespace_matches
-from modelsync.sync import SyncReconciler, fetch_cache_dir, owned_models
-from modelsync.workqueue import WorkQueue
+from modelsync.api import conditions
+from modelsync.api import constants as c
+from modelsync.gitops import modelhealth
+from modelsync.gitops.fetch import GitFetcher
+from modelsync.gitops.reconciler import SyncReconciler, fetch_cache_dir, owned_models
+from modelsync.kube import client as kubemod
+from modelsync.kube import leader
+from modelsync.kube.cache import ObjectCache
+from modelsync.kube.workqueue import WorkQueue
+from modelsync.runtime import probes
+from modelsync.runtime import server as server_mod
+from modelsync.runtime.settings import OperatorSettings, namespace_matches
+from modelsync.serving.analysis import Analyses
+from modelsync.serving.reconciler import OWNED_KINDS, ServingReconciler
+from modelsync.serving.render import Images
+from modelsync.telemetry import metrics
 
 log = logging.getLogger(__name__)
 

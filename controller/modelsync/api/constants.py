@@ -73,6 +73,9 @@ REASON_PRUNE_REFUSED: Final = "PruneRefused"
 # The API server refused to delete an object git dropped (an admission policy, RBAC).
 REASON_PRUNE_FAILED: Final = "PruneFailed"
 REASON_OWNERSHIP_CONFLICT: Final = "OwnershipConflict"
+# The writer's account may not write an object (403): retried with backoff, since a
+# RoleBinding just created (or about to be) mends it without a commit.
+REASON_FORBIDDEN: Final = "Forbidden"
 REASON_EMPTY_REVISION: Final = "EmptyRevision"
 REASON_DRIFT_DETECTED: Final = "DriftDetected"
 REASON_SUSPENDED: Final = "Suspended"

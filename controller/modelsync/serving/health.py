@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from modelsync import constants as c
-from modelsync.conditions import Observed, find
+from modelsync.api import constants as c
+from modelsync.api.conditions import Observed, find
 
 # The Deployment controller's own reasons (k8s.io/kubernetes/pkg/controller/deployment/util).
 DEPLOYMENT_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"

@@ -6,8 +6,8 @@ import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from modelsync import runtimes
-from modelsync.budget import MAX_REVISION_BYTES
+from modelsync.gitops.budget import MAX_REVISION_BYTES
+from modelsync.serving import runtimes
 
 # How model pods run: "restricted" (non-root, no privilege escalation, no capabilities,
 # a read-only root filesystem with a scratch emptyDir) or "image" (as the image says).

@@ -24,20 +24,19 @@ from typing import Any
 
 import kubernetes
 
-from modelsync import conditions, logs, metrics, modelhealth, writeback
-from modelsync import constants as c
-from modelsync import prune as prunemod
-from modelsync.apply import (
+from modelsync.api import conditions
+from modelsync.api import constants as c
+from modelsync.api.conditions import Observed
+from modelsync.gitops import modelhealth, writeback
+from modelsync.gitops import prune as prunemod
+from modelsync.gitops.apply import (
     Applier,
     ChangeSet,
     OwnershipError,
     Planned,
-    api_message,
     inventory_of,
-    transient,
 )
-from modelsync.conditions import Observed
-from modelsync.fetch import (
+from modelsync.gitops.fetch import (
     Credentials,
     FetchError,
     GitFetcher,
@@ -45,10 +44,11 @@ from modelsync.fetch import (
     Revision,
     RevisionTooLargeError,
 )
-from modelsync.kube import Kube, Manifest
-from modelsync.load import LoadError, load
-from modelsync.settings import OperatorSettings
-from modelsync.validate import check, content_errors, policy_for
+from modelsync.gitops.load import LoadError, load
+from modelsync.gitops.validate import check, content_errors, policy_for
+from modelsync.kube.client import Kube, Manifest, api_message, transient
+from modelsync.runtime.settings import OperatorSettings
+from modelsync.telemetry import logs, metrics
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ RETRIED_REASONS = frozenset(
         c.REASON_RETRYING,
         c.REASON_INTERNAL_ERROR,
         c.REASON_PRUNE_FAILED,  # an admission policy or a RoleBinding may change
+        c.REASON_FORBIDDEN,
     }
 )
 
@@ -371,7 +372,7 @@ class SyncReconciler:
             planned, errors = applier.plan(loaded.objects, revision.name, applied)
         if errors:
             outcome.errors = errors
-            outcome.reason, outcome.stalled = c.REASON_VALIDATION_FAILED, True
+            outcome.reason, outcome.stalled = _content_failure(errors)
             if any(isinstance(error, OwnershipError) for error in errors):
                 outcome.reason = c.REASON_OWNERSHIP_CONFLICT
             outcome.message = _describe_errors(revision, errors)
@@ -396,7 +397,7 @@ class SyncReconciler:
         outcome.changes = changes
         if errors:
             outcome.errors = errors
-            outcome.reason, outcome.stalled = c.REASON_VALIDATION_FAILED, True
+            outcome.reason, outcome.stalled = _content_failure(errors)
             outcome.message = _describe_errors(revision, errors)
             outcome.headline = _errors_headline(errors)
             outcome.inventory = _merge_inventory(previous, current)
@@ -798,6 +799,14 @@ def _errors_headline(errors: list[LoadError]) -> str:
     first = min(errors, key=lambda error: (error.source.file, error.source.line))
     count = f"{len(errors)} errors" if len(errors) > 1 else "1 error"
     return _cut(f"rejected, nothing applied ({count} in status.errors): {first}")
+
+
+def _content_failure(errors: list[LoadError]) -> tuple[str, bool]:
+    """The reason and whether it is stalled: refusals by RBAC alone are retried with
+    backoff (a RoleBinding mends them, not a commit); anything else waits for git."""
+    if all(error.forbidden for error in errors):
+        return c.REASON_FORBIDDEN, False
+    return c.REASON_VALIDATION_FAILED, True
 
 
 def _describe_errors(revision: Revision, errors: list[LoadError]) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from modelsync.constants import LABEL_DEPLOYMENT
+from modelsync.api.constants import LABEL_DEPLOYMENT
 
 Key = tuple[str, str, str]  # kind, namespace, name
 

@@ -21,7 +21,7 @@ import urllib.parse
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from modelsync import canary
+from modelsync.serving import canary
 
 DEADLINE_SECONDS = 10.0  # connect, send, read the whole answer
 BODY_LIMIT = 1024 * 1024  # an instant query's answer; a bigger one is not read

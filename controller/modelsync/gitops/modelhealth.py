@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelsync import conditions
-from modelsync import constants as c
+from modelsync.api import conditions
+from modelsync.api import constants as c
 
 # Condition messages stay short enough for `kubectl get`'s MESSAGE column.
 MAX_MESSAGE = 120

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from modelsync import constants as c
+from modelsync.api import constants as c
 
 CANARY_SUFFIX = "-canary"
 DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -59,6 +59,9 @@ class LoadError:
     source: Source
     message: str
     object: str = ""
+    # The API server refused the writer (RBAC, 403): the account's permissions, not the
+    # content, may be what is wrong, and a RoleBinding may mend it without a new commit.
+    forbidden: bool = False
 
     def __str__(self) -> str:
         what = f" {self.object}:" if self.object else ""

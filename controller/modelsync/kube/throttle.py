@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from modelsync import metrics
+from modelsync.telemetry import metrics
 
 MAX_429_RETRIES = 5
 RETRY_AFTER_DEFAULT = 1.0  # seconds, when a 429 names no (or a malformed) Retry-After

@@ -1,0 +1,1 @@
+"""The `modelsync` command line (also `kubectl modelsync`)."""

@@ -1,0 +1,1 @@
+"""What every layer tells the operator's users: Prometheus metrics and structured logs."""
