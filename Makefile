@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 .PHONY: help venv test-deps demo demo-down test test-fast unit lint fmt cluster-binaries cluster-up cluster-down cluster-status bench clean
 
 help:
-	@echo "make demo           the whole flow: cluster, git, operator, a rollout and a rollback"
+	@echo "make demo           the whole flow: cluster, git, operator, a rollout, a rollback, a prediction"
 	@echo "make test           install what is needed, lint, and run the whole test suite"
 	@echo "make test-fast      for iterating: lint, unit and the kwok tests (no real node, no chart)"
 	@echo "make unit           unit tests only (no cluster)"
