@@ -226,6 +226,7 @@ def object_store(api: Any) -> tuple[ObjectStore, list[int]]:
     """An S3 store where pods reach it, holding a classifier trained here, and the
     Secret its ModelDeployment names; returns the store and the model's predictions."""
     _kill(STATE / "objectstore.pid", group=True)
+    shutil.rmtree(STATE / "objectstore", ignore_errors=True)  # a demo run twice: afresh
     store = ObjectStore(ensure_versitygw(), STATE / "objectstore" / "data", host=addresses.HOST_IP)
     store.start()
     assert store._process is not None
