@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 .PHONY: help venv test-deps demo demo-down test test-fast unit lint fmt cluster-binaries cluster-up cluster-down cluster-status bench clean
 
 help:
-	@echo "make demo           the whole flow: cluster, git, operator, a rollout and a rollback"
+	@echo "make demo           the whole flow: cluster, git, operator, a rollout, a rollback, a prediction"
 	@echo "make test           install what is needed, lint, and run the whole test suite"
 	@echo "make test-fast      for iterating: lint, unit and the kwok tests (no real node, no chart)"
 	@echo "make unit           unit tests only (no cluster)"
@@ -45,7 +45,8 @@ unit: venv
 # Builds the cluster binaries first (cached after the first time), so that the
 # long cold build prints its progress instead of hiding inside a test fixture; then
 # prints how long each phase took. Each pytest phase starts a cluster of its own.
-REAL_NODE_TESTS := tests/integration/test_real_node.py tests/integration/test_models_real.py
+REAL_NODE_TESTS := tests/integration/test_real_node.py tests/integration/test_models_real.py \
+  tests/integration/test_helm_real.py
 NOT_REAL_NODE := $(foreach test,$(REAL_NODE_TESTS),--ignore=$(test))
 test: venv
 	@$(PY) -m tools.phases \
@@ -100,7 +101,8 @@ cluster-status: venv
 	$(PY) -m tests.cluster status --root $(CLUSTER_ROOT)
 
 # The whole flow on this machine: cluster, CRDs, git, operator, a ModelSync, a version
-# bump and an automatic rollback. With KUBECONFIG set, that cluster is used instead.
+# bump and an automatic rollback; where the real node starts, the operator by `helm install`
+# and one model answering for real. With KUBECONFIG set, that cluster is used instead.
 demo: venv cluster-binaries
 	$(PY) -m tools.demo up
 

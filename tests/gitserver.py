@@ -143,7 +143,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class GitHttpServer(http.server.ThreadingHTTPServer):
-    """Smart HTTP for every bare repository under `root`, at http://127.0.0.1:PORT/<name>."""
+    """Smart HTTP for every bare repository under `root`, at http://HOST:PORT/<name>
+    (`host` loopback, or the host's end of the real node's veth for pods to reach)."""
 
     daemon_threads = True
 
@@ -156,8 +157,10 @@ class GitHttpServer(http.server.ThreadingHTTPServer):
         port: int = 0,
         allow_filter: bool = False,
         anonymous: bool = False,
+        host: str = "127.0.0.1",
     ) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
+        super().__init__((host, port), _Handler)
+        self.host = host
         self.root = root
         self.read_only = read_only
         # git's default is off: a server that sends every blob, whatever the client asks.
@@ -176,7 +179,7 @@ class GitHttpServer(http.server.ThreadingHTTPServer):
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return f"http://{self.host}:{self.server_address[1]}"
 
     def start(self) -> GitHttpServer:
         self._thread.start()
@@ -198,6 +201,7 @@ class GitHttpServer(http.server.ThreadingHTTPServer):
             port=self.server_address[1],
             allow_filter=self.allow_filter,
             anonymous=self.anonymous,
+            host=self.host,
         ).start()
 
     def url(self, repo: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import datetime
 import json
 import re
 import secrets
@@ -219,6 +220,41 @@ def test_ha_two_replicas_one_leader_and_failover_within_30s(
             if process.poll() is None:
                 process.terminate()
                 process.wait(30)
+
+
+def test_ha_a_standby_stops_at_once_on_sigterm(
+    local_cluster: LocalCluster, own_namespace: str, tmp_path: Path
+) -> None:
+    """A replica waiting to lead exits cleanly on SIGTERM. In a pod it is PID 1, which
+    ignores a signal it has no handler for: the kubelet then waited out the grace period
+    (30 s) and killed it, on every rollout and `helm uninstall` of the chart."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    kubernetes.client.CoordinationV1Api(local_cluster.api).create_namespaced_lease(
+        own_namespace,
+        {
+            "metadata": {"name": "modelsync-leader"},
+            "spec": {
+                "holderIdentity": "another-replica_1",
+                "leaseDurationSeconds": 3600,
+                "acquireTime": now,
+                "renewTime": now,
+            },
+        },
+    )
+    port = free_ports(1)[0]
+    replica = _replica(local_cluster, own_namespace, port, tmp_path / "standby.log")
+    try:
+        deadline = time.monotonic() + 60
+        while get(port, "/readyz") != (200, "ok: standby, another replica leads"):
+            assert replica.poll() is None, (tmp_path / "standby.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the replica should stand by"
+            time.sleep(0.2)
+        replica.send_signal(signal.SIGTERM)
+        assert replica.wait(30) == 0, (tmp_path / "standby.log").read_text()[-2000:]
+    finally:
+        if replica.poll() is None:
+            replica.kill()
+            replica.wait(10)
 
 
 # ------------------------------------------------------------------ webhook flood

@@ -608,6 +608,23 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     return registry
 
 
+def _stopped_by_sigterm() -> threading.Event:
+    """An event SIGTERM sets, so that a replica waiting to lead stops at once. A
+    container's PID 1 ignores a signal it has no handler for: without this, a standby
+    pod being deleted waited out its grace period and was killed. (kopf installs its own
+    handler once this replica leads.)"""
+    stopping = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    return stopping
+
+
+def _sigterm_to_kopf() -> None:
+    """Leading: kopf stops the operator on SIGTERM (it installs its handler as it starts)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _stop_when(lost: threading.Event) -> None:
     lost.wait()
     os.kill(os.getpid(), signal.SIGTERM)
@@ -641,7 +658,7 @@ def _run(
 ) -> bool:
     lost = threading.Event()
     if settings.leader_election:
-        waiting = stop or threading.Event()
+        waiting = stop or _stopped_by_sigterm()
         lock = leader.LeaseLock(
             kubemod.api_client(settings.kubeconfig),
             settings.lease_namespace,
@@ -656,6 +673,10 @@ def _run(
             leader.mark_pod(lock.client, settings.lease_namespace, pod, leading=False)
         if not leader.wait_to_lead(lock, waiting):
             return True
+        if stop is None:
+            _sigterm_to_kopf()
+            if waiting.is_set():  # a SIGTERM just as this replica took the lead
+                return True
         if pod:
             leader.mark_pod(lock.client, settings.lease_namespace, pod, leading=True)
         threading.Thread(
