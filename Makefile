@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 .PHONY: help venv test-deps demo demo-down test test-fast unit lint fmt cluster-binaries cluster-up cluster-down cluster-status bench clean
 
 help:
-	@echo "make demo           the whole flow: cluster, git, operator, a rollout and a rollback"
+	@echo "make demo           the whole flow: cluster, git, operator, a rollout, a rollback, a prediction"
 	@echo "make test           install what is needed, lint, and run the whole test suite"
 	@echo "make test-fast      for iterating: lint, unit and the kwok tests (no real node, no chart)"
 	@echo "make unit           unit tests only (no cluster)"
@@ -45,14 +45,16 @@ unit: venv
 # Builds the cluster binaries first (cached after the first time), so that the
 # long cold build prints its progress instead of hiding inside a test fixture; then
 # prints how long each phase took. Each pytest phase starts a cluster of its own.
-REAL_NODE_TESTS := tests/integration/test_real_node.py tests/integration/test_models_real.py
+REAL_NODE_TESTS := tests/integration/test_real_node.py tests/integration/test_models_real.py \
+  tests/integration/test_helm_real.py
 NOT_REAL_NODE := $(foreach test,$(REAL_NODE_TESTS),--ignore=$(test))
 test: venv
 	@$(PY) -m tools.phases \
 	  "lint=$(MAKE) --no-print-directory lint" \
 	  "test deps=$(MAKE) --no-print-directory test-deps" \
 	  "build=$(PY) -m tests.cluster build" \
-	  "renderers=$(PY) -m tests.cluster.renderers" -- \
+	  "renderers=$(PY) -m tests.cluster.renderers" \
+	  "gitea build=$(PY) -m tests.cluster gitea" -- \
 	  "unit=$(PY) -m pytest tests/unit $(PYTEST_ARGS)" \
 	  "integration=$(PY) -m pytest tests/integration $(NOT_REAL_NODE) $(PYTEST_ARGS)" \
 	  "real node=$(PY) -m pytest $(REAL_NODE_TESTS) $(PYTEST_ARGS)" \
@@ -64,10 +66,12 @@ test-fast: venv lint cluster-binaries
 
 # What the tests run beside the cluster, from Debian's packages (a fresh CI machine has
 # none of them): OpenSSH's sshd for git over ssh; containerd, runc, the CNI plugins,
-# iptables and conntrack for the real node; mmdebstrap builds its images.
+# iptables and conntrack for the real node; mmdebstrap builds its images; a C compiler
+# for the tests' Gitea (SQLite needs cgo).
 TEST_DEPS := /usr/sbin/sshd:openssh-server /usr/bin/containerd:containerd /usr/bin/ctr:containerd \
   /usr/sbin/runc:runc /usr/lib/cni/bridge:containernetworking-plugins \
-  /usr/sbin/iptables:iptables /usr/sbin/conntrack:conntrack /usr/bin/mmdebstrap:mmdebstrap
+  /usr/sbin/iptables:iptables /usr/sbin/conntrack:conntrack /usr/bin/mmdebstrap:mmdebstrap \
+  /usr/bin/gcc:gcc
 
 test-deps:
 	@missing=""; for dep in $(TEST_DEPS); do \
@@ -85,6 +89,7 @@ test-deps:
 cluster-binaries: venv
 	$(PY) -m tests.cluster build
 	$(PY) -m tests.cluster.renderers
+	$(PY) -m tests.cluster gitea
 
 cluster-up: venv
 	$(PY) -m tests.cluster up --root $(CLUSTER_ROOT)
@@ -96,7 +101,8 @@ cluster-status: venv
 	$(PY) -m tests.cluster status --root $(CLUSTER_ROOT)
 
 # The whole flow on this machine: cluster, CRDs, git, operator, a ModelSync, a version
-# bump and an automatic rollback. With KUBECONFIG set, that cluster is used instead.
+# bump and an automatic rollback; where the real node starts, the operator by `helm install`
+# and one model answering for real. With KUBECONFIG set, that cluster is used instead.
 demo: venv cluster-binaries
 	$(PY) -m tools.demo up
 

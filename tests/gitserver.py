@@ -143,7 +143,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class GitHttpServer(http.server.ThreadingHTTPServer):
-    """Smart HTTP for every bare repository under `root`, at http://127.0.0.1:PORT/<name>."""
+    """Smart HTTP for every bare repository under `root`, at http://HOST:PORT/<name>
+    (`host` loopback, or the host's end of the real node's veth for pods to reach)."""
 
     daemon_threads = True
 
@@ -156,8 +157,10 @@ class GitHttpServer(http.server.ThreadingHTTPServer):
         port: int = 0,
         allow_filter: bool = False,
         anonymous: bool = False,
+        host: str = "127.0.0.1",
     ) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
+        super().__init__((host, port), _Handler)
+        self.host = host
         self.root = root
         self.read_only = read_only
         # git's default is off: a server that sends every blob, whatever the client asks.
@@ -176,7 +179,7 @@ class GitHttpServer(http.server.ThreadingHTTPServer):
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return f"http://{self.host}:{self.server_address[1]}"
 
     def start(self) -> GitHttpServer:
         self._thread.start()
@@ -198,6 +201,7 @@ class GitHttpServer(http.server.ThreadingHTTPServer):
             port=self.server_address[1],
             allow_filter=self.allow_filter,
             anonymous=self.anonymous,
+            host=self.host,
         ).start()
 
     def url(self, repo: str) -> str:
@@ -210,14 +214,14 @@ class SlowHttpServer:
     (`peak`, `total`) and notices a client hanging up at once, so a client killed by its
     timeout no longer counts and a second connection while one is open is a real pile-up."""
 
-    def __init__(self, delay: float = 300.0) -> None:
+    def __init__(self, delay: float = 300.0, port: int = 0) -> None:
         self.delay = delay
         self.open = 0
         self.peak = 0
         self.total = 0
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", port))
         self._listener.settimeout(0.2)
         self._thread = threading.Thread(target=self._accept, name="slow-http", daemon=True)
 

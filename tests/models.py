@@ -3,7 +3,10 @@ their conditions and events."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kubernetes.client import CustomObjectsApi
@@ -14,6 +17,33 @@ from tests.conftest import LocalCluster
 from tests.kube import dict_condition, wait_for, wait_for_items
 
 MD = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL}
+
+# Rows a real model server is asked about (tests on the real node, `make demo`).
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+# Trains an iris classifier on labels shifted by argv[3] (so two versions answer
+# differently), saves it with joblib and prints its predictions for ROWS.
+TRAIN = """
+import json, sys, joblib
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+x, y = load_iris(return_X_y=True)
+model = LogisticRegression(max_iter=1000).fit(x, (y + int(sys.argv[3])) % 3)
+joblib.dump(model, sys.argv[1])
+print(json.dumps(model.predict(json.loads(sys.argv[2])).tolist()))
+"""
+
+
+def train_iris(python: Path, path: Path, shift: int = 0) -> list[int]:
+    """Train with `python` (the host venv of the MLServer image's lock, so the model
+    loads in the image), save to `path`; the model's predictions for ROWS."""
+    done = subprocess.run(
+        [str(python), "-c", TRAIN, str(path), json.dumps(ROWS), str(shift)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    predictions: list[int] = json.loads(done.stdout)
+    return predictions
 
 
 def manifest(name: str, version: str = "1", **spec: Any) -> dict[str, Any]:

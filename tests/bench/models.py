@@ -53,20 +53,17 @@ from tests.cluster import node as nodemod
 from tests.cluster.objectstore import ObjectStore, ensure_versitygw
 from tests.conftest import LocalCluster
 from tests.gitserver import GitHttpServer, WorkRepo
+from tests.integration.conftest import BUCKET, STORE_HOST
 from tests.integration.test_models_real import (
-    BUCKET,
     INFER_BODY,
-    ROWS,
     SECRET,
-    STORE_HOST,
-    TRAIN,
     model_yaml,
     own_operator,
     service_ip,
     storage_secret,
 )
 from tests.kube import install_crds, install_tenant_role, make_tenant
-from tests.models import MD, ready_on
+from tests.models import MD, ROWS, TRAIN, ready_on
 from tests.syncs import Syncs
 
 NAMESPACE = "bench-models"

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.cluster import build, launcher, node, versions
+from tests.cluster import build, gitea, launcher, node, versions
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = REPO / ".cluster"
@@ -21,6 +21,11 @@ DEFAULT_ROOT = REPO / ".cluster"
 def cmd_build(args: argparse.Namespace) -> int:
     binaries = build.ensure_binaries(force=args.force)
     print(binaries.directory)
+    return 0
+
+
+def cmd_gitea(_: argparse.Namespace) -> int:
+    print(gitea.ensure_gitea().binary)
     return 0
 
 
@@ -134,10 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("pin", help="regenerate gobuild/go.mod from versions.py").set_defaults(
         func=cmd_pin
     )
+    sub.add_parser(
+        "gitea", help="build the tests' Gitea into the cache (gitea-<version>/), print where"
+    ).set_defaults(func=cmd_gitea)
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except (build.BuildError, launcher.ClusterError) as error:
+    except (build.BuildError, launcher.ClusterError, gitea.GiteaError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

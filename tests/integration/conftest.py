@@ -16,12 +16,15 @@ import pytest
 
 from modelsync.runtime import operator
 from modelsync.runtime.settings import OperatorSettings
+from tests.cluster import addresses, modelimages, wheels
+from tests.cluster.gitea import Gitea, ensure_gitea
 from tests.cluster.launcher import free_ports
+from tests.cluster.objectstore import ObjectStore, ensure_versitygw
 from tests.cluster.renderers import ensure_renderers
-from tests.conftest import LocalCluster, tenant_namespace
+from tests.conftest import LocalCluster, RealNode, tenant_namespace
 from tests.gitserver import GitHttpServer, GitSshServer
 from tests.kube import TENANT_ACCOUNT, install_crds
-from tests.models import Models
+from tests.models import Models, train_iris
 from tests.syncs import Syncs
 
 OWN_OPERATOR_PREFIX = "own-operator-"
@@ -35,6 +38,9 @@ RENDER_TIMEOUT_SECONDS = 45.0
 # Address space of a render: above the 2 GiB default, so that the 200 MiB chart meets
 # the output limit (what its test is about) before the memory limit.
 RENDER_MEMORY_BYTES = 4 << 30
+# The real node's object store: on the host's end of the node's veth, where pods reach it.
+STORE_HOST = addresses.HOST_IP
+BUCKET = "models"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -58,6 +64,14 @@ def analysis_ports() -> tuple[int, int]:
 
 
 @pytest.fixture(scope="session")
+def commit_status_ports() -> tuple[int, int]:
+    """Loopback ports whose APIs the shared operator lets a spec.notify.apiURL name
+    (--commit-status-api-url): for a test's GitHub- or GitLab-like API, and a silent one."""
+    first, second = free_ports(2)
+    return first, second
+
+
+@pytest.fixture(scope="session")
 def renderers() -> dict[str, Path]:
     """kustomize and helm, standalone, as the operator image and the CLI get them."""
     return ensure_renderers()
@@ -69,6 +83,7 @@ def running_operator(
     crds: list[str],
     tmp_path_factory: pytest.TempPathFactory,
     analysis_ports: tuple[int, int],
+    commit_status_ports: tuple[int, int],
     renderers: dict[str, Path],
 ) -> Iterator[operator.Operator]:
     """The operator, cluster-wide, in a thread of this process."""
@@ -85,6 +100,7 @@ def running_operator(
         # minute, not the default five.
         watch_server_timeout=60,
         analysis_endpoints=tuple(f"http://127.0.0.1:{port}" for port in analysis_ports),
+        commit_status_api_urls=tuple(f"http://127.0.0.1:{port}" for port in commit_status_ports),
         # Locked down, as a platform team runs it: git content is applied as each test
         # namespace's tenant account; only granted-* namespaces may write elsewhere.
         default_service_account=TENANT_ACCOUNT,
@@ -138,6 +154,15 @@ def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitHttpServ
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def gitea(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gitea]:
+    """A real Gitea on loopback (built once from its Go module, then cached), with an
+    admin and its token; each test makes repositories of its own in it."""
+    server = Gitea(ensure_gitea(), tmp_path_factory.mktemp("gitea")).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def syncs(
     running_operator: operator.Operator,
@@ -177,3 +202,44 @@ def models(
 ) -> Models:
     """The ModelDeployments of this test's namespace, served by the shared operator."""
     return Models(local_cluster, namespace)
+
+
+# ------------------------------------------------------------------ models on the real node
+
+
+@pytest.fixture(scope="module")
+def node_images(real_node_session: RealNode) -> dict[str, str]:
+    """The model images, built (or cached) and imported into the node's containerd."""
+    node = real_node_session.ensure().node
+    assert node is not None
+    return modelimages.import_model_images(node.ctr())
+
+
+@pytest.fixture(scope="module")
+def node_store(
+    node_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ObjectStore]:
+    """The object store where pods reach it (the node's veth exists only once it runs)."""
+    store = ObjectStore(
+        ensure_versitygw(), tmp_path_factory.mktemp("node-store") / "data", host=STORE_HOST
+    )
+    store.start()
+    try:
+        store.create_bucket(BUCKET)
+        yield store
+    finally:
+        store.stop()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, list[int]]]:
+    """Version -> (model.joblib, its predictions for ROWS): v1 and v2 answer differently."""
+    python = wheels.ensure_host_venv("mlserver")
+    where = tmp_path_factory.mktemp("trained")
+    versions: dict[str, tuple[bytes, list[int]]] = {}
+    for version, shift in (("1", 0), ("2", 1)):
+        path = where / f"v{version}.joblib"
+        predictions = train_iris(python, path, shift)
+        versions[version] = (path.read_bytes(), predictions)
+    assert versions["1"][1] != versions["2"][1]
+    return versions

@@ -21,39 +21,25 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-import pytest
 from kubernetes.client import CoreV1Api
 from kubernetes.dynamic import DynamicClient
 
 from modelsync.api import constants as c
-from tests.cluster import addresses, modelimages, wheels
+from tests.cluster import addresses
 from tests.cluster import node as nodemod
-from tests.cluster.objectstore import ObjectStore, ensure_versitygw
+from tests.cluster.objectstore import ObjectStore
 from tests.conftest import LocalCluster, RealNode
 from tests.gitserver import GitHttpServer
+from tests.integration.conftest import BUCKET
 from tests.kube import dict_condition, wait_for_set
-from tests.models import Models, ready_on
+from tests.models import ROWS, Models, ready_on
 from tests.operatorproc import spawn_operator
 from tests.syncs import Syncs
 
 # Generous: a cold node unpacks a 760 MB image, and MLServer starts in tens of seconds
 # on a machine the other test runs load too.
 MODEL_TIMEOUT = 600.0
-STORE_HOST = addresses.HOST_IP  # the host's end of the node's veth: pods reach it
-BUCKET = "models"
 SECRET = "model-store"
-ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
-# Trains an iris classifier on labels shifted by argv[3] (so two versions answer
-# differently), saves it with joblib and prints its predictions for ROWS.
-TRAIN = """
-import json, sys, joblib
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
-x, y = load_iris(return_X_y=True)
-model = LogisticRegression(max_iter=1000).fit(x, (y + int(sys.argv[3])) % 3)
-joblib.dump(model, sys.argv[1])
-print(json.dumps(model.predict(json.loads(sys.argv[2])).tolist()))
-"""
 INFER_BODY = json.dumps(
     {
         "inputs": [
@@ -91,49 +77,6 @@ with open(out, "a") as log:
         log.write(json.dumps({"status": status, "seconds": seconds, "answer": answer}) + "\\n")
         log.flush()
 """
-
-
-@pytest.fixture(scope="module")
-def node_images(real_node_session: RealNode) -> dict[str, str]:
-    """The model images, built (or cached) and imported into the node's containerd."""
-    node = real_node_session.ensure().node
-    assert node is not None
-    return modelimages.import_model_images(node.ctr())
-
-
-@pytest.fixture(scope="module")
-def node_store(
-    node_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ObjectStore]:
-    """The object store where pods reach it (the node's veth exists only once it runs)."""
-    store = ObjectStore(
-        ensure_versitygw(), tmp_path_factory.mktemp("node-store") / "data", host=STORE_HOST
-    )
-    store.start()
-    try:
-        store.create_bucket(BUCKET)
-        yield store
-    finally:
-        store.stop()
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, list[int]]]:
-    """Version -> (model.joblib, its predictions for ROWS): v1 and v2 answer differently."""
-    python = wheels.ensure_host_venv("mlserver")
-    where = tmp_path_factory.mktemp("trained")
-    versions: dict[str, tuple[bytes, list[int]]] = {}
-    for version, shift in (("1", 0), ("2", 1)):
-        path = where / f"v{version}.joblib"
-        done = subprocess.run(
-            [str(python), "-c", TRAIN, str(path), json.dumps(ROWS), str(shift)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        versions[version] = (path.read_bytes(), json.loads(done.stdout))
-    assert versions["1"][1] != versions["2"][1]
-    return versions
 
 
 @contextlib.contextmanager

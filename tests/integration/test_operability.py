@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import datetime
 import json
 import re
 import secrets
@@ -170,21 +171,25 @@ def _leading(port: int) -> float | None:
 
 
 def test_ha_two_replicas_one_leader_and_failover_within_30s(
-    local_cluster: LocalCluster, own_namespace: str, tmp_path: Path
+    local_cluster: LocalCluster, crds: list[str], own_namespace: str, tmp_path: Path
 ) -> None:
     ports = free_ports(2)
     replicas = {
         port: _replica(local_cluster, own_namespace, port, tmp_path / f"{port}.log")
         for port in ports
     }
+    expected = ["ok: leading", "ok: standby, another replica leads"]
     try:
-        until(
-            "both replicas to be ready (leader and standby)",
-            lambda: all(get(port, "/readyz")[0] == 200 for port in ports),
-            60,
-        )
+        # Both answer "standby" until one has taken the Lease and synced its caches.
+        def settled() -> bool:
+            answers = [get(port, "/readyz") for port in ports]
+            return (
+                all(code == 200 for code, _ in answers)
+                and sorted(role for _, role in answers) == expected
+            )
+
+        until("one leader and one standby, both ready", settled, 60, interval=0.2)
         roles = {port: get(port, "/readyz")[1] for port in ports}
-        assert sorted(roles.values()) == ["ok: leading", "ok: standby, another replica leads"]
         leader = next(port for port, role in roles.items() if role == "ok: leading")
         standby = next(port for port in ports if port != leader)
         assert _leading(leader) == 1
@@ -217,6 +222,42 @@ def test_ha_two_replicas_one_leader_and_failover_within_30s(
             if process.poll() is None:
                 process.terminate()
                 process.wait(30)
+
+
+def test_ha_a_standby_stops_at_once_on_sigterm(
+    local_cluster: LocalCluster, own_namespace: str, tmp_path: Path
+) -> None:
+    """A replica waiting to lead exits cleanly on SIGTERM. In a pod it is PID 1, which
+    ignores a signal it has no handler for: the kubelet then waited out the grace period
+    (30 s) and killed it, on every rollout and `helm uninstall` of the chart."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    kubernetes.client.CoordinationV1Api(local_cluster.api).create_namespaced_lease(
+        own_namespace,
+        {
+            "metadata": {"name": "modelsync-leader"},
+            "spec": {
+                "holderIdentity": "another-replica_1",
+                "leaseDurationSeconds": 3600,
+                "acquireTime": now,
+                "renewTime": now,
+            },
+        },
+    )
+    port = free_ports(1)[0]
+    replica = _replica(local_cluster, own_namespace, port, tmp_path / "standby.log")
+    try:
+
+        def standing_by() -> bool:
+            assert replica.poll() is None, (tmp_path / "standby.log").read_text()[-2000:]
+            return get(port, "/readyz") == (200, "ok: standby, another replica leads")
+
+        until("the replica to stand by", standing_by, 60, interval=0.2)
+        replica.send_signal(signal.SIGTERM)
+        assert replica.wait(30) == 0, (tmp_path / "standby.log").read_text()[-2000:]
+    finally:
+        if replica.poll() is None:
+            replica.kill()
+            replica.wait(10)
 
 
 # ------------------------------------------------------------------ webhook flood

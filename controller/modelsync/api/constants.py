@@ -113,6 +113,7 @@ REASON_CRASH_LOOP: Final = "ContainersRestarting"
 REASON_MODEL_DOWNLOAD_FAILED: Final = "ModelDownloadFailed"
 REASON_ROLLED_BACK: Final = "RolledBack"
 REASON_SUPERSEDED: Final = "Superseded"
+REASON_FAILED: Final = "Failed"
 EVENT_ROLLED_BACK: Final = "RolledBack"
 EVENT_ROLLOUT_FAILED: Final = "RolloutFailed"
 HISTORY_SUCCEEDED: Final = "Succeeded"
@@ -133,5 +134,13 @@ LABEL_LEADER: Final = f"{GROUP}/leader"
 # tenant chose, so only a Secret made for that leaves the namespace (never, say, a
 # service-account token that happens to have a `token` key).
 SECRET_TYPE_GIT: Final = f"{GROUP}/git"
+# The only Secret type spec.notify.secretRef may name: its `token` goes to a git host's
+# API (commit statuses), so only a Secret made for that is ever sent.
+SECRET_TYPE_PROVIDER: Final = f"{GROUP}/git-provider"
+# A commit status could not be set (the provider, the revision and the host's answer).
+EVENT_COMMIT_STATUS_FAILED: Final = "CommitStatusFailed"
+# A model's rollback pull request was opened, updated or closed as superseded; or could not be.
+EVENT_PULL_REQUEST: Final = "RollbackPullRequest"
+EVENT_PULL_REQUEST_FAILED: Final = "RollbackPullRequestFailed"
 # `modelsync run` flag that lets ModelSyncs name file:// repositories.
 FLAG_ALLOW_FILE_URLS: Final = "--allow-file-urls"

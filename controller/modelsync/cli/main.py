@@ -699,6 +699,14 @@ def rollback(
     "more; default: none, every analysis URL is refused)",
 )
 @click.option(
+    "--commit-status-api-url",
+    "commit_status_api_urls",
+    multiple=True,
+    callback=lambda _ctx, _param, values: _commit_status_api_urls(values),
+    help="a git host API (scheme://host:port) that a ModelSync's spec.notify.apiURL may name "
+    "besides its repository's own host (repeat for more; default: none)",
+)
+@click.option(
     "--default-service-account",
     default=OperatorSettings.default_service_account,
     metavar="NAME",
@@ -823,6 +831,7 @@ def run(
     kube_qps: float,
     kube_burst: int,
     analysis_endpoints: tuple[str, ...],
+    commit_status_api_urls: tuple[str, ...],
     default_service_account: str,
     apply_as_operator: bool,
     allow_other_namespaces: tuple[str, ...],
@@ -875,6 +884,7 @@ def run(
         kube_qps=kube_qps,
         kube_burst=kube_burst,
         analysis_endpoints=analysis_endpoints,
+        commit_status_api_urls=commit_status_api_urls,
         default_service_account=default_service_account,
         apply_as_operator=apply_as_operator,
         allow_other_namespaces=allow_other_namespaces,
@@ -922,6 +932,15 @@ def _analysis_endpoints(values: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(parse_endpoint(value) for value in values)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--analysis-endpoint") from None
+
+
+def _commit_status_api_urls(values: tuple[str, ...]) -> tuple[str, ...]:
+    from modelsync.gitops.commitstatus import parse_api_url
+
+    try:
+        return tuple(parse_api_url(value) for value in values)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--commit-status-api-url") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -485,7 +485,13 @@ class GitFetcher:
                         raise RevisionTooLargeError(
                             f"the revision's files exceed {self.max_revision_bytes} bytes"
                         )
-                    tar.extract(member, scratch, filter=_snapshot_filter)
+                    checked = snapshot_filter(member, str(scratch))
+                    if checked is None:
+                        continue
+                    if _HAS_FILTERS:
+                        tar.extract(checked, scratch, filter="fully_trusted")  # checked above
+                    else:
+                        tar.extract(checked, scratch)
             scratch.rename(snapshot)
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -614,16 +620,49 @@ def _key(repo: Path) -> str:
     return repo.name.removesuffix(".git")
 
 
-def _snapshot_filter(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo | None:
+class UnsafeMemberError(tarfile.TarError):
+    """A member of a revision's archive that would land outside its snapshot, or is not
+    a file, directory or symlink (raised where tarfile has no filters of its own)."""
+
+
+# tarfile's extraction filters came with Python 3.11.4; Debian bookworm's python3 (the
+# operator image's) is 3.11.2. Where they exist, extract() is told that the member was
+# checked already (without a filter, 3.12 and 3.13 warn and 3.14 applies 'data' again).
+_HAS_FILTERS = hasattr(tarfile, "data_filter")
+
+
+def snapshot_filter(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo | None:
     """tarfile's 'data' filter (no absolute paths, no '..', no devices, nothing written
     through a link), except that a symlink pointing outside is kept as a symlink: `load`
     then names it, with its file, instead of the whole checkout failing obscurely."""
+    if not _HAS_FILTERS:
+        return data_filter_311(member, destination)
     try:
         return tarfile.data_filter(member, destination)
     except (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError):
         if not member.issym():
             raise
         return tarfile.tar_filter(member, destination)
+
+
+def data_filter_311(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
+    """What `snapshot_filter` checks, for a Python without tarfile's filters: the member
+    (an absolute name made relative) lands inside `destination` (resolving the symlinks
+    already written there, so nothing is written through one), is a file, directory or
+    symlink (kept even when it points outside, as above), and loses setuid, setgid,
+    sticky and group/other write bits."""
+    root = os.path.realpath(destination)
+    member.name = member.name.lstrip("/")  # as the 'data' filter: below the snapshot
+    target = os.path.realpath(os.path.join(root, member.name))
+    if os.path.commonpath([root, target]) != root:
+        raise UnsafeMemberError(f"{member.name!r} would be written outside the snapshot")
+    if not (member.isreg() or member.isdir() or member.issym()):
+        raise UnsafeMemberError(f"{member.name!r}: not a file, directory or symlink")
+    if not member.issym():
+        member.mode = (member.mode & 0o755) | 0o600
+    member.uid = member.gid = 0
+    member.uname = member.gname = ""
+    return member
 
 
 def git_message(error: git.GitCommandError) -> str:

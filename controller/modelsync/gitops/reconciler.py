@@ -31,6 +31,7 @@ from modelsync.gitops import modelhealth, writeback
 from modelsync.gitops import prune as prunemod
 from modelsync.gitops import render as rendering
 from modelsync.gitops.apply import Applier, OwnershipError, inventory_of
+from modelsync.gitops.commitstatus import PullRequest, StatusWriter
 from modelsync.gitops.fetch import (
     Credentials,
     FetchError,
@@ -120,8 +121,10 @@ class SyncReconciler:
         clock: Callable[[], datetime.datetime] = _now,
         watches: Callable[[str], bool] = lambda _: False,
         settings: OperatorSettings | None = None,
+        statuses: StatusWriter | None = None,
     ) -> None:
         self.settings = settings or OperatorSettings()
+        self.statuses = statuses  # commit statuses back to the git host (spec.notify)
         self.kube = kube
         self.fetcher = fetcher
         self.cache = cache
@@ -177,6 +180,8 @@ class SyncReconciler:
                 status.get("conditions"), observed, generation, self.clock()
             )
             self._write_status(ms, status)
+            if self.statuses is not None:
+                self.statuses.observe(ms, status)
             if waiting and was_ready != health.healthy:
                 # Serving at last: the revision is synced (the event a sync that found its
                 # models Ready would have posted). No longer serving: a warning.
@@ -326,6 +331,8 @@ class SyncReconciler:
                 spec["repo"]["url"], Ref.from_spec(spec["repo"].get("ref")), credentials
             )
             outcome.revision = revision.name
+            if self.statuses is not None and revision.name != status.get("lastAttemptedRevision"):
+                self.statuses.pending(ms, revision.name)
             snapshot = self.fetcher.checkout(spec["repo"]["url"], revision, credentials)
         except RevisionTooLargeError as error:
             # The content's fault: the same revision fails the same way until git changes.
@@ -491,24 +498,39 @@ class SyncReconciler:
                 continue  # not from git: nothing to write back to
             name = md["metadata"]["name"]
             branch = writeback.branch_name(name, writeback.sha_of(failed))
-            if branch in done:
-                continue
-            try:
-                writeback.push_rollback_branch(
-                    self.fetcher,
-                    spec["repo"]["url"],
-                    credentials,
-                    model=name,
-                    failed_revision=failed,
-                    stable_revision=stable,
-                    follow=revision.fetch_ref,
-                    path=parse_spec(spec).path,
-                    reason=message,
+            # With a git host to tell (spec.notify), a pull request per model follows.
+            pull = writeback.pull_request_branch(name) if spec.get("notify") else None
+            if branch not in done:
+                try:
+                    writeback.push_rollback_branch(
+                        self.fetcher,
+                        spec["repo"]["url"],
+                        credentials,
+                        model=name,
+                        failed_revision=failed,
+                        stable_revision=stable,
+                        follow=revision.fetch_ref,
+                        path=parse_spec(spec).path,
+                        reason=message,
+                        also=pull,
+                    )
+                except (writeback.RollbackError, FetchError) as error:
+                    return done, f"could not push {branch}: {error}"
+                log.info("pushed %s for %s/%s", branch, md["metadata"]["namespace"], name)
+                done.append(branch)
+            if pull and self.statuses is not None:
+                self.statuses.pull_request(
+                    ms,
+                    PullRequest(
+                        model=name,
+                        head=pull,
+                        base=revision.fetch_ref.removeprefix("refs/heads/"),
+                        failed=failed,
+                        restored=stable,
+                        version=str(status.get("modelVersion") or "?"),
+                        reason=message,
+                    ),
                 )
-            except (writeback.RollbackError, FetchError) as error:
-                return done, f"could not push {branch}: {error}"
-            log.info("pushed %s for %s/%s", branch, md["metadata"]["namespace"], name)
-            done.append(branch)
         return done, ""
 
     def _rolled_back_models(
@@ -617,6 +639,8 @@ class SyncReconciler:
                 ),
             )
         self._write_status(ms, recorded.status)
+        if self.statuses is not None:
+            self.statuses.observe(ms, recorded.status)
 
     def _record_suspended(self, ms: Manifest) -> None:
         status = dict(ms.get("status") or {})

@@ -29,9 +29,10 @@ import git
 import yaml
 
 from modelsync.api import constants as c
+from modelsync.gitops.commitstatus import ROLLBACK_BRANCH_PREFIX
 from modelsync.gitops.fetch import Credentials, FetchError, GitFetcher, git_message
 
-BRANCH_PREFIX = "modelsync/rollback/"
+BRANCH_PREFIX = ROLLBACK_BRANCH_PREFIX
 AUTHOR_NAME = "modelsync"
 AUTHOR_EMAIL = "modelsync@noreply.modelsync.io"
 AUTHOR = f"{AUTHOR_NAME} <{AUTHOR_EMAIL}>"
@@ -61,6 +62,12 @@ class _Entry:
 
 def branch_name(model: str, failed_sha: str) -> str:
     return f"{BRANCH_PREFIX}{model}-{failed_sha[:12]}"
+
+
+def pull_request_branch(model: str) -> str:
+    """The head of a model's rollback pull request: one per model, moved (forced) to each
+    new failure's rollback commit, so one pull request follows the model's failures."""
+    return f"{ROLLBACK_BRANCH_PREFIX}{model}"
 
 
 def sha_of(revision: str) -> str:
@@ -238,9 +245,11 @@ def push_rollback_branch(
     follow: str,
     path: str,
     reason: str,
+    also: str | None = None,
 ) -> str:
     """Push `modelsync/rollback/<model>-<short failed sha>` unless it exists; returns the
-    branch name. `follow` is the ref the ModelSync follows (refs/heads/main)."""
+    branch name. `follow` is the ref the ModelSync follows (refs/heads/main). `also`: a
+    branch set to the same commit in the same push, forced (a pull request's head)."""
     failed_sha = sha_of(failed_revision)
     branch = branch_name(model, failed_sha)
     existing = fetcher.run_git(
@@ -286,6 +295,7 @@ def push_rollback_branch(
                     "--end-of-options",
                     url,
                     f"{restored.sha}:refs/heads/{restored.branch}",
+                    *([f"+{restored.sha}:refs/heads/{also}"] if also else []),
                 ],
                 credentials,
                 git_dir=work,

@@ -29,6 +29,7 @@ import kubernetes
 from modelsync.api import conditions
 from modelsync.api import constants as c
 from modelsync.gitops import modelhealth
+from modelsync.gitops.commitstatus import StatusWriter
 from modelsync.gitops.fetch import GitFetcher
 from modelsync.gitops.reconciler import SyncReconciler, fetch_cache_dir, owned_models
 from modelsync.kube import client as kubemod
@@ -71,11 +72,12 @@ class Operator:
     queue: WorkQueue | None = None
     reconciler: ServingReconciler | None = None
     syncer: SyncReconciler | None = None
+    statuses: StatusWriter | None = None
     executor: concurrent.futures.ThreadPoolExecutor | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     loop: asyncio.AbstractEventLoop | None = None
     kube: kubemod.Kube | None = None
-    rolled_back_seen: dict[tuple[str, str], bool] = field(default_factory=dict)
+    rolled_back_seen: dict[tuple[str, str], str] = field(default_factory=dict)
     ready_seen: dict[tuple[str, str], bool] = field(default_factory=dict)
     # What last made each ModelDeployment worth a reconcile, and each pod's restarts: our
     # own status writes and a pod's ordinary progress come back as events too.
@@ -359,9 +361,15 @@ class NoProgress(kopf.ProgressStorage):
         return essence
 
 
-def rolled_back(body: dict[str, Any]) -> bool:
-    found = conditions.find((body.get("status") or {}).get("conditions"), c.ROLLED_BACK)
-    return bool(found and found.get("status") == "True")
+def rolled_back(body: dict[str, Any]) -> str:
+    """The failed revision a model is rolled back from ("" when it is not): a second
+    failure while rolled back is news to its ModelSync too (its write-back, its pull
+    request), not only the first."""
+    status = body.get("status") or {}
+    found = conditions.find(status.get("conditions"), c.ROLLED_BACK)
+    if not (found and found.get("status") == "True"):
+        return ""
+    return str(status.get("failedGitRevision") or found.get("message") or "rolled back")
 
 
 def sync_trigger(body: dict[str, Any]) -> tuple[Any, Any]:
@@ -452,12 +460,20 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             allow_file_urls=runtime.settings.allow_file_urls,
         )
         patterns = runtime.settings.namespaces
+        runtime.statuses = StatusWriter(
+            kube.get,
+            lambda ms, reason, note, warning: kube.event(
+                ms, c.MODELSYNC_KIND, reason, note, action="GitHost", warning=warning
+            ),
+            runtime.settings.commit_status_api_urls,
+        )
         runtime.syncer = SyncReconciler(
             kube,
             fetcher,
             runtime.cache,
             watches=lambda namespace: not patterns or namespace_matches(namespace, patterns),
             settings=runtime.settings,
+            statuses=runtime.statuses,
         )
         runtime.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=runtime.settings.workers, thread_name_prefix="reconcile"
@@ -482,6 +498,8 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
         await asyncio.gather(*runtime.tasks, return_exceptions=True)
         if runtime.executor is not None:
             runtime.executor.shutdown(wait=True, cancel_futures=True)
+        if runtime.statuses is not None:
+            runtime.statuses.shutdown()
 
     def enqueue(key: Hashable) -> None:
         if runtime.queue is not None:
@@ -536,6 +554,8 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
         namespace = namespace or ""
         if type == "DELETED" or not ours(body):
             runtime.cache.delete(c.MODELSYNC_KIND, namespace, name)
+            if runtime.statuses is not None:
+                runtime.statuses.forget(namespace, name)
             return
         previous = runtime.cache.get(c.MODELSYNC_KIND, namespace, name)
         runtime.cache.put(c.MODELSYNC_KIND, dict(body))
@@ -587,6 +607,23 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
     return registry
 
 
+def _stopped_by_sigterm() -> threading.Event:
+    """An event SIGTERM sets, so that a replica waiting to lead stops at once. A
+    container's PID 1 ignores a signal it has no handler for: without this, a standby
+    pod being deleted waited out its grace period and was killed. (kopf installs its own
+    handler once this replica leads.)"""
+    stopping = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    return stopping
+
+
+def _sigterm_to_kopf() -> None:
+    """Leading: kopf stops the operator on SIGTERM (it installs its handler as it starts)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _stop_when(lost: threading.Event) -> None:
     lost.wait()
     os.kill(os.getpid(), signal.SIGTERM)
@@ -620,7 +657,7 @@ def _run(
 ) -> bool:
     lost = threading.Event()
     if settings.leader_election:
-        waiting = stop or threading.Event()
+        waiting = stop or _stopped_by_sigterm()
         lock = leader.LeaseLock(
             kubemod.api_client(settings.kubeconfig),
             settings.lease_namespace,
@@ -635,6 +672,10 @@ def _run(
             leader.mark_pod(lock.client, settings.lease_namespace, pod, leading=False)
         if not leader.wait_to_lead(lock, waiting):
             return True
+        if stop is None:
+            _sigterm_to_kopf()
+            if waiting.is_set():  # a SIGTERM just as this replica took the lead
+                return True
         if pod:
             leader.mark_pod(lock.client, settings.lease_namespace, pod, leading=True)
         threading.Thread(

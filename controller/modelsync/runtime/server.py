@@ -173,7 +173,7 @@ class HttpServer:
             return 413, {"error": "body too large"}
         if runtime.health.role != probes.ROLE_LEADER or not runtime.accepts_work():
             return 503, {"error": "standby: another replica leads and receives webhooks"}
-        body = await request.content.read(webhooks.MAX_BODY_BYTES + 1)
+        body = await _read_body(request, webhooks.MAX_BODY_BYTES + 1)
         if len(body) > webhooks.MAX_BODY_BYTES:
             return 413, {"error": "body too large"}
         ms = runtime.cache.get(c.MODELSYNC_KIND, namespace, name)
@@ -211,6 +211,19 @@ class HttpServer:
             return 202, {"queued": [f"{namespace}/{name}"], "shard": shard}
         runtime.enqueue_threadsafe((c.MODELSYNC_KIND, namespace, name))
         return 202, {"queued": [f"{namespace}/{name}"]}
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """Up to `limit` bytes of the body. One read returns what has arrived so far, which
+    for a git host's push (a few KiB, Gitea's) can be its first part only: the signature
+    of a part never matches."""
+    body = bytearray()
+    while len(body) < limit:
+        chunk = await request.content.read(limit - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
 
 
 _RESULTS = {

@@ -181,6 +181,13 @@ class OperatorSettings:
     """Address space a renderer may use (RLIMIT_AS; its Go heap limit, GOMEMLIMIT, is
     half of it): a chart or overlay that needs more is refused, the operator unharmed."""
 
+    commit_status_api_urls: tuple[str, ...] = field(default_factory=tuple)
+    """Git host APIs, as scheme://host:port, that a ModelSync's spec.notify.apiURL may
+    name besides its repository's own host (e.g. "https://git.example.com:8443"). Commit
+    statuses go to the API derived from the repository URL (api.github.com for
+    github.com) unless apiURL names one of these; any other apiURL is refused before a
+    connection. Empty: only the repository's own host."""
+
     def render_settings(self) -> rendering.RenderSettings:
         return rendering.RenderSettings(
             kustomize=self.kustomize,

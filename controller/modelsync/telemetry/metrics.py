@@ -45,6 +45,13 @@ API_WRITES = Counter(
 
 # ------------------------------------------------------------------ serving
 
+COMMIT_STATUSES = Counter(
+    "modelsync_commit_statuses_total",
+    "Commit statuses for git hosts, by provider and result: sent, failed (refused, or the "
+    "host did not take it), dropped (the queue was full).",
+    ["provider", "result"],
+    registry=REGISTRY,
+)
 RECONCILES = Counter(
     "modelsync_reconciles_total",
     "ModelDeployment reconciliations, by result.",
