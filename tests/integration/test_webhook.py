@@ -99,6 +99,28 @@ def test_webhook_github_push_syncs_at_once(
     assert set(syncs.models()) == {"iris", "ranker"}
 
 
+def test_webhook_for_a_modelsync_the_watch_has_not_delivered_yet_is_accepted(
+    hooked: tuple[Syncs, Any, str], running_operator: operator.Operator
+) -> None:
+    """A replica that has just taken the lead answers webhooks before its watch has
+    delivered every ModelSync: an authentic one is read from the API and accepted (it was
+    a 401, and git hosts do not retry those), and the watch's first event syncs it."""
+    syncs, repo, _ = hooked
+    sha = repo.write("ranker.yaml", model_yaml("ranker")).commit("add ranker")
+    # As right after a failover: the ModelSync is not in the operator's cache yet.
+    running_operator.cache.delete(c.MODELSYNC_KIND, syncs.namespace, "prod")
+    body = github_push(repo.file_url)
+    headers = {"X-GitHub-Event": "push", "X-Hub-Signature-256": f"sha256={signature(body)}"}
+    status, answer = post(running_operator, f"github/{syncs.namespace}/prod", body, headers)
+    assert (status, answer) == (202, {"queued": [f"{syncs.namespace}/prod"]})
+    forged = {**headers, "X-Hub-Signature-256": f"sha256={signature(body, 'guessed')}"}
+    status, _ = post(running_operator, f"github/{syncs.namespace}/prod", body, forged)
+    assert status == 401
+    # The watch delivers it (any change does): the first sync brings the pushed commit.
+    syncs.patch("prod", {"metadata": {"labels": {"delivered": "yes"}}})
+    syncs.wait_applied("prod", f"main@sha1:{sha}")
+
+
 @pytest.mark.parametrize("provider", ["gitlab", "gitea", "generic"])
 def test_webhook_other_providers_authenticate_their_way(
     hooked: tuple[Syncs, Any, str], running_operator: operator.Operator, provider: str

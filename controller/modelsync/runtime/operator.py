@@ -59,7 +59,7 @@ _WATCHED_KINDS = {**OWNED_KINDS, "Pod": "v1"}
 # its own, so that it never stands in for a sync, nor a sync for it.
 HEALTH_KEY = "ModelSyncHealth"
 WEBHOOK_TOKEN_TTL_SECONDS = 10.0  # a rotated webhook Secret counts after this at most
-FOREIGN_CACHE_SIZE = 1024  # other shards' ModelSyncs remembered for webhooks, at most
+UNCACHED_SIZE = 1024  # ModelSyncs read for webhooks outside the cache, remembered at most
 assert set(_OWNED_RESOURCES) == set(_WATCHED_KINDS)
 
 
@@ -85,7 +85,7 @@ class Operator:
     pod_restarts: dict[tuple[str, str], int] = field(default_factory=dict)
     health: probes.Health = field(default_factory=probes.Health)
     tokens: dict[tuple[str, str], tuple[float, bytes | None]] = field(default_factory=dict)
-    foreign: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = field(
+    uncached: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = field(
         default_factory=dict
     )
 
@@ -119,28 +119,27 @@ class Operator:
         self.tokens[key] = (now, token)
         return token
 
-    def other_shards_modelsync(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """A ModelSync this operator does not reconcile (another shard's), read from the
-        API for a webhook to hand over; kept for a few seconds, misses too, so
-        unauthenticated deliveries cannot turn into a flood of GETs."""
-        if self.kube is None:
+    def uncached_modelsync(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A ModelSync the cache does not hold, read from the API for a webhook: another
+        shard's (to hand over), or this operator's own that its watch has not delivered
+        yet (a replica that has just taken the lead). Remembered a few seconds, misses
+        too, so unauthenticated deliveries cannot turn into a flood of GETs."""
+        patterns = self.settings.namespaces
+        if self.kube is None or (patterns and not namespace_matches(namespace, patterns)):
             return None
         key, now = (namespace, name), time.monotonic()
-        cached = self.foreign.get(key)
+        cached = self.uncached.get(key)
         if cached is not None and now - cached[0] < WEBHOOK_TOKEN_TTL_SECONDS:
             return cached[1]
-        if len(self.foreign) > FOREIGN_CACHE_SIZE:
-            self.foreign.clear()
+        if len(self.uncached) > UNCACHED_SIZE:
+            self.uncached.clear()
         try:
             found = self.kube.get(c.API_VERSION, c.MODELSYNC_KIND, namespace, name)
         except kubernetes.client.ApiException as error:
             if error.status != 403:
                 raise
             found = None
-        labels = ((found or {}).get("metadata") or {}).get("labels") or {}
-        if (labels.get(c.LABEL_SHARD) or "") == self.settings.shard:
-            found = None  # ours, or not yet in the cache: nothing to hand over
-        self.foreign[key] = (now, found)
+        self.uncached[key] = (now, found)
         return found
 
     def hand_over(self, ms: dict[str, Any]) -> None:

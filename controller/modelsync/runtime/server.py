@@ -45,7 +45,7 @@ class OperatorView(Protocol):
 
     def webhook_token(self, ms: dict[str, Any]) -> bytes | None: ...
 
-    def other_shards_modelsync(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def uncached_modelsync(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     def hand_over(self, ms: dict[str, Any]) -> None: ...
 
@@ -177,13 +177,13 @@ class HttpServer:
         if len(body) > webhooks.MAX_BODY_BYTES:
             return 413, {"error": "body too large"}
         ms = runtime.cache.get(c.MODELSYNC_KIND, namespace, name)
-        # One webhook Service serves every shard: another shard's ModelSync is handed
-        # over (after the same authentication), not refused.
-        foreign = ms is None
-        if foreign:
-            ms = await self.loop.run_in_executor(
-                None, runtime.other_shards_modelsync, namespace, name
-            )
+        # Not in the cache: another shard's ModelSync (one webhook Service serves every
+        # shard: handed over after the same authentication), or ours before the watch
+        # delivered it (a replica that has just taken the lead: its first sync follows).
+        foreign = False
+        if ms is None:
+            ms = await self.loop.run_in_executor(None, runtime.uncached_modelsync, namespace, name)
+            foreign = ms is not None and _shard(ms) != runtime.settings.shard
         token = await self.loop.run_in_executor(None, runtime.webhook_token, ms) if ms else None
         # One answer for "no such ModelSync", "no webhook Secret" and "wrong signature":
         # the sender learns nothing about which namespaces and ModelSyncs exist.
@@ -207,8 +207,7 @@ class HttpServer:
             return 202, {"queued": []}
         if foreign:
             await self.loop.run_in_executor(None, runtime.hand_over, ms)
-            shard = ms["metadata"].get("labels", {}).get(c.LABEL_SHARD, "")
-            return 202, {"queued": [f"{namespace}/{name}"], "shard": shard}
+            return 202, {"queued": [f"{namespace}/{name}"], "shard": _shard(ms)}
         runtime.enqueue_threadsafe((c.MODELSYNC_KIND, namespace, name))
         return 202, {"queued": [f"{namespace}/{name}"]}
 
@@ -224,6 +223,10 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
             break
         body += chunk
     return bytes(body)
+
+
+def _shard(ms: dict[str, Any]) -> str:
+    return str(((ms.get("metadata") or {}).get("labels") or {}).get(c.LABEL_SHARD) or "")
 
 
 _RESULTS = {
