@@ -152,9 +152,11 @@ def test_shards_split_the_work_and_a_dead_shard_leaves_the_other_serving(
 
     # Moving a ModelSync to another shard is relabelling it: with alpha gone, beta takes
     # alpha's ModelSync, and what it applies (down to the pods) is relabelled.
+    # (The commit first: beta syncs once when the relabelled ModelSync reaches it, and the
+    # interval is an hour.)
     operators.kill("alpha")
-    syncs.patch("alpha", {"metadata": {"labels": {c.LABEL_SHARD: "beta"}}})
     sha = repos["alpha"].write("alpha.yaml", model_yaml("alpha-model", version="3")).commit("v3")
+    syncs.patch("alpha", {"metadata": {"labels": {c.LABEL_SHARD: "beta"}}})
     syncs.wait_applied("alpha", f"main@sha1:{sha}")
     _serving(syncs, "alpha-model", "3")
     assert _labels(syncs.models()["alpha-model"])[c.LABEL_SHARD] == "beta"
