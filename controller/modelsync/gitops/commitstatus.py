@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelsync.api import constants as c
+from modelsync.api.origins import origin, origin_text, parse_origin
 from modelsync.telemetry import metrics
 
 log = logging.getLogger(__name__)
@@ -96,39 +97,10 @@ def _repo_parts(url: str) -> tuple[str, str, int | None, str]:
     return scheme, parts.hostname.lower(), port, parts.path
 
 
-_PORTS = {"http": 80, "https": 443}
-
-
-def origin(url: str) -> tuple[str, str, int] | None:
-    """(scheme, host, port) of a plain http(s) URL; None for anything else (user info,
-    a query or fragment, another scheme, no host, a bad port)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in _PORTS or not parts.hostname:
-        return None
-    if "@" in parts.netloc or parts.query or parts.fragment or "?" in url or "#" in url:
-        return None
-    return parts.scheme, parts.hostname, _PORTS[parts.scheme] if port is None else port
-
-
-def origin_text(found: tuple[str, str, int]) -> str:
-    scheme, host, port = found
-    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
-
-
 def parse_api_url(text: str) -> str:
     """An allowed API URL as the platform writes it (scheme://host[:port]), in the one
     spelling `api_base` compares; ValueError says what is wrong with it."""
-    found = origin(text)
-    if found is None or urllib.parse.urlsplit(text).path not in ("", "/"):
-        raise ValueError(
-            f"{text!r} is not a git host API: write scheme://host[:port] (http or https, no "
-            "path, user or query), e.g. https://git.example.com:8443"
-        )
-    return origin_text(found)
+    return parse_origin(text, "a git host API", "https://git.example.com:8443")
 
 
 def default_api(provider: str, repo_url: str) -> tuple[str, str]:

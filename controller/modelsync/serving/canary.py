@@ -20,9 +20,9 @@ from typing import Any
 from modelsync.api import constants as c
 from modelsync.api.conditions import timestamp
 from modelsync.api.modeldeployment import Analysis, CanaryStep
+from modelsync.api.origins import origin, origin_text, parse_origin
 
 CANARY_SUFFIX = "-canary"
-DEFAULT_PORTS = {"http": 80, "https": 443}
 # Named in refusals, so a tenant knows what to ask the platform team for.
 ENDPOINTS_SETTING = (
     "analysis_endpoints (`modelsync run --analysis-endpoint`, chart value "
@@ -87,47 +87,21 @@ def judge(value: float | None, threshold: float, comparison: str, source: str) -
     )
 
 
-def endpoint_of(url: str) -> tuple[str, str, int] | None:
-    """(scheme, host, port) of a plain http(s) URL; None for anything else (user info,
-    a query or fragment, another scheme, no host, a bad port)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-        return None
-    if "@" in parts.netloc or parts.query or parts.fragment or "?" in url or "#" in url:
-        return None
-    return parts.scheme, parts.hostname, DEFAULT_PORTS[parts.scheme] if port is None else port
-
-
-def endpoint_text(endpoint: tuple[str, str, int]) -> str:
-    scheme, host, port = endpoint
-    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
-
-
 def parse_endpoint(text: str) -> str:
     """An allowed analysis endpoint as the platform writes it (scheme://host[:port]),
     in the one spelling `refusal` compares; ValueError says what is wrong with it."""
-    endpoint = endpoint_of(text)
-    if endpoint is None or urllib.parse.urlsplit(text).path not in ("", "/"):
-        raise ValueError(
-            f"{text!r} is not an analysis endpoint: write scheme://host[:port] "
-            "(http or https, no path, user or query), e.g. http://prometheus.monitoring:9090"
-        )
-    return endpoint_text(endpoint)
+    return parse_origin(text, "an analysis endpoint", "http://prometheus.monitoring:9090")
 
 
 def refusal(url: str, allowed: tuple[str, ...]) -> str | None:
     """Why `url` may not be queried (None: it may). Scheme, host and port must equal
     those of an endpoint the platform allows: a tenant's URL must not reach anything
     else the operator can reach (the API server, cloud metadata, other tenants)."""
-    endpoint = endpoint_of(url)
-    if endpoint is not None and endpoint_text(endpoint) in allowed:
+    endpoint = origin(url)
+    if endpoint is not None and origin_text(endpoint) in allowed:
         return None
     what = (
-        f"{endpoint_text(endpoint)} is not among them"
+        f"{origin_text(endpoint)} is not among them"
         if endpoint is not None
         else "it is not a plain http(s) URL (no user, query or fragment)"
     )
