@@ -254,13 +254,7 @@ def mark_unserved(runtime: Operator) -> int:
         "coordination.k8s.io/v1", "Lease", c.LABEL_SHARD, settings.lease_namespace
     )
     live = shards.live_shards(leases, datetime.datetime.now(datetime.UTC))
-    patterns = settings.namespaces
-    literal = all(not set(p) & set("*?[!") for p in patterns)
-    found: list[dict[str, Any]] = []
-    for namespace in patterns if patterns and literal else (None,):
-        for item in kube.list_objects(c.API_VERSION, c.MODELSYNC_KIND, c.LABEL_SHARD, namespace):
-            if literal or namespace_matches(item["metadata"].get("namespace", ""), patterns):
-                found.append(item)
+    found = list_watched(kube, settings, c.API_VERSION, c.MODELSYNC_KIND, c.LABEL_SHARD)
     by_key = {(m["metadata"].get("namespace", ""), m["metadata"]["name"]): m for m in found}
     marked = 0
     for lost in shards.unserved(found, live, settings.lease_namespace, settings.lease_name):
@@ -384,15 +378,27 @@ def prefill(kube: kubemod.Kube, runtime: Operator) -> None:
         f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY},{c.LABEL_DEPLOYMENT},"
         f"{shards.label_selector(runtime.settings.shard)}"
     )
-    patterns = runtime.settings.namespaces
+    for kind, api_version in _WATCHED_KINDS.items():
+        for item in list_watched(kube, runtime.settings, api_version, kind, selector):
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+            runtime.cache.put(kind, item)
+
+
+def list_watched(
+    kube: kubemod.Kube, settings: OperatorSettings, api_version: str, kind: str, selector: str
+) -> list[dict[str, Any]]:
+    """The objects of `kind` matching `selector` in the namespaces the operator watches:
+    one list per namespace when they are named outright, else one cluster-wide list
+    filtered by the patterns."""
+    patterns = settings.namespaces
     literal = all(not set(p) & set("*?[!") for p in patterns)
+    found = []
     for namespace in patterns if patterns and literal else (None,):
-        for kind, api_version in _WATCHED_KINDS.items():
-            for item in kube.list_objects(api_version, kind, selector, namespace):
-                if literal or namespace_matches(item["metadata"].get("namespace", ""), patterns):
-                    item.setdefault("apiVersion", api_version)
-                    item.setdefault("kind", kind)
-                    runtime.cache.put(kind, item)
+        for item in kube.list_objects(api_version, kind, selector, namespace):
+            if literal or namespace_matches(item["metadata"].get("namespace", ""), patterns):
+                found.append(item)
+    return found
 
 
 def _owning_sync(
