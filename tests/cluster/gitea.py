@@ -24,7 +24,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tests.cluster import build
+from tests.cluster.launcher import stop_group
 from tests.cluster.objectstore import free_port
 
 VERSION = "v1.27.3"
@@ -320,14 +320,7 @@ ENABLED = false
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process, STOP_GRACE_SECONDS)
 
     # ------------------------------------------------------------------ its API
 

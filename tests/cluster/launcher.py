@@ -167,6 +167,19 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def stop_group(process: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM the process group of `process` (started with start_new_session=True),
+    SIGKILL it after `grace` seconds, and reap the process."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def _terminate(pids: dict[str, int], alive: Callable[[int], bool]) -> None:
     """Stop components in STOP_ORDER, each group with SIGTERM and, after a grace
     period, SIGKILL. The API server shuts down in about a second while etcd still

@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tests.cluster import build
+from tests.cluster.launcher import stop_group
 
 VERSITYGW = "v1.8.0"
 PACKAGE = "github.com/versity/versitygw/cmd/versitygw"
@@ -185,14 +185,7 @@ class ObjectStore:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process, STOP_GRACE_SECONDS)
 
     def storage_secret(self) -> dict[str, str]:
         """The keys a storageSecretRef Secret holds for this store, named as kserve-storage

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import signal
 import subprocess
 import time
 import urllib.error
@@ -29,6 +27,7 @@ import pytest
 from modelsync.serving.render import render
 from modelsync.serving.runtimes import MODEL_DIR, SCRATCH_DIR
 from tests.cluster import wheels
+from tests.cluster.launcher import stop_group
 from tests.cluster.objectstore import ObjectStore, free_port
 
 IMAGES = wheels.IMAGES_DIR
@@ -83,14 +82,7 @@ def serving(
     try:
         yield process
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process, 15)
 
 
 def get(url: str) -> int:
