@@ -41,6 +41,8 @@ class ModelSyncSpec:
     target_namespace: str | None = None
     rollback_write_back: bool = False
     webhook_secret_ref: str | None = None
+    # The name of a Secret of type modelsync.io/kubeconfig: apply to that cluster.
+    kube_config_secret_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ def parse_spec(data: Object, path: str = "spec") -> ModelSyncSpec:
     repo = f.obj(data, "repo", path)
     secret = f.opt_obj(repo, "secretRef", f"{path}.repo")
     webhook = f.opt_obj(data, "webhookSecretRef", path)
+    kube_config = f.opt_obj(data, "kubeConfig", path)
+    kube_secret = f.obj(kube_config, "secretRef", f"{path}.kubeConfig") if kube_config else None
     return ModelSyncSpec(
         repo=Repo(
             url=f.string(repo, "url", f"{path}.repo"),
@@ -125,6 +129,9 @@ def parse_spec(data: Object, path: str = "spec") -> ModelSyncSpec:
         ),
         webhook_secret_ref=f.string(webhook, "name", f"{path}.webhookSecretRef")
         if webhook
+        else None,
+        kube_config_secret_ref=f.string(kube_secret, "name", f"{path}.kubeConfig.secretRef")
+        if kube_secret
         else None,
     )
 

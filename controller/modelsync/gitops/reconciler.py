@@ -31,6 +31,7 @@ from modelsync.gitops import modelhealth, writeback
 from modelsync.gitops import prune as prunemod
 from modelsync.gitops import render as rendering
 from modelsync.gitops.apply import Applier, OwnershipError, inventory_of
+from modelsync.gitops.clusters import ClusterError, Clusters
 from modelsync.gitops.commitstatus import PullRequest, StatusWriter
 from modelsync.gitops.fetch import (
     Credentials,
@@ -50,6 +51,7 @@ from modelsync.gitops.status import (
     set_models_not_ready,
 )
 from modelsync.gitops.validate import check, content_errors, policy_for
+from modelsync.kube import remote as remotemod
 from modelsync.kube.client import Kube, Manifest, api_message, transient
 from modelsync.runtime.settings import OperatorSettings
 from modelsync.telemetry import logs, metrics
@@ -76,8 +78,13 @@ RETRIED_REASONS = frozenset(
         c.REASON_INTERNAL_ERROR,
         c.REASON_PRUNE_FAILED,  # an admission policy or a RoleBinding may change
         c.REASON_FORBIDDEN,
+        c.REASON_KUBECONFIG_INVALID,  # a Secret is not watched: looked at again
+        c.REASON_CLUSTER_UNREACHABLE,
     }
 )
+# A remote cluster is not watched: while a revision's models there are not Ready yet,
+# they are looked at again this soon (not an interval later).
+REMOTE_HEALTH_SECONDS = 15.0
 
 
 def retry_delay(failures: int, interval: float, jitter: float) -> float:
@@ -122,8 +129,10 @@ class SyncReconciler:
         watches: Callable[[str], bool] = lambda _: False,
         settings: OperatorSettings | None = None,
         statuses: StatusWriter | None = None,
+        clusters: Clusters | None = None,
     ) -> None:
         self.settings = settings or OperatorSettings()
+        self.clusters = clusters or Clusters(kube, self.settings)
         self.statuses = statuses  # commit statuses back to the git host (spec.notify)
         self.kube = kube
         self.fetcher = fetcher
@@ -158,6 +167,8 @@ class SyncReconciler:
             ms = self.cache.get(c.MODELSYNC_KIND, namespace, name)
             if ms is None or ms["metadata"].get("deletionTimestamp"):
                 return
+            if parse_spec(ms["spec"]).kube_config_secret_ref:
+                return  # its models are in another cluster: looked at by its syncs
             status = dict(ms.get("status") or {})
             revision = status.get("lastAppliedRevision")
             if not revision:
@@ -242,20 +253,27 @@ class SyncReconciler:
             return None
         started = self.clock()
         interval = interval_seconds(spec.interval)
+        remote = bool(spec.kube_config_secret_ref)
         with metrics.SYNC_SECONDS.labels(namespace, name).time():
             try:
                 outcome = self._sync(ms)
             except Exception as error:
                 environment = isinstance(error, kubernetes.client.ApiException) and transient(error)
-                if not environment:  # the steps turn every answer about content into errors
+                # A remote cluster gone in the middle of a sync: no answer at all.
+                gone = remote and remotemod.unreachable(error) is not None
+                if not (environment or gone):  # the steps turn answers about content into errors
                     log.exception("sync %s/%s failed", namespace, name)
                 reason = c.REASON_RETRYING if environment else c.REASON_INTERNAL_ERROR
+                reason = c.REASON_CLUSTER_UNREACHABLE if gone else reason
                 outcome = self._failed(namespace, name, interval, reason, error)
             self._record(ms, outcome, started)
         metrics.SYNCS.labels(namespace, name, outcome.reason).inc()
         for action, objects in outcome.changes.by_action().items():
             metrics.OBJECTS_APPLIED.labels(action=action).inc(len(objects))
-        return self._next_sync(namespace, name, outcome, interval)
+        delay = self._next_sync(namespace, name, outcome, interval)
+        if remote and outcome.reason == c.REASON_MODELS_NOT_READY:
+            return min(delay, REMOTE_HEALTH_SECONDS)
+        return delay
 
     def _failed(
         self, namespace: str, name: str, interval: float, reason: str, error: Exception
@@ -307,8 +325,17 @@ class SyncReconciler:
             outcome.stalled = True
             return outcome
         try:
-            writer = self._applying_as(ms)
+            # Another cluster (spec.kubeConfig): its kubeconfig's user applies there.
+            target = self.clusters.target(ms)
+            writer = target or self._applying_as(ms)
             credentials = self._credentials(meta["namespace"], spec["repo"].get("secretRef"))
+        except ClusterError as error:
+            outcome.reason, outcome.message, outcome.stalled = (
+                error.reason,
+                str(error),
+                error.stalled,
+            )
+            return outcome
         except NoAccountError as error:
             outcome.reason, outcome.message = c.REASON_SERVICE_ACCOUNT_NOT_FOUND, str(error)
             return outcome
@@ -357,11 +384,11 @@ class SyncReconciler:
             outcome.reason, outcome.message = c.REASON_RENDERER_MISSING, str(error)
             return outcome
         applier = Applier(
-            self.kube,
+            target or self.kube,
             writer,
             meta["namespace"],
             meta["name"],
-            self._cached,
+            self._cached if target is None else None,
             shard=(meta.get("labels") or {}).get(c.LABEL_SHARD, ""),
         )
         # Our own resources first, before any request (as `modelsync validate` does).
@@ -439,7 +466,9 @@ class SyncReconciler:
                 f"(selfHeal is off), see history"
             )
             return outcome
-        rolled = self._rolled_back_models(meta["namespace"], meta["name"], current)
+        # A remote cluster's models: read there, once (its cluster is not watched).
+        models = None if target is None else remote_models(target, current)
+        rolled = self._rolled_back_models(meta["namespace"], meta["name"], current, models)
         rolled_back = [f"model {md['metadata']['name']}: {message}" for md, message in rolled]
         if rolled and typed.rollback_write_back:
             outcome.write_backs, outcome.write_back_error = self._write_back(
@@ -455,7 +484,11 @@ class SyncReconciler:
             names = ", ".join(md["metadata"]["name"] for md, _ in rolled)
             outcome.headline = f"applied {revision.name}; rolled back, not as in git: {names}"
             return outcome
-        health = self._health(outcome.inventory, self._written_models(planned, changes))
+        health = (
+            self._health(outcome.inventory, self._written_models(planned, changes))
+            if models is None
+            else modelhealth.assess(outcome.inventory, lambda *key: models.get(key), bool)
+        )
         if not health.healthy:
             # Applied, but not serving yet (or no longer): Ready waits for the models;
             # their Ready changes re-queue a health refresh, not another sync.
@@ -534,20 +567,28 @@ class SyncReconciler:
         return done, ""
 
     def _rolled_back_models(
-        self, namespace: str, name: str, inventory: list[dict[str, str]]
+        self,
+        namespace: str,
+        name: str,
+        inventory: list[dict[str, str]],
+        models: dict[tuple[str, str], Manifest] | None = None,
     ) -> list[tuple[Manifest, str]]:
         """The rolled-back ModelDeployments this ModelSync applied: those of its inventory.
         Labels alone would let anyone who can label a ModelDeployment (in any namespace)
-        mark this ModelSync rolled back and have it push with this ModelSync's credentials."""
+        mark this ModelSync rolled back and have it push with this ModelSync's credentials.
+        `models`: those of a remote cluster (read there), instead of the cache."""
         ours = owned_models(inventory)
         labels = {c.LABEL_SYNC_NAME: name, c.LABEL_SYNC_NAMESPACE: namespace}
-        found = self.cache.select(
-            c.MODELDEPLOYMENT_KIND,
-            lambda md: (
-                (md["metadata"].get("namespace", ""), md["metadata"]["name"]) in ours
-                and conditions.is_true((md.get("status") or {}).get("conditions"), c.ROLLED_BACK)
-            ),
-            labels=labels,
+
+        def rolled_back(md: Manifest) -> bool:
+            return (md["metadata"].get("namespace", ""), md["metadata"]["name"]) in ours and (
+                conditions.is_true((md.get("status") or {}).get("conditions"), c.ROLLED_BACK)
+            )
+
+        found = (
+            self.cache.select(c.MODELDEPLOYMENT_KIND, rolled_back, labels=labels)
+            if models is None
+            else [md for md in models.values() if rolled_back(md)]
         )
         return [
             (md, str((conditions.find(md["status"]["conditions"], c.ROLLED_BACK) or {})["message"]))
@@ -734,6 +775,19 @@ def _describe_errors(revision: Revision, errors: list[LoadError]) -> str:
         f"revision {revision.name} rejected, nothing applied; the last applied revision "
         f"keeps running: {shown}{more}"
     )
+
+
+def remote_models(kube: Kube, inventory: list[dict[str, str]]) -> dict[tuple[str, str], Manifest]:
+    """The inventory's ModelDeployments as a remote cluster holds them: one list per
+    namespace (the kubeconfig's user may have rights in those namespaces only)."""
+    ours = owned_models(inventory)
+    found: dict[tuple[str, str], Manifest] = {}
+    for namespace in sorted({ns for ns, _ in ours}):
+        for md in kube.list_objects(c.API_VERSION, c.MODELDEPLOYMENT_KIND, "", namespace):
+            key = (md["metadata"].get("namespace", ""), md["metadata"]["name"])
+            if key in ours:
+                found[key] = md
+    return found
 
 
 def owned_models(inventory: list[dict[str, str]]) -> set[tuple[str, str]]:
