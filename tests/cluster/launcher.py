@@ -298,14 +298,16 @@ def _wait(
 # --------------------------------------------------------------------------- start / stop
 
 
-def _apiserver_args(root: Path, ports: dict[str, int], pki: pkimod.Pki) -> list[str]:
+def _apiserver_args(
+    root: Path, ports: dict[str, int], pki: pkimod.Pki, ranges: addresses.Ranges = addresses.FIRST
+) -> list[str]:
     """The API server's command line: the same at first start and at a restart."""
     return [
         f"--etcd-servers=http://127.0.0.1:{ports['etcd-client']}",
         "--bind-address=127.0.0.1",
         # The real node and its pods reach the API server there (through a forwarder
         # the node starts); the `kubernetes` Service's endpoint points at it.
-        f"--advertise-address={addresses.HOST_IP}",
+        f"--advertise-address={ranges.advertise}",
         f"--secure-port={ports['apiserver']}",
         f"--cert-dir={root / 'pki'}",
         f"--tls-cert-file={pki.serving_cert}",
@@ -315,7 +317,7 @@ def _apiserver_args(root: Path, ports: dict[str, int], pki: pkimod.Pki) -> list[
         f"--service-account-key-file={pki.service_account_public_key}",
         f"--service-account-signing-key-file={pki.service_account_key}",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={ranges.service_cidr}",
         # Reach kubelets (logs, exec) by their node IP: a node's name would be looked up
         # in the machine's DNS, outside the cluster's addresses.
         "--kubelet-preferred-address-types=InternalIP",
@@ -484,6 +486,7 @@ def start(
     log: TextIO = sys.stderr,
     timeout: float = 120.0,
     pick_ports: Callable[[int], list[int]] = free_ports,
+    ranges: addresses.Ranges = addresses.FIRST,
 ) -> Cluster:
     """Start a cluster in `root` (created if missing) and wait until a node is schedulable.
 
@@ -513,7 +516,7 @@ def start(
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
             ports = dict(zip(PORT_NAMES, pick_ports(len(PORT_NAMES)), strict=True))
-            return _start_once(root, binaries, ports, nodes, die_with_parent, log, timeout)
+            return _start_once(root, binaries, ports, nodes, die_with_parent, log, timeout, ranges)
         except PortInUseError as error:
             last_error = error
             print(
@@ -531,12 +534,13 @@ def _start_once(
     die_with_parent: bool,
     log: TextIO,
     timeout: float,
+    ranges: addresses.Ranges = addresses.FIRST,
 ) -> Cluster:
     started = time.monotonic()
     logs = root / "logs"
     logs.mkdir(exist_ok=True)
     shutil.rmtree(root / "etcd", ignore_errors=True)
-    pki = pkimod.create(root / "pki", SERVICE_IP, addresses.HOST_IP)
+    pki = pkimod.create(root / "pki", ranges.service_ip, ranges.advertise)
     server = f"https://127.0.0.1:{ports['apiserver']}"
     kubeconfig = root / "kubeconfig"
     kubeconfig.write_text(kubeconfig_yaml(server, pki))
@@ -572,7 +576,7 @@ def _start_once(
         )
         _wait("etcd", lambda: _get(etcd_url + "/health") is not None, 30, processes)
 
-        launch("kube-apiserver", binaries.kube_apiserver, _apiserver_args(root, ports, pki))
+        launch("kube-apiserver", binaries.kube_apiserver, _apiserver_args(root, ports, pki, ranges))
         apiserver_context = _ssl_context(pki)
         _wait(
             "kube-apiserver /readyz",
@@ -598,8 +602,8 @@ def _start_once(
                 # for work a real cluster spreads over many machines.
                 f"--kube-api-qps={CONTROL_PLANE_QPS}",
                 f"--kube-api-burst={CONTROL_PLANE_BURST}",
-                f"--cluster-cidr={addresses.CLUSTER_CIDR}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--cluster-cidr={ranges.cluster_cidr}",
+                f"--service-cluster-ip-range={ranges.service_cidr}",
                 "--concurrent-deployment-syncs=10",
                 "--concurrent-replicaset-syncs=10",
                 "--use-service-account-credentials=true",
@@ -642,8 +646,8 @@ def _start_once(
                 f"--config={kwok_config}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
-                f"--cidr={POD_CIDR}",
-                f"--node-ip={addresses.KWOK_NODE_IP}",
+                f"--cidr={ranges.kwok_pod_cidr}",
+                f"--node-ip={ranges.kwok_node_ip}",
                 "--node-lease-duration-seconds=40",
                 f"--server-address=127.0.0.1:{ports['kwok']}",
             ],

@@ -97,7 +97,7 @@ def test_remote_cluster_kubeconfig_user_refused(user: dict[str, Any], words: str
         ({"certificate-authority": "/etc/ca.crt"}, "use certificate-authority-data"),
         ({"proxy-url": "http://198.18.4.9:3128"}, "proxy-url is refused"),
         ({"server": "http://198.18.4.1:6443"}, "TLS only"),
-        ({"server": "https://198.18.4.2:6443"}, "not one the platform allows"),
+        ({"server": "https://198.18.4.2:6443"}, "is not allowed"),
         ({"server": "https://user@198.18.4.1:6443"}, "write https://host[:port]"),
         ({"disable-compression": True, "surprise": 1}, "unknown field"),
     ],
@@ -147,3 +147,21 @@ def test_remote_cluster_kubeconfig_not_yaml_names_the_line() -> None:
         check("a: b\n  c: [\n", ALLOWED, WHERE)
     with pytest.raises(KubeconfigError, match="not a kubeconfig"):
         check("- a\n", ALLOWED, WHERE)
+
+
+def test_remote_cluster_unreachable_reads_the_same_each_time() -> None:
+    """No memory address in the message: a retry that fails the same way writes nothing."""
+    import urllib3
+    from urllib3.connection import HTTPSConnection
+
+    from modelsync.kube.remote import unreachable
+
+    timeout = urllib3.exceptions.ConnectTimeoutError(
+        HTTPSConnection("198.18.0.251"), "Connection to 198.18.0.251 timed out."
+    )
+    wrapped = urllib3.exceptions.MaxRetryError(None, "/version", timeout)  # type: ignore[arg-type]
+    assert unreachable(wrapped) == "ConnectTimeoutError: Connection to 198.18.0.251 timed out."
+    assert unreachable(ConnectionRefusedError(111, "Connection refused")) == (
+        "ConnectionRefusedError: Connection refused"
+    )
+    assert unreachable(ValueError("content")) is None

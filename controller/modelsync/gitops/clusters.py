@@ -23,11 +23,14 @@ NAMESPACES_SETTING = "--allow-remote-clusters (chart: tenancy.allowRemoteCluster
 
 
 class ClusterError(Exception):
-    """The ModelSync's cluster cannot be used: a reason (constants) and what to do."""
+    """The ModelSync's cluster cannot be used: a reason (constants) and what to do; the
+    headline (the Ready condition's message, kept short) says what is wrong first."""
 
-    def __init__(self, reason: str, message: str, stalled: bool = False) -> None:
+    def __init__(
+        self, reason: str, message: str, stalled: bool = False, headline: str = ""
+    ) -> None:
         super().__init__(message)
-        self.reason, self.stalled = reason, stalled
+        self.reason, self.stalled, self.headline = reason, stalled, headline or message
 
 
 @dataclass(frozen=True)
@@ -58,14 +61,16 @@ class Clusters:
                 f"(platform setting {NAMESPACES_SETTING}); nothing applied — remove "
                 "spec.kubeConfig, or ask the platform team to allow this namespace",
                 stalled=True,
+                headline=f"namespace {namespace!r} may not apply to another cluster "
+                "(--allow-remote-clusters); see history",
             )
         secret = self.local.get("v1", "Secret", namespace, ref["name"])
         checked = _checked(secret, namespace, ref["name"], self.settings.remote_cluster_servers)
         assert secret is not None
         meta = secret["metadata"]
         version = (str(meta.get("uid")), str(meta.get("resourceVersion")))
-        kube = self._client((namespace, name), version, checked)
         try:
+            kube = self._client((namespace, name), version, checked)
             remote.probe(kube)
         except Exception as error:
             why = remote.unreachable(error)
@@ -75,29 +80,22 @@ class Clusters:
                 c.REASON_CLUSTER_UNREACHABLE,
                 f"cluster {checked.server} (spec.kubeConfig, Secret {ref['name']!r}) does not "
                 f"answer: {why}; nothing applied there, retrying",
+                headline=f"cluster {checked.server} does not answer: {why}",
             ) from None
         return kube
 
     def _client(
         self, key: tuple[str, str], version: tuple[str, str], checked: kubeconfig.RemoteCluster
     ) -> Kube:
+        """The ModelSync's client, made anew when its Secret changed (discovery then
+        reaches the server: raises when it does not answer)."""
         with self._lock:
             known = self._clients.get(key)
         if known is not None and known.version == version:
             return known.kube
-        try:
-            kube = remote.remote_kube(
-                checked.as_kubeconfig(), self.settings.kube_qps, self.settings.kube_burst
-            )
-        except Exception as error:
-            why = remote.unreachable(error)
-            if why is None:
-                raise
-            raise ClusterError(
-                c.REASON_CLUSTER_UNREACHABLE,
-                f"cluster {checked.server} (spec.kubeConfig) does not answer: {why}; "
-                "nothing applied there, retrying",
-            ) from None
+        kube = remote.remote_kube(
+            checked.as_kubeconfig(), self.settings.kube_qps, self.settings.kube_burst
+        )
         with self._lock:
             self._clients[key] = _Client(version, kube)
         return kube
@@ -129,7 +127,13 @@ def _checked(
         raise ClusterError(
             c.REASON_KUBECONFIG_INVALID, f"{where} key {c.KUBECONFIG_KEY!r} is not UTF-8 text"
         ) from None
+    where = f"{where} key {c.KUBECONFIG_KEY!r}"
     try:
-        return kubeconfig.check(text, servers, f"{where} key {c.KUBECONFIG_KEY!r}")
+        return kubeconfig.check(text, servers, where)
     except kubeconfig.KubeconfigError as error:
-        raise ClusterError(c.REASON_KUBECONFIG_INVALID, str(error)) from None
+        problem = str(error).removeprefix(where).lstrip(": ")
+        raise ClusterError(
+            c.REASON_KUBECONFIG_INVALID,
+            str(error),
+            headline=f"Secret {name!r}: kubeconfig refused: {problem}",
+        ) from None

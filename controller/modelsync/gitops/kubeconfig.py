@@ -164,8 +164,8 @@ def _server(cluster: dict[str, Any], allowed: tuple[str, ...], where: str) -> st
     if origin_text(found) not in allowed:
         listed = ", ".join(allowed) if allowed else "none"
         raise KubeconfigError(
-            f"{where}: server {origin_text(found)} is not one the platform allows "
-            f"({SERVERS_SETTING}: {listed}); ask the platform team to add it"
+            f"{where}: server {origin_text(found)} is not allowed (the platform's "
+            f"{SERVERS_SETTING}: {listed}); ask the platform team to add it"
         )
     return server
 

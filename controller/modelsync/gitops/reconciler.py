@@ -330,11 +330,8 @@ class SyncReconciler:
             writer = target or self._applying_as(ms)
             credentials = self._credentials(meta["namespace"], spec["repo"].get("secretRef"))
         except ClusterError as error:
-            outcome.reason, outcome.message, outcome.stalled = (
-                error.reason,
-                str(error),
-                error.stalled,
-            )
+            outcome.reason, outcome.message = error.reason, str(error)
+            outcome.stalled, outcome.headline = error.stalled, error.headline
             return outcome
         except NoAccountError as error:
             outcome.reason, outcome.message = c.REASON_SERVICE_ACCOUNT_NOT_FOUND, str(error)

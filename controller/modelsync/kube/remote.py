@@ -8,6 +8,7 @@ sync reports it and backs off.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from typing import Any
 
@@ -19,6 +20,9 @@ from modelsync.kube.client import CONNECTIONS, Kube
 
 CONNECT_SECONDS = 5.0
 REQUEST_SECONDS = 30.0
+# urllib3 names the connection object (its address in memory) in its errors: without it
+# the same failure reads the same each time, and a retry writes no new status.
+_OBJECT = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>:?\s*")
 
 
 class TimedRest:
@@ -66,8 +70,10 @@ def probe(kube: Kube) -> None:
 
 def unreachable(error: BaseException) -> str | None:
     """Why a request did not reach the server, in a line; None if it did."""
-    if isinstance(error, urllib3.exceptions.MaxRetryError):
-        return str(error.reason or error)
+    if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
+        error = error.reason
     if isinstance(error, urllib3.exceptions.HTTPError | OSError):
-        return f"{type(error).__name__}: {error}"
+        last = error.args[-1] if error.args else ""
+        text = last if isinstance(last, str) else str(error)
+        return _OBJECT.sub("", f"{type(error).__name__}: {text}")
     return None
