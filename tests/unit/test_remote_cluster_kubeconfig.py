@@ -165,3 +165,33 @@ def test_remote_cluster_unreachable_reads_the_same_each_time() -> None:
         "ConnectionRefusedError: Connection refused"
     )
     assert unreachable(ValueError("content")) is None
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [
+        ("--controllers", "gitops,serve", "name one or both of gitops, serving"),
+        ("--controllers", ",", "name one or both of gitops, serving"),
+        ("--remote-cluster-server", "http://198.18.4.1:6443", "https:// only"),
+        ("--remote-cluster-server", "https://198.18.4.1:6443/k8s", "is not an API server"),
+    ],
+)
+def test_remote_cluster_run_flags_refused(
+    flag: str, value: str, words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modelsync.cli import main as cli
+
+    assert cli.main(["run", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert flag in err
+    assert words in err
+
+
+def test_remote_cluster_run_flags_read() -> None:
+    from modelsync.cli import main as cli
+
+    assert cli._controllers(" serving ") == ("serving",)
+    assert cli._controllers("serving,gitops,serving") == ("serving", "gitops")
+    assert cli._remote_cluster_servers(("https://Prod.example.com",)) == (
+        "https://prod.example.com:443",
+    )
