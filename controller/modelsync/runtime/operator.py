@@ -712,7 +712,8 @@ def _run(
     stop: threading.Event | None,
     ready: threading.Event | None,
 ) -> bool:
-    lost = threading.Event()
+    lost, renewing_stop = threading.Event(), threading.Event()
+    lock: leader.LeaseLock | None = None
     if settings.leader_election:
         waiting = stop or _stopped_by_sigterm()
         lock = leader.LeaseLock(
@@ -735,23 +736,42 @@ def _run(
                 return True
         if pod:
             leader.mark_pod(lock.client, settings.lease_namespace, pod, leading=True)
-        threading.Thread(
-            target=leader.keep_leading, args=(lock, waiting, lost), daemon=True, name="lease"
-        ).start()
+        renewing = threading.Thread(
+            target=leader.keep_leading,
+            args=(lock, renewing_stop, lost),
+            daemon=True,
+            name="lease",
+        )
+        renewing.start()
     registry = build_registry(runtime)
 
     if settings.leader_election and stop is None:
         # Losing the lead stops this operator at once, as a SIGTERM would: kopf handles
         # that signal itself (a stop flag of ours would keep it waiting after one).
         threading.Thread(target=_stop_when, args=(lost,), daemon=True).start()
-    asyncio.run(
-        kopf.operator(
-            registry=registry,
-            standalone=True,
-            clusterwide=not settings.namespaces,
-            namespaces=list(settings.namespaces),
-            stop_flag=stop,
-            ready_flag=ready,
+    try:
+        asyncio.run(
+            kopf.operator(
+                registry=registry,
+                standalone=True,
+                clusterwide=not settings.namespaces,
+                namespaces=list(settings.namespaces),
+                stop_flag=stop,
+                ready_flag=ready,
+            )
         )
-    )
+    finally:
+        if lock is not None:
+            renewing_stop.set()
+            renewing.join()
+            if not lost.is_set():
+                _release(lock)
     return not lost.is_set()
+
+
+def _release(lock: leader.LeaseLock) -> None:
+    """Stopped cleanly (a rolling update, `helm uninstall`): hand the lead over now."""
+    try:
+        lock.release()
+    except Exception as error:  # never a reason to fail a clean stop
+        log.warning("could not release the Lease %s/%s: %s", lock.namespace, lock.name, error)
