@@ -546,8 +546,9 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             asyncio.create_task(_worker(runtime)) for _ in range(runtime.settings.workers)
         ]
         runtime.tasks.append(asyncio.create_task(_resync(runtime)))
-        runtime.tasks.append(asyncio.create_task(_relist(runtime)))
         runtime.tasks.append(asyncio.create_task(_heartbeat(runtime.health)))
+        if gitops:
+            runtime.tasks.append(asyncio.create_task(_relist(runtime)))
         if not runtime.settings.shard and gitops:
             runtime.tasks.append(asyncio.create_task(_watch_shards(runtime)))
         metrics.track_queue(lambda: len(runtime.queue or ()))
