@@ -308,6 +308,11 @@ def test_remote_cluster_one_commit_reaches_both_clusters(
     repo = environments(tmp_path, "envs")
     first = f"main@sha1:{repo.commit('iris in both clusters')}"
     tenant.kubeconfig_secret("remote-cluster", remote.tenant_kubeconfig(allowed))
+    # A ModelSync in the remote cluster itself: its serving-only operator syncs none.
+    there_api = kubernetes.client.CustomObjectsApi(remote.api)
+    body = {"apiVersion": c.API_VERSION, "kind": c.MODELSYNC_KIND, "metadata": {"name": "there"},
+            "spec": {"repo": {"url": repo.file_url}, "path": "overlays/remote"}}  # fmt: skip
+    there_api.create_namespaced_custom_object(namespace=allowed, body=body, **MS)
     tenant.sync("local", repo, "overlays/local")
     tenant.sync("remote", repo, "overlays/remote", kubeconfig="remote-cluster")
 
@@ -323,6 +328,9 @@ def test_remote_cluster_one_commit_reaches_both_clusters(
     assert ready_on("1")(there["iris-remote"])
     assert there["iris-remote"]["metadata"]["labels"][c.LABEL_SYNC_NAME] == "remote"
     assert set(tenant.models()) == {"iris-local"}  # nothing of the remote overlay here
+    # Served there (Ready above) by the operator that left the remote ModelSync alone.
+    there_ms = there_api.get_namespaced_custom_object(namespace=allowed, name="there", **MS)
+    assert not there_ms.get("status")
 
     # One commit: a second model in the base reaches both clusters.
     repo.write("base/fraud.yaml", model_yaml("fraud"))
