@@ -323,6 +323,8 @@ def test_remote_cluster_one_commit_reaches_both_clusters(
         {"apiVersion": c.API_VERSION, "kind": c.MODELDEPLOYMENT_KIND, "name": "iris-remote",
          "namespace": allowed},
     ]  # fmt: skip
+    assert (dict_condition(ms, c.HEALTHY) or {}).get("status") == "True"  # read there
+    assert not ms["status"].get("modelsNotReady")
     there = remote.models(allowed)
     assert set(there) == {"iris-remote"}
     assert ready_on("1")(there["iris-remote"])

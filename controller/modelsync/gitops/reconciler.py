@@ -144,6 +144,8 @@ class SyncReconciler:
         # conditions computed from the status it read.
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # A remote ModelSync's models as its last sync read them there (not watched).
+        self._remote_seen: dict[tuple[str, str], dict[tuple[str, str], Manifest]] = {}
         self.jitter: Callable[[], float] = lambda: random.uniform(-RETRY_JITTER, RETRY_JITTER)  # noqa: S311 - spreading retries, not security
 
     @contextmanager
@@ -219,6 +221,21 @@ class SyncReconciler:
             return found
 
         return modelhealth.assess(inventory, lookup, self.watches)
+
+    def _health_for(
+        self, ms: Manifest
+    ) -> Callable[[list[dict[str, str]]], modelhealth.ModelsHealth]:
+        """How the models of the ModelSync's inventory are: from the cache, or for a remote
+        ModelSync as its last sync read them there (not reached yet: said so)."""
+        if not parse_spec(ms["spec"]).kube_config_secret_ref:
+            return self._health
+        seen = self._remote_seen.get((ms["metadata"]["namespace"], ms["metadata"]["name"]))
+        if seen is None:
+            return lambda inventory: modelhealth.ModelsHealth(
+                len(owned_models(inventory)),
+                [(f"{ns}/{n}", "cluster not reached") for ns, n in sorted(owned_models(inventory))],
+            )
+        return lambda inventory: modelhealth.assess(inventory, lambda *key: seen.get(key), bool)
 
     def _written_models(
         self, planned: list[Planned], changes: ChangeSet
@@ -465,6 +482,8 @@ class SyncReconciler:
             return outcome
         # A remote cluster's models: read there, once (its cluster is not watched).
         models = None if target is None else remote_models(target, current)
+        if models is not None:
+            self._remote_seen[(meta["namespace"], meta["name"])] = models
         rolled = self._rolled_back_models(meta["namespace"], meta["name"], current, models)
         rolled_back = [f"model {md['metadata']['name']}: {message}" for md, message in rolled]
         if rolled and typed.rollback_write_back:
@@ -654,7 +673,7 @@ class SyncReconciler:
     # ------------------------------------------------------------------ record
 
     def _record(self, ms: Manifest, outcome: Outcome, started: datetime.datetime) -> None:
-        recorded = record(ms, outcome, started, self.clock(), self._health)
+        recorded = record(ms, outcome, started, self.clock(), self._health_for(ms))
         if recorded.event is not None:
             meta = ms["metadata"]
             event = recorded.event
