@@ -144,8 +144,8 @@ class SyncReconciler:
         # conditions computed from the status it read.
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        # A remote ModelSync's models as its last sync read them there (not watched).
-        self._remote_seen: dict[tuple[str, str], dict[tuple[str, str], Manifest]] = {}
+        # A remote ModelSync's models' health as its last sync read it there (not watched).
+        self._remote_seen: dict[tuple[str, str], modelhealth.ModelsHealth] = {}
         self.jitter: Callable[[], float] = lambda: random.uniform(-RETRY_JITTER, RETRY_JITTER)  # noqa: S311 - spreading retries, not security
 
     @contextmanager
@@ -230,12 +230,12 @@ class SyncReconciler:
         if not parse_spec(ms["spec"]).kube_config_secret_ref:
             return self._health
         seen = self._remote_seen.get((ms["metadata"]["namespace"], ms["metadata"]["name"]))
-        if seen is None:
-            return lambda inventory: modelhealth.ModelsHealth(
-                len(owned_models(inventory)),
-                [(f"{ns}/{n}", "cluster not reached") for ns, n in sorted(owned_models(inventory))],
-            )
-        return lambda inventory: modelhealth.assess(inventory, lambda *key: seen.get(key), bool)
+        if seen is not None:
+            return lambda _: seen
+        return lambda inventory: modelhealth.ModelsHealth(
+            len(owned_models(inventory)),
+            [(f"{ns}/{n}", "cluster not reached") for ns, n in sorted(owned_models(inventory))],
+        )
 
     def _written_models(
         self, planned: list[Planned], changes: ChangeSet
@@ -481,9 +481,12 @@ class SyncReconciler:
             )
             return outcome
         # A remote cluster's models: read there, once (its cluster is not watched).
-        models = None if target is None else remote_models(target, current)
+        inventory = outcome.inventory or []
+        models = None if target is None else remote_models(target, inventory)
         if models is not None:
-            self._remote_seen[(meta["namespace"], meta["name"])] = models
+            self._remote_seen[(meta["namespace"], meta["name"])] = modelhealth.assess(
+                inventory, lambda *key: models.get(key), bool
+            )
         rolled = self._rolled_back_models(meta["namespace"], meta["name"], current, models)
         rolled_back = [f"model {md['metadata']['name']}: {message}" for md, message in rolled]
         if rolled and typed.rollback_write_back:
@@ -503,7 +506,7 @@ class SyncReconciler:
         health = (
             self._health(outcome.inventory, self._written_models(planned, changes))
             if models is None
-            else modelhealth.assess(outcome.inventory, lambda *key: models.get(key), bool)
+            else self._remote_seen[(meta["namespace"], meta["name"])]
         )
         if not health.healthy:
             # Applied, but not serving yet (or no longer): Ready waits for the models;
