@@ -132,12 +132,14 @@ def _patch_files(snapshot: Path, env: Environment) -> tuple[str, list[str]]:
         )
     relative = kustomization.relative_to(snapshot).as_posix()
     document = yaml.safe_load(kustomization.read_text()) or {}
-    listed = [str(p.get("path")) for p in document.get("patches") or [] if isinstance(p, dict)]
+    listed = [
+        str(p["path"])
+        for p in document.get("patches") or []
+        if isinstance(p, dict) and p.get("path")
+    ]
     listed += [str(p) for p in document.get("patchesStrategicMerge") or [] if "\n" not in str(p)]
     files = []
     for name in listed:
-        if name == "None":
-            continue
         joined = os.path.normpath(PurePosixPath(env.path, name).as_posix())
         if (snapshot / joined).is_file():
             files.append(joined)
