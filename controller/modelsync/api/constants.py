@@ -58,6 +58,11 @@ LABEL_SYNC_NAME: Final = f"{GROUP}/sync-name"
 # applies; without it, the unsharded operator does (Flux's sharding.fluxcd.io/key).
 LABEL_SHARD: Final = f"{GROUP}/shard"
 LABEL_SYNC_NAMESPACE: Final = f"{GROUP}/sync-namespace"
+# On a ModelSync of environments.yaml: the environment it applies (`modelsync promote
+# --from/--to`); without it, the ModelSync's name is the environment's.
+LABEL_ENVIRONMENT: Final = f"{GROUP}/environment"
+# The branch `modelsync promote` commits on: <prefix><model>-<version>.
+PROMOTE_BRANCH_PREFIX: Final = "modelsync/promote/"
 ANNOTATION_RECONCILE_REQUESTED: Final = f"{GROUP}/reconcile-requested-at"
 # On a live object that no ModelSync created: "<namespace>/<name>" of the one ModelSync
 # allowed to take it over.
