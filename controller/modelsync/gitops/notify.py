@@ -28,6 +28,7 @@ import concurrent.futures
 import datetime
 import logging
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -180,7 +181,10 @@ class Notifier:
         except notices.RefusedError as error:  # names the address's origin at most
             self._failed(delivery, where, str(error), "refused")
             return
-        secrets = (address, token.decode(errors="replace"))
+        # What a receiver's answer must not carry into an Event or a log line: its address
+        # and the path of it (a Slack webhook's path is its credential), and the HMAC key.
+        path = urllib.parse.urlsplit(address).path
+        secrets = (address, path if len(path) > 1 else "", token.decode(errors="replace"))
         if receiver.type == c.RECEIVER_WEBHOOK:
             headers, body = notices.webhook_request(item, token)
         else:
