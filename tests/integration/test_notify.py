@@ -370,7 +370,8 @@ def test_notify_write_back_failed_once_when_the_git_server_refuses_the_push(
     syncs: Syncs, models: Models, read_only_server: GitHttpServer, receiver: Receiver
 ) -> None:
     """A rollback whose write-back the git server refuses (its repository is read-only):
-    one signed WriteBackFailed, and no second one when the ModelSync syncs again."""
+    one signed WriteBackFailed (beside the model's RolledBack), and no second one when the
+    ModelSync syncs again."""
     server = read_only_server
     key = "hmac-" + secrets.token_hex(8)
     receiver_secret(syncs, "hook", f"http://127.0.0.1:{receiver.server_address[1]}/hook", key)
@@ -388,7 +389,7 @@ def test_notify_write_back_failed_once_when_the_git_server_refuses_the_push(
                 {
                     "type": "webhook",
                     "secretRef": {"name": "hook"},
-                    "events": [c.NOTICE_WRITE_BACK_FAILED],
+                    "events": [c.NOTICE_WRITE_BACK_FAILED, c.NOTICE_ROLLED_BACK],
                 }
             ]
         },
@@ -400,12 +401,16 @@ def test_notify_write_back_failed_once_when_the_git_server_refuses_the_push(
     syncs.request("prod")
     models.wait("iris", rolled_back, timeout=DEADLINE + 30)
 
-    [failed] = notified(receiver.wait_count("/hook", 1), key)
-    assert failed["kind"] == c.NOTICE_WRITE_BACK_FAILED, failed
+    # The model's rollback and the ModelSync's write-back are told apart, in either order.
+    told = {n["kind"]: n for n in notified(receiver.wait_count("/hook", 2), key)}
+    assert set(told) == {c.NOTICE_WRITE_BACK_FAILED, c.NOTICE_ROLLED_BACK}, told
+    back, failed = told[c.NOTICE_ROLLED_BACK], told[c.NOTICE_WRITE_BACK_FAILED]
+    assert (back["model"], back["modelNamespace"]) == ("iris", syncs.namespace), back
     assert failed["revision"] == f"main@sha1:{bad}", failed
     assert failed["reason"] == c.REASON_WRITE_BACK_FAILED, failed
     assert "could not push" in failed["message"], failed
-    assert failed["model"] == "", failed
+    assert (failed["model"], failed["modelNamespace"]) == ("", ""), failed
+    assert failed["namespace"] == back["namespace"] == syncs.namespace
     # Synced again, still failing: nothing new to tell.
     token = syncs.request("prod")
     ms = syncs.wait(
@@ -414,4 +419,4 @@ def test_notify_write_back_failed_once_when_the_git_server_refuses_the_push(
         "another sync",
     )
     assert (dict_condition(ms, c.WRITE_BACK) or {}).get("status") == "False", ms
-    assert len(receiver.at("/hook")) == 1
+    assert len(receiver.at("/hook")) == 2

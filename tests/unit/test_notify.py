@@ -245,3 +245,25 @@ def test_notify_a_full_queue_drops_and_counts_by_receiver_type() -> None:
         notifier.shutdown()
     assert (dropped("webhook"), dropped("slack")) == (before[0] + 1, before[1] + 1)
     assert calls == []  # dropped before any Secret is read or Event posted
+
+
+def test_notify_a_model_in_a_target_namespace_is_named_with_its_own_namespace() -> None:
+    """`namespace` stays the ModelSync's; `modelNamespace` is where the model serves (its
+    ModelDeployment's, spec.targetNamespace), "" for the ModelSync's own outcomes."""
+    state = State(c.NOTICE_ROLLED_BACK, REV, c.REASON_CRASH_LOOP, "crash")
+    elsewhere = notices.notice("id-1", state, "team", "prod", "iris", "t", "serving")
+    data = json.loads(notices.webhook_request(elsewhere, b"key")[1])
+    assert (data["namespace"], data["modelsync"]) == ("team", "prod")
+    assert (data["modelNamespace"], data["model"]) == ("serving", "iris")
+    assert "model_namespace" not in data
+    assert (
+        "model serving/iris of ModelSync team/prod" in notices.slack_request(elsewhere)[1].decode()
+    )
+
+    here = notices.notice("id-2", state, "team", "prod", "iris", "t", "team")
+    assert json.loads(notices.webhook_request(here, b"key")[1])["modelNamespace"] == "team"
+    assert "model iris of ModelSync team/prod" in notices.slack_request(here)[1].decode()
+
+    rejected = State(c.NOTICE_REVISION_REJECTED, REV, c.REASON_VALIDATION_FAILED, "bad")
+    own = notices.notice("id-3", rejected, "team", "prod", "", "t", "team")
+    assert json.loads(notices.webhook_request(own, b"key")[1])["modelNamespace"] == ""

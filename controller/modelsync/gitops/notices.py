@@ -139,18 +139,38 @@ class Notice:
     reason: str
     message: str
     time: str
+    # The model's own namespace (its ModelDeployment's: spec.targetNamespace, when the
+    # ModelSync has one), "" with `model`; `namespace` stays the ModelSync's.
+    model_namespace: str = ""
 
     @property
     def severity(self) -> str:
         return "info" if self.kind == c.NOTICE_RECOVERED else "error"
 
 
-def notice(id_: str, state: State, namespace: str, modelsync: str, model: str, time: str) -> Notice:
+def notice(
+    id_: str,
+    state: State,
+    namespace: str,
+    modelsync: str,
+    model: str,
+    time: str,
+    model_namespace: str = "",
+) -> Notice:
     message = " ".join(state.message.split())
     if len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 1] + "…"
     return Notice(
-        id_, state.kind, namespace, modelsync, model, state.revision, state.reason, message, time
+        id_,
+        state.kind,
+        namespace,
+        modelsync,
+        model,
+        state.revision,
+        state.reason,
+        message,
+        time,
+        model_namespace if model else "",
     )
 
 
@@ -186,7 +206,9 @@ def check_address(address: str, allowed: tuple[str, ...]) -> str:
 def webhook_request(item: Notice, token: bytes) -> tuple[dict[str, str], bytes]:
     """A generic webhook's headers and body: the JSON of the notice, signed as our own
     generic webhook receiver checks it (X-Modelsync-Signature, X-Modelsync-Delivery)."""
-    body = json.dumps({**asdict(item), "severity": item.severity}, sort_keys=True).encode()
+    data = asdict(item)
+    data["modelNamespace"] = data.pop("model_namespace")  # spelt as the CRDs spell fields
+    body = json.dumps({**data, "severity": item.severity}, sort_keys=True).encode()
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "modelsync",
@@ -199,7 +221,10 @@ def webhook_request(item: Notice, token: bytes) -> tuple[dict[str, str], bytes]:
 
 def slack_request(item: Notice) -> tuple[dict[str, str], bytes]:
     """A Slack-compatible incoming webhook's request: one line of mrkdwn text."""
-    subject = f"model {item.model}" if item.model else "revision"
+    model = item.model
+    if model and item.model_namespace and item.model_namespace != item.namespace:
+        model = f"{item.model_namespace}/{model}"  # served elsewhere (spec.targetNamespace)
+    subject = f"model {model}" if model else "revision"
     where = f"ModelSync {item.namespace}/{item.modelsync}"
     mark = ":white_check_mark:" if item.severity == "info" else ":rotating_light:"
     text = f"{mark} *{item.kind}*: {subject} of {where} at `{item.revision}`: {item.message}"

@@ -120,16 +120,20 @@ class Notifier:
                 return
             self._said[subject], told = notices.follow(self._said[subject], state)
         if told is not None and (ms := owner()) is not None:
-            self._tell(ms, told, meta["name"])
+            self._tell(ms, told, meta["name"], subject[1])
 
-    def _tell(self, ms: dict[str, Any], state: notices.State, model: str) -> None:
+    def _tell(
+        self, ms: dict[str, Any], state: notices.State, model: str, model_namespace: str = ""
+    ) -> None:
         try:
             receivers = typed.parse_receivers((ms.get("spec") or {}).get("notify") or {})
         except FieldError:
             return  # the API server's schema stands in the way of such a spec
         meta = ms["metadata"]
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        item = notices.notice(str(uuid.uuid4()), state, meta["namespace"], meta["name"], model, now)
+        item = notices.notice(
+            str(uuid.uuid4()), state, meta["namespace"], meta["name"], model, now, model_namespace
+        )
         for receiver in receivers:
             if notices.wanted(receiver.events, item.kind):
                 self._enqueue(Delivery(ms, receiver, item))
