@@ -828,6 +828,14 @@ def _live_model(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] |
     "besides its repository's own host (repeat for more; default: none)",
 )
 @click.option(
+    "--notification-endpoint",
+    "notification_endpoints",
+    multiple=True,
+    callback=lambda _ctx, _param, values: _notification_endpoints(values),
+    help="a receiver (scheme://host:port) that spec.notify.receivers may post notifications "
+    "to (repeat for more; default: none, every receiver is refused)",
+)
+@click.option(
     "--default-service-account",
     default=OperatorSettings.default_service_account,
     metavar="NAME",
@@ -976,6 +984,7 @@ def run(
     kube_burst: int,
     analysis_endpoints: tuple[str, ...],
     commit_status_api_urls: tuple[str, ...],
+    notification_endpoints: tuple[str, ...],
     default_service_account: str,
     apply_as_operator: bool,
     allow_other_namespaces: tuple[str, ...],
@@ -1032,6 +1041,7 @@ def run(
         kube_burst=kube_burst,
         analysis_endpoints=analysis_endpoints,
         commit_status_api_urls=commit_status_api_urls,
+        notification_endpoints=notification_endpoints,
         default_service_account=default_service_account,
         apply_as_operator=apply_as_operator,
         allow_other_namespaces=allow_other_namespaces,
@@ -1082,6 +1092,15 @@ def _analysis_endpoints(values: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(parse_endpoint(value) for value in values)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--analysis-endpoint") from None
+
+
+def _notification_endpoints(values: tuple[str, ...]) -> tuple[str, ...]:
+    from modelsync.gitops.notices import parse_endpoint
+
+    try:
+        return tuple(parse_endpoint(value) for value in values)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--notification-endpoint") from None
 
 
 def _commit_status_api_urls(values: tuple[str, ...]) -> tuple[str, ...]:
