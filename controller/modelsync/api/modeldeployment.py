@@ -311,7 +311,9 @@ def _validation(data: Object | None, path: str) -> Validation | None:
                 path=f.string(sample, "path", f"{path}.samples"),
                 method=f.string(sample, "method", f"{path}.samples", Sample.method),
                 body=sample.get("body"),
-                expect=_expect(f.obj(sample, "expect", f"{path}.samples"), f"{path}.samples.expect"),
+                expect=_expect(
+                    f.obj(sample, "expect", f"{path}.samples"), f"{path}.samples.expect"
+                ),
             )
             for sample in f.objects(data, "samples", path)
         ),

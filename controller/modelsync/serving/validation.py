@@ -61,12 +61,11 @@ def find(document: object, steps: tuple[Step, ...]) -> tuple[bool, object]:
     """(found, value) at `steps` of a parsed JSON document."""
     current = document
     for step in steps:
-        if isinstance(step, int) and isinstance(current, list) and step < len(current):
-            current = current[step]
-        elif isinstance(step, str) and isinstance(current, dict) and step in current:
-            current = current[step]
-        else:
+        indexed = isinstance(step, int) and isinstance(current, list) and step < len(current)
+        named = isinstance(step, str) and isinstance(current, dict) and step in current
+        if not (indexed or named):
             return False, None
+        current = current[step]  # type: ignore[index]
     return True, current
 
 
@@ -164,9 +163,7 @@ def _check_json(check: JsonCheck, document: object) -> str:
             return f"expected {check.path} a number near {expected}, got {_quote(actual)}"
         distance = abs(float(actual) - float(expected))
         if math.isnan(distance) or distance > check.tolerance:
-            return (
-                f"expected {check.path} == {expected} ± {check.tolerance:g}, got {actual}"
-            )
+            return f"expected {check.path} == {expected} ± {check.tolerance:g}, got {actual}"
         return ""
     if not same(check.equals, actual):
         return f"expected {check.path} == {_quote(check.equals)}, got {_quote(actual)}"
