@@ -4,6 +4,7 @@ inlining of sample files (gitops/samples.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from pathlib import Path
@@ -15,7 +16,8 @@ from modelsync.api import constants as c
 from modelsync.api.modeldeployment import JsonCheck, parse_spec
 from modelsync.gitops import samples
 from modelsync.gitops.load import load
-from modelsync.serving import validation
+from modelsync.serving import gate, rollout, validation
+from modelsync.serving.reconciler import validation_due
 from modelsync.serving.render import render
 from modelsync.serving.validation import Answer, PathError, Result
 
@@ -240,3 +242,113 @@ def test_sample_files_are_bounded_per_file_and_per_model(tmp_path: Path) -> None
     _, errors = inline(tmp_path, ["bad.body.json"])
     assert len(errors) == 1, errors
     assert "bad.body.json: not JSON" in errors[0], errors
+
+
+def gated_pod(
+    name: str, spec_hash: str, reason: str = "", message: str = "", ip: str = "198.18.96.9"
+) -> dict[str, Any]:
+    conditions = [{"type": "ContainersReady", "status": "True"}]
+    if reason:
+        status = "True" if reason == c.REASON_SAMPLES_PASSED else "False"
+        conditions.append(
+            {"type": c.CONDITION_VALIDATED, "status": status, "reason": reason, "message": message}
+        )
+    return {
+        "metadata": {"name": name, "labels": {c.LABEL_SPEC_HASH: spec_hash}},
+        "status": {"podIP": ip, "hostIP": "198.18.0.2", "conditions": conditions},
+    }
+
+
+def past_deadline() -> dict[str, Any]:
+    return {
+        "metadata": {"generation": 2},
+        "spec": {"progressDeadlineSeconds": 90},
+        "status": {
+            "observedGeneration": 2,
+            "conditions": [
+                {"type": "Progressing", "reason": "ProgressDeadlineExceeded", "message": "m"}
+            ],
+        },
+    }
+
+
+def test_a_pod_that_failed_its_samples_fails_the_rollout_with_their_words() -> None:
+    said = "0 of 1 samples passed (1 needed): sample setosa (POST /x): expected HTTP 200, got 500"
+    pods = [gated_pod("old", "aaa", c.REASON_SAMPLES_FAILED, "old"), gated_pod("new", "bbb")]
+    assert rollout.detect_failure(None, pods, "bbb", max_restarts=3) is None
+    pods.append(gated_pod("new-2", "bbb", c.REASON_SAMPLES_FAILED, said))
+    failure = rollout.detect_failure(None, pods, "bbb", max_restarts=3)
+    assert failure == rollout.Failure(
+        c.REASON_SAMPLES_FAILED, f"pod new-2 failed validation: {said}"
+    )
+
+
+def test_an_unreachable_pod_fails_the_rollout_at_the_deadline_with_that_reason() -> None:
+    said = "pod 198.18.96.9:8080 unreachable: Connection refused"
+    pods = [gated_pod("new", "bbb", c.REASON_POD_UNREACHABLE, said)]
+    assert rollout.detect_failure(None, pods, "bbb", max_restarts=3) is None
+    failure = rollout.detect_failure(past_deadline(), pods, "bbb", max_restarts=3)
+    assert failure == rollout.Failure(
+        c.REASON_POD_UNREACHABLE,
+        f"not validated within progressDeadlineSeconds=90: pod new: {said}",
+    )
+    other = rollout.detect_failure(past_deadline(), [gated_pod("new", "bbb")], "bbb", 3)
+    assert other is not None
+    assert other.reason == c.REASON_PROGRESS_DEADLINE_EXCEEDED
+
+
+def test_the_gate_looks_at_loaded_pods_not_yet_decided_and_never_at_the_node() -> None:
+    assert validation_due(gated_pod("p", "h"))
+    assert validation_due(gated_pod("p", "h", c.REASON_POD_UNREACHABLE))
+    assert not validation_due(gated_pod("p", "h", c.REASON_SAMPLES_PASSED))
+    assert not validation_due(gated_pod("p", "h", c.REASON_SAMPLES_FAILED))
+    assert not validation_due(gated_pod("p", "h", ip=""))
+    loading = gated_pod("p", "h")
+    loading["status"]["conditions"][0]["status"] = "False"
+    assert not validation_due(loading)
+    assert gate.address_refusal("198.18.96.9", "198.18.0.2") == ""
+    assert "hostNetwork" in gate.address_refusal("198.18.0.2", "198.18.0.2")
+    assert gate.address_refusal("127.0.0.1", "198.18.0.2")
+    assert gate.address_refusal("169.254.169.254", "198.18.0.2")
+    assert gate.address_refusal("None", "198.18.0.2")
+
+
+def test_samples_are_sent_bounded_in_size_and_time_to_a_real_server() -> None:
+    """A server on loopback that answers, answers too much, or never answers."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        body = json.loads(await reader.readexactly(length))
+        if body == "slow":
+            await asyncio.sleep(5)
+        answer = json.dumps({"got": body}).encode()
+        if body == "big":
+            answer = b" " * (gate.BODY_LIMIT + 10)
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + answer)
+        await writer.drain()
+        writer.close()
+
+    def sample(body: object) -> Any:
+        return parse_spec(
+            {**spec(), "validation": {"samples": [{"name": "s", "path": "/p", "body": body}]}}
+        ).validation.samples[0]  # type: ignore[union-attr]
+
+    async def run() -> list[Answer]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            answers = [
+                await gate.send(sample(body), "127.0.0.1", port, 1.0)
+                for body in ({"x": 1}, "big", "slow")
+            ]
+        server.close()
+        closed = await gate.send(sample(1), "127.0.0.1", port, 1.0)
+        return [*answers, closed]
+
+    ok, big, slow, closed = asyncio.run(run())
+    assert (ok.status, json.loads(ok.body), ok.error) == (200, {"got": {"x": 1}}, "")
+    assert big.error.startswith("answer refused: answer longer than"), big
+    assert slow.error == "no whole answer within 1s", slow
+    assert closed.unreachable, closed
+    assert closed.error.startswith("pod 127.0.0.1:"), closed
