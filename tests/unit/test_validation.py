@@ -16,6 +16,7 @@ from modelsync.api import constants as c
 from modelsync.api.modeldeployment import JsonCheck, parse_spec
 from modelsync.gitops import samples
 from modelsync.gitops.load import load
+from modelsync.runtime.operator import pod_trigger
 from modelsync.serving import gate, rollout, validation
 from modelsync.serving.reconciler import validation_due
 from modelsync.serving.render import render
@@ -352,3 +353,17 @@ def test_samples_are_sent_bounded_in_size_and_time_to_a_real_server() -> None:
     assert slow.error == "no whole answer within 1s", slow
     assert closed.unreachable, closed
     assert closed.error.startswith("pod 127.0.0.1:"), closed
+
+
+def test_a_gated_pod_is_looked_at_again_when_what_the_gate_waits_on_changes() -> None:
+    plain = gated_pod("p", "h")
+    assert pod_trigger(plain) == (0,)  # no gate: only its restarts matter, as before
+    gated = {**plain, "spec": {"readinessGates": [{"conditionType": c.CONDITION_VALIDATED}]}}
+    before = pod_trigger(gated)
+    passed = copy.deepcopy(gated)
+    passed["status"]["conditions"].append(
+        {"type": c.CONDITION_VALIDATED, "status": "True", "reason": c.REASON_SAMPLES_PASSED}
+    )
+    moved = copy.deepcopy(gated)
+    moved["status"]["podIP"] = "198.18.96.10"
+    assert len({before, pod_trigger(passed), pod_trigger(moved)}) == 3
