@@ -6,8 +6,9 @@ workers as analysis.py does: a reconcile asks for the pod's verdict, gets None
 while the samples run, and the model is queued again when they are done. Each
 request is bounded every way: one connection per sample over HTTP/1.0 (no
 redirect followed, no keep-alive), `timeoutSeconds` from connect to the last
-byte, at most BODY_LIMIT bytes of answer read. Only an address the pod's own
-status gives is asked, and never the node's (a host-network pod shares it).
+byte (and POD_DEADLINE_SECONDS for all the samples of a pod), at most BODY_LIMIT
+bytes of answer read. Only an address the pod's own status gives is asked, and
+never the node's (a host-network pod shares it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from modelsync.serving.validation import Answer, Verdict
 BODY_LIMIT = 1024 * 1024  # an answer to one sample
 CONCURRENCY = 8  # pods validated at once (each holds one socket at a time)
 RETRY_SECONDS = 5.0  # before an unreachable pod is tried again
+# All the samples of one pod, at most: a slot is not one tenant's for 32 samples x 60 s.
+POD_DEADLINE_SECONDS = 120.0
 
 
 def address_refusal(pod_ip: str, host_ip: str) -> str:
@@ -141,8 +144,14 @@ class Gate:
             self._slots = asyncio.Semaphore(CONCURRENCY)
         answers: list[Answer] = []
         async with self._slots:
+            ends = time.monotonic() + POD_DEADLINE_SECONDS
             for sample in wanted.samples:
-                answer = await send(sample, *target, float(wanted.timeout_seconds))
+                left = min(float(wanted.timeout_seconds), ends - time.monotonic())
+                if left <= 0:
+                    spent = f"not sent: the pod's {POD_DEADLINE_SECONDS:g}s for all samples ran out"
+                    answers.append(Answer(error=spent))
+                    continue
+                answer = await send(sample, *target, left)
                 answers.append(answer)
                 if answer.unreachable:
                     break
