@@ -473,8 +473,8 @@ class ServingReconciler:
             typed = modeldeployment.parse_spec(spec).validation if spec else None
             if typed is None:
                 continue  # a pod of a spec this model no longer knows: its own gate stays
-            status = pod.get("status") or {}
-            refused = gate.address_refusal(str(status.get("podIP")), str(status.get("hostIP")))
+            found = pod.get("status") or {}
+            refused = gate.address_refusal(str(found.get("podIP")), str(found.get("hostIP")))
             port = int(rendered.service["spec"]["ports"][0]["port"])
             verdict = (
                 Verdict(Result.UNREACHABLE, refused)
@@ -483,7 +483,7 @@ class ServingReconciler:
                     (c.MODELDEPLOYMENT_KIND, meta["namespace"], meta["name"]),
                     (meta["namespace"], pod["metadata"]["name"]),
                     (spec_hash, pod["metadata"].get("uid")),
-                    (str(status["podIP"]), port),
+                    (str(found["podIP"]), port),
                     typed,
                 )
             )
