@@ -31,6 +31,7 @@ from modelsync.api import constants as c
 from modelsync.gitops import modelhealth
 from modelsync.gitops.commitstatus import StatusWriter
 from modelsync.gitops.fetch import GitFetcher
+from modelsync.gitops.notify import Notifier
 from modelsync.gitops.reconciler import SyncReconciler, fetch_cache_dir, owned_models
 from modelsync.kube import client as kubemod
 from modelsync.kube import leader
@@ -74,6 +75,7 @@ class Operator:
     reconciler: ServingReconciler | None = None
     syncer: SyncReconciler | None = None
     statuses: StatusWriter | None = None
+    notifier: Notifier | None = None
     executor: concurrent.futures.ThreadPoolExecutor | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     loop: asyncio.AbstractEventLoop | None = None
@@ -489,6 +491,24 @@ def _owning_sync(
     return sync
 
 
+def _notify_model(
+    runtime: Operator, body: dict[str, Any], owner: Callable[[], tuple[str, str] | None] | None
+) -> None:
+    """Hand a ModelDeployment's news to the notifier (`owner` None: it is gone)."""
+    if runtime.notifier is None:
+        return
+    if owner is None:
+        meta = body.get("metadata") or {}
+        runtime.notifier.forget(c.MODELDEPLOYMENT_KIND, meta.get("namespace", ""), meta["name"])
+        return
+
+    def owning_sync() -> dict[str, Any] | None:
+        sync = owner()
+        return runtime.cache.get(c.MODELSYNC_KIND, *sync) if sync else None
+
+    runtime.notifier.observe_model(body, owning_sync)
+
+
 def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - one registration per watched kind
     """kopf handlers bound to one Operator (tests run several operators in one process)."""
     registry = kopf.OperatorRegistry()
@@ -545,6 +565,13 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             ),
             runtime.settings.commit_status_api_urls,
         )
+        runtime.notifier = Notifier(
+            kube.get,
+            lambda ms, reason, note, warning: kube.event(
+                ms, c.MODELSYNC_KIND, reason, note, action="Notify", warning=warning
+            ),
+            runtime.settings.notification_endpoints,
+        )
         runtime.syncer = SyncReconciler(
             kube,
             fetcher,
@@ -552,6 +579,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             watches=lambda namespace: not patterns or namespace_matches(namespace, patterns),
             settings=runtime.settings,
             statuses=runtime.statuses,
+            notifier=runtime.notifier,
         )
         runtime.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=runtime.settings.workers, thread_name_prefix="reconcile"
@@ -579,6 +607,8 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             runtime.executor.shutdown(wait=True, cancel_futures=True)
         if runtime.statuses is not None:
             runtime.statuses.shutdown()
+        if runtime.notifier is not None:
+            runtime.notifier.shutdown()
 
     def enqueue(key: Hashable) -> None:
         if runtime.queue is not None:
@@ -602,6 +632,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             if runtime.ready_seen.pop((namespace or "", name), None) and (sync := owner()):
                 enqueue((HEALTH_KEY, *sync))
             runtime.md_triggers.pop((namespace or "", name), None)
+            _notify_model(runtime, dict(body), None)
             if runtime.reconciler is not None:
                 runtime.reconciler.analyses.forget((c.MODELDEPLOYMENT_KIND, namespace, name))
             metrics.model_gone(namespace or "", name)
@@ -618,6 +649,9 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             runtime.rolled_back_seen[key] = now
             if sync := owner():
                 enqueue((c.MODELSYNC_KIND, *sync))
+        # Rolled back, failed, recovered: told to the receivers of the ModelSync that
+        # applied it (found only when there is news; serving/ knows nothing of this).
+        _notify_model(runtime, dict(body), owner)
         # Ready for its current spec, or no longer: its ModelSync's Healthy (and Ready)
         # follow, from the cache (a refresh, not a sync: git has not changed).
         ready = modelhealth.model_ready(dict(body))[0]
@@ -635,6 +669,8 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             runtime.cache.delete(c.MODELSYNC_KIND, namespace, name)
             if runtime.statuses is not None:
                 runtime.statuses.forget(namespace, name)
+            if runtime.notifier is not None:
+                runtime.notifier.forget(c.MODELSYNC_KIND, namespace, name)
             return
         previous = runtime.cache.get(c.MODELSYNC_KIND, namespace, name)
         runtime.cache.put(c.MODELSYNC_KIND, dict(body))

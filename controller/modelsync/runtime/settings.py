@@ -192,6 +192,13 @@ class OperatorSettings:
     github.com) unless apiURL names one of these; any other apiURL is refused before a
     connection. Empty: only the repository's own host."""
 
+    notification_endpoints: tuple[str, ...] = field(default_factory=tuple)
+    """Receivers, as scheme://host:port, that notifications (spec.notify.receivers) may
+    be posted to (e.g. "https://hooks.slack.com"). A receiver's address (from its Secret)
+    must match one in scheme, host and port exactly, or it is refused before any
+    connection; empty means none. An allow-list of its own, not the analysis endpoints':
+    a Prometheus that may be queried is no place to post to, nor the reverse."""
+
     def render_settings(self) -> rendering.RenderSettings:
         return rendering.RenderSettings(
             kustomize=self.kustomize,

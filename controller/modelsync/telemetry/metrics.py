@@ -52,6 +52,14 @@ COMMIT_STATUSES = Counter(
     ["provider", "result"],
     registry=REGISTRY,
 )
+NOTIFICATIONS = Counter(
+    "modelsync_notifications_total",
+    "Notifications to receivers (spec.notify.receivers), by receiver type and result: sent, "
+    "retried (a 5xx or no answer; sent again with the same id), failed, refused (its Secret "
+    "or its address not allowed), dropped (the queue was full).",
+    ["type", "result"],
+    registry=REGISTRY,
+)
 RECONCILES = Counter(
     "modelsync_reconciles_total",
     "ModelDeployment reconciliations, by result.",
