@@ -41,6 +41,7 @@ from modelsync.runtime import probes, shards
 from modelsync.runtime import server as server_mod
 from modelsync.runtime.settings import OperatorSettings, namespace_matches
 from modelsync.serving.analysis import Analyses
+from modelsync.serving.gate import Gate
 from modelsync.serving.reconciler import OWNED_KINDS, ServingReconciler
 from modelsync.serving.render import Images
 from modelsync.telemetry import metrics
@@ -81,10 +82,11 @@ class Operator:
     kube: kubemod.Kube | None = None
     rolled_back_seen: dict[tuple[str, str], str] = field(default_factory=dict)
     ready_seen: dict[tuple[str, str], bool] = field(default_factory=dict)
-    # What last made each ModelDeployment worth a reconcile, and each pod's restarts: our
-    # own status writes and a pod's ordinary progress come back as events too.
+    # What last made each ModelDeployment worth a reconcile, and each pod's restarts (and
+    # inference gate, pod_trigger): our own status writes and a pod's ordinary progress
+    # come back as events too.
     md_triggers: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
-    pod_restarts: dict[tuple[str, str], int] = field(default_factory=dict)
+    pod_restarts: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
     health: probes.Health = field(default_factory=probes.Health)
     tokens: dict[tuple[str, str], tuple[float, bytes | None]] = field(default_factory=dict)
     uncached: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = field(
@@ -374,6 +376,25 @@ def restart_count(pod: dict[str, Any]) -> int:
     return count
 
 
+def pod_trigger(pod: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes a pod worth a look: its restarts (restart_count) and, for a pod with
+    the inference gate (spec.validation), what the gate waits on: an address, its
+    containers ready (the model loaded), the gate's own condition."""
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    gates = {gate.get("conditionType") for gate in spec.get("readinessGates") or []}
+    if c.CONDITION_VALIDATED not in gates:
+        return (restart_count(pod),)
+    conditions = {cond.get("type"): cond for cond in status.get("conditions") or []}
+    gate = conditions.get(c.CONDITION_VALIDATED) or {}
+    return (
+        restart_count(pod),
+        status.get("podIP"),
+        (conditions.get("ContainersReady") or {}).get("status"),
+        gate.get("status"),
+        gate.get("reason"),
+    )
+
+
 class NoDiffBase(kopf.DiffBaseStorage):
     """The operator has event handlers only: nothing compares an object with its last
     handled state, and building that state deep-copied every body of every event."""
@@ -529,6 +550,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
                 storage_initializer=runtime.settings.storage_initializer_image,
                 pull_policy=runtime.settings.image_pull_policy,
             ),
+            gate=Gate(runtime.loop, runtime.enqueue_threadsafe),
         )
         fetcher = GitFetcher(
             fetch_cache_dir(runtime.settings.git_cache_dir),
@@ -674,13 +696,16 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             else:
                 runtime.cache.put(kind, dict(body))
             if kind == "Pod":
-                # Pods matter for their restarts and failed downloads only (a failing
-                # revision); their Deployment's own events tell everything else.
-                key, restarts = (namespace or "", name), restart_count(dict(body))
+                # Pods matter for their restarts and failed downloads (a failing
+                # revision) and their inference gate only; their Deployment's own events
+                # tell everything else.
+                key, restarts = (namespace or "", name), pod_trigger(dict(body))
                 if type == "DELETED":
                     runtime.pod_restarts.pop(key, None)
+                    if runtime.reconciler is not None and runtime.reconciler.gate is not None:
+                        runtime.reconciler.gate.forget(key)
                     return
-                if runtime.pod_restarts.get(key, 0) == restarts:
+                if runtime.pod_restarts.get(key, (0,)) == restarts:
                     return
                 runtime.pod_restarts[key] = restarts
             enqueue((c.MODELDEPLOYMENT_KIND, namespace, labels[c.LABEL_DEPLOYMENT]))
