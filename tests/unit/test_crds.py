@@ -56,9 +56,9 @@ def test_printer_columns_answer_what_runs() -> None:
 
 SCHEMA_KEYS = {
     "type", "description", "properties", "required", "items", "enum", "default", "format",
-    "minimum", "maximum", "minLength", "maxLength", "pattern", "maxItems", "maxProperties",
-    "additionalProperties", "anyOf", "x-kubernetes-validations", "x-kubernetes-list-type",
-    "x-kubernetes-list-map-keys", "x-kubernetes-preserve-unknown-fields",
+    "minimum", "maximum", "minLength", "maxLength", "pattern", "minItems", "maxItems",
+    "maxProperties", "additionalProperties", "anyOf", "x-kubernetes-validations",
+    "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-preserve-unknown-fields",
     "x-kubernetes-int-or-string",
 }  # fmt: skip
 
