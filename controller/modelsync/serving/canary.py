@@ -52,6 +52,95 @@ def split(total: int, weight: int) -> tuple[int, int]:
     return canary, max(1, total - canary)
 
 
+def scaled(value: int | str | None, total: int, default: str, *, up: bool) -> int:
+    """A RollingUpdate int-or-percent (maxSurge, maxUnavailable) as a count of `total`
+    pods, rounded as the Deployment controller rounds it: up for a surge, down for
+    unavailability."""
+    text = str(default if value is None else value)
+    if not text.endswith("%"):
+        return max(0, int(text))
+    share = total * int(text[:-1]) / 100
+    return max(0, math.ceil(share) if up else math.floor(share))
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What a canary must keep serving, from the spec: `total` pods wanted (git's
+    replicas, or the autoscaler's count now), at least `floor` of them available
+    throughout, at most `chunk` pods added at a time (maxSurge, at least one)."""
+
+    total: int
+    floor: int
+    chunk: int
+    autoscaled: bool = False
+    ceiling: int = 0  # autoscaled: the canary's pods at most (maxReplicas)
+
+
+def capacity(
+    total: int,
+    max_surge: int | str | None,
+    max_unavailable: int | str | None,
+    min_replicas: int | None = None,
+    max_replicas: int = 0,
+) -> Capacity:
+    """The bound of a model's canary. With `min_replicas` (autoscaled) the floor is the
+    autoscaler's minimum and the stable Deployment's replicas are never written."""
+    total = max(1, total)
+    chunk = max(1, scaled(max_surge, total, "25%", up=True))
+    if min_replicas is not None:
+        return Capacity(total, min(total, min_replicas), chunk, True, max(1, max_replicas))
+    return Capacity(total, total - scaled(max_unavailable, total, "0", up=False), chunk)
+
+
+@dataclass(frozen=True)
+class Tracks:
+    """The two Deployments as they are: the canary's wanted and available pods, the
+    stable Deployment's wanted pods."""
+
+    canary: int = 0
+    canary_available: int = 0
+    stable: int = 0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What to write for one look: the canary's replicas, the stable's (None: not ours,
+    the autoscaler's), and whether the step's sizes are reached with every canary pod
+    available (only then do its pause and analysis count)."""
+
+    canary: int
+    stable: int | None
+    sized: bool
+
+
+def targets(cap: Capacity, weight: int) -> tuple[int, int]:
+    """(canary, stable) pods at `weight` percent. Autoscaled, the stable Deployment
+    keeps the autoscaler's count and the canary joins it in the weight's ratio."""
+    if not cap.autoscaled:
+        return split(cap.total, weight)
+    if weight >= 100:
+        return min(cap.ceiling, cap.total), cap.total
+    wanted = math.ceil(cap.total * weight / (100 - weight))
+    return max(1, min(cap.ceiling, wanted)), cap.total
+
+
+def size(cap: Capacity, weight: int, live: Tracks) -> Sizes:
+    """The next sizes towards `weight`, never giving up capacity: the stable Deployment
+    shrinks only by canary pods already available, and the canary grows at most
+    `chunk` pods beyond what serves. Level-based (from the live Deployments alone), so
+    a restart or a lost canary pod is met by the same rule: a canary pod that stops
+    being available gives its place back to the stable Deployment."""
+    want_canary, want_stable = targets(cap, weight)
+    ready = min(live.canary_available, live.canary)
+    if cap.autoscaled:
+        canary = min(want_canary, ready + cap.chunk)
+        return Sizes(canary, None, canary == live.canary == ready == want_canary)
+    stable = max(want_stable, cap.total - ready)
+    canary = min(want_canary, cap.total + cap.chunk - stable)
+    sized = canary == live.canary == ready == want_canary and stable == live.stable
+    return Sizes(canary, stable, sized)
+
+
 def canary_deployment(deployment: dict[str, Any], replicas: int) -> dict[str, Any]:
     """The new revision's Deployment as a canary: its own name, its pods marked."""
     canary: dict[str, Any] = json.loads(json.dumps(deployment))  # a deep copy of plain data
@@ -194,11 +283,11 @@ def analysis_due(
     state: dict[str, Any],
     steps: tuple[CanaryStep, ...],
     now: datetime.datetime,
-    available: int,
-    canary_replicas: int,
+    sized: bool,
 ) -> bool:
-    """The step is to be judged: its canary pods are available and its pause is over."""
-    return available >= canary_replicas and _elapsed(state, now) >= _pause(state, steps)
+    """The step is to be judged: both tracks have its sizes, every canary pod is
+    available (`Sizes.sized`), and its pause is over."""
+    return sized and _elapsed(state, now) >= _pause(state, steps)
 
 
 def advance(
@@ -206,8 +295,7 @@ def advance(
     steps: tuple[CanaryStep, ...],
     analysis: Analysis | None,
     now: datetime.datetime,
-    available: int,
-    canary_replicas: int,
+    sized: bool,
     verdict: Verdict | None,
     query_deadline: float,
 ) -> Look:
@@ -215,7 +303,7 @@ def advance(
     answer on this step (None while its query runs, or when it was not due); without
     `analysis` (None), the caller passes a PASS. `query_deadline` bounds a query's wait."""
     state = dict(state)
-    if available < canary_replicas:
+    if not sized:
         return Look(state, NOT_AVAILABLE_WAIT)
     pause, elapsed = _pause(state, steps), _elapsed(state, now)
     if elapsed < pause:

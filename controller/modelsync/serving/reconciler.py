@@ -355,18 +355,9 @@ class ServingReconciler:
         steps = typed.rollout.steps or (CanaryStep(weight=100),)
         now = self.clock()
         state = canary.state_for(status.get("canary"), wanted.spec_hash, steps, now)
-        autoscaling, replicas = typed.autoscaling, typed.replicas
-        total = autoscaling.min_replicas if autoscaling else (1 if replicas is None else replicas)
-        canary_replicas, stable_replicas = canary.split(total, int(state["weight"]))
         stable_md = stable_model(md)
         stable = self._render(stable_md)
-        stable_deployment = {
-            **stable.deployment,
-            "spec": {**stable.deployment["spec"], "replicas": stable_replicas},
-        }
-        track = canary.canary_deployment(wanted.deployment, canary_replicas)
-        for obj in (stable.service, stable_deployment, track):
-            self._converge(stable_md, obj, stable)
+        sizes = self._size_tracks(md, typed, int(state["weight"]), stable, wanted)
         name = meta["name"] + canary.CANARY_SUFFIX
         live = self.cache.get("Deployment", meta["namespace"], name)
         pods = self.cache.owned("Pod", meta["namespace"], meta["name"])
@@ -378,14 +369,13 @@ class ServingReconciler:
             self._roll_back(md, wanted, revision, failure, limit)
             return None
         available = int(((live or {}).get("status") or {}).get("availableReplicas") or 0)
-        due = canary.analysis_due(state, steps, now, available, canary_replicas)
+        due = canary.analysis_due(state, steps, now, sizes.sized)
         look = canary.advance(
             state,
             steps,
             typed.rollout.analysis,
             now,
-            available,
-            canary_replicas,
+            sizes.sized,
             self._analyse(md, state, rollout_spec) if due else None,
             self.analyses.deadline,
         )
@@ -398,7 +388,7 @@ class ServingReconciler:
         message = (
             f"canary of version {spec['model']['version']} ({revision}): step "
             f"{min(int(state['step']) + 1, len(steps))} of {len(steps)}, weight "
-            f"{state['weight']}%, {available} of {canary_replicas} canary replicas "
+            f"{state['weight']}%, {available} of {sizes.canary} canary replicas "
             "available" + (f"; {state['lastAnalysis']}" if state["lastAnalysis"] else "")
         )
         self._report(
@@ -412,6 +402,44 @@ class ServingReconciler:
             ],
         )
         return wait
+
+    def _size_tracks(
+        self,
+        md: Manifest,
+        typed: modeldeployment.ModelDeploymentSpec,
+        weight: int,
+        stable: Rendered,
+        wanted: Rendered,
+    ) -> canary.Sizes:
+        """Size both tracks for `weight` without giving up capacity (canary.size): the
+        canary grows first, the stable Deployment shrinks by what the canary serves. An
+        autoscaled model's stable replicas are never written (the autoscaler owns them)."""
+        meta = md["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        live_stable = self.cache.get("Deployment", namespace, name) or {}
+        live_canary = self.cache.get("Deployment", namespace, name + canary.CANARY_SUFFIX) or {}
+        autoscaling = typed.autoscaling
+        if autoscaling is not None:
+            total = int((live_stable.get("spec") or {}).get("replicas") or 0)
+            total = max(total, autoscaling.min_replicas)
+        else:
+            total = 1 if typed.replicas is None else typed.replicas
+        cap = canary.capacity(
+            total,
+            typed.rollout.max_surge,
+            typed.rollout.max_unavailable,
+            autoscaling.min_replicas if autoscaling else None,
+            autoscaling.max_replicas if autoscaling else 0,
+        )
+        sizes = canary.size(cap, weight, tracks_of(live_canary, live_stable))
+        stable_deployment = dict(stable.deployment)
+        if sizes.stable is not None:
+            stable_deployment["spec"] = {**stable.deployment["spec"], "replicas": sizes.stable}
+        track = canary.canary_deployment(wanted.deployment, sizes.canary)
+        stable_md = stable_model(md)
+        for obj in (stable.service, stable_deployment, track):
+            self._converge(stable_md, obj, stable)
+        return sizes
 
     def _analyse(
         self, md: Manifest, state: Manifest, rollout_spec: Manifest
@@ -432,10 +460,15 @@ class ServingReconciler:
         self.cache.delete("Deployment", meta["namespace"], name)
 
     def _remove_canary(self, md: Manifest) -> bool:
-        """No canary under way: a canary Deployment left over goes (after a promotion)."""
+        """No canary under way: a canary Deployment left over goes (after a promotion) -
+        once the stable Deployment has rolled out and is available, so that the canary's
+        pods serve until the promoted ones do."""
         meta = md["metadata"]
         name = meta["name"] + canary.CANARY_SUFFIX
         if self.cache.get("Deployment", meta["namespace"], name) is None:
+            return False
+        stable = self.cache.get("Deployment", meta["namespace"], meta["name"])
+        if not health.assess(stable).ready:
             return False
         self._end_canary(md)
         return True
@@ -634,3 +667,16 @@ def serving_now(deployment: Manifest | None) -> Manifest:
     if annotations.get(c.ANNOTATION_REVISION):
         found["servingRevision"] = str(annotations[c.ANNOTATION_REVISION])
     return found
+
+
+def tracks_of(live_canary: Manifest, live_stable: Manifest) -> canary.Tracks:
+    """The two Deployments' sizes as the canary's sizing reads them. A canary pod counts
+    as available once its Deployment's controller has seen the current spec."""
+    spec, status = live_canary.get("spec") or {}, live_canary.get("status") or {}
+    generation = int((live_canary.get("metadata") or {}).get("generation") or 0)
+    seen = int(status.get("observedGeneration") or 0) >= generation
+    return canary.Tracks(
+        canary=int(spec.get("replicas") or 0),
+        canary_available=int(status.get("availableReplicas") or 0) if seen else 0,
+        stable=int((live_stable.get("spec") or {}).get("replicas") or 0),
+    )
