@@ -114,3 +114,11 @@ def test_an_autoscaled_model_never_has_its_stable_replicas_written() -> None:
 def test_a_lost_canary_pod_gives_its_place_back_to_the_stable_track() -> None:
     cap = capacity(4, None, None)
     assert size(cap, 50, Tracks(canary=2, canary_available=1, stable=2)) == Sizes(2, 3, False)
+
+
+def test_the_canary_never_shrinks_within_a_step() -> None:
+    """Seen on kwok: a canary whose status lagged was cut back, and a serving pod went."""
+    cap = capacity(4, None, None)
+    assert size(cap, 50, Tracks(canary=2, canary_available=0, stable=3)).canary == 2
+    unsettled = Tracks(canary=2, canary_available=2, stable=2, canary_settled=False)
+    assert size(cap, 50, unsettled) == Sizes(2, 2, False)  # serving, not judged yet

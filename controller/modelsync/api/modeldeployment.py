@@ -67,14 +67,33 @@ class CanaryStep:
 
 
 @dataclass(frozen=True)
-class Analysis:
-    prometheus_url: str
+class AnalysisQuery:
+    """One of spec.rollout.analysis.queries (or its one `query`, named "query")."""
+
+    name: str
     query: str
     threshold: float
+    comparison: str = "LessThan"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    prometheus_url: str
+    query: str = ""
+    threshold: float = 0.0
     inconclusive: str = "Hold"
     comparison: str = "LessThan"
     interval_seconds: int = 30
     failure_limit: int = 1
+    queries: tuple[AnalysisQuery, ...] = ()
+    headers_secret: str | None = None
+    post_promotion_seconds: int = 0
+
+    def all_queries(self) -> tuple[AnalysisQuery, ...]:
+        """Every query judged: `queries`, or the one `query` with its threshold."""
+        if self.queries:
+            return self.queries
+        return (AnalysisQuery("query", self.query, self.threshold, self.comparison),)
 
 
 @dataclass(frozen=True)
@@ -201,14 +220,30 @@ def _autoscaling(data: Object | None, path: str) -> Autoscaling | None:
 def _analysis(data: Object | None, path: str) -> Analysis | None:
     if data is None:
         return None
+    secret = f.opt_obj(data, "headersSecretRef", path)
     return Analysis(
         prometheus_url=f.string(data, "prometheusURL", path),
-        query=f.string(data, "query", path),
-        threshold=f.number(data, "threshold", path),
+        query=f.string(data, "query", path, Analysis.query),
+        threshold=f.number(data, "threshold", path, Analysis.threshold),
         inconclusive=f.string(data, "inconclusive", path, Analysis.inconclusive),
         comparison=f.string(data, "comparison", path, Analysis.comparison),
         interval_seconds=f.integer(data, "intervalSeconds", path, Analysis.interval_seconds),
         failure_limit=f.integer(data, "failureLimit", path, Analysis.failure_limit),
+        queries=tuple(
+            AnalysisQuery(
+                name=f.string(item, "name", f"{path}.queries"),
+                query=f.string(item, "query", f"{path}.queries"),
+                threshold=f.number(item, "threshold", f"{path}.queries"),
+                comparison=f.string(
+                    item, "comparison", f"{path}.queries", AnalysisQuery.comparison
+                ),
+            )
+            for item in f.objects(data, "queries", path)
+        ),
+        headers_secret=f.string(secret, "name", f"{path}.headersSecretRef") if secret else None,
+        post_promotion_seconds=f.integer(
+            data, "postPromotionSeconds", path, Analysis.post_promotion_seconds
+        ),
     )
 
 

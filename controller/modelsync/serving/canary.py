@@ -9,9 +9,11 @@ with `analysis`, the Prometheus query is on the right side of the threshold.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import math
+import re
 import urllib.parse
 from dataclasses import dataclass
 from enum import Enum
@@ -100,6 +102,9 @@ class Tracks:
     canary: int = 0
     canary_available: int = 0
     stable: int = 0
+    # The canary's controller has seen its spec and every pod is of it: until then its
+    # available pods still serve (they count for capacity) but do not judge a step.
+    canary_settled: bool = True
 
 
 @dataclass(frozen=True)
@@ -132,13 +137,16 @@ def size(cap: Capacity, weight: int, live: Tracks) -> Sizes:
     being available gives its place back to the stable Deployment."""
     want_canary, want_stable = targets(cap, weight)
     ready = min(live.canary_available, live.canary)
+    # Within a step the canary never shrinks: a pod of it removed would be capacity
+    # lost (the stable track grows back only as fast as its pods start).
+    keep = min(live.canary, want_canary)
+    settled = live.canary_settled and ready == want_canary
     if cap.autoscaled:
-        canary = min(want_canary, ready + cap.chunk)
-        return Sizes(canary, None, canary == live.canary == ready == want_canary)
+        canary = max(keep, min(want_canary, ready + cap.chunk))
+        return Sizes(canary, None, settled and canary == live.canary)
     stable = max(want_stable, cap.total - ready)
-    canary = min(want_canary, cap.total + cap.chunk - stable)
-    sized = canary == live.canary == ready == want_canary and stable == live.stable
-    return Sizes(canary, stable, sized)
+    canary = max(keep, min(want_canary, cap.total + cap.chunk - stable))
+    return Sizes(canary, stable, settled and canary == live.canary and stable == live.stable)
 
 
 def canary_deployment(deployment: dict[str, Any], replicas: int) -> dict[str, Any]:
@@ -230,6 +238,74 @@ def judge_answer(analysis: dict[str, Any], status: int, body: bytes) -> Verdict:
 
 def unanswered(analysis: dict[str, Any], why: str) -> Verdict:
     return Verdict(Result.INCONCLUSIVE, f"query {analysis['query']!r}: {why}")
+
+
+def queries_of(analysis: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each query of spec.rollout.analysis as one the endpoint is asked (its URL, query,
+    threshold, comparison): `queries`, or the one `query` with its threshold."""
+    url = analysis["prometheusURL"]
+    listed = analysis.get("queries") or [
+        {
+            "name": "query",
+            "query": analysis["query"],
+            "threshold": analysis["threshold"],
+            "comparison": analysis.get("comparison", "LessThan"),
+        }
+    ]
+    return [{**item, "prometheusURL": url} for item in listed]
+
+
+def combine(verdicts: list[Verdict]) -> Verdict:
+    """All queries' verdicts as one: any failure fails (and is named first), else any
+    query without an answer holds, else it passes."""
+    for result in (Result.FAIL, Result.INCONCLUSIVE):
+        worst = [v.message for v in verdicts if v.result is result]
+        if worst:
+            return Verdict(result, "; ".join(worst))
+    return Verdict(Result.PASS, "; ".join(v.message for v in verdicts))
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
+# Set by the operator on every request, or about the connection: never the Secret's.
+_OWN_HEADERS = frozenset(
+    ("host", "content-length", "transfer-encoding", "connection", "accept", "user-agent")
+)
+HEADERS_LIMIT = 8 * 1024  # bytes of headers from a Secret, names and values
+
+
+def analysis_headers(secret: dict[str, Any] | None, namespace: str, name: str) -> dict[str, str]:
+    """The request headers of a Secret named by spec.rollout.analysis.headersSecretRef:
+    each key a header, its value the header's value. Only a Secret of our own type is
+    read (never a service-account token or a Secret made for something else), and
+    only headers that cannot change the request's framing. ValueError says why not."""
+    where = f"Secret {namespace}/{name} (spec.rollout.analysis.headersSecretRef)"
+    if secret is None:
+        raise ValueError(f"{where} does not exist")
+    kind = secret.get("type") or "Opaque"
+    if kind != c.SECRET_TYPE_ANALYSIS_HEADERS:
+        raise ValueError(
+            f"{where} has type {kind!r}; only Secrets of type "
+            f"{c.SECRET_TYPE_ANALYSIS_HEADERS!r} are sent to Prometheus: kubectl create secret "
+            f"generic {name} --type={c.SECRET_TYPE_ANALYSIS_HEADERS} "
+            "--from-literal=Authorization='Bearer ...'"
+        )
+    headers: dict[str, str] = {}
+    for key, encoded in sorted((secret.get("data") or {}).items()):
+        try:
+            value = base64.b64decode(str(encoded), validate=True).decode().strip()
+        except (ValueError, UnicodeError):
+            raise ValueError(f"{where}: the value of {key!r} is not UTF-8 text") from None
+        if not _TOKEN.match(key) or key.lower() in _OWN_HEADERS:
+            raise ValueError(
+                f"{where}: {key!r} cannot be a request header (a header name of at most 64 "
+                f"characters, not one of {', '.join(sorted(_OWN_HEADERS))})"
+            )
+        if any(ch in value for ch in "\r\n\0"):
+            raise ValueError(f"{where}: the value of {key!r} holds a line break or NUL")
+        headers[key] = value
+    if sum(len(k) + len(v) + 4 for k, v in headers.items()) > HEADERS_LIMIT:
+        raise ValueError(f"{where}: its headers are longer than {HEADERS_LIMIT} bytes")
+    return headers
 
 
 # ------------------------------------------------------------------ the step machine
@@ -333,3 +409,89 @@ def advance(
             return Look(state, interval, failed)
         return Look(state, interval)
     return Look(state, interval)  # inconclusive: hold, never promote on no evidence
+
+
+# ------------------------------------------------------------------ after the promotion
+# status.postPromotion: {specHash, startedAt, checks, failures, lastAnalysis, lastCheckAt,
+# previousSpec, previousSpecHash, previousRevision}. Its start is in status, so a
+# restarted operator watches on for what is left of the window, no longer.
+
+
+@dataclass(frozen=True)
+class WatchLook:
+    """One look at the watch after a promotion: the state to keep (None: the window is
+    over, the watch ends), when to look again, and why it failed (then the model goes
+    back to the previous stable spec)."""
+
+    state: dict[str, Any] | None
+    wait: float | None
+    failed: str | None = None
+
+
+def watch_start(spec_hash: str, previous: dict[str, Any], now: datetime.datetime) -> dict[str, Any]:
+    """The watch of a promotion of `spec_hash`; `previous` holds the status's stable
+    spec, hash and revision from before it (what a failure restores)."""
+    return {
+        "specHash": spec_hash,
+        "startedAt": timestamp(now),
+        "checks": 0,
+        "failures": 0,
+        "lastAnalysis": "",
+        "lastCheckAt": "",
+        "previousSpec": previous.get("stableSpec"),
+        "previousSpecHash": previous.get("stableSpecHash"),
+        "previousRevision": previous.get("stableRevision"),
+    }
+
+
+def _seconds_since(text: str, now: datetime.datetime) -> float:
+    return (now - datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))).total_seconds()
+
+
+def watch_due(state: dict[str, Any], analysis: Analysis, now: datetime.datetime) -> bool:
+    """A check is due: the window is open and an interval passed since the last check
+    (or since the promotion)."""
+    if _seconds_since(str(state["startedAt"]), now) >= analysis.post_promotion_seconds:
+        return False
+    last = str(state.get("lastCheckAt") or state["startedAt"])
+    return _seconds_since(last, now) >= analysis.interval_seconds
+
+
+def watch_look(
+    state: dict[str, Any],
+    analysis: Analysis,
+    now: datetime.datetime,
+    verdict: Verdict | None,
+    query_deadline: float,
+) -> WatchLook:
+    """One look at the watch: end it when its window is over, else wait for the next
+    check or its answer, and count failures as a canary step does."""
+    remaining = analysis.post_promotion_seconds - _seconds_since(str(state["startedAt"]), now)
+    if remaining <= 0:
+        return WatchLook(None, None)
+    interval = float(analysis.interval_seconds)
+    if not watch_due(state, analysis, now):
+        last = str(state.get("lastCheckAt") or state["startedAt"])
+        return WatchLook(state, min(interval - _seconds_since(last, now), remaining))
+    if verdict is None:
+        return WatchLook(state, query_deadline + 1.0)  # the answer queues the model again
+    state = {
+        **state,
+        "checks": int(state["checks"]) + 1,
+        "lastCheckAt": timestamp(now),
+        "lastAnalysis": verdict.message,
+    }
+    if verdict.result is Result.PASS:
+        state["failures"] = 0
+    elif verdict.result is Result.FAIL or analysis.inconclusive == "Fail":
+        state["failures"] = int(state["failures"]) + 1
+        if int(state["failures"]) > analysis.failure_limit:
+            elapsed = analysis.post_promotion_seconds - remaining
+            return WatchLook(
+                state,
+                None,
+                f"analysis after the promotion failed {state['failures']} times "
+                f"({elapsed:.0f}s into its {analysis.post_promotion_seconds}s watch): "
+                f"{verdict.message}",
+            )
+    return WatchLook(state, min(interval, remaining))

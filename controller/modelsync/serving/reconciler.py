@@ -178,12 +178,20 @@ class ServingReconciler:
             return None
         if in_canary(md, wanted):
             return self._canary(md, wanted)
+        wait: float | None = None
+        watch = status.get("postPromotion")
+        if watch and watch.get("specHash") == wanted.spec_hash:
+            rolled_back, wait = self._watch_promotion(md, wanted, watch)
+            if rolled_back:
+                return None
+            meta = md["metadata"]
+            md = self.cache.get(c.MODELDEPLOYMENT_KIND, meta["namespace"], meta["name"]) or md
         changed = self._apply(md, wanted)
         changed = self._remove_canary(md) or changed
         if self._judge(md, wanted):
             return None
         metrics.RECONCILES.labels(result="applied" if changed else "unchanged").inc()
-        return None
+        return wait if wait is not None else self._watch_started(md, wanted)
 
     def _apply(self, md: Manifest, rendered: Rendered) -> bool:
         """Converge every serving object of `rendered`; True when something was written."""
@@ -234,6 +242,7 @@ class ServingReconciler:
                 "stableSpecHash": wanted.spec_hash,
                 "stableRevision": revision,
                 "canary": None,
+                "postPromotion": self._watch_start(md, wanted),
                 "history": rollout.remember(
                     status.get("history"),
                     self._entry(md, wanted, revision, c.HISTORY_SUCCEEDED, "rolled out"),
@@ -287,10 +296,18 @@ class ServingReconciler:
         return False
 
     def _roll_back(
-        self, md: Manifest, wanted: Rendered, revision: str, failure: rollout.Failure, limit: int
+        self,
+        md: Manifest,
+        wanted: Rendered,
+        revision: str,
+        failure: rollout.Failure,
+        limit: int,
+        restore: Manifest | None = None,
     ) -> None:
-        status = md.get("status") or {}
-        stable_md = stable_model(md)
+        """Back to the stable spec in status, or to `restore` (stableSpec, stableSpecHash,
+        stableRevision: the one before a promotion that its watch found failing)."""
+        status = {**(md.get("status") or {}), **(restore or {})}
+        stable_md = stable_model({**md, "status": status})
         stable = self._render(stable_md)
         self._apply(stable_md, stable)
         version = md["spec"]["model"]["version"]
@@ -312,6 +329,7 @@ class ServingReconciler:
         metrics.ROLLBACKS.labels(meta["namespace"], meta["name"], failure.reason).inc()
         entry = self._entry(md, wanted, revision, c.HISTORY_ROLLED_BACK, failure.message)
         extra = {
+            **(restore or {}),
             "failedRevision": wanted.spec_hash,
             "failedGitRevision": revision,
             "canary": None,
@@ -343,6 +361,61 @@ class ServingReconciler:
             "result": result,
             "message": message[:1024],
         }
+
+    # ------------------------------------------------------------------ after promotion
+
+    def _watch_start(self, md: Manifest, wanted: Rendered) -> Manifest | None:
+        """The watch a promotion starts (spec.rollout.analysis.postPromotionSeconds), or
+        None: no such analysis, or no earlier stable version to go back to."""
+        status = md.get("status") or {}
+        analysis = modeldeployment.parse_spec(md["spec"]).rollout.analysis
+        if analysis is None or analysis.post_promotion_seconds <= 0:
+            return None
+        if not status.get("stableSpec"):
+            return None
+        return canary.watch_start(wanted.spec_hash, status, self.clock())
+
+    def _watch_started(self, md: Manifest, wanted: Rendered) -> float | None:
+        """A promotion just started its watch: when to make its first check."""
+        meta = md["metadata"]
+        now = self.cache.get(c.MODELDEPLOYMENT_KIND, meta["namespace"], meta["name"]) or md
+        watch = (now.get("status") or {}).get("postPromotion") or {}
+        analysis = modeldeployment.parse_spec(md["spec"]).rollout.analysis
+        if watch.get("specHash") != wanted.spec_hash or analysis is None:
+            return None
+        return float(analysis.interval_seconds)
+
+    def _watch_promotion(
+        self, md: Manifest, wanted: Rendered, watch: Manifest
+    ) -> tuple[bool, float | None]:
+        """One look at the watch after a promotion: query when a check is due, end the
+        watch when its window is over, roll back to the spec before the promotion when
+        the analysis fails. Returns (rolled back, when to look again)."""
+        spec = md["spec"]
+        typed = modeldeployment.parse_spec(spec)
+        analysis, now = typed.rollout.analysis, self.clock()
+        if analysis is None or analysis.post_promotion_seconds <= 0:
+            look = canary.WatchLook(None, None)  # taken out of the spec: the watch ends
+        else:
+            due = canary.watch_due(watch, analysis, now)
+            attempt = ("post", wanted.spec_hash, int(watch.get("checks") or 0))
+            raw = (spec.get("rollout") or {})["analysis"]
+            verdict = self._query(md, raw, attempt) if due else None
+            look = canary.watch_look(watch, analysis, now, verdict, self.analyses.deadline)
+        if look.failed is not None:
+            restore = {
+                "stableSpec": watch.get("previousSpec"),
+                "stableSpecHash": watch.get("previousSpecHash"),
+                "stableRevision": watch.get("previousRevision"),
+                "postPromotion": None,
+            }
+            failure = rollout.Failure(c.REASON_POST_PROMOTION_ANALYSIS_FAILED, look.failed)
+            revision = current_revision(md, wanted.spec_hash)
+            self._roll_back(md, wanted, revision, failure, typed.rollback.history_limit, restore)
+            return True, None
+        if look.state != watch:
+            self._write_status(md, {**(md.get("status") or {}), "postPromotion": look.state})
+        return False, look.wait
 
     # ------------------------------------------------------------------ canary
 
@@ -448,10 +521,37 @@ class ServingReconciler:
         analysis = rollout_spec.get("analysis")
         if not analysis:
             return canary.Verdict(canary.Result.PASS, "")
+        attempt = (state["specHash"], int(state["step"]), int(state["failures"]))
+        return self._query(md, analysis, attempt)
+
+    def _query(
+        self, md: Manifest, analysis: Manifest, attempt: tuple[Any, ...]
+    ) -> canary.Verdict | None:
+        """The verdict of `attempt` of the analysis, or None while its queries run. The
+        headers Secret is read once per attempt, when its queries start."""
         meta = md["metadata"]
         key = (c.MODELDEPLOYMENT_KIND, meta["namespace"], meta["name"])
-        attempt = (state["specHash"], int(state["step"]), int(state["failures"]))
-        return self.analyses.verdict(key, attempt, analysis)
+        if self.analyses.started(key, attempt):
+            return self.analyses.verdict(key, attempt, analysis)
+        try:
+            headers = self._analysis_headers(meta["namespace"], analysis)
+        except ValueError as error:
+            queries = canary.queries_of(analysis)
+            return canary.combine([canary.unanswered(query, str(error)) for query in queries])
+        return self.analyses.verdict(key, attempt, analysis, headers)
+
+    def _analysis_headers(self, namespace: str, analysis: Manifest) -> dict[str, str]:
+        name = str((analysis.get("headersSecretRef") or {}).get("name") or "")
+        if not name:
+            return {}
+        try:
+            secret = self.kube.get("v1", "Secret", namespace, name)
+        except kubernetes.client.ApiException as error:  # 403: tenant access not enabled
+            raise ValueError(
+                f"Secret {namespace}/{name} (spec.rollout.analysis.headersSecretRef) could "
+                f"not be read: HTTP {error.status}"
+            ) from None
+        return canary.analysis_headers(secret, namespace, name)
 
     def _end_canary(self, md: Manifest) -> None:
         meta = md["metadata"]
@@ -670,13 +770,14 @@ def serving_now(deployment: Manifest | None) -> Manifest:
 
 
 def tracks_of(live_canary: Manifest, live_stable: Manifest) -> canary.Tracks:
-    """The two Deployments' sizes as the canary's sizing reads them. A canary pod counts
-    as available once its Deployment's controller has seen the current spec."""
+    """The two Deployments' sizes as the canary's sizing reads them."""
     spec, status = live_canary.get("spec") or {}, live_canary.get("status") or {}
     generation = int((live_canary.get("metadata") or {}).get("generation") or 0)
-    seen = int(status.get("observedGeneration") or 0) >= generation
+    replicas = int(spec.get("replicas") or 0)
     return canary.Tracks(
-        canary=int(spec.get("replicas") or 0),
-        canary_available=int(status.get("availableReplicas") or 0) if seen else 0,
+        canary=replicas,
+        canary_available=int(status.get("availableReplicas") or 0),
         stable=int((live_stable.get("spec") or {}).get("replicas") or 0),
+        canary_settled=int(status.get("observedGeneration") or 0) >= generation
+        and int(status.get("updatedReplicas") or 0) >= replicas,
     )
