@@ -510,8 +510,9 @@ class ServingReconciler:
             stable_deployment["spec"] = {**stable.deployment["spec"], "replicas": sizes.stable}
         track = canary.canary_deployment(wanted.deployment, sizes.canary)
         stable_md = stable_model(md)
-        for obj in (stable.service, stable_deployment, track):
-            self._converge(stable_md, obj, stable)
+        self._converge(stable_md, stable.service, stable)
+        for obj in (stable_deployment, track):
+            self._converge(stable_md, obj, stable, sizing=True)
         return sizes
 
     def _analyse(
@@ -575,8 +576,12 @@ class ServingReconciler:
 
     # ------------------------------------------------------------------ objects
 
-    def _converge(self, md: Manifest, desired: Manifest, rendered: Rendered) -> bool:
-        """Apply `desired` if the live object lacks any of it. True when it wrote."""
+    def _converge(
+        self, md: Manifest, desired: Manifest, rendered: Rendered, *, sizing: bool = False
+    ) -> bool:
+        """Apply `desired` if the live object lacks any of it. True when it wrote.
+        `sizing`: a canary sizing its tracks, whose replicas change from look to look by
+        design - a difference is written, not reported as drift."""
         kind = desired["kind"]
         meta = desired["metadata"]
         live = self.cache.get(kind, meta["namespace"], meta["name"])
@@ -591,7 +596,7 @@ class ServingReconciler:
             return False
         applied = self.kube.apply(desired)
         self.cache.put(kind, applied)
-        if converged(md, rendered):
+        if converged(md, rendered) and not sizing:
             what = "deleted" if live is None else "changed " + ", ".join(drifted)
             note = f"{kind} {meta['name']}: {what} out of band; reverted to the spec"
             log.warning(
