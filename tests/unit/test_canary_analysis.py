@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from modelsync.api import constants as c
-from modelsync.api.modeldeployment import Analysis, AnalysisQuery, parse_spec
+from modelsync.api.modeldeployment import Analysis, AnalysisQuery, parse_spec, parse_status
 from modelsync.serving import analysis
 from modelsync.serving.canary import (
     Result,
@@ -241,3 +241,15 @@ def test_a_restarted_operator_watches_only_what_is_left_of_the_window() -> None:
     # The start is in status: a look 50 s later (a new process) still watches, 10 s more.
     assert watch_look(state, WATCHED, later(50), PASS, 10.0).wait == 10.0
     assert watch_look(state, WATCHED, later(61), None, 10.0).state is None
+
+
+def test_the_watch_in_status_reads_as_typed() -> None:
+    state = watch_start("new", {"stableSpec": {"x": 1}, "stableSpecHash": "old"}, T0)
+    typed = parse_status({"postPromotion": state}).post_promotion
+    assert typed is not None
+    assert (typed.spec_hash, typed.previous_spec, typed.previous_spec_hash, typed.checks) == (
+        "new",
+        {"x": 1},
+        "old",
+        0,
+    )

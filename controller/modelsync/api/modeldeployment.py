@@ -142,6 +142,21 @@ class CanaryState:
 
 
 @dataclass(frozen=True)
+class PostPromotion:
+    """status.postPromotion: the watch after a promotion, and what a failure restores."""
+
+    spec_hash: str = ""
+    started_at: str = ""
+    checks: int = 0
+    failures: int = 0
+    last_analysis: str = ""
+    last_check_at: str = ""
+    previous_spec: Object | None = None
+    previous_spec_hash: str = ""
+    previous_revision: str = ""
+
+
+@dataclass(frozen=True)
 class RolloutRecord:
     """One of status.history."""
 
@@ -168,6 +183,7 @@ class ModelDeploymentStatus:
     ready_replicas: int = 0
     updated_replicas: int = 0
     canary: CanaryState | None = None
+    post_promotion: PostPromotion | None = None
     history: tuple[RolloutRecord, ...] = ()
 
 
@@ -324,6 +340,22 @@ def _canary(data: Object | None, path: str) -> CanaryState | None:
     )
 
 
+def _post_promotion(data: Object | None, path: str) -> PostPromotion | None:
+    if data is None:
+        return None
+    return PostPromotion(
+        spec_hash=f.string(data, "specHash", path),
+        started_at=f.string(data, "startedAt", path),
+        checks=f.integer(data, "checks", path, 0),
+        failures=f.integer(data, "failures", path, 0),
+        last_analysis=f.string(data, "lastAnalysis", path),
+        last_check_at=f.string(data, "lastCheckAt", path),
+        previous_spec=f.opt_obj(data, "previousSpec", path),
+        previous_spec_hash=f.string(data, "previousSpecHash", path),
+        previous_revision=f.string(data, "previousRevision", path),
+    )
+
+
 def parse_status(data: Object, path: str = "status") -> ModelDeploymentStatus:
     return ModelDeploymentStatus(
         observed_generation=f.opt_integer(data, "observedGeneration", path),
@@ -339,6 +371,9 @@ def parse_status(data: Object, path: str = "status") -> ModelDeploymentStatus:
         ready_replicas=f.integer(data, "readyReplicas", path),
         updated_replicas=f.integer(data, "updatedReplicas", path),
         canary=_canary(f.opt_obj(data, "canary", path), f"{path}.canary"),
+        post_promotion=_post_promotion(
+            f.opt_obj(data, "postPromotion", path), f"{path}.postPromotion"
+        ),
         history=tuple(
             RolloutRecord(
                 revision=f.string(entry, "revision", f"{path}.history"),
