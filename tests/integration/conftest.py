@@ -7,7 +7,6 @@ from __future__ import annotations
 import secrets
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from tests.cluster.objectstore import ObjectStore, ensure_versitygw
 from tests.cluster.renderers import ensure_renderers
 from tests.conftest import LocalCluster, RealNode, tenant_namespace
 from tests.gitserver import GitHttpServer, GitSshServer
-from tests.kube import TENANT_ACCOUNT, install_crds
+from tests.kube import TENANT_ACCOUNT, install_crds, until
 from tests.models import Models, train_iris
 from tests.syncs import Syncs
 
@@ -99,6 +98,8 @@ def running_operator(
         # Watch streams restart each minute here: a stream gone silent costs a test a
         # minute, not the default five.
         watch_server_timeout=60,
+        # And a ModelSync the watch never delivered is listed within 20 s, not 5 min.
+        relist_seconds=20,
         analysis_endpoints=tuple(f"http://127.0.0.1:{port}" for port in analysis_ports),
         commit_status_api_urls=tuple(f"http://127.0.0.1:{port}" for port in commit_status_ports),
         # Locked down, as a platform team runs it: git content is applied as each test
@@ -182,16 +183,19 @@ def ssh_server(
         pytest.fail("OpenSSH's sshd is missing: `make test` installs openssh-server")
     server = GitSshServer(git_server.root, tmp_path_factory.mktemp("sshd"), free_ports(1)[0])
     server.start()
-    deadline = time.monotonic() + 15
-    while True:
+
+    def listening() -> bool:
         try:
             socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
-            break
         except OSError:
-            if time.monotonic() > deadline:
-                server.stop()
-                pytest.fail(f"sshd did not listen within 15s: {server.state / 'sshd.log'}")
-            time.sleep(0.1)
+            return False
+        return True
+
+    try:
+        until("sshd to listen", listening, 15, explain=lambda: str(server.state / "sshd.log"))
+    except AssertionError:
+        server.stop()
+        raise
     yield server
     server.stop()
 

@@ -27,7 +27,7 @@ from modelsync.telemetry import metrics
 from tests.cluster.gitea import ADMIN, Gitea
 from tests.gitserver import SlowHttpServer
 from tests.integration.test_rollback import DEADLINE, broken_model_yaml, rolled_back
-from tests.kube import TENANT_ACCOUNT, wait_for_items
+from tests.kube import TENANT_ACCOUNT, until, wait_for_items
 from tests.models import Models
 from tests.syncs import Syncs, model_yaml
 
@@ -70,15 +70,14 @@ def loopback_only() -> Iterator[None]:
 
 def wait_until(check: Callable[[], Any], describe: str, timeout: float = 60) -> Any:
     """Gitea's API has no watch: ask until `check` returns something true, or fail."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {describe}")
-        time.sleep(0.25)
+    last: list[Any] = [None]
+
+    def found() -> bool:
+        last[0] = check()
+        return bool(last[0])
+
+    until(describe, found, timeout, interval=0.25)
+    return last[0]
 
 
 def secret(syncs: Syncs, name: str, data: dict[str, str], type_: str, namespace: str = "") -> None:

@@ -227,6 +227,57 @@ async def _resync(runtime: Operator) -> None:
         resync_all(runtime)
 
 
+async def _relist(runtime: Operator) -> None:
+    """kopf lists only when a watch starts or expires; an event it never delivered would
+    leave a ModelSync unsynced until then. A periodic list, as an informer's, is the net."""
+    while True:
+        await asyncio.sleep(runtime.settings.relist_seconds)
+        if runtime.kube is None:
+            continue
+        try:
+            listed = await asyncio.to_thread(
+                list_watched,
+                runtime.kube,
+                runtime.settings,
+                c.API_VERSION,
+                c.MODELSYNC_KIND,
+                shards.label_selector(runtime.settings.shard),
+            )
+        except Exception:  # a failed round is logged; the next one tries again
+            log.exception("listing the ModelSyncs")
+            continue
+        pick_up_missed(runtime, listed)
+
+
+def pick_up_missed(runtime: Operator, listed: list[dict[str, Any]]) -> int:
+    """Queue each listed ModelSync the watch never delivered, or that has no status and
+    is not queued (never reconciled); returns how many."""
+    assert runtime.queue is not None
+    picked = 0
+    for ms in listed:
+        meta = ms["metadata"]
+        namespace, name = meta.get("namespace", ""), meta["name"]
+        key = (c.MODELSYNC_KIND, namespace, name)
+        if meta.get("deletionTimestamp"):
+            continue
+        if runtime.cache.get(c.MODELSYNC_KIND, namespace, name) is None:
+            cause = "unknown"
+            ms.setdefault("apiVersion", c.API_VERSION)
+            ms.setdefault("kind", c.MODELSYNC_KIND)
+            runtime.cache.put(c.MODELSYNC_KIND, ms)
+        elif not ms.get("status") and key not in runtime.queue:
+            cause = "unsynced"
+        else:
+            continue
+        log.warning(
+            "ModelSync %s/%s was missed (%s); queued by the periodic list", namespace, name, cause
+        )
+        metrics.WATCH_MISSED.labels(cause).inc()
+        runtime.queue.add(key)
+        picked += 1
+    return picked
+
+
 async def _heartbeat(health: probes.Health) -> None:
     """Proof for /healthz that this loop still runs (a blocking call would stop it)."""
     while True:
@@ -487,6 +538,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             asyncio.create_task(_worker(runtime)) for _ in range(runtime.settings.workers)
         ]
         runtime.tasks.append(asyncio.create_task(_resync(runtime)))
+        runtime.tasks.append(asyncio.create_task(_relist(runtime)))
         runtime.tasks.append(asyncio.create_task(_heartbeat(runtime.health)))
         if not runtime.settings.shard:
             runtime.tasks.append(asyncio.create_task(_watch_shards(runtime)))
@@ -660,7 +712,8 @@ def _run(
     stop: threading.Event | None,
     ready: threading.Event | None,
 ) -> bool:
-    lost = threading.Event()
+    lost, renewing_stop = threading.Event(), threading.Event()
+    lock: leader.LeaseLock | None = None
     if settings.leader_election:
         waiting = stop or _stopped_by_sigterm()
         lock = leader.LeaseLock(
@@ -683,23 +736,42 @@ def _run(
                 return True
         if pod:
             leader.mark_pod(lock.client, settings.lease_namespace, pod, leading=True)
-        threading.Thread(
-            target=leader.keep_leading, args=(lock, waiting, lost), daemon=True, name="lease"
-        ).start()
+        renewing = threading.Thread(
+            target=leader.keep_leading,
+            args=(lock, renewing_stop, lost),
+            daemon=True,
+            name="lease",
+        )
+        renewing.start()
     registry = build_registry(runtime)
 
     if settings.leader_election and stop is None:
         # Losing the lead stops this operator at once, as a SIGTERM would: kopf handles
         # that signal itself (a stop flag of ours would keep it waiting after one).
         threading.Thread(target=_stop_when, args=(lost,), daemon=True).start()
-    asyncio.run(
-        kopf.operator(
-            registry=registry,
-            standalone=True,
-            clusterwide=not settings.namespaces,
-            namespaces=list(settings.namespaces),
-            stop_flag=stop,
-            ready_flag=ready,
+    try:
+        asyncio.run(
+            kopf.operator(
+                registry=registry,
+                standalone=True,
+                clusterwide=not settings.namespaces,
+                namespaces=list(settings.namespaces),
+                stop_flag=stop,
+                ready_flag=ready,
+            )
         )
-    )
+    finally:
+        if lock is not None:
+            renewing_stop.set()
+            renewing.join()
+            if not lost.is_set():
+                _release(lock)
     return not lost.is_set()
+
+
+def _release(lock: leader.LeaseLock) -> None:
+    """Stopped cleanly (a rolling update, `helm uninstall`): hand the lead over now."""
+    try:
+        lock.release()
+    except Exception as error:  # never a reason to fail a clean stop
+        log.warning("could not release the Lease %s/%s: %s", lock.namespace, lock.name, error)

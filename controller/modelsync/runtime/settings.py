@@ -62,6 +62,10 @@ class OperatorSettings:
     """Seconds after which the API server ends a watch (kopf reconnects); keeps silent
     streams from hanging forever."""
 
+    relist_seconds: float = 300.0
+    """How often the ModelSyncs are also listed from the API server: one the watch did
+    not deliver (kopf re-lists only when a watch expires) is picked up within this."""
+
     http_host: str = "0.0.0.0"  # noqa: S104 - in a pod, the kubelet and Prometheus reach us from outside
     """Address of the HTTP server (/metrics, /healthz, /readyz)."""
 

@@ -104,6 +104,13 @@ SYNCS = Counter(
     ["namespace", "name", "result"],
     registry=REGISTRY,
 )
+WATCH_MISSED = Counter(
+    "modelsync_watch_missed_total",
+    "ModelSyncs the periodic list found that the watch had not delivered (unknown) or "
+    "that were never reconciled nor queued (unsynced); should stay at zero.",
+    ["cause"],
+    registry=REGISTRY,
+)
 SYNC_SECONDS = Histogram(
     "modelsync_sync_duration_seconds",
     "Time one sync took (fetch, load, validate, apply, prune, record), by ModelSync.",
