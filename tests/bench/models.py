@@ -67,7 +67,7 @@ from tests.integration.test_models_real import (
     service_ip,
     storage_secret,
 )
-from tests.kube import install_crds, install_tenant_role, make_tenant
+from tests.kube import install_crds, install_tenant_role, make_tenant, wait_for
 from tests.models import MD, ROWS, TRAIN, ready_on
 from tests.syncs import Syncs
 
@@ -654,26 +654,22 @@ def canary_shares(
 
 def wait_sizes(apps: AppsV1Api, name: str, replicas: int, timeout: float = ROLLOUT_TIMEOUT) -> None:
     """Until Deployment `name` wants `replicas` pods, has no others, and all are available."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            live = apps.read_namespaced_deployment(name, NAMESPACE)
-            status = live.status
-            if (
-                live.spec.replicas == replicas
-                and (status.replicas or 0) == replicas
-                and (status.updated_replicas or 0) == replicas
-                and (status.available_replicas or 0) == replicas
-            ):
-                return
-        except ApiException as error:
-            if error.status != 404:
-                raise
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"Deployment {name} not at {replicas} available pods in {timeout:.0f}s"
-            )
-        time.sleep(0.5)  # between scenarios; nothing timed here
+
+    def sized(live: Any) -> bool:
+        if live is None:
+            return False
+        status = live.status
+        return bool(
+            live.spec.replicas == replicas
+            and (status.replicas or 0) == replicas
+            and (status.updated_replicas or 0) == replicas
+            and (status.available_replicas or 0) == replicas
+        )
+
+    try:
+        wait_for(apps.list_namespaced_deployment, name, sized, namespace=NAMESPACE, timeout=timeout)
+    except AssertionError as error:
+        raise TimeoutError(str(error).splitlines()[0][:300]) from None
 
 
 def bumps() -> int:
