@@ -14,6 +14,7 @@ import pytest
 
 from modelsync.api import constants as c
 from modelsync.api.modeldeployment import Analysis, AnalysisQuery, parse_spec, parse_status
+from modelsync.api.schemas import check, load_schemas
 from modelsync.serving import analysis
 from modelsync.serving.canary import (
     Result,
@@ -253,3 +254,64 @@ def test_the_watch_in_status_reads_as_typed() -> None:
         "old",
         0,
     )
+
+
+# ------------------------------------------------------------------ bad input, offline
+
+
+def problems(analysis: dict[str, Any]) -> list[str]:
+    schema = load_schemas()[(c.API_VERSION, c.MODELDEPLOYMENT_KIND)]
+    manifest = {
+        "apiVersion": c.API_VERSION,
+        "kind": c.MODELDEPLOYMENT_KIND,
+        "metadata": {"name": "iris", "namespace": "team"},
+        "spec": {
+            "model": {"name": "iris", "version": "1", "uri": "s3://models/iris"},
+            "runtime": {"name": "mlserver"},
+            "rollout": {"strategy": "Canary", "steps": [{"weight": 50}], "analysis": analysis},
+        },
+    }
+    return [f"{p.field}: {p.message}" for p in check(schema, manifest)]
+
+
+URL = {"prometheusURL": "http://prometheus.monitoring:9090"}
+QUERY = {"name": "errors", "query": "e", "threshold": 0.01}
+
+
+@pytest.mark.parametrize(
+    ("analysis", "words"),
+    [
+        ({**URL, "query": "q", "threshold": 1, "queries": [QUERY]}, "either query"),
+        (URL, "either query"),
+        ({**URL, "query": "q"}, "query needs a threshold"),
+        ({**URL, "queries": []}, "at least one query"),
+        ({**URL, "queries": [QUERY, QUERY]}, "duplicate"),
+        ({**URL, "queries": [{"name": "Bad Name", "query": "q", "threshold": 1}]}, "match"),
+        ({**URL, "queries": [{"name": "errors", "query": "q"}]}, "threshold"),
+        ({**URL, "query": "q", "threshold": 1, "headersSecretRef": {}}, "name"),
+        ({**URL, "query": "q", "threshold": 1, "postPromotionSeconds": -1}, "minimum"),
+    ],
+    ids=[
+        "query-and-queries",
+        "no-query",
+        "query-without-threshold",
+        "no-queries",
+        "query-name-twice",
+        "query-name-not-dns",
+        "query-without-threshold-in-list",
+        "secret-ref-without-name",
+        "negative-watch",
+    ],
+)
+def test_a_bad_analysis_is_refused_offline_naming_the_field(
+    analysis: dict[str, Any], words: str
+) -> None:
+    found = problems(analysis)
+    assert found, analysis
+    assert any(words in problem for problem in found), found
+    assert all(problem.startswith("spec.rollout.analysis") for problem in found), found
+
+
+def test_a_good_analysis_passes_offline() -> None:
+    assert problems({**URL, "queries": [QUERY], "headersSecretRef": {"name": "p"}}) == []
+    assert problems({**URL, "query": "q", "threshold": 1, "postPromotionSeconds": 600}) == []
