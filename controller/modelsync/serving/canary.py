@@ -3,8 +3,12 @@ a metric says. Pure: the query itself is `analysis.Analyses`, off the reconcile 
 
 A canary runs the new revision in a second Deployment (`<name>-canary`) behind
 the model's one Service; traffic follows the replica ratio. Each step raises the
-canary's weight; a step passes when its pods are ready, its pause is over and,
-with `analysis`, the Prometheus query is on the right side of the threshold.
+canary's weight; `size` moves both tracks towards it without giving up capacity
+(the canary grows first, the stable track shrinks only by canary pods available).
+A step passes when its sizes are reached and every canary pod is available, its
+pause is over and, with `analysis`, every query is on the right side of its
+threshold. After the promotion, `watch_look` keeps judging the analysis for
+`postPromotionSeconds`; its state (and the spec to go back to) is in status.
 """
 
 from __future__ import annotations
