@@ -122,3 +122,13 @@ def test_the_canary_never_shrinks_within_a_step() -> None:
     assert size(cap, 50, Tracks(canary=2, canary_available=0, stable=3)).canary == 2
     unsettled = Tracks(canary=2, canary_available=2, stable=2, canary_settled=False)
     assert size(cap, 50, unsettled) == Sizes(2, 2, False)  # serving, not judged yet
+
+
+def test_steps_edited_to_a_lower_weight_give_canary_pods_back_only_as_stable_ones_serve() -> None:
+    cap = capacity(4, None, None)
+    at_half = Tracks(canary=2, canary_available=2, stable=2, stable_available=2)
+    first = size(cap, 25, at_half)
+    assert first == Sizes(2, 3, False)  # the stable track grows; the canary keeps its pods
+    covered = Tracks(canary=2, canary_available=2, stable=3, stable_available=3)
+    assert size(cap, 25, covered) == Sizes(1, 3, False)
+    assert size(cap, 25, Tracks(1, 1, 3, 3)) == Sizes(1, 3, True)

@@ -82,3 +82,17 @@ def test_inconclusive_holds_unless_the_analysis_says_it_fails() -> None:
     strict = dataclasses.replace(ANALYSIS, inconclusive="Fail", failure_limit=0)
     failed = advance(state, STEPS, strict, later(61), True, UNKNOWN, 10.0)
     assert failed.failed is not None
+
+
+def test_a_change_of_steps_alone_moves_the_canary_it_keeps() -> None:
+    # The pod template (the spec hash) is the same: the canary stays, at its step's
+    # weight as the steps say now.
+    state = state_for(None, "h", STEPS, T0)
+    moved = state_for(state, "h", (CanaryStep(weight=40), CanaryStep(weight=80)), later(5))
+    assert (moved["step"], moved["weight"], moved["stepStartedAt"]) == (
+        0,
+        40,
+        state["stepStartedAt"],
+    )
+    past = state_for({**state, "step": 2}, "h", STEPS, later(5))
+    assert past["weight"] == 100

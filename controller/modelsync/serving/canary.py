@@ -106,6 +106,7 @@ class Tracks:
     canary: int = 0
     canary_available: int = 0
     stable: int = 0
+    stable_available: int | None = None  # None: all of `stable`
     # The canary's controller has seen its spec and every pod is of it: until then its
     # available pods still serve (they count for capacity) but do not judge a step.
     canary_settled: bool = True
@@ -141,14 +142,20 @@ def size(cap: Capacity, weight: int, live: Tracks) -> Sizes:
     being available gives its place back to the stable Deployment."""
     want_canary, want_stable = targets(cap, weight)
     ready = min(live.canary_available, live.canary)
-    # Within a step the canary never shrinks: a pod of it removed would be capacity
-    # lost (the stable track grows back only as fast as its pods start).
-    keep = min(live.canary, want_canary)
     settled = live.canary_settled and ready == want_canary
     if cap.autoscaled:
+        # The stable track is the autoscaler's and never shrinks: the canary only adds.
+        keep = min(live.canary, want_canary)
         canary = max(keep, min(want_canary, ready + cap.chunk))
         return Sizes(canary, None, settled and canary == live.canary)
+    stable_ready = min(
+        live.stable, live.stable if live.stable_available is None else live.stable_available
+    )
     stable = max(want_stable, cap.total - ready)
+    # The canary keeps a pod the stable track does not yet cover - never shrinking
+    # within a step, and giving pods back (steps edited to a lower weight) only as
+    # the stable track's pods become available.
+    keep = min(live.canary, max(want_canary, cap.total - stable_ready))
     canary = max(keep, min(want_canary, cap.total + cap.chunk - stable))
     return Sizes(canary, stable, settled and canary == live.canary and stable == live.stable)
 
@@ -335,10 +342,13 @@ def state_for(
     steps: tuple[CanaryStep, ...],
     now: datetime.datetime,
 ) -> dict[str, Any]:
-    """The canary's state: the one in status while it is of this spec, else a new
-    canary at its first step."""
+    """The canary's state: the one in status while it is of this spec (at the weight
+    its step has in the steps as they are now: a change of steps alone keeps the pod
+    template, and so the canary, but moves it), else a new canary at its first step."""
     state = dict(current or {})
     if state.get("specHash") == spec_hash:
+        step = int(state.get("step") or 0)
+        state["weight"] = steps[step].weight if step < len(steps) else 100
         return state
     return {
         "specHash": spec_hash,

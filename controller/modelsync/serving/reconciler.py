@@ -783,6 +783,7 @@ def tracks_of(live_canary: Manifest, live_stable: Manifest) -> canary.Tracks:
         canary=replicas,
         canary_available=int(status.get("availableReplicas") or 0),
         stable=int((live_stable.get("spec") or {}).get("replicas") or 0),
+        stable_available=int((live_stable.get("status") or {}).get("availableReplicas") or 0),
         canary_settled=int(status.get("observedGeneration") or 0) >= generation
         and int(status.get("updatedReplicas") or 0) >= replicas,
     )
