@@ -49,6 +49,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
 
 from modelsync.api import constants as c
 from modelsync.serving.canary import split
@@ -67,7 +68,7 @@ from tests.integration.test_models_real import (
     service_ip,
     storage_secret,
 )
-from tests.kube import install_crds, install_tenant_role, make_tenant, wait_for
+from tests.kube import install_crds, install_tenant_role, make_tenant, wait_for, wait_for_set
 from tests.models import MD, ROWS, TRAIN, ready_on
 from tests.syncs import Syncs
 
@@ -596,7 +597,13 @@ def scenarios(  # noqa: C901 - the benchmark's scenarios, in order
     print("[bench] canary: traffic share against weight", flush=True)
     try:
         results["canary_share"] = canary_shares(local, node, syncs, repo, trained, version)
-    except (RuntimeError, TimeoutError, ApiException, subprocess.SubprocessError) as error:
+    except (
+        AssertionError,  # a wait of the tests' helpers that timed out
+        RuntimeError,
+        TimeoutError,
+        ApiException,
+        subprocess.SubprocessError,
+    ) as error:
         results["errors"].append(f"canary traffic share: {error}")
         print(f"[bench] canary traffic share: {error}", file=sys.stderr, flush=True)
 
@@ -637,6 +644,15 @@ def canary_shares(
         canary, stable = split(CANARY_REPLICAS, weight)
         wait_sizes(apps, "iris-canary", canary)
         wait_sizes(apps, "iris", stable)
+        # Pods that made room drain (preStop) and still answer until they go.
+        wait_for_set(
+            DynamicClient(local.api).resources.get(api_version="v1", kind="Pod"),
+            lambda pods: len(pods) == CANARY_REPLICAS,
+            namespace=NAMESPACE,
+            label_selector=f"{c.LABEL_DEPLOYMENT}=iris",
+            timeout=ROLLOUT_TIMEOUT,
+            describe="the canary's pods and the stable ones, none terminating",
+        )
         print(f"[bench] canary at weight {weight}: {canary} of {canary + stable} pods", flush=True)
         figures = latency(local, node, served, concurrency(), keepalive=False)
         answered = figures["requests"] - figures["errors"]
