@@ -71,6 +71,14 @@ def commit_status_ports() -> tuple[int, int]:
 
 
 @pytest.fixture(scope="session")
+def notify_ports() -> tuple[int, int]:
+    """Loopback ports the shared operator may post notifications to
+    (--notification-endpoint): for a test's receiver, and a silent one."""
+    first, second = free_ports(2)
+    return first, second
+
+
+@pytest.fixture(scope="session")
 def renderers() -> dict[str, Path]:
     """kustomize and helm, standalone, as the operator image and the CLI get them."""
     return ensure_renderers()
@@ -83,6 +91,7 @@ def running_operator(
     tmp_path_factory: pytest.TempPathFactory,
     analysis_ports: tuple[int, int],
     commit_status_ports: tuple[int, int],
+    notify_ports: tuple[int, int],
     renderers: dict[str, Path],
 ) -> Iterator[operator.Operator]:
     """The operator, cluster-wide, in a thread of this process."""
@@ -102,6 +111,7 @@ def running_operator(
         relist_seconds=20,
         analysis_endpoints=tuple(f"http://127.0.0.1:{port}" for port in analysis_ports),
         commit_status_api_urls=tuple(f"http://127.0.0.1:{port}" for port in commit_status_ports),
+        notification_endpoints=tuple(f"http://127.0.0.1:{port}" for port in notify_ports),
         # Locked down, as a platform team runs it: git content is applied as each test
         # namespace's tenant account; only granted-* namespaces may write elsewhere.
         default_service_account=TENANT_ACCOUNT,

@@ -529,3 +529,23 @@ def test_commit_status_silent_host_does_not_delay_five_commits(
         wait_event(syncs, "prod", "via gitlab", "timed out")
     finally:
         silent.stop()
+
+
+def test_commit_status_repository_url_without_a_host_api_is_an_event_and_the_sync_goes_on(
+    syncs: Syncs,
+) -> None:
+    """A repository URL whose host API cannot be derived (file://): an Event naming the
+    provider and why, and the revision applied all the same."""
+    repo = syncs.repo("local")
+    sha = repo.write("models/iris.yaml", model_yaml("iris")).commit()
+    token = "local-token-" + secrets.token_hex(6)
+    secret(syncs, "host-token", {"token": token}, c.SECRET_TYPE_PROVIDER)
+    syncs.create(
+        "prod",
+        repo.file_url,
+        path="models",
+        notify={"provider": "gitea", "secretRef": {"name": "host-token"}},
+    )
+    syncs.wait_applied("prod", f"main@sha1:{sha}")
+    note = wait_event(syncs, "prod", "via gitea", "http(s) or ssh URL")
+    assert token not in note, note

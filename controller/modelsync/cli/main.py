@@ -469,6 +469,103 @@ def history(cluster: Cluster, model: str) -> None:
     out.print(table)
 
 
+@main_group.command(
+    "test", epilog="Examples:\n\n\b\n  modelsync test iris -n models\n  modelsync test iris -q"
+)
+@click.argument("model")
+@click.option("-q", "--quiet", is_flag=True, help="print only the verdict")
+@namespace_option
+@pass_cluster
+def model_test(cluster: Cluster, model: str, quiet: bool) -> None:
+    """Send MODEL's spec.validation samples to the live model, through the API server's
+    proxy to its Service, and judge the answers as the inference gate does. Exit 0
+    when enough samples pass, 1 when not, 2 when the model cannot be asked."""
+    from rich.markup import escape
+
+    from modelsync.api.modeldeployment import parse_spec
+    from modelsync.serving import validation
+
+    md = cluster.get(MD, model, "ModelDeployment")
+    wanted = parse_spec(md.get("spec") or {}).validation
+    if wanted is None:
+        fail(f"ModelDeployment {cluster.namespace}/{model} has no spec.validation to test with")
+    answers = [
+        _proxy_sample(cluster, model, sample, wanted.timeout_seconds) for sample in wanted.samples
+    ]
+    for sample, answer in zip(wanted.samples, answers, strict=True):
+        failed = validation.judge(sample, answer)
+        if not quiet:
+            took = f"HTTP {answer.status} in {answer.seconds * 1000:.0f} ms"
+            line = (
+                f"[red]FAIL[/red] {escape(failed)}"
+                if failed
+                else f"[green]PASS[/green] sample {escape(sample.name)} ({took})"
+            )
+            out.print(line, markup=True)
+    verdict = validation.verdict(wanted, answers)
+    if verdict.result is validation.Result.UNREACHABLE:
+        fail(f"{cluster.namespace}/{model}: {verdict.message}")
+    passed = verdict.result is validation.Result.PASSED
+    out.print(
+        f"{cluster.namespace}/{model}: {'passed' if passed else 'failed'}: {verdict.message}",
+        markup=False,
+    )
+    if not passed:
+        raise SystemExit(1)
+
+
+def _proxy_sample(cluster: Cluster, model: str, sample: Any, timeout: int) -> Any:
+    """One sample through the API server's service proxy: its Answer (status, body,
+    seconds). A cluster that cannot be reached ends the command (exit 2)."""
+    import json
+
+    import urllib3
+
+    from modelsync.serving.gate import BODY_LIMIT
+    from modelsync.serving.render import PORT_NAME
+    from modelsync.serving.validation import Answer
+
+    client = cluster.api.api_client
+    path = f"/api/v1/namespaces/{cluster.namespace}/services/{model}:{PORT_NAME}/proxy{sample.path}"
+    headers = {"Accept": "application/json"}
+    body = None
+    if sample.body is not None:
+        headers["Content-Type"] = "application/json"
+        body = json.dumps(sample.body)
+    started = time.monotonic()
+    try:
+        # The REST client's own pool (its TLS settings), read with a bound: the generated
+        # methods would read a whole answer of any size.
+        response = client.rest_client.pool_manager.request(
+            sample.method,
+            client.configuration.host + path,
+            headers={**headers, **_auth_headers(client)},
+            body=body,
+            preload_content=False,
+            timeout=urllib3.Timeout(total=timeout),
+            redirect=False,
+        )
+        data = response.read(BODY_LIMIT + 1)
+        response.release_conn()
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        if isinstance(error, urllib3.exceptions.TimeoutError):
+            return Answer(error=f"no whole answer within {timeout}s")
+        fail(f"cannot reach the cluster ({error.__class__.__name__}); check KUBECONFIG")
+    if len(data) > BODY_LIMIT:
+        return Answer(error=f"answer longer than the {BODY_LIMIT} bytes read")
+    return Answer(status=int(response.status), body=data, seconds=time.monotonic() - started)
+
+
+def _auth_headers(client: Any) -> dict[str, str]:
+    """The kubeconfig's token, as the generated API methods send it (certificates go by
+    the REST client's own TLS settings)."""
+    headers: dict[str, str] = {}
+    for setting in client.configuration.auth_settings().values():
+        if setting.get("in") == "header" and setting.get("value"):
+            headers[setting["key"]] = setting["value"]
+    return headers
+
+
 @main_group.command(epilog="Example:\n\n\b\n  modelsync sync prod --wait --timeout 120")
 @click.argument("name")
 @click.option(
@@ -593,6 +690,127 @@ def rollback(
 
 
 @main_group.command(
+    epilog="Example:\n\n\b\n  modelsync promote iris --from staging --to prod --repo-dir . --push"
+)
+@click.argument("model")
+@click.option("--from", "source", required=True, help="the environment that serves the model")
+@click.option("--to", "target", required=True, help="the environment to give it to")
+@click.option(
+    "--repo-dir",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="a clone of the GitOps repository (its HEAD is rendered)",
+)
+@click.option(
+    "--environments",
+    "environments_file",
+    default=None,
+    metavar="FILE",
+    help="the ModelSyncs, one per environment, from the repository root "
+    "(default: environments.yaml, else manifests/environments.yaml)",
+)
+@click.option("--branch", default=None, help="default: modelsync/promote/<model>-<version>")
+@click.option(
+    "--force", is_flag=True, help="promote even when the source does not serve it healthily"
+)
+@click.option("--push", is_flag=True, help="push the branch to origin")
+@_renderers
+@namespace_option
+@pass_cluster
+def promote(
+    cluster: Cluster,
+    model: str,
+    source: str,
+    target: str,
+    repo_dir: Path,
+    environments_file: str | None,
+    branch: str | None,
+    force: bool,
+    push: bool,
+    kustomize_binary: str,
+    helm_binary: str,
+) -> None:
+    """Commit, on a branch of its own, the source environment's spec.model of MODEL
+    (version, uri, format) into the patch of the target's overlay that pins it, checked
+    by rendering the target as the operator does. Refused (exit 1) unless the source
+    serves that version healthily, or --force."""
+    from modelsync.gitops.promote import finish, prepare
+    from modelsync.gitops.promotion import PromotionError, describe, unhealthy
+
+    if not repo_dir.exists():
+        fail(f"{repo_dir} does not exist")
+    try:
+        plan = prepare(
+            repo_dir,
+            model,
+            source,
+            target,
+            _render_settings(kustomize_binary, helm_binary),
+            environments_file=environments_file,
+            branch=branch,
+            default_namespace=cluster.namespace,
+        )
+        if plan.commit is None:
+            out.print(
+                f"{plan.target.name} already has {model} {describe(plan.fields)}: "
+                "nothing to promote",
+                markup=False,
+            )
+            return
+        if not force:
+            live = _live_model(cluster, plan.name, plan.namespace)
+            problems = unhealthy(live, plan.fields, plan.source.sync)
+            if problems:
+                fail(
+                    f"{plan.source.name} does not serve {model} {plan.fields['version']} "
+                    f"healthily: ModelDeployment {plan.namespace}/{plan.name}: "
+                    f"{'; '.join(problems)}. Nothing committed; wait for it "
+                    f"(modelsync status -n {plan.namespace}), or --force",
+                    code=1,
+                )
+        finish(repo_dir, plan)
+    except rendering.RendererMissingError as missing:
+        fail(str(missing))
+    except PromotionError as error:
+        fail(str(error), code=error.code)
+    out.print(
+        f"committed {plan.commit[:12]} on {plan.branch}: {plan.file}: {model} "
+        f"{describe(plan.before)} -> {describe(plan.fields)} (as {plan.source.name})",
+        markup=False,
+    )
+    if push:
+        import git
+
+        try:
+            git.Repo(repo_dir).git.push(
+                "--end-of-options", "origin", f"{plan.commit}:refs/heads/{plan.branch}"
+            )
+        except git.GitCommandError as error:
+            fail(f"push to origin failed: {str(error.stderr).strip()}", code=1)
+        out.print(f"pushed to origin {plan.branch}")
+
+
+def _live_model(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] | None:
+    """The ModelDeployment as it runs, or None when there is none."""
+    import kubernetes
+
+    def get() -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = cluster.api.get_namespaced_custom_object(
+                name=name, namespace=namespace, **MD
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return found
+
+    live: dict[str, Any] | None = cluster.call(f"ModelDeployment {name!r}", get)
+    return live
+
+
+@main_group.command(
     epilog="Examples:\n\n\b\n  modelsync run\n  modelsync run -n team-a -n team-b --workers 8"
 )
 @click.option(
@@ -705,6 +923,14 @@ def rollback(
     callback=lambda _ctx, _param, values: _commit_status_api_urls(values),
     help="a git host API (scheme://host:port) that a ModelSync's spec.notify.apiURL may name "
     "besides its repository's own host (repeat for more; default: none)",
+)
+@click.option(
+    "--notification-endpoint",
+    "notification_endpoints",
+    multiple=True,
+    callback=lambda _ctx, _param, values: _notification_endpoints(values),
+    help="a receiver (scheme://host:port) that spec.notify.receivers may post notifications "
+    "to (repeat for more; default: none, every receiver is refused)",
 )
 @click.option(
     "--default-service-account",
@@ -832,6 +1058,7 @@ def run(
     kube_burst: int,
     analysis_endpoints: tuple[str, ...],
     commit_status_api_urls: tuple[str, ...],
+    notification_endpoints: tuple[str, ...],
     default_service_account: str,
     apply_as_operator: bool,
     allow_other_namespaces: tuple[str, ...],
@@ -885,6 +1112,7 @@ def run(
         kube_burst=kube_burst,
         analysis_endpoints=analysis_endpoints,
         commit_status_api_urls=commit_status_api_urls,
+        notification_endpoints=notification_endpoints,
         default_service_account=default_service_account,
         apply_as_operator=apply_as_operator,
         allow_other_namespaces=allow_other_namespaces,
@@ -932,6 +1160,15 @@ def _analysis_endpoints(values: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(parse_endpoint(value) for value in values)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--analysis-endpoint") from None
+
+
+def _notification_endpoints(values: tuple[str, ...]) -> tuple[str, ...]:
+    from modelsync.gitops.notices import parse_endpoint
+
+    try:
+        return tuple(parse_endpoint(value) for value in values)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--notification-endpoint") from None
 
 
 def _commit_status_api_urls(values: tuple[str, ...]) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ from modelsync.api import conditions
 from modelsync.api import constants as c
 from modelsync.api.conditions import Observed
 from modelsync.api.modelsync import parse_spec
-from modelsync.gitops import modelhealth, writeback
+from modelsync.gitops import modelhealth, samples, writeback
 from modelsync.gitops import prune as prunemod
 from modelsync.gitops import render as rendering
 from modelsync.gitops.apply import Applier, OwnershipError, inventory_of
@@ -41,6 +41,7 @@ from modelsync.gitops.fetch import (
     RevisionTooLargeError,
 )
 from modelsync.gitops.load import LoadError
+from modelsync.gitops.notify import Notifier
 from modelsync.gitops.plan import ChangeSet, Planned
 from modelsync.gitops.status import (
     Outcome,
@@ -122,9 +123,11 @@ class SyncReconciler:
         watches: Callable[[str], bool] = lambda _: False,
         settings: OperatorSettings | None = None,
         statuses: StatusWriter | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings or OperatorSettings()
         self.statuses = statuses  # commit statuses back to the git host (spec.notify)
+        self.notifier = notifier  # notifications to people (spec.notify.receivers)
         self.kube = kube
         self.fetcher = fetcher
         self.cache = cache
@@ -182,6 +185,8 @@ class SyncReconciler:
             self._write_status(ms, status)
             if self.statuses is not None:
                 self.statuses.observe(ms, status)
+            if self.notifier is not None:
+                self.notifier.observe_sync(ms, ms.get("status") or {}, status)
             if waiting and was_ready != health.healthy:
                 # Serving at last: the revision is synced (the event a sync that found its
                 # models Ready would have posted). No longer serving: a warning.
@@ -365,7 +370,9 @@ class SyncReconciler:
             shard=(meta.get("labels") or {}).get(c.LABEL_SHARD, ""),
         )
         # Our own resources first, before any request (as `modelsync validate` does).
-        errors = loaded.errors + content_errors(loaded.objects, loaded.reader(snapshot))
+        # spec.validation's sample files become the bodies the operator sends (inlined).
+        errors = loaded.errors + samples.inline(loaded.objects, snapshot, loaded.reader(snapshot))
+        errors += content_errors(loaded.objects, loaded.reader(snapshot))
         errors += check(loaded.objects, policy, applier.kube.scope)
         planned: list[Planned] = []
         if not errors:
@@ -499,7 +506,8 @@ class SyncReconciler:
             name = md["metadata"]["name"]
             branch = writeback.branch_name(name, writeback.sha_of(failed))
             # With a git host to tell (spec.notify), a pull request per model follows.
-            pull = writeback.pull_request_branch(name) if spec.get("notify") else None
+            git_host = (spec.get("notify") or {}).get("provider")
+            pull = writeback.pull_request_branch(name) if git_host else None
             if branch not in done:
                 try:
                     writeback.push_rollback_branch(
@@ -641,6 +649,8 @@ class SyncReconciler:
         self._write_status(ms, recorded.status)
         if self.statuses is not None:
             self.statuses.observe(ms, recorded.status)
+        if self.notifier is not None:
+            self.notifier.observe_sync(ms, ms.get("status") or {}, recorded.status)
 
     def _record_suspended(self, ms: Manifest) -> None:
         status = dict(ms.get("status") or {})
