@@ -31,8 +31,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(404, {"status": "error", "error": "not found"})
             return
         asked = urllib.parse.parse_qs(query).get("query", [""])[0]
-        self.server.queries.append(asked)
-        self.server.headers.append(dict(self.headers.items()))
+        with self.server.lock:  # the two lists stay in step (queries come concurrently)
+            self.server.queries.append(asked)
+            self.server.headers.append(dict(self.headers.items()))
         token = self.server.token
         if token is not None and self.headers.get("Authorization") != f"Bearer {token}":
             self._send(401, {"status": "error", "errorType": "unauthorized", "error": "token"})
@@ -74,6 +75,7 @@ class PrometheusApi(http.server.ThreadingHTTPServer):
         self.token: str | None = None
         self.queries: list[str] = []
         self.headers: list[dict[str, str]] = []  # of each query, as received
+        self.lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property

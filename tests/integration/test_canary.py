@@ -167,13 +167,34 @@ def headers_secret(cluster: LocalCluster, namespace: str, kind: str, token: str)
     )
 
 
-def two_queries(prometheus_url: str, **extra: Any) -> dict[str, Any]:
+def q(namespace: str, name: str) -> str:
+    """A query of this test's model alone: the shared port's server may also be asked by
+    models of earlier tests whose namespaces are still going."""
+    return f'{name}{{namespace="{namespace}"}}'
+
+
+def answering(namespace: str, errors: float, rps: float) -> dict[str, float | str | int | None]:
+    return {q(namespace, "errors"): errors, q(namespace, "rps"): rps}
+
+
+def ours(prometheus: PrometheusApi, namespace: str) -> list[tuple[str, dict[str, str]]]:
+    """(query, headers) of each query this test's model made."""
+    asked = zip(prometheus.queries, prometheus.headers, strict=False)
+    return [(query, headers) for query, headers in asked if f'"{namespace}"' in query]
+
+
+def two_queries(prometheus_url: str, namespace: str, **extra: Any) -> dict[str, Any]:
     return {
         "prometheusURL": prometheus_url,
         "headersSecretRef": {"name": "prometheus-headers"},
         "queries": [
-            {"name": "errors", "query": "errors", "threshold": 0.05},
-            {"name": "rps", "query": "rps", "threshold": 5, "comparison": "GreaterThan"},
+            {"name": "errors", "query": q(namespace, "errors"), "threshold": 0.05},
+            {
+                "name": "rps",
+                "query": q(namespace, "rps"),
+                "threshold": 5,
+                "comparison": "GreaterThan",
+            },
         ],
         "intervalSeconds": 1,
         "failureLimit": 0,
@@ -197,14 +218,15 @@ def test_canary_judges_every_query_with_the_token_of_its_headers_secret(
     models: Models, local_cluster: LocalCluster, namespace: str, prometheus: PrometheusApi
 ) -> None:
     prometheus.token = "t0ken"
-    prometheus.answers = {"errors": 0.01, "rps": 9.0}
+    prometheus.answers = answering(namespace, 0.01, 9.0)
     headers_secret(local_cluster, namespace, c.SECRET_TYPE_ANALYSIS_HEADERS, "t0ken")
-    canary_with(models, two_queries(prometheus.url))
+    canary_with(models, two_queries(prometheus.url, namespace))
     models.patch("iris", {"spec": {"model": {"version": "2"}}})
     md = models.wait("iris", ready_on("2"), timeout=60)
     assert md["status"]["history"][0]["result"] == c.HISTORY_SUCCEEDED
-    assert {"errors", "rps"} <= set(prometheus.queries)
-    assert {h.get("Authorization") for h in prometheus.headers} == {"Bearer t0ken"}
+    asked = ours(prometheus, namespace)
+    assert {query for query, _ in asked} == {q(namespace, "errors"), q(namespace, "rps")}
+    assert {headers.get("Authorization") for _, headers in asked} == {"Bearer t0ken"}
 
 
 def test_canary_refuses_a_headers_secret_of_another_type(
@@ -212,7 +234,7 @@ def test_canary_refuses_a_headers_secret_of_another_type(
 ) -> None:
     # A service-account token is never sent: the analysis holds and says why.
     headers_secret(local_cluster, namespace, "Opaque", "t0ken")
-    canary_with(models, two_queries(prometheus.url))
+    canary_with(models, two_queries(prometheus.url, namespace))
     models.patch("iris", {"spec": {"model": {"version": "2"}}})
     md = models.wait(
         "iris",
@@ -222,7 +244,7 @@ def test_canary_refuses_a_headers_secret_of_another_type(
     )
     assert f"--type={c.SECRET_TYPE_ANALYSIS_HEADERS}" in canary_state(md)["lastAnalysis"]
     assert md["status"]["modelVersion"] == "1"
-    assert prometheus.queries == []
+    assert ours(prometheus, namespace) == []
 
 
 # ------------------------------------------------------------------ after the promotion
@@ -236,17 +258,17 @@ def watching(md: dict[str, Any] | None) -> bool:
 def test_post_promotion_analysis_failure_rolls_back_to_the_previous_version(
     models: Models, local_cluster: LocalCluster, namespace: str, prometheus: PrometheusApi
 ) -> None:
-    prometheus.answers = {"errors": 0.01, "rps": 9.0}
+    prometheus.answers = answering(namespace, 0.01, 9.0)
     headers_secret(local_cluster, namespace, c.SECRET_TYPE_ANALYSIS_HEADERS, "t")
-    canary_with(models, two_queries(prometheus.url, postPromotionSeconds=300))
+    canary_with(models, two_queries(prometheus.url, namespace, postPromotionSeconds=300))
     models.patch("iris", {"spec": {"model": {"version": "2"}}})
     md = models.wait("iris", watching, timeout=60, describe="the watch after the promotion")
     assert md["status"]["postPromotion"]["previousSpec"]["model"]["version"] == "1"
-    prometheus.answers["errors"] = 0.5
+    prometheus.answers[q(namespace, "errors")] = 0.5
     md = models.wait("iris", rolled_back, timeout=60)
     condition = dict_condition(md, c.ROLLED_BACK) or {}
     assert condition["reason"] == c.REASON_POST_PROMOTION_ANALYSIS_FAILED
-    assert "query 'errors' = 0.5, wanted < 0.05" in condition["message"]
+    assert f"query {q(namespace, 'errors')!r} = 0.5, wanted < 0.05" in condition["message"]
     assert "postPromotion" not in md["status"]
     assert md["status"]["stableSpec"]["model"]["version"] == "1"
     models.wait("iris", ready_on("1"))
@@ -261,9 +283,9 @@ def test_post_promotion_analysis_failure_rolls_back_to_the_previous_version(
 def test_post_promotion_watch_ends_after_its_window(
     models: Models, prometheus: PrometheusApi, local_cluster: LocalCluster, namespace: str
 ) -> None:
-    prometheus.answers = {"errors": 0.01, "rps": 9.0}
+    prometheus.answers = answering(namespace, 0.01, 9.0)
     headers_secret(local_cluster, namespace, c.SECRET_TYPE_ANALYSIS_HEADERS, "t")
-    canary_with(models, two_queries(prometheus.url, postPromotionSeconds=3))
+    canary_with(models, two_queries(prometheus.url, namespace, postPromotionSeconds=3))
     models.patch("iris", {"spec": {"model": {"version": "2"}}})
     md = models.wait(
         "iris",
@@ -275,7 +297,7 @@ def test_post_promotion_watch_ends_after_its_window(
         timeout=60,
         describe="the watch to end with version 2 stable",
     )
-    prometheus.answers["errors"] = 0.5  # too late: the watch is over
+    prometheus.answers[q(namespace, "errors")] = 0.5  # too late: the watch is over
     models.patch("iris", {"metadata": {"annotations": {"example.com/poke": "1"}}})
     md = models.wait("iris", ready_on("2"))
     assert not rolled_back(md)
@@ -285,18 +307,18 @@ def test_post_promotion_watch_survives_an_operator_restart(
     local_cluster: LocalCluster, own_namespace: str, prometheus: PrometheusApi
 ) -> None:
     models = Models(local_cluster, own_namespace)
-    prometheus.answers = {"errors": 0.01, "rps": 9.0}
+    prometheus.answers = answering(own_namespace, 0.01, 9.0)
     headers_secret(local_cluster, own_namespace, c.SECRET_TYPE_ANALYSIS_HEADERS, "t")
     first = own_operator(local_cluster, own_namespace, prometheus.url)
     try:
-        canary_with(models, two_queries(prometheus.url, postPromotionSeconds=300))
+        canary_with(models, two_queries(prometheus.url, own_namespace, postPromotionSeconds=300))
         models.patch("iris", {"spec": {"model": {"version": "2"}}})
         md = models.wait("iris", watching, timeout=60, describe="the watch after the promotion")
     finally:
         first.kill()
         first.wait(10)
     started = md["status"]["postPromotion"]["startedAt"]
-    prometheus.answers["errors"] = 0.5  # goes bad while no operator runs
+    prometheus.answers[q(own_namespace, "errors")] = 0.5  # goes bad while no operator runs
     second = own_operator(local_cluster, own_namespace, prometheus.url)
     try:
         md = models.wait("iris", rolled_back, timeout=60)
