@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from modelsync.api import constants as c
+from modelsync.api import schemas
 from modelsync.api.modeldeployment import Analysis, AnalysisQuery, parse_spec, parse_status
-from modelsync.api.schemas import check, load_schemas
 from modelsync.serving import analysis
 from modelsync.serving.canary import (
     Result,
@@ -260,7 +260,7 @@ def test_the_watch_in_status_reads_as_typed() -> None:
 
 
 def problems(analysis: dict[str, Any]) -> list[str]:
-    schema = load_schemas()[(c.API_VERSION, c.MODELDEPLOYMENT_KIND)]
+    schema = schemas.load_schemas()[(c.API_VERSION, c.MODELDEPLOYMENT_KIND)]
     manifest = {
         "apiVersion": c.API_VERSION,
         "kind": c.MODELDEPLOYMENT_KIND,
@@ -271,7 +271,7 @@ def problems(analysis: dict[str, Any]) -> list[str]:
             "rollout": {"strategy": "Canary", "steps": [{"weight": 50}], "analysis": analysis},
         },
     }
-    return [f"{p.field}: {p.message}" for p in check(schema, manifest)]
+    return [f"{p.field}: {p.message}" for p in schemas.problems(schema, manifest)]
 
 
 URL = {"prometheusURL": "http://prometheus.monitoring:9090"}
