@@ -298,11 +298,39 @@ def _wait(
 # --------------------------------------------------------------------------- start / stop
 
 
+# Writes to Deployments (and their scale), with the request body: tests read who wrote
+# which field (an autoscaled model's canary must never write `replicas` on the
+# autoscaler's target). Runtime flags only: the binaries' build key is not involved.
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Request
+  verbs: [create, update, patch]
+  resources:
+  - group: apps
+    resources: [deployments, deployments/scale]
+- level: None
+"""
+
+
+def audit_log(root: Path) -> Path:
+    """The API server's audit log (see AUDIT_POLICY): one JSON event a line."""
+    return root / "logs" / "audit.log"
+
+
 def _apiserver_args(
     root: Path, ports: dict[str, int], pki: pkimod.Pki, ranges: addresses.Ranges = addresses.FIRST
 ) -> list[str]:
     """The API server's command line: the same at first start and at a restart."""
+    policy = root / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
     return [
+        f"--audit-policy-file={policy}",
+        f"--audit-log-path={audit_log(root)}",
+        "--audit-log-maxsize=200",
+        "--audit-log-maxbackup=1",
         f"--etcd-servers=http://127.0.0.1:{ports['etcd-client']}",
         "--bind-address=127.0.0.1",
         # The real node and its pods reach the API server there (through a forwarder

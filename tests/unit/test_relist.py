@@ -6,6 +6,7 @@ from typing import Any
 
 from modelsync.api import constants as c
 from modelsync.runtime.operator import missed
+from modelsync.runtime.settings import named_outright
 
 MD = c.MODELDEPLOYMENT_KIND
 
@@ -37,3 +38,15 @@ def test_the_kind_is_part_of_what_was_delivered() -> None:
 def test_an_object_being_deleted_is_not_brought_back() -> None:
     going = listed("going", "20", deletionTimestamp="2026-12-01T00:00:00Z")
     assert missed([going], {}, MD) == []
+
+
+def test_only_plain_names_are_watched_namespace_by_namespace() -> None:
+    # Plain names: one watch per namespace (a Role in each may be all the operator has).
+    assert named_outright(("team-a", "team-b"))
+    # Anything else is watched cluster-wide and filtered: kopf would otherwise start a
+    # watch per namespace and kind as namespaces appear.
+    assert not named_outright(())
+    assert not named_outright(("team-*",))
+    assert not named_outright(("*,!kube-*",))
+    assert not named_outright(("team-a,team-b",))
+    assert not named_outright(("team-a", "!team-b"))

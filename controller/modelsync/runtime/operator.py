@@ -39,7 +39,7 @@ from modelsync.kube.cache import ObjectCache
 from modelsync.kube.workqueue import WorkQueue
 from modelsync.runtime import probes, shards
 from modelsync.runtime import server as server_mod
-from modelsync.runtime.settings import OperatorSettings, namespace_matches
+from modelsync.runtime.settings import OperatorSettings, named_outright, namespace_matches
 from modelsync.serving.analysis import Analyses
 from modelsync.serving.gate import Gate
 from modelsync.serving.reconciler import OWNED_KINDS, ServingReconciler
@@ -494,7 +494,7 @@ def list_watched(
     one list per namespace when they are named outright, else one cluster-wide list
     filtered by the patterns."""
     patterns = settings.namespaces
-    literal = all(not set(p) & set("*?[!") for p in patterns)
+    literal = named_outright(patterns)
     found = []
     for namespace in patterns if patterns and literal else (None,):
         for item in kube.list_objects(api_version, kind, selector, namespace):
@@ -661,9 +661,15 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
         runtime.queue.add(key)
 
     # Objects of another shard are as good as deleted here: filtered in the handlers, not
-    # by kopf's label filters, so that one relabelled away leaves this cache at once.
+    # by kopf's label filters, so that one relabelled away leaves this cache at once. So are
+    # those of a namespace the patterns leave out (watched cluster-wide, see _run).
+    patterns = settings.namespaces
+
     def ours(body: kopf.Body) -> bool:
-        return shards.mine(body.get("metadata") or {}, settings.shard)
+        meta = body.get("metadata") or {}
+        return shards.mine(meta, settings.shard) and (
+            not patterns or namespace_matches(meta.get("namespace") or "", patterns)
+        )
 
     @kopf.on.event(c.GROUP, c.VERSION, c.MODELDEPLOYMENT_PLURAL, registry=registry)
     async def modeldeployment_event(
@@ -864,13 +870,18 @@ def _run(
         # Losing the lead stops this operator at once, as a SIGTERM would: kopf handles
         # that signal itself (a stop flag of ours would keep it waiting after one).
         threading.Thread(target=_stop_when, args=(lost,), daemon=True).start()
+    # Namespaces named outright get a watch each (a Role in each may be all the operator
+    # has). Patterns are watched cluster-wide and filtered in the handlers: kopf would
+    # start a watch per namespace and kind as namespaces appear, and a namespace whose
+    # watches never delivered was seen to leave its ModelSyncs and models unhandled.
+    outright = named_outright(settings.namespaces)
     try:
         asyncio.run(
             kopf.operator(
                 registry=registry,
                 standalone=True,
-                clusterwide=not settings.namespaces,
-                namespaces=list(settings.namespaces),
+                clusterwide=not outright,
+                namespaces=list(settings.namespaces) if outright else [],
                 stop_flag=stop,
                 ready_flag=ready,
             )

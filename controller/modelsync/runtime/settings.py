@@ -227,6 +227,11 @@ class OperatorSettings:
         )
 
 
+def named_outright(patterns: tuple[str, ...]) -> bool:
+    """Whether the watched namespaces are plain names (no glob, no exclusion)."""
+    return bool(patterns) and all(not set(p) & set("*?[!,") for p in patterns)
+
+
 def namespace_matches(namespace: str, patterns: tuple[str, ...]) -> bool:
     """kopf's namespace patterns: a namespace matches when any pattern does; a pattern is
     comma-separated globs, where "!glob" leaves namespaces out ("*,!kube-*")."""
