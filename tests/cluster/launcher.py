@@ -50,6 +50,20 @@ CONTROL_PLANE_QPS = 5000
 CONTROL_PLANE_BURST = 10000
 PORT_NAMES = ("etcd-client", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")
 START_ATTEMPTS = 3
+# The API server's audit log: every write (create, update, patch, delete) at Metadata
+# level (who, which verb, which object; no bodies), once, when the response is sent. Tests
+# and benchmarks count the operator's writes per model from it (tests/audit.py); reads
+# are left out (a list of 1,000 objects every half second would swamp it).
+AUDIT_LOG = "logs/audit.log"
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived", "ResponseStarted", "Panic"],
+    "rules": [
+        {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+        {"level": "None"},
+    ],
+}
 STOP_GRACE_SECONDS = 10.0
 
 
@@ -91,6 +105,11 @@ class Cluster:
             return cls(**data)
         except (OSError, ValueError, TypeError, KeyError):
             return None
+
+    @property
+    def audit_log(self) -> Path:
+        """Every write the API server answered, one JSON line each (see AUDIT_POLICY)."""
+        return self.root / AUDIT_LOG
 
     def alive(self) -> dict[str, bool]:
         return {name: _owned_pid_alive(pid, self.root) for name, pid in self.pids.items()}
@@ -300,6 +319,8 @@ def _wait(
 
 def _apiserver_args(root: Path, ports: dict[str, int], pki: pkimod.Pki) -> list[str]:
     """The API server's command line: the same at first start and at a restart."""
+    policy = root / "audit-policy.yaml"
+    policy.write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
     return [
         f"--etcd-servers=http://127.0.0.1:{ports['etcd-client']}",
         "--bind-address=127.0.0.1",
@@ -321,6 +342,12 @@ def _apiserver_args(root: Path, ports: dict[str, int], pki: pkimod.Pki) -> list[
         "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true",
         "--profiling=false",
+        f"--audit-policy-file={policy}",
+        f"--audit-log-path={root / AUDIT_LOG}",
+        "--audit-log-format=json",
+        # Blocking: a line is in the file when the response is sent, so a test reads
+        # every write it waited for.
+        "--audit-log-mode=blocking",
         "--v=0",
     ]
 
@@ -502,7 +529,16 @@ def start(
         if Cluster.load(root) is not None:
             print(f"[cluster] clearing the stale cluster in {root}", file=log)
         stop(root, log)
-        for child in ("etcd", "pki", "logs", "node", "kwok.yaml", "kubeconfig", STATE_FILE):
+        for child in (
+            "etcd",
+            "pki",
+            "logs",
+            "node",
+            "kwok.yaml",
+            "kubeconfig",
+            "audit-policy.yaml",
+            STATE_FILE,
+        ):
             path = root / child
             if path.is_dir():
                 shutil.rmtree(path)

@@ -453,6 +453,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             runtime.cache,
             analyses,
             locked_down=runtime.settings.model_pod_security == "restricted",
+            quiet_seconds=runtime.settings.quiet_rollout_seconds,
             images=Images(
                 servers=runtime.settings.runtime_images,
                 storage_initializer=runtime.settings.storage_initializer_image,

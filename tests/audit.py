@@ -1,0 +1,106 @@
+"""The writes the API server answered, read from its audit log (tests/cluster/launcher.py
+AUDIT_POLICY): who wrote what, so tests and benchmarks count the operator's writes per
+model where none can be missed — kopf's and the impersonated accounts' included.
+
+    log = AuditLog(cluster.audit_log)
+    mark = log.mark()
+    ...                                   # what the operator does
+    writes = [w for w in log.since(mark) if w.namespace == ns and ours(w)]
+    print(table(writes))
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# The operator's user agents: its own clients (modelsync.kube.client.USER_AGENT) and
+# kopf's (watches; a patch or Event of its own would show here too).
+OPERATOR_AGENTS = ("modelsync/", "kopf/")
+# Flux's controllers, as the benchmark runs them.
+FLUX_AGENTS = ("source-controller/", "kustomize-controller/")
+
+
+@dataclass(frozen=True)
+class Write:
+    """One create, update, patch or delete as the API server audited it."""
+
+    user: str  # the account acted as: the impersonated one, else who authenticated
+    agent: str
+    verb: str
+    resource: str  # plural, with its subresource: "modeldeployments/status"
+    namespace: str
+    name: str
+    code: int
+    dry_run: bool
+
+    @property
+    def lease(self) -> bool:
+        """A Lease renewal (leader election, node heartbeats): counted apart."""
+        return self.resource == "leases"
+
+
+def parse(event: dict[str, Any]) -> Write:
+    ref = event.get("objectRef") or {}
+    resource = str(ref.get("resource") or "")
+    if ref.get("subresource"):
+        resource += "/" + str(ref["subresource"])
+    user = (event.get("impersonatedUser") or event.get("user") or {}).get("username", "")
+    uri = str(event.get("requestURI") or "")
+    return Write(
+        user=str(user),
+        agent=str(event.get("userAgent") or ""),
+        verb=str(event.get("verb") or ""),
+        resource=resource,
+        namespace=str(ref.get("namespace") or ""),
+        name=str(ref.get("name") or ""),
+        code=int((event.get("responseStatus") or {}).get("code") or 0),
+        dry_run="dryRun=All" in uri,
+    )
+
+
+class AuditLog:
+    """The audit log file, read from a byte offset on (it only grows)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def mark(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def since(self, mark: int = 0) -> list[Write]:
+        found: list[Write] = []
+        with self.path.open("rb") as file:
+            file.seek(mark)
+            for line in file:
+                if line.endswith(b"\n"):  # a line being written is read next time
+                    found.append(parse(json.loads(line)))
+        return found
+
+
+def ours(write: Write, agents: tuple[str, ...] = OPERATOR_AGENTS) -> bool:
+    return write.agent.startswith(agents)
+
+
+def counted(writes: Iterable[Write]) -> list[Write]:
+    """The writes that cost the cluster: answered (not refused), not dry runs, no Lease."""
+    return [w for w in writes if not w.dry_run and not w.lease and w.code < 400]
+
+
+def by_kind(writes: Iterable[Write]) -> Counter[tuple[str, str, str]]:
+    """How many, by (user, verb, resource)."""
+    return Counter((w.user, w.verb, w.resource) for w in writes)
+
+
+def table(writes: Iterable[Write]) -> str:
+    """One line per (user, verb, resource), most first: for a failing test's message
+    and the benchmark's report."""
+    rows = by_kind(writes).most_common()
+    return "\n".join(f"{n:6d}  {verb:<7} {what:<28} {user}" for (user, verb, what), n in rows)
