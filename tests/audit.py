@@ -104,3 +104,34 @@ def table(writes: Iterable[Write]) -> str:
     and the benchmark's report."""
     rows = by_kind(writes).most_common()
     return "\n".join(f"{n:6d}  {verb:<7} {what:<28} {user}" for (user, verb, what), n in rows)
+
+
+def per_model(
+    writes: Iterable[Write], models: int, agents: tuple[str, ...] = OPERATOR_AGENTS
+) -> dict[str, Any]:
+    """The writes of a benchmark's controllers (`agents`) over `models` models: those
+    that cost (any namespace: a ModelSync's or a Kustomization's status counts, shared
+    by all), per model and by kind; Lease renewals and dry runs apart."""
+    theirs = [w for w in writes if ours(w, agents)]
+    costly = counted(theirs)
+    return {
+        "writes": len(costly),
+        "writes_per_model": len(costly) / max(1, models),
+        "by_kind": {
+            f"{verb} {resource}": n
+            for (verb, resource), n in Counter((w.verb, w.resource) for w in costly).most_common()
+        },
+        "lease_writes": sum(1 for w in theirs if w.lease),
+        "dry_runs": sum(1 for w in theirs if w.dry_run),
+        "refused": sum(1 for w in theirs if w.code >= 400 and not w.dry_run),
+    }
+
+
+def describe(figures: dict[str, Any]) -> str:
+    """`per_model`'s figures in one line."""
+    kinds = ", ".join(f"{n} {kind}" for kind, n in figures["by_kind"].items())
+    return (
+        f"{figures['writes_per_model']:.2f} writes per model ({figures['writes']}: {kinds}); "
+        f"apart: {figures['lease_writes']} Lease, {figures['dry_runs']} dry runs, "
+        f"{figures['refused']} refused"
+    )
