@@ -58,6 +58,9 @@ _WATCHED_KINDS = {**OWNED_KINDS, "Pod": "v1"}
 # The queue key of a ModelSync's health refresh (its models' Ready changed): a key of
 # its own, so that it never stands in for a sync, nor a sync for it.
 HEALTH_KEY = "ModelSyncHealth"
+# Ready changes of a ModelSync's models within this long make one refresh (one status
+# write): 1,000 models coming up would otherwise rewrite it hundreds of times.
+HEALTH_BATCH_SECONDS = 2.0
 WEBHOOK_TOKEN_TTL_SECONDS = 10.0  # a rotated webhook Secret counts after this at most
 UNCACHED_SIZE = 1024  # ModelSyncs read for webhooks outside the cache, remembered at most
 assert set(_OWNED_RESOURCES) == set(_WATCHED_KINDS)
@@ -511,6 +514,12 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
         if runtime.queue is not None:
             runtime.queue.add(key)
 
+    def refresh_health(sync: tuple[str, str]) -> None:
+        """Soon, once for every Ready change until then (never postponed further)."""
+        key = (HEALTH_KEY, *sync)
+        if runtime.queue is not None and not runtime.queue.scheduled(key):
+            runtime.queue.schedule(key, HEALTH_BATCH_SECONDS)
+
     # Objects of another shard are as good as deleted here: filtered in the handlers, not
     # by kopf's label filters, so that one relabelled away leaves this cache at once.
     def ours(body: kopf.Body) -> bool:
@@ -527,7 +536,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             runtime.cache.delete(c.MODELDEPLOYMENT_KIND, namespace or "", name)
             runtime.rolled_back_seen.pop((namespace or "", name), None)
             if runtime.ready_seen.pop((namespace or "", name), None) and (sync := owner()):
-                enqueue((HEALTH_KEY, *sync))
+                refresh_health(sync)
             runtime.md_triggers.pop((namespace or "", name), None)
             if runtime.reconciler is not None:
                 runtime.reconciler.analyses.forget((c.MODELDEPLOYMENT_KIND, namespace, name))
@@ -551,7 +560,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
         if runtime.ready_seen.get(key) != ready:
             runtime.ready_seen[key] = ready
             if sync := owner():
-                enqueue((HEALTH_KEY, *sync))
+                refresh_health(sync)
 
     @kopf.on.event(c.GROUP, c.VERSION, c.MODELSYNC_PLURAL, registry=registry)
     async def modelsync_event(
