@@ -70,14 +70,22 @@ def wait_for(  # noqa: C901 - list-then-watch with deadlines
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
 
 
-def until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.1) -> None:
+def until(
+    what: str,
+    check: Callable[[], bool],
+    timeout: float,
+    interval: float = 0.1,
+    explain: Callable[[], str] | None = None,
+) -> None:
     """For state with nothing to watch (an HTTP answer, a process, the authorizer's
     cache, a test server's counter): ask `check` every `interval` seconds until it
-    holds; fail naming `what` after `timeout` seconds. Cluster objects: `wait_for`."""
+    holds; fail naming `what` (and what `explain` adds, e.g. the last answer) after
+    `timeout` seconds. Cluster objects: `wait_for`."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+            detail = f"\n{explain()}" if explain is not None else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
         time.sleep(interval)
 
 

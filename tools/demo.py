@@ -2,9 +2,11 @@
 
 Brings up the local cluster (or uses the one $KUBECONFIG names, and says so),
 installs the CRDs, serves `manifests/` from a git repository of its own, runs the
-operator, applies a ModelSync and shows the models becoming Ready; then commits a
-version bump and shows it rolling out, commits a broken version and shows the
-automatic rollback. Everything stays up to look around; `make demo-down` stops it.
+operator, applies the ModelSyncs of its two environments (staging and prod, each a
+Kustomize overlay) and shows the models becoming Ready; then promotes the version
+staging serves to prod (`modelsync promote`, a branch merged) and shows it rolling out,
+commits a broken version to staging, shows the automatic rollback and promote refusing
+it. Everything stays up to look around; `make demo-down` stops it.
 
 Where the real node can start (root, containerd & co.), the operator runs as an
 installation runs it: `helm install` of helm/modelsync with the operator image built
@@ -49,7 +51,8 @@ from tests.cluster import (
 )
 from tests.cluster import node as nodemod
 from tests.cluster.objectstore import ObjectStore, ensure_versitygw, free_port
-from tests.gitserver import GitHttpServer, WorkRepo
+from tests.cluster.renderers import ensure_renderers
+from tests.gitserver import GitHttpServer, WorkRepo, _git
 from tests.kube import TENANT_ACCOUNT, install_crds, install_tenant_role, make_tenant
 from tests.models import MD, ROWS, train_iris
 from tests.operatorproc import spawn_operator
@@ -61,7 +64,10 @@ STATE = CLUSTER_ROOT / "demo"
 NAMESPACE = "models"
 SYSTEM_NAMESPACE = "modelsync-system"
 RELEASE = "modelsync"
-REAL_MODEL = "iris-real"  # the model served for real, on the real node
+REAL_MODEL = "iris-real"  # the model served for real, on the real node (in prod)
+ENVIRONMENTS = "manifests/environments.yaml"
+PROD_OVERLAY = "manifests/overlays/prod"
+STAGING_IRIS = "manifests/overlays/staging/iris.yaml"  # staging's pin of iris
 BUCKET = "demo-models"
 IRIS_SPECIES = ("setosa", "versicolor", "virginica")  # the classes the model predicts
 STORE_SECRET = "model-store"  # noqa: S105 - the Secret's name
@@ -183,6 +189,8 @@ def start_operator(kubeconfig: Path) -> None:
         "--git-cache-dir",
         str(STATE / "git-cache"),
         "--allow-file-urls",  # the demo's repository is a directory on this machine
+        "--kustomize",
+        str(ensure_renderers()["kustomize"]),
         log=log,
         detach=True,
     )
@@ -351,7 +359,9 @@ def _helm_homes() -> dict[str, str]:
 def ask(node: nodemod.Node, api: Any, expected: list[int]) -> None:
     """One inference request through the real model's Service (its ClusterIP, routed by
     kube-proxy in the node's network namespace); prints the prediction."""
-    service = kubernetes.client.CoreV1Api(api).read_namespaced_service(REAL_MODEL, NAMESPACE)
+    service = kubernetes.client.CoreV1Api(api).read_namespaced_service(
+        f"{REAL_MODEL}-prod", NAMESPACE
+    )
     url = (
         f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}"
         f"/v2/models/{REAL_MODEL}/infer"
@@ -452,7 +462,12 @@ spec:
         step("a model trained here (scikit-learn), in an S3 store the real node reaches")
         store, predictions = object_store(api)
         console.print(f"{store.endpoint}/{BUCKET}/{REAL_MODEL}/1/model.joblib")
-        repo.write(f"manifests/models/{REAL_MODEL}.yaml", real_model_yaml())
+        repo.write(f"{PROD_OVERLAY}/{REAL_MODEL}.yaml", real_model_yaml())
+        kustomization = yaml.safe_load(
+            (repo.work / PROD_OVERLAY / "kustomization.yaml").read_text()
+        )
+        kustomization["resources"].append(f"{REAL_MODEL}.yaml")  # in prod only
+        repo.write(f"{PROD_OVERLAY}/kustomization.yaml", yaml.safe_dump(kustomization))
     first = repo.commit("models from manifests/")
     url = repo.file_url
     if node is not None:
@@ -467,56 +482,47 @@ spec:
         _kill(STATE / "operator.pid")  # a kwok demo's operator, before this one
         helm_install(node, kubeconfig, bin_dir, api)
 
-    step("a ModelSync: this repository's manifests/models is the desired state of 'models'")
-    body = {
-        "apiVersion": c.API_VERSION,
-        "kind": c.MODELSYNC_KIND,
-        "metadata": {"name": "demo", "namespace": NAMESPACE},
-        "spec": {"repo": {"url": url}, "path": "manifests/models", "interval": "10s"},
-    }
-    try:
-        objects.create_namespaced_custom_object(namespace=NAMESPACE, body=body, **MS)
-    except kubernetes.client.ApiException as error:
-        if error.status != 409:
-            raise
-        objects.patch_namespaced_custom_object(namespace=NAMESPACE, name="demo", body=body, **MS)
-    names = sorted(p.stem for p in (repo.work / "manifests" / "models").glob("*.yaml"))
+    step(f"the ModelSyncs of {ENVIRONMENTS}: staging and prod, each applying its overlay")
+    apply_environments(objects, repo, url)
     watch(
         objects,
-        lambda: all(
-            ready_on(
-                objects,
-                n,
-                models(objects).get(n, {}).get("spec", {}).get("model", {}).get("version", "?"),
+        lambda: (
+            all(synced(objects, name, first) for name in ("staging", "prod"))
+            and all(
+                ready_on(objects, name, md["spec"]["model"]["version"])
+                for name, md in models(objects).items()
             )
-            for n in names
         ),
         600 if node is not None else 240,  # a real model server starts in tens of seconds
-        "every model Ready",
+        "every model of both environments Ready",
     )
 
-    step("a pull request merged: iris 1.0.0 -> 1.1.0")
-    iris = yaml.safe_load((repo.work / "manifests/models/iris.yaml").read_text())
-    iris["spec"]["model"]["version"] = "1.1.0"
-    iris["spec"]["model"]["uri"] = "s3://example-models/iris/1.1.0"
-    repo.write("manifests/models/iris.yaml", yaml.safe_dump(iris, sort_keys=False))
-    repo.commit("iris 1.1.0")
-    watch(objects, lambda: ready_on(objects, "iris", "1.1.0"), 120, "iris 1.1.0 Ready")
+    step("staging serves iris 1.1.0 healthily: modelsync promote iris --from staging --to prod")
+    console.print(promote(kubeconfig, repo).strip(), markup=False)
+    step("the promotion's pull request merged: prod rolls iris 1.1.0 out")
+    _git("checkout", "--quiet", "main", cwd=repo.work)
+    _git("merge", "--quiet", "--ff-only", "modelsync/promote/iris-1.1.0", cwd=repo.work)
+    _git("push", "--quiet", "origin", "HEAD:refs/heads/main", cwd=repo.work)
+    watch(objects, lambda: ready_on(objects, "iris-prod", "1.1.0"), 120, "iris-prod 1.1.0 Ready")
 
-    step("a broken version merged: iris 1.2.0 never becomes ready -> automatic rollback")
+    step("a broken version merged to staging: iris 1.2.0 never becomes ready -> rollback")
+    iris = yaml.safe_load((repo.work / STAGING_IRIS).read_text())
     iris["spec"]["model"]["version"] = "1.2.0"
+    iris["spec"]["model"]["uri"] = "s3://example-models/iris/1.2.0"
     iris["spec"]["rollout"] = {"progressDeadlineSeconds": 10}
     iris["spec"]["podMetadata"] = {"labels": {stages.FAULT_LABEL: stages.NEVER_READY}}
-    repo.write("manifests/models/iris.yaml", yaml.safe_dump(iris, sort_keys=False))
-    repo.commit("iris 1.2.0 (broken)")
+    repo.write(STAGING_IRIS, yaml.safe_dump(iris, sort_keys=False))
+    repo.commit("staging: iris 1.2.0 (broken)")
 
     def rolled_back() -> bool:
-        status = (models(objects).get("iris") or {}).get("status") or {}
+        status = (models(objects).get("iris-staging") or {}).get("status") or {}
         return status.get("modelVersion") == "1.1.0" and conditions.is_true(
             status.get("conditions"), c.ROLLED_BACK
         )
 
-    watch(objects, rolled_back, 120, "the rollback of iris 1.2.0")
+    watch(objects, rolled_back, 120, "the rollback of iris 1.2.0 in staging")
+    step("modelsync promote iris --from staging --to prod: refused, staging rolled 1.2.0 back")
+    console.print(promote(kubeconfig, repo, refused=True).strip(), markup=False)
 
     if node is not None:
         step(f"an inference request to {REAL_MODEL}, served for real on {nodemod.NAME}")
@@ -536,12 +542,50 @@ spec:
   export PATH={bin_dir}:{Path(sys.executable).parent}:$PATH
   kubectl get md -n {NAMESPACE}
   kubectl modelsync status -n {NAMESPACE}
-  kubectl modelsync history iris -n {NAMESPACE}
+  kubectl modelsync history iris-staging -n {NAMESPACE}
   {operator_logs}
   git -C {repo.work} log --oneline""",
         markup=False,
     )
     return 0
+
+
+def apply_environments(objects: Any, repo: WorkRepo, url: str) -> None:
+    """The ModelSyncs of environments.yaml, following the demo's repository."""
+    for body in yaml.safe_load_all((repo.work / ENVIRONMENTS).read_text()):
+        body["spec"]["repo"] = {"url": url}
+        body["spec"]["interval"] = "10s"
+        name = body["metadata"]["name"]
+        try:
+            objects.create_namespaced_custom_object(namespace=NAMESPACE, body=body, **MS)
+        except kubernetes.client.ApiException as error:
+            if error.status != 409:
+                raise
+            objects.patch_namespaced_custom_object(namespace=NAMESPACE, name=name, body=body, **MS)
+        console.print(f"{NAMESPACE}/{name}: {body['spec']['path']}")
+
+
+def synced(objects: Any, name: str, sha: str) -> bool:
+    found = objects.get_namespaced_custom_object(namespace=NAMESPACE, name=name, **MS)
+    return bool((found.get("status") or {}).get("lastAppliedRevision") == f"main@sha1:{sha}")
+
+
+def promote(kubeconfig: Path, repo: WorkRepo, refused: bool = False) -> str:
+    """`modelsync promote iris --from staging --to prod` in the demo's clone: its output."""
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "modelsync", "--kubeconfig", str(kubeconfig)),
+            *("-n", NAMESPACE, "promote", "iris", "--from", "staging", "--to", "prod"),
+            *("--repo-dir", str(repo.work), "--kustomize", str(ensure_renderers()["kustomize"])),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO / "controller")},
+    )
+    if done.returncode != (1 if refused else 0):
+        raise SystemExit(f"demo: modelsync promote exited {done.returncode}: {done.stderr}")
+    return done.stdout + done.stderr
 
 
 def down() -> int:

@@ -4,6 +4,8 @@ rendered as the operator renders them, against reading the same models as plain 
 What a sync pays for rendering is the difference: the inspection of every
 kustomization, the private copy, the renderer's run and the parse of its output.
 A resync of the same revision pays nothing (renders of a snapshot are remembered).
+Then `modelsync promote` of one model between two such overlays (its offline part:
+three renders, the snapshots of HEAD and of the commit, the commit itself).
 
     python -m tests.bench.render [--models 1000] [--rounds 5]
 """
@@ -12,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from modelsync.gitops import load
+from modelsync.gitops.promote import prepare
 from modelsync.gitops.render import RenderSettings, render
 from tests.cluster.renderers import ensure_renderers
 from tests.syncs import model_yaml
@@ -66,6 +70,39 @@ def repository(root: Path, models: int) -> None:
     (chart / "templates" / "models.yaml").write_text(CHART_TEMPLATE)
 
 
+PIN = """\
+apiVersion: modelsync.io/v1alpha1
+kind: ModelDeployment
+metadata: {{name: model-0}}
+spec:
+  model: {{version: "{version}", uri: s3://models/model-0/{version}}}
+"""
+
+
+def environments(root: Path) -> None:
+    """staging and prod overlays of the base above, each pinning model-0, in git."""
+    for env, version in (("staging", "2"), ("prod", "1")):
+        overlay = root / "environments" / env  # beside overlays/prod, which stays as it is
+        overlay.mkdir(parents=True, exist_ok=True)
+        (overlay / "kustomization.yaml").write_text(
+            f"resources: [../../base]\nnameSuffix: -{env}\npatches:\n  - path: model-0.yaml\n"
+        )
+        (overlay / "model-0.yaml").write_text(PIN.format(version=version))
+    (root / "environments.yaml").write_text(
+        "".join(
+            f"---\napiVersion: modelsync.io/v1alpha1\nkind: ModelSync\nmetadata: {{name: {env}}}\n"
+            f"spec: {{repo: {{url: https://git.example.com/m.git}}, path: environments/{env}}}\n"
+            for env in ("staging", "prod")
+        )
+    )
+    for args in (
+        ["init", "--quiet", "--initial-branch=main"],
+        ["add", "--all"],
+        ["-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-qm", "models"],
+    ):
+        subprocess.run(["git", "-C", str(root), *args], check=True)
+
+
 def timed(rounds: int, step: Callable[[], int]) -> tuple[float, int]:
     seconds = []
     objects = 0
@@ -101,18 +138,27 @@ def main(argv: list[str] | None = None) -> int:
             assert not rendered.errors, rendered.errors[:3]
             return len(rendered.objects)
 
+        def promote() -> int:
+            plan = prepare(root, "model-0", "staging", "prod", settings)
+            assert plan.commit is not None
+            return int(args.models)
+
+        environments(root)
         results = {
             name: timed(args.rounds, step)
             for name, step in (
                 ("plain YAML", plain),
                 ("kustomize overlay", kustomize),
                 ("helm chart", helm),
+                ("promote (offline)", promote),
             )
         }
     base_seconds = results["plain YAML"][0]
     print(f"render, {args.models} models, median of {args.rounds}:")
     for name, (seconds, objects) in results.items():
-        extra = "" if name == "plain YAML" else f"  (+{seconds - base_seconds:.2f}s to a sync)"
+        extra = f"  (+{seconds - base_seconds:.2f}s to a sync)"
+        if name == "plain YAML" or name.startswith("promote"):
+            extra = ""
         print(f"  {name:18} {seconds:6.2f}s  {objects} objects{extra}")
     return 0
 

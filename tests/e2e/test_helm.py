@@ -7,7 +7,6 @@ import json
 import os
 import secrets
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -159,8 +158,8 @@ def can_i(
 ) -> bool:
     """`kubectl auth can-i` as the ServiceAccount; waits up to 10 s for the answer to be
     `expected`, since the API server's RBAC cache follows new (Cluster)Roles a moment late."""
-    deadline = time.monotonic() + 10
-    while True:
+
+    def answer() -> bool:
         result = cluster.run(
             "kubectl",
             "auth",
@@ -172,10 +171,13 @@ def can_i(
             f"--as=system:serviceaccount:{service_account}",
             check=False,
         )
-        answer = result.stdout.strip() == "yes"
-        if answer is expected or time.monotonic() > deadline:
-            return answer
-        time.sleep(0.5)
+        return result.stdout.strip() == "yes"
+
+    try:
+        until(f"can-i {verb} {resource} to be {expected}", lambda: answer() is expected, 10, 0.5)
+    except AssertionError:
+        return not expected
+    return expected
 
 
 def test_helm_install_upgrade_uninstall(local_cluster: LocalCluster, namespace: str) -> None:

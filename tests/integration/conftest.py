@@ -7,7 +7,6 @@ from __future__ import annotations
 import secrets
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from tests.cluster.objectstore import ObjectStore, ensure_versitygw
 from tests.cluster.renderers import ensure_renderers
 from tests.conftest import LocalCluster, RealNode, tenant_namespace
 from tests.gitserver import GitHttpServer, GitSshServer
-from tests.kube import TENANT_ACCOUNT, install_crds
+from tests.kube import TENANT_ACCOUNT, install_crds, until
 from tests.models import Models, train_iris
 from tests.syncs import Syncs
 
@@ -72,6 +71,14 @@ def commit_status_ports() -> tuple[int, int]:
 
 
 @pytest.fixture(scope="session")
+def notify_ports() -> tuple[int, int]:
+    """Loopback ports the shared operator may post notifications to
+    (--notification-endpoint): for a test's receiver, and a silent one."""
+    first, second = free_ports(2)
+    return first, second
+
+
+@pytest.fixture(scope="session")
 def renderers() -> dict[str, Path]:
     """kustomize and helm, standalone, as the operator image and the CLI get them."""
     return ensure_renderers()
@@ -84,6 +91,7 @@ def running_operator(
     tmp_path_factory: pytest.TempPathFactory,
     analysis_ports: tuple[int, int],
     commit_status_ports: tuple[int, int],
+    notify_ports: tuple[int, int],
     renderers: dict[str, Path],
 ) -> Iterator[operator.Operator]:
     """The operator, cluster-wide, in a thread of this process."""
@@ -99,8 +107,11 @@ def running_operator(
         # Watch streams restart each minute here: a stream gone silent costs a test a
         # minute, not the default five.
         watch_server_timeout=60,
+        # And a ModelSync the watch never delivered is listed within 20 s, not 5 min.
+        relist_seconds=20,
         analysis_endpoints=tuple(f"http://127.0.0.1:{port}" for port in analysis_ports),
         commit_status_api_urls=tuple(f"http://127.0.0.1:{port}" for port in commit_status_ports),
+        notification_endpoints=tuple(f"http://127.0.0.1:{port}" for port in notify_ports),
         # Locked down, as a platform team runs it: git content is applied as each test
         # namespace's tenant account; only granted-* namespaces may write elsewhere.
         default_service_account=TENANT_ACCOUNT,
@@ -182,16 +193,19 @@ def ssh_server(
         pytest.fail("OpenSSH's sshd is missing: `make test` installs openssh-server")
     server = GitSshServer(git_server.root, tmp_path_factory.mktemp("sshd"), free_ports(1)[0])
     server.start()
-    deadline = time.monotonic() + 15
-    while True:
+
+    def listening() -> bool:
         try:
             socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
-            break
         except OSError:
-            if time.monotonic() > deadline:
-                server.stop()
-                pytest.fail(f"sshd did not listen within 15s: {server.state / 'sshd.log'}")
-            time.sleep(0.1)
+            return False
+        return True
+
+    try:
+        until("sshd to listen", listening, 15, explain=lambda: str(server.state / "sshd.log"))
+    except AssertionError:
+        server.stop()
+        raise
     yield server
     server.stop()
 

@@ -52,6 +52,14 @@ def served_versions(api: kubernetes.client.ApiClient, namespace: str) -> dict[st
     }
 
 
+def seen_by(runtime: operator.Operator, namespace: str) -> str:
+    """What the in-process operator knows of a ModelSync that never got a status."""
+    key = (c.MODELSYNC_KIND, namespace, "prod")
+    cached = runtime.cache.get(*key) is not None
+    queued = runtime.queue is not None and key in runtime.queue
+    return f"the operator has it cached: {cached}, queued or in work: {queued}"
+
+
 @pytest.fixture
 def case_namespaces(local_cluster: LocalCluster, tenant_role: dict[str, object]) -> Any:
     run = secrets.token_hex(3)
@@ -79,7 +87,10 @@ def test_bad_commits_live_each_reported_with_its_lines_and_nothing_serving_chang
         repos[case] = sync.repo("models")
         good[case] = repos[case].write("good.yaml", model_yaml("good")).commit("good")
         sync.create("prod", repos[case].file_url)
-        sync.wait_applied("prod", f"main@sha1:{good[case]}", timeout=120)
+        try:
+            sync.wait_applied("prod", f"main@sha1:{good[case]}", timeout=120)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; {seen_by(running_operator, sync.namespace)}") from None
     before = {case: served_versions(local_cluster.api, ns) for case, ns in case_namespaces.items()}
 
     bad: dict[str, str] = {}

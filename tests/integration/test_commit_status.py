@@ -27,7 +27,7 @@ from modelsync.telemetry import metrics
 from tests.cluster.gitea import ADMIN, Gitea
 from tests.gitserver import SlowHttpServer
 from tests.integration.test_rollback import DEADLINE, broken_model_yaml, rolled_back
-from tests.kube import TENANT_ACCOUNT, wait_for_items
+from tests.kube import TENANT_ACCOUNT, until, wait_for_items
 from tests.models import Models
 from tests.syncs import Syncs, model_yaml
 
@@ -70,15 +70,14 @@ def loopback_only() -> Iterator[None]:
 
 def wait_until(check: Callable[[], Any], describe: str, timeout: float = 60) -> Any:
     """Gitea's API has no watch: ask until `check` returns something true, or fail."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {describe}")
-        time.sleep(0.25)
+    last: list[Any] = [None]
+
+    def found() -> bool:
+        last[0] = check()
+        return bool(last[0])
+
+    until(describe, found, timeout, interval=0.25)
+    return last[0]
 
 
 def secret(syncs: Syncs, name: str, data: dict[str, str], type_: str, namespace: str = "") -> None:
@@ -530,3 +529,23 @@ def test_commit_status_silent_host_does_not_delay_five_commits(
         wait_event(syncs, "prod", "via gitlab", "timed out")
     finally:
         silent.stop()
+
+
+def test_commit_status_repository_url_without_a_host_api_is_an_event_and_the_sync_goes_on(
+    syncs: Syncs,
+) -> None:
+    """A repository URL whose host API cannot be derived (file://): an Event naming the
+    provider and why, and the revision applied all the same."""
+    repo = syncs.repo("local")
+    sha = repo.write("models/iris.yaml", model_yaml("iris")).commit()
+    token = "local-token-" + secrets.token_hex(6)
+    secret(syncs, "host-token", {"token": token}, c.SECRET_TYPE_PROVIDER)
+    syncs.create(
+        "prod",
+        repo.file_url,
+        path="models",
+        notify={"provider": "gitea", "secretRef": {"name": "host-token"}},
+    )
+    syncs.wait_applied("prod", f"main@sha1:{sha}")
+    note = wait_event(syncs, "prod", "via gitea", "http(s) or ssh URL")
+    assert token not in note, note

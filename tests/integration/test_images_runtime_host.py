@@ -15,7 +15,6 @@ import contextlib
 import json
 import re
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from modelsync.serving.runtimes import MODEL_DIR, SCRATCH_DIR
 from tests.cluster import wheels
 from tests.cluster.launcher import stop_group
 from tests.cluster.objectstore import ObjectStore, free_port
+from tests.kube import until
 
 IMAGES = wheels.IMAGES_DIR
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
@@ -106,12 +106,24 @@ def post(url: str, body: dict[str, Any]) -> Any:
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     """Until `url` (the rendered readiness path) answers 200; fail at once if the server
     exits, with its log."""
-    deadline = time.monotonic() + START_SECONDS
-    while (status := get(url)) != 200:
-        if process.poll() is not None or time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-3000:]
-            pytest.fail(f"{url} answered {status}; server exit {process.poll()}; log:\n{tail}")
-        time.sleep(0.5)
+    statuses: list[int | None] = []
+
+    def ready() -> bool:
+        statuses.append(get(url))
+        if statuses[-1] != 200 and process.poll() is not None:
+            pytest.fail(f"{url}: the server exited {process.poll()}; log:\n{tail()}")
+        return statuses[-1] == 200
+
+    def tail() -> str:
+        return log.read_text(errors="replace")[-3000:]
+
+    until(
+        f"{url} to answer 200",
+        ready,
+        START_SECONDS,
+        interval=0.5,
+        explain=lambda: f"last answer {statuses[-1]}; log:\n{tail()}",
+    )
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ still serving: broken kustomizations, and what would reach beyond the revision."
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,16 +16,19 @@ from typing import Any
 
 import kubernetes
 import pytest
+import yaml
 
 from modelsync.api import constants as c
+from modelsync.cli import main as cli
 from modelsync.gitops.render import RenderSettings, render_snapshot
-from tests.gitserver import WorkRepo
+from tests.gitserver import WorkRepo, _git
 from tests.kube import dict_condition
 from tests.models import Models, ready_on
 from tests.operatorproc import REPO
-from tests.syncs import Syncs, model_yaml
+from tests.syncs import MS, Syncs, model_yaml
 
 BASE = "base/kustomization.yaml"
+ENVS = ("staging", "prod")
 
 
 def overlay(suffix: str, version: str, replicas: int, extra: str = "") -> str:
@@ -322,3 +326,44 @@ def test_kustomize_renders_of_a_snapshot_are_remembered_and_handed_out_as_copies
     (root / "base" / "kustomization.yaml").write_text("resources: [iris.yaml]\n")
     again = render_snapshot(root, "base", None, settings, namespace="n", release="other")
     assert again.errors == []
+
+
+def test_kustomize_the_example_repository_each_environment_applies_its_overlay(
+    syncs: Syncs, renderers: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """manifests/ as a team would push it: each ModelSync of environments.yaml applies its
+    overlay, the overlays validate offline, and promote edits prod's pin of the model."""
+    repo = syncs.repo("example")
+    shutil.copytree(REPO / "manifests", repo.work / "manifests")
+    first = repo.commit("the example repository")
+    documents = list(yaml.safe_load_all((REPO / "manifests/environments.yaml").read_text()))
+    for ms in documents:
+        ms["spec"]["repo"] = {"url": repo.file_url}
+        syncs.api.create_namespaced_custom_object(namespace=syncs.namespace, body=ms, **MS)
+    for ms in documents:
+        # Applied is enough: churn's PersistentVolumeClaim is the demo's to make.
+        syncs.wait(
+            ms["metadata"]["name"],
+            lambda found: (
+                ((found or {}).get("status") or {}).get("lastAppliedRevision")
+                == f"main@sha1:{first}"
+            ),
+            "the example applied",
+        )
+    models = syncs.models()
+    assert set(models) == {f"{m}-{e}" for m in ("iris", "ranker", "churn") for e in ENVS}
+    assert spec_of(models["iris-staging"]) == ("1.1.0", 1)
+    assert spec_of(models["iris-prod"]) == ("1.0.0", 3)
+    assert models["ranker-prod"]["spec"]["autoscaling"]["minReplicas"] == 2
+    assert models["churn-prod"]["metadata"]["labels"][c.LABEL_SYNC_NAME] == "prod"
+
+    kustomize = ["--kustomize", str(renderers["kustomize"])]
+    for env in ENVS:
+        overlay_dir = repo.work / "manifests" / "overlays" / env
+        assert cli.main(["validate", str(overlay_dir), *kustomize]) == 0
+        assert "1 files, 3 objects: ok" in capsys.readouterr().err
+    promote = ["promote", "iris", "--from", "staging", "--to", "prod", "--force"]
+    code = cli.main([*promote, "--repo-dir", str(repo.work), *kustomize])
+    assert code == 0, capsys.readouterr().err
+    changed = _git("diff", "--name-only", first, "HEAD", cwd=repo.work)
+    assert changed == "manifests/overlays/prod/iris.yaml"

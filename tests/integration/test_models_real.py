@@ -15,7 +15,6 @@ import base64
 import contextlib
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from tests.cluster.objectstore import ObjectStore
 from tests.conftest import LocalCluster, RealNode
 from tests.gitserver import GitHttpServer
 from tests.integration.conftest import BUCKET
-from tests.kube import dict_condition, wait_for_set
+from tests.kube import dict_condition, until, wait_for_set
 from tests.models import ROWS, Models, ready_on
 from tests.operatorproc import spawn_operator
 from tests.syncs import Syncs
@@ -176,14 +175,23 @@ def post_via_service(node: RealNode, ip: str, port: int, path: str, body: str) -
         "data=sys.argv[1].encode(), headers={'Content-Type': 'application/json'})\n"
         "print(urllib.request.urlopen(request, timeout=30).read().decode())"
     )
-    deadline = time.monotonic() + 60
-    while True:
-        done = node.in_netns("python3", "-c", script, body, timeout=60)
-        if done.returncode == 0:
-            return json.loads(done.stdout)
-        if "Connection refused" not in done.stderr or time.monotonic() > deadline:
-            raise AssertionError(f"POST {path} via {ip}:{port}: {done.stderr[-2000:]}")
-        time.sleep(0.5)  # a fresh connection per try; nothing to watch in iptables
+    tries: list[subprocess.CompletedProcess[str]] = []
+
+    def answered() -> bool:
+        tries.append(node.in_netns("python3", "-c", script, body, timeout=60))
+        if tries[-1].returncode != 0 and "Connection refused" not in tries[-1].stderr:
+            raise AssertionError(f"POST {path} via {ip}:{port}: {tries[-1].stderr[-2000:]}")
+        return tries[-1].returncode == 0
+
+    # A fresh connection per try; there is nothing to watch in iptables.
+    until(
+        f"POST {path} via {ip}:{port} to be answered",
+        answered,
+        60,
+        interval=0.5,
+        explain=lambda: tries[-1].stderr[-2000:],
+    )
+    return json.loads(tries[-1].stdout)
 
 
 def infer_once(node: RealNode, ip: str, port: int) -> list[int]:
@@ -208,13 +216,19 @@ class Client:
 
     def wait_for(self, predictions: list[int], timeout: float, streak: int = 1) -> None:
         """Until the latest `streak` answers are `predictions` (the traffic switched)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def switched() -> bool:
             answers = self.answers()[-streak:]
-            if len(answers) == streak and all(a["answer"] == predictions for a in answers):
-                return
-            time.sleep(0.5)  # reads the client's log; there is nothing to watch
-        raise AssertionError(f"no answer {predictions} in {timeout:.0f}s: {self.answers()[-3:]}")
+            return len(answers) == streak and all(a["answer"] == predictions for a in answers)
+
+        # Reads the client's log; there is nothing to watch.
+        until(
+            f"the answer {predictions}",
+            switched,
+            timeout,
+            interval=0.5,
+            explain=lambda: f"last answers: {self.answers()[-3:]}",
+        )
 
     def stop(self) -> list[dict[str, Any]]:
         self.stop_file.touch()

@@ -146,7 +146,7 @@ def test_probes_of_a_leading_operator(running_operator: operator.Operator) -> No
 
 
 def _replica(
-    cluster: LocalCluster, namespace: str, port: int, log: Path
+    cluster: LocalCluster, namespace: str, port: int, log: Path, *args: str
 ) -> subprocess.Popen[bytes]:
     return spawn_operator(
         cluster.kubeconfig,
@@ -159,8 +159,23 @@ def _replica(
         namespace,
         "--log-level",
         "INFO",
+        *args,
         log=log.open("ab"),
     )
+
+
+def _one_leader(ports: list[int]) -> tuple[int, int]:
+    """(leader, standby) once one leads and the other stands by, both ready."""
+    expected = ["ok: leading", "ok: standby, another replica leads"]
+
+    def settled() -> bool:
+        answers = [get(port, "/readyz") for port in ports]
+        return all(code == 200 for code, _ in answers) and sorted(r for _, r in answers) == expected
+
+    until("one leader and one standby, both ready", settled, 60, interval=0.2)
+    roles = {port: get(port, "/readyz")[1] for port in ports}
+    leader = next(port for port, role in roles.items() if role == "ok: leading")
+    return leader, next(port for port in ports if port != leader)
 
 
 def _leading(port: int) -> float | None:
@@ -178,20 +193,9 @@ def test_ha_two_replicas_one_leader_and_failover_within_30s(
         port: _replica(local_cluster, own_namespace, port, tmp_path / f"{port}.log")
         for port in ports
     }
-    expected = ["ok: leading", "ok: standby, another replica leads"]
     try:
         # Both answer "standby" until one has taken the Lease and synced its caches.
-        def settled() -> bool:
-            answers = [get(port, "/readyz") for port in ports]
-            return (
-                all(code == 200 for code, _ in answers)
-                and sorted(role for _, role in answers) == expected
-            )
-
-        until("one leader and one standby, both ready", settled, 60, interval=0.2)
-        roles = {port: get(port, "/readyz")[1] for port in ports}
-        leader = next(port for port, role in roles.items() if role == "ok: leading")
-        standby = next(port for port in ports if port != leader)
+        leader, standby = _one_leader(ports)
         assert _leading(leader) == 1
         assert _leading(standby) == 0
         code, answer = post_to(standby, "github/default/none", b"{}")
@@ -217,6 +221,42 @@ def test_ha_two_replicas_one_leader_and_failover_within_30s(
         )
         assert lease.spec.holder_identity.endswith(f"_{replicas[standby].pid}")
         assert lease.spec.lease_transitions >= 1
+    finally:
+        for process in replicas.values():
+            if process.poll() is None:
+                process.terminate()
+                process.wait(30)
+
+
+def test_ha_a_leader_stopped_cleanly_releases_its_lease_and_the_standby_leads_at_once(
+    local_cluster: LocalCluster, crds: list[str], own_namespace: str, tmp_path: Path
+) -> None:
+    """A rolling update or `helm uninstall` stops the leader with SIGTERM: it gives the
+    Lease up, so the standby leads at its next try. The Lease here lasts an hour: a
+    standby that had to wait it out would never lead within the test."""
+    ports = free_ports(2)
+    replicas = {
+        port: _replica(
+            local_cluster, own_namespace, port, tmp_path / f"{port}.log", "--lease-seconds", "3600"
+        )
+        for port in ports
+    }
+    leases = kubernetes.client.CoordinationV1Api(local_cluster.api)
+    try:
+        leader, standby = _one_leader(ports)
+        replicas[leader].send_signal(signal.SIGTERM)
+        assert replicas[leader].wait(30) == 0, (tmp_path / f"{leader}.log").read_text()[-2000:]
+        until(
+            "the standby to lead",
+            lambda: get(standby, "/readyz") == (200, "ok: leading"),
+            30,
+            interval=0.2,
+            explain=lambda: (tmp_path / f"{standby}.log").read_text()[-2000:],
+        )
+        lease = leases.read_namespaced_lease("modelsync-leader", own_namespace)
+        assert lease.spec.holder_identity.endswith(f"_{replicas[standby].pid}")
+        assert lease.spec.lease_transitions >= 1
+        assert "released the Lease" in (tmp_path / f"{leader}.log").read_text()
     finally:
         for process in replicas.values():
             if process.poll() is None:

@@ -27,6 +27,7 @@ from tests.cluster import operator_image
 from tests.cluster.launcher import free_ports
 from tests.conftest import LocalCluster
 from tests.integration.test_operability import get
+from tests.kube import until
 from tests.models import Models, manifest, ready_on
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -180,11 +181,18 @@ def test_operator_image_serves_a_model_with_in_cluster_config(
     log = (tmp_path / "operator.log").open("wb")
     process = subprocess.Popen(command, env=host_env, stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + 60
-        while get(port, "/readyz") != (200, "ok: leading"):
+
+        def leading() -> bool:
             assert process.poll() is None, (tmp_path / "operator.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, (tmp_path / "operator.log").read_text()[-3000:]
-            time.sleep(0.2)
+            return get(port, "/readyz") == (200, "ok: leading")
+
+        until(
+            "the image's operator to lead",
+            leading,
+            60,
+            interval=0.2,
+            explain=lambda: (tmp_path / "operator.log").read_text()[-3000:],
+        )
         models = Models(local_cluster, own_namespace)
         models.create(manifest("iris"))
         models.wait("iris", ready_on("1"), describe="the image's operator to serve it")

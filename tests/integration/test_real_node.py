@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from kubernetes.dynamic import DynamicClient
 from tests.cluster import addresses, images
 from tests.cluster import node as nodemod
 from tests.conftest import LocalCluster, RealNode
-from tests.kube import condition_of, wait_for, wait_for_items
+from tests.kube import condition_of, until, wait_for, wait_for_items
 
 READY_TIMEOUT = 180.0  # generous: a fresh CI machine unpacks the image on first use
 
@@ -134,17 +133,21 @@ def answers_via_service(
 ) -> str:
     """The first answer through the Service that names one of `expected` pods, waiting
     (kube-proxy syncs its rules a moment after the endpoints change)."""
-    deadline = time.monotonic() + timeout
-    last: str | None = None
-    while time.monotonic() < deadline:
-        last = get_via_service(node, cluster_ip)
-        if last in expected:
-            return last
-        time.sleep(0.5)  # a fresh connection per try; nothing to watch in iptables
-    raise AssertionError(
-        f"no answer from {sorted(expected)} through {cluster_ip} within {timeout:.0f}s "
-        f"(last: {last!r})\n{node.log_tails()}"
+    last: list[str | None] = [None]
+
+    def answered() -> bool:
+        last[0] = get_via_service(node, cluster_ip)
+        return last[0] in expected
+
+    # A fresh connection per try; there is nothing to watch in iptables.
+    until(
+        f"an answer from {sorted(expected)} through {cluster_ip}",
+        answered,
+        timeout,
+        interval=0.5,
+        explain=lambda: f"last: {last[0]!r}\n{node.log_tails()}",
     )
+    return str(last[0])
 
 
 def test_real_pods_become_ready_by_an_http_readiness_probe(
@@ -274,10 +277,13 @@ def test_real_missing_image_is_named_in_the_pod_status(
                 return True
         return False
 
-    deadline = time.monotonic() + READY_TIMEOUT
-    while not (pods := pods_of(local_cluster, namespace, "ghost")):
-        assert time.monotonic() < deadline, "the Deployment made no pod"
-        time.sleep(0.5)
+    until(
+        "the Deployment to make a pod",
+        lambda: bool(pods_of(local_cluster, namespace, "ghost")),
+        READY_TIMEOUT,
+        interval=0.5,
+    )
+    pods = pods_of(local_cluster, namespace, "ghost")
     pod = wait_for(
         core.list_namespaced_pod,
         pods[0].metadata.name,

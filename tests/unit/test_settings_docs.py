@@ -30,6 +30,7 @@ NONE = "—"
 NO_FLAG = {
     "retry_seconds": "a tuning of the work queue; tests shorten it in process",
     "watch_server_timeout": "kopf's watch timeout; no deployment needs another",
+    "relist_seconds": "a safety net under kopf's watch; tests shorten it in process",
     "http_host": "in a pod the operator listens on every address; tests use loopback",
     "lease_name": "one Lease per release namespace; the name is fixed",
 }

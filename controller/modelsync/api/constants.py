@@ -58,6 +58,11 @@ LABEL_SYNC_NAME: Final = f"{GROUP}/sync-name"
 # applies; without it, the unsharded operator does (Flux's sharding.fluxcd.io/key).
 LABEL_SHARD: Final = f"{GROUP}/shard"
 LABEL_SYNC_NAMESPACE: Final = f"{GROUP}/sync-namespace"
+# On a ModelSync of environments.yaml: the environment it applies (`modelsync promote
+# --from/--to`); without it, the ModelSync's name is the environment's.
+LABEL_ENVIRONMENT: Final = f"{GROUP}/environment"
+# The branch `modelsync promote` commits on: <prefix><model>-<version>.
+PROMOTE_BRANCH_PREFIX: Final = "modelsync/promote/"
 ANNOTATION_RECONCILE_REQUESTED: Final = f"{GROUP}/reconcile-requested-at"
 # On a live object that no ModelSync created: "<namespace>/<name>" of the one ModelSync
 # allowed to take it over.
@@ -142,5 +147,28 @@ EVENT_COMMIT_STATUS_FAILED: Final = "CommitStatusFailed"
 # A model's rollback pull request was opened, updated or closed as superseded; or could not be.
 EVENT_PULL_REQUEST: Final = "RollbackPullRequest"
 EVENT_PULL_REQUEST_FAILED: Final = "RollbackPullRequestFailed"
+# The only Secret type spec.notify.receivers[].secretRef may name: its `address` (a
+# receiver URL; a Slack webhook URL is itself a credential) and `token` (the HMAC key of
+# a generic webhook) leave the cluster, so only a Secret made for that is ever read.
+SECRET_TYPE_NOTIFICATION: Final = f"{GROUP}/notification"
+# A notification could not be delivered, or its receiver was refused (never its address).
+EVENT_NOTIFICATION_FAILED: Final = "NotificationFailed"
+# What a notification tells (spec.notify.receivers[].events), one per outcome a person acts on.
+NOTICE_REVISION_REJECTED: Final = "RevisionRejected"
+NOTICE_ROLLOUT_FAILED: Final = "RolloutFailed"
+NOTICE_ROLLED_BACK: Final = "RolledBack"
+NOTICE_ANALYSIS_FAILED: Final = "AnalysisFailed"
+NOTICE_WRITE_BACK_FAILED: Final = "WriteBackFailed"
+NOTICE_RECOVERED: Final = "Recovered"
+NOTICES: Final = (
+    NOTICE_REVISION_REJECTED,
+    NOTICE_ROLLOUT_FAILED,
+    NOTICE_ROLLED_BACK,
+    NOTICE_ANALYSIS_FAILED,
+    NOTICE_WRITE_BACK_FAILED,
+    NOTICE_RECOVERED,
+)
+RECEIVER_WEBHOOK: Final = "webhook"
+RECEIVER_SLACK: Final = "slack"
 # `modelsync run` flag that lets ModelSyncs name file:// repositories.
 FLAG_ALLOW_FILE_URLS: Final = "--allow-file-urls"

@@ -28,6 +28,16 @@ class Repo:
 
 
 @dataclass(frozen=True)
+class Receiver:
+    """One of spec.notify.receivers: where notifications go (the URL and HMAC key are in
+    the Secret, of type modelsync.io/notification, in the ModelSync's namespace)."""
+
+    type: str  # webhook | slack
+    secret_ref: str
+    events: tuple[str, ...] = ()  # empty: every notification
+
+
+@dataclass(frozen=True)
 class ModelSyncSpec:
     repo: Repo
     path: str = ""
@@ -41,6 +51,7 @@ class ModelSyncSpec:
     target_namespace: str | None = None
     rollback_write_back: bool = False
     webhook_secret_ref: str | None = None
+    receivers: tuple[Receiver, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,19 @@ def parse_spec(data: Object, path: str = "spec") -> ModelSyncSpec:
         webhook_secret_ref=f.string(webhook, "name", f"{path}.webhookSecretRef")
         if webhook
         else None,
+        receivers=parse_receivers(f.opt_obj(data, "notify", path) or {}, f"{path}.notify"),
+    )
+
+
+def parse_receivers(notify: Object, path: str = "spec.notify") -> tuple[Receiver, ...]:
+    where = f"{path}.receivers"
+    return tuple(
+        Receiver(
+            type=f.string(entry, "type", where),
+            secret_ref=f.string(f.obj(entry, "secretRef", where), "name", f"{where}.secretRef"),
+            events=f.strings(entry, "events", where),
+        )
+        for entry in f.objects(notify, "receivers", path)
     )
 
 

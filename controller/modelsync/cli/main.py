@@ -593,6 +593,127 @@ def rollback(
 
 
 @main_group.command(
+    epilog="Example:\n\n\b\n  modelsync promote iris --from staging --to prod --repo-dir . --push"
+)
+@click.argument("model")
+@click.option("--from", "source", required=True, help="the environment that serves the model")
+@click.option("--to", "target", required=True, help="the environment to give it to")
+@click.option(
+    "--repo-dir",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="a clone of the GitOps repository (its HEAD is rendered)",
+)
+@click.option(
+    "--environments",
+    "environments_file",
+    default=None,
+    metavar="FILE",
+    help="the ModelSyncs, one per environment, from the repository root "
+    "(default: environments.yaml, else manifests/environments.yaml)",
+)
+@click.option("--branch", default=None, help="default: modelsync/promote/<model>-<version>")
+@click.option(
+    "--force", is_flag=True, help="promote even when the source does not serve it healthily"
+)
+@click.option("--push", is_flag=True, help="push the branch to origin")
+@_renderers
+@namespace_option
+@pass_cluster
+def promote(
+    cluster: Cluster,
+    model: str,
+    source: str,
+    target: str,
+    repo_dir: Path,
+    environments_file: str | None,
+    branch: str | None,
+    force: bool,
+    push: bool,
+    kustomize_binary: str,
+    helm_binary: str,
+) -> None:
+    """Commit, on a branch of its own, the source environment's spec.model of MODEL
+    (version, uri, format) into the patch of the target's overlay that pins it, checked
+    by rendering the target as the operator does. Refused (exit 1) unless the source
+    serves that version healthily, or --force."""
+    from modelsync.gitops.promote import finish, prepare
+    from modelsync.gitops.promotion import PromotionError, describe, unhealthy
+
+    if not repo_dir.exists():
+        fail(f"{repo_dir} does not exist")
+    try:
+        plan = prepare(
+            repo_dir,
+            model,
+            source,
+            target,
+            _render_settings(kustomize_binary, helm_binary),
+            environments_file=environments_file,
+            branch=branch,
+            default_namespace=cluster.namespace,
+        )
+        if plan.commit is None:
+            out.print(
+                f"{plan.target.name} already has {model} {describe(plan.fields)}: "
+                "nothing to promote",
+                markup=False,
+            )
+            return
+        if not force:
+            live = _live_model(cluster, plan.name, plan.namespace)
+            problems = unhealthy(live, plan.fields, plan.source.sync)
+            if problems:
+                fail(
+                    f"{plan.source.name} does not serve {model} {plan.fields['version']} "
+                    f"healthily: ModelDeployment {plan.namespace}/{plan.name}: "
+                    f"{'; '.join(problems)}. Nothing committed; wait for it "
+                    f"(modelsync status -n {plan.namespace}), or --force",
+                    code=1,
+                )
+        finish(repo_dir, plan)
+    except rendering.RendererMissingError as missing:
+        fail(str(missing))
+    except PromotionError as error:
+        fail(str(error), code=error.code)
+    out.print(
+        f"committed {plan.commit[:12]} on {plan.branch}: {plan.file}: {model} "
+        f"{describe(plan.before)} -> {describe(plan.fields)} (as {plan.source.name})",
+        markup=False,
+    )
+    if push:
+        import git
+
+        try:
+            git.Repo(repo_dir).git.push(
+                "--end-of-options", "origin", f"{plan.commit}:refs/heads/{plan.branch}"
+            )
+        except git.GitCommandError as error:
+            fail(f"push to origin failed: {str(error.stderr).strip()}", code=1)
+        out.print(f"pushed to origin {plan.branch}")
+
+
+def _live_model(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] | None:
+    """The ModelDeployment as it runs, or None when there is none."""
+    import kubernetes
+
+    def get() -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = cluster.api.get_namespaced_custom_object(
+                name=name, namespace=namespace, **MD
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return found
+
+    live: dict[str, Any] | None = cluster.call(f"ModelDeployment {name!r}", get)
+    return live
+
+
+@main_group.command(
     epilog="Examples:\n\n\b\n  modelsync run\n  modelsync run -n team-a -n team-b --workers 8"
 )
 @click.option(
@@ -712,6 +833,14 @@ def rollback(
     callback=lambda _ctx, _param, values: _commit_status_api_urls(values),
     help="a git host API (scheme://host:port) that a ModelSync's spec.notify.apiURL may name "
     "besides its repository's own host (repeat for more; default: none)",
+)
+@click.option(
+    "--notification-endpoint",
+    "notification_endpoints",
+    multiple=True,
+    callback=lambda _ctx, _param, values: _notification_endpoints(values),
+    help="a receiver (scheme://host:port) that spec.notify.receivers may post notifications "
+    "to (repeat for more; default: none, every receiver is refused)",
 )
 @click.option(
     "--default-service-account",
@@ -840,6 +969,7 @@ def run(
     kube_burst: int,
     analysis_endpoints: tuple[str, ...],
     commit_status_api_urls: tuple[str, ...],
+    notification_endpoints: tuple[str, ...],
     default_service_account: str,
     apply_as_operator: bool,
     allow_other_namespaces: tuple[str, ...],
@@ -894,6 +1024,7 @@ def run(
         kube_burst=kube_burst,
         analysis_endpoints=analysis_endpoints,
         commit_status_api_urls=commit_status_api_urls,
+        notification_endpoints=notification_endpoints,
         default_service_account=default_service_account,
         apply_as_operator=apply_as_operator,
         allow_other_namespaces=allow_other_namespaces,
@@ -941,6 +1072,15 @@ def _analysis_endpoints(values: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(parse_endpoint(value) for value in values)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--analysis-endpoint") from None
+
+
+def _notification_endpoints(values: tuple[str, ...]) -> tuple[str, ...]:
+    from modelsync.gitops.notices import parse_endpoint
+
+    try:
+        return tuple(parse_endpoint(value) for value in values)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--notification-endpoint") from None
 
 
 def _commit_status_api_urls(values: tuple[str, ...]) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ from typing import Any
 
 from modelsync.api import constants as c
 from modelsync.api.origins import origin, origin_text, parse_origin
+from modelsync.gitops.notices import REJECTED as _REJECTED
 from modelsync.telemetry import metrics
 
 log = logging.getLogger(__name__)
@@ -178,19 +179,6 @@ def verdict(status: dict[str, Any]) -> tuple[str, str, str] | None:
     return None
 
 
-# A revision refused for its content (or the tenant's settings): the same revision fails
-# the same way until git or the ModelSync changes.
-_REJECTED = frozenset(
-    {
-        c.REASON_VALIDATION_FAILED,
-        c.REASON_OWNERSHIP_CONFLICT,
-        c.REASON_REVISION_TOO_LARGE,
-        c.REASON_EMPTY_REVISION,
-        c.REASON_PRUNE_REFUSED,
-        c.REASON_PRUNE_FAILED,
-        c.REASON_TARGET_NAMESPACE_NOT_ALLOWED,
-    }
-)
 _FAILED_ROLLOUT = (
     c.REASON_PROGRESS_DEADLINE_EXCEEDED,
     c.REASON_CRASH_LOOP,
@@ -354,7 +342,12 @@ def pull_update(
 
 
 class SendError(Exception):
-    """The git host did not take the status; the message never holds the token."""
+    """The git host did not take the status; the message never holds the token.
+    `status`: the HTTP status it answered (None: no answer)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def send(req: Request, timeout: float = DEADLINE_SECONDS) -> str:
@@ -379,7 +372,7 @@ def send(req: Request, timeout: float = DEADLINE_SECONDS) -> str:
     if answer.status == 400 and "Cannot transition status" in text:
         return text  # GitLab: the commit has this state already (say, after a restart)
     if not 200 <= answer.status < 300:
-        raise SendError(f"answered {answer.status} {answer.reason}: {_gist(text)}")
+        raise SendError(f"answered {answer.status} {answer.reason}: {_gist(text)}", answer.status)
     return text
 
 
@@ -504,8 +497,8 @@ class StatusWriter:
         self._enqueue(ms, f"{PULL}/{pull.model}", (pull.failed, pull.reason), job)
 
     def _enqueue(self, ms: dict[str, Any], what: str, said: tuple[str, ...], job: Job) -> None:
-        if not (ms.get("spec") or {}).get("notify"):
-            return
+        if not ((ms.get("spec") or {}).get("notify") or {}).get("provider"):
+            return  # receivers only: no commit status, no pull request
         meta = ms["metadata"]
         key = (meta["namespace"], meta["name"])
         topic = (*key, what)

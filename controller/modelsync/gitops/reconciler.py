@@ -41,6 +41,7 @@ from modelsync.gitops.fetch import (
     RevisionTooLargeError,
 )
 from modelsync.gitops.load import LoadError
+from modelsync.gitops.notify import Notifier
 from modelsync.gitops.plan import ChangeSet, Planned
 from modelsync.gitops.status import (
     Outcome,
@@ -122,9 +123,11 @@ class SyncReconciler:
         watches: Callable[[str], bool] = lambda _: False,
         settings: OperatorSettings | None = None,
         statuses: StatusWriter | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings or OperatorSettings()
         self.statuses = statuses  # commit statuses back to the git host (spec.notify)
+        self.notifier = notifier  # notifications to people (spec.notify.receivers)
         self.kube = kube
         self.fetcher = fetcher
         self.cache = cache
@@ -182,6 +185,8 @@ class SyncReconciler:
             self._write_status(ms, status)
             if self.statuses is not None:
                 self.statuses.observe(ms, status)
+            if self.notifier is not None:
+                self.notifier.observe_sync(ms, ms.get("status") or {}, status)
             if waiting and was_ready != health.healthy:
                 # Serving at last: the revision is synced (the event a sync that found its
                 # models Ready would have posted). No longer serving: a warning.
@@ -499,7 +504,8 @@ class SyncReconciler:
             name = md["metadata"]["name"]
             branch = writeback.branch_name(name, writeback.sha_of(failed))
             # With a git host to tell (spec.notify), a pull request per model follows.
-            pull = writeback.pull_request_branch(name) if spec.get("notify") else None
+            git_host = (spec.get("notify") or {}).get("provider")
+            pull = writeback.pull_request_branch(name) if git_host else None
             if branch not in done:
                 try:
                     writeback.push_rollback_branch(
@@ -641,6 +647,8 @@ class SyncReconciler:
         self._write_status(ms, recorded.status)
         if self.statuses is not None:
             self.statuses.observe(ms, recorded.status)
+        if self.notifier is not None:
+            self.notifier.observe_sync(ms, ms.get("status") or {}, recorded.status)
 
     def _record_suspended(self, ms: Manifest) -> None:
         status = dict(ms.get("status") or {})

@@ -63,6 +63,12 @@ def _digest(token: bytes, body: bytes) -> str:
     return hmac.new(token, body, hashlib.sha256).hexdigest()
 
 
+def signature(token: bytes, body: bytes) -> str:
+    """X-Modelsync-Signature of `body`: what `authentic` checks for the generic provider
+    (and what our notifications to a generic webhook carry)."""
+    return "sha256=" + _digest(token, body)
+
+
 def authentic(provider: str, headers: Mapping[str, str], body: bytes, token: bytes) -> bool:
     """Whether the request was signed (or carries the token) for `token`."""
     if provider == "gitlab":

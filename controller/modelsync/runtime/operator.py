@@ -31,6 +31,7 @@ from modelsync.api import constants as c
 from modelsync.gitops import modelhealth
 from modelsync.gitops.commitstatus import StatusWriter
 from modelsync.gitops.fetch import GitFetcher
+from modelsync.gitops.notify import Notifier
 from modelsync.gitops.reconciler import SyncReconciler, fetch_cache_dir, owned_models
 from modelsync.kube import client as kubemod
 from modelsync.kube import leader
@@ -76,6 +77,7 @@ class Operator:
     reconciler: ServingReconciler | None = None
     syncer: SyncReconciler | None = None
     statuses: StatusWriter | None = None
+    notifier: Notifier | None = None
     executor: concurrent.futures.ThreadPoolExecutor | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     loop: asyncio.AbstractEventLoop | None = None
@@ -228,6 +230,57 @@ async def _resync(runtime: Operator) -> None:
     while True:
         await asyncio.sleep(runtime.settings.resync_seconds)
         resync_all(runtime)
+
+
+async def _relist(runtime: Operator) -> None:
+    """kopf lists only when a watch starts or expires; an event it never delivered would
+    leave a ModelSync unsynced until then. A periodic list, as an informer's, is the net."""
+    while True:
+        await asyncio.sleep(runtime.settings.relist_seconds)
+        if runtime.kube is None:
+            continue
+        try:
+            listed = await asyncio.to_thread(
+                list_watched,
+                runtime.kube,
+                runtime.settings,
+                c.API_VERSION,
+                c.MODELSYNC_KIND,
+                shards.label_selector(runtime.settings.shard),
+            )
+        except Exception:  # a failed round is logged; the next one tries again
+            log.exception("listing the ModelSyncs")
+            continue
+        pick_up_missed(runtime, listed)
+
+
+def pick_up_missed(runtime: Operator, listed: list[dict[str, Any]]) -> int:
+    """Queue each listed ModelSync the watch never delivered, or that has no status and
+    is not queued (never reconciled); returns how many."""
+    assert runtime.queue is not None
+    picked = 0
+    for ms in listed:
+        meta = ms["metadata"]
+        namespace, name = meta.get("namespace", ""), meta["name"]
+        key = (c.MODELSYNC_KIND, namespace, name)
+        if meta.get("deletionTimestamp"):
+            continue
+        if runtime.cache.get(c.MODELSYNC_KIND, namespace, name) is None:
+            cause = "unknown"
+            ms.setdefault("apiVersion", c.API_VERSION)
+            ms.setdefault("kind", c.MODELSYNC_KIND)
+            runtime.cache.put(c.MODELSYNC_KIND, ms)
+        elif not ms.get("status") and key not in runtime.queue:
+            cause = "unsynced"
+        else:
+            continue
+        log.warning(
+            "ModelSync %s/%s was missed (%s); queued by the periodic list", namespace, name, cause
+        )
+        metrics.WATCH_MISSED.labels(cause).inc()
+        runtime.queue.add(key)
+        picked += 1
+    return picked
 
 
 async def _heartbeat(health: probes.Health) -> None:
@@ -420,6 +473,24 @@ def _owning_sync(
     return sync
 
 
+def _notify_model(
+    runtime: Operator, body: dict[str, Any], owner: Callable[[], tuple[str, str] | None] | None
+) -> None:
+    """Hand a ModelDeployment's news to the notifier (`owner` None: it is gone)."""
+    if runtime.notifier is None:
+        return
+    if owner is None:
+        meta = body.get("metadata") or {}
+        runtime.notifier.forget(c.MODELDEPLOYMENT_KIND, meta.get("namespace", ""), meta["name"])
+        return
+
+    def owning_sync() -> dict[str, Any] | None:
+        sync = owner()
+        return runtime.cache.get(c.MODELSYNC_KIND, *sync) if sync else None
+
+    runtime.notifier.observe_model(body, owning_sync)
+
+
 def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - one registration per watched kind
     """kopf handlers bound to one Operator (tests run several operators in one process)."""
     registry = kopf.OperatorRegistry()
@@ -476,6 +547,13 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             ),
             runtime.settings.commit_status_api_urls,
         )
+        runtime.notifier = Notifier(
+            kube.get,
+            lambda ms, reason, note, warning: kube.event(
+                ms, c.MODELSYNC_KIND, reason, note, action="Notify", warning=warning
+            ),
+            runtime.settings.notification_endpoints,
+        )
         runtime.syncer = SyncReconciler(
             kube,
             fetcher,
@@ -483,6 +561,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             watches=lambda namespace: not patterns or namespace_matches(namespace, patterns),
             settings=runtime.settings,
             statuses=runtime.statuses,
+            notifier=runtime.notifier,
         )
         runtime.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=runtime.settings.workers, thread_name_prefix="reconcile"
@@ -491,6 +570,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             asyncio.create_task(_worker(runtime)) for _ in range(runtime.settings.workers)
         ]
         runtime.tasks.append(asyncio.create_task(_resync(runtime)))
+        runtime.tasks.append(asyncio.create_task(_relist(runtime)))
         runtime.tasks.append(asyncio.create_task(_heartbeat(runtime.health)))
         if not runtime.settings.shard:
             runtime.tasks.append(asyncio.create_task(_watch_shards(runtime)))
@@ -509,6 +589,8 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             runtime.executor.shutdown(wait=True, cancel_futures=True)
         if runtime.statuses is not None:
             runtime.statuses.shutdown()
+        if runtime.notifier is not None:
+            runtime.notifier.shutdown()
 
     def enqueue(key: Hashable) -> None:
         if runtime.queue is not None:
@@ -538,6 +620,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             if runtime.ready_seen.pop((namespace or "", name), None) and (sync := owner()):
                 refresh_health(sync)
             runtime.md_triggers.pop((namespace or "", name), None)
+            _notify_model(runtime, dict(body), None)
             if runtime.reconciler is not None:
                 runtime.reconciler.analyses.forget((c.MODELDEPLOYMENT_KIND, namespace, name))
             metrics.model_gone(namespace or "", name)
@@ -554,6 +637,9 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             runtime.rolled_back_seen[key] = now
             if sync := owner():
                 enqueue((c.MODELSYNC_KIND, *sync))
+        # Rolled back, failed, recovered: told to the receivers of the ModelSync that
+        # applied it (found only when there is news; serving/ knows nothing of this).
+        _notify_model(runtime, dict(body), owner)
         # Ready for its current spec, or no longer: its ModelSync's Healthy (and Ready)
         # follow, from the cache (a refresh, not a sync: git has not changed).
         ready = modelhealth.model_ready(dict(body))[0]
@@ -571,6 +657,8 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             runtime.cache.delete(c.MODELSYNC_KIND, namespace, name)
             if runtime.statuses is not None:
                 runtime.statuses.forget(namespace, name)
+            if runtime.notifier is not None:
+                runtime.notifier.forget(c.MODELSYNC_KIND, namespace, name)
             return
         previous = runtime.cache.get(c.MODELSYNC_KIND, namespace, name)
         runtime.cache.put(c.MODELSYNC_KIND, dict(body))
@@ -670,7 +758,8 @@ def _run(
     stop: threading.Event | None,
     ready: threading.Event | None,
 ) -> bool:
-    lost = threading.Event()
+    lost, renewing_stop = threading.Event(), threading.Event()
+    lock: leader.LeaseLock | None = None
     if settings.leader_election:
         waiting = stop or _stopped_by_sigterm()
         lock = leader.LeaseLock(
@@ -693,23 +782,42 @@ def _run(
                 return True
         if pod:
             leader.mark_pod(lock.client, settings.lease_namespace, pod, leading=True)
-        threading.Thread(
-            target=leader.keep_leading, args=(lock, waiting, lost), daemon=True, name="lease"
-        ).start()
+        renewing = threading.Thread(
+            target=leader.keep_leading,
+            args=(lock, renewing_stop, lost),
+            daemon=True,
+            name="lease",
+        )
+        renewing.start()
     registry = build_registry(runtime)
 
     if settings.leader_election and stop is None:
         # Losing the lead stops this operator at once, as a SIGTERM would: kopf handles
         # that signal itself (a stop flag of ours would keep it waiting after one).
         threading.Thread(target=_stop_when, args=(lost,), daemon=True).start()
-    asyncio.run(
-        kopf.operator(
-            registry=registry,
-            standalone=True,
-            clusterwide=not settings.namespaces,
-            namespaces=list(settings.namespaces),
-            stop_flag=stop,
-            ready_flag=ready,
+    try:
+        asyncio.run(
+            kopf.operator(
+                registry=registry,
+                standalone=True,
+                clusterwide=not settings.namespaces,
+                namespaces=list(settings.namespaces),
+                stop_flag=stop,
+                ready_flag=ready,
+            )
         )
-    )
+    finally:
+        if lock is not None:
+            renewing_stop.set()
+            renewing.join()
+            if not lost.is_set():
+                _release(lock)
     return not lost.is_set()
+
+
+def _release(lock: leader.LeaseLock) -> None:
+    """Stopped cleanly (a rolling update, `helm uninstall`): hand the lead over now."""
+    try:
+        lock.release()
+    except Exception as error:  # never a reason to fail a clean stop
+        log.warning("could not release the Lease %s/%s: %s", lock.namespace, lock.name, error)

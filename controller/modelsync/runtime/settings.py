@@ -69,6 +69,10 @@ class OperatorSettings:
     """Seconds after which the API server ends a watch (kopf reconnects); keeps silent
     streams from hanging forever."""
 
+    relist_seconds: float = 300.0
+    """How often the ModelSyncs are also listed from the API server: one the watch did
+    not deliver (kopf re-lists only when a watch expires) is picked up within this."""
+
     http_host: str = "0.0.0.0"  # noqa: S104 - in a pod, the kubelet and Prometheus reach us from outside
     """Address of the HTTP server (/metrics, /healthz, /readyz)."""
 
@@ -194,6 +198,13 @@ class OperatorSettings:
     statuses go to the API derived from the repository URL (api.github.com for
     github.com) unless apiURL names one of these; any other apiURL is refused before a
     connection. Empty: only the repository's own host."""
+
+    notification_endpoints: tuple[str, ...] = field(default_factory=tuple)
+    """Receivers, as scheme://host:port, that notifications (spec.notify.receivers) may
+    be posted to (e.g. "https://hooks.slack.com"). A receiver's address (from its Secret)
+    must match one in scheme, host and port exactly, or it is refused before any
+    connection; empty means none. An allow-list of its own, not the analysis endpoints':
+    a Prometheus that may be queried is no place to post to, nor the reverse."""
 
     def render_settings(self) -> rendering.RenderSettings:
         return rendering.RenderSettings(

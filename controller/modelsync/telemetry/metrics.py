@@ -52,6 +52,14 @@ COMMIT_STATUSES = Counter(
     ["provider", "result"],
     registry=REGISTRY,
 )
+NOTIFICATIONS = Counter(
+    "modelsync_notifications_total",
+    "Notifications to receivers (spec.notify.receivers), by receiver type and result: sent, "
+    "retried (a 5xx or no answer; sent again with the same id), failed, refused (its Secret "
+    "or its address not allowed), dropped (the queue was full).",
+    ["type", "result"],
+    registry=REGISTRY,
+)
 RECONCILES = Counter(
     "modelsync_reconciles_total",
     "ModelDeployment reconciliations, by result.",
@@ -102,6 +110,13 @@ SYNCS = Counter(
     "modelsync_syncs_total",
     "ModelSync syncs, by ModelSync and result (the Ready condition's reason).",
     ["namespace", "name", "result"],
+    registry=REGISTRY,
+)
+WATCH_MISSED = Counter(
+    "modelsync_watch_missed_total",
+    "ModelSyncs the periodic list found that the watch had not delivered (unknown) or "
+    "that were never reconciled nor queued (unsynced); should stay at zero.",
+    ["cause"],
     registry=REGISTRY,
 )
 SYNC_SECONDS = Histogram(

@@ -1,0 +1,217 @@
+"""Record and tell, to people: which outcomes a notification tells, read from statuses.
+
+One notification per outcome a person acts on, never per Event: a revision rejected, a
+rollout failed (no automatic rollback), a model rolled back, a canary analysis failed
+(and was rolled back), a rollback write-back failed, and recovered after any of these.
+Each subject (a ModelSync, or one of its ModelDeployments) has a `State` read from its
+status: a failure, OK, or nothing to say (in progress, or the environment broke an
+attempt off). `follow` turns the last state said and the new one into a notice: a new
+failure, or Recovered when OK follows a failure; the in-between states are passed over.
+
+Also pure: the receiver's request (a generic webhook's JSON, signed like our own webhook
+receivers; a Slack-compatible incoming webhook's text), whether a receiver URL is one the
+platform allows, and the retry rule. The shell is notify.py.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from modelsync.api import conditions
+from modelsync.api import constants as c
+from modelsync.api.origins import origin, origin_text, parse_origin
+from modelsync.gitops.webhooks import DELIVERY_HEADERS, signature
+
+OK = ""  # State.kind of a subject that is fine
+ENDPOINTS_SETTING = "--notification-endpoint"
+ATTEMPTS = 3  # one delivery and two retries, with the same id
+RETRY_SECONDS = (1.0, 4.0)  # before the second and the third attempt
+MAX_MESSAGE = 1000
+
+# A revision refused for its content (or the tenant's settings): the same revision fails
+# the same way until git or the ModelSync changes.
+REJECTED = frozenset(
+    {
+        c.REASON_VALIDATION_FAILED,
+        c.REASON_OWNERSHIP_CONFLICT,
+        c.REASON_REVISION_TOO_LARGE,
+        c.REASON_EMPTY_REVISION,
+        c.REASON_PRUNE_REFUSED,
+        c.REASON_PRUNE_FAILED,
+        c.REASON_TARGET_NAMESPACE_NOT_ALLOWED,
+    }
+)
+
+
+class RefusedError(ValueError):
+    """A receiver the operator will not send to; the message never holds its address's
+    path or query (a Slack webhook URL is a credential), only its origin."""
+
+
+@dataclass(frozen=True)
+class State:
+    """What a subject's status says: `kind` a notice kind (a failure) or OK."""
+
+    kind: str
+    revision: str = ""
+    reason: str = ""
+    message: str = ""
+
+
+def sync_state(status: dict[str, Any]) -> State | None:
+    """A ModelSync's state: its last attempted revision rejected, its rollback write-back
+    failing, or applied and Ready (OK). A rolled-back model is its ModelDeployment's news."""
+    revision = str(status.get("lastAttemptedRevision") or "")
+    ready = conditions.find(status.get("conditions"), c.READY) or {}
+    reason, message = str(ready.get("reason") or ""), str(ready.get("message") or "")
+    if reason in REJECTED:
+        return State(c.NOTICE_REVISION_REJECTED, revision, reason, message)
+    write_back = conditions.find(status.get("conditions"), c.WRITE_BACK) or {}
+    if write_back.get("status") == "False":
+        return State(
+            c.NOTICE_WRITE_BACK_FAILED,
+            revision,
+            str(write_back.get("reason") or ""),
+            str(write_back.get("message") or ""),
+        )
+    if ready.get("status") == "True" and revision and status.get("lastAppliedRevision") == revision:
+        return State(OK, revision, reason, message)
+    return None
+
+
+def model_state(status: dict[str, Any]) -> State | None:
+    """A ModelDeployment's state: rolled back (AnalysisFailed when a canary's analysis
+    was the cause), its rollout failed with no rollback, or Ready (OK)."""
+    found = status.get("conditions")
+    rolled = conditions.find(found, c.ROLLED_BACK) or {}
+    if rolled.get("status") == "True":
+        reason = str(rolled.get("reason") or "")
+        kind = (
+            c.NOTICE_ANALYSIS_FAILED if reason == c.REASON_ANALYSIS_FAILED else c.NOTICE_ROLLED_BACK
+        )
+        revision = str(status.get("failedGitRevision") or "")
+        return State(kind, revision, reason, str(rolled.get("message") or ""))
+    ready = conditions.find(found, c.READY) or {}
+    revision = str(status.get("currentRevision") or "")
+    if ready.get("status") == "True":
+        return State(OK, revision, str(ready.get("reason") or ""), str(ready.get("message") or ""))
+    last = (status.get("history") or [{}])[0]
+    if last.get("result") == c.HISTORY_FAILED:
+        return State(
+            c.NOTICE_ROLLOUT_FAILED,
+            str(last.get("revision") or revision),
+            c.REASON_FAILED,
+            str(last.get("message") or ""),
+        )
+    return None
+
+
+def follow(before: State | None, after: State | None) -> tuple[State | None, State | None]:
+    """(the state to remember, the notice to send, if any). Nothing to say keeps what was
+    said; a failure is told once per kind and revision; OK after a failure is Recovered."""
+    if after is None:
+        return before, None
+    if after.kind == OK:
+        if before is not None and before.kind != OK:
+            return after, State(c.NOTICE_RECOVERED, after.revision, before.kind, after.message)
+        return after, None
+    if before is not None and (before.kind, before.revision) == (after.kind, after.revision):
+        return before, None
+    return after, after
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One notification: `id` stays the same through every retry."""
+
+    id: str
+    kind: str
+    namespace: str  # the ModelSync's
+    modelsync: str
+    model: str  # "" for the ModelSync's own outcomes
+    revision: str
+    reason: str
+    message: str
+    time: str
+
+    @property
+    def severity(self) -> str:
+        return "info" if self.kind == c.NOTICE_RECOVERED else "error"
+
+
+def notice(id_: str, state: State, namespace: str, modelsync: str, model: str, time: str) -> Notice:
+    message = " ".join(state.message.split())
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 1] + "…"
+    return Notice(
+        id_, state.kind, namespace, modelsync, model, state.revision, state.reason, message, time
+    )
+
+
+def wanted(events: tuple[str, ...], kind: str) -> bool:
+    return not events or kind in events
+
+
+def parse_endpoint(text: str) -> str:
+    """An allowed receiver origin as the platform writes it (scheme://host[:port])."""
+    return parse_origin(text, "a notification endpoint", "https://hooks.slack.com")
+
+
+def check_address(address: str, allowed: tuple[str, ...]) -> str:
+    """The receiver URL when its scheme, host and port are one of `allowed`; RefusedError
+    (naming its origin only) before any connection otherwise."""
+    found = origin(address.strip())
+    if found is None:
+        scheme = urllib.parse.urlsplit(address.strip()).scheme or "none"
+        raise RefusedError(
+            f"its address is not a plain http(s) URL (scheme {scheme!r}; no user, query or "
+            "fragment): refused"
+        )
+    if origin_text(found) not in allowed:
+        listed = ", ".join(allowed) if allowed else "none"
+        raise RefusedError(
+            f"its address {origin_text(found)} is not among the platform's notification "
+            f"endpoints ({ENDPOINTS_SETTING}: {listed}): refused before any connection; ask "
+            "the platform team to allow it"
+        )
+    return address.strip()
+
+
+def webhook_request(item: Notice, token: bytes) -> tuple[dict[str, str], bytes]:
+    """A generic webhook's headers and body: the JSON of the notice, signed as our own
+    generic webhook receiver checks it (X-Modelsync-Signature, X-Modelsync-Delivery)."""
+    body = json.dumps({**asdict(item), "severity": item.severity}, sort_keys=True).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "modelsync",
+        "X-Modelsync-Event": item.kind,
+        DELIVERY_HEADERS["generic"]: item.id,
+        "X-Modelsync-Signature": signature(token, body),
+    }
+    return headers, body
+
+
+def slack_request(item: Notice) -> tuple[dict[str, str], bytes]:
+    """A Slack-compatible incoming webhook's request: one line of mrkdwn text."""
+    subject = f"model {item.model}" if item.model else "revision"
+    where = f"ModelSync {item.namespace}/{item.modelsync}"
+    mark = ":white_check_mark:" if item.severity == "info" else ":rotating_light:"
+    text = f"{mark} *{item.kind}*: {subject} of {where} at `{item.revision}`: {item.message}"
+    headers = {"Content-Type": "application/json", "User-Agent": "modelsync"}
+    return headers, json.dumps({"text": text}).encode()
+
+
+def retry_after(attempt: int, status: int | None) -> float | None:
+    """Seconds before attempt `attempt + 1` (attempts count from 1) after an answer
+    `status` (None: no answer, a connection failed or timed out); None: do not retry.
+    A 4xx other than 408 and 429 says the request itself is wrong: not retried."""
+    if status is not None and 200 <= status < 300:
+        return None
+    if status is not None and 400 <= status < 500 and status not in (408, 429):
+        return None
+    if attempt >= ATTEMPTS:
+        return None
+    return RETRY_SECONDS[min(attempt, len(RETRY_SECONDS)) - 1]

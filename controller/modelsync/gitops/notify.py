@@ -1,0 +1,264 @@
+"""Record and tell, to people: notifications to a ModelSync's receivers (the shell of
+notices.py, which decides what is told).
+
+Configured in the ModelSync itself (`spec.notify.receivers`), like its commit status and
+for the same reason: what is told is one ModelSync's news, so a shared Provider/Alert
+pair (as Flux's) would only add references to check across objects and namespaces.
+A receiver's URL and HMAC key are in a Secret of type `modelsync.io/notification` in
+the ModelSync's namespace: a Slack webhook URL is itself a credential, and a tenant can
+name nothing but its own namespace's Secrets. Every URL must have an origin among the
+platform's `notification_endpoints` (not the analysis endpoints: a Prometheus that may
+be queried is not a place to post to, nor the reverse).
+
+Who tells it: the ModelSync's reconciler (`observe_sync`, after it writes status) and
+the operator's ModelDeployment watch (`observe_model`, for rollouts, rollbacks and
+analysis), which finds the owning ModelSync itself: serving/ knows nothing of this.
+
+Sent off the sync's path: a bounded queue (a full one drops and counts), a few threads,
+one ModelSync's notifications in order, a deadline per request, no redirects, retries
+of a 5xx or no answer with the same id. A failure is an Event naming the receiver's
+Secret and the answer, never its address or key.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import concurrent.futures
+import datetime
+import logging
+import threading
+import urllib.parse
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from modelsync.api import constants as c
+from modelsync.api import modelsync as typed
+from modelsync.api.fields import FieldError
+from modelsync.gitops import notices
+from modelsync.gitops.commitstatus import Request, SendError, send
+from modelsync.telemetry import metrics
+
+log = logging.getLogger(__name__)
+
+DEADLINE_SECONDS = 5.0  # connect, send and read the answer of one delivery
+MAX_QUEUED = 1000  # deliveries waiting, all ModelSyncs together; past it, dropped
+WORKERS = 2  # ModelSyncs whose notifications are being sent at once
+
+Getter = Callable[[str, str, str, str], dict[str, Any] | None]
+EventPoster = Callable[[dict[str, Any], str, str, bool], None]
+Subject = tuple[str, str, str]  # kind, namespace, name
+
+
+@dataclass(frozen=True)
+class Delivery:
+    ms: dict[str, Any]  # the ModelSync as it was (its Events name it)
+    receiver: typed.Receiver
+    notice: notices.Notice
+
+
+class Notifier:
+    """Tells each outcome once to each receiver that wants it. Nothing here blocks or
+    raises into a sync or a watch handler."""
+
+    def __init__(
+        self,
+        get: Getter,
+        event: EventPoster,
+        allowed: tuple[str, ...] = (),
+        *,
+        max_queued: int = MAX_QUEUED,
+        workers: int = WORKERS,
+        timeout: float = DEADLINE_SECONDS,
+    ) -> None:
+        self.get = get
+        self.event = event
+        self.allowed = allowed
+        self.max_queued = max_queued
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._said: dict[Subject, notices.State | None] = {}
+        self._queues: dict[tuple[str, str], collections.deque[Delivery]] = {}
+        self._busy: set[tuple[str, str]] = set()
+        self._queued = 0
+        self._failing: dict[tuple[str, str, str], str] = {}
+        self._stopping = threading.Event()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="notify"
+        )
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        with self._lock:
+            self._said.pop((kind, namespace, name), None)
+
+    def observe_sync(
+        self, ms: dict[str, Any], before: dict[str, Any], after: dict[str, Any]
+    ) -> None:
+        """The ModelSync's status went from `before` to `after` (as written). Seen for the
+        first time, `before` is what was said (so a restarted operator says nothing twice)."""
+        meta = ms["metadata"]
+        subject = (c.MODELSYNC_KIND, meta["namespace"], meta["name"])
+        with self._lock:
+            said = self._said[subject] if subject in self._said else notices.sync_state(before)
+            self._said[subject], told = notices.follow(said, notices.sync_state(after))
+        if told is not None:
+            self._tell(ms, told, "")
+
+    def observe_model(self, md: dict[str, Any], owner: Callable[[], dict[str, Any] | None]) -> None:
+        """A ModelDeployment as its watch delivered it; `owner` finds the ModelSync that
+        applied it (called only when there is something to tell). Seen for the first time
+        (a restart), its state is taken as said."""
+        meta = md["metadata"]
+        subject = (c.MODELDEPLOYMENT_KIND, meta.get("namespace", ""), meta["name"])
+        state = notices.model_state(md.get("status") or {})
+        with self._lock:
+            if subject not in self._said:
+                self._said[subject] = state
+                return
+            self._said[subject], told = notices.follow(self._said[subject], state)
+        if told is not None and (ms := owner()) is not None:
+            self._tell(ms, told, meta["name"])
+
+    def _tell(self, ms: dict[str, Any], state: notices.State, model: str) -> None:
+        try:
+            receivers = typed.parse_receivers((ms.get("spec") or {}).get("notify") or {})
+        except FieldError:
+            return  # the API server's schema stands in the way of such a spec
+        meta = ms["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        item = notices.notice(str(uuid.uuid4()), state, meta["namespace"], meta["name"], model, now)
+        for receiver in receivers:
+            if notices.wanted(receiver.events, item.kind):
+                self._enqueue(Delivery(ms, receiver, item))
+
+    def _enqueue(self, delivery: Delivery) -> None:
+        meta = delivery.ms["metadata"]
+        key = (meta["namespace"], meta["name"])
+        with self._lock:
+            if self._queued >= self.max_queued:
+                metrics.NOTIFICATIONS.labels(type=delivery.receiver.type, result="dropped").inc()
+                return
+            self._queues.setdefault(key, collections.deque()).append(delivery)
+            self._queued += 1
+            if key in self._busy:
+                return
+            self._busy.add(key)
+        try:
+            self._pool.submit(self._drain, key)
+        except RuntimeError:  # shutting down
+            with self._lock:
+                self._busy.discard(key)
+
+    def _drain(self, key: tuple[str, str]) -> None:
+        """Send one ModelSync's notifications in order, one at a time."""
+        while not self._stopping.is_set():
+            with self._lock:
+                queue = self._queues.get(key)
+                if not queue:
+                    self._queues.pop(key, None)
+                    self._busy.discard(key)
+                    return
+                delivery = queue.popleft()
+                self._queued -= 1
+            try:
+                self._deliver(delivery)
+            except Exception:  # a fault of ours must not stop the other notifications
+                log.exception("%s/%s: notification failed", *key)
+
+    def _deliver(self, delivery: Delivery) -> None:
+        receiver, item = delivery.receiver, delivery.notice
+        namespace = item.namespace
+        where = f"{receiver.type} receiver (Secret {namespace}/{receiver.secret_ref})"
+        try:
+            address, token = self._receiver(namespace, receiver)
+            notices.check_address(address, self.allowed)
+        except notices.RefusedError as error:  # names the address's origin at most
+            self._failed(delivery, where, str(error), "refused")
+            return
+        # What a receiver's answer must not carry into an Event or a log line: its address
+        # and the path of it (a Slack webhook's path is its credential), and the HMAC key.
+        path = urllib.parse.urlsplit(address).path
+        secrets = (address, path if len(path) > 1 else "", token.decode(errors="replace"))
+        if receiver.type == c.RECEIVER_WEBHOOK:
+            headers, body = notices.webhook_request(item, token)
+        else:
+            headers, body = notices.slack_request(item)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                send(Request("POST", address, headers, body), self.timeout)
+            except SendError as error:
+                delay = notices.retry_after(attempt, error.status)
+                if delay is None:
+                    self._failed(delivery, where, str(error), "failed", secrets)
+                    return
+                metrics.NOTIFICATIONS.labels(type=receiver.type, result="retried").inc()
+                if self._stopping.wait(delay):
+                    return
+                continue
+            break
+        metrics.NOTIFICATIONS.labels(type=receiver.type, result="sent").inc()
+        with self._lock:
+            self._failing.pop((namespace, item.modelsync, receiver.secret_ref), None)
+        log.info(
+            "%s/%s: notified %s %s (id %s) to the %s",
+            namespace,
+            item.modelsync,
+            item.kind,
+            item.model or item.revision,
+            item.id,
+            where,
+        )
+
+    def _failed(
+        self, delivery: Delivery, where: str, why: str, result: str, secrets: tuple[str, ...] = ()
+    ) -> None:
+        receiver, item = delivery.receiver, delivery.notice
+        for secret in secrets:
+            if secret:  # a receiver may echo the request: its answer goes out without them
+                why = why.replace(secret, "<redacted>")
+        metrics.NOTIFICATIONS.labels(type=receiver.type, result=result).inc()
+        message = f"notification {item.kind} (id {item.id}) to the {where}: {why}"
+        key = (item.namespace, item.modelsync, receiver.secret_ref)
+        with self._lock:
+            repeated = self._failing.get(key) == why
+            self._failing[key] = why
+        log.warning("%s/%s: %s", item.namespace, item.modelsync, message)
+        if not repeated:
+            self.event(delivery.ms, c.EVENT_NOTIFICATION_FAILED, message, True)
+
+    def _receiver(self, namespace: str, receiver: typed.Receiver) -> tuple[str, bytes]:
+        """(address, HMAC key) from the receiver's Secret, in the ModelSync's own
+        namespace, and only from a Secret made for it."""
+        name = receiver.secret_ref
+        try:
+            secret = self.get("v1", "Secret", namespace, name)
+        except Exception as error:  # the API server's answer (403: namespace not enabled)
+            status = getattr(error, "status", "") or type(error).__name__
+            raise notices.RefusedError(f"its Secret could not be read: {status}") from None
+        if secret is None:
+            raise notices.RefusedError(f"Secret {namespace}/{name} does not exist")
+        if secret.get("type") != c.SECRET_TYPE_NOTIFICATION:
+            raise notices.RefusedError(
+                f"Secret {namespace}/{name} has type {secret.get('type') or 'Opaque'!r}; only "
+                f"Secrets of type {c.SECRET_TYPE_NOTIFICATION!r} are sent to a receiver: "
+                f"kubectl create secret generic {name} --type={c.SECRET_TYPE_NOTIFICATION} "
+                "--from-literal=address=https://... [--from-literal=token=...]"
+            )
+        data = secret.get("data") or {}
+        address = base64.b64decode(data.get("address") or "").decode(errors="replace").strip()
+        token = base64.b64decode(data.get("token") or "").strip()
+        if not address:
+            raise notices.RefusedError(f"Secret {namespace}/{name} has no key address")
+        if receiver.type == c.RECEIVER_WEBHOOK and not token:
+            raise notices.RefusedError(
+                f"Secret {namespace}/{name} has no key token (the webhook's HMAC key)"
+            )
+        return address, token
