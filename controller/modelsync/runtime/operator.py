@@ -88,6 +88,11 @@ class Operator:
     # own status writes and a pod's ordinary progress come back as events too.
     md_triggers: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
     pod_restarts: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Each ModelSync's models, by the resourceVersion they were read at: parsing a
+    # 10,000-entry inventory for every model event made the events quadratic.
+    sync_models: dict[tuple[str, str], tuple[str, frozenset[tuple[str, str]]]] = field(
+        default_factory=dict
+    )
     health: probes.Health = field(default_factory=probes.Health)
     tokens: dict[tuple[str, str], tuple[float, bytes | None]] = field(default_factory=dict)
     uncached: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = field(
@@ -465,12 +470,16 @@ def _owning_sync(
     ModelSync sync (and push) on demand."""
     labels = (body.get("metadata") or {}).get("labels") or {}
     sync = (labels.get(c.LABEL_SYNC_NAMESPACE) or "", labels.get(c.LABEL_SYNC_NAME) or "")
-    ms = runtime.cache.get(c.MODELSYNC_KIND, *sync) if all(sync) else None
-    if ms is None or (namespace, name) not in owned_models(
-        (ms.get("status") or {}).get("inventory") or []
-    ):
+    version = runtime.cache.version(c.MODELSYNC_KIND, *sync) if all(sync) else None
+    if version is None:
         return None
-    return sync
+    known = runtime.sync_models.get(sync)
+    if known is None or known[0] != version:
+        ms = runtime.cache.get(c.MODELSYNC_KIND, *sync) or {}
+        inventory = (ms.get("status") or {}).get("inventory") or []
+        known = (version, frozenset(owned_models(inventory)))
+        runtime.sync_models[sync] = known
+    return sync if (namespace, name) in known[1] else None
 
 
 def _notify_model(
@@ -655,6 +664,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
         namespace = namespace or ""
         if type == "DELETED" or not ours(body):
             runtime.cache.delete(c.MODELSYNC_KIND, namespace, name)
+            runtime.sync_models.pop((namespace, name), None)
             if runtime.statuses is not None:
                 runtime.statuses.forget(namespace, name)
             if runtime.notifier is not None:
