@@ -21,23 +21,31 @@ MD = {"group": c.GROUP, "version": c.VERSION, "plural": c.MODELDEPLOYMENT_PLURAL
 # Rows a real model server is asked about (tests on the real node, `make demo`).
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 # Trains an iris classifier on labels shifted by argv[3] (so two versions answer
-# differently), saves it with joblib and prints its predictions for ROWS.
+# differently), or shuffled with the seed argv[4] if given (a model that learnt nothing,
+# as a broken training pipeline makes), saves it with joblib and prints its predictions
+# for ROWS.
 TRAIN = """
-import json, sys, joblib
+import json, sys, joblib, numpy
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 x, y = load_iris(return_X_y=True)
+if len(sys.argv) > 4:
+    y = numpy.random.default_rng(int(sys.argv[4])).permutation(y)
 model = LogisticRegression(max_iter=1000).fit(x, (y + int(sys.argv[3])) % 3)
 joblib.dump(model, sys.argv[1])
 print(json.dumps(model.predict(json.loads(sys.argv[2])).tolist()))
 """
 
 
-def train_iris(python: Path, path: Path, shift: int = 0) -> list[int]:
+def train_iris(
+    python: Path, path: Path, shift: int = 0, shuffle_seed: int | None = None
+) -> list[int]:
     """Train with `python` (the host venv of the MLServer image's lock, so the model
-    loads in the image), save to `path`; the model's predictions for ROWS."""
+    loads in the image), save to `path`; the model's predictions for ROWS. With
+    `shuffle_seed`, on shuffled labels."""
+    shuffle = [] if shuffle_seed is None else [str(shuffle_seed)]
     done = subprocess.run(
-        [str(python), "-c", TRAIN, str(path), json.dumps(ROWS), str(shift)],
+        [str(python), "-c", TRAIN, str(path), json.dumps(ROWS), str(shift), *shuffle],
         capture_output=True,
         text=True,
         check=True,

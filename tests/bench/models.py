@@ -9,7 +9,9 @@ uses), it times:
 - commit -> first correct prediction, for an iris classifier on MLServer (the node's
   first model: its images are unpacked then), the same model on the custom runtime
   (the `kserve` ModelServer image), and BENCH_BUMPS (default 3) version bumps of the
-  served MLServer model, each once the last one's old pod has gone. From the commit
+  served MLServer model, each once the last one's old pod has gone, then
+  BENCH_VALIDATED (default 10) bumps with spec.validation: the time the inference gate
+  adds is the new pod's containers ready (model loaded) -> pod Ready, p50/p95. From the commit
   on, the operator's status and the pods are read every 0.1 s: pushed, sync asked,
   synced (the ModelDeployment names the new version), pod created, scheduled,
   initialized (the storage initializer downloaded the model), server started, pod
@@ -304,6 +306,8 @@ class Rollout:
                 if POD_ANSWER not in self.askers and pod.status.pod_ip:
                     port = pod.spec.containers[0].ports[0].container_port
                     self._ask(POD_ANSWER, f"http://{pod.status.pod_ip}:{port}")
+            if conditions.get("ContainersReady") == "True":
+                self._mark("containers ready")  # the model loaded; the gate's turn
             if conditions.get("Ready") == "True":
                 self._mark("pod Ready")
             for status in pod.status.init_container_statuses or []:
@@ -519,10 +523,17 @@ def scenarios(  # noqa: C901 - the benchmark's scenarios, in order
         expected = trained["1" if version % 2 else "2"][1]
         return Served("iris", "/v2/models/iris/infer", INFER_BODY, "v2", expected)
 
-    def push_iris(version: int) -> Callable[[], None]:
+    def push_iris(version: int, validation: list[int] | None = None) -> Callable[[], None]:
         def push() -> None:
             stored = "1" if version % 2 else "2"
-            repo.write("iris.json", model_yaml("iris", str(version), f"{uri}/{stored}"))
+            extra: dict[str, Any] | None = None
+            if validation is not None:  # the inference gate: the rows, and their answer
+                check = {"path": "$.outputs[0].data", "equals": validation}
+                sample: dict[str, Any] = {"name": "rows", "path": "/v2/models/iris/infer"}
+                sample |= {"body": json.loads(INFER_BODY), "expect": {"json": [check]}}
+                extra = {"validation": {"samples": [sample]}}
+            yaml = model_yaml("iris", str(version), f"{uri}/{stored}", extra=extra)
+            repo.write("iris.json", yaml)
             repo.commit(f"iris v{version}")
 
         return push
@@ -561,6 +572,11 @@ def scenarios(  # noqa: C901 - the benchmark's scenarios, in order
     for version in range(2, 2 + bumps()):
         label = f"mlserver, version bump {version - 1} -> {version}"
         steps.append((label, iris(version), version, push_iris(version), request_sync, True, ""))
+    first = 2 + bumps()
+    for version in range(first, first + validated()):
+        label = f"mlserver, validated bump {version - 1} -> {version}"
+        push = push_iris(version, validation=iris(version).expected)
+        steps.append((label, iris(version), version, push, request_sync, True, ""))
     results["rollouts"], results["latency"] = {}, {}
     for label, served, version, push, sync, exists, measure_as in steps:
         print(f"[bench] commit -> first correct prediction: {label}", flush=True)
@@ -584,6 +600,31 @@ def scenarios(  # noqa: C901 - the benchmark's scenarios, in order
     if answers:
         results["bump_answer_p50_s"] = statistics.median(answers)
         results["bump_answer_max_s"] = max(answers)
+    results["gate_seconds"] = gate_seconds(results["rollouts"])
+
+
+def gate_seconds(rollouts: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """What the inference gate adds to a rollout: from the new pod's containers ready
+    (its model loaded) to the pod Ready (its samples passed), p50 and p95 of the
+    validated bumps, beside the same span of the plain bumps (no gate: ~0)."""
+    found: dict[str, dict[str, float]] = {}
+    for kind in ("version bump", "validated bump"):
+        spans = [
+            seen["pod Ready"] - seen["containers ready"]
+            for label, seen in rollouts.items()
+            if kind in label and "pod Ready" in seen and "containers ready" in seen
+        ]
+        if spans:
+            found[kind] = {
+                "rollouts": len(spans),
+                "p50_s": percentile(spans, 0.50),
+                "p95_s": percentile(spans, 0.95),
+            }
+    return found
+
+
+def validated() -> int:
+    return _positive("BENCH_VALIDATED", 10)
 
 
 def bumps() -> int:
@@ -631,6 +672,13 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
                 "commit -> first correct prediction: version bumps",
                 f"median {results['bump_answer_p50_s']:.1f} s, "
                 f"max {results['bump_answer_max_s']:.1f} s",
+            )
+        )
+    for kind, figures in results.get("gate_seconds", {}).items():
+        rows.append(
+            (
+                f"containers ready -> pod Ready, {kind}s ({figures['rollouts']:.0f})",
+                f"p50 {figures['p50_s']:.2f} s, p95 {figures['p95_s']:.2f} s",
             )
         )
     for runtime, runs in results.get("latency", {}).items():

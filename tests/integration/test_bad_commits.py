@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -60,6 +61,18 @@ def seen_by(runtime: operator.Operator, namespace: str) -> str:
     return f"the operator has it cached: {cached}, queued or in work: {queued}"
 
 
+def copy_case(case: str, work: Path) -> None:
+    """The files of a case into a work tree; a symlink is committed as the link it is."""
+    for source in sorted((CORPUS / case).rglob("*")):
+        target = work / source.relative_to(CORPUS / case)
+        if source.is_symlink():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(source.readlink())
+        elif source.is_file() and source.name != "expected.txt":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+
+
 @pytest.fixture
 def case_namespaces(local_cluster: LocalCluster, tenant_role: dict[str, object]) -> Any:
     run = secrets.token_hex(3)
@@ -95,11 +108,7 @@ def test_bad_commits_live_each_reported_with_its_lines_and_nothing_serving_chang
 
     bad: dict[str, str] = {}
     for case, repo in repos.items():
-        for source in sorted((CORPUS / case).rglob("*")):
-            if source.is_file() and source.name != "expected.txt":
-                target = repo.work / source.relative_to(CORPUS / case)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
+        copy_case(case, repo.work)
         bad[case] = repo.commit(f"bad: {case}")
     started = time.monotonic()
     counted = {case: attempts(ns, "prod") for case, ns in case_namespaces.items()}

@@ -22,16 +22,17 @@ from modelsync.api import constants as c
 from modelsync.gitops import webhooks
 from modelsync.telemetry import metrics
 from tests.cluster.gitea import Gitea
-from tests.gitserver import SlowHttpServer
-from tests.integration import test_commit_status
+from tests.gitserver import GitHttpServer, SlowHttpServer
+from tests.integration import test_commit_status, test_git_rollback
 from tests.integration.test_commit_status import GiteaRepo, secret
 from tests.integration.test_rollback import DEADLINE, broken_model_yaml, rolled_back
-from tests.kube import wait_for_items
-from tests.models import Models
+from tests.kube import dict_condition, wait_for_items
+from tests.models import Models, ready_on
 from tests.syncs import Syncs, model_yaml
 
 BROKEN = "kind: [unclosed\n"
 gitea_repo = test_commit_status.gitea_repo  # the fixture: a Gitea repository and its Secrets
+read_only_server = test_git_rollback.read_only_server  # the fixture: a server refusing pushes
 
 
 @dataclass
@@ -363,3 +364,59 @@ def test_notify_refused_receivers_other_namespaces_secrets_wrong_types_and_addre
         outside.stop()
     assert not receiver.taken, [d.path for d in receiver.taken]
     assert not any(hidden in note for note in notes), notes
+
+
+def test_notify_write_back_failed_once_when_the_git_server_refuses_the_push(
+    syncs: Syncs, models: Models, read_only_server: GitHttpServer, receiver: Receiver
+) -> None:
+    """A rollback whose write-back the git server refuses (its repository is read-only):
+    one signed WriteBackFailed (beside the model's RolledBack), and no second one when the
+    ModelSync syncs again."""
+    server = read_only_server
+    key = "hmac-" + secrets.token_hex(8)
+    receiver_secret(syncs, "hook", f"http://127.0.0.1:{receiver.server_address[1]}/hook", key)
+    syncs.secret("git-auth", server.username, server.password)
+    repo = syncs.repo("models")
+    repo.write("iris.yaml", model_yaml("iris", version="1", replicas=2))
+    good = repo.commit("iris 1")
+    syncs.create(
+        "prod",
+        server.url(repo.bare.name),
+        secret="git-auth",
+        rollbackWriteBack=True,
+        notify={
+            "receivers": [
+                {
+                    "type": "webhook",
+                    "secretRef": {"name": "hook"},
+                    "events": [c.NOTICE_WRITE_BACK_FAILED, c.NOTICE_ROLLED_BACK],
+                }
+            ]
+        },
+    )
+    syncs.wait_applied("prod", f"main@sha1:{good}")
+    models.wait("iris", ready_on("1"))
+    repo.write("iris.yaml", broken_model_yaml("iris", "2"))
+    bad = repo.commit("iris 2")
+    syncs.request("prod")
+    models.wait("iris", rolled_back, timeout=DEADLINE + 30)
+
+    # The model's rollback and the ModelSync's write-back are told apart, in either order.
+    told = {n["kind"]: n for n in notified(receiver.wait_count("/hook", 2), key)}
+    assert set(told) == {c.NOTICE_WRITE_BACK_FAILED, c.NOTICE_ROLLED_BACK}, told
+    back, failed = told[c.NOTICE_ROLLED_BACK], told[c.NOTICE_WRITE_BACK_FAILED]
+    assert (back["model"], back["modelNamespace"]) == ("iris", syncs.namespace), back
+    assert failed["revision"] == f"main@sha1:{bad}", failed
+    assert failed["reason"] == c.REASON_WRITE_BACK_FAILED, failed
+    assert "could not push" in failed["message"], failed
+    assert (failed["model"], failed["modelNamespace"]) == ("", ""), failed
+    assert failed["namespace"] == back["namespace"] == syncs.namespace
+    # Synced again, still failing: nothing new to tell.
+    token = syncs.request("prod")
+    ms = syncs.wait(
+        "prod",
+        lambda ms: (ms or {}).get("status", {}).get("lastHandledReconcileAt") == token,
+        "another sync",
+    )
+    assert (dict_condition(ms, c.WRITE_BACK) or {}).get("status") == "False", ms
+    assert len(receiver.at("/hook")) == 2

@@ -142,6 +142,44 @@ def test_probes_of_a_leading_operator(running_operator: operator.Operator) -> No
     assert get(port, "/readyz") == (200, "ok: leading")
 
 
+def test_an_event_the_watch_missed_is_picked_up_by_the_periodic_list(
+    syncs: Syncs, running_operator: operator.Operator
+) -> None:
+    """The bad-commit corpus once saw a ModelSync stay ModelsNotReady: its model's events
+    never reached the operator. Here the operator forgets a served model as if its events
+    had been lost; a sync then finds it "not created yet", and only the periodic list
+    (every 20 s in these tests) can bring it back, with no further event."""
+    repo = syncs.repo("models")
+    revision = repo.write("iris.yaml", model_yaml("iris")).commit("iris")
+    syncs.create("prod", repo.file_url)
+    syncs.wait_applied("prod", f"main@sha1:{revision}", timeout=90)
+    before = _missed(running_operator.settings.http_port)
+
+    def forget() -> None:
+        key = (syncs.namespace, "iris")
+        running_operator.cache.delete(c.MODELDEPLOYMENT_KIND, *key)
+        running_operator.delivered.pop((c.MODELDEPLOYMENT_KIND, *key), None)
+        running_operator.ready_seen.pop(key, None)
+        running_operator.md_triggers.pop(key, None)
+
+    assert running_operator.loop is not None
+    running_operator.loop.call_soon_threadsafe(forget)
+    token = syncs.request("prod")
+    syncs.wait_applied("prod", f"main@sha1:{revision}", token=token, timeout=90)
+    port = running_operator.settings.http_port
+    until("the list to count the missed model", lambda: _missed(port) > before, 60)
+
+
+def _missed(port: int) -> float:
+    found = value(
+        scrape(port),
+        "modelsync_watch_missed_total",
+        kind=c.MODELDEPLOYMENT_KIND,
+        cause="undelivered",
+    )
+    return found or 0.0
+
+
 # ------------------------------------------------------------------ high availability
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from modelsync.gitops import samples
 from modelsync.gitops.render import RenderSettings, render
 from modelsync.gitops.validate import check, content_errors, offline_scope, policy_for
 
@@ -42,7 +43,8 @@ def test_bad_commit_loader_and_validation(case: str) -> None:
     # kustomize runs: no binary needed here).
     loaded = render(root, "", None, RenderSettings())
     policy, _ = policy_for("team", None)
-    errors = loaded.errors + content_errors(loaded.objects, loaded.reader(root))
+    errors = loaded.errors + samples.inline(loaded.objects, root, loaded.reader(root))
+    errors += content_errors(loaded.objects, loaded.reader(root))
     errors += check(loaded.objects, policy, offline_scope)
     lines = sorted((str(e) for e in errors), key=lambda s: (s.split(":")[0], int(s.split(":")[1])))
     assert lines == expected(case)

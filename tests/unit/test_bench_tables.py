@@ -50,6 +50,15 @@ def test_model_rows_show_milestones_latency_bumps_and_errors() -> None:
         },
         "bump_answer_p50_s": 14.0,
         "bump_answer_max_s": 14.0,
+        "gate_seconds": models.gate_seconds(
+            {
+                f"mlserver, validated bump {v} -> {v + 1}": {
+                    "containers ready": 10.0,
+                    "pod Ready": 10.0 + v / 10,
+                }
+                for v in range(1, 11)
+            }
+        ),
         "errors": ["custom: no correct answer within 600s\nmore"],
     }
     rows = dict(models.table_rows(results))
@@ -58,6 +67,7 @@ def test_model_rows_show_milestones_latency_bumps_and_errors() -> None:
     assert rows["latency mlserver, 2000 requests, 1 client"].startswith("p50 1.6 ms, p90 2.2")
     assert rows["commit -> first correct prediction: version bumps"] == "median 14.0 s, max 14.0 s"
     assert rows["error"] == "custom: no correct answer within 600s"
+    assert rows["containers ready -> pod Ready, validated bumps (10)"] == "p50 0.50 s, p95 1.00 s"
 
 
 @pytest.mark.parametrize("text", ["0", "-3", "many"])

@@ -20,7 +20,11 @@ def obj(kind: str, name: str, rv: str, **labels: str) -> dict[str, Any]:
             "managedFields": [{"manager": "x"}],
         },
         "spec": {"replicas": int(rv)},
-        "status": {"containerStatuses": [{"restartCount": 1}], "podIP": "10.0.0.1"},
+        "status": {
+            "containerStatuses": [{"restartCount": 1}],
+            "podIP": "10.0.0.1",
+            "qosClass": "Burstable",
+        },
     }
 
 
@@ -49,7 +53,8 @@ def test_pods_by_owner_keep_only_what_tells_a_failure() -> None:
     cache.put("Pod", obj("Pod", "p2", "2", **{LABEL_DEPLOYMENT: "other"}))
     pods = cache.owned("Pod", "ns", "iris")
     assert [p["metadata"]["name"] for p in pods] == ["p1"]
-    assert pods[0]["status"] == {"containerStatuses": [{"restartCount": 1}]}
+    # Its address stays: the inference gate sends the samples there.
+    assert pods[0]["status"] == {"containerStatuses": [{"restartCount": 1}], "podIP": "10.0.0.1"}
     assert "spec" not in pods[0]
     cache.put("Pod", obj("Pod", "p1", "3", **{LABEL_DEPLOYMENT: "other"}))  # relabelled
     assert cache.owned("Pod", "ns", "iris") == []

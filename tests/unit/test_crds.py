@@ -56,9 +56,9 @@ def test_printer_columns_answer_what_runs() -> None:
 
 SCHEMA_KEYS = {
     "type", "description", "properties", "required", "items", "enum", "default", "format",
-    "minimum", "maximum", "minLength", "maxLength", "pattern", "maxItems", "maxProperties",
-    "additionalProperties", "anyOf", "x-kubernetes-validations", "x-kubernetes-list-type",
-    "x-kubernetes-list-map-keys", "x-kubernetes-preserve-unknown-fields",
+    "minimum", "maximum", "minLength", "maxLength", "pattern", "minItems", "maxItems",
+    "maxProperties", "additionalProperties", "anyOf", "x-kubernetes-validations",
+    "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-preserve-unknown-fields",
     "x-kubernetes-int-or-string",
 }  # fmt: skip
 
@@ -80,3 +80,27 @@ def test_schemas_use_only_openapi_keywords() -> None:
         crd = yaml.safe_load(path.read_text())
         for version in crd["spec"]["versions"]:
             assert _walk(version["schema"]["openAPIV3Schema"], path.name) == []
+
+
+def test_notify_receiver_events_enum_is_the_notices_the_operator_tells() -> None:
+    """A notice kind missing from the enum could never be asked for; one the operator
+    does not tell would be accepted and never sent. Every copy of the ModelSync CRD: crds/
+    and the chart's (it is written by hand; tools/templates holds only the ModelDeployment's)."""
+    copies = [
+        *sorted((REPO / "crds").glob("*.yaml")),
+        *sorted((REPO / "helm" / "modelsync" / "crds").glob("*.yaml")),
+    ]
+    checked = []
+    for path in copies:
+        crd = yaml.safe_load(path.read_text())
+        if crd["spec"]["names"]["kind"] != c.MODELSYNC_KIND:
+            continue
+        for version in crd["spec"]["versions"]:
+            spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            receivers = spec["properties"]["notify"]["properties"]["receivers"]
+            events = receivers["items"]["properties"]["events"]
+            where = f"{path.relative_to(REPO)} {version['name']}"
+            assert events["items"]["enum"] == list(c.NOTICES), where
+            assert events["maxItems"] == len(c.NOTICES), where
+            checked.append(where)
+    assert len(checked) >= 2, checked  # crds/ and the chart's copy

@@ -10,8 +10,9 @@ import pytest
 
 from modelsync.api import constants as c
 from modelsync.api.modelsync import Receiver, parse_receivers
-from modelsync.gitops import notices, webhooks
+from modelsync.gitops import notices, notify, webhooks
 from modelsync.gitops.notices import State
+from modelsync.telemetry import metrics
 
 REV = "main@sha1:" + "a" * 40
 REV2 = "main@sha1:" + "b" * 40
@@ -171,3 +172,98 @@ def test_notify_receivers_parsed_from_spec_notify() -> None:
     assert parsed == (Receiver("webhook", "hook"), Receiver("slack", "s", ("RolledBack",)))
     assert notices.wanted((), c.NOTICE_RECOVERED)
     assert not notices.wanted(("RolledBack",), c.NOTICE_RECOVERED)
+
+
+def test_notify_queue_drops_past_its_bound_and_takes_again_once_sent() -> None:
+    assert notices.admit(0, 2) == notices.QUEUED
+    assert notices.admit(2, 2) == notices.DROPPED
+    outbox: notices.Outbox[str, str] = notices.Outbox(max_queued=2)
+    assert outbox.offer("team/a", "a1") == (notices.QUEUED, True)  # start a sender
+    assert outbox.offer("team/b", "b1") == (notices.QUEUED, True)
+    # Full (all ModelSyncs together): the newcomer is dropped, what waits keeps its place.
+    assert outbox.offer("team/a", "a2") == (notices.DROPPED, False)
+    assert outbox.offer("team/c", "c1") == (notices.DROPPED, False)
+    assert outbox.queued == 2
+    assert outbox.take("team/a") == "a1"
+    assert outbox.offer("team/a", "a3") == (notices.QUEUED, False)  # its sender is at work
+    assert outbox.take("team/a") == "a3"
+    assert outbox.take("team/a") is None  # its sender stops
+    assert outbox.take("team/b") == "b1"
+    assert outbox.take("team/b") is None
+    assert outbox.queued == 0
+    assert outbox.offer("team/a", "a4") == (notices.QUEUED, True)  # a sender again
+
+
+def test_notify_queue_keeps_order_and_an_older_notice_of_the_same_kind() -> None:
+    first = notice(c.NOTICE_ROLLED_BACK)
+    recovered = notice(c.NOTICE_RECOVERED)
+    again = State(c.NOTICE_ROLLED_BACK, REV2, c.REASON_CRASH_LOOP, "crash again")
+    second = notices.notice("id-2", again, "team", "prod", "iris", "2026-12-01T00:01:00Z")
+    outbox: notices.Outbox[str, notices.Notice] = notices.Outbox(max_queued=10)
+    for item in (first, recovered, second):
+        outbox.offer("team/prod", item)
+    outbox.offer("team/other", notice(c.NOTICE_REVISION_REJECTED))
+    # The older RolledBack still waits and goes first: the newer one is other news.
+    taken = [outbox.take("team/prod") for _ in range(4)]
+    assert taken == [first, recovered, second, None]
+    assert outbox.take("team/other") is not None
+
+
+def test_notify_a_full_queue_drops_and_counts_by_receiver_type() -> None:
+    calls: list[object] = []
+    notifier = notify.Notifier(
+        lambda *args: calls.append(args),
+        lambda *args: calls.append(args),
+        max_queued=0,
+    )
+    ms = {
+        "metadata": {"namespace": "team", "name": "prod"},
+        "spec": {
+            "notify": {
+                "receivers": [
+                    {"type": "webhook", "secretRef": {"name": "hook"}},
+                    {"type": "slack", "secretRef": {"name": "s"}},
+                ]
+            }
+        },
+    }
+
+    def dropped(type_: str) -> float:
+        value = metrics.REGISTRY.get_sample_value(
+            "modelsync_notifications_total", {"type": type_, "result": "dropped"}
+        )
+        return value or 0.0
+
+    before = dropped("webhook"), dropped("slack")
+    try:
+        notifier.observe_sync(
+            ms,
+            sync_status(ready("True", c.REASON_SUCCEEDED), applied=REV),
+            sync_status(ready("False", c.REASON_VALIDATION_FAILED), applied=REV, attempted=REV2),
+        )
+    finally:
+        notifier.shutdown()
+    assert (dropped("webhook"), dropped("slack")) == (before[0] + 1, before[1] + 1)
+    assert calls == []  # dropped before any Secret is read or Event posted
+
+
+def test_notify_a_model_in_a_target_namespace_is_named_with_its_own_namespace() -> None:
+    """`namespace` stays the ModelSync's; `modelNamespace` is where the model serves (its
+    ModelDeployment's, spec.targetNamespace), "" for the ModelSync's own outcomes."""
+    state = State(c.NOTICE_ROLLED_BACK, REV, c.REASON_CRASH_LOOP, "crash")
+    elsewhere = notices.notice("id-1", state, "team", "prod", "iris", "t", "serving")
+    data = json.loads(notices.webhook_request(elsewhere, b"key")[1])
+    assert (data["namespace"], data["modelsync"]) == ("team", "prod")
+    assert (data["modelNamespace"], data["model"]) == ("serving", "iris")
+    assert "model_namespace" not in data
+    assert (
+        "model serving/iris of ModelSync team/prod" in notices.slack_request(elsewhere)[1].decode()
+    )
+
+    here = notices.notice("id-2", state, "team", "prod", "iris", "t", "team")
+    assert json.loads(notices.webhook_request(here, b"key")[1])["modelNamespace"] == "team"
+    assert "model iris of ModelSync team/prod" in notices.slack_request(here)[1].decode()
+
+    rejected = State(c.NOTICE_REVISION_REJECTED, REV, c.REASON_VALIDATION_FAILED, "bad")
+    own = notices.notice("id-3", rejected, "team", "prod", "", "t", "team")
+    assert json.loads(notices.webhook_request(own, b"key")[1])["modelNamespace"] == ""

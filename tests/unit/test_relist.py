@@ -1,56 +1,52 @@
-"""The periodic list under kopf's watch: which listed ModelSyncs it queues."""
+"""The periodic list under kopf's watch: which listed objects it takes as missed."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from modelsync.api import constants as c
-from modelsync.kube.workqueue import WorkQueue
-from modelsync.runtime.operator import Operator, pick_up_missed
-from modelsync.runtime.settings import OperatorSettings
-from modelsync.telemetry import metrics
+from modelsync.runtime.operator import missed
+from modelsync.runtime.settings import named_outright
+
+MD = c.MODELDEPLOYMENT_KIND
 
 
-def modelsync(name: str, *, status: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"metadata": {"namespace": "team", "name": name, **meta}}
-    if status is not None:
-        body["status"] = status
-    return body
+def listed(name: str, version: str, **meta: Any) -> dict[str, Any]:
+    return {"metadata": {"namespace": "team", "name": name, "resourceVersion": version, **meta}}
 
 
-def missed(cause: str) -> float:
-    value = metrics.REGISTRY.get_sample_value("modelsync_watch_missed_total", {"cause": cause})
-    return value or 0.0
+def test_an_object_the_watch_never_delivered_is_missed() -> None:
+    assert missed([listed("lost", "12")], {}, MD) == [("team", "lost")]
 
 
-def test_a_modelsync_the_watch_never_delivered_is_cached_and_queued() -> None:
-    runtime = Operator(OperatorSettings(), queue=WorkQueue())
-    before = missed("unknown")
-    assert pick_up_missed(runtime, [modelsync("lost")]) == 1
-    assert (c.MODELSYNC_KIND, "team", "lost") in runtime.queue  # type: ignore[operator]
-    assert runtime.cache.get(c.MODELSYNC_KIND, "team", "lost") is not None
-    assert missed("unknown") == before + 1
+def test_an_object_delivered_at_an_older_version_is_missed() -> None:
+    delivered = {(MD, "team", "stale"): "11"}
+    assert missed([listed("stale", "12")], delivered, MD) == [("team", "stale")]
 
 
-def test_a_known_modelsync_with_a_status_is_left_to_its_watch() -> None:
-    runtime = Operator(OperatorSettings(), queue=WorkQueue())
-    known = modelsync("known", status={"conditions": []})
-    runtime.cache.put(c.MODELSYNC_KIND, {**known, "kind": c.MODELSYNC_KIND})
-    assert pick_up_missed(runtime, [known]) == 0
-    assert len(runtime.queue or ()) == 0
+def test_an_object_delivered_at_its_version_or_a_newer_one_is_not() -> None:
+    # Newer: the list was read before an event the watch has since delivered.
+    delivered = {(MD, "team", "same"): "12", (MD, "team", "ahead"): "15"}
+    assert missed([listed("same", "12"), listed("ahead", "13")], delivered, MD) == []
 
 
-def test_a_known_modelsync_never_reconciled_nor_queued_is_queued_once() -> None:
-    runtime = Operator(OperatorSettings(), queue=WorkQueue())
-    stuck = modelsync("stuck")
-    runtime.cache.put(c.MODELSYNC_KIND, {**stuck, "kind": c.MODELSYNC_KIND})
-    assert pick_up_missed(runtime, [stuck]) == 1
-    # Already queued: the next round leaves it.
-    assert pick_up_missed(runtime, [stuck]) == 0
+def test_the_kind_is_part_of_what_was_delivered() -> None:
+    delivered = {(c.MODELSYNC_KIND, "team", "prod"): "12"}
+    assert missed([listed("prod", "12")], delivered, MD) == [("team", "prod")]
 
 
-def test_a_modelsync_being_deleted_is_not_brought_back() -> None:
-    runtime = Operator(OperatorSettings(), queue=WorkQueue())
-    going = modelsync("going", deletionTimestamp="2026-12-01T00:00:00Z")
-    assert pick_up_missed(runtime, [going]) == 0
-    assert runtime.cache.get(c.MODELSYNC_KIND, "team", "going") is None
+def test_an_object_being_deleted_is_not_brought_back() -> None:
+    going = listed("going", "20", deletionTimestamp="2026-12-01T00:00:00Z")
+    assert missed([going], {}, MD) == []
+
+
+def test_only_plain_names_are_watched_namespace_by_namespace() -> None:
+    # Plain names: one watch per namespace (a Role in each may be all the operator has).
+    assert named_outright(("team-a", "team-b"))
+    # Anything else is watched cluster-wide and filtered: kopf would otherwise start a
+    # watch per namespace and kind as namespaces appear.
+    assert not named_outright(())
+    assert not named_outright(("team-*",))
+    assert not named_outright(("*,!kube-*",))
+    assert not named_outright(("team-a,team-b",))
+    assert not named_outright(("team-a", "!team-b"))

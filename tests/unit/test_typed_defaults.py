@@ -28,6 +28,7 @@ FULL: dict[str, dict[str, object]] = {
             "analysis": {"prometheusURL": "http://198.18.0.1:9090", "query": "q", "threshold": 1},
         },
         "rollback": {"historyLimit": 5},
+        "validation": {"samples": [{"name": "one", "path": "/v2/models/iris/ready"}]},
     },
 }
 PARSE: dict[str, Callable[[dict[str, object]], object]] = {

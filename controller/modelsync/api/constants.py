@@ -131,6 +131,15 @@ TRACK_CANARY: Final = "canary"
 REASON_CANARY: Final = "Canary"
 REASON_ANALYSIS_FAILED: Final = "AnalysisFailed"
 
+# The inference gate (spec.validation): the readiness gate of each new pod, the digest of
+# the samples on its template (new samples are a new revision), and the condition's
+# reasons, which are also the rollout's when the samples fail or the pod never answers.
+CONDITION_VALIDATED: Final = f"{GROUP}/validated"
+ANNOTATION_VALIDATION: Final = f"{GROUP}/validation"
+REASON_SAMPLES_PASSED: Final = "SamplesPassed"
+REASON_SAMPLES_FAILED: Final = "SamplesFailed"
+REASON_POD_UNREACHABLE: Final = "PodUnreachable"
+
 # The operator's own pod while it leads: the chart's webhook Service selects it, so
 # pushes reach the replica that acts, never a standby.
 LABEL_LEADER: Final = f"{GROUP}/leader"

@@ -95,6 +95,46 @@ class Rollback:
 
 
 @dataclass(frozen=True)
+class JsonCheck:
+    """One value the answer must hold: `equals` at `path`, within `tolerance` if a number."""
+
+    path: str
+    equals: object
+    tolerance: float | None = None
+
+
+@dataclass(frozen=True)
+class Expect:
+    status: int = 200
+    max_latency_milliseconds: int | None = None
+    json: tuple[JsonCheck, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One request of spec.validation, and what its answer must be."""
+
+    name: str
+    path: str
+    method: str = "POST"
+    body: object = None  # any JSON value; None sends no body
+    expect: Expect = field(default_factory=Expect)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """spec.validation: the samples each new pod must answer before it takes traffic."""
+
+    samples: tuple[Sample, ...]
+    min_passing: int | None = None  # None: every sample
+    timeout_seconds: int = 10
+
+    @property
+    def required(self) -> int:
+        return len(self.samples) if self.min_passing is None else self.min_passing
+
+
+@dataclass(frozen=True)
 class ModelDeploymentSpec:
     model: Model
     runtime: RuntimeSpec
@@ -108,6 +148,7 @@ class ModelDeploymentSpec:
     pod_metadata: PodMetadata = field(default_factory=PodMetadata)
     rollout: Rollout = field(default_factory=Rollout)
     rollback: Rollback = field(default_factory=Rollback)
+    validation: Validation | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +282,46 @@ def _rollback(data: Object, path: str) -> Rollback:
     )
 
 
+def _expect(data: Object, path: str) -> Expect:
+    return Expect(
+        status=f.integer(data, "status", path, Expect.status),
+        max_latency_milliseconds=f.opt_integer(data, "maxLatencyMilliseconds", path),
+        json=tuple(
+            JsonCheck(
+                path=f.string(check, "path", f"{path}.json"),
+                equals=check.get("equals"),
+                tolerance=(
+                    f.number(check, "tolerance", f"{path}.json")
+                    if check.get("tolerance") is not None
+                    else None
+                ),
+            )
+            for check in f.objects(data, "json", path)
+        ),
+    )
+
+
+def _validation(data: Object | None, path: str) -> Validation | None:
+    if data is None:
+        return None
+    return Validation(
+        samples=tuple(
+            Sample(
+                name=f.string(sample, "name", f"{path}.samples"),
+                path=f.string(sample, "path", f"{path}.samples"),
+                method=f.string(sample, "method", f"{path}.samples", Sample.method),
+                body=sample.get("body"),
+                expect=_expect(
+                    f.obj(sample, "expect", f"{path}.samples"), f"{path}.samples.expect"
+                ),
+            )
+            for sample in f.objects(data, "samples", path)
+        ),
+        min_passing=f.opt_integer(data, "minPassing", path),
+        timeout_seconds=f.integer(data, "timeoutSeconds", path, Validation.timeout_seconds),
+    )
+
+
 def parse_spec(data: Object, path: str = "spec") -> ModelDeploymentSpec:
     resources = f.obj(data, "resources", path)
     pod_metadata = f.obj(data, "podMetadata", path)
@@ -273,6 +354,7 @@ def parse_spec(data: Object, path: str = "spec") -> ModelDeploymentSpec:
         ),
         rollout=_rollout(f.obj(data, "rollout", path), f"{path}.rollout"),
         rollback=_rollback(f.obj(data, "rollback", path), f"{path}.rollback"),
+        validation=_validation(f.opt_obj(data, "validation", path), f"{path}.validation"),
     )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelsync.gitops import samples
 from modelsync.gitops.load import LoadError
 from modelsync.gitops.render import Rendered, RenderSettings, kustomization_in, render
 from modelsync.gitops.validate import (
@@ -74,7 +75,10 @@ def _render(
 ) -> tuple[Path, Rendered]:
     """The objects under `path`, rendered as the operator renders them (offline)."""
     root, relative = _split(path, helm)
-    return root, render(root, relative, helm, settings, namespace=namespace, release=name)
+    rendered = render(root, relative, helm, settings, namespace=namespace, release=name)
+    # As the sync: spec.validation's sample files are inlined (or refused) first.
+    rendered.errors += samples.inline(rendered.objects, root, rendered.reader(root))
+    return root, rendered
 
 
 def check_path(

@@ -37,6 +37,8 @@ HELM_CHART_MESSAGE = (
     "a Helm chart: set spec.helm (chart: its directory, relative to the repository root) "
     "to render it with helm template, or point spec.path at plain manifests"
 )
+# spec.validation's sample bodies (gitops/samples.py inlines them): JSON, but never manifests.
+SAMPLE_BODY_SUFFIX = ".body.json"
 TEMPLATE_HINT = " (this looks like a template, {{ ... }}: render it first)"
 MAX_FILE_BYTES = 1 << 20  # 1 MiB: a model file is a few KiB
 MAX_FILES = 10_000
@@ -171,7 +173,7 @@ def _files(root: Path, directory: Path, errors: list[LoadError]) -> Iterator[Pat
             continue
         for name in sorted(names):
             file = Path(base) / name
-            if not name.endswith(EXTENSIONS):
+            if not name.endswith(EXTENSIONS) or name.endswith(SAMPLE_BODY_SUFFIX):
                 continue
             relative = file.relative_to(root).as_posix()
             if file.is_symlink() and not file.exists():

@@ -10,15 +10,18 @@ failure, or Recovered when OK follows a failure; the in-between states are passe
 
 Also pure: the receiver's request (a generic webhook's JSON, signed like our own webhook
 receivers; a Slack-compatible incoming webhook's text), whether a receiver URL is one the
-platform allows, and the retry rule. The shell is notify.py.
+platform allows, the retry rule, and the bounded queue's bookkeeping (`Outbox`: what is
+admitted, what is dropped, in which order). The shell is notify.py.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import urllib.parse
+from collections.abc import Hashable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from modelsync.api import conditions
 from modelsync.api import constants as c
@@ -136,18 +139,38 @@ class Notice:
     reason: str
     message: str
     time: str
+    # The model's own namespace (its ModelDeployment's: spec.targetNamespace, when the
+    # ModelSync has one), "" with `model`; `namespace` stays the ModelSync's.
+    model_namespace: str = ""
 
     @property
     def severity(self) -> str:
         return "info" if self.kind == c.NOTICE_RECOVERED else "error"
 
 
-def notice(id_: str, state: State, namespace: str, modelsync: str, model: str, time: str) -> Notice:
+def notice(
+    id_: str,
+    state: State,
+    namespace: str,
+    modelsync: str,
+    model: str,
+    time: str,
+    model_namespace: str = "",
+) -> Notice:
     message = " ".join(state.message.split())
     if len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 1] + "…"
     return Notice(
-        id_, state.kind, namespace, modelsync, model, state.revision, state.reason, message, time
+        id_,
+        state.kind,
+        namespace,
+        modelsync,
+        model,
+        state.revision,
+        state.reason,
+        message,
+        time,
+        model_namespace if model else "",
     )
 
 
@@ -183,7 +206,9 @@ def check_address(address: str, allowed: tuple[str, ...]) -> str:
 def webhook_request(item: Notice, token: bytes) -> tuple[dict[str, str], bytes]:
     """A generic webhook's headers and body: the JSON of the notice, signed as our own
     generic webhook receiver checks it (X-Modelsync-Signature, X-Modelsync-Delivery)."""
-    body = json.dumps({**asdict(item), "severity": item.severity}, sort_keys=True).encode()
+    data = asdict(item)
+    data["modelNamespace"] = data.pop("model_namespace")  # spelt as the CRDs spell fields
+    body = json.dumps({**data, "severity": item.severity}, sort_keys=True).encode()
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "modelsync",
@@ -196,7 +221,10 @@ def webhook_request(item: Notice, token: bytes) -> tuple[dict[str, str], bytes]:
 
 def slack_request(item: Notice) -> tuple[dict[str, str], bytes]:
     """A Slack-compatible incoming webhook's request: one line of mrkdwn text."""
-    subject = f"model {item.model}" if item.model else "revision"
+    model = item.model
+    if model and item.model_namespace and item.model_namespace != item.namespace:
+        model = f"{item.model_namespace}/{model}"  # served elsewhere (spec.targetNamespace)
+    subject = f"model {model}" if model else "revision"
     where = f"ModelSync {item.namespace}/{item.modelsync}"
     mark = ":white_check_mark:" if item.severity == "info" else ":rotating_light:"
     text = f"{mark} *{item.kind}*: {subject} of {where} at `{item.revision}`: {item.message}"
@@ -215,3 +243,61 @@ def retry_after(attempt: int, status: int | None) -> float | None:
     if attempt >= ATTEMPTS:
         return None
     return RETRY_SECONDS[min(attempt, len(RETRY_SECONDS)) - 1]
+
+
+QUEUED, DROPPED = "queued", "dropped"  # DROPPED is also the metric's result label
+
+Key = TypeVar("Key", bound=Hashable)
+Item = TypeVar("Item")
+
+
+def admit(queued: int, max_queued: int) -> str:
+    """Whether one more delivery joins a queue holding `queued` (all ModelSyncs together):
+    not past `max_queued` (dropped and counted, so a flood never grows the operator's
+    memory nor delays a sync). Nothing else is refused: `follow` already tells each
+    outcome once, so every delivery offered is news."""
+    return DROPPED if queued >= max_queued else QUEUED
+
+
+class Outbox(Generic[Key, Item]):
+    """The notification queue's bookkeeping: what waits, by ModelSync (`Key`), in the
+    order it was told, and whose deliveries a sender is working through. Plain data and
+    no lock: the shell holds its own around every call.
+
+    A newer notice of the same kind for a ModelSync (a second RolledBack, at another
+    revision) is queued behind the older one, never in its place: each is an outcome a
+    person acts on, and a receiver gets them in the order they happened. A full queue
+    drops the newcomer; what waits keeps its place."""
+
+    def __init__(self, max_queued: int) -> None:
+        self.max_queued = max_queued
+        self.queued = 0
+        self._queues: dict[Key, collections.deque[Item]] = {}
+        self._busy: set[Key] = set()
+
+    def offer(self, key: Key, item: Item) -> tuple[str, bool]:
+        """(QUEUED or DROPPED, whether a sender must be started for `key`: none is
+        working through its deliveries yet)."""
+        if admit(self.queued, self.max_queued) == DROPPED:
+            return DROPPED, False
+        self._queues.setdefault(key, collections.deque()).append(item)
+        self.queued += 1
+        if key in self._busy:
+            return QUEUED, False
+        self._busy.add(key)
+        return QUEUED, True
+
+    def take(self, key: Key) -> Item | None:
+        """The next of `key`'s deliveries, oldest first; None when none is left, and the
+        sender stops (the next offer starts one again)."""
+        queue = self._queues.get(key)
+        if not queue:
+            self._queues.pop(key, None)
+            self._busy.discard(key)
+            return None
+        self.queued -= 1
+        return queue.popleft()
+
+    def not_started(self, key: Key) -> None:
+        """No sender could be started for `key` (the operator is stopping)."""
+        self._busy.discard(key)

@@ -23,7 +23,6 @@ Secret and the answer, never its address or key.
 from __future__ import annotations
 
 import base64
-import collections
 import concurrent.futures
 import datetime
 import logging
@@ -80,9 +79,7 @@ class Notifier:
         self.timeout = timeout
         self._lock = threading.Lock()
         self._said: dict[Subject, notices.State | None] = {}
-        self._queues: dict[tuple[str, str], collections.deque[Delivery]] = {}
-        self._busy: set[tuple[str, str]] = set()
-        self._queued = 0
+        self._outbox: notices.Outbox[tuple[str, str], Delivery] = notices.Outbox(max_queued)
         self._failing: dict[tuple[str, str, str], str] = {}
         self._stopping = threading.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -123,16 +120,20 @@ class Notifier:
                 return
             self._said[subject], told = notices.follow(self._said[subject], state)
         if told is not None and (ms := owner()) is not None:
-            self._tell(ms, told, meta["name"])
+            self._tell(ms, told, meta["name"], subject[1])
 
-    def _tell(self, ms: dict[str, Any], state: notices.State, model: str) -> None:
+    def _tell(
+        self, ms: dict[str, Any], state: notices.State, model: str, model_namespace: str = ""
+    ) -> None:
         try:
             receivers = typed.parse_receivers((ms.get("spec") or {}).get("notify") or {})
         except FieldError:
             return  # the API server's schema stands in the way of such a spec
         meta = ms["metadata"]
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        item = notices.notice(str(uuid.uuid4()), state, meta["namespace"], meta["name"], model, now)
+        item = notices.notice(
+            str(uuid.uuid4()), state, meta["namespace"], meta["name"], model, now, model_namespace
+        )
         for receiver in receivers:
             if notices.wanted(receiver.events, item.kind):
                 self._enqueue(Delivery(ms, receiver, item))
@@ -141,31 +142,24 @@ class Notifier:
         meta = delivery.ms["metadata"]
         key = (meta["namespace"], meta["name"])
         with self._lock:
-            if self._queued >= self.max_queued:
-                metrics.NOTIFICATIONS.labels(type=delivery.receiver.type, result="dropped").inc()
-                return
-            self._queues.setdefault(key, collections.deque()).append(delivery)
-            self._queued += 1
-            if key in self._busy:
-                return
-            self._busy.add(key)
+            admitted, start = self._outbox.offer(key, delivery)
+        if admitted == notices.DROPPED:
+            metrics.NOTIFICATIONS.labels(type=delivery.receiver.type, result=admitted).inc()
+        if not start:
+            return
         try:
             self._pool.submit(self._drain, key)
         except RuntimeError:  # shutting down
             with self._lock:
-                self._busy.discard(key)
+                self._outbox.not_started(key)
 
     def _drain(self, key: tuple[str, str]) -> None:
         """Send one ModelSync's notifications in order, one at a time."""
         while not self._stopping.is_set():
             with self._lock:
-                queue = self._queues.get(key)
-                if not queue:
-                    self._queues.pop(key, None)
-                    self._busy.discard(key)
-                    return
-                delivery = queue.popleft()
-                self._queued -= 1
+                delivery = self._outbox.take(key)
+            if delivery is None:
+                return
             try:
                 self._deliver(delivery)
             except Exception:  # a fault of ours must not stop the other notifications

@@ -27,7 +27,7 @@ from modelsync.api import conditions
 from modelsync.api import constants as c
 from modelsync.api.conditions import Observed
 from modelsync.api.modelsync import parse_spec
-from modelsync.gitops import modelhealth, writeback
+from modelsync.gitops import modelhealth, samples, writeback
 from modelsync.gitops import prune as prunemod
 from modelsync.gitops import render as rendering
 from modelsync.gitops.apply import Applier, OwnershipError, inventory_of
@@ -370,7 +370,9 @@ class SyncReconciler:
             shard=(meta.get("labels") or {}).get(c.LABEL_SHARD, ""),
         )
         # Our own resources first, before any request (as `modelsync validate` does).
-        errors = loaded.errors + content_errors(loaded.objects, loaded.reader(snapshot))
+        # spec.validation's sample files become the bodies the operator sends (inlined).
+        errors = loaded.errors + samples.inline(loaded.objects, snapshot, loaded.reader(snapshot))
+        errors += content_errors(loaded.objects, loaded.reader(snapshot))
         errors += check(loaded.objects, policy, applier.kube.scope)
         planned: list[Planned] = []
         if not errors:

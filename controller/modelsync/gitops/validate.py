@@ -250,6 +250,15 @@ def name_problem(manifest: dict[str, Any]) -> str:
     return ""
 
 
+def field_steps(field: str) -> schemas.Path_:
+    """A field as rendering names it (spec.validation.samples[0].path) as a JSON path."""
+    steps: list[str | int] = []
+    for part in field.split("."):
+        name, *indexes = part.replace("]", "").split("[")
+        steps += [name, *(int(i) for i in indexes if i.isdigit())]
+    return tuple(steps)
+
+
 def content_errors(objects: list[LoadedObject], read: Callable[[str], str]) -> list[LoadError]:
     """What the API server or the serving controller would refuse in our own resources,
     found before any request: unknown versions of our group, the CRDs' schemas and CEL
@@ -294,6 +303,6 @@ def content_errors(objects: list[LoadedObject], read: Callable[[str], str]) -> l
         try:
             render(defaulted)
         except InvalidSpecError as error:
-            field_path = tuple(error.field.split("."))
+            field_path = field_steps(error.field)
             errors.append(at(obj, field_path, f"{error.field}: {error.message}"))
     return errors

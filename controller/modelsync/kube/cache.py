@@ -22,7 +22,10 @@ Key = tuple[str, str, str]  # kind, namespace, name
 
 # What reconciling reads of a pod: labels (spec hash, owner) and container statuses.
 _POD_METADATA = ("name", "namespace", "labels", "resourceVersion", "uid", "deletionTimestamp")
-_POD_STATUS = ("phase", "conditions", "containerStatuses", "initContainerStatuses")
+# Its addresses: the inference gate sends samples to the pod's own IP, never the node's.
+_POD_STATUS = (
+    "phase", "conditions", "containerStatuses", "initContainerStatuses", "podIP", "hostIP"
+)  # fmt: skip
 
 
 def slim(kind: str, body: dict[str, Any]) -> dict[str, Any]:

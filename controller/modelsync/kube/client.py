@@ -213,6 +213,23 @@ class Kube:
         patched: Manifest = result
         return patched
 
+    def patch_pod_condition(
+        self, namespace: str, name: str, uid: str, condition: Manifest
+    ) -> Manifest:
+        """Set one condition of a pod's status (a readiness gate's), of that very pod
+        (`uid`: not one of the same name made since); the other conditions stay."""
+        resource = self.resource("v1", "Pod").subresources["status"]
+        result = resource.patch(
+            body={"metadata": {"uid": uid}, "status": {"conditions": [condition]}},
+            name=name,
+            namespace=namespace,
+            content_type="application/strategic-merge-patch+json",
+            serializer=_raw,
+        )
+        metrics.API_WRITES.labels(verb="patch-status", kind="Pod").inc()
+        patched: Manifest = result
+        return patched
+
     def event(
         self,
         regarding: Manifest,

@@ -39,8 +39,9 @@ from modelsync.kube.cache import ObjectCache
 from modelsync.kube.workqueue import WorkQueue
 from modelsync.runtime import probes, shards
 from modelsync.runtime import server as server_mod
-from modelsync.runtime.settings import OperatorSettings, namespace_matches
+from modelsync.runtime.settings import OperatorSettings, named_outright, namespace_matches
 from modelsync.serving.analysis import Analyses
+from modelsync.serving.gate import Gate
 from modelsync.serving.reconciler import OWNED_KINDS, ServingReconciler
 from modelsync.serving.render import Images
 from modelsync.telemetry import metrics
@@ -78,16 +79,21 @@ class Operator:
     syncer: SyncReconciler | None = None
     statuses: StatusWriter | None = None
     notifier: Notifier | None = None
+    # The watch handlers by kind, and the resourceVersion each object was last delivered
+    # at: the periodic list (relist) compares with it and calls the same handlers.
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    delivered: dict[tuple[str, str, str], str] = field(default_factory=dict)
     executor: concurrent.futures.ThreadPoolExecutor | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     loop: asyncio.AbstractEventLoop | None = None
     kube: kubemod.Kube | None = None
     rolled_back_seen: dict[tuple[str, str], str] = field(default_factory=dict)
     ready_seen: dict[tuple[str, str], bool] = field(default_factory=dict)
-    # What last made each ModelDeployment worth a reconcile, and each pod's restarts: our
-    # own status writes and a pod's ordinary progress come back as events too.
+    # What last made each ModelDeployment worth a reconcile, and each pod's restarts (and
+    # inference gate, pod_trigger): our own status writes and a pod's ordinary progress
+    # come back as events too.
     md_triggers: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
-    pod_restarts: dict[tuple[str, str], int] = field(default_factory=dict)
+    pod_restarts: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
     # Each ModelSync's models, by the resourceVersion they were read at: parsing a
     # 10,000-entry inventory for every model event made the events quadratic.
     sync_models: dict[tuple[str, str], tuple[str, frozenset[tuple[str, str]]]] = field(
@@ -237,55 +243,73 @@ async def _resync(runtime: Operator) -> None:
         resync_all(runtime)
 
 
+# What the periodic list compares with the watch: the kinds whose events drive the
+# controllers (owned objects' events only wake their ModelDeployment, which resyncs).
+RELISTED_KINDS = (c.MODELSYNC_KIND, c.MODELDEPLOYMENT_KIND)
+Handler = Callable[..., Any]  # a watch handler (kopf wraps our coroutines in its own type)
+
+
 async def _relist(runtime: Operator) -> None:
-    """kopf lists only when a watch starts or expires; an event it never delivered would
-    leave a ModelSync unsynced until then. A periodic list, as an informer's, is the net."""
+    """kopf lists only when a watch starts or gets 410 Gone: an event it never delivered
+    stays undelivered until then. A periodic list, as an informer's, is the net."""
     while True:
         await asyncio.sleep(runtime.settings.relist_seconds)
-        if runtime.kube is None:
-            continue
-        try:
-            listed = await asyncio.to_thread(
-                list_watched,
-                runtime.kube,
-                runtime.settings,
-                c.API_VERSION,
-                c.MODELSYNC_KIND,
-                shards.label_selector(runtime.settings.shard),
-            )
-        except Exception:  # a failed round is logged; the next one tries again
-            log.exception("listing the ModelSyncs")
-            continue
-        pick_up_missed(runtime, listed)
+        for kind in RELISTED_KINDS:
+            try:
+                await relist(runtime, kind)
+            except Exception:  # a failed round is logged; the next one tries again
+                log.exception("listing the %ss", kind)
 
 
-def pick_up_missed(runtime: Operator, listed: list[dict[str, Any]]) -> int:
-    """Queue each listed ModelSync the watch never delivered, or that has no status and
-    is not queued (never reconciled); returns how many."""
-    assert runtime.queue is not None
+async def relist(runtime: Operator, kind: str) -> int:
+    """One round for `kind`: each object listed at a newer version than the watch last
+    delivered goes through the watch's own handler, as read again now (it may be gone);
+    a ModelSync never reconciled nor queued is queued. Returns how many were picked up."""
+    kube = runtime.kube
+    if kube is None or runtime.queue is None:
+        return 0
+    selector = shards.label_selector(runtime.settings.shard)
+    listed = await asyncio.to_thread(
+        list_watched, kube, runtime.settings, c.API_VERSION, kind, selector
+    )
     picked = 0
-    for ms in listed:
-        meta = ms["metadata"]
-        namespace, name = meta.get("namespace", ""), meta["name"]
-        key = (c.MODELSYNC_KIND, namespace, name)
-        if meta.get("deletionTimestamp"):
-            continue
-        if runtime.cache.get(c.MODELSYNC_KIND, namespace, name) is None:
-            cause = "unknown"
-            ms.setdefault("apiVersion", c.API_VERSION)
-            ms.setdefault("kind", c.MODELSYNC_KIND)
-            runtime.cache.put(c.MODELSYNC_KIND, ms)
-        elif not ms.get("status") and key not in runtime.queue:
-            cause = "unsynced"
-        else:
+    for namespace, name in missed(listed, runtime.delivered, kind):
+        fresh = await asyncio.to_thread(kube.get, c.API_VERSION, kind, namespace, name)
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             continue
         log.warning(
-            "ModelSync %s/%s was missed (%s); queued by the periodic list", namespace, name, cause
+            "%s %s/%s: an event the watch missed, picked up by the list", kind, namespace, name
         )
-        metrics.WATCH_MISSED.labels(cause).inc()
-        runtime.queue.add(key)
+        metrics.WATCH_MISSED.labels(kind, "undelivered").inc()
+        await runtime.handlers[kind](type="MODIFIED", body=fresh, namespace=namespace, name=name)
         picked += 1
+    if kind == c.MODELSYNC_KIND:
+        for ms in listed:
+            key = (c.MODELSYNC_KIND, ms["metadata"].get("namespace", ""), ms["metadata"]["name"])
+            known = (kind, key[1], key[2]) in runtime.delivered
+            if known and not ms.get("status") and key not in runtime.queue:
+                log.warning("ModelSync %s/%s was never reconciled nor queued: queued", *key[1:])
+                metrics.WATCH_MISSED.labels(kind, "unsynced").inc()
+                runtime.queue.add(key)
+                picked += 1
     return picked
+
+
+def missed(
+    listed: list[dict[str, Any]], delivered: dict[tuple[str, str, str], str], kind: str
+) -> list[tuple[str, str]]:
+    """(namespace, name) of the listed objects the watch never delivered, or delivered
+    at an older resourceVersion (numbers, as the API server's are etcd revisions)."""
+    found = []
+    for item in listed:
+        meta = item["metadata"]
+        namespace, name = meta.get("namespace", ""), meta["name"]
+        if meta.get("deletionTimestamp"):
+            continue
+        seen, now = delivered.get((kind, namespace, name)), str(meta.get("resourceVersion", ""))
+        if seen is None or (now.isdigit() and seen.isdigit() and int(now) > int(seen)):
+            found.append((namespace, name))
+    return found
 
 
 async def _heartbeat(health: probes.Health) -> None:
@@ -382,6 +406,25 @@ def restart_count(pod: dict[str, Any]) -> int:
     return count
 
 
+def pod_trigger(pod: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes a pod worth a look: its restarts (restart_count) and, for a pod with
+    the inference gate (spec.validation), what the gate waits on: an address, its
+    containers ready (the model loaded), the gate's own condition."""
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    gates = {gate.get("conditionType") for gate in spec.get("readinessGates") or []}
+    if c.CONDITION_VALIDATED not in gates:
+        return (restart_count(pod),)
+    conditions = {cond.get("type"): cond for cond in status.get("conditions") or []}
+    gate = conditions.get(c.CONDITION_VALIDATED) or {}
+    return (
+        restart_count(pod),
+        status.get("podIP"),
+        (conditions.get("ContainersReady") or {}).get("status"),
+        gate.get("status"),
+        gate.get("reason"),
+    )
+
+
 class NoDiffBase(kopf.DiffBaseStorage):
     """The operator has event handlers only: nothing compares an object with its last
     handled state, and building that state deep-copied every body of every event."""
@@ -453,13 +496,24 @@ def list_watched(
     one list per namespace when they are named outright, else one cluster-wide list
     filtered by the patterns."""
     patterns = settings.namespaces
-    literal = all(not set(p) & set("*?[!") for p in patterns)
+    literal = named_outright(patterns)
     found = []
     for namespace in patterns if patterns and literal else (None,):
         for item in kube.list_objects(api_version, kind, selector, namespace):
             if literal or namespace_matches(item["metadata"].get("namespace", ""), patterns):
                 found.append(item)
     return found
+
+
+def _delivered(
+    runtime: Operator, kind: str, event: str, body: Mapping[str, Any], ours: bool
+) -> None:
+    meta = body.get("metadata") or {}
+    key = (kind, meta.get("namespace") or "", meta.get("name") or "")
+    if event == "DELETED" or not ours:
+        runtime.delivered.pop(key, None)
+    else:
+        runtime.delivered[key] = str(meta.get("resourceVersion", ""))
 
 
 def _owning_sync(
@@ -542,6 +596,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
                 storage_initializer=runtime.settings.storage_initializer_image,
                 pull_policy=runtime.settings.image_pull_policy,
             ),
+            gate=Gate(runtime.loop, runtime.enqueue_threadsafe),
         )
         fetcher = GitFetcher(
             fetch_cache_dir(runtime.settings.git_cache_dir),
@@ -612,9 +667,15 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             runtime.queue.schedule(key, HEALTH_BATCH_SECONDS)
 
     # Objects of another shard are as good as deleted here: filtered in the handlers, not
-    # by kopf's label filters, so that one relabelled away leaves this cache at once.
+    # by kopf's label filters, so that one relabelled away leaves this cache at once. So are
+    # those of a namespace the patterns leave out (watched cluster-wide, see _run).
+    patterns = settings.namespaces
+
     def ours(body: kopf.Body) -> bool:
-        return shards.mine(body.get("metadata") or {}, settings.shard)
+        meta = body.get("metadata") or {}
+        return shards.mine(meta, settings.shard) and (
+            not patterns or namespace_matches(meta.get("namespace") or "", patterns)
+        )
 
     @kopf.on.event(c.GROUP, c.VERSION, c.MODELDEPLOYMENT_PLURAL, registry=registry)
     async def modeldeployment_event(
@@ -623,6 +684,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
         def owner() -> tuple[str, str] | None:  # only on a change: it reads the inventory
             return _owning_sync(runtime, namespace or "", name, dict(body))
 
+        _delivered(runtime, c.MODELDEPLOYMENT_KIND, type, body, ours(body))
         if type == "DELETED" or not ours(body):
             runtime.cache.delete(c.MODELDEPLOYMENT_KIND, namespace or "", name)
             runtime.rolled_back_seen.pop((namespace or "", name), None)
@@ -662,6 +724,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
         *, type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any
     ) -> None:
         namespace = namespace or ""
+        _delivered(runtime, c.MODELSYNC_KIND, type, body, ours(body))
         if type == "DELETED" or not ours(body):
             runtime.cache.delete(c.MODELSYNC_KIND, namespace, name)
             runtime.sync_models.pop((namespace, name), None)
@@ -676,6 +739,11 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
         # sync starts one; the interval and webhooks do the rest.
         if previous is None or sync_trigger(previous) != sync_trigger(dict(body)):
             enqueue((c.MODELSYNC_KIND, namespace, name))
+
+    runtime.handlers = {
+        c.MODELSYNC_KIND: modelsync_event,
+        c.MODELDEPLOYMENT_KIND: modeldeployment_event,
+    }
 
     def owned_handler(kind: str) -> Callable[..., Coroutine[Any, Any, None]]:
         async def owned_event(
@@ -694,13 +762,16 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             else:
                 runtime.cache.put(kind, dict(body))
             if kind == "Pod":
-                # Pods matter for their restarts and failed downloads only (a failing
-                # revision); their Deployment's own events tell everything else.
-                key, restarts = (namespace or "", name), restart_count(dict(body))
+                # Pods matter for their restarts and failed downloads (a failing
+                # revision) and their inference gate only; their Deployment's own events
+                # tell everything else.
+                key, restarts = (namespace or "", name), pod_trigger(dict(body))
                 if type == "DELETED":
                     runtime.pod_restarts.pop(key, None)
+                    if runtime.reconciler is not None and runtime.reconciler.gate is not None:
+                        runtime.reconciler.gate.forget(key)
                     return
-                if runtime.pod_restarts.get(key, 0) == restarts:
+                if runtime.pod_restarts.get(key, (0,)) == restarts:
                     return
                 runtime.pod_restarts[key] = restarts
             enqueue((c.MODELDEPLOYMENT_KIND, namespace, labels[c.LABEL_DEPLOYMENT]))
@@ -805,13 +876,18 @@ def _run(
         # Losing the lead stops this operator at once, as a SIGTERM would: kopf handles
         # that signal itself (a stop flag of ours would keep it waiting after one).
         threading.Thread(target=_stop_when, args=(lost,), daemon=True).start()
+    # Namespaces named outright get a watch each (a Role in each may be all the operator
+    # has). Patterns are watched cluster-wide and filtered in the handlers: kopf would
+    # start a watch per namespace and kind as namespaces appear, and a namespace whose
+    # watches never delivered was seen to leave its ModelSyncs and models unhandled.
+    outright = named_outright(settings.namespaces)
     try:
         asyncio.run(
             kopf.operator(
                 registry=registry,
                 standalone=True,
-                clusterwide=not settings.namespaces,
-                namespaces=list(settings.namespaces),
+                clusterwide=not outright,
+                namespaces=list(settings.namespaces) if outright else [],
                 stop_flag=stop,
                 ready_flag=ready,
             )

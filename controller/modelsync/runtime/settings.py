@@ -70,8 +70,9 @@ class OperatorSettings:
     streams from hanging forever."""
 
     relist_seconds: float = 300.0
-    """How often the ModelSyncs are also listed from the API server: one the watch did
-    not deliver (kopf re-lists only when a watch expires) is picked up within this."""
+    """How often the ModelSyncs and ModelDeployments are also listed from the API server:
+    an event the watch did not deliver (kopf re-lists only on 410 Gone) is picked up
+    within this."""
 
     http_host: str = "0.0.0.0"  # noqa: S104 - in a pod, the kubelet and Prometheus reach us from outside
     """Address of the HTTP server (/metrics, /healthz, /readyz)."""
@@ -217,6 +218,11 @@ class OperatorSettings:
             kustomize_setting="--kustomize (Helm value operator.kustomize)",
             helm_setting="--helm (Helm value operator.helm)",
         )
+
+
+def named_outright(patterns: tuple[str, ...]) -> bool:
+    """Whether the watched namespaces are plain names (no glob, no exclusion)."""
+    return bool(patterns) and all(not set(p) & set("*?[!,") for p in patterns)
 
 
 def namespace_matches(namespace: str, patterns: tuple[str, ...]) -> bool:

@@ -24,9 +24,11 @@ from modelsync.api import constants as c
 from modelsync.api.conditions import Observed
 from modelsync.api.modeldeployment import CanaryStep
 from modelsync.kube.client import Kube, api_message, transient
-from modelsync.serving import canary, health, rollout
+from modelsync.serving import canary, gate, health, rollout
 from modelsync.serving.analysis import Analyses
+from modelsync.serving.gate import Gate
 from modelsync.serving.render import DEFAULT_IMAGES, Images, InvalidSpecError, Rendered, render
+from modelsync.serving.validation import Result, Verdict
 from modelsync.telemetry import logs, metrics
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ Clock = Callable[[], datetime.datetime]
 # A reconcile failure's message in the Ready condition, at most (the API server's words
 # about an object can run to kilobytes).
 MAX_FAILURE_MESSAGE = 512
+# The inference gate's condition on a pod: every failed sample, within reason.
+MAX_GATE_MESSAGE = 4096
 
 # The serving objects, and the API version of each.
 OWNED_KINDS: dict[str, str] = {
@@ -115,6 +119,7 @@ class ServingReconciler:
         *,
         locked_down: bool = True,
         images: Images = DEFAULT_IMAGES,
+        gate: Gate | None = None,
         quiet_seconds: float = 0.0,
     ) -> None:
         self.kube = kube
@@ -123,6 +128,7 @@ class ServingReconciler:
         self.clock = clock
         self.locked_down = locked_down  # the platform's model_pod_security
         self.images = images  # the platform's runtime images and pull policy
+        self.gate = gate  # sends spec.validation's samples to new pods (None: no gate)
         self.quiet_seconds = quiet_seconds  # the platform's quiet_rollout_seconds
         # Models whose routine rollout status waits: since when, for which spec.
         self._quiet: dict[tuple[str, str], tuple[str, datetime.datetime]] = {}
@@ -175,6 +181,9 @@ class ServingReconciler:
             metrics.RECONCILES.labels(result="invalid").inc()
             return None
         status = md.get("status") or {}
+        # New pods waiting on the inference gate: validated first, so that the decisions
+        # below see a pod that failed its samples.
+        gate_wait = self._validate_pods(md, wanted)
         # A revision that failed stays quarantined until git changes the model: the
         # last healthy spec keeps serving, on every resync, with no flapping.
         if status.get("failedRevision") == wanted.spec_hash and status.get("stableSpec"):
@@ -183,15 +192,15 @@ class ServingReconciler:
             changed = self._apply(stable_md, stable)
             self._report(md, stable_md, stable, {}, [])
             metrics.RECONCILES.labels(result="applied" if changed else "unchanged").inc()
-            return None
+            return gate_wait
         if in_canary(md, wanted):
-            return self._canary(md, wanted)
+            return _sooner(self._canary(md, wanted), gate_wait)
         changed = self._apply(md, wanted)
         changed = self._remove_canary(md) or changed
         if self._judge(md, wanted):
             return None
         metrics.RECONCILES.labels(result="applied" if changed else "unchanged").inc()
-        return self._quiet_left(md)
+        return _sooner(self._quiet_left(md), gate_wait)
 
     def _apply(self, md: Manifest, rendered: Rendered) -> bool:
         """Converge every serving object of `rendered`; True when something was written.
@@ -442,6 +451,91 @@ class ServingReconciler:
         self._end_canary(md)
         return True
 
+    # ------------------------------------------------------------------ inference gate
+
+    def _validate_pods(self, md: Manifest, wanted: Rendered) -> float | None:
+        """Send spec.validation's samples to each pod that waits on the gate (its model
+        loaded, not yet validated) and set the gate's condition from the verdict.
+        Returns seconds until an unreachable pod is tried again, or None."""
+        status = md.get("status") or {}
+        if self.gate is None or not (
+            md["spec"].get("validation") or (status.get("stableSpec") or {}).get("validation")
+        ):
+            return None
+        meta = md["metadata"]
+        specs: dict[str, tuple[Manifest, Rendered]] | None = None
+        wait = None
+        for pod in self.cache.owned("Pod", meta["namespace"], meta["name"]):
+            if not validation_due(pod):
+                continue
+            if specs is None:  # the stable spec is rendered only when a pod needs it
+                specs = self._gated_specs(md, wanted)
+            spec_hash = (pod["metadata"].get("labels") or {}).get(c.LABEL_SPEC_HASH, "")
+            spec, rendered = specs.get(spec_hash, ({}, wanted))
+            typed = modeldeployment.parse_spec(spec).validation if spec else None
+            if typed is None:
+                continue  # a pod of a spec this model no longer knows: its own gate stays
+            found = pod.get("status") or {}
+            refused = gate.address_refusal(str(found.get("podIP")), str(found.get("hostIP")))
+            port = int(rendered.service["spec"]["ports"][0]["port"])
+            verdict = (
+                Verdict(Result.UNREACHABLE, refused)
+                if refused
+                else self.gate.verdict(
+                    (c.MODELDEPLOYMENT_KIND, meta["namespace"], meta["name"]),
+                    (meta["namespace"], pod["metadata"]["name"]),
+                    (spec_hash, pod["metadata"].get("uid")),
+                    (str(found["podIP"]), port),
+                    typed,
+                )
+            )
+            if verdict is not None:
+                self._set_gate(pod, verdict)
+            if verdict is None or verdict.result is Result.UNREACHABLE:
+                wait = gate.RETRY_SECONDS
+        return wait
+
+    def _gated_specs(self, md: Manifest, wanted: Rendered) -> dict[str, tuple[Manifest, Rendered]]:
+        """Spec hash -> (spec, rendered) of the specs whose pods may wait on the gate:
+        the wanted one, and the stable one (its pods after a rollback or a restart)."""
+        specs = {wanted.spec_hash: (md["spec"], wanted)}
+        if (md.get("status") or {}).get("stableSpec"):
+            stable_md = stable_model(md)
+            stable = self._render(stable_md)
+            specs.setdefault(stable.spec_hash, (stable_md["spec"], stable))
+        return specs
+
+    def _set_gate(self, pod: Manifest, verdict: Verdict) -> None:
+        """The gate's condition on the pod, written only when it says something new."""
+        reason = {
+            Result.PASSED: c.REASON_SAMPLES_PASSED,
+            Result.FAILED: c.REASON_SAMPLES_FAILED,
+            Result.UNREACHABLE: c.REASON_POD_UNREACHABLE,
+        }[verdict.result]
+        message = verdict.message[:MAX_GATE_MESSAGE]
+        meta = pod["metadata"]
+        current = conditions.find(
+            (pod.get("status") or {}).get("conditions"), c.CONDITION_VALIDATED
+        )
+        if current and (current.get("reason"), current.get("message")) == (reason, message):
+            return
+        condition = {
+            "type": c.CONDITION_VALIDATED,
+            "status": "True" if verdict.result is Result.PASSED else "False",
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": conditions.timestamp(self.clock()),
+        }
+        try:
+            patched = self.kube.patch_pod_condition(
+                meta["namespace"], meta["name"], str(meta.get("uid")), condition
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status in (404, 409):
+                return  # the pod is gone (or another of its name is there): nothing to gate
+            raise
+        self.cache.put("Pod", patched)
+
     # ------------------------------------------------------------------ objects
 
     def _converge(self, md: Manifest, desired: Manifest, rendered: Rendered) -> bool:
@@ -646,6 +740,26 @@ class ServingReconciler:
             c.API_VERSION, c.MODELDEPLOYMENT_KIND, meta["namespace"], meta["name"], status, current
         )
         self.cache.put(c.MODELDEPLOYMENT_KIND, patched)
+
+
+def _sooner(first: float | None, second: float | None) -> float | None:
+    """The sooner of two "look again in" delays (None: no need)."""
+    waits = [w for w in (first, second) if w is not None]
+    return min(waits) if waits else None
+
+
+def validation_due(pod: Manifest) -> bool:
+    """A pod the inference gate has yet to decide about: running, its containers ready
+    (the model loaded: the runtime's own readiness probe passed), with an address, and
+    not validated or failed yet (an unreachable pod is tried again)."""
+    if pod["metadata"].get("deletionTimestamp"):
+        return False
+    status = pod.get("status") or {}
+    found = status.get("conditions")
+    ready = conditions.find(found, "ContainersReady") or {}
+    gate_condition = conditions.find(found, c.CONDITION_VALIDATED) or {}
+    decided = gate_condition.get("reason") in (c.REASON_SAMPLES_PASSED, c.REASON_SAMPLES_FAILED)
+    return ready.get("status") == "True" and bool(status.get("podIP")) and not decided
 
 
 def serving_now(deployment: Manifest | None) -> Manifest:

@@ -18,7 +18,8 @@ from decimal import Decimal
 from typing import Any, Final
 
 from modelsync.api import constants as c
-from modelsync.serving import runtimes
+from modelsync.api import modeldeployment
+from modelsync.serving import runtimes, validation
 from modelsync.serving.runtimes import MODEL_DIR, Runtime
 
 Manifest = dict[str, Any]
@@ -376,6 +377,7 @@ def _check(md: Manifest, runtime: Runtime) -> None:
         )
     if runtime.name == runtimes.CUSTOM and not spec["runtime"].get("image"):
         raise InvalidSpecError("spec.runtime.image", "a custom runtime needs an image")
+    _check_validation(md, runtime)
     autoscaling = spec.get("autoscaling")
     if autoscaling is not None:
         requests = (spec.get("resources") or {}).get("requests") or {}
@@ -385,6 +387,28 @@ def _check(md: Manifest, runtime: Runtime) -> None:
                 "autoscaling on CPU utilization needs a CPU request to measure against; "
                 "set spec.resources.requests.cpu",
             )
+
+
+def _check_validation(md: Manifest, runtime: Runtime) -> None:
+    """spec.validation must be able to pass: first of `validation.problems`."""
+    typed = modeldeployment.parse_spec(md["spec"]).validation
+    if typed is None:
+        return
+    speaks_http = runtime.readiness is not None or bool(md["spec"]["runtime"].get("readinessPath"))
+    found = validation.problems(typed, speaks_http)
+    if found:
+        raise InvalidSpecError(*found[0])
+
+
+def _gate(template: Manifest, spec: Manifest) -> None:
+    """With spec.validation, new pods stay out of their Service until the operator has
+    validated them; the samples' digest makes new samples a new revision (a version
+    quarantined for failing them is tried again once they change)."""
+    if not spec.get("validation"):
+        return
+    template["spec"]["readinessGates"] = [{"conditionType": c.CONDITION_VALIDATED}]
+    annotations = template["metadata"].setdefault("annotations", {})
+    annotations[c.ANNOTATION_VALIDATION] = spec_hash(spec["validation"])
 
 
 def render(md: Manifest, *, locked_down: bool = True, images: Images = DEFAULT_IMAGES) -> Rendered:
@@ -405,6 +429,7 @@ def render(md: Manifest, *, locked_down: bool = True, images: Images = DEFAULT_I
         )
     _check(md, runtime)
     template = _pod_template(md, runtime, images, locked_down=locked_down)
+    _gate(template, spec)
     digest = spec_hash(template)
     # Each pod says which revision it runs (after hashing, so the hash stays its own).
     template["metadata"]["labels"][c.LABEL_SPEC_HASH] = digest

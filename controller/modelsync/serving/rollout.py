@@ -3,7 +3,9 @@
 A revision has failed when its Deployment passed its progress deadline (pods that
 never become ready end there) or when a container of one of its pods restarted
 more than `rollback.maxRestarts` times, or when its model download has failed for good
-(`initializer_failure`). A failed revision is rolled back to the
+(`initializer_failure`), or when a pod failed spec.validation's samples
+(`validation_failure`; a pod that could not be reached for them fails at the
+progress deadline, with that reason). A failed revision is rolled back to the
 model's last healthy spec (kept in status, so it survives a restart of the
 operator) and quarantined by its spec hash: it is not applied again until git
 changes the model.
@@ -59,7 +61,7 @@ def detect_failure(
     for pod in sorted(pods, key=lambda p: str(p["metadata"]["name"])):
         if (pod["metadata"].get("labels") or {}).get(c.LABEL_SPEC_HASH) != spec_hash:
             continue
-        failed = initializer_failure(pod, max_restarts)
+        failed = initializer_failure(pod, max_restarts) or validation_failure(pod)
         if failed is not None:
             return failed
         for container in (pod.get("status") or {}).get("containerStatuses") or []:
@@ -80,6 +82,12 @@ def detect_failure(
     progress = find(status.get("conditions"), "Progressing") or {}
     if progress.get("reason") == "ProgressDeadlineExceeded":
         deadline = (deployment.get("spec") or {}).get("progressDeadlineSeconds")
+        unreachable = _unreachable(pods, spec_hash)
+        if unreachable is not None:
+            return Failure(
+                c.REASON_POD_UNREACHABLE,
+                f"not validated within progressDeadlineSeconds={deadline}: {unreachable}",
+            )
         return Failure(
             c.REASON_PROGRESS_DEADLINE_EXCEEDED,
             f"not available within progressDeadlineSeconds={deadline}: "
@@ -114,6 +122,34 @@ def initializer_failure(pod: dict[str, Any], max_restarts: int) -> Failure | Non
                 f"init container {container.get('name')} of pod {pod['metadata']['name']} "
                 f"failed {why}, exit {ended.get('exitCode')}: {said or 'no message'}",
             )
+    return None
+
+
+def _gate(pod: dict[str, Any]) -> dict[str, Any]:
+    """The pod's inference-gate condition (spec.validation), or {}."""
+    return find((pod.get("status") or {}).get("conditions"), c.CONDITION_VALIDATED) or {}
+
+
+def validation_failure(pod: dict[str, Any]) -> Failure | None:
+    """Whether `pod` failed spec.validation's samples: the message of its gate's
+    condition names each failed sample with its request, expected and actual answer."""
+    gate = _gate(pod)
+    if gate.get("status") != "False" or gate.get("reason") != c.REASON_SAMPLES_FAILED:
+        return None
+    return Failure(
+        c.REASON_SAMPLES_FAILED,
+        f"pod {pod['metadata']['name']} failed validation: {gate.get('message', '')}",
+    )
+
+
+def _unreachable(pods: list[dict[str, Any]], spec_hash: str) -> str | None:
+    """Why a pod of `spec_hash` could not be validated, if one could not be reached."""
+    for pod in sorted(pods, key=lambda p: str(p["metadata"]["name"])):
+        gate = _gate(pod)
+        if (pod["metadata"].get("labels") or {}).get(c.LABEL_SPEC_HASH) == spec_hash and (
+            gate.get("reason") == c.REASON_POD_UNREACHABLE and gate.get("status") == "False"
+        ):
+            return f"pod {pod['metadata']['name']}: {gate.get('message', '')}"
     return None
 
 

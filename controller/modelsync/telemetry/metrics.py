@@ -114,9 +114,10 @@ SYNCS = Counter(
 )
 WATCH_MISSED = Counter(
     "modelsync_watch_missed_total",
-    "ModelSyncs the periodic list found that the watch had not delivered (unknown) or "
-    "that were never reconciled nor queued (unsynced); should stay at zero.",
-    ["cause"],
+    "Objects the periodic list found that the watch had not delivered at their current "
+    "version (undelivered), or ModelSyncs never reconciled nor queued (unsynced), by kind; "
+    "should stay at zero.",
+    ["kind", "cause"],
     registry=REGISTRY,
 )
 SYNC_SECONDS = Histogram(

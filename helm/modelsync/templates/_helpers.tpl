@@ -48,7 +48,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/* What the operator needs in a tenant's namespace to sync it: the git and webhook
-Secrets, and the ServiceAccount it applies as. Cluster-wide mode grants it only in the
+Secrets, and the ServiceAccount it applies as; and to open the inference gate
+(spec.validation) of the models' new pods. Cluster-wide mode grants it only in the
 namespaces the platform enables. */}}
 {{- define "modelsync.tenantAccessRules" -}}
 - apiGroups: [""]
@@ -57,4 +58,7 @@ namespaces the platform enables. */}}
 - apiGroups: [""]
   resources: [serviceaccounts]
   verbs: [get, impersonate]
+- apiGroups: [""]
+  resources: [pods/status]
+  verbs: [patch]
 {{- end -}}

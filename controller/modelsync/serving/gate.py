@@ -1,0 +1,160 @@
+"""Serve, the inference gate's I/O: spec.validation's samples sent to one new pod.
+
+The operator sends each sample straight to the pod (its IP and the model's port,
+never through the Service, which the pod is not in yet), off the reconcile
+workers as analysis.py does: a reconcile asks for the pod's verdict, gets None
+while the samples run, and the model is queued again when they are done. Each
+request is bounded every way: one connection per sample over HTTP/1.0 (no
+redirect followed, no keep-alive), `timeoutSeconds` from connect to the last
+byte (and POD_DEADLINE_SECONDS for all the samples of a pod), at most BODY_LIMIT
+bytes of answer read. Only an address the pod's own status gives is asked, and
+never the node's (a host-network pod shares it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ipaddress
+import json
+import threading
+import time
+from collections.abc import Callable, Hashable
+
+from modelsync.api.modeldeployment import Sample, Validation
+from modelsync.serving import validation
+from modelsync.serving.analysis import AnswerError, _answer
+from modelsync.serving.validation import Answer, Verdict
+
+BODY_LIMIT = 1024 * 1024  # an answer to one sample
+CONCURRENCY = 8  # pods validated at once (each holds one socket at a time)
+RETRY_SECONDS = 5.0  # before an unreachable pod is tried again
+# All the samples of one pod, at most: a slot is not one tenant's for 32 samples x 60 s.
+POD_DEADLINE_SECONDS = 120.0
+
+
+def address_refusal(pod_ip: str, host_ip: str) -> str:
+    """Why the operator will not send samples to `pod_ip`, or ""."""
+    try:
+        address = ipaddress.ip_address(pod_ip)
+    except ValueError:
+        return f"pod IP {pod_ip!r} is not an address"
+    if pod_ip == host_ip:
+        return "the pod shares its node's address (hostNetwork); only pod addresses are validated"
+    if address.is_loopback or address.is_link_local or address.is_multicast:
+        return f"pod IP {pod_ip} is not a pod address"
+    return ""
+
+
+def _request(sample: Sample, host: str, port: int) -> bytes:
+    body = b"" if sample.body is None else json.dumps(sample.body).encode()
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    head = (
+        f"{sample.method} {sample.path} HTTP/1.0\r\nHost: {netloc}\r\n"
+        "Accept: application/json\r\nUser-Agent: modelsync-validation\r\nConnection: close\r\n"
+    )
+    if sample.body is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return (head + "\r\n").encode() + body
+
+
+async def send(sample: Sample, host: str, port: int, timeout: float) -> Answer:
+    """One sample to `host:port`: the answer, or why none came. No connection at all is
+    `unreachable` (tried again later); a connection that then fails is the answer."""
+    started = time.monotonic()
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError) as error:
+        why = "timed out" if isinstance(error, TimeoutError) else str(error)
+        return Answer(error=f"pod {host}:{port} unreachable: {why}", unreachable=True)
+    try:
+        writer.write(_request(sample, host, port))
+        remaining = max(0.001, timeout - (time.monotonic() - started))
+        status, body = await asyncio.wait_for(_exchange(writer, reader), remaining)
+    except TimeoutError:
+        return Answer(error=f"no whole answer within {timeout:g}s")
+    except AnswerError as error:
+        return Answer(error=f"answer refused: {error}")
+    except (OSError, ValueError, UnicodeError) as error:
+        return Answer(error=f"the connection failed: {error}")
+    finally:
+        writer.close()
+    return Answer(status=status, body=body, seconds=time.monotonic() - started)
+
+
+async def _exchange(
+    writer: asyncio.StreamWriter, reader: asyncio.StreamReader
+) -> tuple[int, bytes]:
+    await writer.drain()
+    return await _answer(reader, BODY_LIMIT)
+
+
+class Gate:
+    """Verdicts on pods for the reconcile threads, worked out on `loop`; `wake(key)`
+    queues the model again when one is in. Thread-safe."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, wake: Callable[[Hashable], None]) -> None:
+        self.loop = loop
+        self.wake = wake
+        self._lock = threading.Lock()
+        self._running: dict[Hashable, tuple[Hashable, concurrent.futures.Future[Verdict]]] = {}
+        self._retry_at: dict[Hashable, float] = {}
+        self._slots: asyncio.Semaphore | None = None  # made on the loop, on first use
+
+    def verdict(
+        self,
+        model: Hashable,
+        pod: Hashable,
+        attempt: Hashable,
+        target: tuple[str, int],
+        wanted: Validation,
+    ) -> Verdict | None:
+        """The verdict on `pod` (validated as `attempt`: the spec it runs) or None while
+        its samples run, or while an unreachable pod waits to be tried again."""
+        with self._lock:
+            running = self._running.get(pod)
+            if running is not None and running[0] == attempt:
+                if not running[1].done():
+                    return None
+                del self._running[pod]
+                found = running[1].result()
+                if found.result is validation.Result.UNREACHABLE:
+                    self._retry_at[pod] = time.monotonic() + RETRY_SECONDS
+                return found
+            if running is not None:
+                running[1].cancel()  # the pod runs another spec now: that answer is moot
+            if time.monotonic() < self._retry_at.get(pod, 0.0):
+                return None  # the reconcile that saw it unreachable asked to come back
+            self._retry_at.pop(pod, None)
+            future = asyncio.run_coroutine_threadsafe(self._validate(target, wanted), self.loop)
+            self._running[pod] = (attempt, future)
+        future.add_done_callback(lambda done: None if done.cancelled() else self.wake(model))
+        return None
+
+    def forget(self, pod: Hashable) -> None:
+        """The pod is gone: drop what is known of it."""
+        with self._lock:
+            running = self._running.pop(pod, None)
+            self._retry_at.pop(pod, None)
+        if running is not None:
+            running[1].cancel()
+
+    async def _validate(self, target: tuple[str, int], wanted: Validation) -> Verdict:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(CONCURRENCY)
+        answers: list[Answer] = []
+        async with self._slots:
+            ends = time.monotonic() + POD_DEADLINE_SECONDS
+            for sample in wanted.samples:
+                left = min(float(wanted.timeout_seconds), ends - time.monotonic())
+                if left <= 0:
+                    spent = f"not sent: the pod's {POD_DEADLINE_SECONDS:g}s for all samples ran out"
+                    answers.append(Answer(error=spent))
+                    continue
+                answer = await send(sample, *target, left)
+                answers.append(answer)
+                if answer.unreachable:
+                    break
+        if answers[-1].unreachable:
+            return validation.verdict(wanted, answers[-1:])
+        return validation.verdict(wanted, answers)
