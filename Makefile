@@ -47,7 +47,7 @@ unit: venv
 # prints how long each phase took. Each pytest phase starts a cluster of its own.
 REAL_NODE_TESTS := tests/integration/test_real_node.py tests/integration/test_models_real.py \
   tests/integration/test_validation_real.py \
-  tests/integration/test_helm_real.py
+  tests/integration/test_helm_real.py tests/integration/test_canary_real.py
 NOT_REAL_NODE := $(foreach test,$(REAL_NODE_TESTS),--ignore=$(test))
 test: venv
 	@$(PY) -m tools.phases \

@@ -76,12 +76,18 @@ class AuditLog:
             return 0
 
     def since(self, mark: int = 0) -> list[Write]:
+        parts = [(self.path, mark)]
+        if self.mark() < mark:
+            # Rotated since (--audit-log-maxsize): the rest of the file it was, then this.
+            older = sorted(self.path.parent.glob(f"{self.path.stem}-*{self.path.suffix}"))
+            parts = [(older[-1], mark), (self.path, 0)] if older else [(self.path, 0)]
         found: list[Write] = []
-        with self.path.open("rb") as file:
-            file.seek(mark)
-            for line in file:
-                if line.endswith(b"\n"):  # a line being written is read next time
-                    found.append(parse(json.loads(line)))
+        for path, start in parts:
+            with path.open("rb") as file:
+                file.seek(start)
+                for line in file:
+                    if line.endswith(b"\n"):  # a line being written is read next time
+                        found.append(parse(json.loads(line)))
         return found
 
 

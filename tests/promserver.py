@@ -1,5 +1,7 @@
 """A real HTTP server speaking the Prometheus query API (`/api/v1/query`) on loopback,
-whose answer a test sets: a value, no data, NaN, or an HTTP error.
+whose answer a test sets: a value, no data, NaN, or an HTTP error - for all queries
+(`answer`) or one query (`answers`); with `token` set it wants `Authorization: Bearer
+<token>`, as a Prometheus behind an authenticating proxy does, and answers 401 without.
 
 Chosen over a Prometheus built from its Go module because the canary logic reads
 one instant query: what matters is the API's wire format and its failure modes,
@@ -28,8 +30,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path != "/api/v1/query":
             self._send(404, {"status": "error", "error": "not found"})
             return
-        self.server.queries.append(urllib.parse.parse_qs(query).get("query", [""])[0])
-        answer = self.server.answer
+        asked = urllib.parse.parse_qs(query).get("query", [""])[0]
+        with self.server.lock:  # the two lists stay in step (queries come concurrently)
+            self.server.queries.append(asked)
+            self.server.headers.append(dict(self.headers.items()))
+        token = self.server.token
+        if token is not None and self.headers.get("Authorization") != f"Bearer {token}":
+            self._send(401, {"status": "error", "errorType": "unauthorized", "error": "token"})
+            return
+        answer = self.server.answers.get(asked, self.server.answer)
         if isinstance(answer, int):
             self._send(answer, {"status": "error", "errorType": "internal", "error": "boom"})
         elif answer is None:
@@ -62,7 +71,11 @@ class PrometheusApi(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), _Handler)
         # float: that value; "NaN": NaN; None: no data; int: that HTTP error status
         self.answer: float | str | int | None = 0.0
+        self.answers: dict[str, float | str | int | None] = {}  # by query, over `answer`
+        self.token: str | None = None
         self.queries: list[str] = []
+        self.headers: list[dict[str, str]] = []  # of each query, as received
+        self.lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property

@@ -23,6 +23,10 @@ uses), it times:
   through each model's Service ClusterIP (kube-proxy's rules, from the node's network
   namespace: nothing else routes there): one client, then BENCH_CONCURRENCY (default 8)
   clients at once with a new connection per request, then with keep-alive.
+- canary traffic share against weight: the served model at 4 replicas, a canary of
+  the next version held at each of 10, 25, 50 and 75 %, BENCH_REQUESTS requests
+  through the Service (a new connection each): the share the new version answered,
+  beside the pods' ratio (a weight is served in whole pods).
 
     flock /tmp/realnode.lock python -m tests.bench.models
 
@@ -45,10 +49,12 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-from kubernetes.client import CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta
+from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
 
 from modelsync.api import constants as c
+from modelsync.serving.canary import split
 from tests.bench.common import percentile, update_results
 from tests.cluster import build, launcher, modelimages, wheels
 from tests.cluster import node as nodemod
@@ -64,7 +70,7 @@ from tests.integration.test_models_real import (
     service_ip,
     storage_secret,
 )
-from tests.kube import install_crds, install_tenant_role, make_tenant
+from tests.kube import install_crds, install_tenant_role, make_tenant, wait_for, wait_for_set
 from tests.models import MD, ROWS, TRAIN, ready_on
 from tests.syncs import Syncs
 
@@ -72,6 +78,9 @@ NAMESPACE = "bench-models"
 ROLLOUT_TIMEOUT = 600.0
 PERIOD = 0.1  # how often the status and the pods are read while a rollout runs
 WARMUP = 50  # requests sent before each latency run, not counted
+# Traffic share against weight: the canary's weights, at this many replicas.
+CANARY_WEIGHTS = (10, 25, 50, 75)
+CANARY_REPLICAS = 4
 
 # Asks the model (in the node's network namespace) until it answers `expected`; prints
 # the monotonic time of that answer (the same clock as the host's: one machine).
@@ -601,6 +610,99 @@ def scenarios(  # noqa: C901 - the benchmark's scenarios, in order
         results["bump_answer_p50_s"] = statistics.median(answers)
         results["bump_answer_max_s"] = max(answers)
     results["gate_seconds"] = gate_seconds(results["rollouts"])
+    version = 1 + bumps() + validated()  # the version served last
+    print("[bench] canary: traffic share against weight", flush=True)
+    try:
+        results["canary_share"] = canary_shares(local, node, syncs, repo, trained, version)
+    except (
+        AssertionError,  # a wait of the tests' helpers that timed out
+        RuntimeError,
+        TimeoutError,
+        ApiException,
+        subprocess.SubprocessError,
+    ) as error:
+        results["errors"].append(f"canary traffic share: {error}")
+        print(f"[bench] canary traffic share: {error}", file=sys.stderr, flush=True)
+
+
+def canary_shares(
+    local: LocalCluster,
+    node: nodemod.Node,
+    syncs: Syncs,
+    repo: WorkRepo,
+    trained: dict[str, tuple[bytes, list[int]]],
+    version: int,
+) -> dict[str, Any]:
+    """Traffic share against weight: the served iris at CANARY_REPLICAS replicas, then
+    for each of CANARY_WEIGHTS a canary of the next version held at that weight (one
+    step, paused for a day; each weight is a new spec, so a new canary), asked
+    BENCH_REQUESTS times through the Service by BENCH_CONCURRENCY clients with a new
+    connection per request. The share is the answers of the new version; the pods'
+    ratio (the weight rounded to whole pods) is what it should be near."""
+    old, new = ("1", "2") if version % 2 else ("2", "1")
+    uri = f"s3://{BUCKET}/iris"
+
+    def commit(model_version: int, stored: str, extra: dict[str, Any]) -> None:
+        spec = {"replicas": CANARY_REPLICAS, **extra}
+        repo.write(
+            "iris.json", model_yaml("iris", str(model_version), f"{uri}/{stored}", extra=spec)
+        )
+        repo.commit(f"iris v{model_version} {json.dumps(extra)}")
+        syncs.request("models")
+
+    commit(version, old, {})
+    apps = AppsV1Api(local.api)
+    wait_sizes(apps, "iris", CANARY_REPLICAS)
+    served = Served("iris", "/v2/models/iris/infer", INFER_BODY, "v2", trained[old][1])
+    shares: dict[str, Any] = {}
+    for weight in CANARY_WEIGHTS:
+        steps = [{"weight": weight, "pauseSeconds": 86400}]
+        commit(version + 1, new, {"rollout": {"strategy": "Canary", "steps": steps}})
+        canary, stable = split(CANARY_REPLICAS, weight)
+        wait_sizes(apps, "iris-canary", canary)
+        wait_sizes(apps, "iris", stable)
+        # Pods that made room drain (preStop) and still answer until they go.
+        wait_for_set(
+            DynamicClient(local.api).resources.get(api_version="v1", kind="Pod"),
+            lambda pods: len(pods) == CANARY_REPLICAS,
+            namespace=NAMESPACE,
+            label_selector=f"{c.LABEL_DEPLOYMENT}=iris",
+            timeout=ROLLOUT_TIMEOUT,
+            describe="the canary's pods and the stable ones, none terminating",
+        )
+        print(f"[bench] canary at weight {weight}: {canary} of {canary + stable} pods", flush=True)
+        figures = latency(local, node, served, concurrency(), keepalive=False)
+        answered = figures["requests"] - figures["errors"]
+        shares[str(weight)] = {
+            "canary_pods": canary,
+            "pods": canary + stable,
+            "pods_pct": 100.0 * canary / (canary + stable),
+            # `served` expects the old version's answer: the new one's are "wrong".
+            "measured_pct": 100.0 * figures["wrong_answers"] / max(1, answered),
+            "requests": figures["requests"],
+            "errors": figures["errors"],
+        }
+    return shares
+
+
+def wait_sizes(apps: AppsV1Api, name: str, replicas: int, timeout: float = ROLLOUT_TIMEOUT) -> None:
+    """Until Deployment `name` wants `replicas` pods, has no others, and all are available."""
+
+    def sized(live: Any) -> bool:
+        if live is None:
+            return False
+        status = live.status
+        return bool(
+            live.spec.replicas == replicas
+            and (status.replicas or 0) == replicas
+            and (status.updated_replicas or 0) == replicas
+            and (status.available_replicas or 0) == replicas
+        )
+
+    try:
+        wait_for(apps.list_namespaced_deployment, name, sized, namespace=NAMESPACE, timeout=timeout)
+    except AssertionError as error:
+        raise TimeoutError(str(error).splitlines()[0][:300]) from None
 
 
 def gate_seconds(rollouts: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -692,6 +794,14 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
                     f"wrong {figures['wrong_answers']}",
                 )
             )
+    for weight, share in results.get("canary_share", {}).items():
+        rows.append(
+            (
+                f"canary traffic share at weight {weight} %, {share['requests']} requests",
+                f"{share['measured_pct']:.1f} % (pods {share['canary_pods']} of "
+                f"{share['pods']}: {share['pods_pct']:.0f} %); errors {share['errors']}",
+            )
+        )
     rows += [("error", error.splitlines()[0][:150]) for error in results.get("errors", [])]
     return rows
 

@@ -50,20 +50,6 @@ CONTROL_PLANE_QPS = 5000
 CONTROL_PLANE_BURST = 10000
 PORT_NAMES = ("etcd-client", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")
 START_ATTEMPTS = 3
-# The API server's audit log: every write (create, update, patch, delete) at Metadata
-# level (who, which verb, which object; no bodies), once, when the response is sent. Tests
-# and benchmarks count the operator's writes per model from it (tests/audit.py); reads
-# are left out (a list of 1,000 objects every half second would swamp it).
-AUDIT_LOG = "logs/audit.log"
-AUDIT_POLICY = {
-    "apiVersion": "audit.k8s.io/v1",
-    "kind": "Policy",
-    "omitStages": ["RequestReceived", "ResponseStarted", "Panic"],
-    "rules": [
-        {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
-        {"level": "None"},
-    ],
-}
 STOP_GRACE_SECONDS = 10.0
 
 
@@ -109,7 +95,7 @@ class Cluster:
     @property
     def audit_log(self) -> Path:
         """Every write the API server answered, one JSON line each (see AUDIT_POLICY)."""
-        return self.root / AUDIT_LOG
+        return audit_log(self.root)
 
     def alive(self) -> dict[str, bool]:
         return {name: _owned_pid_alive(pid, self.root) for name, pid in self.pids.items()}
@@ -317,11 +303,43 @@ def _wait(
 # --------------------------------------------------------------------------- start / stop
 
 
+# Writes to Deployments (and their scale), with the request body: tests read who wrote
+# which field (an autoscaled model's canary must never write `replicas` on the
+# autoscaler's target). Every other write (create, update, patch, delete) at Metadata
+# level (who, which verb, which object; no body): tests and benchmarks count the
+# operator's writes per model from it (tests/audit.py). Reads are left out (a list of
+# 1,000 objects every half second would swamp it). Runtime flags only: the binaries'
+# build key is not involved.
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Request
+  verbs: [create, update, patch]
+  resources:
+  - group: apps
+    resources: [deployments, deployments/scale]
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+"""
+
+
+def audit_log(root: Path) -> Path:
+    """The API server's audit log (see AUDIT_POLICY): one JSON event a line."""
+    return root / "logs" / "audit.log"
+
+
 def _apiserver_args(root: Path, ports: dict[str, int], pki: pkimod.Pki) -> list[str]:
     """The API server's command line: the same at first start and at a restart."""
     policy = root / "audit-policy.yaml"
-    policy.write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
+    policy.write_text(AUDIT_POLICY)
     return [
+        f"--audit-policy-file={policy}",
+        f"--audit-log-path={audit_log(root)}",
+        "--audit-log-maxsize=200",
+        "--audit-log-maxbackup=1",
         f"--etcd-servers=http://127.0.0.1:{ports['etcd-client']}",
         "--bind-address=127.0.0.1",
         # The real node and its pods reach the API server there (through a forwarder
@@ -342,8 +360,6 @@ def _apiserver_args(root: Path, ports: dict[str, int], pki: pkimod.Pki) -> list[
         "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true",
         "--profiling=false",
-        f"--audit-policy-file={policy}",
-        f"--audit-log-path={root / AUDIT_LOG}",
         "--audit-log-format=json",
         # Blocking: a line is in the file when the response is sent, so a test reads
         # every write it waited for.

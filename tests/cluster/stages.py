@@ -7,12 +7,16 @@ default `pod-ready` stage and follows one of ours instead:
   never passes), so a Deployment using it ends `ProgressDeadlineExceeded`.
 - `crash-loop`: the containers keep crashing; `restartCount` grows every
   couple of seconds and the container waits in `CrashLoopBackOff`.
+- `slow-ready`: kwok's own `pod-ready`, SLOW_READY_MS after the pod is scheduled
+  (a model server loading its model): rollouts whose capacity is counted need pods
+  that are not Ready at once.
 
 Put the label on a Deployment's pod template to make its rollout fail on purpose.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import yaml
@@ -20,7 +24,9 @@ import yaml
 FAULT_LABEL = "modelsync.io/kwok-fault"
 NEVER_READY = "never-ready"
 CRASH_LOOP = "crash-loop"
-FAULTS = (NEVER_READY, CRASH_LOOP)
+SLOW_READY = "slow-ready"
+SLOW_READY_MS = 3000
+FAULTS = (NEVER_READY, CRASH_LOOP, SLOW_READY)
 
 _FAULT_KEY = f'.metadata.labels["{FAULT_LABEL}"]'
 
@@ -177,9 +183,22 @@ def kwok_config(default_stages_yaml: str) -> str:
     names = {stage["metadata"]["name"] for stage in stages}
     if "pod-ready" not in names:
         raise ValueError(f"kwok's default stages have no pod-ready stage (found {sorted(names)})")
+    slow: list[dict[str, Any]] = []
     for stage in stages:
         if stage["metadata"]["name"] == "pod-ready":
+            slow.append(_slow_ready(stage))
             stage["spec"]["selector"]["matchExpressions"].append(
                 {"key": _FAULT_KEY, "operator": "DoesNotExist"}
             )
-    return yaml.safe_dump_all([*stages, *fault_stages()], sort_keys=False)
+    return yaml.safe_dump_all([*stages, *fault_stages(), *slow], sort_keys=False)
+
+
+def _slow_ready(pod_ready: dict[str, Any]) -> dict[str, Any]:
+    """kwok's `pod-ready` stage for `slow-ready` pods only, after a delay."""
+    stage: dict[str, Any] = copy.deepcopy(pod_ready)
+    stage["metadata"]["name"] = "modelsync-pod-slow-ready"
+    stage["spec"]["selector"]["matchExpressions"].append(
+        {"key": _FAULT_KEY, "operator": "In", "values": [SLOW_READY]}
+    )
+    stage["spec"]["delay"] = {"durationMilliseconds": SLOW_READY_MS}
+    return stage

@@ -6,13 +6,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes.client import AppsV1Api
+from kubernetes.client import AppsV1Api, CoreV1Api, V1ObjectMeta, V1Secret
 
 from modelsync.api import constants as c
 from tests.conftest import LocalCluster
 from tests.integration.test_rollback import rolled_back
 from tests.kube import dict_condition, wait_for
 from tests.models import Models, manifest, ready_on
+from tests.operatorproc import spawn_operator
 from tests.promserver import PrometheusApi
 
 
@@ -150,3 +151,198 @@ def test_canary_can_count_inconclusive_analysis_as_failure(
     condition = dict_condition(md, c.ROLLED_BACK) or {}
     assert condition["reason"] == c.REASON_ANALYSIS_FAILED
     assert "returned no data" in condition["message"]
+
+
+# ------------------------------------------------------------------ several queries, a token
+
+
+def headers_secret(cluster: LocalCluster, namespace: str, kind: str, token: str) -> None:
+    CoreV1Api(cluster.api).create_namespaced_secret(
+        namespace,
+        V1Secret(
+            metadata=V1ObjectMeta(name="prometheus-headers"),
+            type=kind,
+            string_data={"Authorization": f"Bearer {token}"},
+        ),
+    )
+
+
+def q(namespace: str, name: str) -> str:
+    """A query of this test's model alone: the shared port's server may also be asked by
+    models of earlier tests whose namespaces are still going."""
+    return f'{name}{{namespace="{namespace}"}}'
+
+
+def answering(namespace: str, errors: float, rps: float) -> dict[str, float | str | int | None]:
+    return {q(namespace, "errors"): errors, q(namespace, "rps"): rps}
+
+
+def ours(prometheus: PrometheusApi, namespace: str) -> list[tuple[str, dict[str, str]]]:
+    """(query, headers) of each query this test's model made."""
+    asked = zip(prometheus.queries, prometheus.headers, strict=False)
+    return [(query, headers) for query, headers in asked if f'"{namespace}"' in query]
+
+
+def two_queries(prometheus_url: str, namespace: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "prometheusURL": prometheus_url,
+        "headersSecretRef": {"name": "prometheus-headers"},
+        "queries": [
+            {"name": "errors", "query": q(namespace, "errors"), "threshold": 0.05},
+            {
+                "name": "rps",
+                "query": q(namespace, "rps"),
+                "threshold": 5,
+                "comparison": "GreaterThan",
+            },
+        ],
+        "intervalSeconds": 1,
+        "failureLimit": 0,
+        **extra,
+    }
+
+
+def canary_with(models: Models, analysis: dict[str, Any], version: str = "1") -> None:
+    body = manifest("iris", version=version, replicas=2)
+    body["spec"]["rollout"] = {
+        "strategy": "Canary",
+        "progressDeadlineSeconds": 60,
+        "steps": [{"weight": 50}],
+        "analysis": analysis,
+    }
+    models.create(body)
+    models.wait("iris", ready_on(version))
+
+
+def test_canary_judges_every_query_with_the_token_of_its_headers_secret(
+    models: Models, local_cluster: LocalCluster, namespace: str, prometheus: PrometheusApi
+) -> None:
+    prometheus.token = "t0ken"
+    prometheus.answers = answering(namespace, 0.01, 9.0)
+    headers_secret(local_cluster, namespace, c.SECRET_TYPE_ANALYSIS_HEADERS, "t0ken")
+    canary_with(models, two_queries(prometheus.url, namespace))
+    models.patch("iris", {"spec": {"model": {"version": "2"}}})
+    md = models.wait("iris", ready_on("2"), timeout=60)
+    assert md["status"]["history"][0]["result"] == c.HISTORY_SUCCEEDED
+    asked = ours(prometheus, namespace)
+    assert {query for query, _ in asked} == {q(namespace, "errors"), q(namespace, "rps")}
+    assert {headers.get("Authorization") for _, headers in asked} == {"Bearer t0ken"}
+
+
+def test_canary_refuses_a_headers_secret_of_another_type(
+    models: Models, local_cluster: LocalCluster, namespace: str, prometheus: PrometheusApi
+) -> None:
+    # A service-account token is never sent: the analysis holds and says why.
+    headers_secret(local_cluster, namespace, "Opaque", "t0ken")
+    canary_with(models, two_queries(prometheus.url, namespace))
+    models.patch("iris", {"spec": {"model": {"version": "2"}}})
+    md = models.wait(
+        "iris",
+        lambda m: "has type 'Opaque'" in str(canary_state(m).get("lastAnalysis")),
+        timeout=30,
+        describe="the analysis to refuse the Secret",
+    )
+    assert f"--type={c.SECRET_TYPE_ANALYSIS_HEADERS}" in canary_state(md)["lastAnalysis"]
+    assert md["status"]["modelVersion"] == "1"
+    assert ours(prometheus, namespace) == []
+
+
+# ------------------------------------------------------------------ after the promotion
+
+
+def watching(md: dict[str, Any] | None) -> bool:
+    watch = (md or {}).get("status", {}).get("postPromotion") or {}
+    return ready_on("2")(md) and int(watch.get("checks") or 0) >= 1
+
+
+def test_post_promotion_analysis_failure_rolls_back_to_the_previous_version(
+    models: Models, local_cluster: LocalCluster, namespace: str, prometheus: PrometheusApi
+) -> None:
+    prometheus.answers = answering(namespace, 0.01, 9.0)
+    headers_secret(local_cluster, namespace, c.SECRET_TYPE_ANALYSIS_HEADERS, "t")
+    canary_with(models, two_queries(prometheus.url, namespace, postPromotionSeconds=300))
+    models.patch("iris", {"spec": {"model": {"version": "2"}}})
+    md = models.wait("iris", watching, timeout=60, describe="the watch after the promotion")
+    assert md["status"]["postPromotion"]["previousSpec"]["model"]["version"] == "1"
+    prometheus.answers[q(namespace, "errors")] = 0.5
+    md = models.wait("iris", rolled_back, timeout=60)
+    condition = dict_condition(md, c.ROLLED_BACK) or {}
+    assert condition["reason"] == c.REASON_POST_PROMOTION_ANALYSIS_FAILED
+    assert f"query {q(namespace, 'errors')!r} = 0.5, wanted < 0.05" in condition["message"]
+    assert "postPromotion" not in md["status"]
+    assert md["status"]["stableSpec"]["model"]["version"] == "1"
+    models.wait("iris", ready_on("1"))
+    deployment = AppsV1Api(local_cluster.api).read_namespaced_deployment("iris", namespace)
+    assert deployment.spec.template.metadata.labels[c.LABEL_MODEL_VERSION] == "1"
+    assert [h["result"] for h in md["status"]["history"]][:2] == [
+        c.HISTORY_ROLLED_BACK,
+        c.HISTORY_SUCCEEDED,
+    ]
+
+
+def test_post_promotion_watch_ends_after_its_window(
+    models: Models, prometheus: PrometheusApi, local_cluster: LocalCluster, namespace: str
+) -> None:
+    prometheus.answers = answering(namespace, 0.01, 9.0)
+    headers_secret(local_cluster, namespace, c.SECRET_TYPE_ANALYSIS_HEADERS, "t")
+    canary_with(models, two_queries(prometheus.url, namespace, postPromotionSeconds=3))
+    models.patch("iris", {"spec": {"model": {"version": "2"}}})
+    md = models.wait(
+        "iris",
+        lambda m: (
+            ready_on("2")(m)
+            and "postPromotion" not in m["status"]
+            and m["status"]["stableSpec"]["model"]["version"] == "2"
+        ),
+        timeout=60,
+        describe="the watch to end with version 2 stable",
+    )
+    prometheus.answers[q(namespace, "errors")] = 0.5  # too late: the watch is over
+    models.patch("iris", {"metadata": {"annotations": {"example.com/poke": "1"}}})
+    md = models.wait("iris", ready_on("2"))
+    assert not rolled_back(md)
+
+
+def test_post_promotion_watch_survives_an_operator_restart(
+    local_cluster: LocalCluster, own_namespace: str, prometheus: PrometheusApi
+) -> None:
+    models = Models(local_cluster, own_namespace)
+    prometheus.answers = answering(own_namespace, 0.01, 9.0)
+    headers_secret(local_cluster, own_namespace, c.SECRET_TYPE_ANALYSIS_HEADERS, "t")
+    first = own_operator(local_cluster, own_namespace, prometheus.url)
+    try:
+        canary_with(models, two_queries(prometheus.url, own_namespace, postPromotionSeconds=300))
+        models.patch("iris", {"spec": {"model": {"version": "2"}}})
+        md = models.wait("iris", watching, timeout=60, describe="the watch after the promotion")
+    finally:
+        first.kill()
+        first.wait(10)
+    started = md["status"]["postPromotion"]["startedAt"]
+    prometheus.answers[q(own_namespace, "errors")] = 0.5  # goes bad while no operator runs
+    second = own_operator(local_cluster, own_namespace, prometheus.url)
+    try:
+        md = models.wait("iris", rolled_back, timeout=60)
+    finally:
+        second.terminate()
+        second.wait(10)
+    condition = dict_condition(md, c.ROLLED_BACK) or {}
+    assert condition["reason"] == c.REASON_POST_PROMOTION_ANALYSIS_FAILED
+    # The second operator resumed the watch the first had started (its start kept).
+    assert "into its 300s watch" in condition["message"]
+    history = md["status"]["history"]
+    assert history[0]["result"] == c.HISTORY_ROLLED_BACK
+    assert started <= history[0]["time"]
+
+
+def own_operator(cluster: LocalCluster, namespace: str, prometheus_url: str) -> Any:
+    return spawn_operator(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "--http-port",
+        "0",
+        "--log-level",
+        "WARNING",
+        "--analysis-endpoint",
+        prometheus_url,
+    )

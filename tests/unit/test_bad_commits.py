@@ -19,7 +19,7 @@ import pytest
 
 from modelsync.gitops import samples
 from modelsync.gitops.render import RenderSettings, render
-from modelsync.gitops.validate import check, content_errors, offline_scope, policy_for
+from modelsync.gitops.validate import content_errors, offline_scope, policy_errors, policy_for
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "bad-commits"
 CASES = sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
@@ -45,7 +45,7 @@ def test_bad_commit_loader_and_validation(case: str) -> None:
     policy, _ = policy_for("team", None)
     errors = loaded.errors + samples.inline(loaded.objects, root, loaded.reader(root))
     errors += content_errors(loaded.objects, loaded.reader(root))
-    errors += check(loaded.objects, policy, offline_scope)
+    errors += policy_errors(loaded.objects, policy, offline_scope)
     lines = sorted((str(e) for e in errors), key=lambda s: (s.split(":")[0], int(s.split(":")[1])))
     assert lines == expected(case)
 

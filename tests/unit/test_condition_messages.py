@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelsync.gitops.load import LoadError, Source
+from modelsync.gitops.load import RevisionError, Source
 from modelsync.gitops.reconciler import _errors_headline
 from modelsync.gitops.status import MAX_HEADLINE
 from modelsync.gitops.status import cut as _cut
@@ -20,10 +20,10 @@ def test_a_long_message_is_cut_to_the_headline_length() -> None:
 
 def test_the_errors_headline_counts_them_and_names_the_first_by_place() -> None:
     errors = [
-        LoadError(
+        RevisionError(
             Source("b.yaml", 3), "spec.replicas: must be >= 0 " + "x" * 300, "ModelDeployment a"
         ),
-        LoadError(Source("a.yaml", 9), "invalid YAML", ""),
+        RevisionError(Source("a.yaml", 9), "invalid YAML", ""),
     ]
     headline = _errors_headline(errors)
     assert headline.startswith("rejected, nothing applied (2 errors in status.errors): a.yaml:9:")

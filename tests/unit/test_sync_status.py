@@ -8,7 +8,7 @@ from typing import Any
 
 from modelsync.api import conditions
 from modelsync.api import constants as c
-from modelsync.gitops.load import LoadError, Source
+from modelsync.gitops.load import RevisionError, Source
 from modelsync.gitops.modelhealth import ModelsHealth
 from modelsync.gitops.plan import ChangeSet
 from modelsync.gitops.status import HISTORY_LIMIT, Outcome, record
@@ -79,7 +79,7 @@ def test_history_keeps_the_last_syncs_only() -> None:
 
 def test_a_rejected_revision_is_a_warning_and_keeps_the_last_applied_one() -> None:
     first = record(modelsync(), applied(), T0, T1, ready()).status
-    error = LoadError(Source("models/iris.yaml", 3), "spec.replicas: must be >= 0", "iris")
+    error = RevisionError(Source("models/iris.yaml", 3), "spec.replicas: must be >= 0", "iris")
     rejected = Outcome(
         revision=NEXT,
         reason=c.REASON_VALIDATION_FAILED,

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelsync.gitops.load import LoadedObject, Source
-from modelsync.gitops.validate import Policy, check, policy_for
+from modelsync.gitops.validate import Policy, policy_errors, policy_for
 
 SCOPES = {
     ("v1", "ConfigMap"): True,
@@ -28,7 +28,7 @@ def obj(
 
 
 def messages(objects: list[LoadedObject], **policy: Any) -> list[str]:
-    return [str(e) for e in check(objects, Policy("team", **policy), scope)]
+    return [str(e) for e in policy_errors(objects, Policy("team", **policy), scope)]
 
 
 def test_namespaced_objects_land_in_the_target_namespace() -> None:

@@ -130,6 +130,11 @@ LABEL_TRACK: Final = f"{GROUP}/track"
 TRACK_CANARY: Final = "canary"
 REASON_CANARY: Final = "Canary"
 REASON_ANALYSIS_FAILED: Final = "AnalysisFailed"
+# The analysis failed during the watch after a promotion (postPromotionSeconds).
+REASON_POST_PROMOTION_ANALYSIS_FAILED: Final = "PostPromotionAnalysisFailed"
+# The only Secrets whose keys the canary analysis sends as request headers (never a
+# service-account token, never a Secret made for something else).
+SECRET_TYPE_ANALYSIS_HEADERS: Final = f"{GROUP}/analysis-headers"
 
 # The inference gate (spec.validation): the readiness gate of each new pod, the digest of
 # the samples on its template (new samples are a new revision), and the condition's

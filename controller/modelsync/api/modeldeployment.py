@@ -67,14 +67,33 @@ class CanaryStep:
 
 
 @dataclass(frozen=True)
-class Analysis:
-    prometheus_url: str
+class AnalysisQuery:
+    """One of spec.rollout.analysis.queries (or its one `query`, named "query")."""
+
+    name: str
     query: str
     threshold: float
+    comparison: str = "LessThan"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    prometheus_url: str
+    query: str = ""
+    threshold: float = 0.0
     inconclusive: str = "Hold"
     comparison: str = "LessThan"
     interval_seconds: int = 30
     failure_limit: int = 1
+    queries: tuple[AnalysisQuery, ...] = ()
+    headers_secret: str | None = None
+    post_promotion_seconds: int = 0
+
+    def all_queries(self) -> tuple[AnalysisQuery, ...]:
+        """Every query judged: `queries`, or the one `query` with its threshold."""
+        if self.queries:
+            return self.queries
+        return (AnalysisQuery("query", self.query, self.threshold, self.comparison),)
 
 
 @dataclass(frozen=True)
@@ -164,6 +183,21 @@ class CanaryState:
 
 
 @dataclass(frozen=True)
+class PostPromotion:
+    """status.postPromotion: the watch after a promotion, and what a failure restores."""
+
+    spec_hash: str = ""
+    started_at: str = ""
+    checks: int = 0
+    failures: int = 0
+    last_analysis: str = ""
+    last_check_at: str = ""
+    previous_spec: Object | None = None
+    previous_spec_hash: str = ""
+    previous_revision: str = ""
+
+
+@dataclass(frozen=True)
 class RolloutRecord:
     """One of status.history."""
 
@@ -190,6 +224,7 @@ class ModelDeploymentStatus:
     ready_replicas: int = 0
     updated_replicas: int = 0
     canary: CanaryState | None = None
+    post_promotion: PostPromotion | None = None
     history: tuple[RolloutRecord, ...] = ()
 
 
@@ -242,14 +277,30 @@ def _autoscaling(data: Object | None, path: str) -> Autoscaling | None:
 def _analysis(data: Object | None, path: str) -> Analysis | None:
     if data is None:
         return None
+    secret = f.opt_obj(data, "headersSecretRef", path)
     return Analysis(
         prometheus_url=f.string(data, "prometheusURL", path),
-        query=f.string(data, "query", path),
-        threshold=f.number(data, "threshold", path),
+        query=f.string(data, "query", path, Analysis.query),
+        threshold=f.number(data, "threshold", path, Analysis.threshold),
         inconclusive=f.string(data, "inconclusive", path, Analysis.inconclusive),
         comparison=f.string(data, "comparison", path, Analysis.comparison),
         interval_seconds=f.integer(data, "intervalSeconds", path, Analysis.interval_seconds),
         failure_limit=f.integer(data, "failureLimit", path, Analysis.failure_limit),
+        queries=tuple(
+            AnalysisQuery(
+                name=f.string(item, "name", f"{path}.queries"),
+                query=f.string(item, "query", f"{path}.queries"),
+                threshold=f.number(item, "threshold", f"{path}.queries"),
+                comparison=f.string(
+                    item, "comparison", f"{path}.queries", AnalysisQuery.comparison
+                ),
+            )
+            for item in f.objects(data, "queries", path)
+        ),
+        headers_secret=f.string(secret, "name", f"{path}.headersSecretRef") if secret else None,
+        post_promotion_seconds=f.integer(
+            data, "postPromotionSeconds", path, Analysis.post_promotion_seconds
+        ),
     )
 
 
@@ -371,6 +422,22 @@ def _canary(data: Object | None, path: str) -> CanaryState | None:
     )
 
 
+def _post_promotion(data: Object | None, path: str) -> PostPromotion | None:
+    if data is None:
+        return None
+    return PostPromotion(
+        spec_hash=f.string(data, "specHash", path),
+        started_at=f.string(data, "startedAt", path),
+        checks=f.integer(data, "checks", path, 0),
+        failures=f.integer(data, "failures", path, 0),
+        last_analysis=f.string(data, "lastAnalysis", path),
+        last_check_at=f.string(data, "lastCheckAt", path),
+        previous_spec=f.opt_obj(data, "previousSpec", path),
+        previous_spec_hash=f.string(data, "previousSpecHash", path),
+        previous_revision=f.string(data, "previousRevision", path),
+    )
+
+
 def parse_status(data: Object, path: str = "status") -> ModelDeploymentStatus:
     return ModelDeploymentStatus(
         observed_generation=f.opt_integer(data, "observedGeneration", path),
@@ -386,6 +453,9 @@ def parse_status(data: Object, path: str = "status") -> ModelDeploymentStatus:
         ready_replicas=f.integer(data, "readyReplicas", path),
         updated_replicas=f.integer(data, "updatedReplicas", path),
         canary=_canary(f.opt_obj(data, "canary", path), f"{path}.canary"),
+        post_promotion=_post_promotion(
+            f.opt_obj(data, "postPromotion", path), f"{path}.postPromotion"
+        ),
         history=tuple(
             RolloutRecord(
                 revision=f.string(entry, "revision", f"{path}.history"),

@@ -145,7 +145,7 @@ def _cel_rule(rule: dict[str, Any], value: Any, path: Path_) -> Problem | None:
     return Problem(path + field_path, message)
 
 
-def check(schema: dict[str, Any], manifest: dict[str, Any]) -> list[Problem]:
+def problems(schema: dict[str, Any], manifest: dict[str, Any]) -> list[Problem]:
     """Problems of one object against its CRD's schema: structure first, then CEL."""
     validator = jsonschema.Draft7Validator(_json_schema(schema))
     problems = []

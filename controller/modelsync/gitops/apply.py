@@ -18,7 +18,7 @@ import kubernetes
 
 from modelsync.api import constants as c
 from modelsync.gitops import ownership
-from modelsync.gitops.load import LoadedObject, LoadError
+from modelsync.gitops.load import LoadedObject, RevisionError
 from modelsync.gitops.plan import (
     ChangeSet,
     Planned,
@@ -56,12 +56,12 @@ def apply_order(obj: LoadedObject) -> tuple[int, int, str]:
     return stage, rank, obj.description
 
 
-def _api_error(obj: LoadedObject, error: kubernetes.client.ApiException) -> LoadError:
+def _api_error(obj: LoadedObject, error: kubernetes.client.ApiException) -> RevisionError:
     """The API server's refusal of one object, as an error of its file."""
     if error.status == 403:
         hint = " (grant the account that applies this ModelSync that verb, or remove the object)"
-        return LoadError(obj.source, api_message(error) + hint, obj.description, forbidden=True)
-    return LoadError(obj.source, api_message(error), obj.description)
+        return RevisionError(obj.source, api_message(error) + hint, obj.description, forbidden=True)
+    return RevisionError(obj.source, api_message(error), obj.description)
 
 
 def _concurrently(work: Callable[[T], R], items: list[T]) -> list[R]:
@@ -111,7 +111,7 @@ class Applier:
         objects: list[LoadedObject],
         revision: str,
         applied: Collection[tuple[str, str, str, str]] = (),
-    ) -> tuple[list[Planned], list[LoadError]]:
+    ) -> tuple[list[Planned], list[RevisionError]]:
         """Compare every object with its live self, and ask the API server (a dry run, as
         the writer) about each one that would change: its verdict validates the revision
         before anything is written, and tells a real change from one of form only (0.5 vs
@@ -125,7 +125,7 @@ class Applier:
         # First what would change (no request), then one dry run per changed object,
         # several at a time: a 1,000-model repository is judged in seconds, not minutes.
         steps: list[PlanStep] = []
-        conflicts: list[LoadError] = []
+        conflicts: list[RevisionError] = []
         for obj in sorted(objects, key=apply_order):
             desired = labelled(obj.manifest, self.sync_namespace, self.sync_name, self.shard)
             current = live.get(identity(desired))
@@ -226,11 +226,11 @@ class Applier:
 
     def apply(
         self, planned: list[Planned], heal: bool, same_revision: bool
-    ) -> tuple[ChangeSet, list[LoadError]]:
+    ) -> tuple[ChangeSet, list[RevisionError]]:
         """Apply what `plan` found changed, in stages. `same_revision`: git did not move
         since the last apply, so a difference was made by hand (drift): reverted when
         `heal` (keeping the revision the object came from), only reported otherwise."""
-        changes, errors = ChangeSet(), list[LoadError]()
+        changes, errors = ChangeSet(), list[RevisionError]()
         staged_crds = False
         writes: list[tuple[Planned, Manifest]] = []
         for item in planned:
@@ -262,7 +262,7 @@ class Applier:
         self,
         writes: list[tuple[Planned, Manifest]],
         changes: ChangeSet,
-        errors: list[LoadError],
+        errors: list[RevisionError],
     ) -> None:
         """Apply objects of one kind, several at a time; empties `writes`."""
 
@@ -352,7 +352,7 @@ class Applier:
 
 
 @dataclass(frozen=True)
-class OwnershipError(LoadError):
+class OwnershipError(RevisionError):
     """An object of the revision that another owner holds: nothing of the revision is
     applied (reported with reason OwnershipConflict)."""
 

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from modelsync.gitops import samples
-from modelsync.gitops.load import LoadError
+from modelsync.gitops.load import RevisionError
 from modelsync.gitops.render import Rendered, RenderSettings, kustomization_in, render
 from modelsync.gitops.validate import (
-    check,
     content_errors,
     group_of,
     offline_scope,
+    policy_errors,
     policy_for,
     revision_kinds,
 )
@@ -49,7 +49,7 @@ class Report:
     errors: list[Finding] = field(default_factory=list)
 
 
-def _finding(error: LoadError, root: Path) -> Finding:
+def _finding(error: RevisionError, root: Path) -> Finding:
     """Files are named as the user would reach them from where they ran the command."""
     shown = root / error.source.file
     if ".." in shown.parts:  # a rendered path's root is the work tree's top, above
@@ -96,7 +96,7 @@ def check_path(
     report = Report(files=loaded.files, objects=len(loaded.objects))
     policy, _ = policy_for(namespace, None)
     errors = loaded.errors + content_errors(loaded.objects, loaded.reader(root))
-    errors += check(loaded.objects, policy, offline_scope)
+    errors += policy_errors(loaded.objects, policy, offline_scope)
     report.errors = sorted((_finding(e, root) for e in errors), key=lambda f: (f.file, f.line))
     return report
 
@@ -128,7 +128,7 @@ def diff_path(  # noqa: C901 - the offline diff's steps, as the sync's
     from modelsync.api import constants as c
     from modelsync.gitops import prune
     from modelsync.gitops.apply import Applier, inventory_of
-    from modelsync.gitops.validate import check as place
+    from modelsync.gitops.validate import policy_errors as place
     from modelsync.gitops.validate import policy_for
     from modelsync.kube.drift import applied_part, differences
 
@@ -209,7 +209,7 @@ def server_check(
     root, rendered = _render(path, None, settings or RenderSettings(), namespace, "release")
     objects = rendered.objects
     policy, _ = policy_for(namespace, None)
-    errors = check(objects, policy, kube.scope)
+    errors = policy_errors(objects, policy, kube.scope)
     defined = revision_kinds(objects)
     refused = {str(error.source) for error in errors}
     for obj in objects:
@@ -220,14 +220,14 @@ def server_check(
             if (group_of(manifest["apiVersion"]), manifest["kind"]) in defined:
                 continue
             message = f"unknown kind {manifest['kind']} in apiVersion {manifest['apiVersion']}"
-            errors.append(LoadError(obj.source, message, obj.description))
+            errors.append(RevisionError(obj.source, message, obj.description))
             continue
         try:
             kube.apply(manifest, dry_run=True)
         except kubernetes.client.ApiException as error:
             if transient(error):
                 raise
-            errors.append(LoadError(obj.source, api_message(error), obj.description))
+            errors.append(RevisionError(obj.source, api_message(error), obj.description))
     return [_finding(error, root) for error in errors]
 
 

@@ -58,7 +58,10 @@ class Source:
 
 
 @dataclass(frozen=True)
-class LoadError:
+class RevisionError:
+    """What is wrong with a revision, at its file and line: found reading it (load,
+    render), by policy (validate), or refused by the API server's dry run or apply."""
+
     source: Source
     message: str
     object: str = ""
@@ -86,7 +89,7 @@ class LoadedObject:
 @dataclass
 class Loaded:
     objects: list[LoadedObject] = field(default_factory=list)
-    errors: list[LoadError] = field(default_factory=list)
+    errors: list[RevisionError] = field(default_factory=list)
     files: int = 0
 
 
@@ -160,7 +163,7 @@ def resolve_path(root: Path, path: str) -> Path:
     return target
 
 
-def _files(root: Path, directory: Path, errors: list[LoadError]) -> Iterator[Path]:
+def _files(root: Path, directory: Path, errors: list[RevisionError]) -> Iterator[Path]:
     real_root = root.resolve()
     for base, dirs, names in os.walk(directory, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -168,7 +171,7 @@ def _files(root: Path, directory: Path, errors: list[LoadError]) -> Iterator[Pat
         if marker is not None:
             message = HELM_CHART_MESSAGE if marker == HELM_CHART_FILE else KUSTOMIZE_MESSAGE
             relative = (Path(base) / marker).relative_to(root).as_posix()
-            errors.append(LoadError(Source(relative, 1), message))
+            errors.append(RevisionError(Source(relative, 1), message))
             dirs[:] = []
             continue
         for name in sorted(names):
@@ -178,7 +181,7 @@ def _files(root: Path, directory: Path, errors: list[LoadError]) -> Iterator[Pat
             relative = file.relative_to(root).as_posix()
             if file.is_symlink() and not file.exists():
                 errors.append(
-                    LoadError(
+                    RevisionError(
                         Source(relative, 1),
                         "symlink points to nothing; replace it with the file itself",
                     )
@@ -186,7 +189,7 @@ def _files(root: Path, directory: Path, errors: list[LoadError]) -> Iterator[Pat
                 continue
             if file.is_symlink() and not file.resolve().is_relative_to(real_root):
                 errors.append(
-                    LoadError(
+                    RevisionError(
                         Source(relative, 1),
                         "symlink points outside the repository; replace it with the file itself",
                     )
@@ -197,7 +200,7 @@ def _files(root: Path, directory: Path, errors: list[LoadError]) -> Iterator[Pat
             link = Path(base) / name
             if link.is_symlink() and not link.resolve().is_relative_to(real_root):
                 errors.append(
-                    LoadError(
+                    RevisionError(
                         Source(link.relative_to(root).as_posix(), 1),
                         "symlinked directory points outside the repository",
                     )
@@ -211,11 +214,11 @@ def _documents(text: str, relative: str, loaded: Loaded) -> None:  # noqa: C901 
             data = json.loads(text, object_pairs_hook=_no_duplicate_pairs)
         except json.JSONDecodeError as error:
             loaded.errors.append(
-                LoadError(Source(relative, error.lineno), f"invalid JSON: {error.msg}")
+                RevisionError(Source(relative, error.lineno), f"invalid JSON: {error.msg}")
             )
             return
         except _DuplicateKeyError as error:
-            loaded.errors.append(LoadError(Source(relative, 1), str(error)))
+            loaded.errors.append(RevisionError(Source(relative, 1), str(error)))
             return
         items = (
             data.get("items") if isinstance(data, dict) and data.get("kind") == "List" else [data]
@@ -234,7 +237,7 @@ def _documents(text: str, relative: str, loaded: Loaded) -> None:  # noqa: C901 
                 _measure(node)
                 data = loader.construct_document(node)
             except _TooBigError as error:
-                loaded.errors.append(LoadError(Source(relative, error.line), error.message))
+                loaded.errors.append(RevisionError(Source(relative, error.line), error.message))
                 continue
             except yaml.constructor.ConstructorError as error:
                 # One bad document; the parser can still go on to the next one.
@@ -247,10 +250,10 @@ def _documents(text: str, relative: str, loaded: Loaded) -> None:  # noqa: C901 
             _yaml_error(relative, error, text.count("\n") + 1, template="{{" in text)
         )
     except yaml.YAMLError as error:  # the reader's: a character YAML may not hold
-        loaded.errors.append(LoadError(Source(relative, 1), f"invalid YAML: {error}"))
+        loaded.errors.append(RevisionError(Source(relative, 1), f"invalid YAML: {error}"))
     except RecursionError:  # the YAML parser itself recurses on nesting
         loaded.errors.append(
-            LoadError(Source(relative, 1), f"nested deeper than {MAX_DEPTH} levels")
+            RevisionError(Source(relative, 1), f"nested deeper than {MAX_DEPTH} levels")
         )
     finally:
         loader.dispose()
@@ -258,7 +261,7 @@ def _documents(text: str, relative: str, loaded: Loaded) -> None:  # noqa: C901 
 
 def _yaml_error(
     relative: str, error: yaml.MarkedYAMLError, lines: int = 0, *, template: bool = False
-) -> LoadError:
+) -> RevisionError:
     mark = error.problem_mark or error.context_mark
     at_end = lines > 0 and mark is not None and mark.line + 1 >= lines
     if error.context_mark is not None and at_end:
@@ -267,7 +270,7 @@ def _yaml_error(
     problem = error.problem or "invalid YAML"
     if "could not determine a constructor for the tag" in problem:
         problem = "YAML tags are not allowed; write plain data"
-    return LoadError(
+    return RevisionError(
         Source(relative, line), f"invalid YAML: {problem}" + (TEMPLATE_HINT if template else "")
     )
 
@@ -288,7 +291,7 @@ def _no_duplicate_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _accept(data: Any, source: Source, loaded: Loaded) -> None:
     if not isinstance(data, dict):
         loaded.errors.append(
-            LoadError(
+            RevisionError(
                 source,
                 "not a Kubernetes object (expected a mapping "
                 "with apiVersion, kind and metadata.name)",
@@ -303,7 +306,7 @@ def _accept(data: Any, source: Source, loaded: Loaded) -> None:
         missing.append("metadata.name")
     if missing:
         loaded.errors.append(
-            LoadError(source, f"not a Kubernetes object: missing {', '.join(missing)}")
+            RevisionError(source, f"not a Kubernetes object: missing {', '.join(missing)}")
         )
         return
     loaded.objects.append(LoadedObject(data, source))
@@ -316,7 +319,7 @@ def load(root: Path, path: str = "") -> Loaded:
     try:
         directory = resolve_path(root, path)
     except ValueError as error:
-        loaded.errors.append(LoadError(Source(path or ".", 1), str(error)))
+        loaded.errors.append(RevisionError(Source(path or ".", 1), str(error)))
         return loaded
     if not directory.exists():
         return loaded  # an empty revision: the caller decides whether that may prune
@@ -325,18 +328,18 @@ def load(root: Path, path: str = "") -> Loaded:
         relative = file.relative_to(root).as_posix()
         loaded.files += 1
         if loaded.files > MAX_FILES:
-            loaded.errors.append(LoadError(Source(relative, 1), f"more than {MAX_FILES} files"))
+            loaded.errors.append(RevisionError(Source(relative, 1), f"more than {MAX_FILES} files"))
             break
         try:
             size = file.stat().st_size
         except OSError as error:  # gone, or a symlink loop
             loaded.errors.append(
-                LoadError(Source(relative, 1), f"cannot be read: {error.strerror}")
+                RevisionError(Source(relative, 1), f"cannot be read: {error.strerror}")
             )
             continue
         if size > MAX_FILE_BYTES:
             loaded.errors.append(
-                LoadError(
+                RevisionError(
                     Source(relative, 1),
                     f"file is {size} bytes; the limit is {MAX_FILE_BYTES} (split it)",
                 )
@@ -346,17 +349,17 @@ def load(root: Path, path: str = "") -> Loaded:
             text = file.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             loaded.errors.append(
-                LoadError(Source(relative, 1), "not UTF-8 text (a binary file?); remove it")
+                RevisionError(Source(relative, 1), "not UTF-8 text (a binary file?); remove it")
             )
             continue
         except OSError as error:
             loaded.errors.append(
-                LoadError(Source(relative, 1), f"cannot be read: {error.strerror}")
+                RevisionError(Source(relative, 1), f"cannot be read: {error.strerror}")
             )
             continue
         if "\x00" in text:
             loaded.errors.append(
-                LoadError(Source(relative, 1), "a binary file (it holds NUL bytes); remove it")
+                RevisionError(Source(relative, 1), "a binary file (it holds NUL bytes); remove it")
             )
             continue
         _documents_cached(text, relative, loaded)
@@ -381,7 +384,9 @@ def _documents_cached(text: str, relative: str, loaded: Loaded) -> None:
         try:
             _documents(text, relative, found)
         except Exception as error:  # the loader never raises on content
-            found = Loaded(errors=[LoadError(Source(relative, 1), f"cannot be parsed: {error}")])
+            found = Loaded(
+                errors=[RevisionError(Source(relative, 1), f"cannot be parsed: {error}")]
+            )
         with _parsed_lock:
             _PARSED[key] = found
             while len(_PARSED) > _PARSED_LIMIT:

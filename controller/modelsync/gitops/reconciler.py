@@ -40,7 +40,7 @@ from modelsync.gitops.fetch import (
     Revision,
     RevisionTooLargeError,
 )
-from modelsync.gitops.load import LoadError
+from modelsync.gitops.load import RevisionError
 from modelsync.gitops.notify import Notifier
 from modelsync.gitops.plan import ChangeSet, Planned
 from modelsync.gitops.status import (
@@ -50,7 +50,7 @@ from modelsync.gitops.status import (
     record,
     set_models_not_ready,
 )
-from modelsync.gitops.validate import check, content_errors, policy_for
+from modelsync.gitops.validate import content_errors, policy_errors, policy_for
 from modelsync.kube.client import Kube, Manifest, api_message, transient
 from modelsync.runtime.settings import OperatorSettings
 from modelsync.telemetry import logs, metrics
@@ -373,7 +373,7 @@ class SyncReconciler:
         # spec.validation's sample files become the bodies the operator sends (inlined).
         errors = loaded.errors + samples.inline(loaded.objects, snapshot, loaded.reader(snapshot))
         errors += content_errors(loaded.objects, loaded.reader(snapshot))
-        errors += check(loaded.objects, policy, applier.kube.scope)
+        errors += policy_errors(loaded.objects, policy, applier.kube.scope)
         planned: list[Planned] = []
         if not errors:
             applied = {prunemod.key(entry) for entry in status.get("inventory") or []}
@@ -720,7 +720,7 @@ def _ready_condition(
     )
 
 
-def _errors_headline(errors: list[LoadError]) -> str:
+def _errors_headline(errors: list[RevisionError]) -> str:
     """How many errors, and the first, cut (status.errors has every one whole; the
     revision is lastAttemptedRevision)."""
     first = min(errors, key=lambda error: (error.source.file, error.source.line))
@@ -728,7 +728,7 @@ def _errors_headline(errors: list[LoadError]) -> str:
     return cut(f"rejected, nothing applied ({count} in status.errors): {first}")
 
 
-def _content_failure(errors: list[LoadError]) -> tuple[str, bool]:
+def _content_failure(errors: list[RevisionError]) -> tuple[str, bool]:
     """The reason and whether it is stalled: refusals by RBAC alone are retried with
     backoff (a RoleBinding mends them, not a commit); anything else waits for git."""
     if all(error.forbidden for error in errors):
@@ -736,7 +736,7 @@ def _content_failure(errors: list[LoadError]) -> tuple[str, bool]:
     return c.REASON_VALIDATION_FAILED, True
 
 
-def _describe_errors(revision: Revision, errors: list[LoadError]) -> str:
+def _describe_errors(revision: Revision, errors: list[RevisionError]) -> str:
     errors.sort(key=lambda error: (error.source.file, error.source.line))  # as validate lists them
     shown = "; ".join(str(error) for error in errors[:MAX_ERRORS_SHOWN])
     more = f" (and {len(errors) - MAX_ERRORS_SHOWN} more)" if len(errors) > MAX_ERRORS_SHOWN else ""

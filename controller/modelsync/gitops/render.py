@@ -20,7 +20,7 @@ renderers are programs that read files and, asked to, the network. So:
   kubeconfig, no plugins, a fixed Kubernetes version for Helm;
 - its output is read as a stream and the renderer is killed past a size or a
   time limit; its memory is bounded (RLIMIT_AS and GOMEMLIMIT).
-Every refusal is a LoadError naming the file, the line and the fix.
+Every refusal is a RevisionError naming the file, the line and the fix.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from typing import Any
 import yaml
 
 from modelsync.gitops import load as loadmod
-from modelsync.gitops.load import KUSTOMIZATION_FILES, Loaded, LoadError, Source
+from modelsync.gitops.load import KUSTOMIZATION_FILES, Loaded, RevisionError, Source
 
 # The versions the CLI asks for when a renderer is missing; tests/cluster/renderers.py
 # builds exactly these (its wrapper modules pin them).
@@ -134,7 +134,7 @@ class Rendered(Loaded):
 
 
 class _RefusedError(Exception):
-    def __init__(self, error: LoadError) -> None:
+    def __init__(self, error: RevisionError) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -209,16 +209,18 @@ def _read_kustomization(root: Path, file: Path) -> tuple[dict[str, Any], str]:
     relative = _relative(root, file)
     if file.is_symlink():
         raise _RefusedError(
-            LoadError(Source(relative, 1), "a symlink; replace it with the kustomization itself")
+            RevisionError(
+                Source(relative, 1), "a symlink; replace it with the kustomization itself"
+            )
         )
     if file.stat().st_size > loadmod.MAX_FILE_BYTES:
         raise _RefusedError(
-            LoadError(Source(relative, 1), f"larger than {loadmod.MAX_FILE_BYTES} bytes")
+            RevisionError(Source(relative, 1), f"larger than {loadmod.MAX_FILE_BYTES} bytes")
         )
     try:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise _RefusedError(LoadError(Source(relative, 1), "not UTF-8 text")) from None
+        raise _RefusedError(RevisionError(Source(relative, 1), "not UTF-8 text")) from None
     try:
         document = yaml.load(text, Loader=loadmod._StrictLoader)  # noqa: S506 - a SafeLoader
     except yaml.MarkedYAMLError as error:
@@ -227,26 +229,26 @@ def _read_kustomization(root: Path, file: Path) -> tuple[dict[str, Any], str]:
         # An error at the end of the file is on its last line, not the one after it.
         line = max(1, min(found.source.line, len(text.splitlines())))
         raise _RefusedError(
-            LoadError(
+            RevisionError(
                 Source(relative, line), f"invalid kustomization YAML: {message}; fix the file"
             )
         ) from None
     except yaml.YAMLError as error:
         raise _RefusedError(
-            LoadError(Source(relative, 1), f"invalid kustomization: {error}")
+            RevisionError(Source(relative, 1), f"invalid kustomization: {error}")
         ) from None
     if document is None:
         document = {}
     if not isinstance(document, dict):
         raise _RefusedError(
-            LoadError(Source(relative, 1), "a kustomization must be a mapping (resources: ...)")
+            RevisionError(Source(relative, 1), "a kustomization must be a mapping (resources: ...)")
         )
     return document, text
 
 
 @dataclass
 class Inspection:
-    errors: list[LoadError] = field(default_factory=list)
+    errors: list[RevisionError] = field(default_factory=list)
     # The files kustomize will read: all that is copied for it to render.
     files: set[Path] = field(default_factory=set)
 
@@ -265,7 +267,7 @@ def inspect_kustomization(root: Path, directory: Path, allow_remote: bool) -> In
             cycle = " -> ".join(_relative(root, d) for d in (*chain[chain.index(directory) :],))
             marker = kustomization_in(chain[-1]) or chain[-1]
             errors.append(
-                LoadError(
+                RevisionError(
                     Source(_relative(root, marker), 1),
                     f"kustomizations form a cycle: {cycle} -> {_relative(root, directory)}; "
                     "remove one of the references",
@@ -277,7 +279,7 @@ def inspect_kustomization(root: Path, directory: Path, allow_remote: bool) -> In
         done.add(directory)
         if len(done) > MAX_KUSTOMIZATIONS:
             raise _RefusedError(
-                LoadError(
+                RevisionError(
                     Source(_relative(root, directory), 1),
                     f"more than {MAX_KUSTOMIZATIONS} kustomizations",
                 )
@@ -294,17 +296,19 @@ def inspect_kustomization(root: Path, directory: Path, allow_remote: bool) -> In
         inspection.files.add(file)
         for key, reason in _REFUSED_FIELDS.items():
             if key in document:
-                errors.append(LoadError(Source(relative, _line_of(text, key)), f"{key}: {reason}"))
+                errors.append(
+                    RevisionError(Source(relative, _line_of(text, key)), f"{key}: {reason}")
+                )
         for key, reference in _references(document):
             line = _line_of(text, reference)
             where = Source(relative, line)
             if not reference:
-                errors.append(LoadError(where, f"{key}: an empty path"))
+                errors.append(RevisionError(where, f"{key}: an empty path"))
                 continue
             target = _inside(root, directory, reference)
             if target is None:
                 errors.append(
-                    LoadError(
+                    RevisionError(
                         where,
                         f"{key}: {reference!r} is outside the revision (only files of this "
                         "repository are rendered); copy what it needs into the repository",
@@ -314,7 +318,7 @@ def inspect_kustomization(root: Path, directory: Path, allow_remote: bool) -> In
             link = _symlink_on_way(root, target)
             if link is not None:
                 errors.append(
-                    LoadError(
+                    RevisionError(
                         where,
                         f"{key}: {reference!r} goes through the symlink "
                         f"{_relative(root, link)}; symlinks are not rendered, commit the "
@@ -328,7 +332,7 @@ def inspect_kustomization(root: Path, directory: Path, allow_remote: bool) -> In
                         errors.append(_remote(where, key, reference))
                     continue
                 errors.append(
-                    LoadError(
+                    RevisionError(
                         where,
                         f"{key}: {reference!r} does not exist in the revision; fix the path "
                         "or add the file",
@@ -337,11 +341,11 @@ def inspect_kustomization(root: Path, directory: Path, allow_remote: bool) -> In
                 continue
             if target.is_dir():
                 if key not in ("resources", "bases", "components"):
-                    errors.append(LoadError(where, f"{key}: {reference!r} is a directory"))
+                    errors.append(RevisionError(where, f"{key}: {reference!r} is a directory"))
                     continue
                 if kustomization_in(target) is None:
                     errors.append(
-                        LoadError(
+                        RevisionError(
                             where,
                             f"{key}: the directory {reference!r} holds no kustomization.yaml; "
                             "add one, or list its files",
@@ -359,8 +363,8 @@ def inspect_kustomization(root: Path, directory: Path, allow_remote: bool) -> In
     return inspection
 
 
-def _remote(where: Source, key: str, reference: str) -> LoadError:
-    return LoadError(
+def _remote(where: Source, key: str, reference: str) -> RevisionError:
+    return RevisionError(
         where,
         f"{key}: {reference!r} is a remote base; modelsync renders only files of this "
         "revision (the platform setting --allow-remote-bases would fetch it): vendor it "
@@ -370,12 +374,12 @@ def _remote(where: Source, key: str, reference: str) -> LoadError:
 
 def inspect_chart(root: Path, chart: Path, values: list[tuple[str, Path | None]]) -> list[Any]:
     """A chart directory and values files of this revision, with no symlink anywhere."""
-    errors: list[LoadError] = []
+    errors: list[RevisionError] = []
     relative = _relative(root, chart) if chart.is_relative_to(root) else str(chart)
     link = _symlink_on_way(root, chart) if chart.is_relative_to(root) else None
     if link is not None:
         return [
-            LoadError(
+            RevisionError(
                 Source(relative, 1),
                 f"spec.helm.chart goes through the symlink {_relative(root, link)}; "
                 "commit the chart itself",
@@ -383,7 +387,7 @@ def inspect_chart(root: Path, chart: Path, values: list[tuple[str, Path | None]]
         ]
     if not (chart / "Chart.yaml").is_file():
         return [
-            LoadError(
+            RevisionError(
                 Source(relative, 1),
                 "spec.helm.chart: no Chart.yaml in this directory of the revision; "
                 "point spec.helm.chart at the chart's directory",
@@ -394,7 +398,7 @@ def inspect_chart(root: Path, chart: Path, values: list[tuple[str, Path | None]]
             path = Path(base) / name
             if path.is_symlink():
                 errors.append(
-                    LoadError(
+                    RevisionError(
                         Source(_relative(root, path), 1),
                         "a symlink in the chart; symlinks are not rendered, commit the file itself",
                     )
@@ -402,7 +406,7 @@ def inspect_chart(root: Path, chart: Path, values: list[tuple[str, Path | None]]
     for name, file in values:
         if file is None:
             errors.append(
-                LoadError(
+                RevisionError(
                     Source(name, 1),
                     f"spec.helm.valuesFiles: {name!r} is outside the revision; name a file "
                     "of the repository, relative to its root",
@@ -412,7 +416,7 @@ def inspect_chart(root: Path, chart: Path, values: list[tuple[str, Path | None]]
         link = _symlink_on_way(root, file)
         if link is not None:
             errors.append(
-                LoadError(
+                RevisionError(
                     Source(name, 1),
                     f"spec.helm.valuesFiles: {name!r} goes through the symlink "
                     f"{_relative(root, link)}; commit the file itself",
@@ -420,7 +424,7 @@ def inspect_chart(root: Path, chart: Path, values: list[tuple[str, Path | None]]
             )
         elif not file.is_file():
             errors.append(
-                LoadError(
+                RevisionError(
                     Source(name, 1),
                     f"spec.helm.valuesFiles: {name!r} does not exist in the revision; fix "
                     "spec.helm.valuesFiles or add the file",
@@ -626,12 +630,12 @@ def render(
     try:
         directory = loadmod.resolve_path(root, path)
     except ValueError as error:
-        rendered.errors.append(LoadError(Source(path or ".", 1), str(error)))
+        rendered.errors.append(RevisionError(Source(path or ".", 1), str(error)))
         return rendered
     kustomization = kustomization_in(directory) if directory.is_dir() else None
     if helm and kustomization is not None:
         rendered.errors.append(
-            LoadError(
+            RevisionError(
                 Source(_relative(root, kustomization), 1),
                 f"spec.path {path or '.'!r} holds a kustomization and spec.helm is set: "
                 "modelsync renders one of them; remove spec.helm, or point spec.path "
@@ -674,7 +678,7 @@ def _render_kustomize(
                 revision,
             )
         except RenderError as error:
-            rendered.errors.append(LoadError(Source(relative, 1), f"kustomize build: {error}"))
+            rendered.errors.append(RevisionError(Source(relative, 1), f"kustomize build: {error}"))
             return rendered
     _parse_output(output, f"{relative} (rendered)", relative, rendered)
     return rendered
@@ -684,7 +688,7 @@ def _parse_output(output: bytes, name: str, origin: str, rendered: Rendered) -> 
     try:
         text = output.decode("utf-8")
     except UnicodeDecodeError:
-        rendered.errors.append(LoadError(Source(origin, 1), "rendered output is not UTF-8"))
+        rendered.errors.append(RevisionError(Source(origin, 1), "rendered output is not UTF-8"))
         return
     rendered.files += 1
     _parse(text, name, rendered)
@@ -698,7 +702,7 @@ def _render_helm(
     chart = _inside(root, root, chart_name) if chart_name else None
     if chart is None or ".." in PurePosixPath(chart_name).parts:
         rendered.errors.append(
-            LoadError(
+            RevisionError(
                 Source(chart_name or ".", 1),
                 "spec.helm.chart must be a directory of the repository, relative to its root",
             )
@@ -743,14 +747,14 @@ def _render_helm(
             )
         except RenderError as error:
             rendered.errors.append(
-                LoadError(Source(f"{chart_relative}/Chart.yaml", 1), f"helm template: {error}")
+                RevisionError(Source(f"{chart_relative}/Chart.yaml", 1), f"helm template: {error}")
             )
             return rendered
     try:
         text = output.decode("utf-8")
     except UnicodeDecodeError:
         rendered.errors.append(
-            LoadError(Source(f"{chart_relative}/Chart.yaml", 1), "rendered output is not UTF-8")
+            RevisionError(Source(f"{chart_relative}/Chart.yaml", 1), "rendered output is not UTF-8")
         )
         return rendered
     for name, part in _helm_documents(text, chart_relative, chart.name).items():

@@ -20,7 +20,7 @@ from typing import Any
 
 from modelsync.api import constants as c
 from modelsync.api import schemas
-from modelsync.gitops.load import LoadedObject, LoadError, Source
+from modelsync.gitops.load import LoadedObject, RevisionError, Source
 from modelsync.gitops.render import _inside, _symlink_on_way
 
 MAX_FILE_BYTES = 64 * 1024
@@ -64,8 +64,8 @@ def _read_body(root: Path, base: Path, reference: str, budget: int) -> tuple[Any
 
 
 def _inline_one(
-    obj: LoadedObject, root: Path, at: Callable[[tuple[str | int, ...], str], LoadError]
-) -> list[LoadError]:
+    obj: LoadedObject, root: Path, at: Callable[[tuple[str | int, ...], str], RevisionError]
+) -> list[RevisionError]:
     spec = obj.manifest.get("spec")
     validation = spec.get("validation") if isinstance(spec, dict) else None
     samples = validation.get("samples") if isinstance(validation, dict) else None
@@ -97,11 +97,13 @@ def _inline_one(
     return errors
 
 
-def inline(objects: list[LoadedObject], root: Path, read: Callable[[str], str]) -> list[LoadError]:
+def inline(
+    objects: list[LoadedObject], root: Path, read: Callable[[str], str]
+) -> list[RevisionError]:
     """Replace each sample's `bodyFile` by the `body` it holds, in place; the refusals.
     `root` is the revision's snapshot (or checkout); `read` gives a manifest's text."""
     root = root.resolve()
-    errors: list[LoadError] = []
+    errors: list[RevisionError] = []
     for obj in objects:
         manifest = obj.manifest
         if manifest.get("kind") != c.MODELDEPLOYMENT_KIND or not str(
@@ -109,9 +111,9 @@ def inline(objects: list[LoadedObject], root: Path, read: Callable[[str], str]) 
         ).startswith(f"{c.GROUP}/"):
             continue
 
-        def at(path: tuple[str | int, ...], message: str, obj: LoadedObject = obj) -> LoadError:
+        def at(path: tuple[str | int, ...], message: str, obj: LoadedObject = obj) -> RevisionError:
             line = schemas.line_of(read(obj.source.file), obj.source.line, path)
-            return LoadError(Source(obj.source.file, line), message, obj.description)
+            return RevisionError(Source(obj.source.file, line), message, obj.description)
 
         errors += _inline_one(obj, root, at)
     return errors

@@ -17,7 +17,7 @@ from modelsync.api import conditions
 from modelsync.api import constants as c
 from modelsync.api.conditions import Observed
 from modelsync.gitops import modelhealth
-from modelsync.gitops.load import LoadError
+from modelsync.gitops.load import RevisionError
 from modelsync.gitops.plan import ChangeSet
 
 Manifest = dict[str, Any]
@@ -43,7 +43,7 @@ class Outcome:
     inventory: list[dict[str, str]] | None = None  # None: keep the previous one
     write_backs: list[str] | None = None
     write_back_error: str = ""
-    errors: list[LoadError] = field(default_factory=list)
+    errors: list[RevisionError] = field(default_factory=list)
     retry_in: float | None = None  # set when the environment broke the sync off
     # The conditions' message, short for `kubectl get` (default: `message`, cut); the
     # whole `message` goes to the history entry, the Event and the log.

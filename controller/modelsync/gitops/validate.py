@@ -16,7 +16,7 @@ from typing import Any
 
 from modelsync.api import constants as c
 from modelsync.api import schemas
-from modelsync.gitops.load import LoadedObject, LoadError, Source
+from modelsync.gitops.load import LoadedObject, RevisionError, Source
 from modelsync.runtime.settings import namespace_matches
 from modelsync.serving.render import InvalidSpecError, render
 
@@ -87,9 +87,11 @@ def revision_kinds(objects: list[LoadedObject]) -> dict[tuple[str, str], bool]:
     return kinds
 
 
-def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> list[LoadError]:  # noqa: C901 - one pass over every object and rule
+def policy_errors(  # noqa: C901 - one pass over every object and rule
+    objects: list[LoadedObject], policy: Policy, scope: ScopeLookup
+) -> list[RevisionError]:
     """Place every object (fill in its namespace) and report what may not be applied."""
-    errors: list[LoadError] = []
+    errors: list[RevisionError] = []
     seen: dict[tuple[str, str, str, str], LoadedObject] = {}
     defined = revision_kinds(objects)
     for obj in objects:
@@ -99,7 +101,7 @@ def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> li
         written = obj.description  # as in the file: before its namespace is filled in
         bad_name = name_problem(manifest)
         if bad_name:
-            errors.append(LoadError(obj.source, bad_name, written))
+            errors.append(RevisionError(obj.source, bad_name, written))
             continue
         namespaced = scope(api_version, kind)
         if namespaced is None:
@@ -108,7 +110,7 @@ def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> li
             continue  # content_errors names the versions and kinds we serve
         if namespaced is None:
             errors.append(
-                LoadError(
+                RevisionError(
                     obj.source,
                     f"unknown kind {kind} in apiVersion {api_version}"
                     " (a typo, or a CRD that is not installed)",
@@ -120,7 +122,7 @@ def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> li
             meta.setdefault("namespace", policy.target_namespace)
             if meta["namespace"] != policy.target_namespace and not policy.allow_other_namespaces:
                 errors.append(
-                    LoadError(
+                    RevisionError(
                         obj.source,
                         f"namespace {meta['namespace']!r} is not this ModelSync's; remove "
                         "metadata.namespace (writing into other namespaces is the platform's "
@@ -132,7 +134,7 @@ def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> li
         else:
             if meta.pop("namespace", None):
                 errors.append(
-                    LoadError(
+                    RevisionError(
                         obj.source,
                         f"{kind} is cluster-scoped and takes no metadata.namespace",
                         written,
@@ -141,7 +143,7 @@ def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> li
                 continue
             if not policy.allow_cluster_scoped:
                 errors.append(
-                    LoadError(
+                    RevisionError(
                         obj.source,
                         f"{kind} is cluster-scoped; this ModelSync may only write into its "
                         "namespace (cluster-scoped objects are the platform's to allow: "
@@ -159,7 +161,7 @@ def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> li
             and not policy.allow_other_namespaces
         ):
             errors.append(
-                LoadError(
+                RevisionError(
                     obj.source,
                     f"spec.targetNamespace {target!r} is another namespace, and this ModelSync "
                     "may not write elsewhere (--allow-other-namespaces); remove it",
@@ -170,7 +172,7 @@ def check(objects: list[LoadedObject], policy: Policy, scope: ScopeLookup) -> li
         key = identity(manifest)
         if key in seen:
             errors.append(
-                LoadError(obj.source, f"defined twice: also at {seen[key].source}", written)
+                RevisionError(obj.source, f"defined twice: also at {seen[key].source}", written)
             )
             continue
         seen[key] = obj
@@ -259,20 +261,20 @@ def field_steps(field: str) -> schemas.Path_:
     return tuple(steps)
 
 
-def content_errors(objects: list[LoadedObject], read: Callable[[str], str]) -> list[LoadError]:
+def content_errors(objects: list[LoadedObject], read: Callable[[str], str]) -> list[RevisionError]:
     """What the API server or the serving controller would refuse in our own resources,
     found before any request: unknown versions of our group, the CRDs' schemas and CEL
     rules, and what rendering a ModelDeployment refuses. `read` gives a file's text (for
     the line of a field). The operator and `modelsync validate` both call this."""
     known = schemas.load_schemas()
     served = sorted({version.rpartition("/")[2] for version, _ in known})
-    errors: list[LoadError] = []
+    errors: list[RevisionError] = []
     texts: dict[str, str] = {}
 
-    def at(obj: LoadedObject, path: schemas.Path_, message: str) -> LoadError:
+    def at(obj: LoadedObject, path: schemas.Path_, message: str) -> RevisionError:
         text = texts.setdefault(obj.source.file, read(obj.source.file))
         line = schemas.line_of(text, obj.source.line, path)
-        return LoadError(Source(obj.source.file, line), message, obj.description)
+        return RevisionError(Source(obj.source.file, line), message, obj.description)
 
     for obj in objects:
         manifest = obj.manifest
@@ -291,7 +293,7 @@ def content_errors(objects: list[LoadedObject], read: Callable[[str], str]) -> l
                 )
             )
             continue
-        problems = schemas.check(schema, manifest)
+        problems = schemas.problems(schema, manifest)
         errors += [
             at(obj, p.path, f"{p.field}: {p.message}" if p.path else p.message) for p in problems
         ]

@@ -33,9 +33,12 @@ class AnswerError(Exception):
     """The endpoint's answer could not be read (too big, malformed, cut off)."""
 
 
-async def get(url: str, *, limit: int = BODY_LIMIT) -> tuple[int, bytes]:
-    """GET `url` (http or https) once; returns (status, body). No redirect is followed:
-    a 3xx comes back as it is."""
+async def get(
+    url: str, *, limit: int = BODY_LIMIT, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """GET `url` (http or https) once, with `headers` (checked by
+    canary.analysis_headers); returns (status, body). No redirect is followed: a 3xx
+    comes back as it is (and a token sent with it goes nowhere else)."""
     parts = urllib.parse.urlsplit(url)
     https = parts.scheme == "https"
     host = parts.hostname or ""
@@ -46,9 +49,10 @@ async def get(url: str, *, limit: int = BODY_LIMIT) -> tuple[int, bytes]:
     )
     try:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         writer.write(
             f"GET {target} HTTP/1.0\r\nHost: {parts.netloc}\r\nAccept: application/json\r\n"
-            "User-Agent: modelsync\r\nConnection: close\r\n\r\n".encode()
+            f"User-Agent: modelsync\r\n{extra}Connection: close\r\n\r\n".encode()
         )
         await writer.drain()
         return await _answer(reader, limit)
@@ -112,14 +116,27 @@ class Analyses:
         self._running = {}
         self._slots: asyncio.Semaphore | None = None  # made on the loop, on first use
 
+    def started(self, key: Hashable, attempt: Hashable) -> bool:
+        """This `attempt`'s queries were started (and their verdict not taken yet): the
+        next `verdict` needs no headers."""
+        with self._lock:
+            found = self._running.get(key)
+            return found is not None and found[0] == attempt
+
     def verdict(
-        self, key: Hashable, attempt: Hashable, analysis: dict[str, Any]
+        self,
+        key: Hashable,
+        attempt: Hashable,
+        analysis: dict[str, Any],
+        headers: dict[str, str] | None = None,
     ) -> canary.Verdict | None:
-        """The verdict of this `attempt` (a step of one revision) of `key`'s analysis, or
-        None while its query runs. A refused URL is judged at once, with no connection."""
+        """The verdict of this `attempt` (a step of one revision) of `key`'s analysis (all
+        its queries, each with its threshold), or None while they run. A refused URL is
+        judged at once, with no connection: nor are `headers` ever sent to it."""
+        queries = canary.queries_of(analysis)
         refused = canary.refusal(str(analysis["prometheusURL"]), self.allowed)
         if refused is not None:
-            return canary.unanswered(analysis, refused)
+            return canary.combine([canary.unanswered(query, refused) for query in queries])
         with self._lock:
             running = self._running.get(key)
             if running is not None and running[0] == attempt:
@@ -129,7 +146,9 @@ class Analyses:
                 return running[1].result()
             if running is not None:
                 running[1].cancel()  # an answer for a step or revision that is over
-            future = asyncio.run_coroutine_threadsafe(self._query(analysis), self.loop)
+            future = asyncio.run_coroutine_threadsafe(
+                self._queries(queries, dict(headers or {})), self.loop
+            )
             self._running[key] = (attempt, future)
         future.add_done_callback(lambda done: None if done.cancelled() else self.wake(key))
         return None
@@ -141,13 +160,21 @@ class Analyses:
         if running is not None:
             running[1].cancel()
 
-    async def _query(self, analysis: dict[str, Any]) -> canary.Verdict:
+    async def _queries(
+        self, queries: list[dict[str, Any]], headers: dict[str, str]
+    ) -> canary.Verdict:
+        verdicts = await asyncio.gather(*(self._query(query, headers) for query in queries))
+        return canary.combine(list(verdicts))
+
+    async def _query(self, analysis: dict[str, Any], headers: dict[str, str]) -> canary.Verdict:
         if self._slots is None:
             self._slots = asyncio.Semaphore(CONCURRENCY)
         url = canary.query_url(analysis)
         async with self._slots:
             try:
-                status, body = await asyncio.wait_for(get(url, limit=self.limit), self.deadline)
+                status, body = await asyncio.wait_for(
+                    get(url, limit=self.limit, headers=headers), self.deadline
+                )
             except TimeoutError:
                 return canary.unanswered(
                     analysis, f"Prometheus did not answer within {self.deadline:g}s"

@@ -3,15 +3,21 @@ a metric says. Pure: the query itself is `analysis.Analyses`, off the reconcile 
 
 A canary runs the new revision in a second Deployment (`<name>-canary`) behind
 the model's one Service; traffic follows the replica ratio. Each step raises the
-canary's weight; a step passes when its pods are ready, its pause is over and,
-with `analysis`, the Prometheus query is on the right side of the threshold.
+canary's weight; `size` moves both tracks towards it without giving up capacity
+(the canary grows first, the stable track shrinks only by canary pods available).
+A step passes when its sizes are reached and every canary pod is available, its
+pause is over and, with `analysis`, every query is on the right side of its
+threshold. After the promotion, `watch_look` keeps judging the analysis for
+`postPromotionSeconds`; its state (and the spec to go back to) is in status.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import math
+import re
 import urllib.parse
 from dataclasses import dataclass
 from enum import Enum
@@ -50,6 +56,108 @@ def split(total: int, weight: int) -> tuple[int, int]:
         return total, 0
     canary = max(1, math.ceil(total * weight / 100))
     return canary, max(1, total - canary)
+
+
+def scaled(value: int | str | None, total: int, default: str, *, up: bool) -> int:
+    """A RollingUpdate int-or-percent (maxSurge, maxUnavailable) as a count of `total`
+    pods, rounded as the Deployment controller rounds it: up for a surge, down for
+    unavailability."""
+    text = str(default if value is None else value)
+    if not text.endswith("%"):
+        return max(0, int(text))
+    share = total * int(text[:-1]) / 100
+    return max(0, math.ceil(share) if up else math.floor(share))
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What a canary must keep serving, from the spec: `total` pods wanted (git's
+    replicas, or the autoscaler's count now), at least `floor` of them available
+    throughout, at most `chunk` pods added at a time (maxSurge, at least one)."""
+
+    total: int
+    floor: int
+    chunk: int
+    autoscaled: bool = False
+    ceiling: int = 0  # autoscaled: the canary's pods at most (maxReplicas)
+
+
+def capacity(
+    total: int,
+    max_surge: int | str | None,
+    max_unavailable: int | str | None,
+    min_replicas: int | None = None,
+    max_replicas: int = 0,
+) -> Capacity:
+    """The bound of a model's canary. With `min_replicas` (autoscaled) the floor is the
+    autoscaler's minimum and the stable Deployment's replicas are never written."""
+    total = max(1, total)
+    chunk = max(1, scaled(max_surge, total, "25%", up=True))
+    if min_replicas is not None:
+        return Capacity(total, min(total, min_replicas), chunk, True, max(1, max_replicas))
+    return Capacity(total, total - scaled(max_unavailable, total, "0", up=False), chunk)
+
+
+@dataclass(frozen=True)
+class Tracks:
+    """The two Deployments as they are: the canary's wanted and available pods, the
+    stable Deployment's wanted pods."""
+
+    canary: int = 0
+    canary_available: int = 0
+    stable: int = 0
+    stable_available: int | None = None  # None: all of `stable`
+    # The canary's controller has seen its spec and every pod is of it: until then its
+    # available pods still serve (they count for capacity) but do not judge a step.
+    canary_settled: bool = True
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What to write for one look: the canary's replicas, the stable's (None: not ours,
+    the autoscaler's), and whether the step's sizes are reached with every canary pod
+    available (only then do its pause and analysis count)."""
+
+    canary: int
+    stable: int | None
+    sized: bool
+
+
+def targets(cap: Capacity, weight: int) -> tuple[int, int]:
+    """(canary, stable) pods at `weight` percent. Autoscaled, the stable Deployment
+    keeps the autoscaler's count and the canary joins it in the weight's ratio."""
+    if not cap.autoscaled:
+        return split(cap.total, weight)
+    if weight >= 100:
+        return min(cap.ceiling, cap.total), cap.total
+    wanted = math.ceil(cap.total * weight / (100 - weight))
+    return max(1, min(cap.ceiling, wanted)), cap.total
+
+
+def size(cap: Capacity, weight: int, live: Tracks) -> Sizes:
+    """The next sizes towards `weight`, never giving up capacity: the stable Deployment
+    shrinks only by canary pods already available, and the canary grows at most
+    `chunk` pods beyond what serves. Level-based (from the live Deployments alone), so
+    a restart or a lost canary pod is met by the same rule: a canary pod that stops
+    being available gives its place back to the stable Deployment."""
+    want_canary, want_stable = targets(cap, weight)
+    ready = min(live.canary_available, live.canary)
+    settled = live.canary_settled and ready == want_canary
+    if cap.autoscaled:
+        # The stable track is the autoscaler's and never shrinks: the canary only adds.
+        keep = min(live.canary, want_canary)
+        canary = max(keep, min(want_canary, ready + cap.chunk))
+        return Sizes(canary, None, settled and canary == live.canary)
+    stable_ready = min(
+        live.stable, live.stable if live.stable_available is None else live.stable_available
+    )
+    stable = max(want_stable, cap.total - ready)
+    # The canary keeps a pod the stable track does not yet cover - never shrinking
+    # within a step, and giving pods back (steps edited to a lower weight) only as
+    # the stable track's pods become available.
+    keep = min(live.canary, max(want_canary, cap.total - stable_ready))
+    canary = max(keep, min(want_canary, cap.total + cap.chunk - stable))
+    return Sizes(canary, stable, settled and canary == live.canary and stable == live.stable)
 
 
 def canary_deployment(deployment: dict[str, Any], replicas: int) -> dict[str, Any]:
@@ -143,6 +251,74 @@ def unanswered(analysis: dict[str, Any], why: str) -> Verdict:
     return Verdict(Result.INCONCLUSIVE, f"query {analysis['query']!r}: {why}")
 
 
+def queries_of(analysis: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each query of spec.rollout.analysis as one the endpoint is asked (its URL, query,
+    threshold, comparison): `queries`, or the one `query` with its threshold."""
+    url = analysis["prometheusURL"]
+    listed = analysis.get("queries") or [
+        {
+            "name": "query",
+            "query": analysis["query"],
+            "threshold": analysis["threshold"],
+            "comparison": analysis.get("comparison", "LessThan"),
+        }
+    ]
+    return [{**item, "prometheusURL": url} for item in listed]
+
+
+def combine(verdicts: list[Verdict]) -> Verdict:
+    """All queries' verdicts as one: any failure fails (and is named first), else any
+    query without an answer holds, else it passes."""
+    for result in (Result.FAIL, Result.INCONCLUSIVE):
+        worst = [v.message for v in verdicts if v.result is result]
+        if worst:
+            return Verdict(result, "; ".join(worst))
+    return Verdict(Result.PASS, "; ".join(v.message for v in verdicts))
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
+# Set by the operator on every request, or about the connection: never the Secret's.
+_OWN_HEADERS = frozenset(
+    ("host", "content-length", "transfer-encoding", "connection", "accept", "user-agent")
+)
+HEADERS_LIMIT = 8 * 1024  # bytes of headers from a Secret, names and values
+
+
+def analysis_headers(secret: dict[str, Any] | None, namespace: str, name: str) -> dict[str, str]:
+    """The request headers of a Secret named by spec.rollout.analysis.headersSecretRef:
+    each key a header, its value the header's value. Only a Secret of our own type is
+    read (never a service-account token or a Secret made for something else), and
+    only headers that cannot change the request's framing. ValueError says why not."""
+    where = f"Secret {namespace}/{name} (spec.rollout.analysis.headersSecretRef)"
+    if secret is None:
+        raise ValueError(f"{where} does not exist")
+    kind = secret.get("type") or "Opaque"
+    if kind != c.SECRET_TYPE_ANALYSIS_HEADERS:
+        raise ValueError(
+            f"{where} has type {kind!r}; only Secrets of type "
+            f"{c.SECRET_TYPE_ANALYSIS_HEADERS!r} are sent to Prometheus: kubectl create secret "
+            f"generic {name} --type={c.SECRET_TYPE_ANALYSIS_HEADERS} "
+            "--from-literal=Authorization='Bearer ...'"
+        )
+    headers: dict[str, str] = {}
+    for key, encoded in sorted((secret.get("data") or {}).items()):
+        try:
+            value = base64.b64decode(str(encoded), validate=True).decode().strip()
+        except (ValueError, UnicodeError):
+            raise ValueError(f"{where}: the value of {key!r} is not UTF-8 text") from None
+        if not _TOKEN.match(key) or key.lower() in _OWN_HEADERS:
+            raise ValueError(
+                f"{where}: {key!r} cannot be a request header (a header name of at most 64 "
+                f"characters, not one of {', '.join(sorted(_OWN_HEADERS))})"
+            )
+        if any(ch in value for ch in "\r\n\0"):
+            raise ValueError(f"{where}: the value of {key!r} holds a line break or NUL")
+        headers[key] = value
+    if sum(len(k) + len(v) + 4 for k, v in headers.items()) > HEADERS_LIMIT:
+        raise ValueError(f"{where}: its headers are longer than {HEADERS_LIMIT} bytes")
+    return headers
+
+
 # ------------------------------------------------------------------ the step machine
 # status.canary: {specHash, step, weight, stepStartedAt, failures, lastAnalysis}.
 
@@ -166,10 +342,13 @@ def state_for(
     steps: tuple[CanaryStep, ...],
     now: datetime.datetime,
 ) -> dict[str, Any]:
-    """The canary's state: the one in status while it is of this spec, else a new
-    canary at its first step."""
+    """The canary's state: the one in status while it is of this spec (at the weight
+    its step has in the steps as they are now: a change of steps alone keeps the pod
+    template, and so the canary, but moves it), else a new canary at its first step."""
     state = dict(current or {})
     if state.get("specHash") == spec_hash:
+        step = int(state.get("step") or 0)
+        state["weight"] = steps[step].weight if step < len(steps) else 100
         return state
     return {
         "specHash": spec_hash,
@@ -194,11 +373,11 @@ def analysis_due(
     state: dict[str, Any],
     steps: tuple[CanaryStep, ...],
     now: datetime.datetime,
-    available: int,
-    canary_replicas: int,
+    sized: bool,
 ) -> bool:
-    """The step is to be judged: its canary pods are available and its pause is over."""
-    return available >= canary_replicas and _elapsed(state, now) >= _pause(state, steps)
+    """The step is to be judged: both tracks have its sizes, every canary pod is
+    available (`Sizes.sized`), and its pause is over."""
+    return sized and _elapsed(state, now) >= _pause(state, steps)
 
 
 def advance(
@@ -206,8 +385,7 @@ def advance(
     steps: tuple[CanaryStep, ...],
     analysis: Analysis | None,
     now: datetime.datetime,
-    available: int,
-    canary_replicas: int,
+    sized: bool,
     verdict: Verdict | None,
     query_deadline: float,
 ) -> Look:
@@ -215,7 +393,7 @@ def advance(
     answer on this step (None while its query runs, or when it was not due); without
     `analysis` (None), the caller passes a PASS. `query_deadline` bounds a query's wait."""
     state = dict(state)
-    if available < canary_replicas:
+    if not sized:
         return Look(state, NOT_AVAILABLE_WAIT)
     pause, elapsed = _pause(state, steps), _elapsed(state, now)
     if elapsed < pause:
@@ -245,3 +423,89 @@ def advance(
             return Look(state, interval, failed)
         return Look(state, interval)
     return Look(state, interval)  # inconclusive: hold, never promote on no evidence
+
+
+# ------------------------------------------------------------------ after the promotion
+# status.postPromotion: {specHash, startedAt, checks, failures, lastAnalysis, lastCheckAt,
+# previousSpec, previousSpecHash, previousRevision}. Its start is in status, so a
+# restarted operator watches on for what is left of the window, no longer.
+
+
+@dataclass(frozen=True)
+class WatchLook:
+    """One look at the watch after a promotion: the state to keep (None: the window is
+    over, the watch ends), when to look again, and why it failed (then the model goes
+    back to the previous stable spec)."""
+
+    state: dict[str, Any] | None
+    wait: float | None
+    failed: str | None = None
+
+
+def watch_start(spec_hash: str, previous: dict[str, Any], now: datetime.datetime) -> dict[str, Any]:
+    """The watch of a promotion of `spec_hash`; `previous` holds the status's stable
+    spec, hash and revision from before it (what a failure restores)."""
+    return {
+        "specHash": spec_hash,
+        "startedAt": timestamp(now),
+        "checks": 0,
+        "failures": 0,
+        "lastAnalysis": "",
+        "lastCheckAt": "",
+        "previousSpec": previous.get("stableSpec"),
+        "previousSpecHash": previous.get("stableSpecHash"),
+        "previousRevision": previous.get("stableRevision"),
+    }
+
+
+def _seconds_since(text: str, now: datetime.datetime) -> float:
+    return (now - datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))).total_seconds()
+
+
+def watch_due(state: dict[str, Any], analysis: Analysis, now: datetime.datetime) -> bool:
+    """A check is due: the window is open and an interval passed since the last check
+    (or since the promotion)."""
+    if _seconds_since(str(state["startedAt"]), now) >= analysis.post_promotion_seconds:
+        return False
+    last = str(state.get("lastCheckAt") or state["startedAt"])
+    return _seconds_since(last, now) >= analysis.interval_seconds
+
+
+def watch_look(
+    state: dict[str, Any],
+    analysis: Analysis,
+    now: datetime.datetime,
+    verdict: Verdict | None,
+    query_deadline: float,
+) -> WatchLook:
+    """One look at the watch: end it when its window is over, else wait for the next
+    check or its answer, and count failures as a canary step does."""
+    remaining = analysis.post_promotion_seconds - _seconds_since(str(state["startedAt"]), now)
+    if remaining <= 0:
+        return WatchLook(None, None)
+    interval = float(analysis.interval_seconds)
+    if not watch_due(state, analysis, now):
+        last = str(state.get("lastCheckAt") or state["startedAt"])
+        return WatchLook(state, min(interval - _seconds_since(last, now), remaining))
+    if verdict is None:
+        return WatchLook(state, query_deadline + 1.0)  # the answer queues the model again
+    state = {
+        **state,
+        "checks": int(state["checks"]) + 1,
+        "lastCheckAt": timestamp(now),
+        "lastAnalysis": verdict.message,
+    }
+    if verdict.result is Result.PASS:
+        state["failures"] = 0
+    elif verdict.result is Result.FAIL or analysis.inconclusive == "Fail":
+        state["failures"] = int(state["failures"]) + 1
+        if int(state["failures"]) > analysis.failure_limit:
+            elapsed = analysis.post_promotion_seconds - remaining
+            return WatchLook(
+                state,
+                None,
+                f"analysis after the promotion failed {state['failures']} times "
+                f"({elapsed:.0f}s into its {analysis.post_promotion_seconds}s watch): "
+                f"{verdict.message}",
+            )
+    return WatchLook(state, min(interval, remaining))

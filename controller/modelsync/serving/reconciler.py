@@ -195,12 +195,21 @@ class ServingReconciler:
             return gate_wait
         if in_canary(md, wanted):
             return _sooner(self._canary(md, wanted), gate_wait)
+        wait: float | None = None
+        watch = status.get("postPromotion")
+        if watch and watch.get("specHash") == wanted.spec_hash:
+            rolled_back, wait = self._watch_promotion(md, wanted, watch)
+            if rolled_back:
+                return None
+            meta = md["metadata"]
+            md = self.cache.get(c.MODELDEPLOYMENT_KIND, meta["namespace"], meta["name"]) or md
         changed = self._apply(md, wanted)
         changed = self._remove_canary(md) or changed
         if self._judge(md, wanted):
             return None
         metrics.RECONCILES.labels(result="applied" if changed else "unchanged").inc()
-        return _sooner(self._quiet_left(md), gate_wait)
+        watched = wait if wait is not None else self._watch_started(md, wanted)
+        return _sooner(_sooner(watched, gate_wait), self._quiet_left(md))
 
     def _apply(self, md: Manifest, rendered: Rendered) -> bool:
         """Converge every serving object of `rendered`; True when something was written.
@@ -244,6 +253,7 @@ class ServingReconciler:
                 "stableSpecHash": wanted.spec_hash,
                 "stableRevision": revision,
                 "canary": None,
+                "postPromotion": self._watch_start(md, wanted),
                 "history": rollout.remember(
                     status.get("history"),
                     self._entry(md, wanted, revision, c.HISTORY_SUCCEEDED, "rolled out"),
@@ -298,10 +308,18 @@ class ServingReconciler:
         return False
 
     def _roll_back(
-        self, md: Manifest, wanted: Rendered, revision: str, failure: rollout.Failure, limit: int
+        self,
+        md: Manifest,
+        wanted: Rendered,
+        revision: str,
+        failure: rollout.Failure,
+        limit: int,
+        restore: Manifest | None = None,
     ) -> None:
-        status = md.get("status") or {}
-        stable_md = stable_model(md)
+        """Back to the stable spec in status, or to `restore` (stableSpec, stableSpecHash,
+        stableRevision: the one before a promotion that its watch found failing)."""
+        status = {**(md.get("status") or {}), **(restore or {})}
+        stable_md = stable_model({**md, "status": status})
         stable = self._render(stable_md)
         self._apply(stable_md, stable)
         version = md["spec"]["model"]["version"]
@@ -323,6 +341,7 @@ class ServingReconciler:
         metrics.ROLLBACKS.labels(meta["namespace"], meta["name"], failure.reason).inc()
         entry = self._entry(md, wanted, revision, c.HISTORY_ROLLED_BACK, failure.message)
         extra = {
+            **(restore or {}),
             "failedRevision": wanted.spec_hash,
             "failedGitRevision": revision,
             "canary": None,
@@ -355,6 +374,61 @@ class ServingReconciler:
             "message": message[:1024],
         }
 
+    # ------------------------------------------------------------------ after promotion
+
+    def _watch_start(self, md: Manifest, wanted: Rendered) -> Manifest | None:
+        """The watch a promotion starts (spec.rollout.analysis.postPromotionSeconds), or
+        None: no such analysis, or no earlier stable version to go back to."""
+        status = md.get("status") or {}
+        analysis = modeldeployment.parse_spec(md["spec"]).rollout.analysis
+        if analysis is None or analysis.post_promotion_seconds <= 0:
+            return None
+        if not status.get("stableSpec"):
+            return None
+        return canary.watch_start(wanted.spec_hash, status, self.clock())
+
+    def _watch_started(self, md: Manifest, wanted: Rendered) -> float | None:
+        """A promotion just started its watch: when to make its first check."""
+        meta = md["metadata"]
+        now = self.cache.get(c.MODELDEPLOYMENT_KIND, meta["namespace"], meta["name"]) or md
+        watch = (now.get("status") or {}).get("postPromotion") or {}
+        analysis = modeldeployment.parse_spec(md["spec"]).rollout.analysis
+        if watch.get("specHash") != wanted.spec_hash or analysis is None:
+            return None
+        return float(analysis.interval_seconds)
+
+    def _watch_promotion(
+        self, md: Manifest, wanted: Rendered, watch: Manifest
+    ) -> tuple[bool, float | None]:
+        """One look at the watch after a promotion: query when a check is due, end the
+        watch when its window is over, roll back to the spec before the promotion when
+        the analysis fails. Returns (rolled back, when to look again)."""
+        spec = md["spec"]
+        typed = modeldeployment.parse_spec(spec)
+        analysis, now = typed.rollout.analysis, self.clock()
+        if analysis is None or analysis.post_promotion_seconds <= 0:
+            look = canary.WatchLook(None, None)  # taken out of the spec: the watch ends
+        else:
+            due = canary.watch_due(watch, analysis, now)
+            attempt = ("post", wanted.spec_hash, int(watch.get("checks") or 0))
+            raw = (spec.get("rollout") or {})["analysis"]
+            verdict = self._query(md, raw, attempt) if due else None
+            look = canary.watch_look(watch, analysis, now, verdict, self.analyses.deadline)
+        if look.failed is not None:
+            restore = {
+                "stableSpec": watch.get("previousSpec"),
+                "stableSpecHash": watch.get("previousSpecHash"),
+                "stableRevision": watch.get("previousRevision"),
+                "postPromotion": None,
+            }
+            failure = rollout.Failure(c.REASON_POST_PROMOTION_ANALYSIS_FAILED, look.failed)
+            revision = current_revision(md, wanted.spec_hash)
+            self._roll_back(md, wanted, revision, failure, typed.rollback.history_limit, restore)
+            return True, None
+        if look.state != watch:
+            self._write_status(md, {**(md.get("status") or {}), "postPromotion": look.state})
+        return False, look.wait
+
     # ------------------------------------------------------------------ canary
 
     def _canary(self, md: Manifest, wanted: Rendered) -> float | None:
@@ -366,18 +440,9 @@ class ServingReconciler:
         steps = typed.rollout.steps or (CanaryStep(weight=100),)
         now = self.clock()
         state = canary.state_for(status.get("canary"), wanted.spec_hash, steps, now)
-        autoscaling, replicas = typed.autoscaling, typed.replicas
-        total = autoscaling.min_replicas if autoscaling else (1 if replicas is None else replicas)
-        canary_replicas, stable_replicas = canary.split(total, int(state["weight"]))
         stable_md = stable_model(md)
         stable = self._render(stable_md)
-        stable_deployment = {
-            **stable.deployment,
-            "spec": {**stable.deployment["spec"], "replicas": stable_replicas},
-        }
-        track = canary.canary_deployment(wanted.deployment, canary_replicas)
-        for obj in (stable.service, stable_deployment, track):
-            self._converge(stable_md, obj, stable)
+        sizes = self._size_tracks(md, typed, int(state["weight"]), stable, wanted)
         name = meta["name"] + canary.CANARY_SUFFIX
         live = self.cache.get("Deployment", meta["namespace"], name)
         pods = self.cache.owned("Pod", meta["namespace"], meta["name"])
@@ -389,14 +454,13 @@ class ServingReconciler:
             self._roll_back(md, wanted, revision, failure, limit)
             return None
         available = int(((live or {}).get("status") or {}).get("availableReplicas") or 0)
-        due = canary.analysis_due(state, steps, now, available, canary_replicas)
+        due = canary.analysis_due(state, steps, now, sizes.sized)
         look = canary.advance(
             state,
             steps,
             typed.rollout.analysis,
             now,
-            available,
-            canary_replicas,
+            sizes.sized,
             self._analyse(md, state, rollout_spec) if due else None,
             self.analyses.deadline,
         )
@@ -409,7 +473,7 @@ class ServingReconciler:
         message = (
             f"canary of version {spec['model']['version']} ({revision}): step "
             f"{min(int(state['step']) + 1, len(steps))} of {len(steps)}, weight "
-            f"{state['weight']}%, {available} of {canary_replicas} canary replicas "
+            f"{state['weight']}%, {available} of {sizes.canary} canary replicas "
             "available" + (f"; {state['lastAnalysis']}" if state["lastAnalysis"] else "")
         )
         self._report(
@@ -424,6 +488,45 @@ class ServingReconciler:
         )
         return wait
 
+    def _size_tracks(
+        self,
+        md: Manifest,
+        typed: modeldeployment.ModelDeploymentSpec,
+        weight: int,
+        stable: Rendered,
+        wanted: Rendered,
+    ) -> canary.Sizes:
+        """Size both tracks for `weight` without giving up capacity (canary.size): the
+        canary grows first, the stable Deployment shrinks by what the canary serves. An
+        autoscaled model's stable replicas are never written (the autoscaler owns them)."""
+        meta = md["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        live_stable = self.cache.get("Deployment", namespace, name) or {}
+        live_canary = self.cache.get("Deployment", namespace, name + canary.CANARY_SUFFIX) or {}
+        autoscaling = typed.autoscaling
+        if autoscaling is not None:
+            total = int((live_stable.get("spec") or {}).get("replicas") or 0)
+            total = max(total, autoscaling.min_replicas)
+        else:
+            total = 1 if typed.replicas is None else typed.replicas
+        cap = canary.capacity(
+            total,
+            typed.rollout.max_surge,
+            typed.rollout.max_unavailable,
+            autoscaling.min_replicas if autoscaling else None,
+            autoscaling.max_replicas if autoscaling else 0,
+        )
+        sizes = canary.size(cap, weight, tracks_of(live_canary, live_stable))
+        stable_deployment = dict(stable.deployment)
+        if sizes.stable is not None:
+            stable_deployment["spec"] = {**stable.deployment["spec"], "replicas": sizes.stable}
+        track = canary.canary_deployment(wanted.deployment, sizes.canary)
+        stable_md = stable_model(md)
+        self._converge(stable_md, stable.service, stable)
+        for obj in (stable_deployment, track):
+            self._converge(stable_md, obj, stable, sizing=True)
+        return sizes
+
     def _analyse(
         self, md: Manifest, state: Manifest, rollout_spec: Manifest
     ) -> canary.Verdict | None:
@@ -431,10 +534,37 @@ class ServingReconciler:
         analysis = rollout_spec.get("analysis")
         if not analysis:
             return canary.Verdict(canary.Result.PASS, "")
+        attempt = (state["specHash"], int(state["step"]), int(state["failures"]))
+        return self._query(md, analysis, attempt)
+
+    def _query(
+        self, md: Manifest, analysis: Manifest, attempt: tuple[Any, ...]
+    ) -> canary.Verdict | None:
+        """The verdict of `attempt` of the analysis, or None while its queries run. The
+        headers Secret is read once per attempt, when its queries start."""
         meta = md["metadata"]
         key = (c.MODELDEPLOYMENT_KIND, meta["namespace"], meta["name"])
-        attempt = (state["specHash"], int(state["step"]), int(state["failures"]))
-        return self.analyses.verdict(key, attempt, analysis)
+        if self.analyses.started(key, attempt):
+            return self.analyses.verdict(key, attempt, analysis)
+        try:
+            headers = self._analysis_headers(meta["namespace"], analysis)
+        except ValueError as error:
+            queries = canary.queries_of(analysis)
+            return canary.combine([canary.unanswered(query, str(error)) for query in queries])
+        return self.analyses.verdict(key, attempt, analysis, headers)
+
+    def _analysis_headers(self, namespace: str, analysis: Manifest) -> dict[str, str]:
+        name = str((analysis.get("headersSecretRef") or {}).get("name") or "")
+        if not name:
+            return {}
+        try:
+            secret = self.kube.get("v1", "Secret", namespace, name)
+        except kubernetes.client.ApiException as error:  # 403: tenant access not enabled
+            raise ValueError(
+                f"Secret {namespace}/{name} (spec.rollout.analysis.headersSecretRef) could "
+                f"not be read: HTTP {error.status}"
+            ) from None
+        return canary.analysis_headers(secret, namespace, name)
 
     def _end_canary(self, md: Manifest) -> None:
         meta = md["metadata"]
@@ -443,10 +573,15 @@ class ServingReconciler:
         self.cache.delete("Deployment", meta["namespace"], name)
 
     def _remove_canary(self, md: Manifest) -> bool:
-        """No canary under way: a canary Deployment left over goes (after a promotion)."""
+        """No canary under way: a canary Deployment left over goes (after a promotion) -
+        once the stable Deployment has rolled out and is available, so that the canary's
+        pods serve until the promoted ones do."""
         meta = md["metadata"]
         name = meta["name"] + canary.CANARY_SUFFIX
         if self.cache.get("Deployment", meta["namespace"], name) is None:
+            return False
+        stable = self.cache.get("Deployment", meta["namespace"], meta["name"])
+        if not health.assess(stable).ready:
             return False
         self._end_canary(md)
         return True
@@ -538,8 +673,12 @@ class ServingReconciler:
 
     # ------------------------------------------------------------------ objects
 
-    def _converge(self, md: Manifest, desired: Manifest, rendered: Rendered) -> bool:
-        """Apply `desired` if the live object lacks any of it. True when it wrote."""
+    def _converge(
+        self, md: Manifest, desired: Manifest, rendered: Rendered, *, sizing: bool = False
+    ) -> bool:
+        """Apply `desired` if the live object lacks any of it. True when it wrote.
+        `sizing`: a canary sizing its tracks, whose replicas change from look to look by
+        design - a difference is written, not reported as drift."""
         kind = desired["kind"]
         meta = desired["metadata"]
         live = self.cache.get(kind, meta["namespace"], meta["name"])
@@ -554,7 +693,7 @@ class ServingReconciler:
             return False
         applied = self.kube.apply(desired)
         self.cache.put(kind, applied)
-        if converged(md, rendered):
+        if converged(md, rendered) and not sizing:
             what = "deleted" if live is None else "changed " + ", ".join(drifted)
             note = f"{kind} {meta['name']}: {what} out of band; reverted to the spec"
             log.warning(
@@ -778,3 +917,18 @@ def serving_now(deployment: Manifest | None) -> Manifest:
     if annotations.get(c.ANNOTATION_REVISION):
         found["servingRevision"] = str(annotations[c.ANNOTATION_REVISION])
     return found
+
+
+def tracks_of(live_canary: Manifest, live_stable: Manifest) -> canary.Tracks:
+    """The two Deployments' sizes as the canary's sizing reads them."""
+    spec, status = live_canary.get("spec") or {}, live_canary.get("status") or {}
+    generation = int((live_canary.get("metadata") or {}).get("generation") or 0)
+    replicas = int(spec.get("replicas") or 0)
+    return canary.Tracks(
+        canary=replicas,
+        canary_available=int(status.get("availableReplicas") or 0),
+        stable=int((live_stable.get("spec") or {}).get("replicas") or 0),
+        stable_available=int((live_stable.get("status") or {}).get("availableReplicas") or 0),
+        canary_settled=int(status.get("observedGeneration") or 0) >= generation
+        and int(status.get("updatedReplicas") or 0) >= replicas,
+    )
