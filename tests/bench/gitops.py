@@ -1,10 +1,12 @@
 """Benchmark GitOps with modelsync: a generated repository of N ModelDeployments,
 served over smart HTTP, synced by the operator running as its own process.
 
-Figures: ModelSync created -> all applied, -> all Ready; API requests by verb; peak
-RSS. With `latencies`: a resync with nothing changed (writes, reads, wall time);
-commit -> applied through the webhook and through polling; drift reverted; one idle
-poll (git requests, CPU time). `python -m tests.bench.suite` runs it; alone:
+Figures: ModelSync created -> all applied, -> all Ready (every model, and the
+ModelSync); API requests by verb; peak RSS; writes per model from the API server's
+audit log, cold and for a version bump of BUMP models in one commit. With
+`latencies`: a resync with nothing changed (writes, reads, wall time); commit ->
+applied through the webhook and through polling; drift reverted; one idle poll (git
+requests, CPU time). `python -m tests.bench.suite` runs it; alone:
 
     python -m tests.bench.gitops [--models 1000] [--commits 20]
 """
@@ -34,6 +36,7 @@ from kubernetes.client import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelsync.api import constants as c
+from tests import audit
 from tests.bench.common import (
     fresh_cluster,
     get,
@@ -49,6 +52,7 @@ from tests.models import MD
 from tests.syncs import MS, model_yaml
 
 TOKEN = "bench-token"
+BUMP = 100  # models a version-bump commit changes (all of them when fewer)
 NAMESPACE = "bench"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -139,15 +143,29 @@ class Bench:
     def applied(self, sha: str) -> bool:
         return self.status().get("lastAppliedRevision") == f"main@sha1:{sha}"
 
-    def ready_count(self) -> int:
+    def ready_count(self, version: str | None = None) -> int:
+        """Models Ready (on `version`, for its current spec, when given)."""
         items = self.objects.list_namespaced_custom_object(namespace=NAMESPACE, **MD)["items"]
-        return sum(
-            1
-            for md in items
-            if any(
+
+        def ready(md: dict[str, Any]) -> bool:
+            status = md.get("status") or {}
+            if version is not None and (
+                status.get("modelVersion") != version
+                or status.get("observedGeneration") != md["metadata"]["generation"]
+            ):
+                return False
+            return any(
                 x["type"] == c.READY and x["status"] == "True"
-                for x in (md.get("status") or {}).get("conditions") or []
+                for x in status.get("conditions") or []
             )
+
+        return sum(1 for md in items if ready(md))
+
+    def sync_ready(self, sha: str) -> bool:
+        """The ModelSync applied `sha` and says its models are Ready (Flux's wait: true)."""
+        status = self.status()
+        return status.get("lastAppliedRevision") == f"main@sha1:{sha}" and any(
+            x["type"] == c.READY and x["status"] == "True" for x in status.get("conditions") or []
         )
 
     def available_count(self) -> int:
@@ -188,8 +206,10 @@ def measure(
     first = bench.repo.commit("generated models")
     bench.start()
     result: dict[str, Any] = {"models": n}
+    log = audit.AuditLog(cluster.audit_log)
     try:
         before = samples(bench.port)
+        mark = log.mark()
         started = time.monotonic()
         bench.objects.create_namespaced_custom_object(
             namespace=NAMESPACE,
@@ -227,6 +247,8 @@ def measure(
 
         timed(all_ready, 3600, "all models Ready", period=2.0 * scale)
         result["ready_s"] = time.monotonic() - started
+        timed(lambda: bench.sync_ready(first), 600, "the ModelSync Ready", period=0.5 * scale)
+        result["sync_ready_s"] = time.monotonic() - started
         result["operator_cpu_s_to_ready"] = cpu_seconds(bench.operator.pid)
         result.setdefault("deployments_available_s", result["ready_s"])
         after = samples(bench.port)
@@ -237,7 +259,18 @@ def measure(
             before, "modelsync_api_throttled_seconds_total"
         )
         result["rss_mib"] = peak_rss(bench.operator.pid) / 2**20
-        print(f"  all Ready {result['ready_s']:.1f} s", flush=True)
+        print(
+            f"  all Ready {result['ready_s']:.1f} s (Deployments available "
+            f"{result['deployments_available_s']:.1f} s, ModelSync Ready "
+            f"{result['sync_ready_s']:.1f} s)",
+            flush=True,
+        )
+        result["control_plane"] = control_plane(cluster)
+        print(f"  control plane: {result['control_plane']}", flush=True)
+        time.sleep(5)  # the last status writes of the Ready wave land in the log first
+        result["writes_cold"] = audit.per_model(log.since(mark), n)
+        print(f"  cold: {audit.describe(result['writes_cold'])}", flush=True)
+        result.update(bump(bench, log, min(n, BUMP)))
         if latencies:
             result.update(resync_and_idle_poll(bench))
             result.update(webhook(bench, commits))
@@ -247,6 +280,41 @@ def measure(
     finally:
         bench.stop()
     return result
+
+
+def control_plane(cluster: launcher.Cluster) -> dict[str, dict[str, float]]:
+    """CPU seconds and peak RSS of the API server and etcd so far, from /proc."""
+    return {
+        name: {
+            "cpu_s": round(cpu_seconds(cluster.pids[name]), 1),
+            "peak_rss_mib": round(peak_rss(cluster.pids[name]) / 2**20),
+        }
+        for name in ("kube-apiserver", "etcd")
+    }
+
+
+def bump(bench: Bench, log: audit.AuditLog, k: int) -> dict[str, Any]:
+    """One commit bumps the version of `k` models: the time until they are Ready on it
+    (and the ModelSync with them), and the writes it cost per bumped model."""
+    for index in range(k):
+        name = f"model-{index:05d}"
+        bench.repo.write(f"models/{name}.yaml", model_yaml(name, version="2"))
+    sha = bench.repo.commit(f"bump {k} models")
+    mark = log.mark()
+    started = time.monotonic()
+    bench.push_hook()
+    timed(lambda: bench.ready_count("2") == k, 1800, f"{k} bumped models Ready", period=0.5)
+    figures: dict[str, Any] = {"bump_models": k, "bump_ready_s": time.monotonic() - started}
+    timed(lambda: bench.sync_ready(sha), 600, "the ModelSync Ready after the bump", 0.5)
+    figures["bump_sync_ready_s"] = time.monotonic() - started
+    time.sleep(5)
+    figures["writes_bump"] = audit.per_model(log.since(mark), k)
+    print(
+        f"  bump of {k}: Ready {figures['bump_ready_s']:.1f} s; "
+        f"{audit.describe(figures['writes_bump'])}",
+        flush=True,
+    )
+    return figures
 
 
 def resync_and_idle_poll(bench: Bench, polls: int = 6) -> dict[str, float]:

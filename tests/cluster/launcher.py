@@ -92,6 +92,11 @@ class Cluster:
         except (OSError, ValueError, TypeError, KeyError):
             return None
 
+    @property
+    def audit_log(self) -> Path:
+        """Every write the API server answered, one JSON line each (see AUDIT_POLICY)."""
+        return audit_log(self.root)
+
     def alive(self) -> dict[str, bool]:
         return {name: _owned_pid_alive(pid, self.root) for name, pid in self.pids.items()}
 
@@ -300,7 +305,11 @@ def _wait(
 
 # Writes to Deployments (and their scale), with the request body: tests read who wrote
 # which field (an autoscaled model's canary must never write `replicas` on the
-# autoscaler's target). Runtime flags only: the binaries' build key is not involved.
+# autoscaler's target). Every other write (create, update, patch, delete) at Metadata
+# level (who, which verb, which object; no body): tests and benchmarks count the
+# operator's writes per model from it (tests/audit.py). Reads are left out (a list of
+# 1,000 objects every half second would swamp it). Runtime flags only: the binaries'
+# build key is not involved.
 AUDIT_POLICY = """\
 apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -311,6 +320,8 @@ rules:
   resources:
   - group: apps
     resources: [deployments, deployments/scale]
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
 - level: None
 """
 
@@ -351,6 +362,10 @@ def _apiserver_args(
         "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true",
         "--profiling=false",
+        "--audit-log-format=json",
+        # Blocking: a line is in the file when the response is sent, so a test reads
+        # every write it waited for.
+        "--audit-log-mode=blocking",
         "--v=0",
     ]
 
@@ -533,7 +548,16 @@ def start(
         if Cluster.load(root) is not None:
             print(f"[cluster] clearing the stale cluster in {root}", file=log)
         stop(root, log)
-        for child in ("etcd", "pki", "logs", "node", "kwok.yaml", "kubeconfig", STATE_FILE):
+        for child in (
+            "etcd",
+            "pki",
+            "logs",
+            "node",
+            "kwok.yaml",
+            "kubeconfig",
+            "audit-policy.yaml",
+            STATE_FILE,
+        ):
             path = root / child
             if path.is_dir():
                 shutil.rmtree(path)

@@ -73,3 +73,13 @@ def test_select_filters_by_labels_namespace_and_predicate() -> None:
     assert [md["metadata"]["name"] for md in chosen] == ["b"]
     assert cache.select("ModelDeployment", lambda _: True, namespace="elsewhere") == []
     assert sorted(cache.names("ModelDeployment")) == [("ns", "a"), ("ns", "b"), ("ns", "c")]
+
+
+def test_version_is_the_newest_bodys_and_none_once_deleted() -> None:
+    cache = ObjectCache()
+    assert cache.version("Deployment", "ns", "a") is None
+    cache.put("Deployment", obj("Deployment", "a", "10"))
+    cache.put("Deployment", obj("Deployment", "a", "9"))
+    assert cache.version("Deployment", "ns", "a") == "10"
+    cache.delete("Deployment", "ns", "a")
+    assert cache.version("Deployment", "ns", "a") is None

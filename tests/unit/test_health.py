@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from modelsync.api import constants as c
-from modelsync.serving.health import assess
+from modelsync.serving.health import assess, routine
 
 
 def deployment(
@@ -92,3 +92,31 @@ def test_assess(
 def test_counts_come_from_the_deployment_status() -> None:
     state = assess(deployment(replicas=3, updated=1, available=2))
     assert (state.replicas, state.ready_replicas, state.updated_replicas) == (3, 2, 1)
+
+
+def shown(reason: str, status: str = "False") -> list[dict[str, Any]]:
+    return [{"type": c.READY, "status": status, "reason": reason}]
+
+
+@pytest.mark.parametrize(
+    ("live", "current", "quiet"),
+    [
+        # A rollout going as planned, first seen, or after a version that served.
+        (None, None, True),
+        (deployment(observed=2), None, True),
+        (deployment(updated=1, available=1), shown(c.REASON_ROLLING_OUT), True),
+        (deployment(updated=1, available=1), shown(c.REASON_AVAILABLE, "True"), True),
+        # Its end is written at once: Ready, or a deadline passed.
+        (deployment(), shown(c.REASON_ROLLING_OUT), False),
+        (deployment(updated=1, progress_reason="ProgressDeadlineExceeded"), None, False),
+        # Replicas lost after a rollout: Degraded, written at once.
+        (deployment(available=1), shown(c.REASON_AVAILABLE, "True"), False),
+        # The status says something the rollout corrects (a failure, an invalid spec).
+        (deployment(updated=1, available=1), shown(c.REASON_INVALID_SPEC), False),
+        (deployment(updated=1, available=1), shown(c.REASON_APPLY_FAILED), False),
+    ],
+)
+def test_routine_rollout_status_may_wait_until_its_end(
+    live: dict[str, Any] | None, current: list[dict[str, Any]] | None, quiet: bool
+) -> None:
+    assert routine(assess(live), current) is quiet

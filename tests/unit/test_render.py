@@ -71,8 +71,14 @@ def test_serving_objects_are_owned_and_labelled() -> None:
         ]
         assert meta["labels"][c.LABEL_MANAGED_BY] == "modelsync"
         assert meta["labels"][c.LABEL_MODEL] == "ranker"
-        assert meta["labels"][c.LABEL_MODEL_VERSION] == "2024-10-01"
     deployment = render(md).deployment
+    # The version labels what a new version rewrites anyway: the Deployment and its
+    # pods, not the Service (a write per version bump for a label nothing selects on).
+    assert deployment["metadata"]["labels"][c.LABEL_MODEL_VERSION] == "2024-10-01"
+    assert deployment["spec"]["template"]["metadata"]["labels"][c.LABEL_MODEL_VERSION] == (
+        "2024-10-01"
+    )
+    assert c.LABEL_MODEL_VERSION not in render(md).service["metadata"]["labels"]
     assert deployment["metadata"]["annotations"][c.ANNOTATION_REVISION].startswith("main@sha1:")
     # The user's pod labels are kept, but never over ours.
     labels = deployment["spec"]["template"]["metadata"]["labels"]

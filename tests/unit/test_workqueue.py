@@ -34,3 +34,15 @@ def test_failures_come_back_with_growing_delay() -> None:
 
     first, second, again = asyncio.run(scenario())
     assert (first, second, again) == (0.01, 0.02, "a")
+
+
+def test_a_scheduled_key_is_pending_until_it_fires() -> None:
+    async def scenario() -> tuple[bool, bool, object, bool]:
+        queue = WorkQueue()
+        before = queue.scheduled("a")
+        queue.schedule("a", 0.01)
+        pending = queue.scheduled("a")
+        key = await asyncio.wait_for(queue.get(), timeout=5)
+        return before, pending, key, queue.scheduled("a")
+
+    assert asyncio.run(scenario()) == (False, True, "a", False)

@@ -836,6 +836,13 @@ def _live_model(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] |
     help="full resync period of the ModelDeployments",
 )
 @click.option(
+    "--quiet-rollout-seconds",
+    type=click.FloatRange(min=0),
+    default=OperatorSettings.quiet_rollout_seconds,
+    show_default=True,
+    help="a rollout going as planned is written to status when it ends, or after this long",
+)
+@click.option(
     "--http-port",
     type=int,
     default=OperatorSettings.http_port,
@@ -1068,6 +1075,7 @@ def run(
     namespaces: tuple[str, ...],
     workers: int,
     resync_seconds: float,
+    quiet_rollout_seconds: float,
     http_port: int,
     git_cache_dir: str | None,
     max_revision_bytes: int,
@@ -1126,6 +1134,7 @@ def run(
         namespaces=namespaces,
         workers=workers,
         resync_seconds=resync_seconds,
+        quiet_rollout_seconds=quiet_rollout_seconds,
         http_port=http_port,
         kubeconfig=run_kubeconfig or cluster.kubeconfig,
         git_cache_dir=git_cache_dir,

@@ -108,6 +108,12 @@ class ObjectCache:
             bodies = [self._objects[(kind, namespace, n)].body for n in names]
         return [json.loads(body) for body in bodies]
 
+    def version(self, kind: str, namespace: str, name: str) -> str | None:
+        """The cached object's resourceVersion, without parsing its body."""
+        with self._lock:
+            found = self._objects.get((kind, namespace, name))
+        return None if found is None else found.resource_version
+
     def has(self, kind: str, namespace: str, name: str) -> bool:
         with self._lock:
             return (kind, namespace, name) in self._objects

@@ -19,6 +19,7 @@ import kubernetes
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, ResourceNotFoundError
 
+from modelsync import __version__
 from modelsync.api import constants as c
 from modelsync.kube import throttle
 from modelsync.kube.drift import applied_part, differences
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 Manifest = dict[str, Any]
 
 REPORTING_CONTROLLER = f"{c.GROUP}/operator"
+# Names the operator in the API server's audit log and request metrics, apart from
+# kubectl, other controllers and tests that use the same credentials.
+USER_AGENT = f"modelsync/{__version__}"
 CONNECTIONS = 32
 
 
@@ -47,6 +51,7 @@ def api_client(
     # each burst would open (TLS handshake and all) and throw away connections.
     config.connection_pool_maxsize = CONNECTIONS
     client = kubernetes.client.ApiClient(config)
+    client.user_agent = USER_AGENT
     bucket = throttle.TokenBucket(qps, burst) if qps else None
     client.rest_client = throttle.ThrottledRest(client.rest_client, bucket)
     return client
@@ -86,6 +91,7 @@ class Kube:
     def impersonate(self, namespace: str, service_account: str) -> Kube:
         """A Kube that acts as a ServiceAccount: the API server checks its RBAC, not ours."""
         client = kubernetes.client.ApiClient(self.client.configuration)
+        client.user_agent = USER_AGENT
         # Requests made as the ServiceAccount share our rate limit.
         bucket = getattr(self.client.rest_client, "bucket", None)
         client.rest_client = throttle.ThrottledRest(client.rest_client, bucket)

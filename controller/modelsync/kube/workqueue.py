@@ -56,6 +56,10 @@ class WorkQueue:
             timer.cancel()
         self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
 
+    def scheduled(self, key: Hashable) -> bool:
+        """A `schedule` of `key` is pending."""
+        return key in self._timers
+
     def _fire(self, key: Hashable) -> None:
         self._timers.pop(key, None)
         self.add(key)

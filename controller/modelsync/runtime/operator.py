@@ -60,6 +60,9 @@ _WATCHED_KINDS = {**OWNED_KINDS, "Pod": "v1"}
 # The queue key of a ModelSync's health refresh (its models' Ready changed): a key of
 # its own, so that it never stands in for a sync, nor a sync for it.
 HEALTH_KEY = "ModelSyncHealth"
+# Ready changes of a ModelSync's models within this long make one refresh (one status
+# write): 1,000 models coming up would otherwise rewrite it hundreds of times.
+HEALTH_BATCH_SECONDS = 2.0
 WEBHOOK_TOKEN_TTL_SECONDS = 10.0  # a rotated webhook Secret counts after this at most
 UNCACHED_SIZE = 1024  # ModelSyncs read for webhooks outside the cache, remembered at most
 assert set(_OWNED_RESOURCES) == set(_WATCHED_KINDS)
@@ -91,6 +94,11 @@ class Operator:
     # come back as events too.
     md_triggers: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
     pod_restarts: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
+    # Each ModelSync's models, by the resourceVersion they were read at: parsing a
+    # 10,000-entry inventory for every model event made the events quadratic.
+    sync_models: dict[tuple[str, str], tuple[str, frozenset[tuple[str, str]]]] = field(
+        default_factory=dict
+    )
     health: probes.Health = field(default_factory=probes.Health)
     tokens: dict[tuple[str, str], tuple[float, bytes | None]] = field(default_factory=dict)
     uncached: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = field(
@@ -522,12 +530,16 @@ def _owning_sync(
     ModelSync sync (and push) on demand."""
     labels = (body.get("metadata") or {}).get("labels") or {}
     sync = (labels.get(c.LABEL_SYNC_NAMESPACE) or "", labels.get(c.LABEL_SYNC_NAME) or "")
-    ms = runtime.cache.get(c.MODELSYNC_KIND, *sync) if all(sync) else None
-    if ms is None or (namespace, name) not in owned_models(
-        (ms.get("status") or {}).get("inventory") or []
-    ):
+    version = runtime.cache.version(c.MODELSYNC_KIND, *sync) if all(sync) else None
+    if version is None:
         return None
-    return sync
+    known = runtime.sync_models.get(sync)
+    if known is None or known[0] != version:
+        ms = runtime.cache.get(c.MODELSYNC_KIND, *sync) or {}
+        inventory = (ms.get("status") or {}).get("inventory") or []
+        known = (version, frozenset(owned_models(inventory)))
+        runtime.sync_models[sync] = known
+    return sync if (namespace, name) in known[1] else None
 
 
 def _notify_model(
@@ -588,6 +600,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             runtime.cache,
             analyses,
             locked_down=runtime.settings.model_pod_security == "restricted",
+            quiet_seconds=runtime.settings.quiet_rollout_seconds,
             images=Images(
                 servers=runtime.settings.runtime_images,
                 storage_initializer=runtime.settings.storage_initializer_image,
@@ -660,6 +673,12 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             return  # the ModelDeployments are watched for their ModelSyncs' health only
         runtime.queue.add(key)
 
+    def refresh_health(sync: tuple[str, str]) -> None:
+        """Soon, once for every Ready change until then (never postponed further)."""
+        key = (HEALTH_KEY, *sync)
+        if runtime.queue is not None and not runtime.queue.scheduled(key):
+            runtime.queue.schedule(key, HEALTH_BATCH_SECONDS)
+
     # Objects of another shard are as good as deleted here: filtered in the handlers, not
     # by kopf's label filters, so that one relabelled away leaves this cache at once. So are
     # those of a namespace the patterns leave out (watched cluster-wide, see _run).
@@ -683,7 +702,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             runtime.cache.delete(c.MODELDEPLOYMENT_KIND, namespace or "", name)
             runtime.rolled_back_seen.pop((namespace or "", name), None)
             if runtime.ready_seen.pop((namespace or "", name), None) and (sync := owner()):
-                enqueue((HEALTH_KEY, *sync))
+                refresh_health(sync)
             runtime.md_triggers.pop((namespace or "", name), None)
             _notify_model(runtime, dict(body), None)
             if runtime.reconciler is not None:
@@ -711,7 +730,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
         if runtime.ready_seen.get(key) != ready:
             runtime.ready_seen[key] = ready
             if sync := owner():
-                enqueue((HEALTH_KEY, *sync))
+                refresh_health(sync)
 
     async def modelsync_event(
         *, type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any
@@ -720,6 +739,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
         _delivered(runtime, c.MODELSYNC_KIND, type, body, ours(body))
         if type == "DELETED" or not ours(body):
             runtime.cache.delete(c.MODELSYNC_KIND, namespace, name)
+            runtime.sync_models.pop((namespace, name), None)
             if runtime.statuses is not None:
                 runtime.statuses.forget(namespace, name)
             if runtime.notifier is not None:

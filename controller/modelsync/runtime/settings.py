@@ -55,6 +55,13 @@ class OperatorSettings:
     """How often every ModelDeployment is checked even when no event came. A check
     that finds nothing to change makes no API request at all."""
 
+    quiet_rollout_seconds: float = 30.0
+    """How long a model's rollout going as planned may go unwritten in its status. Its
+    end (Ready with the history entry, or a failure) is written at once, in one write;
+    a rollout still under way after this long is written then. Each status write is one
+    the API server and etcd must serve (at 1,000 models, what all of them wait on);
+    0 writes every step of every rollout."""
+
     retry_seconds: float = 5.0
     """First delay before a failed reconciliation is tried again; doubles up to 5 min."""
 

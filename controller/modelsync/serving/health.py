@@ -112,3 +112,22 @@ def assess(deployment: dict[str, Any] | None) -> ServingState:
         healthy,
         status,
     )
+
+
+# Ready reasons a status may go on showing while a rollout goes as planned: it was
+# rolling out, or served (a spec before this one), or has none yet.
+_QUIET_REASONS = frozenset({c.REASON_ROLLING_OUT, c.REASON_AVAILABLE, c.REASON_SCALED_TO_ZERO})
+
+
+def routine(state: ServingState, current: list[dict[str, Any]] | None) -> bool:
+    """True when `state` is a rollout going as planned and the status's conditions
+    (`current`) say nothing it would correct: writing it can wait until the rollout
+    ends (Ready, or Degraded), which is written at once. A status per replica that came
+    up would cost a write each, and at 1,000 models writes are what the cluster waits on."""
+    ready = next(o for o in state.observed if o.type == c.READY)
+    if ready.status or ready.reason != c.REASON_ROLLING_OUT:
+        return False
+    if any(o.type == c.DEGRADED and o.status for o in state.observed):
+        return False
+    shown = find(current, c.READY)
+    return shown is None or shown.get("reason") in _QUIET_REASONS

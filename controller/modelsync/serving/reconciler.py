@@ -3,8 +3,11 @@
 `ServingReconciler.reconcile` runs in a worker thread for one ModelDeployment
 at a time. It reads only the watch cache; it writes (server-side apply, a
 status patch, an Event) only when something differs, so a resync with nothing
-to do makes no API request. Out-of-band changes to the objects it owns are
-applied back, with an Event and a log line naming the object and the fields.
+to do makes no API request. A rollout going as planned is written once, when it
+ends (Ready, with its history entry), unless it takes longer than
+`quiet_seconds`; success posts no Event (the history says it). Out-of-band
+changes to the objects it owns are applied back, with an Event and a log line
+naming the object and the fields.
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ class ServingReconciler:
         locked_down: bool = True,
         images: Images = DEFAULT_IMAGES,
         gate: Gate | None = None,
+        quiet_seconds: float = 0.0,
     ) -> None:
         self.kube = kube
         self.cache = cache
@@ -125,6 +129,9 @@ class ServingReconciler:
         self.locked_down = locked_down  # the platform's model_pod_security
         self.images = images  # the platform's runtime images and pull policy
         self.gate = gate  # sends spec.validation's samples to new pods (None: no gate)
+        self.quiet_seconds = quiet_seconds  # the platform's quiet_rollout_seconds
+        # Models whose routine rollout status waits: since when, for which spec.
+        self._quiet: dict[tuple[str, str], tuple[str, datetime.datetime]] = {}
 
     def _render(self, md: Manifest) -> Rendered:
         return render(md, locked_down=self.locked_down, images=self.images)
@@ -134,6 +141,7 @@ class ServingReconciler:
         (a canary step's pause or analysis interval), or None."""
         md = self.cache.get(c.MODELDEPLOYMENT_KIND, namespace, name)
         if md is None or md["metadata"].get("deletionTimestamp"):
+            self._quiet.pop((namespace, name), None)
             return None  # the garbage collector removes what it owned
         with metrics.RECONCILE_SECONDS.time():
             try:
@@ -201,22 +209,15 @@ class ServingReconciler:
             return None
         metrics.RECONCILES.labels(result="applied" if changed else "unchanged").inc()
         watched = wait if wait is not None else self._watch_started(md, wanted)
-        return _sooner(watched, gate_wait)
+        return _sooner(_sooner(watched, gate_wait), self._quiet_left(md))
 
     def _apply(self, md: Manifest, rendered: Rendered) -> bool:
-        """Converge every serving object of `rendered`; True when something was written."""
+        """Converge every serving object of `rendered`; True when something was written.
+        No Event: a version applied is routine; its outcome (rolled out, failed, rolled
+        back) is what status.history records and, when it failed, an Event says."""
         changed = [self._converge(md, obj, rendered) for obj in rendered.objects]
         if rendered.autoscaler is None:
             changed.append(self._remove_autoscaler(md))
-        if any(changed) and not converged(md, rendered):
-            self.kube.event(
-                md,
-                c.MODELDEPLOYMENT_KIND,
-                c.EVENT_APPLIED,
-                f"applied model {md['spec']['model']['name']} version "
-                f"{md['spec']['model']['version']} (spec {rendered.spec_hash})",
-                action="Apply",
-            )
         return any(changed)
 
     def _judge(self, md: Manifest, wanted: Rendered) -> bool:
@@ -302,7 +303,8 @@ class ServingReconciler:
             )
         # Reported from the same Deployment the decision saw: one read later it may be
         # Ready while this decision (from before) has not promoted yet.
-        self._report(md, md, wanted, extra, observed, deployment)
+        routine = decision.action is rollout.Action.WAIT and not extra and not observed
+        self._report(md, md, wanted, extra, observed, deployment, routine=routine)
         return False
 
     def _roll_back(
@@ -738,12 +740,18 @@ class ServingReconciler:
         extra: Manifest,
         observed: list[Observed],
         deployment: Manifest | None = None,
+        *,
+        routine: bool = False,
     ) -> None:
-        """Status from what serves (`serving_md`, the stable spec after a rollback)."""
+        """Status from what serves (`serving_md`, the stable spec after a rollback).
+        `routine`: nothing decided; the write may wait while the rollout goes as planned."""
         meta = md["metadata"]
         if deployment is None:
             deployment = self.cache.get("Deployment", meta["namespace"], meta["name"])
         state = health.assess(deployment)
+        if routine and self._keep_quiet(md, rendered, state):
+            return
+        self._quiet.pop((meta["namespace"], meta["name"]), None)
         status = dict(md.get("status") or {})
         generation = int(meta.get("generation") or 0)
         status.update(serving_now(deployment))
@@ -776,6 +784,28 @@ class ServingReconciler:
             runtime=str((serving_md["spec"].get("runtime") or {}).get("name", "")),
         )
         self._write_status(md, status)
+
+    def _keep_quiet(self, md: Manifest, rendered: Rendered, state: health.ServingState) -> bool:
+        """A rollout going as planned, for less than quiet_seconds: its status waits."""
+        current = (md.get("status") or {}).get("conditions")
+        if self.quiet_seconds <= 0 or not health.routine(state, current):
+            return False
+        key = (md["metadata"]["namespace"], md["metadata"]["name"])
+        now = self.clock()
+        spec_hash, since = self._quiet.get(key, (rendered.spec_hash, now))
+        if spec_hash != rendered.spec_hash:
+            since = now  # another spec: its rollout starts now
+        self._quiet[key] = (rendered.spec_hash, since)
+        return (now - since).total_seconds() < self.quiet_seconds
+
+    def _quiet_left(self, md: Manifest) -> float | None:
+        """Seconds until a waiting status is due (so a stalled rollout is reported even
+        when the Deployment says nothing more), or None."""
+        found = self._quiet.get((md["metadata"]["namespace"], md["metadata"]["name"]))
+        if found is None:
+            return None
+        waited = (self.clock() - found[1]).total_seconds()
+        return max(0.0, self.quiet_seconds - waited) + 0.1
 
     def _report_failure(self, md: Manifest, reason: str, message: str) -> None:
         """Ready=False with why, after a reconcile that raised; a Warning event when the

@@ -464,10 +464,14 @@ def render(md: Manifest, *, locked_down: bool = True, images: Images = DEFAULT_I
         "spec": deployment_spec,
     }
     port = int(spec["runtime"].get("port") or runtime.port)
+    # The model's version labels the Deployment and its pods, which a new version
+    # rewrites anyway; on the Service and the autoscaler it would cost a write per
+    # version bump for a label nothing selects on.
+    steady = {k: v for k, v in labels.items() if k != c.LABEL_MODEL_VERSION}
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(md, labels, {}),
+        "metadata": _metadata(md, steady, {}),
         "spec": {
             "type": "ClusterIP",
             "selector": selector_for(md),
@@ -481,7 +485,7 @@ def render(md: Manifest, *, locked_down: bool = True, images: Images = DEFAULT_I
         autoscaler = {
             "apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler",
-            "metadata": _metadata(md, labels, {}),
+            "metadata": _metadata(md, steady, {}),
             "spec": {
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
                 "minReplicas": int(autoscaling.get("minReplicas", 1)),

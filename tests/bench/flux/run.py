@@ -6,10 +6,17 @@ by `modelsync.serving.render` from the same ModelDeployment the sync benchmark c
 (`tests.syncs.model_yaml`), less the owner reference (there is no ModelDeployment
 here, and the garbage collector would delete objects owned by a missing one).
 
+The Kustomization waits for what it applied (`wait: true`: Ready only once every
+Deployment is available, as a ModelSync is Ready only once its models are), and the
+controllers reconcile as many objects at once (`--concurrent`) as our operator has
+workers.
+
 Prints and returns: seconds from creating the GitRepository and Kustomization to all
-Deployments and Services existing, to the Kustomization reporting the revision
-applied, and to all Deployments available; a forced reconcile with nothing changed
-(wall time, objects whose resourceVersion moved); each controller's peak RSS.
+Deployments and Services existing, to all Deployments available, and to the
+Kustomization reporting the revision applied and healthy; a forced reconcile with
+nothing changed (wall time, objects whose resourceVersion moved); the writes per
+model from the API server's audit log, cold and for a version bump of BUMP models in
+one commit; each controller's peak RSS.
 
     python -m tests.bench.flux [--models 1000] [--build-only]
 """
@@ -36,7 +43,9 @@ import kubernetes
 import yaml
 from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta
 
+from modelsync.runtime.settings import OperatorSettings
 from modelsync.serving.render import render
+from tests import audit
 from tests.bench.common import fresh_cluster, peak_rss
 from tests.bench.flux import build
 from tests.cluster import launcher
@@ -60,6 +69,7 @@ REQUESTED_AT = "reconcile.fluxcd.io/requestedAt"
 # The controllers' client-side API rate limit unless told otherwise (fluxcd/pkg/runtime).
 FLUX_QPS, FLUX_BURST = 50.0, 300
 POLL = 0.5  # seconds between lists of up to 1,000 objects: frequent, yet light on the API
+BUMP = 100  # models a version-bump commit changes, as tests/bench/gitops.py
 
 
 def main() -> int:
@@ -87,13 +97,15 @@ def run_flux(
     *,
     kube_qps: float | None = None,
     kube_burst: int | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Sync `n` models with Flux on a fresh cluster; the figures, by name, in seconds or
     bytes (`*_seconds`, `*_bytes`), plus `models` and `resync_changed_objects`.
     `kube_qps`/`kube_burst` set both controllers' client-side API rate limit (Flux's
     defaults, 50 and 300, when None), e.g. to match our operator's."""
     limits = [f"--kube-api-qps={kube_qps}"] if kube_qps is not None else []
     limits += [f"--kube-api-burst={kube_burst}"] if kube_burst is not None else []
+    # As many at once as our operator's workers (kustomize-controller's default is 4).
+    limits.append(f"--concurrent={OperatorSettings.workers}")
     binaries = build.ensure_binaries(log)  # before the cluster: a first build takes minutes
     with fresh_cluster(n) as cluster, tempfile.TemporaryDirectory(prefix="modelsync-flux-") as tmp:
         figures = measure(cluster, binaries, Path(tmp), n, limits, log)
@@ -120,9 +132,9 @@ def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
 _QuotingDumper.add_representer(str, _represent_str)
 
 
-def model_manifests(name: str) -> str:
+def model_manifests(name: str, version: str = "1") -> str:
     """The Service and Deployment our operator renders for one model, as plain YAML."""
-    md = yaml.safe_load(model_yaml(name))
+    md = yaml.safe_load(model_yaml(name, version=version))
     md["metadata"].update(namespace=NAMESPACE, uid="")
     objects = render(md).objects
     for obj in objects:
@@ -247,7 +259,7 @@ def prepare_namespaces(api: kubernetes.client.ApiClient, server: GitHttpServer) 
 
 def create_sync(api: kubernetes.client.ApiClient, url: str) -> None:
     """A GitRepository polled each minute and a Kustomization of the whole tree, pruning,
-    without health checks (`wait: false`): we watch readiness ourselves."""
+    with health checks (`wait: true`), as a ModelSync waits for its models."""
     objects = CustomObjectsApi(api)
     objects.create_namespaced_custom_object(
         namespace=FLUX_NAMESPACE,
@@ -276,8 +288,9 @@ def create_sync(api: kubernetes.client.ApiClient, url: str) -> None:
                 "sourceRef": {"kind": "GitRepository", "name": NAME},
                 "path": "./",
                 "prune": True,
-                "wait": False,
-                "timeout": "10m",
+                "wait": True,
+                # Health checks give up after this; 1,000 models come up well within.
+                "timeout": "30m",
             },
         },
         **KUSTOMIZATION,
@@ -355,7 +368,7 @@ def measure(
     n: int,
     extra: list[str],
     log: TextIO,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
     # Flux's CRDs as its releases ship them, from the module cache.
     install_crds(api, paths=build.crd_files(binaries), field_manager="modelsync-bench")
@@ -366,13 +379,67 @@ def measure(
         with running_controllers(binaries, cluster.kubeconfig, tmp, extra) as controllers:
             source, kustomize = controllers
             print(f"[flux] controllers up; syncing {n} models", file=log, flush=True)
-            figures = first_sync(api, server.url(repo.bare.name), f"main@sha1:{repo.head()}", n)
+            writes = audit.AuditLog(cluster.audit_log)
+            mark = writes.mark()
+            figures: dict[str, Any] = first_sync(
+                api, server.url(repo.bare.name), f"main@sha1:{repo.head()}", n
+            )
+            time.sleep(5)  # the last writes of the wave land in the log first
+            figures["writes_cold"] = audit.per_model(writes.since(mark), n, audit.FLUX_AGENTS)
+            print(f"[flux] cold: {audit.describe(figures['writes_cold'])}", file=log, flush=True)
+            figures.update(bump(api, repo, writes, min(n, BUMP), log))
             figures.update(resync(api))
             figures["source_controller_peak_rss_bytes"] = peak_rss(source.process.pid)
             figures["kustomize_controller_peak_rss_bytes"] = peak_rss(kustomize.process.pid)
     finally:
         server.stop()
     return {"models": n, **figures}
+
+
+def request_reconcile(api: kubernetes.client.ApiClient) -> str:
+    """Fetch and apply now (as `flux reconcile kustomization --with-source`)."""
+    token = str(time.time())
+    for name, resource in ((NAME, GITREPOSITORY), (NAME, KUSTOMIZATION)):
+        CustomObjectsApi(api).patch_namespaced_custom_object(
+            namespace=FLUX_NAMESPACE,
+            name=name,
+            body={"metadata": {"annotations": {REQUESTED_AT: token}}},
+            **resource,
+        )
+    return token
+
+
+def bump(
+    api: kubernetes.client.ApiClient, repo: WorkRepo, writes: audit.AuditLog, k: int, log: TextIO
+) -> dict[str, Any]:
+    """One commit bumps the version of `k` models: the time until the Kustomization has
+    applied it and found it healthy, and the writes it cost per bumped model."""
+    for index in range(k):
+        name = f"model-{index:04d}"
+        repo.write(f"models/{name}.yaml", model_manifests(name, version="2"))
+    revision = f"main@sha1:{repo.commit(f'bump {k} models')}"
+    mark = writes.mark()
+    started = time.monotonic()
+    request_reconcile(api)
+
+    def healthy() -> bool:
+        status = kustomization(api).get("status") or {}
+        fail_on_error(status)
+        return status.get("lastAppliedRevision") == revision and any(
+            x["type"] == "Ready" and x["status"] == "True" for x in status.get("conditions") or []
+        )
+
+    poll(f"the bump of {k} models applied and healthy", healthy, 1800)
+    figures: dict[str, Any] = {"bump_models": k, "bump_ready_seconds": time.monotonic() - started}
+    time.sleep(5)
+    figures["writes_bump"] = audit.per_model(writes.since(mark), k, audit.FLUX_AGENTS)
+    print(
+        f"[flux] bump of {k}: healthy {figures['bump_ready_seconds']:.1f} s; "
+        f"{audit.describe(figures['writes_bump'])}",
+        file=log,
+        flush=True,
+    )
+    return figures
 
 
 def first_sync(
@@ -407,6 +474,16 @@ def first_sync(
 
     poll(f"{n} Deployments available", ready, 1800)
     figures["ready_seconds"] = time.monotonic() - started
+
+    def healthy() -> bool:
+        status = kustomization(api).get("status") or {}
+        fail_on_error(status)
+        return any(
+            x["type"] == "Ready" and x["status"] == "True" for x in status.get("conditions") or []
+        )
+
+    poll("the Kustomization Ready (its health checks passed)", healthy, 1800)
+    figures["kustomization_ready_seconds"] = time.monotonic() - started
     return figures
 
 
@@ -434,7 +511,7 @@ def resync(api: kubernetes.client.ApiClient) -> dict[str, float]:
     return {"resync_seconds": seconds, "resync_changed_objects": changed}
 
 
-def report(figures: dict[str, float], binaries: build.FluxBinaries) -> None:
+def report(figures: dict[str, Any], binaries: build.FluxBinaries) -> None:
     mib = 2**20
     versions = ", ".join(f"{name} {version}" for name, version in binaries.versions.items())
     rows = [
@@ -447,6 +524,12 @@ def report(figures: dict[str, float], binaries: build.FluxBinaries) -> None:
         ("all Deployments+Services exist", f"{figures['applied_seconds']:.1f} s"),
         ("Kustomization reports applied", f"{figures['kustomization_applied_seconds']:.1f} s"),
         ("all Deployments available", f"{figures['ready_seconds']:.1f} s"),
+        ("Kustomization Ready (wait: true)", f"{figures['kustomization_ready_seconds']:.1f} s"),
+        ("writes per model, cold", f"{figures['writes_cold']['writes_per_model']:.2f}"),
+        (
+            f"writes per model, bump of {figures['bump_models']}",
+            f"{figures['writes_bump']['writes_per_model']:.2f}",
+        ),
         ("resync, nothing changed", f"{figures['resync_seconds']:.1f} s"),
         ("resync, objects changed", f"{figures['resync_changed_objects']:.0f}"),
         (
