@@ -70,6 +70,9 @@ def probe(kube: Kube) -> None:
 
 def unreachable(error: BaseException) -> str | None:
     """Why a request did not reach the server, in a line; None if it did."""
+    if isinstance(error, kubernetes.client.ApiException) and not error.status:
+        # The client's own wrapping of a failed TLS handshake (status 0): no answer.
+        return " ".join(str(error.reason or "no answer").split()).replace("Error ", "Error: ", 1)
     if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
         error = error.reason
     if isinstance(error, urllib3.exceptions.HTTPError | OSError):
