@@ -115,9 +115,10 @@ demo-down: venv
 # builds of every image. models, on the real node (a line says why when it cannot start):
 # commit -> first correct prediction per runtime and for version bumps (BENCH_BUMPS=3);
 # latency and throughput through a model's Service (BENCH_REQUESTS=2000, BENCH_CONCURRENCY=8).
-# BENCH_ONLY=images,models (any of cluster, suite, render, images, models) runs only those parts.
+# BENCH_ONLY=images,models (any of cluster, suite, render, images, models, shards) runs only those parts;
+# shards: one operator against two shards at BENCH_SHARDS_N models (2000).
 # Prints tables; the same figures go to bench-results.json.
-BENCH_PARTS := cluster suite render images models
+BENCH_PARTS := cluster suite render images models shards
 BENCH_ONLY ?= $(BENCH_PARTS)
 bench_only = $(filter $(1),$(subst $(comma), ,$(BENCH_ONLY)))
 comma := ,
@@ -130,6 +131,7 @@ bench: venv cluster-binaries
 	$(if $(call bench_only,render),$(PY) -m tests.bench.render)
 	$(if $(call bench_only,images),$(PY) -m tests.bench.image_builds)
 	$(if $(call bench_only,models),$(PY) -m tests.bench.models)
+	$(if $(call bench_only,shards),$(PY) -m tests.bench.shards)
 
 clean: cluster-down
 	rm -rf $(VENV) $(CLUSTER_ROOT) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

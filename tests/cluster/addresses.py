@@ -8,6 +8,8 @@ address of the harness strays outside it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # The host's end of the veth into the real node's network namespace. Servers that
 # pods must reach (the API server, git, the object store) listen here.
 HOST_IP = "198.18.0.1"
@@ -25,3 +27,32 @@ NODE_POD_CIDR = "198.18.96.0/24"
 # On the node's link, never assigned: an object store there is unreachable (tests of
 # a model download that cannot connect).
 UNREACHABLE_STORE = "198.18.0.250"
+# A remote cluster's API server (tests of spec.kubeConfig): on the node's link, never
+# assigned, nothing listens there.
+UNREACHABLE_API = "198.18.0.251"
+
+
+@dataclass(frozen=True)
+class Ranges:
+    """The addresses of one local cluster: the API server's advertised address, its
+    Services, its pods (all of them, then kwok's share) and kwok's node address."""
+
+    advertise: str
+    service_cidr: str
+    service_ip: str
+    cluster_cidr: str
+    kwok_pod_cidr: str
+    kwok_node_ip: str
+
+
+FIRST = Ranges(HOST_IP, SERVICE_CIDR, SERVICE_IP, CLUSTER_CIDR, KWOK_POD_CIDR, KWOK_NODE_IP)
+# A second cluster, kwok only (the remote cluster of tests of spec.kubeConfig): every
+# range disjoint from the first's, and from the real node's.
+SECOND = Ranges(
+    advertise="198.18.2.1",
+    service_cidr="198.18.160.0/20",
+    service_ip="198.18.160.1",
+    cluster_cidr="198.18.128.0/19",
+    kwok_pod_cidr="198.18.128.1/19",
+    kwok_node_ip="198.18.3.1",
+)

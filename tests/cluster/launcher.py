@@ -331,7 +331,9 @@ def audit_log(root: Path) -> Path:
     return root / "logs" / "audit.log"
 
 
-def _apiserver_args(root: Path, ports: dict[str, int], pki: pkimod.Pki) -> list[str]:
+def _apiserver_args(
+    root: Path, ports: dict[str, int], pki: pkimod.Pki, ranges: addresses.Ranges = addresses.FIRST
+) -> list[str]:
     """The API server's command line: the same at first start and at a restart."""
     policy = root / "audit-policy.yaml"
     policy.write_text(AUDIT_POLICY)
@@ -344,7 +346,7 @@ def _apiserver_args(root: Path, ports: dict[str, int], pki: pkimod.Pki) -> list[
         "--bind-address=127.0.0.1",
         # The real node and its pods reach the API server there (through a forwarder
         # the node starts); the `kubernetes` Service's endpoint points at it.
-        f"--advertise-address={addresses.HOST_IP}",
+        f"--advertise-address={ranges.advertise}",
         f"--secure-port={ports['apiserver']}",
         f"--cert-dir={root / 'pki'}",
         f"--tls-cert-file={pki.serving_cert}",
@@ -354,7 +356,7 @@ def _apiserver_args(root: Path, ports: dict[str, int], pki: pkimod.Pki) -> list[
         f"--service-account-key-file={pki.service_account_public_key}",
         f"--service-account-signing-key-file={pki.service_account_key}",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={ranges.service_cidr}",
         # Reach kubelets (logs, exec) by their node IP: a node's name would be looked up
         # in the machine's DNS, outside the cluster's addresses.
         "--kubelet-preferred-address-types=InternalIP",
@@ -527,6 +529,7 @@ def start(
     log: TextIO = sys.stderr,
     timeout: float = 120.0,
     pick_ports: Callable[[int], list[int]] = free_ports,
+    ranges: addresses.Ranges = addresses.FIRST,
 ) -> Cluster:
     """Start a cluster in `root` (created if missing) and wait until a node is schedulable.
 
@@ -565,7 +568,7 @@ def start(
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
             ports = dict(zip(PORT_NAMES, pick_ports(len(PORT_NAMES)), strict=True))
-            return _start_once(root, binaries, ports, nodes, die_with_parent, log, timeout)
+            return _start_once(root, binaries, ports, nodes, die_with_parent, log, timeout, ranges)
         except PortInUseError as error:
             last_error = error
             print(
@@ -583,12 +586,13 @@ def _start_once(
     die_with_parent: bool,
     log: TextIO,
     timeout: float,
+    ranges: addresses.Ranges = addresses.FIRST,
 ) -> Cluster:
     started = time.monotonic()
     logs = root / "logs"
     logs.mkdir(exist_ok=True)
     shutil.rmtree(root / "etcd", ignore_errors=True)
-    pki = pkimod.create(root / "pki", SERVICE_IP, addresses.HOST_IP)
+    pki = pkimod.create(root / "pki", ranges.service_ip, ranges.advertise)
     server = f"https://127.0.0.1:{ports['apiserver']}"
     kubeconfig = root / "kubeconfig"
     kubeconfig.write_text(kubeconfig_yaml(server, pki))
@@ -624,7 +628,7 @@ def _start_once(
         )
         _wait("etcd", lambda: _get(etcd_url + "/health") is not None, 30, processes)
 
-        launch("kube-apiserver", binaries.kube_apiserver, _apiserver_args(root, ports, pki))
+        launch("kube-apiserver", binaries.kube_apiserver, _apiserver_args(root, ports, pki, ranges))
         apiserver_context = _ssl_context(pki)
         _wait(
             "kube-apiserver /readyz",
@@ -650,8 +654,8 @@ def _start_once(
                 # for work a real cluster spreads over many machines.
                 f"--kube-api-qps={CONTROL_PLANE_QPS}",
                 f"--kube-api-burst={CONTROL_PLANE_BURST}",
-                f"--cluster-cidr={addresses.CLUSTER_CIDR}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--cluster-cidr={ranges.cluster_cidr}",
+                f"--service-cluster-ip-range={ranges.service_cidr}",
                 "--concurrent-deployment-syncs=10",
                 "--concurrent-replicaset-syncs=10",
                 "--use-service-account-credentials=true",
@@ -694,8 +698,8 @@ def _start_once(
                 f"--config={kwok_config}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
-                f"--cidr={POD_CIDR}",
-                f"--node-ip={addresses.KWOK_NODE_IP}",
+                f"--cidr={ranges.kwok_pod_cidr}",
+                f"--node-ip={ranges.kwok_node_ip}",
                 "--node-lease-duration-seconds=40",
                 f"--server-address=127.0.0.1:{ports['kwok']}",
             ],

@@ -98,3 +98,38 @@ def test_pod_ranges_lie_in_the_cluster_range_and_apart() -> None:
     assert not kwok.overlaps(node)
     assert not service.overlaps(cluster)
     assert ipaddress.ip_address(addresses.SERVICE_IP) == next(service.hosts())
+
+
+def _networks(ranges: addresses.Ranges) -> list[ipaddress.IPv4Network]:
+    values = (
+        ranges.advertise,
+        ranges.service_cidr,
+        ranges.cluster_cidr,
+        ranges.kwok_pod_cidr,
+        ranges.kwok_node_ip,
+    )
+    return [ipaddress.IPv4Network(value, strict=False) for value in values]
+
+
+def test_remote_cluster_ranges_are_disjoint_from_the_first_and_the_node() -> None:
+    second = _networks(addresses.SECOND)
+    first = [
+        *_networks(addresses.FIRST),
+        *(
+            ipaddress.IPv4Network(value, strict=False)
+            for value in (
+                addresses.NODE_IP,
+                addresses.NODE_POD_CIDR,
+                addresses.UNREACHABLE_STORE,
+                addresses.UNREACHABLE_API,
+            )
+        ),
+    ]
+    for network in second:
+        assert any(network.subnet_of(allowed) for allowed in ALLOWED), network
+        assert not [other for other in first if network.overlaps(other)], network
+    service = ipaddress.IPv4Network(addresses.SECOND.service_cidr)
+    assert ipaddress.ip_address(addresses.SECOND.service_ip) == next(service.hosts())
+    assert ipaddress.IPv4Network(addresses.SECOND.kwok_pod_cidr, strict=False).subnet_of(
+        ipaddress.IPv4Network(addresses.SECOND.cluster_cidr)
+    )

@@ -96,6 +96,12 @@ REASON_SUSPENDED: Final = "Suspended"
 REASON_SERVICE_ACCOUNT_NOT_FOUND: Final = "ServiceAccountNotFound"
 REASON_TARGET_NAMESPACE_NOT_ALLOWED: Final = "TargetNamespaceNotAllowed"
 REASON_NAMESPACE_NOT_ENABLED: Final = "NamespaceNotEnabled"
+# Remote clusters (spec.kubeConfig): the namespace may not name one (a platform setting);
+# its kubeconfig Secret is missing, of another type or refused; its API server does not
+# answer.
+REASON_REMOTE_CLUSTER_NOT_ALLOWED: Final = "RemoteClusterNotAllowed"
+REASON_KUBECONFIG_INVALID: Final = "KubeConfigInvalid"
+REASON_CLUSTER_UNREACHABLE: Final = "ClusterUnreachable"
 # The environment failed the sync (API server unreachable, overloaded): tried again soon.
 REASON_RETRYING: Final = "Retrying"
 # A fault of ours: recorded, tried again with backoff, never a hot loop.
@@ -156,6 +162,13 @@ SECRET_TYPE_GIT: Final = f"{GROUP}/git"
 # The only Secret type spec.notify.secretRef may name: its `token` goes to a git host's
 # API (commit statuses), so only a Secret made for that is ever sent.
 SECRET_TYPE_PROVIDER: Final = f"{GROUP}/git-provider"
+# The only Secret type spec.kubeConfig.secretRef may name, and its key: the kubeconfig of
+# a remote cluster, made for that.
+SECRET_TYPE_KUBECONFIG: Final = f"{GROUP}/kubeconfig"
+KUBECONFIG_KEY: Final = "value"
+# Which controllers one operator runs (`--controllers`): a remote cluster's runs serving.
+CONTROLLER_GITOPS: Final = "gitops"
+CONTROLLER_SERVING: Final = "serving"
 # A commit status could not be set (the provider, the revision and the host's answer).
 EVENT_COMMIT_STATUS_FAILED: Final = "CommitStatusFailed"
 # A model's rollback pull request was opened, updated or closed as superseded; or could not be.

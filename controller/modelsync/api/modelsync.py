@@ -52,6 +52,8 @@ class ModelSyncSpec:
     rollback_write_back: bool = False
     webhook_secret_ref: str | None = None
     receivers: tuple[Receiver, ...] = ()
+    # The name of a Secret of type modelsync.io/kubeconfig: apply to that cluster.
+    kube_config_secret_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,8 @@ def parse_spec(data: Object, path: str = "spec") -> ModelSyncSpec:
     repo = f.obj(data, "repo", path)
     secret = f.opt_obj(repo, "secretRef", f"{path}.repo")
     webhook = f.opt_obj(data, "webhookSecretRef", path)
+    kube_config = f.opt_obj(data, "kubeConfig", path)
+    kube_secret = f.obj(kube_config, "secretRef", f"{path}.kubeConfig") if kube_config else None
     return ModelSyncSpec(
         repo=Repo(
             url=f.string(repo, "url", f"{path}.repo"),
@@ -138,6 +142,9 @@ def parse_spec(data: Object, path: str = "spec") -> ModelSyncSpec:
         if webhook
         else None,
         receivers=parse_receivers(f.opt_obj(data, "notify", path) or {}, f"{path}.notify"),
+        kube_config_secret_ref=f.string(kube_secret, "name", f"{path}.kubeConfig.secretRef")
+        if kube_secret
+        else None,
     )
 
 

@@ -965,6 +965,29 @@ def _live_model(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] |
     help="namespaces whose ModelSyncs may write cluster-scoped objects (repeat; patterns)",
 )
 @click.option(
+    "--allow-remote-clusters",
+    multiple=True,
+    metavar="PATTERN",
+    help="namespaces whose ModelSyncs may apply to another cluster (spec.kubeConfig; "
+    "repeat; patterns)",
+)
+@click.option(
+    "--remote-cluster-server",
+    "remote_cluster_servers",
+    multiple=True,
+    callback=lambda _ctx, _param, values: _remote_cluster_servers(values),
+    help="an API server (https://host:port) a spec.kubeConfig may name (repeat for more; "
+    "default: none)",
+)
+@click.option(
+    "--controllers",
+    default=",".join(OperatorSettings.controllers),
+    show_default=True,
+    callback=lambda _ctx, _param, value: _controllers(value),
+    help="the controllers to run, comma-separated: gitops (ModelSyncs), serving "
+    "(ModelDeployments); a remote cluster's operator runs serving",
+)
+@click.option(
     "--model-pod-security",
     type=click.Choice(MODEL_POD_SECURITY_CHOICES),
     default=OperatorSettings.model_pod_security,
@@ -1071,6 +1094,9 @@ def run(
     apply_as_operator: bool,
     allow_other_namespaces: tuple[str, ...],
     allow_cluster_scoped: tuple[str, ...],
+    allow_remote_clusters: tuple[str, ...],
+    remote_cluster_servers: tuple[str, ...],
+    controllers: tuple[str, ...],
     model_pod_security: str,
     runtime_image_pairs: tuple[str, ...],
     storage_initializer_image: str,
@@ -1126,6 +1152,9 @@ def run(
         apply_as_operator=apply_as_operator,
         allow_other_namespaces=allow_other_namespaces,
         allow_cluster_scoped=allow_cluster_scoped,
+        allow_remote_clusters=allow_remote_clusters,
+        remote_cluster_servers=remote_cluster_servers,
+        controllers=controllers,
         model_pod_security=model_pod_security,
         runtime_images=runtime_images,
         storage_initializer_image=storage_initializer_image.strip(),
@@ -1187,6 +1216,33 @@ def _commit_status_api_urls(values: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(parse_api_url(value) for value in values)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--commit-status-api-url") from None
+
+
+def _remote_cluster_servers(values: tuple[str, ...]) -> tuple[str, ...]:
+    from modelsync.api.origins import parse_origin
+
+    try:
+        servers = tuple(
+            parse_origin(value, "an API server", "https://prod-api.example.com:6443")
+            for value in values
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--remote-cluster-server") from None
+    if any(not server.startswith("https://") for server in servers):
+        raise click.BadParameter("https:// only (TLS)", param_hint="--remote-cluster-server")
+    return servers
+
+
+def _controllers(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    known = (c.CONTROLLER_GITOPS, c.CONTROLLER_SERVING)
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"{value!r}: name one or both of {', '.join(known)}, e.g. --controllers serving",
+            param_hint="--controllers",
+        )
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:

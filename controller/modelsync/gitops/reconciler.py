@@ -31,6 +31,7 @@ from modelsync.gitops import modelhealth, samples, writeback
 from modelsync.gitops import prune as prunemod
 from modelsync.gitops import render as rendering
 from modelsync.gitops.apply import Applier, OwnershipError, inventory_of
+from modelsync.gitops.clusters import ClusterError, Clusters
 from modelsync.gitops.commitstatus import PullRequest, StatusWriter
 from modelsync.gitops.fetch import (
     Credentials,
@@ -51,6 +52,7 @@ from modelsync.gitops.status import (
     set_models_not_ready,
 )
 from modelsync.gitops.validate import content_errors, policy_errors, policy_for
+from modelsync.kube import remote as remotemod
 from modelsync.kube.client import Kube, Manifest, api_message, transient
 from modelsync.runtime.settings import OperatorSettings
 from modelsync.telemetry import logs, metrics
@@ -77,8 +79,13 @@ RETRIED_REASONS = frozenset(
         c.REASON_INTERNAL_ERROR,
         c.REASON_PRUNE_FAILED,  # an admission policy or a RoleBinding may change
         c.REASON_FORBIDDEN,
+        c.REASON_KUBECONFIG_INVALID,  # a Secret is not watched: looked at again
+        c.REASON_CLUSTER_UNREACHABLE,
     }
 )
+# A remote cluster is not watched: while a revision's models there are not Ready yet,
+# they are looked at again this soon (not an interval later).
+REMOTE_HEALTH_SECONDS = 15.0
 
 
 def retry_delay(failures: int, interval: float, jitter: float) -> float:
@@ -123,9 +130,11 @@ class SyncReconciler:
         watches: Callable[[str], bool] = lambda _: False,
         settings: OperatorSettings | None = None,
         statuses: StatusWriter | None = None,
+        clusters: Clusters | None = None,
         notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings or OperatorSettings()
+        self.clusters = clusters or Clusters(kube, self.settings)
         self.statuses = statuses  # commit statuses back to the git host (spec.notify)
         self.notifier = notifier  # notifications to people (spec.notify.receivers)
         self.kube = kube
@@ -138,6 +147,8 @@ class SyncReconciler:
         # conditions computed from the status it read.
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # A remote ModelSync's models' health as its last sync read it there (not watched).
+        self._remote_seen: dict[tuple[str, str], modelhealth.ModelsHealth] = {}
         self.jitter: Callable[[], float] = lambda: random.uniform(-RETRY_JITTER, RETRY_JITTER)  # noqa: S311 - spreading retries, not security
 
     @contextmanager
@@ -161,6 +172,8 @@ class SyncReconciler:
             ms = self.cache.get(c.MODELSYNC_KIND, namespace, name)
             if ms is None or ms["metadata"].get("deletionTimestamp"):
                 return
+            if parse_spec(ms["spec"]).kube_config_secret_ref:
+                return  # its models are in another cluster: looked at by its syncs
             status = dict(ms.get("status") or {})
             revision = status.get("lastAppliedRevision")
             if not revision:
@@ -214,6 +227,21 @@ class SyncReconciler:
 
         return modelhealth.assess(inventory, lookup, self.watches)
 
+    def _health_for(
+        self, ms: Manifest
+    ) -> Callable[[list[dict[str, str]]], modelhealth.ModelsHealth]:
+        """How the models of the ModelSync's inventory are: from the cache, or for a remote
+        ModelSync as its last sync read them there (not reached yet: said so)."""
+        if not parse_spec(ms["spec"]).kube_config_secret_ref:
+            return self._health
+        seen = self._remote_seen.get((ms["metadata"]["namespace"], ms["metadata"]["name"]))
+        if seen is not None:
+            return lambda _: seen
+        return lambda inventory: modelhealth.ModelsHealth(
+            len(owned_models(inventory)),
+            [(f"{ns}/{n}", "cluster not reached") for ns, n in sorted(owned_models(inventory))],
+        )
+
     def _written_models(
         self, planned: list[Planned], changes: ChangeSet
     ) -> dict[tuple[str, str], Manifest | None]:
@@ -247,20 +275,27 @@ class SyncReconciler:
             return None
         started = self.clock()
         interval = interval_seconds(spec.interval)
+        remote = bool(spec.kube_config_secret_ref)
         with metrics.SYNC_SECONDS.labels(namespace, name).time():
             try:
                 outcome = self._sync(ms)
             except Exception as error:
                 environment = isinstance(error, kubernetes.client.ApiException) and transient(error)
-                if not environment:  # the steps turn every answer about content into errors
+                # A remote cluster gone in the middle of a sync: no answer at all.
+                gone = remote and remotemod.unreachable(error) is not None
+                if not (environment or gone):  # the steps turn answers about content into errors
                     log.exception("sync %s/%s failed", namespace, name)
                 reason = c.REASON_RETRYING if environment else c.REASON_INTERNAL_ERROR
+                reason = c.REASON_CLUSTER_UNREACHABLE if gone else reason
                 outcome = self._failed(namespace, name, interval, reason, error)
             self._record(ms, outcome, started)
         metrics.SYNCS.labels(namespace, name, outcome.reason).inc()
         for action, objects in outcome.changes.by_action().items():
             metrics.OBJECTS_APPLIED.labels(action=action).inc(len(objects))
-        return self._next_sync(namespace, name, outcome, interval)
+        delay = self._next_sync(namespace, name, outcome, interval)
+        if remote and outcome.reason == c.REASON_MODELS_NOT_READY:
+            return min(delay, REMOTE_HEALTH_SECONDS)
+        return delay
 
     def _failed(
         self, namespace: str, name: str, interval: float, reason: str, error: Exception
@@ -312,8 +347,14 @@ class SyncReconciler:
             outcome.stalled = True
             return outcome
         try:
-            writer = self._applying_as(ms)
+            # Another cluster (spec.kubeConfig): its kubeconfig's user applies there.
+            target = self.clusters.target(ms)
+            writer = target or self._applying_as(ms)
             credentials = self._credentials(meta["namespace"], spec["repo"].get("secretRef"))
+        except ClusterError as error:
+            outcome.reason, outcome.message = error.reason, str(error)
+            outcome.stalled, outcome.headline = error.stalled, error.headline
+            return outcome
         except NoAccountError as error:
             outcome.reason, outcome.message = c.REASON_SERVICE_ACCOUNT_NOT_FOUND, str(error)
             return outcome
@@ -362,11 +403,11 @@ class SyncReconciler:
             outcome.reason, outcome.message = c.REASON_RENDERER_MISSING, str(error)
             return outcome
         applier = Applier(
-            self.kube,
+            target or self.kube,
             writer,
             meta["namespace"],
             meta["name"],
-            self._cached,
+            self._cached if target is None else None,
             shard=(meta.get("labels") or {}).get(c.LABEL_SHARD, ""),
         )
         # Our own resources first, before any request (as `modelsync validate` does).
@@ -446,7 +487,14 @@ class SyncReconciler:
                 f"(selfHeal is off), see history"
             )
             return outcome
-        rolled = self._rolled_back_models(meta["namespace"], meta["name"], current)
+        # A remote cluster's models: read there, once (its cluster is not watched).
+        inventory = outcome.inventory or []
+        models = None if target is None else remote_models(target, inventory)
+        if models is not None:
+            self._remote_seen[(meta["namespace"], meta["name"])] = modelhealth.assess(
+                inventory, lambda *key: models.get(key), bool
+            )
+        rolled = self._rolled_back_models(meta["namespace"], meta["name"], current, models)
         rolled_back = [f"model {md['metadata']['name']}: {message}" for md, message in rolled]
         if rolled and typed.rollback_write_back:
             outcome.write_backs, outcome.write_back_error = self._write_back(
@@ -462,7 +510,11 @@ class SyncReconciler:
             names = ", ".join(md["metadata"]["name"] for md, _ in rolled)
             outcome.headline = f"applied {revision.name}; rolled back, not as in git: {names}"
             return outcome
-        health = self._health(outcome.inventory, self._written_models(planned, changes))
+        health = (
+            self._health(outcome.inventory, self._written_models(planned, changes))
+            if models is None
+            else self._remote_seen[(meta["namespace"], meta["name"])]
+        )
         if not health.healthy:
             # Applied, but not serving yet (or no longer): Ready waits for the models;
             # their Ready changes re-queue a health refresh, not another sync.
@@ -542,20 +594,28 @@ class SyncReconciler:
         return done, ""
 
     def _rolled_back_models(
-        self, namespace: str, name: str, inventory: list[dict[str, str]]
+        self,
+        namespace: str,
+        name: str,
+        inventory: list[dict[str, str]],
+        models: dict[tuple[str, str], Manifest] | None = None,
     ) -> list[tuple[Manifest, str]]:
         """The rolled-back ModelDeployments this ModelSync applied: those of its inventory.
         Labels alone would let anyone who can label a ModelDeployment (in any namespace)
-        mark this ModelSync rolled back and have it push with this ModelSync's credentials."""
+        mark this ModelSync rolled back and have it push with this ModelSync's credentials.
+        `models`: those of a remote cluster (read there), instead of the cache."""
         ours = owned_models(inventory)
         labels = {c.LABEL_SYNC_NAME: name, c.LABEL_SYNC_NAMESPACE: namespace}
-        found = self.cache.select(
-            c.MODELDEPLOYMENT_KIND,
-            lambda md: (
-                (md["metadata"].get("namespace", ""), md["metadata"]["name"]) in ours
-                and conditions.is_true((md.get("status") or {}).get("conditions"), c.ROLLED_BACK)
-            ),
-            labels=labels,
+
+        def rolled_back(md: Manifest) -> bool:
+            return (md["metadata"].get("namespace", ""), md["metadata"]["name"]) in ours and (
+                conditions.is_true((md.get("status") or {}).get("conditions"), c.ROLLED_BACK)
+            )
+
+        found = (
+            self.cache.select(c.MODELDEPLOYMENT_KIND, rolled_back, labels=labels)
+            if models is None
+            else [md for md in models.values() if rolled_back(md)]
         )
         return [
             (md, str((conditions.find(md["status"]["conditions"], c.ROLLED_BACK) or {})["message"]))
@@ -624,7 +684,7 @@ class SyncReconciler:
     # ------------------------------------------------------------------ record
 
     def _record(self, ms: Manifest, outcome: Outcome, started: datetime.datetime) -> None:
-        recorded = record(ms, outcome, started, self.clock(), self._health)
+        recorded = record(ms, outcome, started, self.clock(), self._health_for(ms))
         if recorded.event is not None:
             meta = ms["metadata"]
             event = recorded.event
@@ -744,6 +804,19 @@ def _describe_errors(revision: Revision, errors: list[RevisionError]) -> str:
         f"revision {revision.name} rejected, nothing applied; the last applied revision "
         f"keeps running: {shown}{more}"
     )
+
+
+def remote_models(kube: Kube, inventory: list[dict[str, str]]) -> dict[tuple[str, str], Manifest]:
+    """The inventory's ModelDeployments as a remote cluster holds them: one list per
+    namespace (the kubeconfig's user may have rights in those namespaces only)."""
+    ours = owned_models(inventory)
+    found: dict[tuple[str, str], Manifest] = {}
+    for namespace in sorted({ns for ns, _ in ours}):
+        for md in kube.list_objects(c.API_VERSION, c.MODELDEPLOYMENT_KIND, "", namespace):
+            key = (md["metadata"].get("namespace", ""), md["metadata"]["name"])
+            if key in ours:
+                found[key] = md
+    return found
 
 
 def owned_models(inventory: list[dict[str, str]]) -> set[tuple[str, str]]:

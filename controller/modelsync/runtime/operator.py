@@ -143,6 +143,8 @@ class Operator:
         patterns = self.settings.namespaces
         if self.kube is None or (patterns and not namespace_matches(namespace, patterns)):
             return None
+        if c.CONTROLLER_GITOPS not in self.settings.controllers:
+            return None  # a serving-only operator syncs no ModelSync
         key, now = (namespace, name), time.monotonic()
         cached = self.uncached.get(key)
         if cached is not None and now - cached[0] < WEBHOOK_TOKEN_TTL_SECONDS:
@@ -255,6 +257,8 @@ async def _relist(runtime: Operator) -> None:
     while True:
         await asyncio.sleep(runtime.settings.relist_seconds)
         for kind in RELISTED_KINDS:
+            if kind not in runtime.handlers:
+                continue  # a controller this operator does not run (--controllers)
             try:
                 await relist(runtime, kind)
             except Exception:  # a failed round is logged; the next one tries again
@@ -373,6 +377,8 @@ def mark_unserved(runtime: Operator) -> int:
 def resync_all(runtime: Operator) -> int:
     """Queue every known ModelDeployment; returns how many."""
     assert runtime.queue is not None
+    if c.CONTROLLER_SERVING not in runtime.settings.controllers:
+        return 0
     keys = [
         (c.MODELDEPLOYMENT_KIND, ns, name)
         for ns, name in runtime.cache.names(c.MODELDEPLOYMENT_KIND)
@@ -558,6 +564,10 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
     """kopf handlers bound to one Operator (tests run several operators in one process)."""
     registry = kopf.OperatorRegistry()
     settings = runtime.settings
+    # `--controllers`: a remote cluster's operator serves (and rolls back) its
+    # ModelDeployments, and syncs no ModelSync; one of gitops alone serves none.
+    gitops = c.CONTROLLER_GITOPS in settings.controllers
+    serving = c.CONTROLLER_SERVING in settings.controllers
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -636,7 +646,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
         runtime.tasks.append(asyncio.create_task(_resync(runtime)))
         runtime.tasks.append(asyncio.create_task(_relist(runtime)))
         runtime.tasks.append(asyncio.create_task(_heartbeat(runtime.health)))
-        if not runtime.settings.shard:
+        if not runtime.settings.shard and gitops:
             runtime.tasks.append(asyncio.create_task(_watch_shards(runtime)))
         metrics.track_queue(lambda: len(runtime.queue or ()))
         runtime.health.role = probes.ROLE_LEADER
@@ -657,8 +667,11 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             runtime.notifier.shutdown()
 
     def enqueue(key: Hashable) -> None:
-        if runtime.queue is not None:
-            runtime.queue.add(key)
+        if runtime.queue is None:
+            return
+        if not serving and isinstance(key, tuple) and key[0] == c.MODELDEPLOYMENT_KIND:
+            return  # the ModelDeployments are watched for their ModelSyncs' health only
+        runtime.queue.add(key)
 
     def refresh_health(sync: tuple[str, str]) -> None:
         """Soon, once for every Ready change until then (never postponed further)."""
@@ -719,7 +732,6 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             if sync := owner():
                 refresh_health(sync)
 
-    @kopf.on.event(c.GROUP, c.VERSION, c.MODELSYNC_PLURAL, registry=registry)
     async def modelsync_event(
         *, type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any
     ) -> None:
@@ -740,10 +752,12 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
         if previous is None or sync_trigger(previous) != sync_trigger(dict(body)):
             enqueue((c.MODELSYNC_KIND, namespace, name))
 
-    runtime.handlers = {
-        c.MODELSYNC_KIND: modelsync_event,
-        c.MODELDEPLOYMENT_KIND: modeldeployment_event,
-    }
+    # The periodic list goes through the same handlers: a serving-only operator's lists
+    # its ModelDeployments alone.
+    runtime.handlers = {c.MODELDEPLOYMENT_KIND: modeldeployment_event}
+    if gitops:
+        kopf.on.event(c.GROUP, c.VERSION, c.MODELSYNC_PLURAL, registry=registry)(modelsync_event)
+        runtime.handlers[c.MODELSYNC_KIND] = modelsync_event
 
     def owned_handler(kind: str) -> Callable[..., Coroutine[Any, Any, None]]:
         async def owned_event(
@@ -778,7 +792,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
 
         return owned_event
 
-    for kind, (group, version, plural) in _OWNED_RESOURCES.items():
+    for kind, (group, version, plural) in _OWNED_RESOURCES.items() if serving else ():
         kopf.on.event(
             group,
             version,

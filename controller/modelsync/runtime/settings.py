@@ -134,6 +134,20 @@ class OperatorSettings:
     """Namespaces (patterns) whose ModelSyncs may write cluster-scoped objects (CRDs,
     ClusterRoles, Namespaces...); the account applying them still needs the RBAC."""
 
+    allow_remote_clusters: tuple[str, ...] = field(default_factory=tuple)
+    """Namespaces (patterns) whose ModelSyncs may apply to another cluster through
+    spec.kubeConfig; elsewhere such a ModelSync is refused (RemoteClusterNotAllowed)."""
+
+    remote_cluster_servers: tuple[str, ...] = field(default_factory=tuple)
+    """The API servers, as https://host:port, a spec.kubeConfig kubeconfig may name; any
+    other is refused before a connection (a tenant's kubeconfig would otherwise point the
+    operator at any address it reaches). Empty: none."""
+
+    controllers: tuple[str, ...] = ("gitops", "serving")
+    """Which controllers this operator runs: "gitops" (ModelSyncs: fetch, apply, prune,
+    write-back) and "serving" (ModelDeployments: serve, roll back). A remote cluster that
+    a management operator applies to runs "serving" alone."""
+
     model_pod_security: str = "restricted"
     """How model pods run: "restricted" (non-root uid 1000, no privilege escalation, all
     capabilities dropped, read-only root filesystem with an emptyDir at /tmp) or "image"
