@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -165,7 +166,21 @@ def remote(binaries: build.Binaries, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="module")
+def blackholed() -> Iterator[str]:
+    """The unreachable remote's address, routed nowhere for the module. Without the real
+    node's link, 198.18.0.0/15 follows the default route off this machine (something there
+    once answered TLS): a test's traffic must never leave it."""
+    prefix = f"{addresses.UNREACHABLE_API}/32"
+    subprocess.run(["ip", "route", "replace", "blackhole", prefix], check=True)
+    try:
+        yield addresses.UNREACHABLE_API
+    finally:
+        subprocess.run(["ip", "route", "del", "blackhole", prefix], check=False)
+
+
+@pytest.fixture(scope="module")
 def management(
+    blackholed: str,
     local_cluster: LocalCluster,
     crds: list[str],
     renderers: dict[str, Path],
