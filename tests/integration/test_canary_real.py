@@ -10,9 +10,6 @@ client has made its requests, then released: no wall-clock pause to guess."""
 from __future__ import annotations
 
 import json
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,50 +28,17 @@ from tests.integration.test_models_real import (
     failures,
     infer_once,
     model_yaml,
+    own_operator,
     service_ip,
     storage_secret,
 )
 from tests.kube import until, wait_for, wait_for_set
 from tests.models import Models, ready_on
-from tests.operatorproc import spawn_operator
 from tests.promserver import PrometheusApi
 
 REQUESTS = 800  # at weight 25 %: +-7 points is 4.5 binomial standard deviations (seen:
 # windows of a few hundred requests vary more than binomial on this loaded machine)
 TOLERANCE = 7.0
-
-
-@contextmanager
-def canary_operator(
-    local: LocalCluster, namespace: str, refs: dict[str, str], prometheus: str, log: Path
-) -> Iterator[None]:
-    with log.open("wb") as out:
-        process = spawn_operator(
-            local.kubeconfig,
-            "-n",
-            namespace,
-            "--http-port",
-            "0",
-            "--runtime-image",
-            f"mlserver={refs['mlserver']}",
-            "--storage-initializer-image",
-            refs["storage-initializer"],
-            "--image-pull-policy",
-            "Never",
-            "--analysis-endpoint",
-            prometheus,
-            log=out,
-            die_with_parent=True,
-        )
-    try:
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def share_of(answers: list[dict[str, Any]], predictions: list[int]) -> float:
@@ -116,8 +80,13 @@ def test_real_canary_sends_its_weight_and_promotes_without_losing_a_request(
         return body
 
     try:
-        with canary_operator(
-            local_cluster, namespace, node_images, prometheus.url, tmp_path / "operator.log"
+        with own_operator(
+            local_cluster,
+            namespace,
+            node_images,
+            tmp_path / "operator.log",
+            "--analysis-endpoint",
+            prometheus.url,
         ):
             models.create(spec("1"))
             try:

@@ -415,20 +415,27 @@ def test_commit_status_github_and_gitlab_requests_match_their_documented_apis(
     assert [body["state"] for body in api.taken] == ["pending", middle, "success"]
 
 
-def wait_event(syncs: Syncs, name: str, *words: str) -> str:
+def wait_event(
+    syncs: Syncs,
+    name: str,
+    *words: str,
+    reason: str = c.EVENT_COMMIT_STATUS_FAILED,
+    timeout: float = 60,
+) -> str:
+    """The note of the first `reason` Event of ModelSync `name` saying all of `words`."""
     events = kubernetes.dynamic.DynamicClient(syncs.cluster.api).resources.get(
         api_version="events.k8s.io/v1", kind="Event"
     )
     found = wait_for_items(
         events,
         lambda e: (
-            e.get("reason") == c.EVENT_COMMIT_STATUS_FAILED
+            e.get("reason") == reason
             and (e.get("regarding") or {}).get("name") == name
             and all(word in (e.get("note") or "") for word in words)
         ),
         namespace=syncs.namespace,
-        timeout=60,
-        describe=f"a {c.EVENT_COMMIT_STATUS_FAILED} event of {name} saying {words}",
+        timeout=timeout,
+        describe=f"a {reason} event of {name} saying {words}",
     )
     return str(found["note"])
 

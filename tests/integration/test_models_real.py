@@ -80,9 +80,9 @@ with open(out, "a") as log:
 
 @contextlib.contextmanager
 def own_operator(
-    local: LocalCluster, namespace: str, refs: dict[str, str], log: Path
+    local: LocalCluster, namespace: str, refs: dict[str, str], log: Path, *args: str
 ) -> Iterator[None]:
-    """The operator as an installation runs it, with this machine's images."""
+    """The operator as an installation runs it, with this machine's images (and `args`)."""
     with log.open("wb") as out:
         process = spawn_operator(
             local.kubeconfig,
@@ -96,6 +96,7 @@ def own_operator(
             refs["storage-initializer"],
             "--image-pull-policy",
             "Never",
+            *args,
             log=out,
             die_with_parent=True,
         )

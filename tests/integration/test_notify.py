@@ -24,9 +24,9 @@ from modelsync.telemetry import metrics
 from tests.cluster.gitea import Gitea
 from tests.gitserver import GitHttpServer, SlowHttpServer
 from tests.integration import test_commit_status, test_git_rollback
-from tests.integration.test_commit_status import GiteaRepo, secret
+from tests.integration.test_commit_status import GiteaRepo, secret, wait_event
 from tests.integration.test_rollback import DEADLINE, broken_model_yaml, rolled_back
-from tests.kube import dict_condition, wait_for_items
+from tests.kube import dict_condition
 from tests.models import Models, ready_on
 from tests.syncs import Syncs, model_yaml
 
@@ -135,21 +135,7 @@ def events_of(syncs: Syncs) -> list[dict[str, Any]]:
 
 
 def wait_notify_event(syncs: Syncs, name: str, *words: str, timeout: float = 60) -> str:
-    events = kubernetes.dynamic.DynamicClient(syncs.cluster.api).resources.get(
-        api_version="events.k8s.io/v1", kind="Event"
-    )
-    found = wait_for_items(
-        events,
-        lambda e: (
-            e.get("reason") == c.EVENT_NOTIFICATION_FAILED
-            and (e.get("regarding") or {}).get("name") == name
-            and all(word in (e.get("note") or "") for word in words)
-        ),
-        namespace=syncs.namespace,
-        timeout=timeout,
-        describe=f"a {c.EVENT_NOTIFICATION_FAILED} event of {name} saying {words}",
-    )
-    return str(found["note"])
+    return wait_event(syncs, name, *words, reason=c.EVENT_NOTIFICATION_FAILED, timeout=timeout)
 
 
 def test_notify_each_outcome_once_to_a_signed_webhook_and_a_slack_receiver(

@@ -40,7 +40,7 @@ from modelsync.gitops.promotion import (
     promoted,
 )
 from modelsync.gitops.render import RenderSettings, kustomization_in, render
-from modelsync.gitops.writeback import AUTHOR_EMAIL, AUTHOR_NAME, MODE_EXECUTABLE, MODE_FILE
+from modelsync.gitops.writeback import MODE_EXECUTABLE, MODE_FILE, commit_one_file
 
 ENVIRONMENT_FILES = ("environments.yaml", "manifests/environments.yaml")
 # As in fetch: tarfile's filters came with Python 3.11.4 (the image's is 3.11.2).
@@ -168,24 +168,13 @@ def _mode(repo: git.Repo, commit: str, file: str) -> str:
 
 
 def _commit(repo: git.Repo, base: str, file: str, text: str, message: str) -> str:
-    """`base` with `file` set to `text`: a commit built in a temporary index."""
+    """`base` with `file` set to `text` (see `commit_one_file`)."""
     mode = _mode(repo, base, file)
     with tempfile.TemporaryDirectory(prefix="modelsync-promote-") as scratch:
         content = Path(scratch) / "content"
         content.write_text(text)
-        env = {
-            "GIT_INDEX_FILE": os.path.join(scratch, "index"),
-            "GIT_AUTHOR_NAME": AUTHOR_NAME,
-            "GIT_AUTHOR_EMAIL": AUTHOR_EMAIL,
-            "GIT_COMMITTER_NAME": AUTHOR_NAME,
-            "GIT_COMMITTER_EMAIL": AUTHOR_EMAIL,
-        }
         blob: str = repo.git.hash_object("-w", "--no-filters", "--", str(content))
-        repo.git.read_tree("--end-of-options", base, env=env)
-        repo.git.update_index("--add", "--cacheinfo", f"{mode},{blob.strip()},{file}", env=env)
-        tree: str = repo.git.write_tree(env=env)
-        commit: str = repo.git.commit_tree(tree.strip(), "-p", base, "-m", message, env=env)
-    return commit.strip()
+    return commit_one_file(repo, base, file, mode, blob.strip(), lambda _: message)
 
 
 def _branch(repo: git.Repo, branch: str) -> None:

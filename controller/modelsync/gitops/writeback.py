@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -210,9 +211,24 @@ def _check_branch(repo: git.Repo, branch: str) -> None:
 def _commit(
     repo: git.Repo, base: str, file: str, restored: _Entry, model: str, to: str, reason: str
 ) -> str:
-    """The commit: `base`'s tree with `file` set to the blob it had at `to`, built in a
-    temporary index (the repository's own index and work tree untouched)."""
-    with tempfile.TemporaryDirectory(prefix="modelsync-rollback-") as scratch:
+    """The commit: `base`'s tree with `file` set to the blob it had at `to`."""
+
+    def message(tree: str) -> str:
+        if tree == repo.git.rev_parse("--verify", f"{base}^{{tree}}"):
+            raise RollbackError(f"model {model!r} already is as it was at {to}: nothing to commit")
+        text = f"Roll back model {model} to {to}"
+        return f"{text}\n\n{reason}" if reason else text
+
+    return commit_one_file(repo, base, file, restored.mode, restored.object, message)
+
+
+def commit_one_file(
+    repo: git.Repo, base: str, file: str, mode: str, blob: str, message: Callable[[str], str]
+) -> str:
+    """A commit of `base`'s tree with `file` set to `blob`, built in a temporary index (the
+    repository's own index and work tree untouched), as rollback and promote write them;
+    `message` is given the new tree (and may refuse it)."""
+    with tempfile.TemporaryDirectory(prefix="modelsync-commit-") as scratch:
         env = {
             "GIT_INDEX_FILE": os.path.join(scratch, "index"),
             "GIT_AUTHOR_NAME": AUTHOR_NAME,
@@ -221,16 +237,9 @@ def _commit(
             "GIT_COMMITTER_EMAIL": AUTHOR_EMAIL,
         }
         repo.git.read_tree("--end-of-options", base, env=env)
-        repo.git.update_index(
-            "--add", "--cacheinfo", f"{restored.mode},{restored.object},{file}", env=env
-        )
-        tree: str = repo.git.write_tree(env=env)
-        if tree == repo.git.rev_parse("--verify", f"{base}^{{tree}}"):
-            raise RollbackError(f"model {model!r} already is as it was at {to}: nothing to commit")
-        message = f"Roll back model {model} to {to}"
-        if reason:
-            message += f"\n\n{reason}"
-        commit: str = repo.git.commit_tree(tree, "-p", base, "-m", message, env=env)
+        repo.git.update_index("--add", "--cacheinfo", f"{mode},{blob},{file}", env=env)
+        tree: str = repo.git.write_tree(env=env).strip()
+        commit: str = repo.git.commit_tree(tree, "-p", base, "-m", message(tree), env=env)
     return commit.strip()
 
 
