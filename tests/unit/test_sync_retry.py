@@ -5,6 +5,7 @@ Ready=True. The fakes below stand in only for the order of the reconciler's step
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from typing import Any
 
 import kubernetes
@@ -73,7 +74,7 @@ class Broken(SyncReconciler):
         return Outcome(ready=True, applied=False, reason=c.REASON_SUCCEEDED, message="ok")
 
 
-def ready(reconciler: SyncReconciler) -> dict[str, Any]:
+def ready(reconciler: SyncReconciler) -> Mapping[str, Any]:
     condition = find(reconciler.cache.ms["status"]["conditions"], c.READY)
     assert condition is not None
     return condition

@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from modelsync import __version__
+from modelsync.api import conditions
 from modelsync.api import constants as c
-from modelsync.api.conditions import of as condition
 from modelsync.gitops import render as rendering
 from modelsync.runtime.settings import (
     IMAGE_PULL_POLICY_CHOICES,
@@ -40,6 +40,11 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(
     stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 400
 )
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The condition `kind` of an object, for the tables (Any: they print what is there)."""
+    return conditions.of(obj, kind)
 
 
 def program_name(argv0: str) -> str:
