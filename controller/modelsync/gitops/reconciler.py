@@ -251,7 +251,7 @@ class SyncReconciler:
         written = set(changes.created) | set(changes.configured)
         fresh: dict[tuple[str, str], Manifest | None] = {}
         for item in planned:
-            manifest = item.desired
+            manifest: Manifest = item.desired
             if manifest.get("kind") != c.MODELDEPLOYMENT_KIND:
                 continue
             if item.source.description not in written:
