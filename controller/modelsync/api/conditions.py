@@ -30,13 +30,14 @@ def timestamp(now: datetime.datetime) -> str:
 
 
 def merge(
-    current: list[Condition] | None,
+    current: object,
     observed: list[Observed],
     generation: int,
     now: datetime.datetime,
 ) -> list[Condition]:
-    """The conditions to write: `observed` ones replace theirs, others stay as they were."""
-    by_type = {text(condition, "type"): condition for condition in current or []}
+    """The conditions to write: `observed` ones replace theirs, others stay as they were
+    (`current` is status.conditions: what is not a list of objects holds none)."""
+    by_type = {text(condition, "type"): dict(condition) for condition in items(current)}
     for seen in observed:
         status = "True" if seen.status else "False"
         previous = by_type.get(seen.type)
@@ -54,9 +55,9 @@ def merge(
     return sorted(by_type.values(), key=lambda condition: text(condition, "type"))
 
 
-def without(current: list[Condition] | None, kinds: list[str]) -> list[Condition]:
+def without(current: object, kinds: list[str]) -> list[Condition]:
     """The conditions, less those of the given types."""
-    return [condition for condition in current or [] if condition.get("type") not in kinds]
+    return [dict(condition) for condition in items(current) if condition.get("type") not in kinds]
 
 
 def find(conditions: object, kind: str) -> Mapping[str, JsonValue] | None:
