@@ -64,6 +64,18 @@ def labels(value: object, *path: str) -> dict[str, str]:
     return {str(key): item for key, item in mapping(value, *path).items() if isinstance(item, str)}
 
 
+def child(obj: Manifest, *path: str) -> Manifest:
+    """The object at `path` inside `obj`, for writing: created empty where it is missing
+    (or is not an object). For objects we build, whose shape we know."""
+    for key in path:
+        found = obj.get(key)
+        if not isinstance(found, dict):
+            found = {}
+            obj[key] = found
+        obj = found
+    return obj
+
+
 def json_value(value: object) -> JsonValue:
     """`value` as JSON (a copy), for what came typed as object: ValueError where it
     holds something JSON has no word for."""
