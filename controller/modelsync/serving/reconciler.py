@@ -22,7 +22,7 @@ import kubernetes
 from modelsync.api import conditions, modeldeployment
 from modelsync.api import constants as c
 from modelsync.api.conditions import Observed
-from modelsync.api.manifest import mapping
+from modelsync.api.manifest import integer, mapping
 from modelsync.api.modeldeployment import CanaryStep
 from modelsync.kube.client import Kube, api_message, transient
 from modelsync.serving import canary, gate, health, rollout
@@ -440,7 +440,7 @@ class ServingReconciler:
         rollout_spec, typed = spec.get("rollout") or {}, modeldeployment.parse_spec(spec)
         steps = typed.rollout.steps or (CanaryStep(weight=100),)
         now = self.clock()
-        state = canary.state_for(status.get("canary"), wanted.spec_hash, steps, now)
+        state: Manifest = canary.state_for(status.get("canary"), wanted.spec_hash, steps, now)
         stable_md = stable_model(md)
         stable = self._render(stable_md)
         sizes = self._size_tracks(md, typed, int(state["weight"]), stable, wanted)
@@ -473,7 +473,7 @@ class ServingReconciler:
             return None
         message = (
             f"canary of version {spec['model']['version']} ({revision}): step "
-            f"{min(int(state['step']) + 1, len(steps))} of {len(steps)}, weight "
+            f"{min(integer(state, 'step') + 1, len(steps))} of {len(steps)}, weight "
             f"{state['weight']}%, {available} of {sizes.canary} canary replicas "
             "available" + (f"; {state['lastAnalysis']}" if state["lastAnalysis"] else "")
         )
