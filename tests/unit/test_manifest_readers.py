@@ -49,3 +49,15 @@ def test_json_value_copies_plain_data_and_refuses_the_rest() -> None:
     assert copied is not source
     with pytest.raises(ValueError, match="set is not JSON"):
         m.json_value({"a": {1, 2}})
+
+
+def test_child_finds_or_makes_the_object_to_write_into() -> None:
+    built: m.Manifest = {"spec": {"template": {"metadata": {"labels": {"a": "1"}}}}, "kind": 1}
+    m.child(built, "spec", "template", "metadata", "labels")["b"] = "2"
+    m.child(built, "metadata", "annotations")["c"] = "3"
+    m.child(built, "kind")["replaced"] = True
+    assert built == {
+        "spec": {"template": {"metadata": {"labels": {"a": "1", "b": "2"}}}},
+        "metadata": {"annotations": {"c": "3"}},
+        "kind": {"replaced": True},
+    }
