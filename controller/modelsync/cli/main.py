@@ -23,6 +23,7 @@ from rich.table import Table
 from modelsync import __version__
 from modelsync.api import conditions
 from modelsync.api import constants as c
+from modelsync.api.modelsync import HelmSource
 from modelsync.gitops import render as rendering
 from modelsync.runtime.settings import (
     IMAGE_PULL_POLICY_CHOICES,
@@ -276,7 +277,7 @@ def validate(
     if sync_name and not server:
         fail("--sync needs --server: it asks the API server")
     settings = _render_settings(kustomize_binary, helm_binary)
-    helm = {"chart": helm_chart, "valuesFiles": list(helm_values)} if helm_chart else None
+    helm = HelmSource(helm_chart, values_files=helm_values) if helm_chart else None
     try:
         report = check_path(path, helm=helm, settings=settings, name=helm_release)
         if server and not report.errors and sync_name:
