@@ -161,7 +161,7 @@ def _source(md: Mapping[str, object]) -> _Source:
     )
 
 
-def labels_for(md: _Source) -> dict[str, str]:
+def _labels(md: _Source) -> dict[str, str]:
     model = md.spec.model
     labels = {
         c.LABEL_NAME: model.name,
@@ -179,12 +179,12 @@ def labels_for(md: _Source) -> dict[str, str]:
     return labels
 
 
-def selector_for(name: str) -> dict[str, str]:
+def _selector(name: str) -> dict[str, str]:
     """Stable for the life of the ModelDeployment: a Deployment's selector is immutable."""
     return {c.LABEL_INSTANCE: name, c.LABEL_DEPLOYMENT: name}
 
 
-def owner_reference(md: _Source) -> Manifest:
+def _owner(md: _Source) -> Manifest:
     return {
         "apiVersion": c.API_VERSION,
         "kind": c.MODELDEPLOYMENT_KIND,
@@ -200,7 +200,7 @@ def _metadata(md: _Source, labels: dict[str, str], annotations: dict[str, str]) 
         "name": md.name,
         "namespace": md.namespace,
         "labels": dict(labels),
-        "ownerReferences": [owner_reference(md)],
+        "ownerReferences": [_owner(md)],
     }
     if annotations:
         meta["annotations"] = dict(annotations)
@@ -395,7 +395,7 @@ def _pod_template(md: _Source, runtime: Runtime, images: Images, *, locked_down:
         if md.raw.get(key):
             pod[key] = json_value(md.raw[key])
     extra = spec.pod_metadata
-    metadata: Manifest = {"labels": {**extra.labels, **labels_for(md)}}
+    metadata: Manifest = {"labels": {**extra.labels, **_labels(md)}}
     if extra.annotations:
         metadata["annotations"] = dict(extra.annotations)
     return {"metadata": metadata, "spec": pod}
@@ -473,14 +473,14 @@ def render(
     digest = spec_hash(template)
     # Each pod says which revision it runs (after hashing, so the hash stays its own).
     child(template, "metadata", "labels")[c.LABEL_SPEC_HASH] = digest
-    labels = labels_for(source)
+    labels = _labels(source)
     annotations = {c.ANNOTATION_SPEC_HASH: digest}
     revision = source.annotations.get(c.ANNOTATION_REVISION)
     if revision:
         annotations[c.ANNOTATION_REVISION] = revision
     rollout = spec.rollout
     deployment_spec: Manifest = {
-        "selector": {"matchLabels": {**selector_for(source.name)}},
+        "selector": {"matchLabels": {**_selector(source.name)}},
         "progressDeadlineSeconds": rollout.progress_deadline_seconds,
         "revisionHistoryLimit": spec.rollback.history_limit,
         "strategy": {
@@ -513,7 +513,7 @@ def render(
         "metadata": _metadata(source, steady, {}),
         "spec": {
             "type": "ClusterIP",
-            "selector": {**selector_for(source.name)},
+            "selector": {**_selector(source.name)},
             "ports": [
                 {"name": PORT_NAME, "port": port, "targetPort": PORT_NAME, "protocol": "TCP"}
             ],
