@@ -23,6 +23,7 @@ from modelsync.telemetry import metrics
 from tests.cluster import launcher, stages
 from tests.conftest import LocalCluster
 from tests.kube import wait_for
+from tests.metrics import total
 from tests.models import Models, event_resource, manifest, ready_on, wait_for_event
 
 SLOW = {"labels": {stages.FAULT_LABEL: stages.SLOW_READY}}
@@ -112,18 +113,6 @@ def drift_events(cluster: LocalCluster, namespace: str, name: str) -> list[str]:
     ]
 
 
-def drift_counted(namespace: str, name: str) -> float:
-    """What the drift metric counts for model `name` (the operator runs in this process)."""
-    return sum(
-        sample.value
-        for family in metrics.REGISTRY.collect()
-        if family.name == "modelsync_drift_reverted"
-        for sample in family.samples
-        if sample.name.endswith("_total")
-        and (sample.labels.get("namespace"), sample.labels.get("model")) == (namespace, name)
-    )
-
-
 def canary_gone(apps: AppsV1Api, namespace: str) -> None:
     wait_for(
         apps.list_namespaced_deployment,
@@ -175,7 +164,7 @@ def test_canary_keeps_every_replica_available_through_steps_and_promotion(
     assert deployment.spec.template.metadata.labels[c.LABEL_MODEL_VERSION] == "2"
     # The canary's own resizes of both tracks are planned writes, not drift.
     assert drift_events(local_cluster, namespace, "iris") == []
-    assert drift_counted(namespace, "iris") == 0
+    assert total(metrics.DRIFT_REVERTED, namespace=namespace, model="iris") == 0
 
 
 def test_a_hand_scale_of_either_track_during_a_canary_is_reverted_and_reported(
@@ -230,7 +219,7 @@ def test_a_hand_scale_of_either_track_during_a_canary_is_reverted_and_reported(
         "Deployment iris",
         "Deployment iris-canary",
     ], notes
-    assert drift_counted(namespace, "iris") >= 2
+    assert total(metrics.DRIFT_REVERTED, namespace=namespace, model="iris") >= 2
 
 
 def replica_writes(cluster: LocalCluster, namespace: str, name: str) -> list[tuple[str, str]]:
