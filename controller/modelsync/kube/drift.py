@@ -79,9 +79,9 @@ def applied_part(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def fingerprint(manifest: dict[str, Any]) -> str:
     """A digest of what an apply of `manifest` writes (`applied_part`): equal for equal
-    content whatever the key order."""
+    content whatever the key order; short, as one is kept per object served."""
     text = json.dumps(applied_part(manifest), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def out_of_band(last_held: str | None, wanted: str, *, settled: bool) -> bool:
