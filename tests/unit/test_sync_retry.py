@@ -5,6 +5,7 @@ Ready=True. The fakes below stand in only for the order of the reconciler's step
 from __future__ import annotations
 
 import datetime
+import threading
 from typing import Any
 
 import kubernetes
@@ -118,3 +119,32 @@ def test_a_content_answer_escaping_the_steps_is_an_internal_error() -> None:
     reconciler = Broken([invalid])
     assert reconciler.reconcile("team", "prod") == 1.0
     assert ready(reconciler)["reason"] == c.REASON_INTERNAL_ERROR
+
+
+class Slow(Broken):
+    """A sync that runs until the test lets it finish."""
+
+    def __init__(self) -> None:
+        super().__init__([None])
+        self.started, self.finish = threading.Event(), threading.Event()
+
+    def _sync(self, ms: dict[str, Any]) -> Outcome:
+        self.started.set()
+        assert self.finish.wait(30)
+        return super()._sync(ms)
+
+
+def test_a_health_refresh_during_a_sync_of_its_modelsync_does_not_wait_for_it() -> None:
+    # Waiting would hold one of the operator's few workers for as long as a sync of
+    # 10,000 models takes; the worker asks again later instead.
+    reconciler = Slow()
+    sync = threading.Thread(target=reconciler.reconcile, args=("team", "prod"))
+    sync.start()
+    try:
+        assert reconciler.started.wait(30)
+        assert reconciler.refresh_health("team", "prod") is False
+        assert reconciler.refresh_health("team", "other") is True  # another ModelSync's
+    finally:
+        reconciler.finish.set()
+        sync.join(30)
+    assert reconciler.refresh_health("team", "prod") is True

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import copy
+import datetime
 from typing import Any
 
+import pytest
+
+from modelsync.api import schemas
 from modelsync.gitops.load import LoadedObject, Source
-from modelsync.gitops.validate import Policy, policy_errors, policy_for
+from modelsync.gitops.validate import Policy, content_errors, policy_errors, policy_for
 
 SCOPES = {
     ("v1", "ConfigMap"): True,
@@ -133,3 +138,51 @@ def test_tenant_modelsync_in_a_revision_may_not_aim_elsewhere() -> None:
         assert messages([own]) == []
     finally:
         del SCOPES[("modelsync.io/v1alpha1", "ModelSync")]
+
+
+def model(version: object, replicas: object = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelsync.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "fraud", "namespace": "team"},
+        "spec": {
+            "model": {"name": "fraud", "version": version, "uri": "s3://m/fraud", "format": "onnx"},
+            "runtime": {"name": "triton"},
+            "replicas": replicas,
+        },
+    }
+
+
+def test_an_object_unchanged_since_the_last_check_is_not_checked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checked: list[str] = []
+    real = schemas.problems
+
+    def counting(schema: dict[str, Any], manifest: dict[str, Any]) -> list[schemas.Problem]:
+        checked.append(manifest["metadata"]["name"])
+        return real(schema, manifest)
+
+    monkeypatch.setattr(schemas, "problems", counting)
+    text = "-\n" * 20
+    bad = model("v1", replicas=-3)
+    first = content_errors([LoadedObject(bad, Source("a.yaml", 1))], lambda _: text)
+    # The same content elsewhere: found without a check, reported at its own file and line.
+    again = content_errors([LoadedObject(copy.deepcopy(bad), Source("b.yaml", 5))], lambda _: text)
+    assert len(checked) == 1
+    assert [e.source.file for e in first + again] == ["a.yaml", "b.yaml"]
+    assert [e.message for e in first] == [e.message for e in again]
+    assert "replicas" in first[0].message
+    # Any change is a new object: checked again.
+    content_errors([LoadedObject(model("v2", replicas=-3), Source("a.yaml", 1))], lambda _: text)
+    assert len(checked) == 2
+
+
+def test_an_object_that_is_not_json_is_still_checked() -> None:
+    # `version: 2024-01-01` unquoted is a YAML date: no JSON text to remember it by.
+    errors = content_errors(
+        [LoadedObject(model(datetime.date(2024, 1, 1)), Source("a.yaml", 1))], lambda _: ""
+    )
+    assert [e.message for e in errors] == [
+        "spec.model.version: datetime.date(2024, 1, 1) is not of type 'string'"
+    ]

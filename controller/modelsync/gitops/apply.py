@@ -105,6 +105,9 @@ class Applier:
         self.shard = shard
         # Objects the operator's watch cache holds already, instead of a list request.
         self.cached = cached or (lambda *_: None)
+        # What the API server answered to each write: the object as written (its new
+        # generation, its status), so nothing need be read back.
+        self.written: dict[tuple[str, str, str, str], Manifest] = {}
 
     def plan(  # noqa: C901 - the plan's I/O: live objects, namespaces, dry runs
         self,
@@ -266,20 +269,20 @@ class Applier:
     ) -> None:
         """Apply objects of one kind, several at a time; empties `writes`."""
 
-        def write(step: tuple[Planned, Manifest]) -> kubernetes.client.ApiException | None:
+        def write(step: tuple[Planned, Manifest]) -> Manifest | kubernetes.client.ApiException:
             try:
-                self.writer.apply(step[1])
+                return self.writer.apply(step[1])
             except kubernetes.client.ApiException as error:
                 if transient(error):
                     raise
                 return error
-            return None
 
-        for (item, _), error in zip(writes, _concurrently(write, writes), strict=True):
+        for (item, _), answer in zip(writes, _concurrently(write, writes), strict=True):
             obj = item.source
-            if error is not None:
-                errors.append(_api_error(obj, error))
+            if isinstance(answer, kubernetes.client.ApiException):
+                errors.append(_api_error(obj, answer))
             else:
+                self.written[identity(item.desired)] = answer
                 (changes.created if item.live is None else changes.configured).append(
                     obj.description
                 )

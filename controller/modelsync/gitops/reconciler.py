@@ -151,11 +151,13 @@ class SyncReconciler:
         self._remote_seen: dict[tuple[str, str], modelhealth.ModelsHealth] = {}
         self.jitter: Callable[[], float] = lambda: random.uniform(-RETRY_JITTER, RETRY_JITTER)  # noqa: S311 - spreading retries, not security
 
+    def _lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
     @contextmanager
     def _one_at_a_time(self, namespace: str, name: str) -> Iterator[None]:
-        with self._locks_guard:
-            lock = self._locks.setdefault((namespace, name), threading.Lock())
-        with lock:
+        with self._lock(namespace, name):
             yield
 
     def reconcile(self, namespace: str, name: str) -> float | None:
@@ -163,56 +165,67 @@ class SyncReconciler:
         with self._one_at_a_time(namespace, name):
             return self._reconcile(namespace, name)
 
-    def refresh_health(self, namespace: str, name: str) -> None:
+    def refresh_health(self, namespace: str, name: str) -> bool:
         """A model of the ModelSync's inventory became Ready or stopped being Ready:
         recompute Healthy (and Ready, when the applied revision is the latest attempted
         and only its models were wanting) from the cache. No fetch, no apply: git has
-        not changed, and a sync would cost a round trip to the git host per event."""
-        with self._one_at_a_time(namespace, name):
-            ms = self.cache.get(c.MODELSYNC_KIND, namespace, name)
-            if ms is None or ms["metadata"].get("deletionTimestamp"):
-                return
-            if parse_spec(ms["spec"]).kube_config_secret_ref:
-                return  # its models are in another cluster: looked at by its syncs
-            status = dict(ms.get("status") or {})
-            revision = status.get("lastAppliedRevision")
-            if not revision:
-                return
-            health = self._health(status.get("inventory") or [])
-            observed = [healthy_condition(health)]
-            ready = conditions.find(status.get("conditions"), c.READY) or {}
-            waiting = (
-                ready.get("reason") in (c.REASON_SUCCEEDED, c.REASON_MODELS_NOT_READY)
-                and status.get("lastAttemptedRevision") == revision
-                and status.get("observedGeneration") == ms["metadata"].get("generation")
+        not changed, and a sync would cost a round trip to the git host per event.
+        False, and nothing done, while a sync of that ModelSync runs: waiting for it
+        would hold a worker for as long as a large sync takes; ask again later."""
+        lock = self._lock(namespace, name)
+        if not lock.acquire(blocking=False):
+            return False
+        try:
+            self._refresh_health(namespace, name)
+        finally:
+            lock.release()
+        return True
+
+    def _refresh_health(self, namespace: str, name: str) -> None:
+        ms = self.cache.get(c.MODELSYNC_KIND, namespace, name)
+        if ms is None or ms["metadata"].get("deletionTimestamp"):
+            return
+        if parse_spec(ms["spec"]).kube_config_secret_ref:
+            return  # its models are in another cluster: looked at by its syncs
+        status = dict(ms.get("status") or {})
+        revision = status.get("lastAppliedRevision")
+        if not revision:
+            return
+        health = self._health(status.get("inventory") or [])
+        observed = [healthy_condition(health)]
+        ready = conditions.find(status.get("conditions"), c.READY) or {}
+        waiting = (
+            ready.get("reason") in (c.REASON_SUCCEEDED, c.REASON_MODELS_NOT_READY)
+            and status.get("lastAttemptedRevision") == revision
+            and status.get("observedGeneration") == ms["metadata"].get("generation")
+        )
+        was_ready = ready.get("status") == "True"
+        if waiting and not (was_ready and health.healthy):
+            last = (status.get("history") or [{}])[0]
+            observed.append(_ready_condition(revision, health, last))
+        set_models_not_ready(status, health)
+        generation = int(status.get("observedGeneration") or 0)
+        status["conditions"] = conditions.merge(
+            status.get("conditions"), observed, generation, self.clock()
+        )
+        self._write_status(ms, status)
+        if self.statuses is not None:
+            self.statuses.observe(ms, status)
+        if self.notifier is not None:
+            self.notifier.observe_sync(ms, ms.get("status") or {}, status)
+        if waiting and was_ready != health.healthy:
+            # Serving at last: the revision is synced (the event a sync that found its
+            # models Ready would have posted). No longer serving: a warning.
+            message = observed[-1].message
+            self.kube.event(
+                ms,
+                c.MODELSYNC_KIND,
+                c.EVENT_SYNCED if health.healthy else c.EVENT_MODELS_NOT_READY,
+                message,
+                action="Health",
+                warning=not health.healthy,
             )
-            was_ready = ready.get("status") == "True"
-            if waiting and not (was_ready and health.healthy):
-                last = (status.get("history") or [{}])[0]
-                observed.append(_ready_condition(revision, health, last))
-            set_models_not_ready(status, health)
-            generation = int(status.get("observedGeneration") or 0)
-            status["conditions"] = conditions.merge(
-                status.get("conditions"), observed, generation, self.clock()
-            )
-            self._write_status(ms, status)
-            if self.statuses is not None:
-                self.statuses.observe(ms, status)
-            if self.notifier is not None:
-                self.notifier.observe_sync(ms, ms.get("status") or {}, status)
-            if waiting and was_ready != health.healthy:
-                # Serving at last: the revision is synced (the event a sync that found its
-                # models Ready would have posted). No longer serving: a warning.
-                message = observed[-1].message
-                self.kube.event(
-                    ms,
-                    c.MODELSYNC_KIND,
-                    c.EVENT_SYNCED if health.healthy else c.EVENT_MODELS_NOT_READY,
-                    message,
-                    action="Health",
-                    warning=not health.healthy,
-                )
-                log.info("sync %s/%s: %s", namespace, name, message)
+            log.info("sync %s/%s: %s", namespace, name, message)
 
     def _health(
         self,
@@ -242,28 +255,16 @@ class SyncReconciler:
             [(f"{ns}/{n}", "cluster not reached") for ns, n in sorted(owned_models(inventory))],
         )
 
-    def _written_models(
-        self, planned: list[Planned], changes: ChangeSet
-    ) -> dict[tuple[str, str], Manifest | None]:
-        """The ModelDeployments this sync just created or changed, read back: the watch
-        may not have brought their new generation yet, and the cache's copy, Ready for the
-        old spec, would make a revision Ready before its models serve it."""
-        written = set(changes.created) | set(changes.configured)
-        fresh: dict[tuple[str, str], Manifest | None] = {}
-        for item in planned:
-            manifest = item.desired
-            if manifest.get("kind") != c.MODELDEPLOYMENT_KIND:
-                continue
-            if item.source.description not in written:
-                continue
-            namespace = manifest["metadata"].get("namespace", "")
-            if not self.watches(namespace):
-                continue
-            name = manifest["metadata"]["name"]
-            fresh[(namespace, name)] = self.kube.get(
-                c.API_VERSION, c.MODELDEPLOYMENT_KIND, namespace, name
-            )
-        return fresh
+    def _written_models(self, applier: Applier) -> dict[tuple[str, str], Manifest | None]:
+        """The ModelDeployments this sync just created or changed, as the API server
+        answered the write: the watch may not have brought their new generation yet, and
+        the cache's copy, Ready for the old spec, would make a revision Ready before its
+        models serve it."""
+        return {
+            (namespace, name): manifest
+            for (group, kind, namespace, name), manifest in applier.written.items()
+            if (group, kind) == (c.GROUP, c.MODELDEPLOYMENT_KIND) and self.watches(namespace)
+        }
 
     def _reconcile(self, namespace: str, name: str) -> float | None:
         ms = self.cache.get(c.MODELSYNC_KIND, namespace, name)
@@ -511,7 +512,7 @@ class SyncReconciler:
             outcome.headline = f"applied {revision.name}; rolled back, not as in git: {names}"
             return outcome
         health = (
-            self._health(outcome.inventory, self._written_models(planned, changes))
+            self._health(outcome.inventory, self._written_models(applier))
             if models is None
             else self._remote_seen[(meta["namespace"], meta["name"])]
         )

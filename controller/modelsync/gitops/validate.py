@@ -9,6 +9,9 @@ caller rejects the revision as a whole if either finds anything.
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -266,45 +269,73 @@ def content_errors(objects: list[LoadedObject], read: Callable[[str], str]) -> l
     found before any request: unknown versions of our group, the CRDs' schemas and CEL
     rules, and what rendering a ModelDeployment refuses. `read` gives a file's text (for
     the line of a field). The operator and `modelsync validate` both call this."""
-    known = schemas.load_schemas()
-    served = sorted({version.rpartition("/")[2] for version, _ in known})
     errors: list[RevisionError] = []
     texts: dict[str, str] = {}
-
-    def at(obj: LoadedObject, path: schemas.Path_, message: str) -> RevisionError:
-        text = texts.setdefault(obj.source.file, read(obj.source.file))
-        line = schemas.line_of(text, obj.source.line, path)
-        return RevisionError(Source(obj.source.file, line), message, obj.description)
-
     for obj in objects:
-        manifest = obj.manifest
-        api_version, kind = manifest["apiVersion"], manifest["kind"]
-        if group_of(api_version) != c.GROUP:
+        if group_of(obj.manifest["apiVersion"]) != c.GROUP:
             continue
-        schema = known.get((api_version, kind))
-        if schema is None:
-            kinds = sorted({k for _, k in known})
-            errors.append(
-                at(
-                    obj,
-                    ("apiVersion",),
-                    f"{api_version} has no kind {kind}; {c.GROUP} serves "
-                    f"{', '.join(served)} (kinds {', '.join(kinds)})",
-                )
-            )
-            continue
-        problems = schemas.problems(schema, manifest)
-        errors += [
-            at(obj, p.path, f"{p.field}: {p.message}" if p.path else p.message) for p in problems
-        ]
-        if problems or kind != c.MODELDEPLOYMENT_KIND:
-            continue
-        defaulted = schemas.apply_defaults(schema, copy.deepcopy(manifest))
-        # What the API server adds before the serving controller renders it.
-        defaulted["metadata"] = {"namespace": "default", "uid": "", **defaulted["metadata"]}
-        try:
-            render(defaulted)
-        except InvalidSpecError as error:
-            field_path = field_steps(error.field)
-            errors.append(at(obj, field_path, f"{error.field}: {error.message}"))
+        for path, message in _memoized_findings(obj.manifest):
+            source = texts.setdefault(obj.source.file, read(obj.source.file))
+            line = schemas.line_of(source, obj.source.line, path)
+            errors.append(RevisionError(Source(obj.source.file, line), message, obj.description))
     return errors
+
+
+Findings = tuple[tuple[schemas.Path_, str], ...]  # (field path, message)
+
+# What an object breaks depends on the object alone, so an object unchanged since the
+# last sync is not checked again: at 10,000 models, checking every object at every sync
+# (its CEL rules above all) was the operator's top item in a profile. Keyed by a digest
+# of the object's text; emptied when full (a few MB), so it never grows without bound.
+_MEMO: dict[tuple[str, str, bytes], Findings] = {}
+MEMO_SIZE = 100_000
+
+
+def _memoized_findings(manifest: dict[str, Any]) -> Findings:
+    try:
+        text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):  # not JSON (a YAML date): checked each time
+        return _findings(manifest)
+    key = (manifest["apiVersion"], manifest["kind"], hashlib.sha256(text.encode()).digest())
+    found = _MEMO.get(key)
+    if found is None:
+        found = _findings(manifest)
+        if len(_MEMO) >= MEMO_SIZE:
+            _MEMO.clear()
+        _MEMO[key] = found
+    return found
+
+
+@functools.cache
+def _known_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    return schemas.load_schemas()
+
+
+def _findings(manifest: dict[str, Any]) -> Findings:
+    """What one object of our group breaks."""
+    api_version, kind = manifest["apiVersion"], manifest["kind"]
+    known = _known_schemas()
+    schema = known.get((api_version, kind))
+    if schema is None:
+        served = sorted({version.rpartition("/")[2] for version, _ in known})
+        kinds = sorted({k for _, k in known})
+        return (
+            (
+                ("apiVersion",),
+                f"{api_version} has no kind {kind}; {c.GROUP} serves "
+                f"{', '.join(served)} (kinds {', '.join(kinds)})",
+            ),
+        )
+    problems = schemas.problems(schema, manifest)
+    if problems:
+        return tuple((p.path, f"{p.field}: {p.message}" if p.path else p.message) for p in problems)
+    if kind != c.MODELDEPLOYMENT_KIND:
+        return ()
+    defaulted = schemas.apply_defaults(schema, copy.deepcopy(manifest))
+    # What the API server adds before the serving controller renders it.
+    defaulted["metadata"] = {"namespace": "default", "uid": "", **defaulted["metadata"]}
+    try:
+        render(defaulted)
+    except InvalidSpecError as error:
+        return ((field_steps(error.field), f"{error.field}: {error.message}"),)
+    return ()

@@ -221,9 +221,11 @@ async def _worker(runtime: Operator) -> None:
                     runtime.executor, runtime.syncer.reconcile, namespace, name
                 )
             elif kind == HEALTH_KEY:
-                await loop.run_in_executor(
+                refreshed = await loop.run_in_executor(
                     runtime.executor, runtime.syncer.refresh_health, namespace, name
                 )
+                # Its ModelSync is being synced: not a worker held waiting, another try.
+                next_sync = None if refreshed else HEALTH_BATCH_SECONDS
             else:
                 next_sync = await loop.run_in_executor(
                     runtime.executor, runtime.reconciler.reconcile, namespace, name
