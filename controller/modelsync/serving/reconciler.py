@@ -704,11 +704,12 @@ class ServingReconciler:
             if live is not None:
                 self.cache.put(kind, live)
         drifted = self.kube.changes(desired, live)
-        self._remember(md, kind, meta["name"], wanted)
         if not drifted:
+            self._remember(md, kind, meta["name"], wanted)
             return False
         applied = self.kube.apply(desired)
         self.cache.put(kind, applied)
+        self._remember(md, kind, meta["name"], wanted)  # written (a refused apply raised)
         if drift.out_of_band(last, wanted, settled=settled):
             what = "deleted" if live is None else "changed " + ", ".join(drifted)
             note = f"{kind} {meta['name']}: {what} out of band; reverted to the spec"
