@@ -64,23 +64,42 @@ def parse(event: dict[str, Any]) -> Write:
 
 
 class AuditLog:
-    """The audit log file, read from a byte offset on (it only grows)."""
+    """The audit log file, read from a mark on, across its rotations."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.lost = False  # writes rotated away unread (the log rotated twice)
+        self._tail = b""  # the bytes before the last mark: how its file is known again
 
     def mark(self) -> int:
+        """An offset in the log as it is now (for `since`)."""
         try:
-            return self.path.stat().st_size
+            with self.path.open("rb") as file:
+                size = file.seek(0, 2)
+                file.seek(max(0, size - 256))
+                self._tail = file.read(size - file.tell())
         except FileNotFoundError:
             return 0
+        return size
+
+    def _holds_mark(self, path: Path, mark: int) -> bool:
+        with path.open("rb") as file:
+            if file.seek(0, 2) < mark:
+                return False
+            file.seek(mark - len(self._tail))
+            return file.read(len(self._tail)) == self._tail
 
     def since(self, mark: int = 0) -> list[Write]:
+        """The writes logged since the last `mark()` (which returned `mark`)."""
         parts = [(self.path, mark)]
-        if self.mark() < mark:
-            # Rotated since (--audit-log-maxsize): the rest of the file it was, then this.
-            older = sorted(self.path.parent.glob(f"{self.path.stem}-*{self.path.suffix}"))
-            parts = [(older[-1], mark), (self.path, 0)] if older else [(self.path, 0)]
+        if mark and not self._holds_mark(self.path, mark):
+            # Rotated since (--audit-log-maxsize): the rest of the file marked, then this.
+            rotated = sorted(self.path.parent.glob(f"{self.path.stem}-*{self.path.suffix}"))
+            marked = [p for p in rotated if self._holds_mark(p, mark)]
+            # Rotated twice (--audit-log-maxbackup=1): the file marked is gone.
+            self.lost = self.lost or not marked
+            parts = [(marked[-1], mark)] if marked else [(p, 0) for p in rotated]
+            parts.append((self.path, 0))
         found: list[Write] = []
         for path, start in parts:
             with path.open("rb") as file:
