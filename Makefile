@@ -117,7 +117,7 @@ demo-down: venv
 # latency and throughput through a model's Service (BENCH_REQUESTS=2000, BENCH_CONCURRENCY=8).
 # BENCH_ONLY=images,models (any of cluster, suite, render, images, models, shards, writes) runs only
 # those parts; shards: one operator against two shards at BENCH_SHARDS_N models (2000); writes: the
-# writes one model costs cold and per version bump, plain and with each feature (about 1.5 min).
+# writes one model costs cold and per version bump, plain and with each feature (about 3 min).
 # Prints tables; the same figures go to bench-results.json.
 BENCH_PARTS := cluster suite render images models shards writes
 BENCH_ONLY ?= $(BENCH_PARTS)

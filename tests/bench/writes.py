@@ -5,8 +5,10 @@ and the readiness gate each add a number, which this states.
 
 One fresh kwok cluster, the operator as its own process, a Prometheus query API on
 loopback for the canaries' analysis (tests/promserver.py, every answer passing). Each
-case is one model in a ModelSync of its own, synced from git (cold), then bumped one
-version; its writes come from the API server's audit log (tests/audit.py): ours only,
+case is ROUNDS models, one after the other, each in a ModelSync of its own, synced from
+git (cold), then bumped one version: the median is told, and the range (how many status
+writes a rollout takes varies with when the operator sees its pods change). The writes
+come from the API server's audit log (tests/audit.py): ours only,
 answered, no dry runs, no Leases. A model's writes are those to the objects named after
 it (its ModelDeployment, Deployments - the canary's too -, Service, autoscaler, pods)
 and its Events; its ModelSync's are counted apart (per sync: all its models share them).
@@ -21,6 +23,7 @@ pod (serving/reconciler.py, _validate_pods -> _set_gate), and no kwok pod answer
 from __future__ import annotations
 
 import datetime
+import statistics
 import tempfile
 import time
 from collections import Counter
@@ -43,7 +46,8 @@ from tests.syncs import MS, model_yaml
 
 NAMESPACE = "bench-writes"
 REPLICAS = 4  # each canary step then moves pods: 25 % is 1 of 4, 50 % 2, 75 % 3
-QUIET_SECONDS = 3.0  # no write about the model for this long: its writes are all in
+ROUNDS = 3  # models per case, one after the other: how many writes varies with timing
+QUIET_SECONDS = 2.0  # no write about the model for this long: its writes are all in
 PLAIN = "plain"
 GATE_NOTE = "by construction, not measured: needs the real node"
 
@@ -54,6 +58,7 @@ class Case:
     label: str
     spec: dict[str, Any]  # set on the plain model's spec (None: taken out of it)
     steps: int = 0  # canary steps
+    size: int = REPLICAS  # pods it serves with once settled (an autoscaler's minimum)
 
 
 def canary(steps: int, prometheus_url: str) -> dict[str, Any]:
@@ -87,15 +92,19 @@ def cases(prometheus_url: str) -> list[Case]:
     return [
         Case(PLAIN, f"plain ({REPLICAS} replicas)", {}),
         # As tests/integration/test_write_budget.py pins it, and at the plain model's size.
-        Case("autoscaled-1", "autoscaler, min 1", autoscaled(1, 3)),
-        Case(f"autoscaled-{REPLICAS}", f"autoscaler, min {REPLICAS}", autoscaled(REPLICAS, 8)),
+        Case("autoscaled-1", "autoscaler, min 1", autoscaled(1, 3), size=1),
+        Case(
+            f"autoscaled-{REPLICAS}",
+            f"autoscaler, min {REPLICAS}",
+            autoscaled(REPLICAS, 2 * REPLICAS),
+        ),
         Case("canary-1-step", "canary, 1 step", canary(1, prometheus_url), steps=1),
         Case("canary-3-steps", "canary, 3 steps", canary(3, prometheus_url), steps=3),
     ]
 
 
-def manifest(case: Case, version: str) -> str:
-    body = yaml.safe_load(model_yaml(case.name, version=version, replicas=REPLICAS))
+def manifest(case: Case, name: str, version: str) -> str:
+    body = yaml.safe_load(model_yaml(name, version=version, replicas=REPLICAS))
     for key, value in case.spec.items():
         if value is None:
             body["spec"].pop(key, None)
@@ -116,6 +125,26 @@ def about(write: audit.Write, name: str) -> bool:
 def by_resource(writes: Iterable[audit.Write]) -> dict[str, int]:
     """How many, by resource (with its subresource), most first."""
     return dict(Counter(w.resource for w in writes).most_common())
+
+
+def summarise(runs: list[list[audit.Write]]) -> dict[str, Any]:
+    """The rounds of one phase of a case: each round's count, the median (the lower of
+    the middle two), and by resource the writes of a round that had the median."""
+    counts = [len(run) for run in runs]
+    median = statistics.median_low(counts)
+    typical = runs[counts.index(median)]
+    return {
+        "writes": median,
+        "runs": counts,
+        "by_resource": by_resource(typical),
+        "table": audit.table(typical),
+    }
+
+
+def spread(figures: dict[str, Any]) -> str:
+    """A phase's median, with the range of its rounds when they differ: "15 (14-17)"."""
+    low, high = min(figures["runs"]), max(figures["runs"])
+    return f"{figures['writes']}" + (f" ({low}-{high})" if low != high else "")
 
 
 def difference(counts: dict[str, int], plain: dict[str, int]) -> str:
@@ -149,8 +178,8 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         found.append(
             (
                 case["label"],
-                str(cold),
-                str(bump),
+                spread(case["cold"]),
+                spread(case["bump"]),
                 "" if same else f"{cold - plain['cold']['writes']:+d}",
                 "" if same else f"{bump - plain['bump']['writes']:+d}",
             )
@@ -191,7 +220,8 @@ def report(figures: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(5)]
     lines = [
         f"\nwrites per model ({figures['replicas']} replicas; ours, from the API server's "
-        "audit log), cold and per version bump",
+        f"audit log), cold and per version bump: the median of {figures['rounds']} models "
+        "(the range when they differ)",
         *(
             "  ".join(
                 cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
@@ -207,7 +237,7 @@ def report(figures: dict[str, Any]) -> str:
         f"{gate['unreachable_first']} ({gate['note']})"
     )
     plain = figures["cases"][PLAIN]
-    lines.append("\nby resource (difference to the plain model):")
+    lines.append("\nby resource, a median round (difference to the plain model's):")
     for case in figures["cases"].values():
         lines.append(case["label"])
         for phase in ("cold", "bump"):
@@ -254,10 +284,11 @@ class Run:
             **MS,
         )
 
-    def settle(self, case: Case, sync: str, sha: str, version: str, mark: int) -> None:
+    def settle(self, name: str, size: int, sync: str, sha: str, version: str, mark: int) -> None:
         """Until the ModelSync applied `sha` and is Ready, its model is Ready on
-        `version` (promoted: in its history), no canary is left, and no write about the
-        model came for QUIET_SECONDS."""
+        `version` (promoted: in its history), no canary is left, `size` pods are
+        available (an autoscaler's minimum: its controller scales a Deployment created
+        at 1), and no write about the model came for QUIET_SECONDS."""
         ready = ready_on(version)
 
         def synced() -> bool:
@@ -268,20 +299,25 @@ class Run:
             )
 
         def promoted() -> bool:
-            md = self.model(case.name)
+            md = self.model(name)
             history = (md.get("status") or {}).get("history") or []
             return ready(md) and any(h.get("modelVersion") == version for h in history)
 
         timed(synced, 300, f"{sync} applied and Ready", period=0.2)
-        timed(promoted, 300, f"{case.name} Ready on version {version}", period=0.2)
-        timed(lambda: not self.canary_exists(case.name), 120, f"{case.name}'s canary gone", 0.2)
-        timed(self.quiet(case.name, mark), 120, f"no more writes about {case.name}", 0.5)
+        timed(promoted, 300, f"{name} Ready on version {version}", period=0.2)
+        timed(lambda: not self.canary_exists(name), 120, f"{name}'s canary gone", period=0.2)
+        timed(lambda: self.available(name) >= size, 120, f"{size} pods of {name}", period=0.2)
+        timed(self.quiet(name, mark), 120, f"no more writes about {name}", period=0.5)
 
     def canary_exists(self, name: str) -> bool:
         found = self.apps.list_namespaced_deployment(
             NAMESPACE, field_selector=f"metadata.name={name}{CANARY_SUFFIX}"
         )
         return bool(found.items)
+
+    def available(self, name: str) -> int:
+        status = self.apps.read_namespaced_deployment(name, NAMESPACE).status
+        return int(status.available_replicas or 0)
 
     def quiet(self, name: str, mark: int) -> Callable[[], bool]:
         last = {"count": -1, "since": time.monotonic()}
@@ -295,26 +331,32 @@ class Run:
         return check
 
     def case(self, case: Case) -> dict[str, Any]:
-        sync = f"sync-{case.name}"
+        """ROUNDS models of `case`, one after the other, each synced and bumped once."""
+        runs: dict[str, list[list[audit.Write]]] = {"cold": [], "bump": []}
+        syncs: dict[str, list[int]] = {"cold": [], "bump": []}
+        for round_ in range(ROUNDS):
+            name = f"{case.name}-r{round_}"
+            sync = f"sync-{name}"
+            for phase, version in (("cold", "1"), ("bump", "2")):
+                self.tenant.repo.write(f"{name}/model.yaml", manifest(case, name, version))
+                sha = self.tenant.repo.commit(f"{name}: version {version}")
+                mark = self.log.mark()
+                if phase == "cold":
+                    self.tenant.create_sync(sync, name)
+                else:
+                    self.request(sync)
+                self.settle(name, case.size, sync, sha, version, mark)
+                writes = self.ours(mark)
+                runs[phase].append([w for w in writes if about(w, name)])
+                syncs[phase].append(sum(1 for w in writes if about(w, sync)))
         figures: dict[str, Any] = {"label": case.label, "steps": case.steps}
-        for phase, version in (("cold", "1"), ("bump", "2")):
-            self.tenant.repo.write(f"{case.name}/model.yaml", manifest(case, version))
-            sha = self.tenant.repo.commit(f"{case.name}: version {version}")
-            mark = self.log.mark()
-            if phase == "cold":
-                self.tenant.create_sync(sync, case.name)
-            else:
-                self.request(sync)
-            self.settle(case, sync, sha, version, mark)
-            writes = self.ours(mark)
-            model = [w for w in writes if about(w, case.name)]
-            figures[phase] = {
-                "writes": len(model),
-                "by_resource": by_resource(model),
-                "table": audit.table(model),
-            }
-            figures[f"sync_{phase}"] = sum(1 for w in writes if about(w, sync))
-            print(f"  {case.label}, {phase}: {len(model)} writes", flush=True)
+        for phase in runs:
+            figures[phase] = summarise(runs[phase])
+            figures[f"sync_{phase}"] = statistics.median_low(syncs[phase])
+        print(
+            f"  {case.label}: cold {figures['cold']['runs']}, bump {figures['bump']['runs']}",
+            flush=True,
+        )
         return figures
 
 
@@ -344,6 +386,7 @@ def measure() -> dict[str, Any]:
     canaries = {f["steps"]: f["bump"]["writes"] for f in measured.values() if f["steps"]}
     return {
         "replicas": REPLICAS,
+        "rounds": ROUNDS,
         "cases": measured,
         "canary_per_step": per_step(canaries),
         "gate": gate_figures(REPLICAS),

@@ -111,12 +111,18 @@ def test_a_canary_steps_cost_is_the_slope_between_step_counts() -> None:
     assert writes.per_step({1: 7}) is None
 
 
-def figures(cold: dict[str, int], bump: dict[str, int], step: float | None) -> dict[str, object]:
+def phase(runs: list[int]) -> dict[str, object]:
+    return writes.summarise([[write("deployments", "m")] * n for n in runs])
+
+
+def figures(
+    cold: dict[str, list[int]], bump: dict[str, list[int]], step: float | None
+) -> dict[str, object]:
     cases = {
         name: {
             "label": name,
-            "cold": {"writes": cold[name], "by_resource": {}, "table": ""},
-            "bump": {"writes": bump[name], "by_resource": {}, "table": ""},
+            "cold": phase(cold[name]),
+            "bump": phase(bump[name]),
             "sync_cold": 3,
             "sync_bump": 3,
         }
@@ -124,6 +130,7 @@ def figures(cold: dict[str, int], bump: dict[str, int], step: float | None) -> d
     }
     return {
         "replicas": 4,
+        "rounds": 3,
         "cases": cases,
         "canary_per_step": step,
         "gate": writes.gate_figures(4),
@@ -131,21 +138,34 @@ def figures(cold: dict[str, int], bump: dict[str, int], step: float | None) -> d
     }
 
 
+def test_a_phase_is_told_by_its_median_round_and_the_range() -> None:
+    found = phase([15, 14, 17])
+    assert (found["writes"], found["runs"]) == (15, [15, 14, 17])
+    assert found["by_resource"] == {"deployments": 15}  # of the median round
+    assert "15  patch   deployments" in str(found["table"])
+    assert writes.spread(found) == "15 (14-17)"
+    assert writes.spread(phase([4, 4, 4])) == "4"
+    assert phase([5, 8])["writes"] == 5  # of two, the lower
+
+
 def test_the_writes_table_states_each_feature_against_the_plain_model() -> None:
     found = figures(
-        {"plain": 4, "autoscaled": 5, "c1": 4}, {"plain": 3, "autoscaled": 3, "c1": 9}, 2.5
+        {"plain": [4, 4, 4], "autoscaled": [5, 8, 5], "c1": [4, 4, 4]},
+        {"plain": [3, 3, 3], "autoscaled": [3, 3, 3], "c1": [9, 11, 8]},
+        2.5,
     )
     rows = writes.rows(found)
     assert rows[0] == ("plain", "4", "3", "", "")
-    assert rows[1] == ("autoscaled", "5", "3", "+1", "+0")
-    assert rows[2] == ("c1", "4", "9", "+0", "+6")
+    assert rows[1] == ("autoscaled", "5 (5-8)", "3", "+1", "+0")
+    assert rows[2] == ("c1", "4", "9 (8-11)", "+0", "+6")
     assert rows[3] == ("canary, per step", "", "", "", "+2.5 per step")
     assert rows[4] == ("readiness gate", "", "", "+1 per pod", "+1 per new pod")
     text = writes.report(found)
     assert writes.GATE_NOTE in text
     assert "4 cold, 4 per bump at 4 replicas" in text
+    assert "the median of 3 models" in text
 
 
 def test_the_writes_table_leaves_out_the_step_cost_it_could_not_measure() -> None:
-    rows = writes.rows(figures({"plain": 4}, {"plain": 3}, None))
+    rows = writes.rows(figures({"plain": [4]}, {"plain": [3]}, None))
     assert [row[0] for row in rows] == ["plain", "readiness gate"]
