@@ -8,10 +8,10 @@ loopback for the canaries' analysis (tests/promserver.py, every answer passing).
 case is ROUNDS models, one after the other, each in a ModelSync of its own, synced from
 git (cold), then bumped one version: the median is told, and the range (how many status
 writes a rollout takes varies with when the operator sees its pods change). The writes
-come from the API server's audit log (tests/audit.py): ours only,
-answered, no dry runs, no Leases. A model's writes are those to the objects named after
-it (its ModelDeployment, Deployments - the canary's too -, Service, autoscaler, pods)
-and its Events; its ModelSync's are counted apart (per sync: all its models share them).
+come from the API server's audit log (tests/audit.py): ours only, answered, no dry
+runs, no Leases. A model's writes are those to the objects named after it (its
+ModelDeployment, Deployments - the canary's too -, Service, autoscaler, pods) and its
+Events; its ModelSync's are counted apart (per sync: all its models share them).
 
 The readiness gate (spec.validation) is stated from the code, not measured: it writes
 its condition on a pod (a pods/status patch) only once it has sent the samples to that
