@@ -209,7 +209,9 @@ def gate_figures(replicas: int) -> dict[str, Any]:
         "cold": replicas,
         "bump": replicas,
         "write": "patch pods/status (the modelsync.io/validated condition)",
-        "unreachable_first": "+1 more per pod (PodUnreachable, then SamplesPassed)",
+        "unreachable_first": (
+            "+1 more for a pod first found unreachable (PodUnreachable, then SamplesPassed)"
+        ),
         "measured": False,
         "note": GATE_NOTE,
     }
