@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from modelsync.api import schemas
+from modelsync.gitops import validate
 from modelsync.gitops.load import LoadedObject, Source
 from modelsync.gitops.validate import Policy, content_errors, policy_errors, policy_for
 
@@ -159,9 +160,11 @@ def test_an_object_unchanged_since_the_last_check_is_not_checked_again(
     checked: list[str] = []
     real = schemas.problems
 
-    def counting(schema: dict[str, Any], manifest: dict[str, Any]) -> list[schemas.Problem]:
+    def counting(
+        schema: dict[str, Any], manifest: dict[str, Any], rules: bool = True
+    ) -> list[schemas.Problem]:
         checked.append(manifest["metadata"]["name"])
-        return real(schema, manifest)
+        return real(schema, manifest, rules)
 
     monkeypatch.setattr(schemas, "problems", counting)
     text = "-\n" * 20
@@ -186,3 +189,23 @@ def test_an_object_that_is_not_json_is_still_checked() -> None:
     assert [e.message for e in errors] == [
         "spec.model.version: datetime.date(2024, 1, 1) is not of type 'string'"
     ]
+
+
+def test_the_operator_leaves_cel_rules_to_the_dry_run_and_explains_its_refusal_offline() -> None:
+    # Breaks only a CEL rule (steps are a canary's).
+    custom = model("v1")
+    custom["spec"]["rollout"] = {"steps": [{"weight": 50}]}
+    obj = LoadedObject(custom, Source("a.yaml", 1))
+    text = "\n".join(f"line {n}" for n in range(1, 30))
+    whole = content_errors([obj], lambda _: text)
+    assert [e.message for e in whole] == [
+        "spec.rollout.steps: rollout.steps are for strategy Canary"
+    ]
+    assert content_errors([obj], lambda _: text, rules=False) == []
+    assert validate.explain(obj, lambda _: text) == whole
+    # Anything else wrong: checked whole, reported as `modelsync validate` reports it.
+    custom["spec"]["replicas"] = "three"
+    assert content_errors([obj], lambda _: text, rules=False) == content_errors(
+        [obj], lambda _: text
+    )
+    assert content_errors([obj], lambda _: text, rules=False)

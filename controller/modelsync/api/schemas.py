@@ -145,8 +145,9 @@ def _cel_rule(rule: dict[str, Any], value: Any, path: Path_) -> Problem | None:
     return Problem(path + field_path, message)
 
 
-def problems(schema: dict[str, Any], manifest: dict[str, Any]) -> list[Problem]:
-    """Problems of one object against its CRD's schema: structure first, then CEL."""
+def problems(schema: dict[str, Any], manifest: dict[str, Any], rules: bool = True) -> list[Problem]:
+    """Problems of one object against its CRD's schema: structure first, then CEL
+    (`rules`)."""
     validator = jsonschema.Draft7Validator(_json_schema(schema))
     problems = []
     for error in sorted(validator.iter_errors(manifest), key=lambda e: list(e.absolute_path)):
@@ -159,7 +160,7 @@ def problems(schema: dict[str, Any], manifest: dict[str, Any]) -> list[Problem]:
             ]
         else:
             problems.append(Problem(path, error.message))
-    if problems:  # as the API server: CEL only once the structure holds
+    if problems or not rules:  # as the API server: CEL only once the structure holds
         return problems
     defaulted = apply_defaults(schema, manifest)
     return _cel_rules(schema, defaulted, ())

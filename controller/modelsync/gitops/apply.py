@@ -114,6 +114,7 @@ class Applier:
         objects: list[LoadedObject],
         revision: str,
         applied: Collection[tuple[str, str, str, str]] = (),
+        explain: Callable[[LoadedObject], list[RevisionError]] = lambda _: [],
     ) -> tuple[list[Planned], list[RevisionError]]:
         """Compare every object with its live self, and ask the API server (a dry run, as
         the writer) about each one that would change: its verdict validates the revision
@@ -122,7 +123,9 @@ class Applier:
         object another ModelSync owns, or one that was there before us (not in `applied`,
         our inventory, and not annotated for adoption), is an error: never taken over. Kinds
         defined by CRDs of this revision, and objects in namespaces it creates, can only be
-        judged once those exist; `apply` reports their errors."""
+        judged once those exist; `apply` reports their errors. `explain` says what is
+        wrong with an object the dry run refused as invalid, or cannot judge yet, when it
+        can say it better (at the field's line); its errors stop the revision too."""
         live = self._live_index(objects)
         namespaces: dict[str, bool] = {}
         # First what would change (no request), then one dry run per changed object,
@@ -170,7 +173,12 @@ class Applier:
         for step in steps:
             preview = verdicts.get(id(step))
             if isinstance(preview, kubernetes.client.ApiException):
-                errors.append(_api_error(step.source, preview))
+                invalid = preview.status == 422 and explain(step.source)
+                errors += invalid or [_api_error(step.source, preview)]
+                continue
+            unjudged = bool(step.drifted) and not step.judgeable and explain(step.source)
+            if unjudged:
+                errors += unjudged
                 continue
             planned.append(settle(step, revision, preview))
         return planned, errors

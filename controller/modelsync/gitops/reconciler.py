@@ -51,7 +51,7 @@ from modelsync.gitops.status import (
     record,
     set_models_not_ready,
 )
-from modelsync.gitops.validate import content_errors, policy_errors, policy_for
+from modelsync.gitops.validate import content_errors, explain, policy_errors, policy_for
 from modelsync.kube import remote as remotemod
 from modelsync.kube.client import Kube, Manifest, api_message, transient
 from modelsync.runtime.settings import OperatorSettings
@@ -414,12 +414,16 @@ class SyncReconciler:
         # Our own resources first, before any request (as `modelsync validate` does).
         # spec.validation's sample files become the bodies the operator sends (inlined).
         errors = loaded.errors + samples.inline(loaded.objects, snapshot, loaded.reader(snapshot))
-        errors += content_errors(loaded.objects, loaded.reader(snapshot))
+        # CEL rules are left to the dry run of `plan` (the API server's own evaluation).
+        reader = loaded.reader(snapshot)
+        errors += content_errors(loaded.objects, reader, rules=False)
         errors += policy_errors(loaded.objects, policy, applier.kube.scope)
         planned: list[Planned] = []
         if not errors:
             applied = {prunemod.key(entry) for entry in status.get("inventory") or []}
-            planned, errors = applier.plan(loaded.objects, revision.name, applied)
+            planned, errors = applier.plan(
+                loaded.objects, revision.name, applied, lambda obj: explain(obj, reader)
+            )
         if errors:
             outcome.errors = errors
             outcome.reason, outcome.stalled = _content_failure(errors)
