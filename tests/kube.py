@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,7 @@ def condition_of(obj: Any, kind: str) -> Any:
     return None
 
 
-def dict_condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+def dict_condition(obj: dict[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
     """The status condition of type `kind` of a custom object (a dict), or None."""
     return find(((obj or {}).get("status") or {}).get("conditions"), kind)
 

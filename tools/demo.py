@@ -120,8 +120,8 @@ def table(objects: Any) -> Table:
     items = objects.list_namespaced_custom_object(namespace=NAMESPACE, **MD)["items"]
     for md in sorted(items, key=lambda m: m["metadata"]["name"]):
         status = md.get("status") or {}
-        ready = conditions.of(md, c.READY)
-        rolled = (
+        ready: dict[str, Any] = conditions.of(md, c.READY)
+        rolled: dict[str, Any] | None = (
             conditions.of(md, c.ROLLED_BACK)
             if conditions.is_true(status.get("conditions"), c.ROLLED_BACK)
             else None

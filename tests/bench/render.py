@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from modelsync.api.modelsync import HelmSource
 from modelsync.gitops import load
 from modelsync.gitops.promote import prepare
 from modelsync.gitops.render import RenderSettings, render
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             return len(rendered.objects)
 
         def helm() -> int:
-            rendered = render(root, "", {"chart": "chart"}, settings, release="bench")
+            rendered = render(root, "", HelmSource("chart"), settings, release="bench")
             assert not rendered.errors, rendered.errors[:3]
             return len(rendered.objects)
 

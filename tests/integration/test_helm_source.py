@@ -17,6 +17,7 @@ import pytest
 from kubernetes.client import CoreV1Api
 
 from modelsync.api import constants as c
+from modelsync.api.modelsync import HelmSource
 from modelsync.gitops.render import RenderSettings, render
 from tests.gitserver import WorkRepo
 from tests.integration.conftest import RENDER_TIMEOUT_SECONDS
@@ -232,7 +233,7 @@ def test_security_helm_source_renderer_memory_is_bounded(
     settings = RenderSettings(helm=str(renderers["helm"]))
     assert settings.memory_bytes == 2 << 30
     before = peak_rss_mib()
-    rendered = render(tmp_path / "repo", "", {"chart": "charts/huge"}, settings)
+    rendered = render(tmp_path / "repo", "", HelmSource("charts/huge"), settings)
     assert [str(e) for e in rendered.errors] == [
         "charts/huge/Chart.yaml:1: helm template: the renderer ran out of its 2048 MiB of "
         "memory; render less, or the platform raises --render-memory-bytes"

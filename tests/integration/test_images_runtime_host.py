@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from modelsync.api.manifest import mapping
 from modelsync.serving.render import render
 from modelsync.serving.runtimes import MODEL_DIR, SCRATCH_DIR
 from tests.cluster import wheels
@@ -60,8 +61,7 @@ def model_deployment(runtime: dict[str, Any], uri: str) -> dict[str, Any]:
 
 
 def pod_of(md: dict[str, Any]) -> dict[str, Any]:
-    pod: dict[str, Any] = render(md).deployment["spec"]["template"]["spec"]
-    return pod
+    return dict(mapping(render(md).deployment, "spec", "template", "spec"))
 
 
 def on_host(value: str, places: dict[str, str]) -> str:

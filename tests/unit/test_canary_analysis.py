@@ -14,6 +14,7 @@ import pytest
 
 from modelsync.api import constants as c
 from modelsync.api import schemas
+from modelsync.api.manifest import Manifest
 from modelsync.api.modeldeployment import Analysis, AnalysisQuery, parse_spec, parse_status
 from modelsync.serving import analysis
 from modelsync.serving.canary import (
@@ -49,7 +50,7 @@ def secret(kind: str | None, **data: str) -> dict[str, Any]:
 
 
 def test_one_query_or_several_each_with_its_threshold() -> None:
-    one = {"prometheusURL": "http://p:9090", "query": "q", "threshold": 1}
+    one: Manifest = {"prometheusURL": "http://p:9090", "query": "q", "threshold": 1}
     assert queries_of(one) == [
         {
             "name": "query",
@@ -59,7 +60,7 @@ def test_one_query_or_several_each_with_its_threshold() -> None:
             "prometheusURL": "http://p:9090",
         }
     ]
-    several = {
+    several: Manifest = {
         "prometheusURL": "http://p:9090",
         "queries": [
             {"name": "errors", "query": "e", "threshold": 0.01},
@@ -208,7 +209,11 @@ def test_a_headers_secret_not_made_for_it_is_refused_naming_the_fix(
 
 
 def test_the_watch_checks_every_interval_until_its_window_closes() -> None:
-    previous = {"stableSpec": {"x": 1}, "stableSpecHash": "old", "stableRevision": "main@1"}
+    previous: Manifest = {
+        "stableSpec": {"x": 1},
+        "stableSpecHash": "old",
+        "stableRevision": "main@1",
+    }
     state = watch_start("new", previous, T0)
     assert (state["previousSpecHash"], state["previousRevision"]) == ("old", "main@1")
     assert not watch_due(state, WATCHED, later(5))

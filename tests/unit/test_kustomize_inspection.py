@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from modelsync.api.modelsync import HelmSource, parse_helm
 from modelsync.gitops.render import (
     RendererMissingError,
     RenderSettings,
@@ -154,7 +155,7 @@ def test_kustomize_missing_resource_cycle_and_bad_yaml_are_named(tmp_path: Path)
 
 def test_kustomize_and_helm_source_together_are_refused_naming_both(tmp_path: Path) -> None:
     root = write(tmp_path, {"app/kustomization.yaml": "resources: []\n"})
-    rendered = render(root, "app", {"chart": "chart"}, RenderSettings())
+    rendered = render(root, "app", HelmSource("chart"), RenderSettings())
     assert [str(e) for e in rendered.errors] == [
         "app/kustomization.yaml:1: spec.path 'app' holds a kustomization and spec.helm is "
         "set: modelsync renders one of them; remove spec.helm, or point spec.path elsewhere"
@@ -170,7 +171,7 @@ def test_helm_source_chart_and_values_must_be_files_of_the_revision(tmp_path: Pa
     settings = RenderSettings(helm="/nonexistent/helm")
 
     def errors(helm: dict[str, object]) -> list[str]:
-        return [str(e) for e in render(root, "", helm, settings).errors]
+        return [str(e) for e in render(root, "", parse_helm(helm), settings).errors]
 
     assert errors({"chart": "nochart"}) == [
         "nochart:1: spec.helm.chart: no Chart.yaml in this directory of the revision; point "
@@ -191,7 +192,7 @@ def test_helm_source_chart_and_values_must_be_files_of_the_revision(tmp_path: Pa
     ]
     (root / "chart/templates/passwd.yaml").unlink()
     with pytest.raises(RendererMissingError, match=r"helm v4\.3\.1 is needed"):
-        render(root, "", {"chart": "chart"}, settings)
+        render(root, "", HelmSource("chart"), settings)
 
 
 def test_helm_source_output_is_split_by_template() -> None:

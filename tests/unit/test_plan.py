@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelsync.api import constants as c
+from modelsync.api.manifest import get
 from modelsync.gitops.load import LoadedObject, Source
 from modelsync.gitops.plan import NEW, PlanStep, candidate, labelled, settle
 
@@ -35,22 +36,22 @@ def step(desired: dict[str, Any], live: dict[str, Any] | None) -> PlanStep:
 def test_a_new_object_is_new_and_carries_this_revision() -> None:
     compared, drifted = candidate(model("1"), None, NOW)
     assert drifted == [NEW]
-    assert compared["metadata"]["annotations"][c.ANNOTATION_REVISION] == NOW
+    assert get(compared, "metadata", "annotations", c.ANNOTATION_REVISION) == NOW
 
 
 def test_an_unchanged_model_keeps_the_revision_that_last_changed_it() -> None:
     live = model("1", revision=OLD)
     planned = settle(step(model("1"), live), NOW, verdict=None)
     assert planned.drifted == []
-    assert planned.desired["metadata"]["annotations"][c.ANNOTATION_REVISION] == OLD
+    assert get(planned.desired, "metadata", "annotations", c.ANNOTATION_REVISION) == OLD
 
 
 def test_a_changed_model_takes_this_revision() -> None:
     live = model("1", revision=OLD)
     planned = settle(step(model("2"), live), NOW, verdict=None)
     assert planned.drifted
-    assert planned.desired["metadata"]["annotations"][c.ANNOTATION_REVISION] == NOW
-    assert planned.desired["spec"]["model"]["version"] == "2"
+    assert get(planned.desired, "metadata", "annotations", c.ANNOTATION_REVISION) == NOW
+    assert get(planned.desired, "spec", "model", "version") == "2"
 
 
 def test_a_dry_run_equal_to_the_live_object_is_a_change_of_form_only() -> None:
@@ -72,6 +73,6 @@ def test_a_dry_run_that_differs_from_the_live_object_is_a_change() -> None:
 def test_labels_name_the_modelsync_and_keep_the_objects_own() -> None:
     desired = model("1")
     desired["metadata"]["labels"] = {"team": "fraud"}
-    labels = labelled(desired, "team-a", "prod")["metadata"]["labels"]
+    labels = get(labelled(desired, "team-a", "prod"), "metadata", "labels")
     assert labels == {"team": "fraud", c.LABEL_SYNC_NAME: "prod", c.LABEL_SYNC_NAMESPACE: "team-a"}
     assert desired["metadata"]["labels"] == {"team": "fraud"}

@@ -6,6 +6,7 @@ import datetime
 from typing import Any
 
 from modelsync.api import constants as c
+from modelsync.api.manifest import Manifest, mapping
 from modelsync.gitops.plan import labelled
 from modelsync.runtime import shards
 
@@ -84,13 +85,13 @@ def test_unserved_names_labelled_modelsyncs_of_dead_shards_once() -> None:
 
 
 def test_applied_objects_carry_the_modelsyncs_shard_not_gits() -> None:
-    manifest = {
+    manifest: Manifest = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": "x", "labels": {c.LABEL_SHARD: "chosen-in-git", "app": "a"}},
     }
-    sharded = labelled(manifest, "team", "prod", "alpha")["metadata"]["labels"]
+    sharded = mapping(labelled(manifest, "team", "prod", "alpha"), "metadata", "labels")
     assert sharded[c.LABEL_SHARD] == "alpha"
     assert sharded["app"] == "a"
-    unsharded = labelled(manifest, "team", "prod")["metadata"]["labels"]
+    unsharded = mapping(labelled(manifest, "team", "prod"), "metadata", "labels")
     assert c.LABEL_SHARD not in unsharded

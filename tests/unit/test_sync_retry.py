@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import kubernetes
@@ -74,7 +75,7 @@ class Broken(SyncReconciler):
         return Outcome(ready=True, applied=False, reason=c.REASON_SUCCEEDED, message="ok")
 
 
-def ready(reconciler: SyncReconciler) -> dict[str, Any]:
+def ready(reconciler: SyncReconciler) -> Mapping[str, Any]:
     condition = find(reconciler.cache.ms["status"]["conditions"], c.READY)
     assert condition is not None
     return condition

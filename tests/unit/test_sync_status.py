@@ -8,6 +8,7 @@ from typing import Any
 
 from modelsync.api import conditions
 from modelsync.api import constants as c
+from modelsync.api.manifest import items, text
 from modelsync.gitops.load import RevisionError, Source
 from modelsync.gitops.modelhealth import ModelsHealth
 from modelsync.gitops.plan import ChangeSet
@@ -47,8 +48,8 @@ def test_a_sync_that_applied_records_history_and_a_synced_event() -> None:
     assert (recorded.event.reason, recorded.event.warning) == (c.EVENT_SYNCED, False)
     assert recorded.status["lastAppliedRevision"] == REVISION
     assert recorded.status["inventory"] == INVENTORY
-    assert [entry["revision"] for entry in recorded.status["history"]] == [REVISION]
-    assert recorded.status["history"][0]["created"] == 1
+    assert [text(entry, "revision") for entry in items(recorded.status, "history")] == [REVISION]
+    assert items(recorded.status, "history")[0]["created"] == 1
     assert conditions.is_true(recorded.status["conditions"], c.READY)
     assert conditions.is_true(recorded.status["conditions"], c.HEALTHY)
 
@@ -64,7 +65,10 @@ def test_a_new_revision_is_news_even_with_nothing_written() -> None:
     first = record(modelsync(), applied(), T0, T1, ready()).status
     recorded = record(modelsync(first), applied(NEXT, created=0), T1, T1, ready())
     assert recorded.event is not None
-    assert [entry["revision"] for entry in recorded.status["history"]] == [NEXT, REVISION]
+    assert [text(entry, "revision") for entry in items(recorded.status, "history")] == [
+        NEXT,
+        REVISION,
+    ]
 
 
 def test_history_keeps_the_last_syncs_only() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from modelsync.api import constants as c
+from modelsync.api.manifest import get, mapping
 from modelsync.api.modeldeployment import JsonCheck, parse_spec
 from modelsync.gitops import samples
 from modelsync.gitops.load import load
@@ -183,13 +184,13 @@ def md(body: dict[str, Any]) -> dict[str, Any]:
 
 def test_new_pods_carry_the_readiness_gate_and_new_samples_are_a_new_revision() -> None:
     gated = render(md(spec()))
-    pod = gated.deployment["spec"]["template"]
-    assert pod["spec"]["readinessGates"] == [{"conditionType": c.CONDITION_VALIDATED}]
-    assert c.ANNOTATION_VALIDATION in pod["metadata"]["annotations"]
+    pod = mapping(gated.deployment, "spec", "template")
+    assert get(pod, "spec", "readinessGates") == [{"conditionType": c.CONDITION_VALIDATED}]
+    assert c.ANNOTATION_VALIDATION in mapping(pod, "metadata", "annotations")
     plain_spec = spec()
     del plain_spec["validation"]
     plain = render(md(plain_spec))
-    assert "readinessGates" not in plain.deployment["spec"]["template"]["spec"]
+    assert "readinessGates" not in mapping(plain.deployment, "spec", "template", "spec")
     changed = spec()
     changed["validation"]["samples"][0]["expect"]["json"][0]["equals"] = [1]
     assert len({gated.spec_hash, plain.spec_hash, render(md(changed)).spec_hash}) == 3

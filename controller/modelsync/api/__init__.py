@@ -1,2 +1,3 @@
-"""The resources' vocabulary: condition types, reasons, labels and annotations, conditions,
-and the CRDs' schemas. Imports nothing else of modelsync."""
+"""The resources, typed, and their vocabulary: ModelSync and ModelDeployment as dataclasses
+with the CRDs' defaults, JSON without Any (manifest.py), condition types, reasons, labels
+and annotations, conditions, and the CRDs' schemas. Imports nothing else of modelsync."""

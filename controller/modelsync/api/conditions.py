@@ -7,10 +7,12 @@ message and observedGeneration follow the latest observation.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-Condition = dict[str, Any]
+from modelsync.api.manifest import JsonValue, Manifest, items, mapping, text
+
+Condition = Manifest
 
 
 @dataclass(frozen=True)
@@ -28,13 +30,14 @@ def timestamp(now: datetime.datetime) -> str:
 
 
 def merge(
-    current: list[Condition] | None,
+    current: object,
     observed: list[Observed],
     generation: int,
     now: datetime.datetime,
 ) -> list[Condition]:
-    """The conditions to write: `observed` ones replace theirs, others stay as they were."""
-    by_type = {condition["type"]: condition for condition in current or []}
+    """The conditions to write: `observed` ones replace theirs, others stay as they were
+    (`current` is status.conditions: what is not a list of objects holds none)."""
+    by_type = {text(condition, "type"): dict(condition) for condition in items(current)}
     for seen in observed:
         status = "True" if seen.status else "False"
         previous = by_type.get(seen.type)
@@ -49,26 +52,27 @@ def merge(
                 timestamp(now) if changed or previous is None else previous["lastTransitionTime"]
             ),
         }
-    return sorted(by_type.values(), key=lambda condition: str(condition["type"]))
+    return sorted(by_type.values(), key=lambda condition: text(condition, "type"))
 
 
-def without(current: list[Condition] | None, kinds: list[str]) -> list[Condition]:
+def without(current: object, kinds: list[str]) -> list[Condition]:
     """The conditions, less those of the given types."""
-    return [condition for condition in current or [] if condition.get("type") not in kinds]
+    return [dict(condition) for condition in items(current) if condition.get("type") not in kinds]
 
 
-def find(conditions: list[Condition] | None, kind: str) -> Condition | None:
-    for condition in conditions or []:
+def find(conditions: object, kind: str) -> Mapping[str, JsonValue] | None:
+    """The condition `kind` of a list of conditions (anything else has none)."""
+    for condition in items(conditions):
         if condition.get("type") == kind:
             return condition
     return None
 
 
-def of(obj: dict[str, Any] | None, kind: str) -> Condition:
+def of(obj: object, kind: str) -> Condition:
     """The condition `kind` of an object (from its status), or {} when it has none."""
-    return dict(find(((obj or {}).get("status") or {}).get("conditions"), kind) or {})
+    return dict(find(mapping(obj, "status").get("conditions"), kind) or {})
 
 
-def is_true(conditions: list[Condition] | None, kind: str) -> bool:
+def is_true(conditions: object, kind: str) -> bool:
     found = find(conditions, kind)
     return found is not None and found.get("status") == "True"

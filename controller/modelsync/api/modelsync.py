@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from modelsync.api import fields as f
 from modelsync.api.fields import Object, StatusCondition
+from modelsync.api.manifest import Manifest, json_value
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,16 @@ class Receiver:
 
 
 @dataclass(frozen=True)
+class HelmSource:
+    """spec.helm: a chart of the revision rendered with `helm template` (never a release)."""
+
+    chart: str  # its directory, relative to the repository root
+    release_name: str | None = None  # None: the ModelSync's name
+    values_files: tuple[str, ...] = ()  # of the revision, applied in order
+    values: Manifest | None = None  # inline values, applied after the files
+
+
+@dataclass(frozen=True)
 class ModelSyncSpec:
     repo: Repo
     path: str = ""
@@ -54,6 +65,7 @@ class ModelSyncSpec:
     receivers: tuple[Receiver, ...] = ()
     # The name of a Secret of type modelsync.io/kubeconfig: apply to that cluster.
     kube_config_secret_ref: str | None = None
+    helm: HelmSource | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,23 @@ def parse_spec(data: Object, path: str = "spec") -> ModelSyncSpec:
         receivers=parse_receivers(f.opt_obj(data, "notify", path) or {}, f"{path}.notify"),
         kube_config_secret_ref=f.string(kube_secret, "name", f"{path}.kubeConfig.secretRef")
         if kube_secret
+        else None,
+        helm=parse_helm(f.opt_obj(data, "helm", path), f"{path}.helm"),
+    )
+
+
+def parse_helm(data: Object | None, path: str = "spec.helm") -> HelmSource | None:
+    """spec.helm, or None where the ModelSync has none."""
+    if data is None:
+        return None
+    values = f.opt_obj(data, "values", path)
+    return HelmSource(
+        chart=f.string(data, "chart", path),
+        release_name=f.opt_string(data, "releaseName", path),
+        values_files=f.strings(data, "valuesFiles", path),
+        # Any JSON (x-kubernetes-preserve-unknown-fields), copied as plain data.
+        values={str(key): json_value(value) for key, value in values.items()}
+        if values is not None
         else None,
     )
 

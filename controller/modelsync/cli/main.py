@@ -21,8 +21,9 @@ from rich.console import Console
 from rich.table import Table
 
 from modelsync import __version__
+from modelsync.api import conditions
 from modelsync.api import constants as c
-from modelsync.api.conditions import of as condition
+from modelsync.api.modelsync import HelmSource
 from modelsync.gitops import render as rendering
 from modelsync.runtime.settings import (
     IMAGE_PULL_POLICY_CHOICES,
@@ -40,6 +41,11 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(
     stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 400
 )
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The condition `kind` of an object, for the tables (Any: they print what is there)."""
+    return conditions.of(obj, kind)
 
 
 def program_name(argv0: str) -> str:
@@ -271,7 +277,7 @@ def validate(
     if sync_name and not server:
         fail("--sync needs --server: it asks the API server")
     settings = _render_settings(kustomize_binary, helm_binary)
-    helm = {"chart": helm_chart, "valuesFiles": list(helm_values)} if helm_chart else None
+    helm = HelmSource(helm_chart, values_files=helm_values) if helm_chart else None
     try:
         report = check_path(path, helm=helm, settings=settings, name=helm_release)
         if server and not report.errors and sync_name:

@@ -1,2 +1,3 @@
-"""The ModelSync controller: a git revision to applied objects (fetch, load, validate,
-apply, prune, inventory, writeback, webhooks) and its reconciler."""
+"""The ModelSync controller: a git revision to applied objects (fetch, render, load,
+validate, plan, apply, prune, status; webhooks, notifications, writeback, promotion,
+remote clusters) and its reconciler."""

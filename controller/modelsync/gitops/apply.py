@@ -17,6 +17,7 @@ from typing import TypeVar
 import kubernetes
 
 from modelsync.api import constants as c
+from modelsync.api.manifest import text
 from modelsync.gitops import ownership
 from modelsync.gitops.load import LoadedObject, RevisionError
 from modelsync.gitops.plan import (
@@ -262,7 +263,7 @@ class Applier:
                 changes.drifted.append(f"{obj.description} ({', '.join(item.drifted)})")
                 if not heal:
                     continue
-                kept = (item.live["metadata"].get("annotations") or {}).get(c.ANNOTATION_REVISION)
+                kept = text(item.live, "metadata", "annotations", c.ANNOTATION_REVISION)
                 if kept:
                     desired = with_revision(desired, kept)
             writes.append((item, desired))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelsync.api.modelsync import HelmSource, parse_helm
 from modelsync.gitops import samples
 from modelsync.gitops.load import RevisionError
 from modelsync.gitops.render import Rendered, RenderSettings, kustomization_in, render
@@ -57,7 +58,7 @@ def _finding(error: RevisionError, root: Path) -> Finding:
     return Finding(shown.as_posix(), error.source.line, error.object, error.message)
 
 
-def _split(path: Path, helm: dict[str, Any] | None = None) -> tuple[Path, str]:
+def _split(path: Path, helm: HelmSource | None = None) -> tuple[Path, str]:
     """(repository root, path under it) for a directory or a single file. What is
     rendered (a kustomization, a chart) may name any file of the repository: its root
     is then the git work tree's top (the directory holding .git), as in the operator."""
@@ -71,7 +72,7 @@ def _split(path: Path, helm: dict[str, Any] | None = None) -> tuple[Path, str]:
 
 
 def _render(
-    path: Path, helm: dict[str, Any] | None, settings: RenderSettings, namespace: str, name: str
+    path: Path, helm: HelmSource | None, settings: RenderSettings, namespace: str, name: str
 ) -> tuple[Path, Rendered]:
     """The objects under `path`, rendered as the operator renders them (offline)."""
     root, relative = _split(path, helm)
@@ -84,7 +85,7 @@ def _render(
 def check_path(
     path: Path,
     namespace: str = "default",
-    helm: dict[str, Any] | None = None,
+    helm: HelmSource | None = None,
     settings: RenderSettings | None = None,
     name: str = "release",
 ) -> Report:
@@ -136,7 +137,7 @@ def diff_path(  # noqa: C901 - the offline diff's steps, as the sync's
     spec, meta = sync["spec"], sync["metadata"]
     root, loaded = _render(
         path,
-        spec.get("helm"),
+        parse_helm(spec.get("helm")),
         settings or RenderSettings(),
         spec.get("targetNamespace") or meta["namespace"],
         meta["name"],

@@ -11,11 +11,12 @@ of the Secret and the platform's allow-list in, a `RemoteCluster` or an error ou
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import yaml
 
+from modelsync.api.manifest import Manifest
 from modelsync.api.origins import origin, origin_text
 
 SERVERS_SETTING = "--remote-cluster-server (chart: tenancy.remoteClusterServers)"
@@ -59,14 +60,14 @@ class RemoteCluster:
     client_certificate_data: str = ""
     client_key_data: str = ""
 
-    def as_kubeconfig(self) -> dict[str, Any]:
+    def as_kubeconfig(self) -> Manifest:
         """A kubeconfig holding these fields and nothing else (for the client's loader)."""
-        cluster: dict[str, str] = {"server": self.server}
+        cluster: Manifest = {"server": self.server}
         if self.ca_data:
             cluster["certificate-authority-data"] = self.ca_data
         if self.tls_server_name:
             cluster["tls-server-name"] = self.tls_server_name
-        user = {
+        user: Manifest = {
             key: value
             for key, value in (
                 ("token", self.token),
@@ -115,21 +116,23 @@ def check(text: str, allowed_servers: tuple[str, ...], where: str) -> RemoteClus
     )
 
 
-def _named(config: dict[str, Any], section: str, key: str, name: str, where: str) -> Any:
+def _named(
+    config: Mapping[str, object], section: str, key: str, name: str, where: str
+) -> Mapping[str, object]:
     """The `key` mapping of the entry of `section` named `name` (exactly one)."""
     entries = config.get(section)
     listed = entries if isinstance(entries, list) else []
-    found = [e for e in listed if isinstance(e, dict) and e.get("name") == name]
+    found = [e for e in listed if isinstance(e, Mapping) and e.get("name") == name]
     if len(found) != 1:
         what = "no" if not found else "more than one"
         raise KubeconfigError(f"{where}: {what} entry named {name!r} in {section}")
     body = found[0].get(key)
-    if not isinstance(body, dict):
+    if not isinstance(body, Mapping):
         raise KubeconfigError(f"{where}: {section} entry {name!r} has no {key!r} mapping")
     return body
 
 
-def _known_fields(body: dict[str, Any], known: set[str], where: str) -> None:
+def _known_fields(body: Mapping[str, object], known: set[str], where: str) -> None:
     for name in sorted(body):
         if name in REFUSED:
             raise KubeconfigError(f"{where}: {name} is refused: {REFUSED[name]}")
@@ -139,14 +142,14 @@ def _known_fields(body: dict[str, Any], known: set[str], where: str) -> None:
             )
 
 
-def _text(body: dict[str, Any], key: str, where: str) -> str:
+def _text(body: Mapping[str, object], key: str, where: str) -> str:
     value = body.get(key, "")
     if not isinstance(value, str):
         raise KubeconfigError(f"{where}: {key} must be a string")
     return value
 
 
-def _server(cluster: dict[str, Any], allowed: tuple[str, ...], where: str) -> str:
+def _server(cluster: Mapping[str, object], allowed: tuple[str, ...], where: str) -> str:
     cluster = dict(cluster)
     skip = cluster.pop("insecure-skip-tls-verify", False)
     if skip is not False:
@@ -170,7 +173,7 @@ def _server(cluster: dict[str, Any], allowed: tuple[str, ...], where: str) -> st
     return server
 
 
-def _credentials(user: dict[str, Any], where: str) -> dict[str, str]:
+def _credentials(user: Mapping[str, object], where: str) -> dict[str, str]:
     _known_fields(user, USER_FIELDS, where)
     found = {
         "token": _text(user, "token", where),

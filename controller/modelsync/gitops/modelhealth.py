@@ -7,12 +7,12 @@ its current generation: an old Ready=True says nothing about the spec git just c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from modelsync.api import conditions
 from modelsync.api import constants as c
+from modelsync.api.manifest import get, mapping
 
 # Condition messages stay short enough for `kubectl get`'s MESSAGE column.
 MAX_MESSAGE = 120
@@ -52,15 +52,14 @@ class ModelsHealth:
         return [f"{name}: {why}" for name, why in self.not_ready]
 
 
-def model_ready(md: dict[str, Any] | None) -> tuple[bool, str]:
+def model_ready(md: Mapping[str, object] | None) -> tuple[bool, str]:
     """Whether one ModelDeployment serves its current spec, and if not, why (its Ready
     condition's reason, or that the operator has not yet seen its spec)."""
     if md is None:
         return False, "not created yet"
-    status = md.get("status") or {}
+    status = mapping(md, "status")
     ready = conditions.find(status.get("conditions"), c.READY)
-    generation = md["metadata"].get("generation")
-    if ready is None or status.get("observedGeneration") != generation:
+    if ready is None or status.get("observedGeneration") != get(md, "metadata", "generation"):
         return False, "not reconciled yet"
     if ready.get("status") != "True":
         return False, str(ready.get("reason") or "NotReady")
@@ -69,7 +68,7 @@ def model_ready(md: dict[str, Any] | None) -> tuple[bool, str]:
 
 def assess(
     inventory: list[dict[str, str]],
-    lookup: Callable[[str, str], dict[str, Any] | None],
+    lookup: Callable[[str, str], Mapping[str, object] | None],
     watched: Callable[[str], bool],
 ) -> ModelsHealth:
     """The health of the ModelDeployments in `inventory`; those in namespaces the

@@ -19,12 +19,13 @@ from __future__ import annotations
 import collections
 import json
 import urllib.parse
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from modelsync.api import conditions
 from modelsync.api import constants as c
+from modelsync.api.manifest import items, text
 from modelsync.api.origins import origin, origin_text, parse_origin
 from modelsync.gitops.webhooks import DELIVERY_HEADERS, signature
 
@@ -64,12 +65,12 @@ class State:
     message: str = ""
 
 
-def sync_state(status: dict[str, Any]) -> State | None:
+def sync_state(status: Mapping[str, object]) -> State | None:
     """A ModelSync's state: its last attempted revision rejected, its rollback write-back
     failing, or applied and Ready (OK). A rolled-back model is its ModelDeployment's news."""
-    revision = str(status.get("lastAttemptedRevision") or "")
+    revision = text(status, "lastAttemptedRevision")
     ready = conditions.find(status.get("conditions"), c.READY) or {}
-    reason, message = str(ready.get("reason") or ""), str(ready.get("message") or "")
+    reason, message = text(ready, "reason"), text(ready, "message")
     if reason in REJECTED:
         return State(c.NOTICE_REVISION_REJECTED, revision, reason, message)
     write_back = conditions.find(status.get("conditions"), c.WRITE_BACK) or {}
@@ -77,37 +78,38 @@ def sync_state(status: dict[str, Any]) -> State | None:
         return State(
             c.NOTICE_WRITE_BACK_FAILED,
             revision,
-            str(write_back.get("reason") or ""),
-            str(write_back.get("message") or ""),
+            text(write_back, "reason"),
+            text(write_back, "message"),
         )
     if ready.get("status") == "True" and revision and status.get("lastAppliedRevision") == revision:
         return State(OK, revision, reason, message)
     return None
 
 
-def model_state(status: dict[str, Any]) -> State | None:
+def model_state(status: Mapping[str, object]) -> State | None:
     """A ModelDeployment's state: rolled back (AnalysisFailed when a canary's analysis
     was the cause), its rollout failed with no rollback, or Ready (OK)."""
     found = status.get("conditions")
     rolled = conditions.find(found, c.ROLLED_BACK) or {}
     if rolled.get("status") == "True":
-        reason = str(rolled.get("reason") or "")
+        reason = text(rolled, "reason")
         kind = (
             c.NOTICE_ANALYSIS_FAILED if reason == c.REASON_ANALYSIS_FAILED else c.NOTICE_ROLLED_BACK
         )
-        revision = str(status.get("failedGitRevision") or "")
-        return State(kind, revision, reason, str(rolled.get("message") or ""))
+        revision = text(status, "failedGitRevision")
+        return State(kind, revision, reason, text(rolled, "message"))
     ready = conditions.find(found, c.READY) or {}
-    revision = str(status.get("currentRevision") or "")
+    revision = text(status, "currentRevision")
     if ready.get("status") == "True":
-        return State(OK, revision, str(ready.get("reason") or ""), str(ready.get("message") or ""))
-    last = (status.get("history") or [{}])[0]
+        return State(OK, revision, text(ready, "reason"), text(ready, "message"))
+    history = items(status, "history")
+    last = history[0] if history else {}
     if last.get("result") == c.HISTORY_FAILED:
         return State(
             c.NOTICE_ROLLOUT_FAILED,
-            str(last.get("revision") or revision),
+            text(last, "revision") or revision,
             c.REASON_FAILED,
-            str(last.get("message") or ""),
+            text(last, "message"),
         )
     return None
 

@@ -10,20 +10,19 @@ we refuse. Prune deletes only what is still labelled as its own.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from modelsync.api import constants as c
+from modelsync.api.manifest import text
 
-Manifest = dict[str, Any]
 
-
-def owner(live: Manifest) -> tuple[str, str] | None:
+def owner(live: Mapping[str, object]) -> tuple[str, str] | None:
     """(namespace, name) of the ModelSync the object's labels name, or None."""
-    labels = live.get("metadata", {}).get("labels") or {}
-    name, namespace = labels.get(c.LABEL_SYNC_NAME), labels.get(c.LABEL_SYNC_NAMESPACE)
+    name = text(live, "metadata", "labels", c.LABEL_SYNC_NAME)
+    namespace = text(live, "metadata", "labels", c.LABEL_SYNC_NAMESPACE)
     if not name and not namespace:
         return None
-    return str(namespace or ""), str(name or "")
+    return namespace, name
 
 
 def adoption(sync_namespace: str, sync_name: str) -> str:
@@ -32,7 +31,7 @@ def adoption(sync_namespace: str, sync_name: str) -> str:
 
 
 def refusal(
-    live: Manifest | None, sync_namespace: str, sync_name: str, applied: bool = False
+    live: Mapping[str, object] | None, sync_namespace: str, sync_name: str, applied: bool = False
 ) -> str | None:
     """Why this ModelSync may not apply over `live` (None: it may). `applied`: the object
     is in this ModelSync's inventory, so it did not exist before our first apply (labels
@@ -48,8 +47,9 @@ def refusal(
             f"{c.LABEL_SYNC_NAME}); two ModelSyncs must not list the same object: remove it "
             "from one of the two repositories"
         )
-    annotations = live.get("metadata", {}).get("annotations") or {}
-    if annotations.get(c.ANNOTATION_ADOPT) == adoption(sync_namespace, sync_name):
+    if text(live, "metadata", "annotations", c.ANNOTATION_ADOPT) == adoption(
+        sync_namespace, sync_name
+    ):
         return None
     return (
         "exists and was not created by this ModelSync; to let it take the object over, "
@@ -58,6 +58,6 @@ def refusal(
     )
 
 
-def prunable(live: Manifest, sync_namespace: str, sync_name: str) -> bool:
+def prunable(live: Mapping[str, object], sync_namespace: str, sync_name: str) -> bool:
     """Still labelled as this ModelSync's own: only then may its prune delete it."""
     return owner(live) == (sync_namespace, sync_name)

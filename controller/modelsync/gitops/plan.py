@@ -9,13 +9,12 @@ what the dry run's answer makes of it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from modelsync.api import constants as c
+from modelsync.api.manifest import Manifest, mapping, text
 from modelsync.gitops.load import LoadedObject
 from modelsync.kube.drift import applied_part, differences
 
-Manifest = dict[str, Any]
 NEW = "(new)"  # what `drifted` holds for an object that does not exist yet
 
 
@@ -74,16 +73,16 @@ def labelled(manifest: Manifest, sync_namespace: str, sync_name: str, shard: str
     the same operator shard serves what it applied (a shard label written in git is
     replaced: content does not pick its operator)."""
     out = dict(manifest)
-    meta = dict(out.get("metadata") or {})
-    labels = {
-        **(meta.get("labels") or {}),
+    meta = dict(mapping(out, "metadata"))
+    named: Manifest = {
+        **mapping(meta, "labels"),
         c.LABEL_SYNC_NAME: sync_name,
         c.LABEL_SYNC_NAMESPACE: sync_namespace,
     }
-    labels.pop(c.LABEL_SHARD, None)
+    named.pop(c.LABEL_SHARD, None)
     if shard:
-        labels[c.LABEL_SHARD] = shard
-    meta["labels"] = labels
+        named[c.LABEL_SHARD] = shard
+    meta["labels"] = named
     out["metadata"] = meta
     return out
 
@@ -92,8 +91,8 @@ def with_revision(manifest: Manifest, revision: str) -> Manifest:
     """ModelDeployments carry the git revision they came from (their status shows it)."""
     if manifest["kind"] != c.MODELDEPLOYMENT_KIND:
         return manifest
-    meta = dict(manifest["metadata"])
-    meta["annotations"] = {**(meta.get("annotations") or {}), c.ANNOTATION_REVISION: revision}
+    meta = dict(mapping(manifest, "metadata"))
+    meta["annotations"] = {**mapping(meta, "annotations"), c.ANNOTATION_REVISION: revision}
     return {**manifest, "metadata": meta}
 
 
@@ -103,7 +102,7 @@ def candidate(
     """What to compare with the live object, and the fields that differ. A model keeps
     the revision that last changed it: a commit that touches one model of a thousand
     must not rewrite the other 999."""
-    kept = ((live or {}).get("metadata", {}).get("annotations") or {}).get(c.ANNOTATION_REVISION)
+    kept = text(live, "metadata", "annotations", c.ANNOTATION_REVISION)
     compared = with_revision(desired, kept or revision)
     drifted = differences(applied_part(compared), live) if live else [NEW]
     return compared, drifted

@@ -14,13 +14,18 @@ ModelSyncs from, so the mapping cannot drift from what runs.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 import yaml
 
 from modelsync.api import constants as c
+from modelsync.api import manifest as m
 from modelsync.api.conditions import is_true
+from modelsync.api.manifest import JsonValue
+
+Object = TypeVar("Object", bound=Mapping[str, object])
 
 # What promotion copies: the model's identity. Replicas, resources and rollout stay
 # each environment's own.
@@ -95,31 +100,30 @@ def pick(declared: dict[str, Environment], name: str, file: str) -> Environment:
     return declared[name]
 
 
-def find_model(objects: list[dict[str, Any]], model: str) -> dict[str, Any] | None:
+def find_model(objects: list[Object], model: str) -> Object | None:
     """The ModelDeployment of `model` in a render: by name, else by spec.model.name (an
     overlay's nameSuffix renames the object, not the model)."""
     deployments = [o for o in objects if o.get("kind") == c.MODELDEPLOYMENT_KIND]
     for md in deployments:
-        if (md.get("metadata") or {}).get("name") == model:
+        if m.get(md, "metadata", "name") == model:
             return md
     named = [md for md in deployments if model_fields(md).get("name") == model]
     return named[0] if len(named) == 1 else None
 
 
-def model_names(objects: list[dict[str, Any]]) -> list[str]:
+def model_names(objects: list[Object]) -> list[str]:
     return sorted(
-        str(model_fields(o).get("name") or (o.get("metadata") or {}).get("name"))
+        str(model_fields(o).get("name") or m.get(o, "metadata", "name"))
         for o in objects
         if o.get("kind") == c.MODELDEPLOYMENT_KIND
     )
 
 
-def model_fields(md: dict[str, Any]) -> dict[str, Any]:
-    model = (md.get("spec") or {}).get("model")
-    return model if isinstance(model, dict) else {}
+def model_fields(md: Mapping[str, object]) -> Mapping[str, JsonValue]:
+    return m.mapping(md, "spec", "model")
 
 
-def promoted(md: dict[str, Any]) -> dict[str, str]:
+def promoted(md: Mapping[str, object]) -> dict[str, str]:
     """The fields promotion copies, as the render has them (absent ones left out)."""
     fields = model_fields(md)
     return {key: str(fields[key]) for key in MODEL_FIELDS if fields.get(key) is not None}
@@ -129,15 +133,15 @@ def describe(fields: dict[str, str]) -> str:
     return ", ".join(f"{key} {fields[key]}" for key in MODEL_FIELDS if key in fields)
 
 
-def unhealthy(live: dict[str, Any] | None, expected: dict[str, str], sync: str) -> list[str]:
+def unhealthy(live: Mapping[str, object] | None, expected: dict[str, str], sync: str) -> list[str]:
     """Why the live ModelDeployment does not serve `expected` healthily (empty: it does):
     applied by `sync`, its current spec seen, Ready, not rolled back, serving the
     version git says, with the uri and format git says."""
     if live is None:
         return ["it does not exist in the cluster (has the ModelSync applied it?)"]
-    meta, status = live.get("metadata") or {}, live.get("status") or {}
+    meta, status = m.mapping(live, "metadata"), m.mapping(live, "status")
     problems = []
-    applied_by = (meta.get("labels") or {}).get(c.LABEL_SYNC_NAME)
+    applied_by = m.get(meta, "labels", c.LABEL_SYNC_NAME)
     if applied_by != sync:
         problems.append(f"it is not applied by ModelSync {sync} (but by {applied_by or 'none'})")
     conditions = status.get("conditions")
@@ -179,7 +183,7 @@ def _get(node: yaml.Node | None, key: str) -> yaml.Node | None:
         return None
     for k, v in node.value:
         if isinstance(k, yaml.ScalarNode) and k.value == key:
-            return v  # type: ignore[no-any-return]
+            return v if isinstance(v, yaml.Node) else None
     return None
 
 

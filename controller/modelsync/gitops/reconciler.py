@@ -394,7 +394,7 @@ class SyncReconciler:
             loaded = rendering.render_snapshot(
                 snapshot,
                 typed.path,
-                spec.get("helm"),
+                typed.helm,
                 self.settings.render_settings(),
                 namespace=spec.get("targetNamespace") or meta["namespace"],
                 release=meta["name"],

@@ -45,6 +45,7 @@ from typing import Any
 
 import yaml
 
+from modelsync.api.modelsync import HelmSource
 from modelsync.gitops import load as loadmod
 from modelsync.gitops.load import KUSTOMIZATION_FILES, Loaded, RevisionError, Source
 
@@ -615,7 +616,7 @@ def _binary(configured: str, name: str, version: str, setting: str) -> str:
 def render(
     root: Path,
     path: str,
-    helm: dict[str, Any] | None,
+    helm: HelmSource | None,
     settings: RenderSettings,
     *,
     namespace: str = "default",
@@ -695,10 +696,10 @@ def _parse_output(output: bytes, name: str, origin: str, rendered: Rendered) -> 
 
 
 def _render_helm(
-    root: Path, helm: dict[str, Any], settings: RenderSettings, namespace: str, release: str
+    root: Path, helm: HelmSource, settings: RenderSettings, namespace: str, release: str
 ) -> Rendered:
     rendered = Rendered(renderer="helm")
-    chart_name = str(helm.get("chart") or "")
+    chart_name = helm.chart
     chart = _inside(root, root, chart_name) if chart_name else None
     if chart is None or ".." in PurePosixPath(chart_name).parts:
         rendered.errors.append(
@@ -708,7 +709,7 @@ def _render_helm(
             )
         )
         return rendered
-    values = [(str(name), _inside(root, root, str(name))) for name in helm.get("valuesFiles") or []]
+    values = [(name, _inside(root, root, name)) for name in helm.values_files]
     errors = inspect_chart(root, chart, values)
     if errors:
         rendered.errors = errors
@@ -724,7 +725,7 @@ def _render_helm(
         argv = [
             binary,
             "template",
-            str(helm.get("releaseName") or release),
+            helm.release_name or release,
             str(revision / chart.relative_to(root)),
             "--namespace",
             namespace,
@@ -737,9 +738,9 @@ def _render_helm(
         for _, file in values:
             assert file is not None
             argv += ["--values", str(revision / file.relative_to(root))]
-        if helm.get("values"):
+        if helm.values:
             inline = private / "inline-values.json"
-            inline.write_text(json.dumps(helm["values"]))
+            inline.write_text(json.dumps(helm.values))
             argv += ["--values", str(inline)]
         try:
             output = run_bounded(
@@ -782,7 +783,7 @@ def _text_bytes(rendered: Rendered) -> int:
 def render_snapshot(
     snapshot: Path,
     path: str,
-    helm: dict[str, Any] | None,
+    helm: HelmSource | None,
     settings: RenderSettings,
     *,
     namespace: str,
@@ -790,7 +791,7 @@ def render_snapshot(
 ) -> Rendered:
     """`render` of an immutable snapshot (the operator's), remembered."""
     key = json.dumps(
-        [str(snapshot), path, helm, namespace, release, repr(settings)], sort_keys=True
+        [str(snapshot), path, repr(helm), namespace, release, repr(settings)], sort_keys=True
     )
     with _rendered_lock:
         found = _RENDERED.get(key)

@@ -9,18 +9,16 @@ keeps the last message, so it writes no status, no history and no Event.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from modelsync.api import conditions
 from modelsync.api import constants as c
 from modelsync.api.conditions import Observed
+from modelsync.api.manifest import JsonValue, Manifest, get, integer, items, labels, mapping, text
 from modelsync.gitops import modelhealth
 from modelsync.gitops.load import RevisionError
 from modelsync.gitops.plan import ChangeSet
-
-Manifest = dict[str, Any]
 
 HISTORY_LIMIT = 10
 MAX_ERRORS_KEPT = 200  # status.errors (the CRD's maxItems)
@@ -79,11 +77,11 @@ def set_models_not_ready(status: Manifest, health: modelhealth.ModelsHealth) -> 
     if health.healthy:
         status["modelsNotReady"] = None
     else:
-        status["modelsNotReady"] = health.details()[:MAX_ERRORS_KEPT]
+        status["modelsNotReady"] = list(health.details()[:MAX_ERRORS_KEPT])
 
 
 def record(
-    ms: Manifest,
+    ms: Mapping[str, object],
     outcome: Outcome,
     started: datetime.datetime,
     now: datetime.datetime,
@@ -92,10 +90,15 @@ def record(
     """The status to write after `outcome`, and the Event to send. `health` tells how
     the models of an inventory are (asked only once a revision has been applied). A
     field set to None is removed by the status patch."""
-    previous = ms.get("status") or {}
+    previous = mapping(ms, "status")
     previous_ready = conditions.find(previous.get("conditions"), c.READY) or {}
-    generation = int(ms["metadata"].get("generation") or 0)
-    status = _fields(previous, ms["metadata"], outcome, generation)
+    generation = integer(ms, "metadata", "generation")
+    status = _fields(
+        previous,
+        text(ms, "metadata", "annotations", c.ANNOTATION_RECONCILE_REQUESTED),
+        outcome,
+        generation,
+    )
     message, headline = outcome.message, outcome.headline
     if (
         outcome.changes.writes == 0
@@ -113,14 +116,14 @@ def record(
     observed = _observed(outcome, headline)
     if status.get("lastAppliedRevision"):
         # The models of the last applied revision, whatever became of this attempt.
-        models = health(status.get("inventory") or [])
+        models = health([labels(entry) for entry in items(status, "inventory")])
         observed.append(healthy_condition(models))
         set_models_not_ready(status, models)
     # Reconciling and Stalled are present only while true (the Kubernetes and Flux
     # convention). Reconciling is not written at the start of a sync: that would
     # cost two status writes per sync, and a resync with nothing to do writes none.
     kept = conditions.without(status.get("conditions"), [c.RECONCILING, c.STALLED])
-    status["conditions"] = conditions.merge(kept, observed, generation, now)
+    status["conditions"] = [*conditions.merge(kept, observed, generation, now)]
     news = (
         outcome.changes.writes > 0
         or previous_ready.get("message") != headline
@@ -129,13 +132,16 @@ def record(
     if not news:
         return Recorded(status, None)
     entry = _history_entry(outcome, message, started, now)
-    status["history"] = [entry, *(status.get("history") or [])][:HISTORY_LIMIT]
+    history = get(status, "history")
+    status["history"] = [entry, *(history if isinstance(history, list) else [])][:HISTORY_LIMIT]
     return Recorded(status, _event(outcome, message))
 
 
-def _fields(previous: Manifest, meta: Manifest, outcome: Outcome, generation: int) -> Manifest:
+def _fields(
+    previous: Mapping[str, JsonValue], requested: str, outcome: Outcome, generation: int
+) -> Manifest:
     """The previous status with what this attempt says of revisions, inventory,
-    write-backs and errors."""
+    write-backs and errors (`requested`: the reconcile-request annotation, handled)."""
     status = dict(previous)
     revision = outcome.revision
     if revision:
@@ -144,13 +150,12 @@ def _fields(previous: Manifest, meta: Manifest, outcome: Outcome, generation: in
     if outcome.applied and revision:
         status["lastAppliedRevision"] = revision
     if outcome.inventory is not None:
-        status["inventory"] = outcome.inventory
+        status["inventory"] = [dict(entry) for entry in outcome.inventory]
     status["observedGeneration"] = generation
-    requested = (meta.get("annotations") or {}).get(c.ANNOTATION_RECONCILE_REQUESTED)
     if requested:
         status["lastHandledReconcileAt"] = requested
     if outcome.write_backs is not None:
-        status["writeBacks"] = outcome.write_backs
+        status["writeBacks"] = list(outcome.write_backs)
     if outcome.errors:
         status["errors"] = [str(error)[:4096] for error in outcome.errors[:MAX_ERRORS_KEPT]]
     elif outcome.prune_errors:

@@ -27,9 +27,13 @@ import hmac
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeVar
+
+from modelsync.api.manifest import get, labels, text
+
+Sync = TypeVar("Sync", bound=Mapping[str, object])
 
 MAX_BODY_BYTES = 1 << 20
 PROVIDERS = ("github", "gitlab", "gitea", "generic")
@@ -140,14 +144,14 @@ def ref_matches(spec_ref: Mapping[str, str] | None, pushed: str) -> bool:
     return False  # a pinned commit never moves
 
 
-def matching(push: Push, syncs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def matching(push: Push, syncs: Iterable[Sync]) -> list[Sync]:
     """ModelSyncs that follow the pushed repository and ref."""
     pushed = {normalize_url(url) for url in push.urls}
     return [
         ms for ms in syncs
-        if normalize_url(ms["spec"]["repo"]["url"]) in pushed
-        and ref_matches(ms["spec"]["repo"].get("ref"), push.ref)
-        and not ms["spec"].get("suspend")
+        if normalize_url(text(ms, "spec", "repo", "url")) in pushed
+        and ref_matches(labels(ms, "spec", "repo", "ref"), push.ref)
+        and not get(ms, "spec", "suspend")
     ]  # fmt: skip
 
 

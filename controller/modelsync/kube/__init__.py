@@ -1,2 +1,2 @@
-"""The Kubernetes API as the controllers use it: client, throttle, cache, work queue,
-drift, leader election."""
+"""The Kubernetes API as the controllers use it: client, remote clusters, throttle, cache,
+work queue, drift, leader election."""

@@ -6,13 +6,15 @@ defaulted field, status) are not ours and never count as drift.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+
+from modelsync.api.manifest import JsonValue, Manifest
 
 # What the API server compares when we apply: the rest of an object is not ours.
 COMPARED_METADATA = ("labels", "annotations", "ownerReferences")
 
 
-def _same_scalar(want: Any, have: Any) -> bool:
+def _same_scalar(want: object, have: object) -> bool:
     if isinstance(want, bool) or isinstance(have, bool):
         return want is have
     if isinstance(want, int | float) and isinstance(have, int | float):
@@ -20,14 +22,15 @@ def _same_scalar(want: Any, have: Any) -> bool:
     return bool(want == have)
 
 
-def _keyed(items: list[Any]) -> dict[str, Any] | None:
+def _keyed(items: list[object]) -> dict[str, object] | None:
     """Lists of named objects (containers, env, ports, volumes) match by name."""
-    if items and all(isinstance(item, dict) and "name" in item for item in items):
-        return {str(item["name"]): item for item in items}
+    named = [item for item in items if isinstance(item, dict) and "name" in item]
+    if items and len(named) == len(items):
+        return {str(item["name"]): item for item in named}
     return None
 
 
-def differences(want: Any, have: Any, path: str = "") -> list[str]:
+def differences(want: object, have: object, path: str = "") -> list[str]:
     """JSON paths at which `have` does not hold what `want` says (extra fields in
     `have` are fine). Empty when applying `want` would change nothing we own."""
     if isinstance(want, dict):
@@ -42,7 +45,7 @@ def differences(want: Any, have: Any, path: str = "") -> list[str]:
     return [] if _same_scalar(want, have) else [path]
 
 
-def _list_differences(want: list[Any], have: Any, path: str) -> list[str]:
+def _list_differences(want: list[object], have: object, path: str) -> list[str]:
     """Lists of named items (containers, ports, env) by name; others by position."""
     if not isinstance(have, list):
         return [path]
@@ -62,11 +65,12 @@ def _list_differences(want: list[Any], have: Any, path: str) -> list[str]:
     return found
 
 
-def applied_part(manifest: dict[str, Any]) -> dict[str, Any]:
+def applied_part(manifest: Mapping[str, JsonValue]) -> Manifest:
     """The part of an object an apply of ours can change: its content (spec, or data,
     rules, ... for kinds without a spec) and some metadata; never status."""
-    metadata = manifest.get("metadata") or {}
-    part: dict[str, Any] = {
+    metadata = manifest.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    part: Manifest = {
         key: value
         for key, value in manifest.items()
         if key not in {"apiVersion", "kind", "metadata", "status"}

@@ -1,2 +1,2 @@
 """The process: settings, the kopf handlers (the only kopf import), the HTTP server,
-probes."""
+probes, shards."""

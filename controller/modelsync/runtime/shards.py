@@ -12,9 +12,10 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from modelsync.api import constants as c
+from modelsync.api.conditions import find
+from modelsync.api.manifest import get, integer, text
 
 
 def lease_name(base: str, shard: str) -> str:
@@ -22,9 +23,9 @@ def lease_name(base: str, shard: str) -> str:
     return f"{base}-{shard}" if shard else base
 
 
-def mine(metadata: Mapping[str, Any], shard: str) -> bool:
+def mine(metadata: Mapping[str, object], shard: str) -> bool:
     """Whether the object (by its metadata) is this operator's to reconcile."""
-    return ((metadata.get("labels") or {}).get(c.LABEL_SHARD) or "") == shard
+    return text(metadata, "labels", c.LABEL_SHARD) == shard
 
 
 def label_selector(shard: str) -> str:
@@ -36,21 +37,21 @@ def _time(value: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def live_shards(leases: Iterable[Mapping[str, Any]], now: datetime.datetime) -> set[str]:
+def live_shards(leases: Iterable[Mapping[str, object]], now: datetime.datetime) -> set[str]:
     """The shards whose Lease was renewed within its duration."""
     live: set[str] = set()
     for lease in leases:
-        shard = ((lease.get("metadata") or {}).get("labels") or {}).get(c.LABEL_SHARD)
-        spec = lease.get("spec") or {}
-        renewed, duration = spec.get("renewTime"), spec.get("leaseDurationSeconds")
+        shard = text(lease, "metadata", "labels", c.LABEL_SHARD)
+        renewed = text(lease, "spec", "renewTime")
+        duration = integer(lease, "spec", "leaseDurationSeconds")
         if not shard or not renewed or not duration:
             continue
         try:
-            expires = _time(str(renewed)) + datetime.timedelta(seconds=int(duration))
+            expires = _time(renewed) + datetime.timedelta(seconds=duration)
         except ValueError:
             continue
         if expires >= now:
-            live.add(str(shard))
+            live.add(shard)
     return live
 
 
@@ -69,7 +70,7 @@ class Unserved:
 
 
 def unserved(
-    modelsyncs: Iterable[Mapping[str, Any]],
+    modelsyncs: Iterable[Mapping[str, object]],
     live: set[str],
     lease_namespace: str,
     lease_base: str,
@@ -78,19 +79,11 @@ def unserved(
     yet (so a steady state writes nothing)."""
     found = []
     for ms in modelsyncs:
-        meta = ms.get("metadata") or {}
-        shard = (meta.get("labels") or {}).get(c.LABEL_SHARD)
-        if not shard or shard in live or meta.get("deletionTimestamp"):
+        shard = text(ms, "metadata", "labels", c.LABEL_SHARD)
+        if not shard or shard in live or get(ms, "metadata", "deletionTimestamp"):
             continue
-        item = Unserved(meta.get("namespace", ""), meta["name"], str(shard))
-        ready: Mapping[str, Any] = next(
-            (
-                cond
-                for cond in (ms.get("status") or {}).get("conditions") or []
-                if cond.get("type") == c.READY
-            ),
-            {},
-        )
+        item = Unserved(text(ms, "metadata", "namespace"), text(ms, "metadata", "name"), shard)
+        ready = find(get(ms, "status", "conditions"), c.READY) or {}
         if (
             ready.get("status") == "False"
             and ready.get("reason") == c.REASON_NO_SHARD

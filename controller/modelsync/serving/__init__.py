@@ -1,2 +1,2 @@
 """The ModelDeployment controller: a spec to a Ready model (runtimes, render, health,
-rollout, canary, analysis) and its reconciler."""
+rollout, canary, analysis, validation and its gate) and its reconciler."""

@@ -19,12 +19,13 @@ import json
 import math
 import re
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
 from modelsync.api import constants as c
 from modelsync.api.conditions import timestamp
+from modelsync.api.manifest import JsonValue, Manifest, child, get, integer, items, mapping, text
 from modelsync.api.modeldeployment import Analysis, CanaryStep
 from modelsync.api.origins import origin, origin_text, parse_origin
 
@@ -160,27 +161,37 @@ def size(cap: Capacity, weight: int, live: Tracks) -> Sizes:
     return Sizes(canary, stable, settled and canary == live.canary and stable == live.stable)
 
 
-def canary_deployment(deployment: dict[str, Any], replicas: int) -> dict[str, Any]:
+def canary_deployment(deployment: Manifest, replicas: int) -> Manifest:
     """The new revision's Deployment as a canary: its own name, its pods marked."""
-    canary: dict[str, Any] = json.loads(json.dumps(deployment))  # a deep copy of plain data
-    canary["metadata"]["name"] += CANARY_SUFFIX
-    canary["spec"]["replicas"] = replicas
-    canary["spec"]["selector"]["matchLabels"][c.LABEL_TRACK] = c.TRACK_CANARY
-    canary["spec"]["template"]["metadata"]["labels"][c.LABEL_TRACK] = c.TRACK_CANARY
+    canary: Manifest = json.loads(json.dumps(deployment))  # a deep copy of plain data
+    meta = child(canary, "metadata")
+    meta["name"] = text(meta, "name") + CANARY_SUFFIX
+    child(canary, "spec")["replicas"] = replicas
+    child(canary, "spec", "selector", "matchLabels")[c.LABEL_TRACK] = c.TRACK_CANARY
+    child(canary, "spec", "template", "metadata", "labels")[c.LABEL_TRACK] = c.TRACK_CANARY
     return canary
 
 
-def parse_prometheus(body: dict[str, Any]) -> float | None:
-    """The first value of an instant query's result (vector or scalar), or None."""
-    if body.get("status") != "success":
+def parse_prometheus(body: object) -> float | None:
+    """The first value of an instant query's result (vector or scalar), or None.
+    ValueError where the value is a string that is not a number."""
+    if get(body, "status") != "success":
         return None
-    data = body.get("data") or {}
+    data = mapping(body, "data")
     result = data.get("result")
     if data.get("resultType") == "scalar" and isinstance(result, list) and len(result) == 2:
-        return float(result[1])
-    if data.get("resultType") == "vector" and result:
-        return float(result[0]["value"][1])
+        return _number(result[1])
+    if data.get("resultType") == "vector" and isinstance(result, list) and result:
+        pair = get(result[0], "value")
+        return _number(pair[1]) if isinstance(pair, list) and len(pair) > 1 else None
     return None
+
+
+def _number(value: JsonValue) -> float | None:
+    """A sample's value (Prometheus writes it as a string: "0.25", "NaN")."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    return float(value)
 
 
 def judge(value: float | None, threshold: float, comparison: str, source: str) -> Verdict:
@@ -222,15 +233,15 @@ def refusal(url: str, allowed: tuple[str, ...]) -> str | None:
     )
 
 
-def query_url(analysis: dict[str, Any]) -> str:
+def query_url(analysis: Mapping[str, object]) -> str:
     return (
-        str(analysis["prometheusURL"]).rstrip("/")
+        text(analysis, "prometheusURL").rstrip("/")
         + "/api/v1/query?"
-        + urllib.parse.urlencode({"query": analysis["query"]})
+        + urllib.parse.urlencode({"query": text(analysis, "query")})
     )
 
 
-def judge_answer(analysis: dict[str, Any], status: int, body: bytes) -> Verdict:
+def judge_answer(analysis: Mapping[str, object], status: int, body: bytes) -> Verdict:
     """The verdict on Prometheus's answer (an HTTP status and the body read)."""
     source = f"query {analysis['query']!r}"
     if status != 200:
@@ -242,24 +253,28 @@ def judge_answer(analysis: dict[str, Any], status: int, body: bytes) -> Verdict:
         value = parse_prometheus(json.loads(body))
     except (KeyError, IndexError, TypeError, ValueError, AttributeError):
         value = None
+    threshold = get(analysis, "threshold")
     return judge(
-        value, float(analysis["threshold"]), analysis.get("comparison", "LessThan"), source
+        value,
+        float(threshold) if isinstance(threshold, int | float) else 0.0,
+        text(analysis, "comparison", default="LessThan"),
+        source,
     )
 
 
-def unanswered(analysis: dict[str, Any], why: str) -> Verdict:
-    return Verdict(Result.INCONCLUSIVE, f"query {analysis['query']!r}: {why}")
+def unanswered(analysis: Mapping[str, object], why: str) -> Verdict:
+    return Verdict(Result.INCONCLUSIVE, f"query {get(analysis, 'query')!r}: {why}")
 
 
-def queries_of(analysis: dict[str, Any]) -> list[dict[str, Any]]:
+def queries_of(analysis: Mapping[str, JsonValue]) -> list[Manifest]:
     """Each query of spec.rollout.analysis as one the endpoint is asked (its URL, query,
     threshold, comparison): `queries`, or the one `query` with its threshold."""
-    url = analysis["prometheusURL"]
-    listed = analysis.get("queries") or [
+    url = analysis.get("prometheusURL")
+    listed = items(analysis, "queries") or [
         {
             "name": "query",
-            "query": analysis["query"],
-            "threshold": analysis["threshold"],
+            "query": analysis.get("query"),
+            "threshold": analysis.get("threshold"),
             "comparison": analysis.get("comparison", "LessThan"),
         }
     ]
@@ -284,7 +299,9 @@ _OWN_HEADERS = frozenset(
 HEADERS_LIMIT = 8 * 1024  # bytes of headers from a Secret, names and values
 
 
-def analysis_headers(secret: dict[str, Any] | None, namespace: str, name: str) -> dict[str, str]:
+def analysis_headers(
+    secret: Mapping[str, object] | None, namespace: str, name: str
+) -> dict[str, str]:
     """The request headers of a Secret named by spec.rollout.analysis.headersSecretRef:
     each key a header, its value the header's value. Only a Secret of our own type is
     read (never a service-account token or a Secret made for something else), and
@@ -292,7 +309,7 @@ def analysis_headers(secret: dict[str, Any] | None, namespace: str, name: str) -
     where = f"Secret {namespace}/{name} (spec.rollout.analysis.headersSecretRef)"
     if secret is None:
         raise ValueError(f"{where} does not exist")
-    kind = secret.get("type") or "Opaque"
+    kind = text(secret, "type") or "Opaque"
     if kind != c.SECRET_TYPE_ANALYSIS_HEADERS:
         raise ValueError(
             f"{where} has type {kind!r}; only Secrets of type "
@@ -301,7 +318,7 @@ def analysis_headers(secret: dict[str, Any] | None, namespace: str, name: str) -
             "--from-literal=Authorization='Bearer ...'"
         )
     headers: dict[str, str] = {}
-    for key, encoded in sorted((secret.get("data") or {}).items()):
+    for key, encoded in sorted(mapping(secret, "data").items()):
         try:
             value = base64.b64decode(str(encoded), validate=True).decode().strip()
         except (ValueError, UnicodeError):
@@ -331,23 +348,23 @@ class Look:
     """What one look at a canary decided: the state to keep, when to look again, and,
     when the analysis failed too often, why (the model is then rolled back)."""
 
-    state: dict[str, Any]
+    state: Manifest
     wait: float
     failed: str | None = None
 
 
 def state_for(
-    current: dict[str, Any] | None,
+    current: object,
     spec_hash: str,
     steps: tuple[CanaryStep, ...],
     now: datetime.datetime,
-) -> dict[str, Any]:
+) -> Manifest:
     """The canary's state: the one in status while it is of this spec (at the weight
     its step has in the steps as they are now: a change of steps alone keeps the pod
     template, and so the canary, but moves it), else a new canary at its first step."""
-    state = dict(current or {})
+    state = dict(mapping(current))
     if state.get("specHash") == spec_hash:
-        step = int(state.get("step") or 0)
+        step = integer(state, "step")
         state["weight"] = steps[step].weight if step < len(steps) else 100
         return state
     return {
@@ -360,17 +377,16 @@ def state_for(
     }
 
 
-def _elapsed(state: dict[str, Any], now: datetime.datetime) -> float:
-    started = datetime.datetime.fromisoformat(str(state["stepStartedAt"]).replace("Z", "+00:00"))
-    return (now - started).total_seconds()
+def _elapsed(state: Manifest, now: datetime.datetime) -> float:
+    return _seconds_since(text(state, "stepStartedAt"), now)
 
 
-def _pause(state: dict[str, Any], steps: tuple[CanaryStep, ...]) -> float:
-    return float(steps[int(state["step"])].pause_seconds)
+def _pause(state: Manifest, steps: tuple[CanaryStep, ...]) -> float:
+    return float(steps[integer(state, "step")].pause_seconds)
 
 
 def analysis_due(
-    state: dict[str, Any],
+    state: Manifest,
     steps: tuple[CanaryStep, ...],
     now: datetime.datetime,
     sized: bool,
@@ -381,7 +397,7 @@ def analysis_due(
 
 
 def advance(
-    state: dict[str, Any],
+    state: Manifest,
     steps: tuple[CanaryStep, ...],
     analysis: Analysis | None,
     now: datetime.datetime,
@@ -406,18 +422,19 @@ def advance(
     analysis = analysis or Analysis("", "", 0.0)  # no analysis: its defaults, never read
     interval = float(analysis.interval_seconds)
     if verdict.result is Result.PASS:
-        state["step"] = int(state["step"]) + 1
+        step = integer(state, "step") + 1
+        state["step"] = step
         state["failures"] = 0
         state["stepStartedAt"] = timestamp(now)
         # Past the last step: weight 100, and the next look promotes (the normal path).
-        last = int(state["step"]) >= len(steps)
-        state["weight"] = 100 if last else steps[int(state["step"])].weight
+        state["weight"] = 100 if step >= len(steps) else steps[step].weight
         return Look(state, NEXT_STEP_WAIT)
     if verdict.result is Result.FAIL or analysis.inconclusive == "Fail":
-        state["failures"] = int(state["failures"]) + 1
-        if int(state["failures"]) > analysis.failure_limit:
+        failures = integer(state, "failures") + 1
+        state["failures"] = failures
+        if failures > analysis.failure_limit:
             failed = (
-                f"canary analysis failed {state['failures']} times at weight "
+                f"canary analysis failed {failures} times at weight "
                 f"{state['weight']}%: {verdict.message}"
             )
             return Look(state, interval, failed)
@@ -437,12 +454,14 @@ class WatchLook:
     over, the watch ends), when to look again, and why it failed (then the model goes
     back to the previous stable spec)."""
 
-    state: dict[str, Any] | None
+    state: Manifest | None
     wait: float | None
     failed: str | None = None
 
 
-def watch_start(spec_hash: str, previous: dict[str, Any], now: datetime.datetime) -> dict[str, Any]:
+def watch_start(
+    spec_hash: str, previous: Mapping[str, JsonValue], now: datetime.datetime
+) -> Manifest:
     """The watch of a promotion of `spec_hash`; `previous` holds the status's stable
     spec, hash and revision from before it (what a failure restores)."""
     return {
@@ -462,17 +481,17 @@ def _seconds_since(text: str, now: datetime.datetime) -> float:
     return (now - datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))).total_seconds()
 
 
-def watch_due(state: dict[str, Any], analysis: Analysis, now: datetime.datetime) -> bool:
+def watch_due(state: Manifest, analysis: Analysis, now: datetime.datetime) -> bool:
     """A check is due: the window is open and an interval passed since the last check
     (or since the promotion)."""
-    if _seconds_since(str(state["startedAt"]), now) >= analysis.post_promotion_seconds:
+    if _seconds_since(text(state, "startedAt"), now) >= analysis.post_promotion_seconds:
         return False
-    last = str(state.get("lastCheckAt") or state["startedAt"])
+    last = text(state, "lastCheckAt") or text(state, "startedAt")
     return _seconds_since(last, now) >= analysis.interval_seconds
 
 
 def watch_look(
-    state: dict[str, Any],
+    state: Manifest,
     analysis: Analysis,
     now: datetime.datetime,
     verdict: Verdict | None,
@@ -480,31 +499,32 @@ def watch_look(
 ) -> WatchLook:
     """One look at the watch: end it when its window is over, else wait for the next
     check or its answer, and count failures as a canary step does."""
-    remaining = analysis.post_promotion_seconds - _seconds_since(str(state["startedAt"]), now)
+    remaining = analysis.post_promotion_seconds - _seconds_since(text(state, "startedAt"), now)
     if remaining <= 0:
         return WatchLook(None, None)
     interval = float(analysis.interval_seconds)
     if not watch_due(state, analysis, now):
-        last = str(state.get("lastCheckAt") or state["startedAt"])
+        last = text(state, "lastCheckAt") or text(state, "startedAt")
         return WatchLook(state, min(interval - _seconds_since(last, now), remaining))
     if verdict is None:
         return WatchLook(state, query_deadline + 1.0)  # the answer queues the model again
     state = {
         **state,
-        "checks": int(state["checks"]) + 1,
+        "checks": integer(state, "checks") + 1,
         "lastCheckAt": timestamp(now),
         "lastAnalysis": verdict.message,
     }
     if verdict.result is Result.PASS:
         state["failures"] = 0
     elif verdict.result is Result.FAIL or analysis.inconclusive == "Fail":
-        state["failures"] = int(state["failures"]) + 1
-        if int(state["failures"]) > analysis.failure_limit:
+        failures = integer(state, "failures") + 1
+        state["failures"] = failures
+        if failures > analysis.failure_limit:
             elapsed = analysis.post_promotion_seconds - remaining
             return WatchLook(
                 state,
                 None,
-                f"analysis after the promotion failed {state['failures']} times "
+                f"analysis after the promotion failed {failures} times "
                 f"({elapsed:.0f}s into its {analysis.post_promotion_seconds}s watch): "
                 f"{verdict.message}",
             )

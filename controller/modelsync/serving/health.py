@@ -8,11 +8,12 @@ something is wrong that waiting alone will not fix.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from modelsync.api import constants as c
 from modelsync.api.conditions import Observed, find
+from modelsync.api.manifest import JsonValue, get, integer, mapping
 
 # The Deployment controller's own reasons (k8s.io/kubernetes/pkg/controller/deployment/util).
 DEPLOYMENT_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
@@ -31,16 +32,18 @@ class ServingState:
         return any(o.type == c.READY and o.status for o in self.observed)
 
 
-def _state(ready: Observed, progressing: Observed, degraded: Observed, status: Any) -> ServingState:
+def _state(
+    ready: Observed, progressing: Observed, degraded: Observed, status: Mapping[str, JsonValue]
+) -> ServingState:
     return ServingState(
         observed=[ready, progressing, degraded],
-        replicas=int(status.get("replicas") or 0),
-        ready_replicas=int(status.get("readyReplicas") or 0),
-        updated_replicas=int(status.get("updatedReplicas") or 0),
+        replicas=integer(status, "replicas"),
+        ready_replicas=integer(status, "readyReplicas"),
+        updated_replicas=integer(status, "updatedReplicas"),
     )
 
 
-def assess(deployment: dict[str, Any] | None) -> ServingState:
+def assess(deployment: Mapping[str, object] | None) -> ServingState:
     """Conditions Ready, Progressing and Degraded from the live Deployment."""
     healthy = Observed(c.DEGRADED, False, c.REASON_AS_EXPECTED)
     if deployment is None:
@@ -51,9 +54,9 @@ def assess(deployment: dict[str, Any] | None) -> ServingState:
             healthy,
             {},
         )
-    status = deployment.get("status") or {}
-    generation = int(deployment["metadata"].get("generation") or 0)
-    if int(status.get("observedGeneration") or 0) < generation:
+    status = mapping(deployment, "status")
+    generation = integer(deployment, "metadata", "generation")
+    if integer(status, "observedGeneration") < generation:
         waiting = f"waiting for the Deployment controller to see generation {generation}"
         return _state(
             Observed(c.READY, False, c.REASON_ROLLING_OUT, waiting),
@@ -61,11 +64,11 @@ def assess(deployment: dict[str, Any] | None) -> ServingState:
             healthy,
             status,
         )
-    desired = int((deployment.get("spec") or {}).get("replicas", 1))
-    replicas = int(status.get("replicas") or 0)
-    updated = int(status.get("updatedReplicas") or 0)
-    available = int(status.get("availableReplicas") or 0)
-    progress = find(status.get("conditions"), "Progressing") or {}
+    desired = integer(deployment, "spec", "replicas", default=1)
+    replicas = integer(status, "replicas")
+    updated = integer(status, "updatedReplicas")
+    available = integer(status, "availableReplicas")
+    progress = find(get(status, "conditions"), "Progressing") or {}
 
     if progress.get("reason") == DEPLOYMENT_DEADLINE_EXCEEDED:
         message = (
@@ -119,7 +122,7 @@ def assess(deployment: dict[str, Any] | None) -> ServingState:
 _QUIET_REASONS = frozenset({c.REASON_ROLLING_OUT, c.REASON_AVAILABLE, c.REASON_SCALED_TO_ZERO})
 
 
-def routine(state: ServingState, current: list[dict[str, Any]] | None) -> bool:
+def routine(state: ServingState, current: object) -> bool:
     """True when `state` is a rollout going as planned and the status's conditions
     (`current`) say nothing it would correct: writing it can wait until the rollout
     ends (Ready, or Degraded), which is written at once. A status per replica that came

@@ -22,6 +22,7 @@ import kubernetes
 from modelsync.api import conditions, modeldeployment
 from modelsync.api import constants as c
 from modelsync.api.conditions import Observed
+from modelsync.api.manifest import integer, mapping
 from modelsync.api.modeldeployment import CanaryStep
 from modelsync.kube.client import Kube, api_message, transient
 from modelsync.serving import canary, gate, health, rollout
@@ -439,7 +440,7 @@ class ServingReconciler:
         rollout_spec, typed = spec.get("rollout") or {}, modeldeployment.parse_spec(spec)
         steps = typed.rollout.steps or (CanaryStep(weight=100),)
         now = self.clock()
-        state = canary.state_for(status.get("canary"), wanted.spec_hash, steps, now)
+        state: Manifest = canary.state_for(status.get("canary"), wanted.spec_hash, steps, now)
         stable_md = stable_model(md)
         stable = self._render(stable_md)
         sizes = self._size_tracks(md, typed, int(state["weight"]), stable, wanted)
@@ -472,7 +473,7 @@ class ServingReconciler:
             return None
         message = (
             f"canary of version {spec['model']['version']} ({revision}): step "
-            f"{min(int(state['step']) + 1, len(steps))} of {len(steps)}, weight "
+            f"{min(integer(state, 'step') + 1, len(steps))} of {len(steps)}, weight "
             f"{state['weight']}%, {available} of {sizes.canary} canary replicas "
             "available" + (f"; {state['lastAnalysis']}" if state["lastAnalysis"] else "")
         )
@@ -519,7 +520,10 @@ class ServingReconciler:
         sizes = canary.size(cap, weight, tracks_of(live_canary, live_stable))
         stable_deployment = dict(stable.deployment)
         if sizes.stable is not None:
-            stable_deployment["spec"] = {**stable.deployment["spec"], "replicas": sizes.stable}
+            stable_deployment["spec"] = {
+                **mapping(stable.deployment, "spec"),
+                "replicas": sizes.stable,
+            }
         track = canary.canary_deployment(wanted.deployment, sizes.canary)
         stable_md = stable_model(md)
         self._converge(stable_md, stable.service, stable)
@@ -612,7 +616,7 @@ class ServingReconciler:
                 continue  # a pod of a spec this model no longer knows: its own gate stays
             found = pod.get("status") or {}
             refused = gate.address_refusal(str(found.get("podIP")), str(found.get("hostIP")))
-            port = int(rendered.service["spec"]["ports"][0]["port"])
+            port = rendered.port
             verdict = (
                 Verdict(Result.UNREACHABLE, refused)
                 if refused

@@ -1,9 +1,10 @@
 """Serve, step one: a ModelDeployment's spec becomes its serving objects.
 
 Pure functions of plain data. `render` takes the ModelDeployment as the API
-server returns it (a dict, schema defaults applied) and returns the Deployment,
-Service and, with autoscaling, HorizontalPodAutoscaler to apply — or raises
-`InvalidSpecError` naming the field, for what the CRD's schema cannot check.
+server returns it (a dict, schema defaults applied), reads its spec once into the
+typed view (api/modeldeployment.py), and returns the Deployment, Service and, with
+autoscaling, HorizontalPodAutoscaler to apply — or raises `InvalidSpecError` naming
+the field, for what the CRD's schema cannot check.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Final
+from typing import Final
 
 from modelsync.api import constants as c
 from modelsync.api import modeldeployment
+from modelsync.api.manifest import JsonValue, Manifest, child, get, json_value, mapping, text
+from modelsync.api.manifest import labels as string_map
+from modelsync.api.modeldeployment import ModelDeploymentSpec
 from modelsync.serving import runtimes, validation
 from modelsync.serving.runtimes import MODEL_DIR, Runtime
-
-Manifest = dict[str, Any]
 
 SERVER_CONTAINER = "server"
 INITIALIZER_CONTAINER = "storage-initializer"
@@ -97,6 +99,7 @@ class Rendered:
     autoscaler: Manifest | None
     spec_hash: str
     endpoint: str
+    port: int  # the Service's (and the server's) port
 
     @property
     def objects(self) -> list[Manifest]:
@@ -107,14 +110,14 @@ class Rendered:
         return found
 
 
-def spec_hash(pod_template: Manifest) -> str:
+def spec_hash(pod_template: object) -> str:
     """A digest of the pod template: equal for equal templates whatever their key order,
     different whenever a pod would have to be replaced."""
     canonical = json.dumps(pod_template, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def parse_quantity(field: str, value: Any) -> Decimal:
+def parse_quantity(field: str, value: object) -> Decimal:
     """A resource quantity as a number (2Gi -> 2147483648), or InvalidSpecError naming `field`."""
     match = _QUANTITY.match(str(value).strip())
     if not match:
@@ -131,58 +134,83 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return template.format(**values)
 
 
-def labels_for(md: Manifest) -> dict[str, str]:
-    spec = md["spec"]
-    name = md["metadata"]["name"]
+@dataclass(frozen=True)
+class _Source:
+    """The ModelDeployment as render reads it: its metadata and its typed spec, parsed
+    once; `raw` is the spec's JSON, for what passes to the pods as it is."""
+
+    name: str
+    namespace: str
+    uid: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    spec: ModelDeploymentSpec
+    raw: Mapping[str, JsonValue]
+
+
+def _source(md: Mapping[str, object]) -> _Source:
+    raw = mapping(md, "spec")
+    return _Source(
+        name=text(md, "metadata", "name"),
+        namespace=text(md, "metadata", "namespace"),
+        uid=text(md, "metadata", "uid"),
+        labels=string_map(md, "metadata", "labels"),
+        annotations=string_map(md, "metadata", "annotations"),
+        spec=modeldeployment.parse_spec(raw),
+        raw=raw,
+    )
+
+
+def _labels(md: _Source) -> dict[str, str]:
+    model = md.spec.model
     labels = {
-        c.LABEL_NAME: spec["model"]["name"],
-        c.LABEL_INSTANCE: name,
+        c.LABEL_NAME: model.name,
+        c.LABEL_INSTANCE: md.name,
         c.LABEL_COMPONENT: "model-server",
         c.LABEL_MANAGED_BY: c.MANAGED_BY,
-        c.LABEL_MODEL: spec["model"]["name"],
-        c.LABEL_MODEL_VERSION: spec["model"]["version"],
-        c.LABEL_DEPLOYMENT: name,
+        c.LABEL_MODEL: model.name,
+        c.LABEL_MODEL_VERSION: model.version,
+        c.LABEL_DEPLOYMENT: md.name,
     }
     # The shard that serves the model watches its objects (and pods) by this label.
-    shard = (md["metadata"].get("labels") or {}).get(c.LABEL_SHARD)
+    shard = md.labels.get(c.LABEL_SHARD)
     if shard:
         labels[c.LABEL_SHARD] = shard
     return labels
 
 
-def selector_for(md: Manifest) -> dict[str, str]:
+def _selector(name: str) -> dict[str, str]:
     """Stable for the life of the ModelDeployment: a Deployment's selector is immutable."""
-    name = md["metadata"]["name"]
     return {c.LABEL_INSTANCE: name, c.LABEL_DEPLOYMENT: name}
 
 
-def owner_reference(md: Manifest) -> Manifest:
+def _owner(md: _Source) -> Manifest:
     return {
         "apiVersion": c.API_VERSION,
         "kind": c.MODELDEPLOYMENT_KIND,
-        "name": md["metadata"]["name"],
-        "uid": md["metadata"]["uid"],
+        "name": md.name,
+        "uid": md.uid,
         "controller": True,
         "blockOwnerDeletion": True,
     }
 
 
-def _metadata(md: Manifest, labels: dict[str, str], annotations: dict[str, str]) -> Manifest:
+def _metadata(md: _Source, labels: dict[str, str], annotations: dict[str, str]) -> Manifest:
     meta: Manifest = {
-        "name": md["metadata"]["name"],
-        "namespace": md["metadata"]["namespace"],
+        "name": md.name,
+        "namespace": md.namespace,
         "labels": dict(labels),
-        "ownerReferences": [owner_reference(md)],
+        "ownerReferences": [_owner(md)],
     }
     if annotations:
         meta["annotations"] = dict(annotations)
     return meta
 
 
-def _resources(spec: Manifest) -> Manifest:
-    wanted = spec.get("resources") or {}
-    requests = {k: str(v) for k, v in (wanted.get("requests") or {}).items()}
-    limits = {k: str(v) for k, v in (wanted.get("limits") or {}).items()}
+def _resources(spec: ModelDeploymentSpec) -> Manifest:
+    wanted = spec.resources
+    requests: Manifest = {k: str(v) for k, v in wanted.requests.items()}
+    limits: Manifest = {k: str(v) for k, v in wanted.limits.items()}
     parsed_requests = {
         k: parse_quantity(f"spec.resources.requests.{k}", v) for k, v in requests.items()
     }
@@ -194,7 +222,7 @@ def _resources(spec: Manifest) -> Manifest:
                 f"limit {value} is below the request {requests[name]}; "
                 "raise the limit or lower the request",
             )
-    gpus = wanted.get("gpus") or 0
+    gpus = wanted.gpus or 0
     if gpus:
         requests[GPU_RESOURCE] = str(gpus)
         limits[GPU_RESOURCE] = str(gpus)
@@ -215,11 +243,11 @@ def _probe(probe: runtimes.Probe, values: dict[str, str]) -> Manifest:
     }
 
 
-def _model_source(md: Manifest, images: Images) -> tuple[list[Manifest], list[Manifest], Manifest]:
+def _model_source(md: _Source, images: Images) -> tuple[list[JsonValue], list[JsonValue], Manifest]:
     """Init containers, volumes, and the server's volume mount that bring the model
     to MODEL_DIR, chosen by the URI's scheme."""
-    model = md["spec"]["model"]
-    uri: str = model["uri"]
+    model = md.spec.model
+    uri = model.uri
     scheme, _, rest = uri.partition("://")
     mount: Manifest = {"name": MODEL_VOLUME, "mountPath": MODEL_DIR, "readOnly": True}
     if scheme in runtimes.DOWNLOADED_SCHEMES:
@@ -235,15 +263,14 @@ def _model_source(md: Manifest, images: Images) -> tuple[list[Manifest], list[Ma
         }
         if images.pull_policy:
             initializer["imagePullPolicy"] = images.pull_policy
-        secret = (model.get("storageSecretRef") or {}).get("name")
-        if secret:
-            initializer["envFrom"] = [{"secretRef": {"name": secret}}]
+        if model.storage_secret_ref:
+            initializer["envFrom"] = [{"secretRef": {"name": model.storage_secret_ref}}]
         return [initializer], [{"name": MODEL_VOLUME, "emptyDir": {}}], mount
     if scheme == runtimes.SCHEME_PVC:
         claim, _, sub_path = rest.partition("/")
         if sub_path.strip("/"):
             mount["subPath"] = sub_path.strip("/")
-        volume = {
+        volume: Manifest = {
             "name": MODEL_VOLUME,
             "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
         }
@@ -255,13 +282,13 @@ def _model_source(md: Manifest, images: Images) -> tuple[list[Manifest], list[Ma
 
 
 def _server_container(
-    md: Manifest, runtime: Runtime, mount: Manifest, images: Images, *, locked_down: bool
+    md: _Source, runtime: Runtime, mount: Manifest, images: Images, *, locked_down: bool
 ) -> Manifest:
-    spec = md["spec"]
-    wanted = spec["runtime"]
-    port = int(wanted.get("port") or runtime.port)
+    spec = md.spec
+    wanted = spec.runtime
+    port = wanted.port or runtime.port
     values = {
-        "model": spec["model"]["name"],
+        "model": spec.model.name,
         "model_dir": MODEL_DIR,
         "port": str(port),
         "scratch": runtimes.SCRATCH_DIR,
@@ -269,14 +296,15 @@ def _server_container(
     env = _server_env(spec, runtime, values, locked_down=locked_down)
     container: Manifest = {
         "name": SERVER_CONTAINER,
-        "image": images.server(runtime, wanted.get("image")),
+        "image": images.server(runtime, wanted.image),
         "ports": [{"name": PORT_NAME, "containerPort": port, "protocol": "TCP"}],
     }
     if images.pull_policy:
         container["imagePullPolicy"] = images.pull_policy
     if runtime.command:
         container["command"] = [_fill(part, values) for part in runtime.command]
-    args = [_fill(part, values) for part in runtime.args] + list(wanted.get("args") or [])
+    args: list[JsonValue] = [_fill(part, values) for part in runtime.args]
+    args += wanted.args
     if args:
         container["args"] = args
     if env:
@@ -292,26 +320,28 @@ def _server_container(
 
 
 def _server_env(
-    spec: Manifest, runtime: Runtime, values: dict[str, str], *, locked_down: bool
+    spec: ModelDeploymentSpec, runtime: Runtime, values: dict[str, str], *, locked_down: bool
 ) -> dict[str, str]:
     """The runtime's env, its model format's, then the ModelDeployment's own."""
     env = {name: _fill(value, values) for name, value in runtime.env}
-    for name, value in runtime.format_env.get(spec["model"].get("format") or "", ()):
+    for name, value in runtime.format_env.get(spec.model.format or "", ()):
         env[name] = _fill(value, values)
     if locked_down:
         env["HOME"] = runtimes.SCRATCH_DIR
-    for item in spec["runtime"].get("env") or []:
-        env[item["name"]] = item.get("value", "")
+    for name, value in spec.runtime.env:
+        env[name] = value
     return env
 
 
-def _probes(runtime: Runtime, wanted: Manifest, values: dict[str, str]) -> Manifest:
+def _probes(
+    runtime: Runtime, wanted: modeldeployment.RuntimeSpec, values: dict[str, str]
+) -> Manifest:
     """Readiness (the runtime's, else the spec's path, else the port) and liveness."""
     probes: Manifest = {}
     if runtime.readiness is not None:
         probes["readinessProbe"] = _probe(runtime.readiness, values)
-    elif wanted.get("readinessPath"):
-        probes["readinessProbe"] = _probe(runtimes.Probe(wanted["readinessPath"]), values)
+    elif wanted.readiness_path:
+        probes["readinessProbe"] = _probe(runtimes.Probe(wanted.readiness_path), values)
     else:
         probes["readinessProbe"] = {"tcpSocket": {"port": PORT_NAME}, "periodSeconds": 10}
     if runtime.liveness is not None:
@@ -319,25 +349,35 @@ def _probes(runtime: Runtime, wanted: Manifest, values: dict[str, str]) -> Manif
     return probes
 
 
-def _lock_down(pod: Manifest) -> None:
+def _lock_down(pod: Manifest, containers: list[Manifest]) -> None:
     """Every container non-root, unprivileged, on a read-only root filesystem with a
     scratch emptyDir at SCRATCH_DIR; relaxed only by the platform's setting."""
     pod["securityContext"] = copy.deepcopy(LOCKED_DOWN_POD)
-    pod["volumes"].append(
-        {"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": runtimes.SCRATCH_LIMIT}}
+    _append(
+        pod, "volumes", {"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": runtimes.SCRATCH_LIMIT}}
     )
-    for container in pod["containers"] + pod.get("initContainers", []):
+    for container in containers:
         container["securityContext"] = copy.deepcopy(LOCKED_DOWN_CONTAINER)
-        container["volumeMounts"].append(
-            {"name": SCRATCH_VOLUME, "mountPath": runtimes.SCRATCH_DIR}
+        _append(
+            container, "volumeMounts", {"name": SCRATCH_VOLUME, "mountPath": runtimes.SCRATCH_DIR}
         )
 
 
-def _pod_template(md: Manifest, runtime: Runtime, images: Images, *, locked_down: bool) -> Manifest:
-    spec = md["spec"]
+def _append(obj: Manifest, key: str, item: JsonValue) -> None:
+    """`item` at the end of the list at `key` (a new list where there is none)."""
+    found = obj.get(key)
+    if isinstance(found, list):
+        found.append(item)
+    else:
+        obj[key] = [item]
+
+
+def _pod_template(md: _Source, runtime: Runtime, images: Images, *, locked_down: bool) -> Manifest:
+    spec = md.spec
     init_containers, volumes, mount = _model_source(md, images)
+    server = _server_container(md, runtime, mount, images, locked_down=locked_down)
     pod: Manifest = {
-        "containers": [_server_container(md, runtime, mount, images, locked_down=locked_down)],
+        "containers": [server],
         "volumes": volumes,
         # A model server needs no Kubernetes API token, and no env var per Service.
         "automountServiceAccountToken": False,
@@ -348,148 +388,151 @@ def _pod_template(md: Manifest, runtime: Runtime, images: Images, *, locked_down
     if init_containers:
         pod["initContainers"] = init_containers
     if locked_down:
-        _lock_down(pod)
+        initializers = [item for item in init_containers if isinstance(item, dict)]
+        _lock_down(pod, [server, *initializers])
+    # Passed on to the pods as they are in the spec.
     for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName"):
-        if spec.get(key):
-            pod[key] = spec[key]
-    extra = spec.get("podMetadata") or {}
-    metadata: Manifest = {"labels": {**(extra.get("labels") or {}), **labels_for(md)}}
-    if extra.get("annotations"):
-        metadata["annotations"] = dict(extra["annotations"])
+        if md.raw.get(key):
+            pod[key] = json_value(md.raw[key])
+    extra = spec.pod_metadata
+    metadata: Manifest = {"labels": {**extra.labels, **_labels(md)}}
+    if extra.annotations:
+        metadata["annotations"] = dict(extra.annotations)
     return {"metadata": metadata, "spec": pod}
 
 
-def _check(md: Manifest, runtime: Runtime) -> None:
-    spec = md["spec"]
-    scheme = spec["model"]["uri"].partition("://")[0]
+def _check(md: _Source, runtime: Runtime) -> None:
+    spec = md.spec
+    scheme = spec.model.uri.partition("://")[0]
     if scheme not in runtime.schemes:  # the CRD says so too; an old CRD might not
         raise InvalidSpecError(
             "spec.model.uri",
             f"runtime {runtime.name} cannot load {scheme}:// models; it loads "
             + ", ".join(f"{s}://" for s in sorted(runtime.schemes)),
         )
-    model_format = spec["model"].get("format")
+    model_format = spec.model.format
     if model_format and runtime.formats and model_format not in runtime.formats:
         raise InvalidSpecError(  # the CRD says so too; an old CRD might not
             "spec.model.format",
             f"runtime {runtime.name} cannot serve {model_format!r} models; it serves "
             f"{', '.join(runtime.formats)} (or use runtime custom with an image that can)",
         )
-    if runtime.name == runtimes.CUSTOM and not spec["runtime"].get("image"):
+    if runtime.name == runtimes.CUSTOM and not spec.runtime.image:
         raise InvalidSpecError("spec.runtime.image", "a custom runtime needs an image")
-    _check_validation(md, runtime)
-    autoscaling = spec.get("autoscaling")
-    if autoscaling is not None:
-        requests = (spec.get("resources") or {}).get("requests") or {}
-        if "cpu" not in requests:
-            raise InvalidSpecError(
-                "spec.resources.requests.cpu",
-                "autoscaling on CPU utilization needs a CPU request to measure against; "
-                "set spec.resources.requests.cpu",
-            )
+    _check_validation(spec, runtime)
+    if spec.autoscaling is not None and "cpu" not in spec.resources.requests:
+        raise InvalidSpecError(
+            "spec.resources.requests.cpu",
+            "autoscaling on CPU utilization needs a CPU request to measure against; "
+            "set spec.resources.requests.cpu",
+        )
 
 
-def _check_validation(md: Manifest, runtime: Runtime) -> None:
+def _check_validation(spec: ModelDeploymentSpec, runtime: Runtime) -> None:
     """spec.validation must be able to pass: first of `validation.problems`."""
-    typed = modeldeployment.parse_spec(md["spec"]).validation
-    if typed is None:
+    if spec.validation is None:
         return
-    speaks_http = runtime.readiness is not None or bool(md["spec"]["runtime"].get("readinessPath"))
-    found = validation.problems(typed, speaks_http)
+    speaks_http = runtime.readiness is not None or bool(spec.runtime.readiness_path)
+    found = validation.problems(spec.validation, speaks_http)
     if found:
         raise InvalidSpecError(*found[0])
 
 
-def _gate(template: Manifest, spec: Manifest) -> None:
+def _gate(template: Manifest, md: _Source) -> None:
     """With spec.validation, new pods stay out of their Service until the operator has
     validated them; the samples' digest makes new samples a new revision (a version
     quarantined for failing them is tried again once they change)."""
-    if not spec.get("validation"):
+    if not md.raw.get("validation"):
         return
-    template["spec"]["readinessGates"] = [{"conditionType": c.CONDITION_VALIDATED}]
-    annotations = template["metadata"].setdefault("annotations", {})
-    annotations[c.ANNOTATION_VALIDATION] = spec_hash(spec["validation"])
+    child(template, "spec")["readinessGates"] = [{"conditionType": c.CONDITION_VALIDATED}]
+    annotations = child(template, "metadata", "annotations")
+    annotations[c.ANNOTATION_VALIDATION] = spec_hash(md.raw["validation"])
 
 
-def render(md: Manifest, *, locked_down: bool = True, images: Images = DEFAULT_IMAGES) -> Rendered:
+def render(
+    md: Mapping[str, object], *, locked_down: bool = True, images: Images = DEFAULT_IMAGES
+) -> Rendered:
     """The serving objects of one ModelDeployment (as read from the API server).
     `locked_down` is the platform's `model_pod_security` setting: False leaves the pod's
     user, capabilities and root filesystem as the image has them. `images` are the
     installation's runtime images and pull policy (`modelsync validate`/`diff` use
     the defaults)."""
-    spec = md["spec"]
-    name = md["metadata"]["name"]
-    namespace = md["metadata"]["namespace"]
-    runtime_name = spec["runtime"]["name"]
+    runtime_name = text(md, "spec", "runtime", "name")
     runtime = runtimes.RUNTIMES.get(runtime_name)
     if runtime is None:
         raise InvalidSpecError(
             "spec.runtime.name",
-            f"unknown runtime {runtime_name!r}; use one of {', '.join(runtimes.RUNTIMES)}",
+            f"unknown runtime {get(md, 'spec', 'runtime', 'name')!r}; "
+            f"use one of {', '.join(runtimes.RUNTIMES)}",
         )
-    _check(md, runtime)
-    template = _pod_template(md, runtime, images, locked_down=locked_down)
-    _gate(template, spec)
+    source = _source(md)
+    spec = source.spec
+    _check(source, runtime)
+    template = _pod_template(source, runtime, images, locked_down=locked_down)
+    _gate(template, source)
     digest = spec_hash(template)
     # Each pod says which revision it runs (after hashing, so the hash stays its own).
-    template["metadata"]["labels"][c.LABEL_SPEC_HASH] = digest
-    labels = labels_for(md)
+    child(template, "metadata", "labels")[c.LABEL_SPEC_HASH] = digest
+    labels = _labels(source)
     annotations = {c.ANNOTATION_SPEC_HASH: digest}
-    revision = (md["metadata"].get("annotations") or {}).get(c.ANNOTATION_REVISION)
+    revision = source.annotations.get(c.ANNOTATION_REVISION)
     if revision:
         annotations[c.ANNOTATION_REVISION] = revision
-    rollout = spec.get("rollout") or {}
-    rollback = spec.get("rollback") or {}
+    rollout = spec.rollout
     deployment_spec: Manifest = {
-        "selector": {"matchLabels": selector_for(md)},
-        "progressDeadlineSeconds": int(rollout.get("progressDeadlineSeconds", 600)),
-        "revisionHistoryLimit": int(rollback.get("historyLimit", 10)),
+        "selector": {"matchLabels": {**_selector(source.name)}},
+        "progressDeadlineSeconds": rollout.progress_deadline_seconds,
+        "revisionHistoryLimit": spec.rollback.history_limit,
         "strategy": {
             "type": "RollingUpdate",
             # Never below the wanted capacity while a new version comes up.
             "rollingUpdate": {
-                "maxSurge": rollout.get("maxSurge", "25%"),
-                "maxUnavailable": rollout.get("maxUnavailable", 0),
+                "maxSurge": "25%" if rollout.max_surge is None else rollout.max_surge,
+                "maxUnavailable": 0 if rollout.max_unavailable is None else rollout.max_unavailable,
             },
         },
         "template": template,
     }
-    autoscaling = spec.get("autoscaling")
+    autoscaling = spec.autoscaling
     if autoscaling is None:  # else the autoscaler owns replicas; we never write them
-        deployment_spec["replicas"] = int(spec.get("replicas", DEFAULT_REPLICAS))
-    deployment = {
+        deployment_spec["replicas"] = DEFAULT_REPLICAS if spec.replicas is None else spec.replicas
+    deployment: Manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(md, labels, annotations),
+        "metadata": _metadata(source, labels, annotations),
         "spec": deployment_spec,
     }
-    port = int(spec["runtime"].get("port") or runtime.port)
+    port = spec.runtime.port or runtime.port
     # The model's version labels the Deployment and its pods, which a new version
     # rewrites anyway; on the Service and the autoscaler it would cost a write per
     # version bump for a label nothing selects on.
     steady = {k: v for k, v in labels.items() if k != c.LABEL_MODEL_VERSION}
-    service = {
+    service: Manifest = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(md, steady, {}),
+        "metadata": _metadata(source, steady, {}),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_for(md),
+            "selector": {**_selector(source.name)},
             "ports": [
                 {"name": PORT_NAME, "port": port, "targetPort": PORT_NAME, "protocol": "TCP"}
             ],
         },
     }
-    autoscaler = None
+    autoscaler: Manifest | None = None
     if autoscaling is not None:
         autoscaler = {
             "apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler",
-            "metadata": _metadata(md, steady, {}),
+            "metadata": _metadata(source, steady, {}),
             "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                "minReplicas": int(autoscaling.get("minReplicas", 1)),
-                "maxReplicas": int(autoscaling["maxReplicas"]),
+                "scaleTargetRef": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": source.name,
+                },
+                "minReplicas": autoscaling.min_replicas,
+                "maxReplicas": autoscaling.max_replicas,
                 "metrics": [
                     {
                         "type": "Resource",
@@ -497,14 +540,12 @@ def render(md: Manifest, *, locked_down: bool = True, images: Images = DEFAULT_I
                             "name": "cpu",
                             "target": {
                                 "type": "Utilization",
-                                "averageUtilization": int(
-                                    autoscaling.get("targetCPUUtilization", 80)
-                                ),
+                                "averageUtilization": autoscaling.target_cpu_utilization,
                             },
                         },
                     }
                 ],
             },
         }
-    endpoint = f"http://{name}.{namespace}.svc.cluster.local:{port}"
-    return Rendered(deployment, service, autoscaler, digest, endpoint)
+    endpoint = f"http://{source.name}.{source.namespace}.svc.cluster.local:{port}"
+    return Rendered(deployment, service, autoscaler, digest, endpoint, port)

@@ -14,12 +14,13 @@ changes the model.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
 from modelsync.api import constants as c
 from modelsync.api.conditions import find
+from modelsync.api.manifest import JsonValue, Manifest, get, integer, items, mapping, text
 
 # What the store answers when retrying cannot help: refused credentials or a missing
 # bucket or object. The initializer's termination message carries the store's words
@@ -52,36 +53,35 @@ class Decision:
 
 
 def detect_failure(
-    deployment: dict[str, Any] | None,
-    pods: list[dict[str, Any]],
+    deployment: Mapping[str, object] | None,
+    pods: Sequence[Mapping[str, object]],
     spec_hash: str,
     max_restarts: int,
 ) -> Failure | None:
     """Why the revision with `spec_hash` has failed, or None while it has not."""
-    for pod in sorted(pods, key=lambda p: str(p["metadata"]["name"])):
-        if (pod["metadata"].get("labels") or {}).get(c.LABEL_SPEC_HASH) != spec_hash:
+    for pod in sorted(pods, key=_name):
+        if text(pod, "metadata", "labels", c.LABEL_SPEC_HASH) != spec_hash:
             continue
         failed = initializer_failure(pod, max_restarts) or validation_failure(pod)
         if failed is not None:
             return failed
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            restarts = int(container.get("restartCount") or 0)
+        for container in items(pod, "status", "containerStatuses"):
+            restarts = integer(container, "restartCount")
             if restarts > max_restarts:
                 return Failure(
                     c.REASON_CRASH_LOOP,
-                    f"container {container.get('name')} of pod {pod['metadata']['name']} "
+                    f"container {container.get('name')} of pod {_name(pod)} "
                     f"restarted {restarts} times (rollback.maxRestarts is {max_restarts})",
                 )
     if deployment is None:
         return None
-    status = deployment.get("status") or {}
-    if int(status.get("observedGeneration") or 0) < int(
-        deployment["metadata"].get("generation") or 0
+    if integer(deployment, "status", "observedGeneration") < integer(
+        deployment, "metadata", "generation"
     ):
         return None  # the deadline of an older generation says nothing about this one
-    progress = find(status.get("conditions"), "Progressing") or {}
+    progress = find(get(deployment, "status", "conditions"), "Progressing") or {}
     if progress.get("reason") == "ProgressDeadlineExceeded":
-        deadline = (deployment.get("spec") or {}).get("progressDeadlineSeconds")
+        deadline = get(deployment, "spec", "progressDeadlineSeconds")
         unreachable = _unreachable(pods, spec_hash)
         if unreachable is not None:
             return Failure(
@@ -96,19 +96,23 @@ def detect_failure(
     return None
 
 
-def initializer_failure(pod: dict[str, Any], max_restarts: int) -> Failure | None:
+def _name(pod: Mapping[str, object]) -> str:
+    return text(pod, "metadata", "name")
+
+
+def initializer_failure(pod: Mapping[str, object], max_restarts: int) -> Failure | None:
     """Whether an init container of `pod` (the storage initializer) has failed for good:
     its last run ended non-zero with a permanent error (403, 404, NoSuchBucket, ...), or
     it ended non-zero `max_restarts` times. Its termination message is the message, so
     the rollout fails at once with what the store said, not at the progress deadline."""
-    for container in (pod.get("status") or {}).get("initContainerStatuses") or []:
-        state = container.get("state") or {}
-        ended = state.get("terminated") or (container.get("lastState") or {}).get("terminated")
-        if not ended or int(ended.get("exitCode") or 0) == 0:
+    for container in items(pod, "status", "initContainerStatuses"):
+        state = mapping(container, "state")
+        ended = mapping(state, "terminated") or mapping(container, "lastState", "terminated")
+        if not ended or integer(ended, "exitCode") == 0:
             continue
         # restartCount counts the runs before this one; a run that has just ended and
         # is not restarted yet is one more.
-        failures = int(container.get("restartCount") or 0) + (1 if state.get("terminated") else 0)
+        failures = integer(container, "restartCount") + (1 if state.get("terminated") else 0)
         said = " ".join(str(ended.get("message") or ended.get("reason") or "").split())
         permanent = PERMANENT_DOWNLOAD_ERROR.search(said) is not None
         if permanent or failures >= max(1, max_restarts):
@@ -119,18 +123,18 @@ def initializer_failure(pod: dict[str, Any], max_restarts: int) -> Failure | Non
             )
             return Failure(
                 c.REASON_MODEL_DOWNLOAD_FAILED,
-                f"init container {container.get('name')} of pod {pod['metadata']['name']} "
+                f"init container {container.get('name')} of pod {_name(pod)} "
                 f"failed {why}, exit {ended.get('exitCode')}: {said or 'no message'}",
             )
     return None
 
 
-def _gate(pod: dict[str, Any]) -> dict[str, Any]:
+def _gate(pod: Mapping[str, object]) -> Mapping[str, JsonValue]:
     """The pod's inference-gate condition (spec.validation), or {}."""
-    return find((pod.get("status") or {}).get("conditions"), c.CONDITION_VALIDATED) or {}
+    return find(get(pod, "status", "conditions"), c.CONDITION_VALIDATED) or {}
 
 
-def validation_failure(pod: dict[str, Any]) -> Failure | None:
+def validation_failure(pod: Mapping[str, object]) -> Failure | None:
     """Whether `pod` failed spec.validation's samples: the message of its gate's
     condition names each failed sample with its request, expected and actual answer."""
     gate = _gate(pod)
@@ -138,18 +142,18 @@ def validation_failure(pod: dict[str, Any]) -> Failure | None:
         return None
     return Failure(
         c.REASON_SAMPLES_FAILED,
-        f"pod {pod['metadata']['name']} failed validation: {gate.get('message', '')}",
+        f"pod {_name(pod)} failed validation: {gate.get('message', '')}",
     )
 
 
-def _unreachable(pods: list[dict[str, Any]], spec_hash: str) -> str | None:
+def _unreachable(pods: Sequence[Mapping[str, object]], spec_hash: str) -> str | None:
     """Why a pod of `spec_hash` could not be validated, if one could not be reached."""
-    for pod in sorted(pods, key=lambda p: str(p["metadata"]["name"])):
+    for pod in sorted(pods, key=_name):
         gate = _gate(pod)
-        if (pod["metadata"].get("labels") or {}).get(c.LABEL_SPEC_HASH) == spec_hash and (
+        if text(pod, "metadata", "labels", c.LABEL_SPEC_HASH) == spec_hash and (
             gate.get("reason") == c.REASON_POD_UNREACHABLE and gate.get("status") == "False"
         ):
-            return f"pod {pod['metadata']['name']}: {gate.get('message', '')}"
+            return f"pod {_name(pod)}: {gate.get('message', '')}"
     return None
 
 
@@ -172,9 +176,7 @@ def decide(
     return Decision(Action.WAIT)
 
 
-def remember(
-    history: list[dict[str, Any]] | None, entry: dict[str, Any], limit: int
-) -> list[dict[str, Any]]:
+def remember(history: list[Manifest] | None, entry: Manifest, limit: int) -> list[Manifest]:
     """Newest first, at most `limit` entries; the same outcome of the same spec once."""
     history = list(history or [])
     if history and {k: history[0].get(k) for k in ("specHash", "result")} == {

@@ -61,11 +61,13 @@ def find(document: object, steps: tuple[Step, ...]) -> tuple[bool, object]:
     """(found, value) at `steps` of a parsed JSON document."""
     current = document
     for step in steps:
-        indexed = isinstance(step, int) and isinstance(current, list) and step < len(current)
-        named = isinstance(step, str) and isinstance(current, dict) and step in current
-        if not (indexed or named):
-            return False, None
-        current = current[step]  # type: ignore[index]
+        if isinstance(step, int) and isinstance(current, list) and step < len(current):
+            current = current[step]
+            continue
+        if isinstance(step, str) and isinstance(current, dict) and step in current:
+            current = current[step]
+            continue
+        return False, None
     return True, current
 
 

@@ -43,6 +43,7 @@ import kubernetes
 import yaml
 from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta
 
+from modelsync.api.manifest import child
 from modelsync.runtime.settings import OperatorSettings
 from modelsync.serving.render import render
 from tests import audit
@@ -138,7 +139,7 @@ def model_manifests(name: str, version: str = "1") -> str:
     md["metadata"].update(namespace=NAMESPACE, uid="")
     objects = render(md).objects
     for obj in objects:
-        del obj["metadata"]["ownerReferences"]
+        child(obj, "metadata").pop("ownerReferences")
     return yaml.dump_all(objects, Dumper=_QuotingDumper, sort_keys=False)
 
 
