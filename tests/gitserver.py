@@ -23,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 
+from tests.httpserve import InThread
+
 HTTP_BACKEND = "git-http-backend"
 
 
@@ -142,11 +144,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
 
 
-class GitHttpServer(http.server.ThreadingHTTPServer):
+class GitHttpServer(InThread, http.server.ThreadingHTTPServer):
     """Smart HTTP for every bare repository under `root`, at http://HOST:PORT/<name>
     (`host` loopback, or the host's end of the real node's veth for pods to reach)."""
-
-    daemon_threads = True
 
     def __init__(
         self,
@@ -175,20 +175,14 @@ class GitHttpServer(http.server.ThreadingHTTPServer):
         self.stalled_fetches = 0
         self.requests = 0  # every HTTP request, answered or refused
         self.counter_lock = threading.Lock()
-        self._thread = threading.Thread(target=self.serve_forever, name="git-http", daemon=True)
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.server_address[1]}"
 
-    def start(self) -> GitHttpServer:
-        self._thread.start()
-        return self
-
     def stop(self) -> None:
         self.stall_fetches.clear()  # a stalled handler ends
-        self.shutdown()
-        self.server_close()
+        super().stop()
 
     def restarted(self) -> GitHttpServer:
         """After `stop`: the same server again, on the same port, root and credentials

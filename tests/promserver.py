@@ -18,6 +18,8 @@ import threading
 import urllib.parse
 from typing import Any
 
+from tests.httpserve import InThread
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: PrometheusApi
@@ -64,9 +66,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
-class PrometheusApi(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
+class PrometheusApi(InThread, http.server.ThreadingHTTPServer):
     def __init__(self, port: int = 0) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         # float: that value; "NaN": NaN; None: no data; int: that HTTP error status
@@ -76,19 +76,10 @@ class PrometheusApi(http.server.ThreadingHTTPServer):
         self.queries: list[str] = []
         self.headers: list[dict[str, str]] = []  # of each query, as received
         self.lock = threading.Lock()
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def start(self) -> PrometheusApi:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
 
 
 class _TrickleHandler(socketserver.BaseRequestHandler):
@@ -106,12 +97,11 @@ class _TrickleHandler(socketserver.BaseRequestHandler):
             return  # the client gave up
 
 
-class Trickle(socketserver.ThreadingTCPServer):
+class Trickle(InThread, socketserver.ThreadingTCPServer):
     """A listener on loopback that counts the connections it accepts and answers each
     with a header that never ends, a byte every half second: an endpoint that is slow
     forever, never silent long enough for a per-read timeout."""
 
-    daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self) -> None:
@@ -119,15 +109,10 @@ class Trickle(socketserver.ThreadingTCPServer):
         self.accepts = 0
         self.accepted = threading.Condition()
         self.stopped = threading.Event()
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def start(self) -> Trickle:
-        self._thread.start()
-        return self
 
     def wait_accepts(self, count: int, timeout: float) -> bool:
         """Wait until `count` connections were accepted; False if not within `timeout`."""
@@ -135,6 +120,5 @@ class Trickle(socketserver.ThreadingTCPServer):
             return self.accepted.wait_for(lambda: self.accepts >= count, timeout)
 
     def stop(self) -> None:
-        self.stopped.set()
-        self.shutdown()
-        self.server_close()
+        self.stopped.set()  # its handlers end
+        super().stop()

@@ -20,23 +20,12 @@ from modelsync.telemetry import metrics
 from tests.conftest import LocalCluster, tenant_namespace
 from tests.gitserver import GitHttpServer, WorkRepo
 from tests.kube import dict_condition
+from tests.metrics import total
 from tests.syncs import Syncs, model_yaml
 from tests.unit.test_bad_commits import CASES, CORPUS, expected
 
 WINDOW_SECONDS = 30.0
 MAX_ATTEMPTS = 3
-
-
-def attempts(namespace: str, name: str) -> float:
-    """Syncs of one ModelSync so far, from its own metric series (not a global counter)."""
-    return sum(
-        sample.value
-        for family in metrics.SYNCS.collect()
-        for sample in family.samples
-        if sample.name == "modelsync_syncs_total"
-        and sample.labels.get("namespace") == namespace
-        and sample.labels.get("name") == name
-    )
 
 
 def served_versions(api: kubernetes.client.ApiClient, namespace: str) -> dict[str, str]:
@@ -111,7 +100,10 @@ def test_bad_commits_live_each_reported_with_its_lines_and_nothing_serving_chang
         copy_case(case, repo.work)
         bad[case] = repo.commit(f"bad: {case}")
     started = time.monotonic()
-    counted = {case: attempts(ns, "prod") for case, ns in case_namespaces.items()}
+    counted = {
+        case: total(metrics.SYNCS, namespace=ns, name="prod")
+        for case, ns in case_namespaces.items()
+    }
     for sync in syncs.values():
         sync.request("prod")
 
@@ -135,6 +127,6 @@ def test_bad_commits_live_each_reported_with_its_lines_and_nothing_serving_chang
     # The rest of the window: no retry loop, nothing serving touched.
     time.sleep(max(0.0, WINDOW_SECONDS - (time.monotonic() - started)))  # a window, not a wait
     for case, ns in case_namespaces.items():
-        tried = attempts(ns, "prod") - counted[case]
+        tried = total(metrics.SYNCS, namespace=ns, name="prod") - counted[case]
         assert 1 <= tried <= MAX_ATTEMPTS, f"{case}: {tried} attempts in {WINDOW_SECONDS:.0f}s"
         assert served_versions(local_cluster.api, ns) == before[case], case

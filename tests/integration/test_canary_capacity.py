@@ -19,10 +19,12 @@ from kubernetes import watch
 from kubernetes.client import AppsV1Api, CoreV1Api
 
 from modelsync.api import constants as c
+from modelsync.telemetry import metrics
 from tests.cluster import launcher, stages
 from tests.conftest import LocalCluster
 from tests.kube import wait_for
-from tests.models import Models, manifest, ready_on
+from tests.metrics import total
+from tests.models import Models, event_resource, manifest, ready_on, wait_for_event
 
 SLOW = {"labels": {stages.FAULT_LABEL: stages.SLOW_READY}}
 HPA_USER = "system:serviceaccount:kube-system:horizontal-pod-autoscaler"
@@ -100,6 +102,17 @@ def availability(cluster: LocalCluster, namespace: str, model: str) -> Iterator[
         seen.stop()
 
 
+def drift_events(cluster: LocalCluster, namespace: str, name: str) -> list[str]:
+    """The notes of the DriftReverted Events posted about model `name`."""
+    listed = event_resource(cluster).get(namespace=namespace).to_dict()
+    return [
+        str(event.get("note") or "")
+        for event in listed.get("items") or []
+        if event.get("reason") == c.EVENT_DRIFT_REVERTED
+        and (event.get("regarding") or {}).get("name") == name
+    ]
+
+
 def canary_gone(apps: AppsV1Api, namespace: str) -> None:
     wait_for(
         apps.list_namespaced_deployment,
@@ -149,6 +162,64 @@ def test_canary_keeps_every_replica_available_through_steps_and_promotion(
     assert seen.lowest == 4, " -> ".join(seen.story)
     deployment = apps.read_namespaced_deployment("iris", namespace)
     assert deployment.spec.template.metadata.labels[c.LABEL_MODEL_VERSION] == "2"
+    # The canary's own resizes of both tracks are planned writes, not drift.
+    assert drift_events(local_cluster, namespace, "iris") == []
+    assert total(metrics.DRIFT_REVERTED, namespace=namespace, model="iris") == 0
+
+
+def test_a_hand_scale_of_either_track_during_a_canary_is_reverted_and_reported(
+    models: Models, local_cluster: LocalCluster, namespace: str
+) -> None:
+    body = manifest("iris", version="1", replicas=4)
+    body["spec"]["rollout"] = {
+        "strategy": "Canary",
+        "steps": [{"weight": 25, "pauseSeconds": 3600}, {"weight": 50}],
+    }
+    models.create(body)
+    models.wait("iris", ready_on("1"), timeout=60)
+    models.patch("iris", {"spec": {"model": {"version": "2"}}})
+    apps = AppsV1Api(local_cluster.api)
+
+    def replicas(name: str, count: int, describe: str) -> None:
+        wait_for(
+            apps.list_namespaced_deployment,
+            name,
+            lambda d: (
+                d is not None
+                and d.spec.replicas == count
+                and (d.status.available_replicas or 0) == count
+            ),
+            namespace=namespace,
+            timeout=60,
+            describe=describe,
+        )
+
+    # The first step, sized by the operator: one canary pod, the stable track down to 3.
+    replicas("iris-canary", 1, "one canary pod available")
+    replicas("iris", 3, "the stable track sized to 3 of 4")
+    assert drift_events(local_cluster, namespace, "iris") == []
+    # Someone scales the stable track by hand during the step: put back, and said so.
+    local_cluster.run("kubectl", "scale", "deployment/iris", "--replicas=6", "-n", namespace)
+    event = wait_for_event(
+        local_cluster, namespace, "iris", c.EVENT_DRIFT_REVERTED, "Deployment iris: changed"
+    )
+    assert event.type == "Warning"
+    assert "spec.replicas" in event.note, event.note
+    replicas("iris", 3, "the stable track back at 3")
+    # And the canary's.
+    local_cluster.run("kubectl", "scale", "deployment/iris-canary", "--replicas=3", "-n", namespace)
+    event = wait_for_event(
+        local_cluster, namespace, "iris", c.EVENT_DRIFT_REVERTED, "Deployment iris-canary: changed"
+    )
+    assert "spec.replicas" in event.note, event.note
+    replicas("iris-canary", 1, "the canary back at 1")
+    # Those two edits and nothing else: the canary's own sizing was never drift.
+    notes = drift_events(local_cluster, namespace, "iris")
+    assert sorted(note.split(":")[0] for note in notes) == [
+        "Deployment iris",
+        "Deployment iris-canary",
+    ], notes
+    assert total(metrics.DRIFT_REVERTED, namespace=namespace, model="iris") >= 2
 
 
 def replica_writes(cluster: LocalCluster, namespace: str, name: str) -> list[tuple[str, str]]:

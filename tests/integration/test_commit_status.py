@@ -26,6 +26,7 @@ from modelsync.runtime import operator
 from modelsync.telemetry import metrics
 from tests.cluster.gitea import ADMIN, Gitea
 from tests.gitserver import SlowHttpServer
+from tests.httpserve import InThread
 from tests.integration.test_rollback import DEADLINE, broken_model_yaml, rolled_back
 from tests.kube import TENANT_ACCOUNT, until, wait_for_items
 from tests.models import Models
@@ -271,12 +272,10 @@ def test_gitea_rollback_pull_request_opened_updated_and_closed_as_superseded(
     assert not closed.get("merged"), closed
 
 
-class HostApi(http.server.ThreadingHTTPServer):
+class HostApi(InThread, http.server.ThreadingHTTPServer):
     """A GitHub- or GitLab-like API on loopback that takes a commit status only as the
     provider documents it: the method, path, headers and body; anything else is a 4xx
     and a problem the test reports."""
-
-    daemon_threads = True
 
     def __init__(self, provider: str, port: int, token: str, project: str) -> None:
         super().__init__(("127.0.0.1", port), _HostApiHandler)
@@ -287,15 +286,6 @@ class HostApi(http.server.ThreadingHTTPServer):
         self.last: dict[tuple[str, Any], Any] = {}
         self.problems: list[str] = []
         self.changed = threading.Condition()
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
-
-    def __enter__(self) -> HostApi:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.shutdown()
-        self.server_close()
 
     def wait_for(self, state: str, timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

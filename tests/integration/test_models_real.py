@@ -15,7 +15,8 @@ import base64
 import contextlib
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from tests.cluster import addresses
 from tests.cluster import node as nodemod
 from tests.cluster.objectstore import ObjectStore
 from tests.conftest import LocalCluster, RealNode
-from tests.gitserver import GitHttpServer
+from tests.gitserver import GitHttpServer, WorkRepo
 from tests.integration.conftest import BUCKET
 from tests.kube import dict_condition, until, wait_for_set
 from tests.models import ROWS, Models, ready_on
@@ -161,6 +162,61 @@ def explain(local: LocalCluster, node: RealNode, namespace: str) -> str:
     return f"pods: {states}\n{node.log_tails()}"
 
 
+def wait_model(
+    models: Models, name: str, check: Callable[[Any], bool], local: LocalCluster, node: RealNode
+) -> dict[str, Any]:
+    """`models.wait` for the real node's time; a timeout says what its pods were doing."""
+    try:
+        return models.wait(name, check, timeout=MODEL_TIMEOUT)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{explain(local, node, models.namespace)}") from error
+
+
+@dataclass
+class IrisFromGit:
+    """The iris model of a test namespace, served from git: its versions in the object
+    store, its file in a repository that a ModelSync of the test's own operator syncs."""
+
+    local: LocalCluster
+    node: RealNode
+    git: GitHttpServer
+    syncs: Syncs
+    models: Models
+    repo: WorkRepo
+
+    @classmethod
+    def stored(
+        cls,
+        local: LocalCluster,
+        node: RealNode,
+        namespace: str,
+        git: GitHttpServer,
+        store: ObjectStore,
+        versions: dict[str, bytes],
+    ) -> IrisFromGit:
+        """The model file of each version in the store, and the Secret that reads them."""
+        for version, body in versions.items():
+            store.put(BUCKET, f"{namespace}/iris/{version}/model.joblib", body)
+        storage_secret(local, namespace, SECRET, store.storage_secret())
+        syncs = Syncs(local, namespace, git)
+        return cls(local, node, git, syncs, Models(local, namespace), syncs.repo("models"))
+
+    def commit(self, version: str, **extra: Any) -> str:
+        """iris at `version` (spec fields `extra` added) committed to the repository."""
+        uri = f"s3://{BUCKET}/{self.syncs.namespace}/iris/{version}"
+        self.repo.write("iris.json", model_yaml("iris", version, uri, extra=extra))
+        return self.repo.commit(f"iris v{version}")
+
+    @contextlib.contextmanager
+    def served(self, refs: dict[str, str], log: Path) -> Iterator[None]:
+        """The test's operator runs and syncs the repository; from when version 1 serves."""
+        with own_operator(self.local, self.syncs.namespace, refs, log):
+            self.syncs.secret("git", self.git.username, self.git.password)
+            self.syncs.create("models", self.syncs.http_url(self.repo), secret="git")
+            wait_model(self.models, "iris", ready_on("1"), self.local, self.node)
+            yield
+
+
 def service_ip(local: LocalCluster, namespace: str, name: str) -> tuple[str, int]:
     service = CoreV1Api(local.api).read_namespaced_service(name, namespace)
     return service.spec.cluster_ip, int(service.spec.ports[0].port)
@@ -268,28 +324,18 @@ def test_real_model_answers_rolls_out_without_errors_and_rolls_back_a_corrupt_ve
     tmp_path: Path,
 ) -> None:
     namespace = own_namespace
-    for version, (body, _) in trained.items():
-        node_store.put(BUCKET, f"{namespace}/iris/{version}/model.joblib", body)
-    node_store.put(BUCKET, f"{namespace}/iris/3/model.joblib", b"not a joblib file\n")
-    storage_secret(local_cluster, namespace, SECRET, node_store.storage_secret())
-    syncs, models = Syncs(local_cluster, namespace, git_server), Models(local_cluster, namespace)
-    repo = syncs.repo("models")
-
-    def commit(version: str, **extra: Any) -> str:
-        uri = f"s3://{BUCKET}/{namespace}/iris/{version}"
-        repo.write("iris.json", model_yaml("iris", version, uri, extra=extra))
-        return repo.commit(f"iris v{version}")
-
+    versions = {version: body for version, (body, _) in trained.items()}
+    iris = IrisFromGit.stored(
+        local_cluster,
+        real_node,
+        namespace,
+        git_server,
+        node_store,
+        versions | {"3": b"not a joblib file\n"},
+    )
+    syncs, models, commit = iris.syncs, iris.models, iris.commit
     commit("1")
-    with own_operator(local_cluster, namespace, node_images, tmp_path / "operator.log"):
-        syncs.secret("git", git_server.username, git_server.password)
-        syncs.create("models", syncs.http_url(repo), secret="git")
-        try:
-            models.wait("iris", ready_on("1"), timeout=MODEL_TIMEOUT)
-        except AssertionError as error:
-            raise AssertionError(
-                f"{error}\n{explain(local_cluster, real_node, namespace)}"
-            ) from error
+    with iris.served(node_images, tmp_path / "operator.log"):
         ip, port = service_ip(local_cluster, namespace, "iris")
         assert infer_once(real_node, ip, port) == trained["1"][1]
 
@@ -400,24 +446,14 @@ def test_real_custom_runtime_answers_and_storage_failures_fail_the_rollout_with_
             ("missing", ("No model found", "not found", "does not exist", "404")),
             ("nowhere", ("connect", "Connect")),
         ):
-            try:
-                md = models.wait(name, download_failed, timeout=MODEL_TIMEOUT)
-            except AssertionError as error:
-                raise AssertionError(
-                    f"{error}\n{explain(local_cluster, real_node, namespace)}"
-                ) from error
+            md = wait_model(models, name, download_failed, local_cluster, real_node)
             ready = dict_condition(md, c.READY) or {}
             assert ready.get("status") == "False", md["status"]
             # The initializer's own words, long before the hour-long progress deadline.
             message = str(md["status"]["history"][0].get("message"))
             assert "init container storage-initializer" in message, message
             assert any(word in message for word in words), message
-        try:
-            models.wait("custom", ready_on("1"), timeout=MODEL_TIMEOUT)
-        except AssertionError as error:
-            raise AssertionError(
-                f"{error}\n{explain(local_cluster, real_node, namespace)}"
-            ) from error
+        wait_model(models, "custom", ready_on("1"), local_cluster, real_node)
         ip, port = service_ip(local_cluster, namespace, "custom")
         path, request = "/v1/models/custom:predict", json.dumps({"instances": ROWS})
         assert post_via_service(real_node, ip, port, path, request)["predictions"] == expected

@@ -23,6 +23,7 @@ from modelsync.gitops import webhooks
 from modelsync.telemetry import metrics
 from tests.cluster.gitea import Gitea
 from tests.gitserver import GitHttpServer, SlowHttpServer
+from tests.httpserve import InThread
 from tests.integration import test_commit_status, test_git_rollback
 from tests.integration.test_commit_status import GiteaRepo, secret, wait_event
 from tests.integration.test_rollback import DEADLINE, broken_model_yaml, rolled_back
@@ -42,27 +43,16 @@ class Delivery:
     body: bytes
 
 
-class Receiver(http.server.ThreadingHTTPServer):
+class Receiver(InThread, http.server.ThreadingHTTPServer):
     """Webhook receivers on one loopback port, by path. `answers[path]` lists the status
     codes to answer in turn (then 200); a 5xx answer echoes the request's path, as a
     careless receiver might."""
-
-    daemon_threads = True
 
     def __init__(self, port: int) -> None:
         super().__init__(("127.0.0.1", port), _ReceiverHandler)
         self.taken: list[Delivery] = []
         self.answers: dict[str, list[int]] = {}
         self.changed = threading.Condition()
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.shutdown()
-        self.server_close()
 
     def at(self, path: str) -> list[Delivery]:
         with self.changed:

@@ -16,22 +16,10 @@ from modelsync.telemetry import metrics
 from tests.conftest import LocalCluster
 from tests.integration.test_cli import modelsync
 from tests.kube import dict_condition
+from tests.metrics import total
 from tests.syncs import Syncs, model_yaml
 
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
-
-
-def syncs_run(namespace: str, name: str) -> float:
-    """Syncs of one ModelSync the in-process operator ran, whatever their result."""
-    return sum(
-        sample.value
-        for family in metrics.REGISTRY.collect()
-        if family.name == "modelsync_syncs"
-        for sample in family.samples
-        if sample.name == "modelsync_syncs_total"
-        and sample.labels.get("namespace") == namespace
-        and sample.labels.get("name") == name
-    )
 
 
 @pytest.fixture
@@ -94,7 +82,8 @@ def test_modelsync_is_ready_only_when_its_models_are_and_follows_them_without_a_
     assert "models were not Ready" in result.stderr
     assert "waiting" in result.stderr
     ms = syncs.wait_failed("prod", c.REASON_MODELS_NOT_READY)
-    history, runs = ms["status"]["history"], syncs_run(syncs.namespace, "prod")
+    history = ms["status"]["history"]
+    runs = total(metrics.SYNCS, namespace=syncs.namespace, name="prod")
 
     # The pods can now be scheduled: the model becomes Ready, and so does its ModelSync,
     # from the model's Ready change alone: no sync runs (git has not changed).
@@ -107,7 +96,7 @@ def test_modelsync_is_ready_only_when_its_models_are_and_follows_them_without_a_
     assert (dict_condition(ms, c.HEALTHY) or {})["status"] == "True"
     assert "modelsNotReady" not in ms["status"]
     assert ms["status"]["history"] == history
-    assert syncs_run(syncs.namespace, "prod") == runs
+    assert total(metrics.SYNCS, namespace=syncs.namespace, name="prod") == runs
     # The message is the one the applying sync would have written had they been Ready.
     assert (dict_condition(ms, c.READY) or {})["message"] == (
         f"applied revision {revision}: 2 created, 0 configured, 0 unchanged, 0 deleted"

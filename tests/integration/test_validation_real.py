@@ -26,23 +26,17 @@ from tests.cluster import wheels
 from tests.cluster.objectstore import ObjectStore
 from tests.conftest import LocalCluster, RealNode
 from tests.gitserver import GitHttpServer
-from tests.integration.conftest import BUCKET
 from tests.integration.test_models_real import (
     INFER_BODY,
     MODEL_TIMEOUT,
-    SECRET,
     Client,
-    explain,
+    IrisFromGit,
     failures,
-    model_yaml,
-    own_operator,
     rolled_back_from,
     service_ip,
-    storage_secret,
 )
 from tests.kube import dict_condition
-from tests.models import Models, ready_on, train_iris
-from tests.syncs import Syncs
+from tests.models import ready_on, train_iris
 
 VENV_BIN = Path(sys.executable).parent
 SAMPLE = "iris-rows"
@@ -117,29 +111,16 @@ def test_real_gate_keeps_a_wrong_model_out_of_its_service_and_lets_a_good_one_in
 ) -> None:
     namespace = own_namespace
     good, right = trained["1"]
-    for version, body in (("1", good), ("2", shuffled[0]), ("3", good)):
-        node_store.put(BUCKET, f"{namespace}/iris/{version}/model.joblib", body)
-    storage_secret(local_cluster, namespace, SECRET, node_store.storage_secret())
-    syncs, models = Syncs(local_cluster, namespace, git_server), Models(local_cluster, namespace)
-    repo = syncs.repo("models")
-    repo.write("samples/iris-rows.body.json", INFER_BODY + "\n")
+    versions = {"1": good, "2": shuffled[0], "3": good}
+    iris = IrisFromGit.stored(local_cluster, real_node, namespace, git_server, node_store, versions)
+    syncs, models = iris.syncs, iris.models
+    iris.repo.write("samples/iris-rows.body.json", INFER_BODY + "\n")
 
     def commit(version: str, expected: list[int] = right) -> str:
-        uri = f"s3://{BUCKET}/{namespace}/iris/{version}"
-        extra = {"validation": validation(expected)}
-        repo.write("iris.json", model_yaml("iris", version, uri, extra=extra))
-        return repo.commit(f"iris v{version}")
+        return iris.commit(version, validation=validation(expected))
 
     commit("1")
-    with own_operator(local_cluster, namespace, node_images, tmp_path / "operator.log"):
-        syncs.secret("git", git_server.username, git_server.password)
-        syncs.create("models", syncs.http_url(repo), secret="git")
-        try:
-            models.wait("iris", ready_on("1"), timeout=MODEL_TIMEOUT)
-        except AssertionError as error:
-            raise AssertionError(
-                f"{error}\n{explain(local_cluster, real_node, namespace)}"
-            ) from error
+    with iris.served(node_images, tmp_path / "operator.log"):
         assert gate_of(local_cluster, namespace, "1") == [
             {"status": "True", "reason": c.REASON_SAMPLES_PASSED}
         ]

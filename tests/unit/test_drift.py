@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from modelsync.kube.drift import applied_part, differences
+from modelsync.api.manifest import json_value
+from modelsync.kube.drift import applied_part, differences, out_of_band
+from modelsync.kube.drift import fingerprint as fingerprint_of
 
 WANT = {
     "metadata": {"labels": {"a": "1"}},
@@ -68,3 +70,34 @@ def test_applied_part_keeps_content_and_our_metadata() -> None:
     assert part == {"metadata": {"labels": {"a": "1"}}, "spec": {}}
     config = applied_part({"kind": "ConfigMap", "metadata": {}, "data": {"k": "v"}})
     assert config == {"metadata": {}, "data": {"k": "v"}}
+
+
+SPEC: dict[str, object] = WANT["spec"]  # type: ignore[assignment]
+
+
+def fingerprint(manifest: dict[str, object]) -> str:
+    typed = json_value(manifest)
+    assert isinstance(typed, dict)
+    return fingerprint_of(typed)
+
+
+def scaled(replicas: int) -> dict[str, object]:
+    return {**WANT, "spec": {**SPEC, "replicas": replicas}}
+
+
+def test_a_fingerprint_is_of_what_an_apply_writes_in_any_key_order() -> None:
+    reordered = {"spec": dict(reversed(list(SPEC.items()))), "metadata": WANT["metadata"]}
+    assert fingerprint(reordered) == fingerprint(WANT)
+    assert fingerprint({**WANT, "status": {"replicas": 9}}) == fingerprint(WANT)
+    assert fingerprint(scaled(3)) != fingerprint(WANT)
+
+
+def test_only_a_difference_we_did_not_ask_for_is_drift() -> None:
+    two, three = fingerprint(scaled(2)), fingerprint(scaled(3))
+    # The object held 2 and we want 2: someone else changed it, whatever the status says.
+    assert out_of_band(two, two, settled=False)
+    # We want 3 now (a canary's next size, a new spec): our own change, even when settled.
+    assert not out_of_band(two, three, settled=True)
+    # Nothing known of the object (a restart): the spec applied and holding still says.
+    assert out_of_band(None, three, settled=True)
+    assert not out_of_band(None, three, settled=False)

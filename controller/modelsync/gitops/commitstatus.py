@@ -20,22 +20,19 @@ waits for it.
 from __future__ import annotations
 
 import base64
-import collections
-import concurrent.futures
 import http.client
 import json
 import logging
 import re
 import ssl
-import threading
 import urllib.parse
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from modelsync.api import constants as c
 from modelsync.api.origins import origin, origin_text, parse_origin
 from modelsync.gitops.notices import REJECTED as _REJECTED
+from modelsync.gitops.outbound import EventPoster, Getter, Sender
 from modelsync.telemetry import metrics
 
 log = logging.getLogger(__name__)
@@ -419,15 +416,13 @@ class Job:
     models: tuple[str, ...] = ()  # CLOSE: models whose rollback pull requests are superseded
 
 
-Getter = Callable[[str, str, str, str], dict[str, Any] | None]
-EventPoster = Callable[[dict[str, Any], str, str, bool], None]
 Topic = tuple[str, str, str]  # namespace, name, what (the status, or a model's pull request)
 
 
-class StatusWriter:
-    """Sends commit statuses (and rollback pull requests) off the sync's path. Nothing
-    here blocks or raises into a sync: the same thing said twice for a ModelSync is sent
-    once; a full queue drops the new item and counts it."""
+class StatusWriter(Sender[tuple[Topic, Job]]):
+    """Sends commit statuses (and rollback pull requests) off the sync's path
+    (outbound.Sender): the same thing said twice for a ModelSync is sent once; a full
+    queue drops the new item and counts it."""
 
     def __init__(
         self,
@@ -439,23 +434,16 @@ class StatusWriter:
         workers: int = WORKERS,
         timeout: float = DEADLINE_SECONDS,
     ) -> None:
-        self.get = get
-        self.event = event
-        self.allowed = allowed
-        self.max_queued = max_queued
-        self.timeout = timeout
-        self._lock = threading.Lock()
-        self._queues: dict[tuple[str, str], collections.deque[tuple[Topic, Job]]] = {}
-        self._busy: set[tuple[str, str]] = set()
-        self._queued = 0
-        self._last: dict[Topic, tuple[str, ...]] = {}
-        self._failing: dict[Topic, str] = {}
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="commit-status"
+        super().__init__(
+            get,
+            event,
+            allowed,
+            max_queued=max_queued,
+            workers=workers,
+            timeout=timeout,
+            thread_prefix="commit-status",
         )
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._last: dict[Topic, tuple[str, ...]] = {}
 
     def forget(self, namespace: str, name: str) -> None:
         """A ModelSync was deleted: what was said for it goes (what is queued still goes)."""
@@ -503,37 +491,18 @@ class StatusWriter:
         key = (meta["namespace"], meta["name"])
         topic = (*key, what)
         with self._lock:
-            admitted = admit(self._last.get(topic), said, self._queued, self.max_queued)
+            admitted = admit(self._last.get(topic), said, self._outbox.queued, self.max_queued)
             if admitted == DROPPED:
                 metrics.COMMIT_STATUSES.labels(provider=_provider(ms), result=DROPPED).inc()
             if admitted != QUEUED:
                 return
             self._last[topic] = said
-            self._queues.setdefault(key, collections.deque()).append((topic, job))
-            self._queued += 1
-            if key in self._busy:
-                return
-            self._busy.add(key)
-        try:
-            self._pool.submit(self._drain, key)
-        except RuntimeError:  # shutting down
-            with self._lock:
-                self._busy.discard(key)
+            _, start = self._outbox.offer(key, (topic, job))
+        if start:
+            self._start(key)
 
-    def _drain(self, key: tuple[str, str]) -> None:
-        """Send one ModelSync's statuses in order, one at a time."""
-        while True:
-            with self._lock:
-                queue = self._queues.get(key)
-                if not queue:
-                    self._queues.pop(key, None)
-                    self._busy.discard(key)
-                    return
-                topic, job = queue.popleft()
-                self._queued -= 1
-            self._send(topic, job)
-
-    def _send(self, topic: Topic, job: Job) -> None:
+    def _send(self, item: tuple[Topic, Job]) -> None:
+        topic, job = item
         provider = _provider(job.ms)
         namespace, name = topic[0], topic[1]
         what = "commit status" if job.action == STATUS else "rollback pull request"

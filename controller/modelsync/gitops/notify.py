@@ -23,10 +23,8 @@ Secret and the answer, never its address or key.
 from __future__ import annotations
 
 import base64
-import concurrent.futures
 import datetime
 import logging
-import threading
 import urllib.parse
 import uuid
 from collections.abc import Callable
@@ -38,6 +36,7 @@ from modelsync.api import modelsync as typed
 from modelsync.api.fields import FieldError
 from modelsync.gitops import notices
 from modelsync.gitops.commitstatus import Request, SendError, send
+from modelsync.gitops.outbound import EventPoster, Getter, Sender
 from modelsync.telemetry import metrics
 
 log = logging.getLogger(__name__)
@@ -46,8 +45,6 @@ DEADLINE_SECONDS = 5.0  # connect, send and read the answer of one delivery
 MAX_QUEUED = 1000  # deliveries waiting, all ModelSyncs together; past it, dropped
 WORKERS = 2  # ModelSyncs whose notifications are being sent at once
 
-Getter = Callable[[str, str, str, str], dict[str, Any] | None]
-EventPoster = Callable[[dict[str, Any], str, str, bool], None]
 Subject = tuple[str, str, str]  # kind, namespace, name
 
 
@@ -58,9 +55,9 @@ class Delivery:
     notice: notices.Notice
 
 
-class Notifier:
-    """Tells each outcome once to each receiver that wants it. Nothing here blocks or
-    raises into a sync or a watch handler."""
+class Notifier(Sender[Delivery]):
+    """Tells each outcome once to each receiver that wants it, off the sync's path
+    (outbound.Sender)."""
 
     def __init__(
         self,
@@ -72,23 +69,16 @@ class Notifier:
         workers: int = WORKERS,
         timeout: float = DEADLINE_SECONDS,
     ) -> None:
-        self.get = get
-        self.event = event
-        self.allowed = allowed
-        self.max_queued = max_queued
-        self.timeout = timeout
-        self._lock = threading.Lock()
-        self._said: dict[Subject, notices.State | None] = {}
-        self._outbox: notices.Outbox[tuple[str, str], Delivery] = notices.Outbox(max_queued)
-        self._failing: dict[tuple[str, str, str], str] = {}
-        self._stopping = threading.Event()
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="notify"
+        super().__init__(
+            get,
+            event,
+            allowed,
+            max_queued=max_queued,
+            workers=workers,
+            timeout=timeout,
+            thread_prefix="notify",
         )
-
-    def shutdown(self) -> None:
-        self._stopping.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._said: dict[Subject, notices.State | None] = {}
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         with self._lock:
@@ -145,27 +135,10 @@ class Notifier:
             admitted, start = self._outbox.offer(key, delivery)
         if admitted == notices.DROPPED:
             metrics.NOTIFICATIONS.labels(type=delivery.receiver.type, result=admitted).inc()
-        if not start:
-            return
-        try:
-            self._pool.submit(self._drain, key)
-        except RuntimeError:  # shutting down
-            with self._lock:
-                self._outbox.not_started(key)
+        if start:
+            self._start(key)
 
-    def _drain(self, key: tuple[str, str]) -> None:
-        """Send one ModelSync's notifications in order, one at a time."""
-        while not self._stopping.is_set():
-            with self._lock:
-                delivery = self._outbox.take(key)
-            if delivery is None:
-                return
-            try:
-                self._deliver(delivery)
-            except Exception:  # a fault of ours must not stop the other notifications
-                log.exception("%s/%s: notification failed", *key)
-
-    def _deliver(self, delivery: Delivery) -> None:
+    def _send(self, delivery: Delivery) -> None:
         receiver, item = delivery.receiver, delivery.notice
         namespace = item.namespace
         where = f"{receiver.type} receiver (Secret {namespace}/{receiver.secret_ref})"

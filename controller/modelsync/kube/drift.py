@@ -6,6 +6,8 @@ defaulted field, status) are not ours and never count as drift.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 
 from modelsync.api.manifest import JsonValue, Manifest
@@ -77,3 +79,25 @@ def applied_part(manifest: Mapping[str, JsonValue]) -> Manifest:
     }
     part["metadata"] = {key: metadata[key] for key in COMPARED_METADATA if key in metadata}
     return part
+
+
+def fingerprint(manifest: Manifest) -> str:
+    """A digest of what an apply of `manifest` writes (`applied_part`): equal for equal
+    content whatever the key order; short, as one is kept per object served."""
+    text = json.dumps(applied_part(manifest), sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def out_of_band(last_held: str | None, wanted: str, *, settled: bool) -> bool:
+    """Whether a difference about to be written back was made by someone else (drift),
+    rather than by a change of what we want (a new spec, a canary's next size).
+
+    `last_held`: the fingerprint of what the object last held of what we wanted (we
+    wrote it, or found it there; None: nothing known, as after a restart); `wanted`:
+    that of what we write now. Wanting the same, the object moved away from it: someone
+    else's edit. Not knowing, `settled` says whether what we want was applied before
+    and holds still (the spec applied and no canary resizing), so that a difference is
+    not ours."""
+    if last_held is not None:
+        return last_held == wanted
+    return settled

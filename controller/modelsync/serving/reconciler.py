@@ -24,6 +24,7 @@ from modelsync.api import constants as c
 from modelsync.api.conditions import Observed
 from modelsync.api.manifest import integer, mapping
 from modelsync.api.modeldeployment import CanaryStep
+from modelsync.kube import drift
 from modelsync.kube.client import Kube, api_message, transient
 from modelsync.serving import canary, gate, health, rollout
 from modelsync.serving.analysis import Analyses
@@ -133,6 +134,11 @@ class ServingReconciler:
         self.quiet_seconds = quiet_seconds  # the platform's quiet_rollout_seconds
         # Models whose routine rollout status waits: since when, for which spec.
         self._quiet: dict[tuple[str, str], tuple[str, datetime.datetime]] = {}
+        # What each model's objects last held of what we wanted, as this process saw or
+        # wrote it (drift.fingerprint), by model and (kind, name): a difference from it
+        # that we did not ask for is drift; what we want changing (a new spec, a
+        # canary's next size) is not.
+        self._held: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
 
     def _render(self, md: Manifest) -> Rendered:
         return render(md, locked_down=self.locked_down, images=self.images)
@@ -143,6 +149,7 @@ class ServingReconciler:
         md = self.cache.get(c.MODELDEPLOYMENT_KIND, namespace, name)
         if md is None or md["metadata"].get("deletionTimestamp"):
             self._quiet.pop((namespace, name), None)
+            self._held.pop((namespace, name), None)
             return None  # the garbage collector removes what it owned
         with metrics.RECONCILE_SECONDS.time():
             try:
@@ -575,6 +582,7 @@ class ServingReconciler:
         name = meta["name"] + canary.CANARY_SUFFIX
         self.kube.delete("apps/v1", "Deployment", meta["namespace"], name)
         self.cache.delete("Deployment", meta["namespace"], name)
+        self._remember(md, "Deployment", name, None)
 
     def _remove_canary(self, md: Manifest) -> bool:
         """No canary under way: a canary Deployment left over goes (after a promotion) -
@@ -681,12 +689,19 @@ class ServingReconciler:
         self, md: Manifest, desired: Manifest, rendered: Rendered, *, sizing: bool = False
     ) -> bool:
         """Apply `desired` if the live object lacks any of it. True when it wrote.
-        `sizing`: a canary sizing its tracks, whose replicas change from look to look by
-        design - a difference is written, not reported as drift."""
+        What we write because we want something else now (a new spec, a canary's next
+        size) is ours; a difference from what the object held, wanting the same, is
+        someone else's and reported as drift. `sizing`: a canary sizing its tracks,
+        whose replicas change from look to look by design - not drift while this
+        process does not know what the object held (after a restart)."""
         kind = desired["kind"]
         meta = desired["metadata"]
+        held = self._held.get((md["metadata"]["namespace"], md["metadata"]["name"]), {})
+        last = held.get((kind, meta["name"]))
+        wanted = drift.fingerprint(desired)
+        settled = converged(md, rendered) and not sizing
         live = self.cache.get(kind, meta["namespace"], meta["name"])
-        if live is None and converged(md, rendered):
+        if live is None and (settled or last is not None):
             # Missing from the cache may mean not listed yet: ask before calling it deleted.
             # (A model never applied has nothing to ask about: the apply creates it.)
             live = self.kube.get(desired["apiVersion"], kind, meta["namespace"], meta["name"])
@@ -694,10 +709,12 @@ class ServingReconciler:
                 self.cache.put(kind, live)
         drifted = self.kube.changes(desired, live)
         if not drifted:
+            self._remember(md, kind, meta["name"], wanted)
             return False
         applied = self.kube.apply(desired)
         self.cache.put(kind, applied)
-        if converged(md, rendered) and not sizing:
+        self._remember(md, kind, meta["name"], wanted)  # written (a refused apply raised)
+        if drift.out_of_band(last, wanted, settled=settled):
             what = "deleted" if live is None else "changed " + ", ".join(drifted)
             note = f"{kind} {meta['name']}: {what} out of band; reverted to the spec"
             log.warning(
@@ -712,7 +729,9 @@ class ServingReconciler:
                     current_revision(md, rendered.spec_hash),
                 ),
             )
-            metrics.DRIFT_REVERTED.labels(kind=kind).inc()
+            metrics.DRIFT_REVERTED.labels(
+                md["metadata"]["namespace"], md["metadata"]["name"], kind
+            ).inc()
             self.kube.event(
                 md,
                 c.MODELDEPLOYMENT_KIND,
@@ -723,6 +742,15 @@ class ServingReconciler:
             )
         return True
 
+    def _remember(self, md: Manifest, kind: str, name: str, fingerprint: str | None) -> None:
+        """What a model's object holds now of what we want (None: we deleted it)."""
+        model = (md["metadata"]["namespace"], md["metadata"]["name"])
+        held = self._held.setdefault(model, {})
+        if fingerprint is None:
+            held.pop((kind, name), None)
+        else:
+            held[(kind, name)] = fingerprint
+
     def _remove_autoscaler(self, md: Manifest) -> bool:
         """autoscaling was taken out of the spec: the HPA we made goes too."""
         namespace, name = md["metadata"]["namespace"], md["metadata"]["name"]
@@ -732,6 +760,7 @@ class ServingReconciler:
             return False
         self.kube.delete("autoscaling/v2", "HorizontalPodAutoscaler", namespace, name)
         self.cache.delete("HorizontalPodAutoscaler", namespace, name)
+        self._remember(md, "HorizontalPodAutoscaler", name, None)
         return True
 
     # ------------------------------------------------------------------ status

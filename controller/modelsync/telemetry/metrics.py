@@ -85,8 +85,8 @@ ROLLBACKS = Counter(
 )
 DRIFT_REVERTED = Counter(
     "modelsync_drift_reverted_total",
-    "Out-of-band changes to serving objects that the operator reverted, by kind.",
-    ["kind"],
+    "Out-of-band changes to serving objects that the operator reverted, by model and kind.",
+    ["namespace", "model", "kind"],
     registry=REGISTRY,
 )
 MODEL_READY = Gauge(
