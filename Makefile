@@ -115,10 +115,11 @@ demo-down: venv
 # builds of every image. models, on the real node (a line says why when it cannot start):
 # commit -> first correct prediction per runtime and for version bumps (BENCH_BUMPS=3);
 # latency and throughput through a model's Service (BENCH_REQUESTS=2000, BENCH_CONCURRENCY=8).
-# BENCH_ONLY=images,models (any of cluster, suite, render, images, models, shards) runs only those parts;
-# shards: one operator against two shards at BENCH_SHARDS_N models (2000).
+# BENCH_ONLY=images,models (any of cluster, suite, render, images, models, shards, writes) runs only
+# those parts; shards: one operator against two shards at BENCH_SHARDS_N models (2000); writes: the
+# writes one model costs cold and per version bump, plain and with each feature (about 3 min).
 # Prints tables; the same figures go to bench-results.json.
-BENCH_PARTS := cluster suite render images models shards
+BENCH_PARTS := cluster suite render images models shards writes
 BENCH_ONLY ?= $(BENCH_PARTS)
 bench_only = $(filter $(1),$(subst $(comma), ,$(BENCH_ONLY)))
 comma := ,
@@ -132,6 +133,7 @@ bench: venv cluster-binaries
 	$(if $(call bench_only,images),$(PY) -m tests.bench.image_builds)
 	$(if $(call bench_only,models),$(PY) -m tests.bench.models)
 	$(if $(call bench_only,shards),$(PY) -m tests.bench.shards)
+	$(if $(call bench_only,writes),$(PY) -m tests.bench.writes)
 
 clean: cluster-down
 	rm -rf $(VENV) $(CLUSTER_ROOT) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

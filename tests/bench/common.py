@@ -1,5 +1,5 @@
-"""What the benchmarks share: CRDs on a fresh cluster, the operator as its own process,
-its metrics, and waiting with a deadline."""
+"""What the benchmarks share: CRDs on a fresh cluster, a tenant's namespace with a git
+repository, the operator as its own process, its metrics, and waiting with a deadline."""
 
 from __future__ import annotations
 
@@ -17,8 +17,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes
+from kubernetes.client import CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta, V1Secret
+
+from modelsync.api import constants as c
 from tests.cluster import build, launcher
+from tests.gitserver import GitHttpServer, WorkRepo
+from tests.kube import install_crds, install_tenant_role, make_tenant
 from tests.operatorproc import spawn_operator
+from tests.syncs import MS
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results.json"
 
@@ -37,6 +44,57 @@ def fresh_cluster(models: int = 0) -> Iterator[launcher.Cluster]:
         ) as cluster,
     ):
         yield cluster
+
+
+class Tenant:
+    """A tenant's namespace on a benchmark's cluster, as a platform sets one up: the
+    CRDs, the tenant's ServiceAccount bound to the chart's tenant role, a git server on
+    loopback with one repository ("models"), and the Secret "git" to fetch it with."""
+
+    def __init__(self, cluster: launcher.Cluster, tmp: Path, namespace: str) -> None:
+        self.cluster, self.namespace = cluster, namespace
+        self.api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
+        install_crds(self.api)
+        self.core, self.objects = CoreV1Api(self.api), CustomObjectsApi(self.api)
+        (tmp / "served").mkdir()
+        self.server = GitHttpServer(tmp / "served").start()
+        self.repo = WorkRepo(self.server.root, "models")
+        self.url = self.server.url(self.repo.bare.name)
+        self.core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name=namespace)))
+        install_tenant_role(self.api, build.ensure_binaries().path("helm"))
+        make_tenant(self.api, namespace)
+        credentials = {"username": self.server.username, "password": self.server.password}
+        self.secret("git", c.SECRET_TYPE_GIT, credentials)
+
+    def secret(self, name: str, kind: str, data: dict[str, str]) -> None:
+        self.core.create_namespaced_secret(
+            self.namespace, V1Secret(metadata=V1ObjectMeta(name=name), type=kind, string_data=data)
+        )
+
+    def create_sync(
+        self, name: str, path: str, labels: dict[str, str] | None = None, **spec: Any
+    ) -> None:
+        """A ModelSync of `path` in the repository, polled hourly (the benchmark says
+        when to sync); `spec` adds to its spec."""
+        self.objects.create_namespaced_custom_object(
+            namespace=self.namespace,
+            body={
+                "apiVersion": c.API_VERSION,
+                "kind": c.MODELSYNC_KIND,
+                "metadata": {"name": name, "labels": labels or {}},
+                "spec": {
+                    "repo": {"url": self.url, "secretRef": {"name": "git"}},
+                    "path": path,
+                    "interval": "1h",
+                    **spec,
+                },
+            },
+            **MS,
+        )
+
+    def sync_status(self, name: str) -> dict[str, Any]:
+        found = self.objects.get_namespaced_custom_object(namespace=self.namespace, name=name, **MS)
+        return dict(found.get("status") or {})
 
 
 def wait_until(what: str, check: Any, timeout: float) -> float:

@@ -24,20 +24,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import kubernetes
-from kubernetes.client import (
-    AppsV1Api,
-    CoreV1Api,
-    CustomObjectsApi,
-    V1Namespace,
-    V1ObjectMeta,
-    V1Secret,
-)
+from kubernetes.client import AppsV1Api
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelsync.api import constants as c
 from tests import audit
 from tests.bench.common import (
+    Tenant,
     fresh_cluster,
     get,
     peak_rss,
@@ -45,9 +38,7 @@ from tests.bench.common import (
     summary,
     timed,
 )
-from tests.cluster import build, launcher
-from tests.gitserver import GitHttpServer, WorkRepo
-from tests.kube import install_crds, install_tenant_role, make_tenant
+from tests.cluster import launcher
 from tests.models import MD
 from tests.syncs import MS, model_yaml
 
@@ -88,36 +79,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Bench:
+class Bench(Tenant):
     """One operator, one ModelSync of N models, on one cluster."""
 
     def __init__(self, cluster: launcher.Cluster, tmp: Path, n: int) -> None:
-        self.api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
-        install_crds(self.api)
-        self.core, self.objects = CoreV1Api(self.api), CustomObjectsApi(self.api)
+        super().__init__(cluster, tmp, NAMESPACE)
         self.apps = AppsV1Api(self.api)
         self.n = n
-        (tmp / "served").mkdir()
-        self.server = GitHttpServer(tmp / "served").start()
-        self.repo = WorkRepo(self.server.root, "models")
-        self.url = self.server.url(self.repo.bare.name)
-        self.core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name=NAMESPACE)))
-        install_tenant_role(self.api, build.ensure_binaries().path("helm"))
-        make_tenant(self.api, NAMESPACE)
-        for name, kind, data in (
-            ("hook", "Opaque", {"token": TOKEN}),
-            (
-                "git",
-                c.SECRET_TYPE_GIT,
-                {"username": self.server.username, "password": self.server.password},
-            ),
-        ):
-            self.core.create_namespaced_secret(
-                NAMESPACE,
-                V1Secret(metadata=V1ObjectMeta(name=name), type=kind, string_data=data),
-            )
+        self.secret("hook", "Opaque", {"token": TOKEN})
         self.port = launcher.free_ports(1)[0]
-        self.cluster = cluster
         self.operator: Any = None
 
     def start(self) -> None:
@@ -211,21 +181,7 @@ def measure(
         before = samples(bench.port)
         mark = log.mark()
         started = time.monotonic()
-        bench.objects.create_namespaced_custom_object(
-            namespace=NAMESPACE,
-            body={
-                "apiVersion": c.API_VERSION,
-                "kind": c.MODELSYNC_KIND,
-                "metadata": {"name": "bench"},
-                "spec": {
-                    "repo": {"url": bench.url, "secretRef": {"name": "git"}},
-                    "path": "models",
-                    "interval": "1h",
-                    "webhookSecretRef": {"name": "hook"},
-                },
-            },
-            **MS,
-        )
+        bench.create_sync("bench", "models", webhookSecretRef={"name": "hook"})
         # Polls scale with N: each GET returns the status with its N-entry inventory, and
         # each list N objects, which would load the API server the benchmark measures.
         scale = max(1.0, n / 1000)

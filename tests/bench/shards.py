@@ -20,15 +20,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import kubernetes
-from kubernetes.client import CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta, V1Secret
-
 from modelsync.api import constants as c
-from tests.bench.common import fresh_cluster, peak_rss, start_operator, timed, update_results
+from tests.bench.common import (
+    Tenant,
+    fresh_cluster,
+    peak_rss,
+    start_operator,
+    timed,
+    update_results,
+)
 from tests.bench.gitops import cpu_seconds
-from tests.cluster import build, launcher
-from tests.gitserver import GitHttpServer, WorkRepo
-from tests.kube import install_crds, install_tenant_role, make_tenant
+from tests.cluster import launcher
 from tests.models import MD
 from tests.syncs import MS, model_yaml
 
@@ -48,29 +50,12 @@ def count() -> int:
     return n
 
 
-class Layout:
+class Layout(Tenant):
     """One cluster, one repository of n models in two halves, and the operators."""
 
     def __init__(self, cluster: launcher.Cluster, tmp: Path, n: int) -> None:
-        self.cluster, self.n = cluster, n
-        api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
-        install_crds(api)
-        self.core, self.objects = CoreV1Api(api), CustomObjectsApi(api)
-        (tmp / "served").mkdir()
-        self.server = GitHttpServer(tmp / "served").start()
-        self.repo = WorkRepo(self.server.root, "models")
-        self.url = self.server.url(self.repo.bare.name)
-        self.core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name=NAMESPACE)))
-        install_tenant_role(api, build.ensure_binaries().path("helm"))
-        make_tenant(api, NAMESPACE)
-        self.core.create_namespaced_secret(
-            NAMESPACE,
-            V1Secret(
-                metadata=V1ObjectMeta(name="git"),
-                type=c.SECRET_TYPE_GIT,
-                string_data={"username": self.server.username, "password": self.server.password},
-            ),
-        )
+        super().__init__(cluster, tmp, NAMESPACE)
+        self.n = n
         for index in range(n):
             name = f"model-{index:05d}"
             self.repo.write(f"models/{HALVES[index % 2]}/{name}.yaml", model_yaml(name))
@@ -95,20 +80,7 @@ class Layout:
     def create(self, sharded: bool) -> None:
         for half in HALVES:
             labels = {c.LABEL_SHARD: half} if sharded else {}
-            self.objects.create_namespaced_custom_object(
-                namespace=NAMESPACE,
-                body={
-                    "apiVersion": c.API_VERSION,
-                    "kind": c.MODELSYNC_KIND,
-                    "metadata": {"name": half, "labels": labels},
-                    "spec": {
-                        "repo": {"url": self.url, "secretRef": {"name": "git"}},
-                        "path": f"models/{half}",
-                        "interval": "1h",
-                    },
-                },
-                **MS,
-            )
+            self.create_sync(half, f"models/{half}", labels)
 
     def status(self, half: str) -> dict[str, Any]:
         found = self.objects.get_namespaced_custom_object(namespace=NAMESPACE, name=half, **MS)
