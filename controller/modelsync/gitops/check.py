@@ -1,6 +1,9 @@
-"""`modelsync validate`: every problem of a directory of manifests, offline, as
-`file:line: object: message` — the same loader the operator uses, plus the CRDs'
-schemas and CEL rules."""
+"""The CLI's checks of a directory of manifests, by the operator's own steps:
+`modelsync validate` (every problem, offline, as `file:line: object: message` — the
+same loader the operator uses, plus the CRDs' schemas and every CEL rule; `--server`
+adds the API server's dry run) and `modelsync diff` (what applying it through a
+ModelSync would change in the cluster, compared by a dry run, and what pruning would
+delete)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,13 @@
 """Sync: one ModelSync, from its git repository to the cluster, as an ordered list of
 small steps that return early on failure; one place records the outcome.
 
-fetch (resolve the ref; check the commit out) -> load -> validate (pure checks, then
-a server-side dry run) -> apply (staged, unchanged objects not written) -> prune
-(by inventory, with safety limits) -> record (status, history, event, metrics).
-A revision that fails any step is rejected as a whole: nothing of it is written,
-and what the last good revision applied keeps running.
+fetch (resolve the ref; write the revision's tree to a snapshot) -> render (plain
+files, Kustomize or Helm, into objects) -> validate (pure checks) -> plan (each object
+against its live self; a server-side dry run of each that would change) -> apply
+(staged, unchanged objects not written) -> prune (by inventory, with safety limits)
+-> health (the applied models Ready?) -> record (status, history, event, metrics).
+A revision that fails any step before apply is rejected as a whole: nothing of it is
+written, and what the last good revision applied keeps running.
 """
 
 from __future__ import annotations
