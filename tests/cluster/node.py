@@ -223,6 +223,60 @@ def _processes_naming(needle: str) -> list[int]:
     return pids
 
 
+# A container's root filesystem is an overlay of its node's snapshots: where ours are.
+SNAPSHOTS = "containerd/root/io.containerd.snapshotter.v1.overlayfs/snapshots/"
+
+
+def runs_on_snapshots(mountinfo: str, snapshots: str) -> bool:
+    """Whether a process's root mount (in its /proc/PID/mountinfo) is an overlay whose
+    layers lie under `snapshots`."""
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[4] == "/":
+            return snapshots in line
+    return False
+
+
+def _container_processes(directory: Path | None = None) -> list[int]:
+    """Processes in the containers' cgroups that run on the snapshots of this node
+    (`directory`), or of any real node of ours (None). Killing a shim does not kill its
+    containers: a node killed rather than stopped leaves them running, reparented to
+    init, with no containerd left that knows them."""
+    snapshots = f"{directory}/{SNAPSHOTS}" if directory is not None else f"/node/{SNAPSHOTS}"
+    pids: set[int] = set()
+    for procs in Path("/sys/fs/cgroup").glob(f"*/{CGROUP_PARENT}/**/cgroup.procs"):
+        with contextlib.suppress(OSError, ValueError):
+            pids.update(int(pid) for pid in procs.read_text().split())
+    found = []
+    for pid in sorted(pids):
+        with contextlib.suppress(OSError):
+            if runs_on_snapshots(Path(f"/proc/{pid}/mountinfo").read_text(), snapshots):
+                found.append(pid)
+    return found
+
+
+def _kill_all(pids: Sequence[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _orphans() -> list[int]:
+    """Container processes of real nodes of ours whose shim is gone (their parent is
+    init): what a node killed rather than stopped left behind."""
+    found = []
+    for pid in _container_processes():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            status = Path(f"/proc/{pid}/status").read_text()
+            parent = next(x for x in status.splitlines() if x.startswith("PPid:"))
+            if int(parent.split()[1]) == 1:
+                found.append(pid)
+    return found
+
+
 # --------------------------------------------------------------------------- configuration
 
 
@@ -356,6 +410,8 @@ def _claim(root: Path) -> None:
                 f"(python -m tests.cluster down --root {owner})"
             )
         stop(owner)
+    # Nodes killed before an earlier owner: their containers, with no node to stop.
+    _kill_all(_orphans())
     # A crash can leave the namespace and interface without any owner file.
     delete_network()
     OWNER_FILE.write_text(json.dumps({"root": str(root)}) + "\n")
@@ -554,6 +610,7 @@ def stop(root: Path, log: TextIO = sys.stderr) -> bool:
         if time.monotonic() > deadline:
             break
         time.sleep(0.05)
+    _kill_all(_container_processes(directory))  # their shims gone, containers may not be
     _unmount_all([directory])
     _remove_cgroups()
     with contextlib.suppress(OSError, ValueError, KeyError):
@@ -572,6 +629,7 @@ def leftovers(root: Path) -> list[str]:
     directory = root / "node"
     found = [f"mount {point}" for point in _mounts_under([directory])]
     found += [f"process {pid}" for pid in _processes_naming(str(directory))]
+    found += [f"container process {pid}" for pid in _container_processes(directory)]
     if _netns_exists():
         found.append(f"network namespace {NETNS}")
     if _iface_exists(HOST_IFACE):

@@ -142,3 +142,23 @@ def test_a_machine_without_a_real_node_fails_in_ci_and_skips_elsewhere(
     handle = RealNode(cast(LocalCluster, SimpleNamespace(binaries=None)))
     with pytest.raises(outcome, match="the real node cannot start here: no cgroups here"):
         handle.ensure()
+
+
+def test_a_container_is_known_as_a_real_nodes_by_the_snapshots_under_its_root() -> None:
+    ours = "/tmp/pytest-of-root/pytest-539/cluster0/node"
+    mountinfo = (
+        "140 91 0:63 / / ro,relatime - overlay overlay rw,lowerdir="
+        f"{ours}/{nodemod.SNAPSHOTS}1/fs,upperdir={ours}/{nodemod.SNAPSHOTS}4/fs\n"
+        "141 140 0:64 / /proc rw,nosuid - proc proc rw\n"
+    )
+    assert nodemod.runs_on_snapshots(mountinfo, f"{ours}/{nodemod.SNAPSHOTS}")
+    assert nodemod.runs_on_snapshots(mountinfo, f"/node/{nodemod.SNAPSHOTS}")
+    # Another node of ours, or a containerd of the machine's own: not this node's.
+    assert not nodemod.runs_on_snapshots(mountinfo, f"/tmp/other/node/{nodemod.SNAPSHOTS}")
+    system = mountinfo.replace(f"{ours}/containerd/root", "/var/lib/containerd")
+    assert not nodemod.runs_on_snapshots(system, f"/node/{nodemod.SNAPSHOTS}")
+    # Only the root mount counts: a volume from the snapshots elsewhere does not.
+    volume = f"150 140 0:70 / /data rw - overlay overlay lowerdir={ours}/{nodemod.SNAPSHOTS}9/fs\n"
+    assert not nodemod.runs_on_snapshots(
+        "140 91 0:63 / / rw - ext4 /dev/vda rw\n" + volume, f"/node/{nodemod.SNAPSHOTS}"
+    )
