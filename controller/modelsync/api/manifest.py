@@ -11,6 +11,8 @@ disagrees with its CRD.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import TypeAlias
 
@@ -86,3 +88,10 @@ def json_value(value: object) -> JsonValue:
     if isinstance(value, Mapping):
         return {str(key): json_value(item) for key, item in value.items()}
     raise ValueError(f"{type(value).__name__} is not JSON")
+
+
+def digest(value: JsonValue) -> bytes:
+    """16 bytes that are equal for equal content, whatever its key order (the canonical
+    JSON text, hashed); TypeError or ValueError for what JSON has no word for."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from typing import Any
 
 from modelsync.api import constants as c
 from modelsync.api import schemas
+from modelsync.api.manifest import digest
 from modelsync.gitops.load import LoadedObject, RevisionError, Source
 from modelsync.runtime.settings import namespace_matches
 from modelsync.serving.render import InvalidSpecError, render
@@ -304,18 +303,17 @@ Findings = tuple[tuple[schemas.Path_, str], ...]  # (field path, message)
 # What an object breaks depends on the object alone, so an object unchanged since the
 # last sync is not checked again: at 10,000 models, checking every object at every sync
 # (its CEL rules above all) was the operator's top item in a profile. Keyed by a digest
-# of the object's text; emptied when full (a few MB), so it never grows without bound.
+# of the object's content; emptied when full (a few MB), so it never grows without bound.
 _MEMO: dict[tuple[str, str, bool, bytes], Findings] = {}
 MEMO_SIZE = 100_000
 
 
 def _memoized_findings(manifest: dict[str, Any], rules: bool) -> Findings:
     try:
-        text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+        content = digest(manifest)
     except (TypeError, ValueError):  # not JSON (a YAML date): checked each time
         return _findings(manifest, rules)
-    digest = hashlib.sha256(text.encode()).digest()
-    key = (manifest["apiVersion"], manifest["kind"], rules, digest)
+    key = (manifest["apiVersion"], manifest["kind"], rules, content)
     found = _MEMO.get(key)
     if found is None:
         found = _findings(manifest, rules)

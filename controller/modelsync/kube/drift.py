@@ -6,11 +6,9 @@ defaulted field, status) are not ours and never count as drift.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 
-from modelsync.api.manifest import JsonValue, Manifest
+from modelsync.api.manifest import JsonValue, Manifest, digest
 
 # What the API server compares when we apply: the rest of an object is not ours.
 COMPARED_METADATA = ("labels", "annotations", "ownerReferences")
@@ -84,8 +82,7 @@ def applied_part(manifest: Mapping[str, JsonValue]) -> Manifest:
 def fingerprint(manifest: Manifest) -> str:
     """A digest of what an apply of `manifest` writes (`applied_part`): equal for equal
     content whatever the key order; short, as one is kept per object served."""
-    text = json.dumps(applied_part(manifest), sort_keys=True, separators=(",", ":"))
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return digest(applied_part(manifest)).hex()
 
 
 def out_of_band(last_held: str | None, wanted: str, *, settled: bool) -> bool:
