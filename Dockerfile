@@ -1,11 +1,11 @@
 # The modelsync operator on Debian bookworm with Debian's python3 (3.11). The same inputs as
-# the local builder (tests/cluster/operator_image.py), which builds this image without Docker:
+# the local builder (testcluster/operator_image.py), which builds this image without Docker:
 # the packages of images/operator/packages.txt, a venv at /venv with images/operator/
 # requirements.lock (hashes checked), and our own wheel in the last layer, so a change to
 # the code rebuilds only that one.
 # kustomize and helm, standalone, from the wrapper modules that pin them (go.mod + go.sum).
 FROM golang:1.26-bookworm AS renderers
-COPY tests/cluster/renderer_modules /modules
+COPY testcluster/renderer_modules /modules
 RUN cd /modules/kustomize && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" \
        -o /out/kustomize sigs.k8s.io/kustomize/kustomize/v5 \
     && cd /modules/helm && CGO_ENABLED=0 go build -trimpath \

@@ -40,30 +40,31 @@ fmt: venv
 	$(VENV)/bin/ruff check --fix .
 
 unit: venv
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	$(PY) -m pytest $(UNIT_TESTS) $(PYTEST_ARGS)
 
 # Builds the cluster binaries first (cached after the first time), so that the
 # long cold build prints its progress instead of hiding inside a test fixture; then
 # prints how long each phase took. Each pytest phase starts a cluster of its own.
-REAL_NODE_TESTS := tests/integration/test_real_node.py tests/integration/test_models_real.py \
-  tests/integration/test_validation_real.py \
-  tests/integration/test_helm_real.py tests/integration/test_canary_real.py
-NOT_REAL_NODE := $(foreach test,$(REAL_NODE_TESTS),--ignore=$(test))
+# The tier is the folder: tests/integration/real_node/ needs the real node (root,
+# containerd); the rest of tests/integration/ runs on kwok nodes alone.
+REAL_NODE_TESTS := tests/integration/real_node
+NOT_REAL_NODE := --ignore=$(REAL_NODE_TESTS)
+UNIT_TESTS := tests/unit testcluster/tests
 test: venv
 	@$(PY) -m tools.phases \
 	  "lint=$(MAKE) --no-print-directory lint" \
 	  "test deps=$(MAKE) --no-print-directory test-deps" \
-	  "build=$(PY) -m tests.cluster build" \
-	  "renderers=$(PY) -m tests.cluster.renderers" \
-	  "gitea build=$(PY) -m tests.cluster gitea" -- \
-	  "unit=$(PY) -m pytest tests/unit $(PYTEST_ARGS)" \
+	  "build=$(PY) -m testcluster build" \
+	  "renderers=$(PY) -m testcluster.renderers" \
+	  "gitea build=$(PY) -m testcluster gitea" -- \
+	  "unit=$(PY) -m pytest $(UNIT_TESTS) $(PYTEST_ARGS)" \
 	  "integration=$(PY) -m pytest tests/integration $(NOT_REAL_NODE) $(PYTEST_ARGS)" \
 	  "real node=$(PY) -m pytest $(REAL_NODE_TESTS) $(PYTEST_ARGS)" \
 	  "e2e=$(PY) -m pytest tests/e2e $(PYTEST_ARGS)"
 
 # For iterating: what needs no real node and no chart; `make test` is what CI runs.
 test-fast: venv lint cluster-binaries
-	$(PY) -m pytest tests/unit tests/integration $(NOT_REAL_NODE) $(PYTEST_ARGS)
+	$(PY) -m pytest $(UNIT_TESTS) tests/integration $(NOT_REAL_NODE) $(PYTEST_ARGS)
 
 # What the tests run beside the cluster, from Debian's packages (a fresh CI machine has
 # none of them): OpenSSH's sshd for git over ssh; containerd, runc, the CNI plugins,
@@ -88,18 +89,18 @@ test-deps:
 	fi
 
 cluster-binaries: venv
-	$(PY) -m tests.cluster build
-	$(PY) -m tests.cluster.renderers
-	$(PY) -m tests.cluster gitea
+	$(PY) -m testcluster build
+	$(PY) -m testcluster.renderers
+	$(PY) -m testcluster gitea
 
 cluster-up: venv
-	$(PY) -m tests.cluster up --root $(CLUSTER_ROOT)
+	$(PY) -m testcluster up --root $(CLUSTER_ROOT)
 
 cluster-down: venv
-	$(PY) -m tests.cluster down --root $(CLUSTER_ROOT)
+	$(PY) -m testcluster down --root $(CLUSTER_ROOT)
 
 cluster-status: venv
-	$(PY) -m tests.cluster status --root $(CLUSTER_ROOT)
+	$(PY) -m testcluster status --root $(CLUSTER_ROOT)
 
 # The whole flow on this machine: cluster, CRDs, git, operator, a ModelSync, a version
 # bump and an automatic rollback; where the real node starts, the operator by `helm install`

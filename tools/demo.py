@@ -39,7 +39,7 @@ from rich.table import Table
 
 from modelsync.api import conditions
 from modelsync.api import constants as c
-from tests.cluster import (
+from testcluster import (
     addresses,
     build,
     images,
@@ -49,14 +49,14 @@ from tests.cluster import (
     stages,
     wheels,
 )
-from tests.cluster import node as nodemod
-from tests.cluster.objectstore import ObjectStore, ensure_versitygw, free_port
-from tests.cluster.renderers import ensure_renderers
-from tests.gitserver import GitHttpServer, WorkRepo, _git
-from tests.kube import TENANT_ACCOUNT, install_crds, install_tenant_role, make_tenant
-from tests.models import MD, ROWS, train_iris
-from tests.operatorproc import spawn_operator
-from tests.syncs import MS
+from testcluster import node as nodemod
+from testcluster.objectstore import ObjectStore, ensure_versitygw, free_port
+from testcluster.renderers import ensure_renderers
+from tests.support.gitserver import GitHttpServer, WorkRepo, _git
+from tests.support.kube import TENANT_ACCOUNT, install_crds, install_tenant_role, make_tenant
+from tests.support.models import MD, ROWS, train_iris
+from tests.support.operatorproc import spawn_operator
+from tests.support.syncs import MS
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_ROOT = REPO / ".cluster"

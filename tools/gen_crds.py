@@ -2,7 +2,7 @@
 
 The CRD is committed; the parts that must agree with the code (the runtime enum,
 the runtime-specific URI scheme and model format rules and their messages) are filled in from
-`modelsync.serving.runtimes`. `tests/unit/test_crds.py` fails when the two disagree.
+`modelsync.serving.runtimes`. `tests/unit/api/test_crds.py` fails when the two disagree.
 
     python tools/gen_crds.py
 """

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.cluster import build, launcher
+from testcluster import build, launcher
 
 
 def directory_size(path: Path) -> int:

@@ -21,11 +21,11 @@ import kubernetes
 from kubernetes.client import CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta, V1Secret
 
 from modelsync.api import constants as c
-from tests.cluster import build, launcher
-from tests.gitserver import GitHttpServer, WorkRepo
-from tests.kube import install_crds, install_tenant_role, make_tenant
-from tests.operatorproc import spawn_operator
-from tests.syncs import MS
+from testcluster import build, launcher
+from tests.support.gitserver import GitHttpServer, WorkRepo
+from tests.support.kube import install_crds, install_tenant_role, make_tenant
+from tests.support.operatorproc import spawn_operator
+from tests.support.syncs import MS
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results.json"
 

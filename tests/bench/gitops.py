@@ -28,7 +28,7 @@ from kubernetes.client import AppsV1Api
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelsync.api import constants as c
-from tests import audit
+from testcluster import launcher
 from tests.bench.common import (
     Tenant,
     fresh_cluster,
@@ -38,9 +38,9 @@ from tests.bench.common import (
     summary,
     timed,
 )
-from tests.cluster import launcher
-from tests.models import MD
-from tests.syncs import MS, model_yaml
+from tests.support import audit
+from tests.support.models import MD
+from tests.support.syncs import MS, model_yaml
 
 TOKEN = "bench-token"
 BUMP = 100  # models a version-bump commit changes (all of them when fewer)

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from testcluster import build
 from tests.bench.common import RESULTS, update_results
-from tests.cluster import build
 
 REPO = Path(__file__).resolve().parents[2]
 # In build order: the names `--build NAME` takes.
@@ -48,7 +48,7 @@ Step = Callable[[], Any]
 def _steps(name: str) -> list[tuple[str, Step]]:
     """The build of `name` as timed steps; each step builds on the cache of the ones
     before it, and the last one yields the artifact (a path, or a (path, ref) tuple)."""
-    from tests.cluster import images, modelimages, objectstore, operator_image, wheels
+    from testcluster import images, modelimages, objectstore, operator_image, wheels
 
     if name in wheels.IMAGES:
         return [
@@ -74,7 +74,7 @@ def _steps(name: str) -> list[tuple[str, Step]]:
 
 def build_one(name: str) -> dict[str, Any]:
     """Build `name` in this process's cache; seconds per step and the artifact's size."""
-    from tests.cluster import images
+    from testcluster import images
 
     steps: dict[str, float] = {}
     artifact: Any = None

@@ -3,7 +3,7 @@ and inference latency and throughput through a model's Service.
 
 On a fresh local cluster with the real node, the model images imported, versitygw on
 the host's end of the node's veth and the operator configured as an installation
-would be (the same set-up as tests/integration/test_models_real.py, whose helpers it
+would be (the same set-up as tests/integration/real_node/test_models_real.py, whose helpers it
 uses), it times:
 
 - commit -> first correct prediction, for an iris classifier on MLServer (the node's
@@ -55,14 +55,12 @@ from kubernetes.dynamic import DynamicClient
 
 from modelsync.api import constants as c
 from modelsync.serving.canary import split
+from testcluster import build, launcher, modelimages, wheels
+from testcluster import node as nodemod
+from testcluster.objectstore import ObjectStore, ensure_versitygw
 from tests.bench.common import percentile, update_results
-from tests.cluster import build, launcher, modelimages, wheels
-from tests.cluster import node as nodemod
-from tests.cluster.objectstore import ObjectStore, ensure_versitygw
-from tests.conftest import LocalCluster
-from tests.gitserver import GitHttpServer, WorkRepo
 from tests.integration.conftest import BUCKET, STORE_HOST
-from tests.integration.test_models_real import (
+from tests.integration.real_node.test_models_real import (
     INFER_BODY,
     SECRET,
     model_yaml,
@@ -70,9 +68,17 @@ from tests.integration.test_models_real import (
     service_ip,
     storage_secret,
 )
-from tests.kube import install_crds, install_tenant_role, make_tenant, wait_for, wait_for_set
-from tests.models import MD, ROWS, TRAIN, ready_on
-from tests.syncs import Syncs
+from tests.support.cluster import LocalCluster
+from tests.support.gitserver import GitHttpServer, WorkRepo
+from tests.support.kube import (
+    install_crds,
+    install_tenant_role,
+    make_tenant,
+    wait_for,
+    wait_for_set,
+)
+from tests.support.models import MD, ROWS, TRAIN, ready_on
+from tests.support.syncs import Syncs
 
 NAMESPACE = "bench-models"
 ROLLOUT_TIMEOUT = 600.0

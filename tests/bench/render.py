@@ -24,8 +24,8 @@ from modelsync.api.modelsync import HelmSource
 from modelsync.gitops import load
 from modelsync.gitops.promote import prepare
 from modelsync.gitops.render import RenderSettings, render
-from tests.cluster.renderers import ensure_renderers
-from tests.syncs import model_yaml
+from testcluster.renderers import ensure_renderers
+from tests.support.syncs import model_yaml
 
 CHART_TEMPLATE = """\
 {{- range $i := until (int .Values.models) }}

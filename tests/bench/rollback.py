@@ -22,10 +22,10 @@ from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi, V1Namespac
 
 from modelsync.api import constants as c
 from modelsync.api.conditions import of as condition
+from testcluster import launcher, stages
 from tests.bench.common import fresh_cluster, peak_rss, start_operator, wait_until
-from tests.cluster import launcher, stages
-from tests.kube import install_crds
-from tests.models import MD
+from tests.support.kube import install_crds
+from tests.support.models import MD
 
 DEADLINE = 5
 

@@ -19,6 +19,7 @@ import kubernetes
 from kubernetes.client import CoreV1Api, CustomObjectsApi, V1Namespace, V1ObjectMeta
 
 from modelsync.api import constants as c
+from testcluster import launcher
 from tests.bench.common import (
     fresh_cluster,
     peak_rss,
@@ -26,9 +27,8 @@ from tests.bench.common import (
     start_operator,
     wait_until,
 )
-from tests.cluster import launcher
-from tests.kube import install_crds
-from tests.models import MD
+from tests.support.kube import install_crds
+from tests.support.models import MD
 
 REPO = Path(__file__).resolve().parents[2]
 

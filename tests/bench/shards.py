@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from modelsync.api import constants as c
+from testcluster import launcher
 from tests.bench.common import (
     Tenant,
     fresh_cluster,
@@ -30,9 +31,8 @@ from tests.bench.common import (
     update_results,
 )
 from tests.bench.gitops import cpu_seconds
-from tests.cluster import launcher
-from tests.models import MD
-from tests.syncs import MS, model_yaml
+from tests.support.models import MD
+from tests.support.syncs import MS, model_yaml
 
 NAMESPACE = "bench-shards"
 HALVES = ("a", "b")

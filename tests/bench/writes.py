@@ -4,11 +4,11 @@
 and the readiness gate each add a number, which this states.
 
 One fresh kwok cluster, the operator as its own process, a Prometheus query API on
-loopback for the canaries' analysis (tests/promserver.py, every answer passing). Each
+loopback for the canaries' analysis (tests/support/promserver.py, every answer passing). Each
 case is ROUNDS models, one after the other, each in a ModelSync of its own, synced from
 git (cold), then bumped one version: the median is told, and the range (how many status
 writes a rollout takes varies with when the operator sees its pods change). The writes
-come from the API server's audit log (tests/audit.py): ours only, answered, no dry
+come from the API server's audit log (tests/support/audit.py): ours only, answered, no dry
 runs, no Leases. A model's writes are those to the objects named after it (its
 ModelDeployment, Deployments - the canary's too -, Service, autoscaler, pods) and its
 Events; its ModelSync's are counted apart (per sync: all its models share them).
@@ -37,12 +37,12 @@ from kubernetes.client import AppsV1Api
 
 from modelsync.api import constants as c
 from modelsync.serving.canary import CANARY_SUFFIX
-from tests import audit
+from testcluster import launcher
 from tests.bench.common import Tenant, fresh_cluster, start_operator, timed, update_results
-from tests.cluster import launcher
-from tests.models import MD, ready_on
-from tests.promserver import PrometheusApi
-from tests.syncs import MS, model_yaml
+from tests.support import audit
+from tests.support.models import MD, ready_on
+from tests.support.promserver import PrometheusApi
+from tests.support.syncs import MS, model_yaml
 
 NAMESPACE = "bench-writes"
 REPLICAS = 4  # each canary step then moves pods: 25 % is 1 of 4, 50 % 2, 75 % 3

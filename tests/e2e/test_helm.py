@@ -15,16 +15,16 @@ import yaml
 from kubernetes.client import ApiextensionsV1Api, CoreV1Api
 
 from modelsync.api import constants as c
-from tests.conftest import LocalCluster
-from tests.gitserver import GitHttpServer, WorkRepo
 from tests.integration.conftest import OWN_OPERATOR_PREFIX
 from tests.integration.test_rollback import broken_model_yaml, rolled_back
-from tests.kube import make_tenant, until, wait_for
-from tests.models import Models, ready_on
-from tests.operatorproc import spawn_operator
-from tests.syncs import Syncs, model_yaml
+from tests.support.cluster import LocalCluster
+from tests.support.gitserver import GitHttpServer, WorkRepo
+from tests.support.kube import make_tenant, until, wait_for
+from tests.support.models import Models, ready_on
+from tests.support.operatorproc import spawn_operator
+from tests.support.paths import REPO
+from tests.support.syncs import Syncs, model_yaml
 
-REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "modelsync"
 EXPECTED = Path(__file__).parent / "expected"
 NAMESPACED = ["--set", "watchNamespaces={team-a,team-b}"]

@@ -12,14 +12,14 @@ import pytest
 from kubernetes.client import CoreV1Api
 
 from modelsync.api import constants as c
-from tests.conftest import LocalCluster
 from tests.e2e.test_helm import chart_kubeconfig, helm, install_chart
-from tests.gitserver import GitHttpServer, WorkRepo
 from tests.integration.conftest import OWN_OPERATOR_PREFIX
 from tests.integration.test_security_ownership import config_map
-from tests.kube import make_tenant
-from tests.operatorproc import spawn_operator
-from tests.syncs import Syncs
+from tests.support.cluster import LocalCluster
+from tests.support.gitserver import GitHttpServer, WorkRepo
+from tests.support.kube import make_tenant
+from tests.support.operatorproc import spawn_operator
+from tests.support.syncs import Syncs
 
 
 def test_security_chart_operator_sees_objects_it_cannot_read_before_taking_or_pruning(

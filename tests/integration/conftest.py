@@ -15,16 +15,16 @@ import pytest
 
 from modelsync.runtime import operator
 from modelsync.runtime.settings import OperatorSettings
-from tests.cluster import addresses, modelimages, wheels
-from tests.cluster.gitea import Gitea, ensure_gitea
-from tests.cluster.launcher import free_ports
-from tests.cluster.objectstore import ObjectStore, ensure_versitygw
-from tests.cluster.renderers import ensure_renderers
-from tests.conftest import LocalCluster, RealNode, tenant_namespace
-from tests.gitserver import GitHttpServer, GitSshServer
-from tests.kube import TENANT_ACCOUNT, install_crds, until
-from tests.models import Models, train_iris
-from tests.syncs import Syncs
+from testcluster import addresses, modelimages, wheels
+from testcluster.gitea import Gitea, ensure_gitea
+from testcluster.launcher import free_ports
+from testcluster.objectstore import ObjectStore, ensure_versitygw
+from testcluster.renderers import ensure_renderers
+from tests.support.cluster import LocalCluster, RealNode, tenant_namespace
+from tests.support.gitserver import GitHttpServer, GitSshServer
+from tests.support.kube import TENANT_ACCOUNT, install_crds, until
+from tests.support.models import Models, train_iris
+from tests.support.syncs import Syncs
 
 OWN_OPERATOR_PREFIX = "own-operator-"
 # Namespaces the shared operator's platform settings let write elsewhere and write
@@ -118,7 +118,7 @@ def running_operator(
         allow_other_namespaces=(f"{GRANTED_PREFIX}*",),
         allow_cluster_scoped=(f"{GRANTED_PREFIX}*",),
         allow_file_urls=True,  # most tests serve their repositories as file://
-        # Built from their wrapper modules (tests/cluster/renderers.py), cached by version.
+        # Built from their wrapper modules (testcluster/renderers.py), cached by version.
         kustomize=str(renderers["kustomize"]),
         helm=str(renderers["helm"]),
         render_timeout_seconds=RENDER_TIMEOUT_SECONDS,

@@ -2,7 +2,7 @@
 
 Each case asks the local API server a server-side-apply dry run it must refuse and
 compares its Status answer (code, reason, the start of the message) with the one saved
-under tests/fixtures/api-answers/, which tests/unit/test_api_answers.py classifies
+under tests/fixtures/api-answers/, which tests/unit/kube/test_api_answers.py classifies
 (content: report, do not retry; environment: retry). MODELSYNC_UPDATE_GOLDEN=1 saves
 them anew after a Kubernetes upgrade."""
 
@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
 
 from modelsync.kube import client as kubemod
-from tests.conftest import LocalCluster
-from tests.syncs import model_yaml
+from tests.support.cluster import LocalCluster
+from tests.support.paths import FIXTURES
+from tests.support.syncs import model_yaml
 
-ANSWERS = Path(__file__).resolve().parents[1] / "fixtures" / "api-answers"
+ANSWERS = FIXTURES / "api-answers"
 
 
 def model(**spec: Any) -> dict[str, Any]:

@@ -17,12 +17,12 @@ import pytest
 from modelsync.api import constants as c
 from modelsync.runtime import operator
 from modelsync.telemetry import metrics
-from tests.conftest import LocalCluster, tenant_namespace
-from tests.gitserver import GitHttpServer, WorkRepo
-from tests.kube import dict_condition
-from tests.metrics import total
-from tests.syncs import Syncs, model_yaml
-from tests.unit.test_bad_commits import CASES, CORPUS, expected
+from tests.support.cluster import LocalCluster, tenant_namespace
+from tests.support.gitserver import GitHttpServer, WorkRepo
+from tests.support.kube import dict_condition
+from tests.support.metrics import total
+from tests.support.syncs import Syncs, model_yaml
+from tests.unit.gitops.test_bad_commits import CASES, CORPUS, expected
 
 WINDOW_SECONDS = 30.0
 MAX_ATTEMPTS = 3

@@ -9,12 +9,12 @@ import pytest
 from kubernetes.client import AppsV1Api, CoreV1Api, V1ObjectMeta, V1Secret
 
 from modelsync.api import constants as c
-from tests.conftest import LocalCluster
 from tests.integration.test_rollback import rolled_back
-from tests.kube import dict_condition, wait_for
-from tests.models import Models, manifest, ready_on
-from tests.operatorproc import spawn_operator
-from tests.promserver import PrometheusApi
+from tests.support.cluster import LocalCluster
+from tests.support.kube import dict_condition, wait_for
+from tests.support.models import Models, manifest, ready_on
+from tests.support.operatorproc import spawn_operator
+from tests.support.promserver import PrometheusApi
 
 
 @pytest.fixture

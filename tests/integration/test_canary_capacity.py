@@ -20,11 +20,11 @@ from kubernetes.client import AppsV1Api, CoreV1Api
 
 from modelsync.api import constants as c
 from modelsync.telemetry import metrics
-from tests.cluster import launcher, stages
-from tests.conftest import LocalCluster
-from tests.kube import wait_for
-from tests.metrics import total
-from tests.models import Models, event_resource, manifest, ready_on, wait_for_event
+from testcluster import launcher, stages
+from tests.support.cluster import LocalCluster
+from tests.support.kube import wait_for
+from tests.support.metrics import total
+from tests.support.models import Models, event_resource, manifest, ready_on, wait_for_event
 
 SLOW = {"labels": {stages.FAULT_LABEL: stages.SLOW_READY}}
 HPA_USER = "system:serviceaccount:kube-system:horizontal-pod-autoscaler"

@@ -12,9 +12,10 @@ import pytest
 import yaml
 
 from modelsync.api import constants as c
-from tests.conftest import LocalCluster
-from tests.gitserver import WorkRepo, _git
-from tests.syncs import Syncs, model_yaml
+from tests.support.cluster import LocalCluster
+from tests.support.gitserver import WorkRepo, _git
+from tests.support.paths import FIXTURES
+from tests.support.syncs import Syncs, model_yaml
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -88,7 +89,7 @@ def test_cli_history_lists_the_rollouts(
     synced: tuple[Syncs, WorkRepo, str], local_cluster: LocalCluster
 ) -> None:
     syncs, repo, _ = synced
-    from tests.models import Models, ready_on
+    from tests.support.models import Models, ready_on
 
     models = Models(syncs.cluster, syncs.namespace)
     models.wait("iris", ready_on("1"))
@@ -265,7 +266,7 @@ def test_cli_diff_says_what_a_merge_would_change(
 def test_cli_validate_server_catches_what_offline_cannot(
     local_cluster: LocalCluster, namespace: str, tmp_path: Path, crds: list[str]
 ) -> None:
-    good = Path(__file__).resolve().parents[1] / "fixtures" / "manifests" / "good"
+    good = FIXTURES / "manifests" / "good"
     ok = modelsync(local_cluster, "validate", str(good), "--server", "-n", namespace)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     # Weights that go down: the rule needs Kubernetes' own CEL (isSorted), so only the

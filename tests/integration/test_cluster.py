@@ -29,9 +29,9 @@ from kubernetes.client import (
 )
 from kubernetes.dynamic import DynamicClient
 
-from tests.cluster import stages, versions
-from tests.conftest import LocalCluster
-from tests.kube import condition_of, wait_for, wait_for_set
+from testcluster import stages, versions
+from tests.support.cluster import LocalCluster
+from tests.support.kube import condition_of, wait_for, wait_for_set
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 

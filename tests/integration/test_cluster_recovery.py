@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import build, launcher
-from tests.kube import until
+from testcluster import build, launcher
+from tests.support.kube import until
 
 
 @pytest.fixture

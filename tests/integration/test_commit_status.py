@@ -24,13 +24,13 @@ import pytest
 from modelsync.api import constants as c
 from modelsync.runtime import operator
 from modelsync.telemetry import metrics
-from tests.cluster.gitea import ADMIN, Gitea
-from tests.gitserver import SlowHttpServer
-from tests.httpserve import InThread
+from testcluster.gitea import ADMIN, Gitea
 from tests.integration.test_rollback import DEADLINE, broken_model_yaml, rolled_back
-from tests.kube import TENANT_ACCOUNT, until, wait_for_items
-from tests.models import Models
-from tests.syncs import Syncs, model_yaml
+from tests.support.gitserver import SlowHttpServer
+from tests.support.httpserve import InThread
+from tests.support.kube import TENANT_ACCOUNT, until, wait_for_items
+from tests.support.models import Models
+from tests.support.syncs import Syncs, model_yaml
 
 WEBHOOK_TOKEN = "gitea-webhook-" + secrets.token_hex(8)
 SHA_RE = r"[0-9a-f]{40}"

@@ -33,10 +33,10 @@ from kubernetes.dynamic import DynamicClient
 
 from modelsync.api import constants as c
 from modelsync.runtime.operator import Operator
-from tests.cluster import build, launcher, stages
-from tests.conftest import LocalCluster
-from tests.gitserver import GitHttpServer, SlowHttpServer, WorkRepo
-from tests.kube import (
+from testcluster import build, launcher, stages
+from tests.support.cluster import LocalCluster
+from tests.support.gitserver import GitHttpServer, SlowHttpServer, WorkRepo
+from tests.support.kube import (
     dict_condition,
     install_crds,
     install_tenant_role,
@@ -45,9 +45,9 @@ from tests.kube import (
     wait_for,
     wait_for_set,
 )
-from tests.models import MD, Models, ready_on
-from tests.operatorproc import spawn_operator
-from tests.syncs import MS, Syncs, model_yaml
+from tests.support.models import MD, Models, ready_on
+from tests.support.operatorproc import spawn_operator
+from tests.support.syncs import MS, Syncs, model_yaml
 
 SEED = int(os.environ.get("MODELSYNC_FAULT_SEED", "20240611"))
 

@@ -13,11 +13,11 @@ import pytest
 
 from modelsync.api import constants as c
 from modelsync.gitops.writeback import RollbackError, branch_name, restore_model
-from tests.gitserver import GitHttpServer, WorkRepo, _git
 from tests.integration.test_rollback import DEADLINE, broken_model_yaml, rolled_back
-from tests.kube import dict_condition
-from tests.models import Models, ready_on
-from tests.syncs import Syncs, model_yaml
+from tests.support.gitserver import GitHttpServer, WorkRepo, _git
+from tests.support.kube import dict_condition
+from tests.support.models import Models, ready_on
+from tests.support.syncs import Syncs, model_yaml
 
 
 def test_rollback_by_hand_commits_the_models_file_from_the_target_revision(

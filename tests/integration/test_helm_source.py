@@ -19,12 +19,12 @@ from kubernetes.client import CoreV1Api
 from modelsync.api import constants as c
 from modelsync.api.modelsync import HelmSource
 from modelsync.gitops.render import RenderSettings, render
-from tests.gitserver import WorkRepo
 from tests.integration.conftest import RENDER_TIMEOUT_SECONDS
 from tests.integration.test_kustomize import create
-from tests.models import Models, ready_on
-from tests.operatorproc import REPO
-from tests.syncs import Syncs
+from tests.support.gitserver import WorkRepo
+from tests.support.models import Models, ready_on
+from tests.support.paths import REPO
+from tests.support.syncs import Syncs
 
 CHART = """\
 apiVersion: v2

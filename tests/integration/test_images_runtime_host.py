@@ -1,7 +1,7 @@
 """What goes into the model-server images, proven on the host before any node runs it.
 
 Each image's lock is installed offline from its wheelhouse into a venv of the
-images' Python (tests/cluster/wheels.py), and each server is started the way
+images' Python (testcluster/wheels.py), and each server is started the way
 `render` renders it - command, environment, arguments and readiness path taken
 from the rendered pod, with the host's ports and directories in place of the
 pod's: MLServer answers an inference with the model the test trained; the storage
@@ -26,10 +26,10 @@ import pytest
 from modelsync.api.manifest import mapping
 from modelsync.serving.render import render
 from modelsync.serving.runtimes import MODEL_DIR, SCRATCH_DIR
-from tests.cluster import wheels
-from tests.cluster.launcher import stop_group
-from tests.cluster.objectstore import ObjectStore, free_port
-from tests.kube import until
+from testcluster import wheels
+from testcluster.launcher import stop_group
+from testcluster.objectstore import ObjectStore, free_port
+from tests.support.kube import until
 
 IMAGES = wheels.IMAGES_DIR
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]

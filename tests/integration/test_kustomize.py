@@ -21,11 +21,11 @@ import yaml
 from modelsync.api import constants as c
 from modelsync.cli import main as cli
 from modelsync.gitops.render import RenderSettings, render_snapshot
-from tests.gitserver import WorkRepo, _git
-from tests.kube import dict_condition
-from tests.models import Models, ready_on
-from tests.operatorproc import REPO
-from tests.syncs import MS, Syncs, model_yaml
+from tests.support.gitserver import WorkRepo, _git
+from tests.support.kube import dict_condition
+from tests.support.models import Models, ready_on
+from tests.support.paths import REPO
+from tests.support.syncs import MS, Syncs, model_yaml
 
 BASE = "base/kustomization.yaml"
 ENVS = ("staging", "prod")

@@ -21,10 +21,10 @@ from kubernetes.dynamic import DynamicClient
 from modelsync.api import constants as c
 from modelsync.runtime import operator
 from modelsync.telemetry import metrics
-from tests.cluster import stages
-from tests.conftest import LocalCluster
-from tests.kube import dict_condition, wait_for, wait_for_set
-from tests.models import MD, Models, condition_is, manifest, ready_on, wait_for_event
+from testcluster import stages
+from tests.support.cluster import LocalCluster
+from tests.support.kube import dict_condition, wait_for, wait_for_set
+from tests.support.models import MD, Models, condition_is, manifest, ready_on, wait_for_event
 
 
 def test_modeldeployment_becomes_ready_with_owned_serving_objects(

@@ -21,15 +21,15 @@ import pytest
 from modelsync.api import constants as c
 from modelsync.gitops import webhooks
 from modelsync.telemetry import metrics
-from tests.cluster.gitea import Gitea
-from tests.gitserver import GitHttpServer, SlowHttpServer
-from tests.httpserve import InThread
+from testcluster.gitea import Gitea
 from tests.integration import test_commit_status, test_git_rollback
 from tests.integration.test_commit_status import GiteaRepo, secret, wait_event
 from tests.integration.test_rollback import DEADLINE, broken_model_yaml, rolled_back
-from tests.kube import dict_condition
-from tests.models import Models, ready_on
-from tests.syncs import Syncs, model_yaml
+from tests.support.gitserver import GitHttpServer, SlowHttpServer
+from tests.support.httpserve import InThread
+from tests.support.kube import dict_condition
+from tests.support.models import Models, ready_on
+from tests.support.syncs import Syncs, model_yaml
 
 BROKEN = "kind: [unclosed\n"
 gitea_repo = test_commit_status.gitea_repo  # the fixture: a Gitea repository and its Secrets

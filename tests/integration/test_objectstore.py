@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cluster.objectstore import ObjectStore
+from testcluster.objectstore import ObjectStore
 
 
 @pytest.fixture(scope="module")

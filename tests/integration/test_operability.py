@@ -23,14 +23,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelsync.api import constants as c
 from modelsync.runtime import operator
-from tests.cluster.launcher import free_ports
-from tests.conftest import LocalCluster
-from tests.gitserver import GitHttpServer, GitSshServer
+from testcluster.launcher import free_ports
 from tests.integration.test_webhook import github_push, post, post_to, signature
-from tests.kube import REPO, dict_condition, until, wait_for
-from tests.models import MD, Models, manifest, ready_on
-from tests.operatorproc import spawn_operator
-from tests.syncs import MS, Syncs, model_yaml
+from tests.support.cluster import LocalCluster
+from tests.support.gitserver import GitHttpServer, GitSshServer
+from tests.support.kube import dict_condition, until, wait_for
+from tests.support.models import MD, Models, manifest, ready_on
+from tests.support.operatorproc import spawn_operator
+from tests.support.paths import REPO
+from tests.support.syncs import MS, Syncs, model_yaml
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

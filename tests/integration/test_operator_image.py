@@ -1,4 +1,4 @@
-"""The operator image built here (tests/cluster/operator_image.py), run without a node:
+"""The operator image built here (testcluster/operator_image.py), run without a node:
 its layers unpacked into a root filesystem, its entrypoint started the way the chart's
 pod starts it (root read-only, /tmp and HOME fresh writable mounts, user 10001, only
 the image's environment), by the image's own Debian python3."""
@@ -23,12 +23,12 @@ import pytest
 import yaml
 
 from modelsync.gitops import render as rendering
-from tests.cluster import operator_image
-from tests.cluster.launcher import free_ports
-from tests.conftest import LocalCluster
+from testcluster import operator_image
+from testcluster.launcher import free_ports
 from tests.integration.test_operability import get
-from tests.kube import until
-from tests.models import Models, manifest, ready_on
+from tests.support.cluster import LocalCluster
+from tests.support.kube import until
+from tests.support.models import Models, manifest, ready_on
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 

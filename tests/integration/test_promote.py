@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from modelsync.cli import main as cli
-from tests.gitserver import WorkRepo, _git
 from tests.integration.test_rollback import DEADLINE, rolled_back
-from tests.models import Models, ready_on
-from tests.syncs import Syncs, model_yaml
+from tests.support.gitserver import WorkRepo, _git
+from tests.support.models import Models, ready_on
+from tests.support.syncs import Syncs, model_yaml
 
 ENVIRONMENTS = """\
 apiVersion: modelsync.io/v1alpha1

@@ -12,10 +12,10 @@ import pytest
 from kubernetes.client import AdmissionregistrationV1Api, CoreV1Api
 
 from modelsync.api import constants as c
-from tests.conftest import LocalCluster
-from tests.kube import dict_condition, until
-from tests.models import wait_for_event
-from tests.syncs import Syncs, model_yaml
+from tests.support.cluster import LocalCluster
+from tests.support.kube import dict_condition, until
+from tests.support.models import wait_for_event
+from tests.support.syncs import Syncs, model_yaml
 
 POLICY_SECONDS = 60.0
 

@@ -29,12 +29,12 @@ import yaml
 from modelsync.api import constants as c
 from modelsync.runtime import operator
 from modelsync.runtime.settings import OperatorSettings
-from tests.cluster import addresses, build, launcher
-from tests.conftest import LocalCluster, tenant_namespace
-from tests.gitserver import WorkRepo
+from testcluster import addresses, build, launcher
 from tests.integration.conftest import OWN_OPERATOR_PREFIX
 from tests.integration.test_kustomize import overlay
-from tests.kube import (
+from tests.support.cluster import LocalCluster, tenant_namespace
+from tests.support.gitserver import WorkRepo
+from tests.support.kube import (
     TENANT_ACCOUNT,
     dict_condition,
     install_crds,
@@ -42,8 +42,8 @@ from tests.kube import (
     make_tenant,
     wait_for,
 )
-from tests.models import MD, ready_on
-from tests.syncs import MS, model_yaml
+from tests.support.models import MD, ready_on
+from tests.support.syncs import MS, model_yaml
 
 PREFIX = f"{OWN_OPERATOR_PREFIX}rc"  # not hex: no other test's own-operator namespace
 ALLOWED = f"{PREFIX}a-"  # the management operator allows remote clusters from these

@@ -15,11 +15,11 @@ from kubernetes.dynamic import DynamicClient
 
 from modelsync.api import constants as c
 from modelsync.runtime import operator
-from tests.cluster import stages
-from tests.conftest import LocalCluster
+from testcluster import stages
 from tests.integration.test_modeldeployment import printer_columns
-from tests.kube import dict_condition, wait_for
-from tests.models import (
+from tests.support.cluster import LocalCluster
+from tests.support.kube import dict_condition, wait_for
+from tests.support.models import (
     MD,
     Models,
     condition_is,
@@ -27,8 +27,8 @@ from tests.models import (
     ready_on,
     wait_for_event,
 )
-from tests.operatorproc import spawn_operator
-from tests.syncs import Syncs, model_yaml
+from tests.support.operatorproc import spawn_operator
+from tests.support.syncs import Syncs, model_yaml
 
 DEADLINE = 5
 

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from modelsync.api import constants as c
-from tests.conftest import LocalCluster
 from tests.integration.test_canary import canary_state
-from tests.kube import dict_condition
-from tests.models import Models, manifest, ready_on
-from tests.operatorproc import spawn_operator
-from tests.promserver import Trickle
+from tests.support.cluster import LocalCluster
+from tests.support.kube import dict_condition
+from tests.support.models import Models, manifest, ready_on
+from tests.support.operatorproc import spawn_operator
+from tests.support.promserver import Trickle
 
 WORKERS = 2
 

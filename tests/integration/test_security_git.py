@@ -17,13 +17,13 @@ import yaml
 
 from modelsync.api import constants as c
 from modelsync.gitops.fetch import FetchError, GitFetcher, Ref
-from tests.conftest import LocalCluster, tenant_namespace
-from tests.gitserver import GitHttpServer, WorkRepo, _git
 from tests.integration.test_cli import VENV_BIN
 from tests.integration.test_rollback import DEADLINE, broken_model_yaml, rolled_back
-from tests.models import Models, ready_on
-from tests.operatorproc import spawn_operator
-from tests.syncs import Syncs, model_yaml
+from tests.support.cluster import LocalCluster, tenant_namespace
+from tests.support.gitserver import GitHttpServer, WorkRepo, _git
+from tests.support.models import Models, ready_on
+from tests.support.operatorproc import spawn_operator
+from tests.support.syncs import Syncs, model_yaml
 
 
 def file_hashes(root: Path) -> dict[str, str]:

@@ -8,8 +8,8 @@ import kubernetes
 from kubernetes.client import CoreV1Api
 
 from modelsync.api import constants as c
-from tests.kube import dict_condition
-from tests.syncs import Syncs
+from tests.support.kube import dict_condition
+from tests.support.syncs import Syncs
 
 
 def config_map(name: str, value: str) -> str:

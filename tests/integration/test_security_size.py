@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 
 from modelsync.api import constants as c
-from tests.conftest import LocalCluster
-from tests.gitserver import GitHttpServer, WorkRepo
-from tests.kube import dict_condition
-from tests.operatorproc import spawn_operator
-from tests.syncs import Syncs, model_yaml
+from tests.support.cluster import LocalCluster
+from tests.support.gitserver import GitHttpServer, WorkRepo
+from tests.support.kube import dict_condition
+from tests.support.operatorproc import spawn_operator
+from tests.support.syncs import Syncs, model_yaml
 
 BIG = 300 << 20  # bytes of each big file
 LIMIT = 100 << 20  # the default --max-revision-bytes

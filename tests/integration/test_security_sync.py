@@ -12,12 +12,12 @@ import kubernetes
 import pytest
 
 from modelsync.api import constants as c
-from tests.conftest import NAMESPACE_LABEL, LocalCluster
-from tests.gitserver import GitHttpServer
 from tests.integration.test_rollback import DEADLINE, broken_v2, rolled_back
-from tests.kube import dict_condition
-from tests.models import Models, manifest, ready_on
-from tests.syncs import Syncs, model_yaml
+from tests.support.cluster import NAMESPACE_LABEL, LocalCluster
+from tests.support.gitserver import GitHttpServer
+from tests.support.kube import dict_condition
+from tests.support.models import Models, manifest, ready_on
+from tests.support.syncs import Syncs, model_yaml
 
 
 @pytest.fixture

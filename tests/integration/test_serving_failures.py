@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from modelsync.api import constants as c
 from modelsync.serving.reconciler import MAX_FAILURE_MESSAGE
-from tests.conftest import LocalCluster
-from tests.kube import dict_condition
-from tests.models import Models, condition_is, manifest, ready_on, wait_for_event
+from tests.support.cluster import LocalCluster
+from tests.support.kube import dict_condition
+from tests.support.models import Models, condition_is, manifest, ready_on, wait_for_event
 
 
 def test_a_serving_object_the_api_server_refuses_is_reported_in_status_then_fixed(

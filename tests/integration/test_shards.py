@@ -19,14 +19,14 @@ import kubernetes
 import pytest
 
 from modelsync.api import constants as c
-from tests.cluster.launcher import free_ports
-from tests.conftest import LocalCluster
-from tests.gitserver import GitHttpServer
+from testcluster.launcher import free_ports
 from tests.integration.test_webhook import TOKEN, github_push, post_to, signature
-from tests.kube import dict_condition
-from tests.models import Models, ready_on
-from tests.operatorproc import spawn_operator
-from tests.syncs import Syncs, model_yaml
+from tests.support.cluster import LocalCluster
+from tests.support.gitserver import GitHttpServer
+from tests.support.kube import dict_condition
+from tests.support.models import Models, ready_on
+from tests.support.operatorproc import spawn_operator
+from tests.support.syncs import Syncs, model_yaml
 
 LEASE_SECONDS = "5"
 

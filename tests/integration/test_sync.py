@@ -10,11 +10,11 @@ import kubernetes
 import pytest
 
 from modelsync.api import constants as c
-from tests.conftest import LocalCluster
-from tests.gitserver import GitSshServer, WorkRepo
-from tests.kube import dict_condition, wait_for
-from tests.models import MD
-from tests.syncs import Syncs, model_yaml
+from tests.support.cluster import LocalCluster
+from tests.support.gitserver import GitSshServer, WorkRepo
+from tests.support.kube import dict_condition, wait_for
+from tests.support.models import MD
+from tests.support.syncs import Syncs, model_yaml
 
 
 def message_of(ms: dict[str, Any]) -> str:
@@ -254,7 +254,7 @@ def test_git_wrong_credentials_fail_clearly(syncs: Syncs) -> None:
 
 
 def test_git_unreachable_host_and_missing_repository(syncs: Syncs) -> None:
-    from tests.cluster.launcher import free_ports
+    from testcluster.launcher import free_ports
 
     syncs.create("nohost", f"http://127.0.0.1:{free_ports(1)[0]}/models.git")
     ms = syncs.wait_failed("nohost", c.REASON_FETCH_FAILED)

@@ -13,11 +13,11 @@ from kubernetes.client import CoreV1Api
 
 from modelsync.api import constants as c
 from modelsync.telemetry import metrics
-from tests.conftest import LocalCluster
 from tests.integration.test_cli import modelsync
-from tests.kube import dict_condition
-from tests.metrics import total
-from tests.syncs import Syncs, model_yaml
+from tests.support.cluster import LocalCluster
+from tests.support.kube import dict_condition
+from tests.support.metrics import total
+from tests.support.syncs import Syncs, model_yaml
 
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 

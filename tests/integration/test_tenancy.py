@@ -17,11 +17,11 @@ import pytest
 from kubernetes.client import RbacAuthorizationV1Api
 
 from modelsync.api import constants as c
-from tests.conftest import LocalCluster
-from tests.gitserver import GitHttpServer
-from tests.kube import TENANT_ACCOUNT, TENANT_ROLE, dict_condition
-from tests.operatorproc import spawn_operator
-from tests.syncs import Syncs, model_yaml
+from tests.support.cluster import LocalCluster
+from tests.support.gitserver import GitHttpServer
+from tests.support.kube import TENANT_ACCOUNT, TENANT_ROLE, dict_condition
+from tests.support.operatorproc import spawn_operator
+from tests.support.syncs import Syncs, model_yaml
 
 
 def message_of(ms: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from modelsync.api import constants as c
 from modelsync.runtime import operator
-from tests.syncs import Syncs, model_yaml
+from tests.support.syncs import Syncs, model_yaml
 
 TOKEN = "s3cr3t-webhook-token"
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from modelsync.api import constants as c
-from tests.audit import AuditLog, Write, counted, ours, table
-from tests.conftest import LocalCluster
-from tests.kube import dict_condition
-from tests.models import ready_on
-from tests.syncs import Syncs, model_yaml
+from tests.support.audit import AuditLog, Write, counted, ours, table
+from tests.support.cluster import LocalCluster
+from tests.support.kube import dict_condition
+from tests.support.models import ready_on
+from tests.support.syncs import Syncs, model_yaml
 
 COLD_BUDGET = 4
 BUMP_BUDGET = 3

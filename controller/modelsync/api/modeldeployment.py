@@ -1,5 +1,5 @@
 """The ModelDeployment resource, typed: spec and status as dataclasses with the CRD's
-defaults (crds/modeldeployment.yaml; tests/unit/test_typed_defaults.py checks they
+defaults (crds/modeldeployment.yaml; tests/unit/api/test_typed_defaults.py checks they
 agree), read once from the object's JSON by `parse`."""
 
 from __future__ import annotations

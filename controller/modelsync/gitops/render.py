@@ -38,8 +38,10 @@ import subprocess
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -49,10 +51,11 @@ from modelsync.api.modelsync import HelmSource
 from modelsync.gitops import load as loadmod
 from modelsync.gitops.load import KUSTOMIZATION_FILES, Loaded, RevisionError, Source
 
-# The versions the CLI asks for when a renderer is missing; tests/cluster/renderers.py
-# builds exactly these (its wrapper modules pin them).
-KUSTOMIZE_VERSION = "v5.8.2"
-HELM_VERSION = "v4.3.1"
+# The versions the CLI asks for when a renderer is missing, from the pins the test
+# harness builds too (modelsync/renderers.toml).
+_PINS = tomllib.loads(resources.files("modelsync").joinpath("renderers.toml").read_text())
+KUSTOMIZE_VERSION: str = _PINS["kustomize"]
+HELM_VERSION: str = _PINS["helm"]
 # Capabilities.KubeVersion of every chart: fixed, so a render is the same offline (the
 # CLI) and in any cluster, and Helm never asks an API server.
 HELM_KUBE_VERSION = "v1.37.0"

@@ -7,7 +7,7 @@ repeats the `replace` directives of its own go.mod (Go ignores a dependency's).
 The versions live in those go.mod files; `go mod tidy` there resolves exactly the
 versions each release pins. Binaries are cached under
 `~/.cache/modelsync/flux/<versions>-<key>/`, key hashing every build input, and
-installed the way tests/cluster does it: built in a `.partial-<pid>` directory,
+installed the way testcluster does it: built in a `.partial-<pid>` directory,
 renamed into place with a stamp only when both succeeded.
 """
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from tests.cluster.build import BuildError, build_lock, cache_root, find_go, go_environment
+from testcluster.build import BuildError, build_lock, cache_root, find_go, go_environment
 
 GOBUILD_DIR = Path(__file__).resolve().parent / "gobuild"
 SOURCE = "source-controller"

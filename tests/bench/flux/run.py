@@ -3,7 +3,7 @@ built from their Go modules, on a fresh local cluster, syncing plain manifests.
 
 Each model is the Deployment and Service our operator would create for it, rendered
 by `modelsync.serving.render` from the same ModelDeployment the sync benchmark commits
-(`tests.syncs.model_yaml`), less the owner reference (there is no ModelDeployment
+(`tests.support.syncs.model_yaml`), less the owner reference (there is no ModelDeployment
 here, and the garbage collector would delete objects owned by a missing one).
 
 The Kustomization waits for what it applied (`wait: true`: Ready only once every
@@ -46,13 +46,13 @@ from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi, V1Namespac
 from modelsync.api.manifest import child
 from modelsync.runtime.settings import OperatorSettings
 from modelsync.serving.render import render
-from tests import audit
+from testcluster import launcher
 from tests.bench.common import fresh_cluster, peak_rss
 from tests.bench.flux import build
-from tests.cluster import launcher
-from tests.gitserver import GitHttpServer, WorkRepo
-from tests.kube import install_crds
-from tests.syncs import model_yaml
+from tests.support import audit
+from tests.support.gitserver import GitHttpServer, WorkRepo
+from tests.support.kube import install_crds
+from tests.support.syncs import model_yaml
 
 FLUX_NAMESPACE = "flux-system"
 NAMESPACE = "bench"  # where the models go, as in tests/bench/sync.py
