@@ -42,23 +42,26 @@ fmt: venv
 unit: venv
 	$(PY) -m pytest $(UNIT_TESTS) $(PYTEST_ARGS)
 
-# Builds the cluster binaries first (cached after the first time), so that the
-# long cold build prints its progress instead of hiding inside a test fixture; then
-# prints how long each phase took. Each pytest phase starts a cluster of its own.
-# The tier is the folder: tests/integration/real_node/ needs the real node (root,
+# `make test` prints how long each phase took; each pytest phase starts a cluster of
+# its own. The builds (cached after the first time) are phases of their own, so that a
+# cold build shows its log instead of hiding inside a test fixture. The tier is the folder: tests/integration/real_node/ needs the real node (root,
 # containerd); the rest of tests/integration/ runs on kwok nodes alone.
 REAL_NODE_TESTS := tests/integration/real_node
 NOT_REAL_NODE := --ignore=$(REAL_NODE_TESTS)
 UNIT_TESTS := tests/unit testcluster/tests
+# The builds run in the background, niced, while the phases before their `wait` run:
+# the cluster's binaries, the renderers and Gitea beside lint's tail and the unit tests;
+# the real node's images beside the kwok integration tests.
 test: venv
 	@$(PY) -m tools.phases \
 	  "lint=$(MAKE) --no-print-directory lint" \
 	  "test deps=$(MAKE) --no-print-directory test-deps" \
-	  "build=$(PY) -m testcluster build" \
-	  "renderers=$(PY) -m testcluster.renderers" \
-	  "gitea build=$(PY) -m testcluster gitea" -- \
+	  "&builds=$(PY) -m testcluster build && $(PY) -m testcluster.renderers && $(PY) -m testcluster gitea" \
 	  "unit=$(PY) -m pytest $(UNIT_TESTS) $(PYTEST_ARGS)" \
+	  wait -- \
+	  "&images=$(PY) -m testcluster images" \
 	  "integration=$(PY) -m pytest tests/integration $(NOT_REAL_NODE) $(PYTEST_ARGS)" \
+	  wait \
 	  "real node=$(PY) -m pytest $(REAL_NODE_TESTS) $(PYTEST_ARGS)" \
 	  "e2e=$(PY) -m pytest tests/e2e $(PYTEST_ARGS)"
 

@@ -12,7 +12,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from testcluster import build, gitea, launcher, node, versions
+from testcluster import (
+    build,
+    gitea,
+    images,
+    launcher,
+    modelimages,
+    node,
+    operator_image,
+    versions,
+    wheels,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO / ".cluster"
@@ -26,6 +36,23 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_gitea(_: argparse.Namespace) -> int:
     print(gitea.ensure_gitea().binary)
+    return 0
+
+
+def cmd_images(_: argparse.Namespace) -> int:
+    """Build every image the real node's tests run (the node's own, the model servers',
+    the operator's) into the cache, so that a build can run beside other work; a machine
+    that cannot run the real node says why and builds nothing."""
+    binaries = build.ensure_binaries()
+    reason = node.why_not(binaries)
+    if reason is not None:
+        print(f"no images built: {reason}")
+        return 0
+    print(images.pause_archive(binaries.pause))
+    print(images.http_archive())
+    for name in wheels.IMAGES:
+        print(modelimages.model_image(name)[0])
+    print(operator_image.operator_image()[0])
     return 0
 
 
@@ -142,10 +169,19 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "gitea", help="build the tests' Gitea into the cache (gitea-<version>/), print where"
     ).set_defaults(func=cmd_gitea)
+    sub.add_parser(
+        "images", help="build the real node's images into the cache (root), print where"
+    ).set_defaults(func=cmd_images)
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except (build.BuildError, launcher.ClusterError, gitea.GiteaError) as error:
+    except (
+        build.BuildError,
+        launcher.ClusterError,
+        gitea.GiteaError,
+        images.ImageError,
+        wheels.WheelError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
