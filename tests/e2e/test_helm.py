@@ -543,3 +543,64 @@ def test_helm_shards_each_get_a_deployment_and_a_lease_of_their_own(
     assert not any(
         a.startswith("--shard") for a in unsharded["template"]["spec"]["containers"][0]["args"]
     )
+
+
+# Granted to every authenticated user by the cluster itself (system:basic-user), not by
+# the chart: asking what one may do.
+SELF_REVIEWS = (
+    "selfsubjectaccessreviews.authorization.k8s.io",
+    "selfsubjectreviews.authentication.k8s.io",
+    "selfsubjectrulesreviews.authorization.k8s.io",
+)
+READ_VERBS = {"get", "list", "watch"}
+
+
+def _verbs_by_resource(listing: str) -> dict[str, set[str]]:
+    """`can-i --list` rows of resources (not URLs) as resource -> verbs."""
+    rows: dict[str, set[str]] = {}
+    for line in listing.splitlines()[1:]:
+        resource, verbs = line.split(" ", 1)[0], line.rsplit("[", 1)[-1].rstrip("]")
+        if not resource.startswith("["):
+            rows.setdefault(resource, set()).update(verbs.split())
+    return rows
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 29 item 8: cluster-wide mode grants write verbs in every namespace",
+)
+def test_security_chart_cluster_wide_operator_only_reads_where_not_enabled(
+    local_cluster: LocalCluster, namespace: str, tenant_role: dict[str, object]
+) -> None:
+    """In cluster-wide mode the operator reads everywhere and writes only in the
+    namespaces the platform enabled (tenancy.namespaces): elsewhere `can-i --list` shows
+    get, list and watch, and nothing that creates, changes or deletes."""
+    core = CoreV1Api(local_cluster.api)
+    own = f"{OWN_OPERATOR_PREFIX}{secrets.token_hex(4)}"
+    enabled, other = f"{own}-on", f"{own}-off"
+    for team in (enabled, other):
+        core.create_namespace({"metadata": {"name": team}})
+    try:
+        install_chart(
+            local_cluster, namespace, f"tenancy.namespaces={{{enabled}}}", "replicaCount=0"
+        )
+        account = f"{namespace}:modelsync"
+        assert can_i(local_cluster, account, "create", "deployments.apps", enabled)
+        granted = _verbs_by_resource(_can_i_list(local_cluster, account, other))
+        writes = {
+            resource: sorted(verbs - READ_VERBS)
+            for resource, verbs in granted.items()
+            if resource not in SELF_REVIEWS and verbs - READ_VERBS
+        }
+        assert writes == {}, f"write verbs in a namespace not enabled: {writes}"
+        # It still reads what it watches there.
+        for resource in ("modelsyncs.modelsync.io", "modeldeployments.modelsync.io", "pods"):
+            assert granted.get(resource, set()) >= READ_VERBS, resource
+        # In the enabled namespace, ModelSyncs are patched at most: never made or deleted.
+        mine = _verbs_by_resource(_can_i_list(local_cluster, account, enabled))
+        assert mine["modelsyncs.modelsync.io"] == READ_VERBS | {"patch"}
+        assert {"create", "delete"} <= mine["deployments.apps"]
+    finally:
+        helm(local_cluster, "uninstall", "modelsync", "--namespace", namespace, check=False)
+        for team in (enabled, other):
+            core.delete_namespace(team)
