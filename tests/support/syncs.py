@@ -139,6 +139,12 @@ class Syncs:
 
         return self.wait(name, failed, f"{name} to fail with {reason}")
 
+    def get(self, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.api.get_namespaced_custom_object(
+            name=name, namespace=self.namespace, **MS
+        )
+        return found
+
     def models(self) -> dict[str, dict[str, Any]]:
         items = self.api.list_namespaced_custom_object(namespace=self.namespace, **MD)["items"]
         return {md["metadata"]["name"]: md for md in items}

@@ -96,6 +96,11 @@ REASON_SUSPENDED: Final = "Suspended"
 REASON_SERVICE_ACCOUNT_NOT_FOUND: Final = "ServiceAccountNotFound"
 REASON_TARGET_NAMESPACE_NOT_ALLOWED: Final = "TargetNamespaceNotAllowed"
 REASON_NAMESPACE_NOT_ENABLED: Final = "NamespaceNotEnabled"
+# How a platform team enables a namespace for the operator's writes, Secret reads and
+# impersonation (cluster-wide mode: the operator only reads elsewhere).
+NAMESPACE_NOT_ENABLED_FIX: Final = (
+    "chart value tenancy.namespaces, or a RoleBinding to ClusterRole <release>-tenant-access"
+)
 # Remote clusters (spec.kubeConfig): the namespace may not name one (a platform setting);
 # its kubeconfig Secret is missing, of another type or refused; its API server does not
 # answer.

@@ -55,7 +55,7 @@ from modelsync.gitops.status import (
 )
 from modelsync.gitops.validate import content_errors, explain, policy_errors, policy_for
 from modelsync.kube import remote as remotemod
-from modelsync.kube.client import Kube, Manifest, api_message, transient
+from modelsync.kube.client import Kube, Manifest, api_message, forbidden_here, transient
 from modelsync.runtime.settings import OperatorSettings
 from modelsync.telemetry import logs, metrics
 
@@ -370,9 +370,9 @@ class SyncReconciler:
             # The operator reads Secrets and impersonates only where the platform lets it.
             outcome.reason = c.REASON_NAMESPACE_NOT_ENABLED
             outcome.message = (
-                f"namespace {meta['namespace']!r} not enabled for modelsync (chart value "
-                "tenancy.namespaces, or a RoleBinding to ClusterRole <release>-tenant-access): "
-                "the operator may not read its Secrets or act as its ServiceAccounts"
+                f"namespace {meta['namespace']!r} not enabled for modelsync "
+                f"({c.NAMESPACE_NOT_ENABLED_FIX}): the operator may not read its Secrets "
+                "or act as its ServiceAccounts"
             )
             return outcome
         try:
@@ -759,6 +759,8 @@ class SyncReconciler:
         except kubernetes.client.ApiException as error:
             if error.status == 404:
                 return
+            if forbidden_here(error, meta["namespace"]):
+                return  # said in the log: a namespace the operator only reads
             raise
         self.cache.put(c.MODELSYNC_KIND, patched)
 

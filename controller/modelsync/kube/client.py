@@ -301,6 +301,28 @@ def transient(error: kubernetes.client.ApiException) -> bool:
     return error.status in {0, 429, 502, 503, 504}
 
 
+_forbidden_namespaces: set[str] = set()
+_forbidden_lock = threading.Lock()
+
+
+def forbidden_here(error: kubernetes.client.ApiException, namespace: str) -> bool:
+    """A 403 to the operator's own request in `namespace`: in cluster-wide mode it only
+    reads where the platform has not enabled tenants, so it can neither serve nor write
+    status there. Said once per namespace in the log (with the fix), then quietly."""
+    if error.status != 403 or "NamespaceTerminating" in str(error.body or ""):
+        return False
+    with _forbidden_lock:
+        first = namespace not in _forbidden_namespaces
+        _forbidden_namespaces.add(namespace)
+    (log.warning if first else log.debug)(
+        "namespace %r not enabled for modelsync (%s): the operator only reads there: %s",
+        namespace,
+        c.NAMESPACE_NOT_ENABLED_FIX,
+        api_message(error),
+    )
+    return True
+
+
 def api_message(error: kubernetes.client.ApiException) -> str:
     """The API server's own words, without the HTTP framing."""
     import json

@@ -25,7 +25,7 @@ from modelsync.api.conditions import Observed
 from modelsync.api.manifest import integer, mapping
 from modelsync.api.modeldeployment import CanaryStep
 from modelsync.kube import drift
-from modelsync.kube.client import Kube, api_message, transient
+from modelsync.kube.client import Kube, api_message, forbidden_here, transient
 from modelsync.serving import canary, gate, health, rollout
 from modelsync.serving.analysis import Analyses
 from modelsync.serving.gate import Gate
@@ -160,6 +160,10 @@ class ServingReconciler:
                     return None
                 if error.status == 404 and self._deleted(namespace, name):
                     return None  # deleted while this reconcile ran: nothing to report
+                if forbidden_here(error, namespace):
+                    # A namespace the operator only reads: neither serving nor status is
+                    # possible there, so trying again before a change or a resync is noise.
+                    return None
                 if not transient(error):  # about the object: the user can act on it
                     self._report_failure(md, c.REASON_APPLY_FAILED, api_message(error))
                 raise  # the work queue tries again, with backoff

@@ -16,35 +16,54 @@ app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
-{{/* What the operator does with the objects it serves models with and syncs from git. */}}
-{{- define "modelsync.rules" -}}
+{{- /* What the operator reads: everywhere it watches (cluster-wide mode: every
+namespace). */ -}}
+{{- define "modelsync.readRules" -}}
 - apiGroups: ["modelsync.io"]
   resources: [modeldeployments, modelsyncs]
-  verbs: [get, list, watch, create, update, patch, delete]
+  verbs: [get, list, watch]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [services, pods]
+  verbs: [get, list, watch]
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [get]
+{{- with .Values.operator.extraRules }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- /* What the operator writes: only where the platform enabled tenants (cluster-wide
+mode: tenancy.namespaces, bound per namespace). ModelSyncs are never made or deleted
+by the operator's own account, only their status written. */ -}}
+{{- define "modelsync.writeRules" -}}
+- apiGroups: ["modelsync.io"]
+  resources: [modeldeployments]
+  verbs: [create, update, patch, delete]
+- apiGroups: ["modelsync.io"]
+  resources: [modelsyncs]
+  verbs: [patch]
 - apiGroups: ["modelsync.io"]
   resources: [modeldeployments/status, modelsyncs/status]
   verbs: [get, update, patch]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, update, patch, delete]
+  verbs: [create, update, patch, delete]
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, watch, create, update, patch, delete]
+  verbs: [create, update, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, list, watch, create, update, patch, delete]
-- apiGroups: [""]
-  resources: [pods]
-  verbs: [get, list, watch]
-- apiGroups: [""]
-  resources: [namespaces]
-  verbs: [get]
+  verbs: [create, update, patch, delete]
 - apiGroups: [events.k8s.io, ""]
   resources: [events]
   verbs: [create, patch]
-{{- with .Values.operator.extraRules }}
-{{ toYaml . }}
-{{- end }}
 {{- end -}}
 
 {{/* What the operator needs in a tenant's namespace to sync it: the git and webhook
