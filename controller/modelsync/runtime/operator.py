@@ -28,6 +28,7 @@ import kubernetes
 
 from modelsync.api import conditions
 from modelsync.api import constants as c
+from modelsync.api.namespaces import named_outright, namespace_matches
 from modelsync.gitops import modelhealth
 from modelsync.gitops.commitstatus import StatusWriter
 from modelsync.gitops.fetch import GitFetcher
@@ -39,7 +40,7 @@ from modelsync.kube.cache import ObjectCache
 from modelsync.kube.workqueue import WorkQueue
 from modelsync.runtime import probes, shards
 from modelsync.runtime import server as server_mod
-from modelsync.runtime.settings import OperatorSettings, named_outright, namespace_matches
+from modelsync.runtime.settings import OperatorSettings
 from modelsync.serving.analysis import Analyses
 from modelsync.serving.gate import Gate
 from modelsync.serving.reconciler import OWNED_KINDS, ServingReconciler
@@ -635,7 +636,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
             fetcher,
             runtime.cache,
             watches=lambda namespace: not patterns or namespace_matches(namespace, patterns),
-            settings=runtime.settings,
+            settings=runtime.settings.sync_settings(),
             statuses=runtime.statuses,
             notifier=runtime.notifier,
         )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from modelsync.gitops import render as rendering
 from modelsync.gitops.budget import MAX_REVISION_BYTES
+from modelsync.gitops.settings import SyncSettings
 from modelsync.serving import runtimes
 
 # How model pods run: "restricted" (non-root, no privilege escalation, no capabilities,
@@ -233,23 +233,16 @@ class OperatorSettings:
             helm_setting="--helm (Helm value operator.helm)",
         )
 
-
-def named_outright(patterns: tuple[str, ...]) -> bool:
-    """Whether the watched namespaces are plain names (no glob, no exclusion)."""
-    return bool(patterns) and all(not set(p) & set("*?[!,") for p in patterns)
-
-
-def namespace_matches(namespace: str, patterns: tuple[str, ...]) -> bool:
-    """kopf's namespace patterns: a namespace matches when any pattern does; a pattern is
-    comma-separated globs, where "!glob" leaves namespaces out ("*,!kube-*")."""
-    for pattern in patterns:
-        globs = [g.strip() for g in pattern.split(",") if g.strip()]
-        matches = not globs or globs[0].startswith("!")
-        for glob in globs:
-            if glob.startswith("!"):
-                matches = matches and not fnmatch.fnmatchcase(namespace, glob[1:])
-            else:
-                matches = matches or fnmatch.fnmatchcase(namespace, glob)
-        if matches:
-            return True
-    return False
+    def sync_settings(self) -> SyncSettings:
+        """What the ModelSync controller reads of these settings."""
+        return SyncSettings(
+            allow_other_namespaces=self.allow_other_namespaces,
+            allow_cluster_scoped=self.allow_cluster_scoped,
+            allow_remote_clusters=self.allow_remote_clusters,
+            remote_cluster_servers=self.remote_cluster_servers,
+            default_service_account=self.default_service_account,
+            apply_as_operator=self.apply_as_operator,
+            kube_qps=self.kube_qps,
+            kube_burst=self.kube_burst,
+            render=self.render_settings(),
+        )
