@@ -3,8 +3,9 @@ operator then syncs like any other change."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -20,6 +21,19 @@ from modelsync.cli.common import (
 )
 from modelsync.gitops import render as rendering
 
+FC = TypeVar("FC", bound=Callable[..., Any])
+
+
+def repo_dir_option(help: str) -> Callable[[FC], FC]:
+    """--repo-dir: the clone the command commits in."""
+    return click.option(
+        "--repo-dir",
+        type=click.Path(path_type=Path),
+        default=Path("."),
+        show_default=True,
+        help=help,
+    )
+
 
 @click.command(
     epilog="Example:\n\n\b\n  modelsync rollback iris --to main@sha1:0123abc... "
@@ -29,13 +43,7 @@ from modelsync.gitops import render as rendering
 @click.option(
     "--to", "to", required=True, help="the revision (sha, main@sha1:<sha>, tag) to restore"
 )
-@click.option(
-    "--repo-dir",
-    type=click.Path(path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="a clone of the GitOps repository",
-)
+@repo_dir_option("a clone of the GitOps repository")
 @click.option("--path", default="", help="where the models live in the repository")
 @click.option("--branch", default=None, help="commit on this new branch (default: current)")
 @click.option("--push", is_flag=True, help="push the commit to origin")
@@ -61,12 +69,7 @@ def rollback(
         fail(str(error))
     out.print(f"committed {restored.sha[:12]}: {restored.file} restored from {to}")
     if push:
-        target = restored.branch or repo.active_branch.name
-        try:
-            repo.git.push("--end-of-options", "origin", f"{restored.sha}:refs/heads/{target}")
-        except git.GitCommandError as error:
-            fail(f"push to origin failed: {str(error.stderr).strip()}", code=1)
-        out.print(f"pushed to origin {target}")
+        _push(repo_dir, restored.sha, restored.branch or repo.active_branch.name)
 
 
 @click.command(
@@ -75,13 +78,7 @@ def rollback(
 @click.argument("model")
 @click.option("--from", "source", required=True, help="the environment that serves the model")
 @click.option("--to", "target", required=True, help="the environment to give it to")
-@click.option(
-    "--repo-dir",
-    type=click.Path(path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="a clone of the GitOps repository (its HEAD is rendered)",
-)
+@repo_dir_option("a clone of the GitOps repository (its HEAD is rendered)")
 @click.option(
     "--environments",
     "environments_file",
@@ -160,15 +157,18 @@ def promote(
         markup=False,
     )
     if push:
-        import git
+        _push(repo_dir, plan.commit, plan.branch)
 
-        try:
-            git.Repo(repo_dir).git.push(
-                "--end-of-options", "origin", f"{plan.commit}:refs/heads/{plan.branch}"
-            )
-        except git.GitCommandError as error:
-            fail(f"push to origin failed: {str(error.stderr).strip()}", code=1)
-        out.print(f"pushed to origin {plan.branch}")
+
+def _push(repo_dir: Path, sha: str, branch: str) -> None:
+    """Push the commit to origin's `branch`; a refusal ends the command (exit 1)."""
+    import git
+
+    try:
+        git.Repo(repo_dir).git.push("--end-of-options", "origin", f"{sha}:refs/heads/{branch}")
+    except git.GitCommandError as error:
+        fail(f"push to origin failed: {str(error.stderr).strip()}", code=1)
+    out.print(f"pushed to origin {branch}")
 
 
 def _live_model(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] | None:
