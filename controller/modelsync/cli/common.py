@@ -139,24 +139,20 @@ namespace_option = click.option(
 
 def renderer_options(function: Any) -> Any:
     """--kustomize and --helm: the binaries that render a kustomization or a chart."""
-    function = click.option(
-        "--helm",
-        "helm_binary",
-        envvar="MODELSYNC_HELM",
-        default="helm",
-        show_default=True,
-        metavar="PATH",
-        help=f"helm {rendering.HELM_VERSION} binary that renders charts (spec.helm)",
-    )(function)
-    return click.option(
-        "--kustomize",
-        "kustomize_binary",
-        envvar="MODELSYNC_KUSTOMIZE",
-        default="kustomize",
-        show_default=True,
-        metavar="PATH",
-        help=f"kustomize {rendering.KUSTOMIZE_VERSION} binary that renders kustomizations",
-    )(function)
+    for name, version, renders in (
+        ("helm", rendering.HELM_VERSION, "charts (spec.helm)"),
+        ("kustomize", rendering.KUSTOMIZE_VERSION, "kustomizations"),
+    ):
+        function = click.option(
+            f"--{name}",
+            f"{name}_binary",
+            envvar=f"MODELSYNC_{name.upper()}",
+            default=name,
+            show_default=True,
+            metavar="PATH",
+            help=f"{name} {version} binary that renders {renders}",
+        )(function)
+    return function
 
 
 def render_settings(kustomize_binary: str, helm_binary: str) -> rendering.RenderSettings:

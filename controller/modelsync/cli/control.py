@@ -72,25 +72,22 @@ def sync(cluster: Cluster, name: str, wait: bool, timeout: float) -> None:
     raise SystemExit(1)
 
 
-def _set_suspend(cluster: Cluster, name: str, suspend: bool) -> None:
-    cluster.get(MS, name, "ModelSync")
-    cluster.patch(MS, name, "ModelSync", {"spec": {"suspend": suspend}})
-    out.print(f"{cluster.namespace}/{name} {'suspended' if suspend else 'resumed'}")
+def _suspending(command: str, suspend: bool, doc: str) -> click.Command:
+    """`suspend` or `resume`: spec.suspend of the ModelSync NAME, set or cleared."""
+
+    @click.command(command, help=doc, epilog=f"Example:\n\n\b\n  modelsync {command} prod")
+    @click.argument("name")
+    @namespace_option
+    @pass_cluster
+    def set_suspend(cluster: Cluster, name: str) -> None:
+        cluster.get(MS, name, "ModelSync")
+        cluster.patch(MS, name, "ModelSync", {"spec": {"suspend": suspend}})
+        out.print(f"{cluster.namespace}/{name} {'suspended' if suspend else 'resumed'}")
+
+    return set_suspend
 
 
-@click.command(epilog="Example:\n\n\b\n  modelsync suspend prod")
-@click.argument("name")
-@namespace_option
-@pass_cluster
-def suspend(cluster: Cluster, name: str) -> None:
-    """Stop fetching, applying and pruning for the ModelSync NAME."""
-    _set_suspend(cluster, name, True)
-
-
-@click.command(epilog="Example:\n\n\b\n  modelsync resume prod")
-@click.argument("name")
-@namespace_option
-@pass_cluster
-def resume(cluster: Cluster, name: str) -> None:
-    """Resume the ModelSync NAME; it takes the newest commit."""
-    _set_suspend(cluster, name, False)
+suspend = _suspending(
+    "suspend", True, "Stop fetching, applying and pruning for the ModelSync NAME."
+)
+resume = _suspending("resume", False, "Resume the ModelSync NAME; it takes the newest commit.")
