@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelsync.api import constants as c
+from modelsync.api.namespaces import namespace_matches
 from modelsync.gitops import kubeconfig
+from modelsync.gitops.settings import SyncSettings
 from modelsync.kube import remote
 from modelsync.kube.client import Kube
-from modelsync.runtime.settings import OperatorSettings, namespace_matches
 
 NAMESPACES_SETTING = "--allow-remote-clusters (chart: tenancy.allowRemoteClusters)"
 
@@ -42,7 +43,7 @@ class _Client:
 class Clusters:
     """The remote clusters' clients, one per ModelSync (never shared across tenants)."""
 
-    def __init__(self, local: Kube, settings: OperatorSettings) -> None:
+    def __init__(self, local: Kube, settings: SyncSettings) -> None:
         self.local, self.settings = local, settings
         self._clients: dict[tuple[str, str], _Client] = {}
         self._lock = threading.Lock()

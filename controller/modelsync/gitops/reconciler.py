@@ -46,6 +46,7 @@ from modelsync.gitops.fetch import (
 from modelsync.gitops.load import RevisionError
 from modelsync.gitops.notify import Notifier
 from modelsync.gitops.plan import ChangeSet, Planned
+from modelsync.gitops.settings import SyncSettings
 from modelsync.gitops.status import (
     Outcome,
     cut,
@@ -56,7 +57,6 @@ from modelsync.gitops.status import (
 from modelsync.gitops.validate import content_errors, explain, policy_errors, policy_for
 from modelsync.kube import remote as remotemod
 from modelsync.kube.client import Kube, Manifest, api_message, forbidden_here, transient
-from modelsync.runtime.settings import OperatorSettings
 from modelsync.telemetry import logs, metrics
 
 log = logging.getLogger(__name__)
@@ -130,12 +130,13 @@ class SyncReconciler:
         cache: Any,
         clock: Callable[[], datetime.datetime] = _now,
         watches: Callable[[str], bool] = lambda _: False,
-        settings: OperatorSettings | None = None,
+        *,
+        settings: SyncSettings,
         statuses: StatusWriter | None = None,
         clusters: Clusters | None = None,
         notifier: Notifier | None = None,
     ) -> None:
-        self.settings = settings or OperatorSettings()
+        self.settings = settings
         self.clusters = clusters or Clusters(kube, self.settings)
         self.statuses = statuses  # commit statuses back to the git host (spec.notify)
         self.notifier = notifier  # notifications to people (spec.notify.receivers)
@@ -397,7 +398,7 @@ class SyncReconciler:
                 snapshot,
                 typed.path,
                 typed.helm,
-                self.settings.render_settings(),
+                self.settings.render,
                 namespace=spec.get("targetNamespace") or meta["namespace"],
                 release=meta["name"],
             )

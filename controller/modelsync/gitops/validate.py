@@ -18,8 +18,8 @@ from typing import Any
 from modelsync.api import constants as c
 from modelsync.api import schemas
 from modelsync.api.manifest import digest
+from modelsync.api.namespaces import namespace_matches
 from modelsync.gitops.load import LoadedObject, RevisionError, Source
-from modelsync.runtime.settings import namespace_matches
 from modelsync.serving.render import InvalidSpecError, render
 
 # (apiVersion, kind) -> True for namespaced, False for cluster-scoped, None if unknown.

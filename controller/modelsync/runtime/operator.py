@@ -19,7 +19,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Coroutine, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -28,6 +28,7 @@ import kubernetes
 
 from modelsync.api import conditions
 from modelsync.api import constants as c
+from modelsync.api.namespaces import named_outright, namespace_matches
 from modelsync.gitops import modelhealth
 from modelsync.gitops.commitstatus import StatusWriter
 from modelsync.gitops.fetch import GitFetcher
@@ -39,7 +40,7 @@ from modelsync.kube.cache import ObjectCache
 from modelsync.kube.workqueue import WorkQueue
 from modelsync.runtime import probes, shards
 from modelsync.runtime import server as server_mod
-from modelsync.runtime.settings import OperatorSettings, named_outright, namespace_matches
+from modelsync.runtime.settings import OperatorSettings
 from modelsync.serving.analysis import Analyses
 from modelsync.serving.gate import Gate
 from modelsync.serving.reconciler import OWNED_KINDS, ServingReconciler
@@ -107,6 +108,31 @@ class Operator:
 
     def accepts_work(self) -> bool:
         return self.queue is not None and self.loop is not None and self.health.caches_synced
+
+    def ours(self, body: Mapping[str, Any]) -> bool:
+        """Whether this operator handles the object. Objects of another shard are as good
+        as deleted here: filtered in the handlers, not by kopf's label filters, so that one
+        relabelled away leaves this cache at once. So are those of a namespace the patterns
+        leave out (watched cluster-wide, see _run)."""
+        meta = body.get("metadata") or {}
+        patterns = self.settings.namespaces
+        return shards.mine(meta, self.settings.shard) and (
+            not patterns or namespace_matches(meta.get("namespace") or "", patterns)
+        )
+
+    def enqueue(self, key: Hashable) -> None:
+        if self.queue is None:
+            return
+        serving = c.CONTROLLER_SERVING in self.settings.controllers
+        if not serving and isinstance(key, tuple) and key[0] == c.MODELDEPLOYMENT_KIND:
+            return  # the ModelDeployments are watched for their ModelSyncs' health only
+        self.queue.add(key)
+
+    def refresh_health(self, sync: tuple[str, str]) -> None:
+        """Soon, once for every Ready change until then (never postponed further)."""
+        key = (HEALTH_KEY, *sync)
+        if self.queue is not None and not self.queue.scheduled(key):
+            self.queue.schedule(key, HEALTH_BATCH_SECONDS)
 
     def enqueue_threadsafe(self, key: Hashable) -> None:
         """Queue `key` from another thread (the HTTP server's)."""
@@ -514,7 +540,7 @@ def list_watched(
 
 
 def _delivered(
-    runtime: Operator, kind: str, event: str, body: Mapping[str, Any], ours: bool
+    runtime: Operator, kind: str, event: str | None, body: Mapping[str, Any], ours: bool
 ) -> None:
     meta = body.get("metadata") or {}
     key = (kind, meta.get("namespace") or "", meta.get("name") or "")
@@ -562,249 +588,324 @@ def _notify_model(
     runtime.notifier.observe_model(body, owning_sync)
 
 
-def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - one registration per watched kind
-    """kopf handlers bound to one Operator (tests run several operators in one process)."""
+@dataclass(frozen=True)
+class Event:
+    """One watch event as the handlers read it: kopf's keyword arguments, parsed once."""
+
+    kind: str
+    type: str | None  # ADDED, MODIFIED, DELETED; None for an object kopf listed
+    body: dict[str, Any]
+    namespace: str
+    name: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.namespace, self.name
+
+    @property
+    def deleted(self) -> bool:
+        return self.type == "DELETED"
+
+
+def on_modeldeployment(runtime: Operator, event: Event) -> None:
+    """A ModelDeployment: into the cache and the queue; its ModelSync hears of rollbacks
+    and Ready changes, its receivers of news (serving/ knows nothing of this)."""
+    ours = runtime.ours(event.body)
+    _delivered(runtime, event.kind, event.type, event.body, ours)
+    if event.deleted or not ours:
+        _model_gone(runtime, event)
+    else:
+        _model_seen(runtime, event)
+
+
+def _model_gone(runtime: Operator, event: Event) -> None:
+    key = event.key
+    runtime.cache.delete(c.MODELDEPLOYMENT_KIND, *key)
+    runtime.rolled_back_seen.pop(key, None)
+    if runtime.ready_seen.pop(key, None) and (sync := _owning_sync(runtime, *key, event.body)):
+        runtime.refresh_health(sync)
+    runtime.md_triggers.pop(key, None)
+    _notify_model(runtime, event.body, None)
+    if runtime.reconciler is not None:
+        runtime.reconciler.analyses.forget((c.MODELDEPLOYMENT_KIND, *key))
+    metrics.model_gone(*key)
+
+
+def _model_seen(runtime: Operator, event: Event) -> None:
+    key, body = event.key, event.body
+
+    def owner() -> tuple[str, str] | None:  # only on a change: it reads the inventory
+        return _owning_sync(runtime, *key, body)
+
+    runtime.cache.put(c.MODELDEPLOYMENT_KIND, body)
+    trigger = md_trigger(body)
+    if runtime.md_triggers.get(key) != trigger:
+        runtime.md_triggers[key] = trigger
+        runtime.enqueue((c.MODELDEPLOYMENT_KIND, *key))
+    # A model rolled back (or forward again): its ModelSync's status must say so.
+    # (Compared with what the watch said before: the cache already holds our writes.)
+    now = rolled_back(body)
+    if runtime.rolled_back_seen.setdefault(key, now) != now:
+        runtime.rolled_back_seen[key] = now
+        if sync := owner():
+            runtime.enqueue((c.MODELSYNC_KIND, *sync))
+    # Rolled back, failed, recovered: told to the receivers of the ModelSync that
+    # applied it (found only when there is news).
+    _notify_model(runtime, body, owner)
+    # Ready for its current spec, or no longer: its ModelSync's Healthy (and Ready)
+    # follow, from the cache (a refresh, not a sync: git has not changed).
+    ready = modelhealth.model_ready(body)[0]
+    if runtime.ready_seen.get(key) != ready:
+        runtime.ready_seen[key] = ready
+        if sync := owner():
+            runtime.refresh_health(sync)
+
+
+def on_modelsync(runtime: Operator, event: Event) -> None:
+    """A ModelSync: into the cache; queued for a new spec or a requested sync only (our
+    own status writes come back as events too; the interval and webhooks do the rest)."""
+    ours = runtime.ours(event.body)
+    _delivered(runtime, event.kind, event.type, event.body, ours)
+    if event.deleted or not ours:
+        _sync_gone(runtime, *event.key)
+        return
+    previous = runtime.cache.get(c.MODELSYNC_KIND, *event.key)
+    runtime.cache.put(c.MODELSYNC_KIND, event.body)
+    if previous is None or sync_trigger(previous) != sync_trigger(event.body):
+        runtime.enqueue((c.MODELSYNC_KIND, *event.key))
+
+
+def _sync_gone(runtime: Operator, namespace: str, name: str) -> None:
+    runtime.cache.delete(c.MODELSYNC_KIND, namespace, name)
+    runtime.sync_models.pop((namespace, name), None)
+    if runtime.statuses is not None:
+        runtime.statuses.forget(namespace, name)
+    if runtime.notifier is not None:
+        runtime.notifier.forget(c.MODELSYNC_KIND, namespace, name)
+
+
+def on_owned(runtime: Operator, event: Event) -> None:
+    """A Deployment, Service, autoscaler or pod of a model: into the cache, and its model
+    queued (for a pod, only when what makes it worth a look changed)."""
+    if event.deleted or not runtime.ours(event.body):
+        runtime.cache.delete(event.kind, *event.key)
+        if not event.deleted:
+            return  # another shard's model
+    else:
+        runtime.cache.put(event.kind, event.body)
+    if event.kind == "Pod" and not _pod_changed(runtime, event):
+        return
+    labels = (event.body.get("metadata") or {}).get("labels") or {}
+    runtime.enqueue((c.MODELDEPLOYMENT_KIND, event.namespace, labels[c.LABEL_DEPLOYMENT]))
+
+
+def _pod_changed(runtime: Operator, event: Event) -> bool:
+    """Pods matter for their restarts and failed downloads (a failing revision) and their
+    inference gate only; their Deployment's own events tell everything else."""
+    key, restarts = event.key, pod_trigger(event.body)
+    if event.deleted:
+        runtime.pod_restarts.pop(key, None)
+        if runtime.reconciler is not None and runtime.reconciler.gate is not None:
+            runtime.reconciler.gate.forget(key)
+        return False
+    if runtime.pod_restarts.get(key, (0,)) == restarts:
+        return False
+    runtime.pod_restarts[key] = restarts
+    return True
+
+
+@dataclass(frozen=True)
+class Watch:
+    """One watched resource: what kopf watches, for which controller, and its handler."""
+
+    kind: str
+    resource: tuple[str, str, str]  # group, version, plural
+    handle: Callable[[Operator, Event], None]
+    controller: str | None = None  # watched only when the operator runs it; None: always
+    owned: bool = False  # our serving objects only (kopf filters them by label)
+
+    @property
+    def id(self) -> str:
+        return f"owned-{self.resource[2]}" if self.owned else self.resource[2]
+
+    @property
+    def labels(self) -> dict[str, Any] | None:
+        return (
+            {c.LABEL_MANAGED_BY: c.MANAGED_BY, c.LABEL_DEPLOYMENT: kopf.PRESENT}
+            if self.owned
+            else None
+        )
+
+
+# The ModelDeployments are watched by either controller: gitops/ for its ModelSyncs' health.
+WATCHES = (
+    Watch(
+        c.MODELDEPLOYMENT_KIND, (c.GROUP, c.VERSION, c.MODELDEPLOYMENT_PLURAL), on_modeldeployment
+    ),
+    Watch(
+        c.MODELSYNC_KIND,
+        (c.GROUP, c.VERSION, c.MODELSYNC_PLURAL),
+        on_modelsync,
+        c.CONTROLLER_GITOPS,
+    ),
+    *(
+        Watch(kind, resource, on_owned, c.CONTROLLER_SERVING, owned=True)
+        for kind, resource in _OWNED_RESOURCES.items()
+    ),
+)
+
+
+def _bound(runtime: Operator, watch: Watch) -> Handler:
+    """kopf's handler of `watch` for this Operator: a coroutine, so that it runs on the
+    event loop, which owns the queue and the maps (kopf runs a plain def in threads)."""
+
+    async def handler(
+        *, type: str | None, body: Mapping[str, Any], namespace: str | None, name: str, **_: Any
+    ) -> None:
+        watch.handle(runtime, Event(watch.kind, type, dict(body), namespace or "", name))
+
+    return handler
+
+
+def build_registry(runtime: Operator) -> kopf.OperatorRegistry:
+    """kopf handlers bound to one Operator (tests run several operators in one process):
+    login, start-up and clean-up, and a watch per row of WATCHES whose controller this
+    operator runs (`--controllers`: a remote cluster's operator serves and rolls back its
+    ModelDeployments and syncs no ModelSync; one of gitops alone serves none)."""
     registry = kopf.OperatorRegistry()
-    settings = runtime.settings
-    # `--controllers`: a remote cluster's operator serves (and rolls back) its
-    # ModelDeployments, and syncs no ModelSync; one of gitops alone serves none.
-    gitops = c.CONTROLLER_GITOPS in settings.controllers
-    serving = c.CONTROLLER_SERVING in settings.controllers
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
-        return _connection(settings)
+        return _connection(runtime.settings)
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.posting.level = logging.WARNING
-        settings.persistence.diffbase_storage = NoDiffBase()
-        settings.persistence.progress_storage = NoProgress()
-        settings.watching.server_timeout = runtime.settings.watch_server_timeout
-        settings.watching.client_timeout = runtime.settings.watch_server_timeout + 30
-        settings.watching.connect_timeout = 30
-        kube = kubemod.Kube(
-            kubemod.api_client(
-                runtime.settings.kubeconfig,
-                qps=runtime.settings.kube_qps,
-                burst=runtime.settings.kube_burst,
-            )
-        )
-        runtime.kube = kube
-        await asyncio.to_thread(prefill, kube, runtime)
-        runtime.loop = asyncio.get_running_loop()
-        runtime.queue = WorkQueue(retry_seconds=runtime.settings.retry_seconds)
-        analyses = Analyses(
-            runtime.settings.analysis_endpoints, runtime.loop, runtime.enqueue_threadsafe
-        )
-        runtime.reconciler = ServingReconciler(
-            kube,
-            runtime.cache,
-            analyses,
-            locked_down=runtime.settings.model_pod_security == "restricted",
-            quiet_seconds=runtime.settings.quiet_rollout_seconds,
-            images=Images(
-                servers=runtime.settings.runtime_images,
-                storage_initializer=runtime.settings.storage_initializer_image,
-                pull_policy=runtime.settings.image_pull_policy,
-            ),
-            gate=Gate(runtime.loop, runtime.enqueue_threadsafe),
-        )
-        fetcher = GitFetcher(
-            fetch_cache_dir(runtime.settings.git_cache_dir),
-            max_revision_bytes=runtime.settings.max_revision_bytes,
-            allow_file_urls=runtime.settings.allow_file_urls,
-        )
-        patterns = runtime.settings.namespaces
-        runtime.statuses = StatusWriter(
-            kube.get,
-            lambda ms, reason, note, warning: kube.event(
-                ms, c.MODELSYNC_KIND, reason, note, action="GitHost", warning=warning
-            ),
-            runtime.settings.commit_status_api_urls,
-        )
-        runtime.notifier = Notifier(
-            kube.get,
-            lambda ms, reason, note, warning: kube.event(
-                ms, c.MODELSYNC_KIND, reason, note, action="Notify", warning=warning
-            ),
-            runtime.settings.notification_endpoints,
-        )
-        runtime.syncer = SyncReconciler(
-            kube,
-            fetcher,
-            runtime.cache,
-            watches=lambda namespace: not patterns or namespace_matches(namespace, patterns),
-            settings=runtime.settings,
-            statuses=runtime.statuses,
-            notifier=runtime.notifier,
-        )
-        runtime.executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=runtime.settings.workers, thread_name_prefix="reconcile"
-        )
-        runtime.tasks = [
-            asyncio.create_task(_worker(runtime)) for _ in range(runtime.settings.workers)
-        ]
-        runtime.tasks.append(asyncio.create_task(_resync(runtime)))
-        runtime.tasks.append(asyncio.create_task(_relist(runtime)))
-        runtime.tasks.append(asyncio.create_task(_heartbeat(runtime.health)))
-        if not runtime.settings.shard and gitops:
-            runtime.tasks.append(asyncio.create_task(_watch_shards(runtime)))
-        metrics.track_queue(lambda: len(runtime.queue or ()))
-        runtime.health.role = probes.ROLE_LEADER
-        metrics.LEADER.set(1)
-        runtime.health.caches_synced = True
+        _configure(settings, runtime.settings)
+        await _start(runtime)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
-        runtime.health.caches_synced = False
-        for task in runtime.tasks:
-            task.cancel()
-        await asyncio.gather(*runtime.tasks, return_exceptions=True)
-        if runtime.executor is not None:
-            runtime.executor.shutdown(wait=True, cancel_futures=True)
-        if runtime.statuses is not None:
-            runtime.statuses.shutdown()
-        if runtime.notifier is not None:
-            runtime.notifier.shutdown()
-
-    def enqueue(key: Hashable) -> None:
-        if runtime.queue is None:
-            return
-        if not serving and isinstance(key, tuple) and key[0] == c.MODELDEPLOYMENT_KIND:
-            return  # the ModelDeployments are watched for their ModelSyncs' health only
-        runtime.queue.add(key)
-
-    def refresh_health(sync: tuple[str, str]) -> None:
-        """Soon, once for every Ready change until then (never postponed further)."""
-        key = (HEALTH_KEY, *sync)
-        if runtime.queue is not None and not runtime.queue.scheduled(key):
-            runtime.queue.schedule(key, HEALTH_BATCH_SECONDS)
-
-    # Objects of another shard are as good as deleted here: filtered in the handlers, not
-    # by kopf's label filters, so that one relabelled away leaves this cache at once. So are
-    # those of a namespace the patterns leave out (watched cluster-wide, see _run).
-    patterns = settings.namespaces
-
-    def ours(body: kopf.Body) -> bool:
-        meta = body.get("metadata") or {}
-        return shards.mine(meta, settings.shard) and (
-            not patterns or namespace_matches(meta.get("namespace") or "", patterns)
-        )
-
-    @kopf.on.event(c.GROUP, c.VERSION, c.MODELDEPLOYMENT_PLURAL, registry=registry)
-    async def modeldeployment_event(
-        *, type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any
-    ) -> None:
-        def owner() -> tuple[str, str] | None:  # only on a change: it reads the inventory
-            return _owning_sync(runtime, namespace or "", name, dict(body))
-
-        _delivered(runtime, c.MODELDEPLOYMENT_KIND, type, body, ours(body))
-        if type == "DELETED" or not ours(body):
-            runtime.cache.delete(c.MODELDEPLOYMENT_KIND, namespace or "", name)
-            runtime.rolled_back_seen.pop((namespace or "", name), None)
-            if runtime.ready_seen.pop((namespace or "", name), None) and (sync := owner()):
-                refresh_health(sync)
-            runtime.md_triggers.pop((namespace or "", name), None)
-            _notify_model(runtime, dict(body), None)
-            if runtime.reconciler is not None:
-                runtime.reconciler.analyses.forget((c.MODELDEPLOYMENT_KIND, namespace, name))
-            metrics.model_gone(namespace or "", name)
-            return
-        runtime.cache.put(c.MODELDEPLOYMENT_KIND, dict(body))
-        trigger = md_trigger(dict(body))
-        if runtime.md_triggers.get((namespace or "", name)) != trigger:
-            runtime.md_triggers[(namespace or "", name)] = trigger
-            enqueue((c.MODELDEPLOYMENT_KIND, namespace, name))
-        # A model rolled back (or forward again): its ModelSync's status must say so.
-        # (Compared with what the watch said before: the cache already holds our writes.)
-        key, now = (namespace or "", name), rolled_back(dict(body))
-        if runtime.rolled_back_seen.setdefault(key, now) != now:
-            runtime.rolled_back_seen[key] = now
-            if sync := owner():
-                enqueue((c.MODELSYNC_KIND, *sync))
-        # Rolled back, failed, recovered: told to the receivers of the ModelSync that
-        # applied it (found only when there is news; serving/ knows nothing of this).
-        _notify_model(runtime, dict(body), owner)
-        # Ready for its current spec, or no longer: its ModelSync's Healthy (and Ready)
-        # follow, from the cache (a refresh, not a sync: git has not changed).
-        ready = modelhealth.model_ready(dict(body))[0]
-        if runtime.ready_seen.get(key) != ready:
-            runtime.ready_seen[key] = ready
-            if sync := owner():
-                refresh_health(sync)
-
-    async def modelsync_event(
-        *, type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any
-    ) -> None:
-        namespace = namespace or ""
-        _delivered(runtime, c.MODELSYNC_KIND, type, body, ours(body))
-        if type == "DELETED" or not ours(body):
-            runtime.cache.delete(c.MODELSYNC_KIND, namespace, name)
-            runtime.sync_models.pop((namespace, name), None)
-            if runtime.statuses is not None:
-                runtime.statuses.forget(namespace, name)
-            if runtime.notifier is not None:
-                runtime.notifier.forget(c.MODELSYNC_KIND, namespace, name)
-            return
-        previous = runtime.cache.get(c.MODELSYNC_KIND, namespace, name)
-        runtime.cache.put(c.MODELSYNC_KIND, dict(body))
-        # Our own status writes come back as events too: only a new spec or a requested
-        # sync starts one; the interval and webhooks do the rest.
-        if previous is None or sync_trigger(previous) != sync_trigger(dict(body)):
-            enqueue((c.MODELSYNC_KIND, namespace, name))
+        await _clean_up(runtime)
 
     # The periodic list goes through the same handlers: a serving-only operator's lists
     # its ModelDeployments alone.
-    runtime.handlers = {c.MODELDEPLOYMENT_KIND: modeldeployment_event}
-    if gitops:
-        kopf.on.event(c.GROUP, c.VERSION, c.MODELSYNC_PLURAL, registry=registry)(modelsync_event)
-        runtime.handlers[c.MODELSYNC_KIND] = modelsync_event
-
-    def owned_handler(kind: str) -> Callable[..., Coroutine[Any, Any, None]]:
-        async def owned_event(
-            *,
-            type: str,
-            body: kopf.Body,
-            namespace: str | None,
-            name: str,
-            labels: Mapping[str, str],
-            **_: Any,
-        ) -> None:
-            if type == "DELETED" or not ours(body):
-                runtime.cache.delete(kind, namespace or "", name)
-                if type != "DELETED":
-                    return  # another shard's model
-            else:
-                runtime.cache.put(kind, dict(body))
-            if kind == "Pod":
-                # Pods matter for their restarts and failed downloads (a failing
-                # revision) and their inference gate only; their Deployment's own events
-                # tell everything else.
-                key, restarts = (namespace or "", name), pod_trigger(dict(body))
-                if type == "DELETED":
-                    runtime.pod_restarts.pop(key, None)
-                    if runtime.reconciler is not None and runtime.reconciler.gate is not None:
-                        runtime.reconciler.gate.forget(key)
-                    return
-                if runtime.pod_restarts.get(key, (0,)) == restarts:
-                    return
-                runtime.pod_restarts[key] = restarts
-            enqueue((c.MODELDEPLOYMENT_KIND, namespace, labels[c.LABEL_DEPLOYMENT]))
-
-        return owned_event
-
-    for kind, (group, version, plural) in _OWNED_RESOURCES.items() if serving else ():
-        kopf.on.event(
-            group,
-            version,
-            plural,
-            registry=registry,
-            id=f"owned-{plural}",
-            labels={c.LABEL_MANAGED_BY: c.MANAGED_BY, c.LABEL_DEPLOYMENT: kopf.PRESENT},
-        )(owned_handler(kind))
-
+    runtime.handlers = {}
+    for watch in WATCHES:
+        if watch.controller is None or watch.controller in runtime.settings.controllers:
+            handler = _bound(runtime, watch)
+            group, version, plural = watch.resource
+            kopf.on.event(
+                group, version, plural, registry=registry, id=watch.id, labels=watch.labels
+            )(handler)
+            if watch.kind in RELISTED_KINDS:
+                runtime.handlers[watch.kind] = handler
     return registry
+
+
+def _configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) -> None:
+    """kopf writes nothing to our objects (no diff base, no progress), posts only warnings
+    as Events, and ends watches before they can go silent."""
+    kopf_settings.posting.level = logging.WARNING
+    kopf_settings.persistence.diffbase_storage = NoDiffBase()
+    kopf_settings.persistence.progress_storage = NoProgress()
+    kopf_settings.watching.server_timeout = settings.watch_server_timeout
+    kopf_settings.watching.client_timeout = settings.watch_server_timeout + 30
+    kopf_settings.watching.connect_timeout = 30
+
+
+async def _start(runtime: Operator) -> None:
+    """Start-up, as this replica leads: the client, the cache filled before the first
+    reconcile, the reconcilers and their clients (built once), then the workers."""
+    settings = runtime.settings
+    kube = kubemod.Kube(
+        kubemod.api_client(settings.kubeconfig, qps=settings.kube_qps, burst=settings.kube_burst)
+    )
+    runtime.kube = kube
+    await asyncio.to_thread(prefill, kube, runtime)
+    runtime.loop = asyncio.get_running_loop()
+    runtime.queue = WorkQueue(retry_seconds=settings.retry_seconds)
+    runtime.reconciler = _serving_reconciler(runtime, kube, runtime.loop)
+    runtime.syncer = _sync_reconciler(runtime, kube)
+    runtime.executor = concurrent.futures.ThreadPoolExecutor(
+        max_workers=settings.workers, thread_name_prefix="reconcile"
+    )
+    runtime.tasks = [asyncio.create_task(_worker(runtime)) for _ in range(settings.workers)]
+    runtime.tasks.append(asyncio.create_task(_resync(runtime)))
+    runtime.tasks.append(asyncio.create_task(_relist(runtime)))
+    runtime.tasks.append(asyncio.create_task(_heartbeat(runtime.health)))
+    if not settings.shard and c.CONTROLLER_GITOPS in settings.controllers:
+        runtime.tasks.append(asyncio.create_task(_watch_shards(runtime)))
+    metrics.track_queue(lambda: len(runtime.queue or ()))
+    runtime.health.role = probes.ROLE_LEADER
+    metrics.LEADER.set(1)
+    runtime.health.caches_synced = True
+
+
+def _serving_reconciler(
+    runtime: Operator, kube: kubemod.Kube, loop: asyncio.AbstractEventLoop
+) -> ServingReconciler:
+    settings = runtime.settings
+    return ServingReconciler(
+        kube,
+        runtime.cache,
+        Analyses(settings.analysis_endpoints, loop, runtime.enqueue_threadsafe),
+        locked_down=settings.model_pod_security == "restricted",
+        quiet_seconds=settings.quiet_rollout_seconds,
+        images=Images(
+            servers=settings.runtime_images,
+            storage_initializer=settings.storage_initializer_image,
+            pull_policy=settings.image_pull_policy,
+        ),
+        gate=Gate(loop, runtime.enqueue_threadsafe),
+    )
+
+
+def _sync_reconciler(runtime: Operator, kube: kubemod.Kube) -> SyncReconciler:
+    """The ModelSync reconciler, and its senders of commit statuses and notifications
+    (kept on the Operator: its watch tells them of ModelSyncs gone)."""
+    settings = runtime.settings
+    fetcher = GitFetcher(
+        fetch_cache_dir(settings.git_cache_dir),
+        max_revision_bytes=settings.max_revision_bytes,
+        allow_file_urls=settings.allow_file_urls,
+    )
+    patterns = settings.namespaces
+    runtime.statuses = StatusWriter(
+        kube.get,
+        lambda ms, reason, note, warning: kube.event(
+            ms, c.MODELSYNC_KIND, reason, note, action="GitHost", warning=warning
+        ),
+        settings.commit_status_api_urls,
+    )
+    runtime.notifier = Notifier(
+        kube.get,
+        lambda ms, reason, note, warning: kube.event(
+            ms, c.MODELSYNC_KIND, reason, note, action="Notify", warning=warning
+        ),
+        settings.notification_endpoints,
+    )
+    return SyncReconciler(
+        kube,
+        fetcher,
+        runtime.cache,
+        watches=lambda namespace: not patterns or namespace_matches(namespace, patterns),
+        settings=settings.sync_settings(),
+        statuses=runtime.statuses,
+        notifier=runtime.notifier,
+    )
+
+
+async def _clean_up(runtime: Operator) -> None:
+    runtime.health.caches_synced = False
+    for task in runtime.tasks:
+        task.cancel()
+    await asyncio.gather(*runtime.tasks, return_exceptions=True)
+    if runtime.executor is not None:
+        runtime.executor.shutdown(wait=True, cancel_futures=True)
+    if runtime.statuses is not None:
+        runtime.statuses.shutdown()
+    if runtime.notifier is not None:
+        runtime.notifier.shutdown()
 
 
 def _stopped_by_sigterm() -> threading.Event:

@@ -83,7 +83,7 @@ def test_json_log_lines_about_an_object_name_it_and_the_revision() -> None:
 
 
 def test_namespace_patterns_follow_kopf() -> None:
-    from modelsync.runtime.settings import namespace_matches as watched
+    from modelsync.api.namespaces import namespace_matches as watched
 
     assert watched("team-a", ("*,!own-*",))
     assert not watched("own-operator-1", ("*,!own-*",))

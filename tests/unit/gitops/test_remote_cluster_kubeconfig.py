@@ -188,10 +188,10 @@ def test_remote_cluster_run_flags_refused(
 
 
 def test_remote_cluster_run_flags_read() -> None:
-    from modelsync.cli import main as cli
+    from modelsync.runtime import settings
 
-    assert cli._controllers(" serving ") == ("serving",)
-    assert cli._controllers("serving,gitops,serving") == ("serving", "gitops")
-    assert cli._remote_cluster_servers(("https://Prod.example.com",)) == (
+    assert settings.parse_controllers(" serving ") == ("serving",)
+    assert settings.parse_controllers("serving,gitops,serving") == ("serving", "gitops")
+    assert settings.parse_remote_cluster_servers(("https://Prod.example.com",)) == (
         "https://prod.example.com:443",
     )

@@ -16,6 +16,7 @@ from modelsync.api import constants as c
 from modelsync.api.conditions import find
 from modelsync.gitops.reconciler import RETRY_MAX_SECONDS, SyncReconciler, retry_delay
 from modelsync.gitops.status import Outcome
+from modelsync.runtime.settings import OperatorSettings
 
 NOW = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
 MS = {
@@ -64,7 +65,8 @@ class Kube:
 
 class Broken(SyncReconciler):
     def __init__(self, errors: list[Exception | None]) -> None:
-        super().__init__(Kube(), None, Cache(), clock=lambda: NOW)  # type: ignore[arg-type]
+        settings = OperatorSettings().sync_settings()
+        super().__init__(Kube(), None, Cache(), clock=lambda: NOW, settings=settings)  # type: ignore[arg-type]
         self.errors = errors
         self.jitter = lambda: 0.0
 

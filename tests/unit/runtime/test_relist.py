@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from modelsync.api import constants as c
+from modelsync.api.namespaces import named_outright
 from modelsync.runtime.operator import missed
-from modelsync.runtime.settings import named_outright
 
 MD = c.MODELDEPLOYMENT_KIND
 
