@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from modelsync.api.modelsync import HelmSource, parse_helm
 from modelsync.cli import main as cli
@@ -60,11 +61,14 @@ def test_kustomize_inspection_accepts_a_base_and_overlay_and_lists_what_it_reads
     inspection = inspect_kustomization(root, root / "overlays/prod", False)
     assert inspection.errors == []
     assert {p.relative_to(root).as_posix() for p in inspection.files} == {
-        "base/kustomization.yaml",
         "base/cm.yaml",
-        "overlays/prod/kustomization.yaml",
         "overlays/prod/patch.yaml",
         "overlays/prod/data.txt",
+    }
+    # The kustomizations are written as they were checked, not copied.
+    assert {p.relative_to(root).as_posix() for p in inspection.documents} == {
+        "base/kustomization.yaml",
+        "overlays/prod/kustomization.yaml",
     }
 
 
@@ -359,7 +363,6 @@ SPELLINGS: list[tuple[str, str, dict[str, str], bool, list[str]]] = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 1: keys are looked up by exact spelling")
 @pytest.mark.parametrize(
     ("what", "text", "extra", "allow_remote", "expected"),
     SPELLINGS,
@@ -377,23 +380,13 @@ def test_security_kustomize_what_kustomize_reads_is_what_is_inspected(
     assert messages(root, "app", allow_remote) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 1: keys are looked up by exact spelling")
-@pytest.mark.parametrize(
-    ("what", "text", "extra", "allow_remote", "expected"),
-    [case for case in SPELLINGS if not case[3]],
-    ids=[case[0] for case in SPELLINGS if not case[3]],
-)
+@pytest.mark.parametrize("what", [case[0] for case in SPELLINGS if not case[3]])
 def test_security_kustomize_validate_refuses_each_spelling_as_the_operator_does(
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    what: str,
-    text: str,
-    extra: dict[str, str],
-    allow_remote: bool,
-    expected: list[str],
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], what: str
 ) -> None:
     """`modelsync validate` (no kustomize needed: the refusal comes first), naming the
     file as the user reaches it from the repository's top."""
+    _, text, extra, _, expected = next(case for case in SPELLINGS if case[0] == what)
     root = write(tmp_path / "repo", {"app/kustomization.yaml": text, **extra})
     (root / ".git").mkdir()
     code = cli.main(["validate", str(root / "app"), "--kustomize", "/nonexistent/kustomize"])
@@ -402,7 +395,6 @@ def test_security_kustomize_validate_refuses_each_spelling_as_the_operator_does(
     assert out.splitlines() == [f"{root}/{line}" for line in expected]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 1: the tenant's bytes are copied")
 def test_security_kustomize_the_copy_holds_the_checked_mapping_not_the_tenants_bytes(
     tmp_path: Path,
 ) -> None:
@@ -422,7 +414,7 @@ def test_security_kustomize_the_copy_holds_the_checked_mapping_not_the_tenants_b
     )
     inspection = inspect_kustomization(root, root / "app", False)
     assert inspection.errors == []
-    written = inspection.documents[root / "app/kustomization.yaml"]  # type: ignore[attr-defined]
+    written = inspection.documents[root / "app/kustomization.yaml"]
     assert json.loads(written) == {
         "namePrefix": "p-",
         "resources": ["cm.yaml"],
@@ -432,12 +424,11 @@ def test_security_kustomize_the_copy_holds_the_checked_mapping_not_the_tenants_b
     assert root / "app/kustomization.yaml" not in inspection.files
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 1: no allow-list of kustomize's fields")
 def test_security_kustomize_every_field_of_kustomization_is_handled_or_refused() -> None:
     """The allow-list against kustomize's own source (types.Kustomization and the types
     whose fields name files), read from the module the harness builds kustomize from:
     a field that is neither handled nor refused fails here, at the next bump."""
-    from modelsync.gitops import kustomization  # type: ignore[attr-defined]
+    from modelsync.gitops import kustomization
 
     source = kustomize_api_source()
     fields = go_json_fields(source, "Kustomization")
@@ -498,3 +489,157 @@ def go_json_fields(types: Path, name: str) -> set[str]:
         elif not kind and field in bodies:  # embedded: its fields are promoted
             fields |= go_json_fields(types, field)
     return fields
+
+
+def test_kustomize_keys_fold_as_go_encoding_json_folds_them() -> None:
+    from modelsync.gitops.kustomization import fold
+
+    assert fold("RESOURCES") == fold("Resources") == fold(LONG_S) == "resources"
+    assert fold("\u212aind") == "kind"  # the Kelvin sign folds to k
+    assert fold("resourcé") != fold("resources")  # no other rune reaches ASCII
+    assert fold("İmages") != fold("images")  # not Python's lower(): İ is no I for Go
+
+
+def test_kustomize_paths_fetched_or_cloned_as_kustomize_decides() -> None:
+    from modelsync.gitops.kustomization import cloned, fetched
+
+    assert [fetched(path) for path in ("HTTP://198.18.0.1/x", "https://198.18.0.1/x")] == [
+        True,
+        True,
+    ]
+    assert [fetched(path) for path in ("ftp://198.18.0.1/x", "x/http://y")] == [False, False]
+    assert cloned("GIT::FILE:///srv/r.git") == "file"
+    assert cloned("git@example.com:org/repo") == cloned("GitHub.com/org/repo") == "ssh"
+    assert cloned("ssh://example.com/org/repo") == "ssh"
+    assert cloned("example.com/org/repo?ref=v1") == ""  # kustomize v5 reads a path here
+    assert cloned("/srv/repo.git") == ""
+
+
+def test_kustomize_unknown_fields_and_fields_of_entries_are_refused(tmp_path: Path) -> None:
+    """kustomize refuses them too (DisallowUnknownFields): refused first, by line."""
+    root = write(
+        tmp_path,
+        {
+            "app/kustomization.yaml": (
+                "resourcez: [cm.yaml]\nconfigMapGenerator:\n  - name: g\n    filez: [a]\n"
+                "    Files: [data.txt]\n    FILES: [data.txt]\n1: x\n"
+            ),
+            "app/data.txt": "x",
+        },
+    )
+    assert messages(root, "app") == [
+        "app/kustomization.yaml:1: resourcez: not a field of a kustomization (kustomize "
+        "v5.8.2 would refuse it); fix the spelling or remove it",
+        "app/kustomization.yaml:4: configMapGenerator: 'filez' is not a field of "
+        "configMapGenerator entries; fix the spelling",
+        "app/kustomization.yaml:6: configMapGenerator: 'FILES' and 'Files' are both its "
+        "files, and kustomize would read only the last: keep one",
+        "app/kustomization.yaml:7: 1: not a field of a kustomization (kustomize v5.8.2 "
+        "would refuse it); fix the spelling or remove it",
+    ]
+
+
+def test_kustomize_inline_patches_are_data_and_openapi_is_a_file(tmp_path: Path) -> None:
+    root = write(
+        tmp_path,
+        {
+            "app/kustomization.yaml": (
+                "resources: [cm.yaml]\npatchesStrategicMerge:\n  - |\n    apiVersion: v1\n"
+                "    kind: ConfigMap\n    metadata: {name: a}\n    data: {a: c}\n"
+                '  - \'{"apiVersion": "v1", "kind": "ConfigMap", "metadata": '
+                '{"name": "a"}}\'\n  - http://198.18.0.1:9/patch.yaml\n'
+                "openapi:\n  path: http://198.18.0.1:9/schema.json\n"
+            ),
+            "app/cm.yaml": CM,
+            "other/kustomization.yaml": "openapi: {path: schema.json}\n",
+            "other/schema.json": "{}",
+        },
+    )
+    assert messages(root, "app") == [
+        f"app/kustomization.yaml:9: patchesStrategicMerge: 'http://198.18.0.1:9/patch.yaml' "
+        f"{IS_A_URL}",
+        f"app/kustomization.yaml:11: openapi: 'http://198.18.0.1:9/schema.json' {IS_A_URL}",
+    ]
+    inspection = inspect_kustomization(root, root / "other", False)
+    assert inspection.errors == []
+    assert inspection.files == {root / "other/schema.json"}
+
+
+def test_kustomize_remote_bases_when_allowed_but_never_file_urls_nor_fetched_files(
+    tmp_path: Path,
+) -> None:
+    root = write(
+        tmp_path,
+        {
+            "app/kustomization.yaml": (
+                f"resources:\n  - {REMOTE_BASE}\n  - git::file:///srv/repo.git//x\n"
+                "  - git@example.com:org/repo.git//base\n"
+                "patches:\n  - path: https://198.18.0.1:9/patch.yaml\n"
+            )
+        },
+    )
+    assert messages(root, "app", allow_remote=True) == [
+        "app/kustomization.yaml:3: resources: 'git::file:///srv/repo.git//x' is a file:// "
+        "base: kustomize would clone it from the operator's own disk (other tenants' "
+        "cached repositories); vendor it into the repository",
+        f"app/kustomization.yaml:6: patches: 'https://198.18.0.1:9/patch.yaml' {IS_A_URL}",
+    ]
+
+
+def test_kustomize_checked_mapping_is_plain_json_kustomize_reads_as_written() -> None:
+    """Aliases resolved (merge keys are refused, as the loader refuses them), dates kept
+    as the text they are, YAML 1.1's own line breaks escaped in the JSON."""
+    from modelsync.gitops.kustomization import check
+
+    found = check(
+        "commonLabels: &labels {team: a, since: 2024-01-01}\n"
+        "commonAnnotations: *labels\n"
+        'namePrefix: "one\\u2028two-"\n'
+    )
+    assert found.errors == []
+    assert found.document == {
+        "commonLabels": {"team": "a", "since": "2024-01-01"},
+        "commonAnnotations": {"team": "a", "since": "2024-01-01"},
+        "namePrefix": "one\u2028two-",
+    }
+    assert "\u2028" not in found.text()
+    assert yaml.safe_load(found.text()) == found.document
+    [(line, merged)] = check("a: &a {namePrefix: x}\n<<: *a\n").errors
+    assert (line, merged) == (
+        2,
+        "invalid kustomization YAML: YAML tags are not allowed; write plain data; fix the file",
+    )
+
+
+def test_kustomize_renderer_environment_has_no_network_unless_remote_bases_are_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelsync.gitops import render as rendering
+
+    closed = rendering._environment(tmp_path, RenderSettings())
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        assert closed[name] == rendering.DEAD_PROXY
+    assert closed["NO_PROXY"] == closed["no_proxy"] == ""
+    assert (closed["GIT_CONFIG_COUNT"], closed["GIT_CONFIG_KEY_0"]) == ("1", "protocol.allow")
+    assert closed["GIT_CONFIG_VALUE_0"] == "never"
+    opened = rendering._environment(tmp_path, RenderSettings(allow_remote_bases=True))
+    assert "HTTPS_PROXY" not in opened
+    allowed = {
+        opened[f"GIT_CONFIG_KEY_{i}"]: opened[f"GIT_CONFIG_VALUE_{i}"]
+        for i in range(int(opened["GIT_CONFIG_COUNT"]))
+    }
+    assert allowed == {
+        "protocol.allow": "never",
+        "protocol.https.allow": "always",
+        "protocol.http.allow": "always",
+        "protocol.ssh.allow": "always",
+    }
+    # What the operator logs at start: where no namespace may be made, it says so.
+    monkeypatch.setattr(rendering, "UNSHARE", None)
+    said = rendering.isolation(RenderSettings())
+    assert said.startswith("renderers run with no network namespace of their own (unshare(1)")
+    monkeypatch.setattr(rendering, "UNSHARE", "/nonexistent/unshare")
+    assert "no network namespace" in rendering.isolation(RenderSettings())
+    assert rendering.isolation(RenderSettings(allow_remote_bases=True)).startswith(
+        "remote bases are allowed"
+    )
