@@ -5,10 +5,16 @@ still serving: broken kustomizations, and what would reach beyond the revision."
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +26,7 @@ import yaml
 
 from modelsync.api import constants as c
 from modelsync.cli import main as cli
+from modelsync.gitops import render
 from modelsync.gitops.render import RenderSettings, render_snapshot
 from tests.support.gitserver import WorkRepo, _git
 from tests.support.kube import dict_condition
@@ -214,8 +221,31 @@ BAD_OVERLAYS: list[tuple[str, dict[str, str], list[str], str]] = [
 ]
 
 
+# Fields as kustomize reads them, whatever their case (Go's encoding/json).
+SPELLED_OTHERWISE: list[tuple[str, dict[str, str], list[str], str]] = [
+    (
+        "remote-base-as-RESOURCES",
+        {PROD: "RESOURCES:\n  - ../../base\n  - " + REMOTE + "\n"},
+        [],
+        f"{PROD}:3: RESOURCES: '{REMOTE}' is a remote base",
+    ),
+    (
+        "http-file-as-ConfigMapGenerator",
+        {
+            PROD: "resources:\n  - ../../base\nConfigMapGenerator:\n  - name: metadata\n"
+            "    files:\n      - http://127.0.0.1:{port}/latest/meta-data\n"
+        },
+        [],
+        f"{PROD}:6: ConfigMapGenerator.files: 'http://127.0.0.1:{{port}}/latest/meta-data' "
+        "is a URL",
+    ),
+]
+
+
 @pytest.mark.parametrize(
-    ("what", "files", "symlinks", "expected"), BAD_OVERLAYS, ids=[c[0] for c in BAD_OVERLAYS]
+    ("what", "files", "symlinks", "expected"),
+    [*BAD_OVERLAYS, *SPELLED_OTHERWISE],
+    ids=[case[0] for case in (*BAD_OVERLAYS, *SPELLED_OTHERWISE)],
 )
 def test_security_kustomize_bad_overlay_is_refused_naming_the_file_and_serving_stays(
     syncs: Syncs,
@@ -250,6 +280,23 @@ def test_security_kustomize_bad_overlay_is_refused_naming_the_file_and_serving_s
     assert listener.connections == 0
 
 
+def modelsync_cli(syncs: Syncs, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process of its own, with the test cluster's kubeconfig."""
+    return subprocess.run(
+        [sys.executable, "-m", "modelsync", *args],
+        cwd=cwd,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(REPO / "controller"),
+            "KUBECONFIG": str(syncs.cluster.kubeconfig),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_kustomize_validate_and_diff_render_as_the_operator_does(
     syncs: Syncs, renderers: dict[str, Path]
 ) -> None:
@@ -259,23 +306,10 @@ def test_kustomize_validate_and_diff_render_as_the_operator_does(
     first = repo.commit("base and two environments")
     create(syncs, "prod", repo, path="overlays/prod")
     syncs.wait_applied("prod", f"main@sha1:{first}")
-    work = repo.work
-    overlay_dir = work / "overlays" / "prod"
+    overlay_dir = repo.work / "overlays" / "prod"
 
-    def cli(*args: str, cwd: Path = overlay_dir) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "modelsync", *args],
-            cwd=cwd,
-            env={
-                "PATH": "/usr/bin:/bin",
-                "PYTHONPATH": str(REPO / "controller"),
-                "KUBECONFIG": str(syncs.cluster.kubeconfig),
-            },
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return modelsync_cli(syncs, overlay_dir, *args)
 
     kustomize = ("--kustomize", str(renderers["kustomize"]))
     done = cli("validate", ".", *kustomize)
@@ -367,3 +401,180 @@ def test_kustomize_the_example_repository_each_environment_applies_its_overlay(
     assert code == 0, capsys.readouterr().err
     changed = _git("diff", "--name-only", first, "HEAD", cwd=repo.work)
     assert changed == "manifests/overlays/prod/iris.yaml"
+
+
+def test_security_kustomize_validate_and_diff_refuse_a_field_spelled_otherwise(
+    syncs: Syncs, renderers: dict[str, Path]
+) -> None:
+    """`Resources:` is kustomize's `resources`: `validate` and `diff` refuse its escape
+    from the revision as the operator does, naming the file and the key as written."""
+    repo = environments(syncs)
+    repo.commit("base and two environments")
+    create(syncs, "prod", repo, path="overlays/prod")
+    overlay_dir = repo.work / "overlays" / "prod"
+    (overlay_dir / "kustomization.yaml").write_text(
+        "Resources:\n  - ../../base\n  - ../../../../../../etc/hostname\n"
+    )
+    expected = (
+        "kustomization.yaml:3: Resources: '../../../../../../etc/hostname' is outside the revision"
+    )
+    kustomize = ("--kustomize", str(renderers["kustomize"]))
+    done = modelsync_cli(syncs, overlay_dir, "validate", ".", *kustomize)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith(expected), done.stdout
+    done = modelsync_cli(
+        syncs, overlay_dir, "diff", ".", "--sync", "prod", "-n", syncs.namespace, *kustomize
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(expected), done.stderr
+
+
+# The renderer alone, with the inspection bypassed: what keeps kustomize off the network
+# when a kustomization the inspection should have refused reaches it anyway. The
+# listener is on an address of 198.18.0.0/15 (Go never proxies loopback), on an
+# interface in a network namespace of the test's own, where the render runs too.
+TRAP_ADDRESS = "198.18.250.1"
+LISTEN = r"""
+import socket, sys, threading
+server = socket.create_server((sys.argv[1], 0))
+print(server.getsockname()[1], flush=True)
+accepted = []
+def serve():
+    while True:
+        try:
+            connection, _ = server.accept()
+        except OSError:
+            return
+        accepted.append(1)
+        connection.close()
+threading.Thread(target=serve, daemon=True).start()
+sys.stdin.read()
+print(len(accepted), flush=True)
+"""
+# As the operator renders, but every file of the tree copied as it is (no inspection).
+RENDER_UNINSPECTED = r"""
+import json, sys
+from pathlib import Path
+from modelsync.gitops import render
+root, app, kustomize, unshare = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+if unshare == "refused":  # as in the chart's pod, where creating a namespace is refused
+    render.UNSHARE = None
+files = {path for path in root.rglob("*") if path.is_file()}
+render.inspect_kustomization = lambda *_: render.Inspection(files=files)
+rendered = render.render(root, app, None, render.RenderSettings(kustomize=kustomize))
+print(json.dumps([str(error) for error in rendered.errors]))
+"""
+NOBODY = 65534
+
+
+def python_for_nobody() -> tuple[str, str]:
+    """An interpreter of this Python's version that any uid may run (this one may live
+    under /root), and this environment's packages for it to import."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    python = shutil.which(f"python{version}", path="/usr/bin:/bin")
+    if python is None:
+        pytest.skip(f"no python{version} in /usr/bin or /bin for a non-root uid to run")
+    return python, sysconfig.get_paths()["purelib"]
+
+
+@pytest.fixture
+def trap_namespace() -> Iterator[str]:
+    """A network namespace with loopback up and TRAP_ADDRESS on an interface of its own."""
+    if os.geteuid() != 0:
+        pytest.skip("creating a network namespace needs root")
+    name = f"ms-kust-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        for command in (
+            ["link", "set", "lo", "up"],
+            # A veth pair with both ends inside (these hosts have no dummy module).
+            ["link", "add", "trap0", "type", "veth", "peer", "name", "trap1"],
+            ["addr", "add", f"{TRAP_ADDRESS}/32", "dev", "trap0"],
+            ["link", "set", "trap0", "up"],
+            ["link", "set", "trap1", "up"],
+        ):
+            subprocess.run(["ip", "-n", name, *command], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+@pytest.mark.parametrize("unshare", ["as-the-host-allows", "refused"])
+def test_security_kustomize_renderer_reaches_no_address_with_the_inspection_bypassed(
+    renderers: dict[str, Path], trap_namespace: str, unshare: str
+) -> None:
+    """An http `files` entry and remote bases (http, https) aimed at a listener, rendered
+    as a non-root uid with nothing checked first: the listener sees no connection from
+    the renderer (and one from a plain client of the same uid, which shows it is
+    reachable). With `refused`, no network namespace of its own: the proxy and git
+    settings of the renderer's environment alone."""
+    with contextlib.ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ms-trap-")))
+        scratch.chmod(0o755)
+        kustomize = scratch / "kustomize"
+        shutil.copyfile(renderers["kustomize"], kustomize)
+        kustomize.chmod(0o755)
+        in_namespace = ["ip", "netns", "exec", trap_namespace]
+        listener = subprocess.Popen(
+            [*in_namespace, sys.executable, "-c", LISTEN, TRAP_ADDRESS],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        stack.callback(listener.kill)
+        assert listener.stdout is not None
+        port = int(listener.stdout.readline())
+        trap = f"{TRAP_ADDRESS}:{port}"
+        root = scratch / "repo"
+        apps = {
+            "files": "configMapGenerator:\n  - name: metadata\n    files:\n"
+            f"      - http://{trap}/latest/meta-data\n",
+            "http-base": f"resources:\n  - http://{trap}/org/models.git//base?ref=v1\n",
+            "https-base": f"resources:\n  - https://{trap}/org/models//base?ref=v1\n",
+        }
+        for app, text in apps.items():
+            (root / app).mkdir(parents=True)
+            (root / app / "kustomization.yaml").write_text(text)
+        for path in (root, *root.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        as_nobody = [
+            *in_namespace,
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            "--",
+        ]
+        python, packages = python_for_nobody()
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": f"{REPO / 'controller'}:{packages}",
+            "HOME": str(scratch),
+        }
+        probe = f"import socket; socket.create_connection(({TRAP_ADDRESS!r}, {port}), 5).close()"
+        subprocess.run([*as_nobody, python, "-c", probe], env=env, check=True, timeout=10)
+        for app in apps:
+            done = subprocess.run(
+                [
+                    *as_nobody,
+                    python,
+                    "-c",
+                    RENDER_UNINSPECTED,
+                    str(root),
+                    app,
+                    str(kustomize),
+                    unshare,
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=25,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+            errors = " ".join(json.loads(done.stdout))
+            # Refused at the dead proxy (Go's client), and by git for the bases.
+            assert f"proxyconnect tcp: dial tcp {render.DEAD_PROXY[7:]}" in errors, errors
+            assert app == "files" or "not allowed" in errors, errors
+        accepted, _ = listener.communicate("", timeout=10)
+    assert int(accepted) == 1, f"the listener accepted {accepted.strip()} connections, not 1"

@@ -7,11 +7,13 @@ a Helm release); anything else is plain YAML, read by `load` as before.
 
 Rendering is a trust boundary: the input is a tenant's repository and the
 renderers are programs that read files and, asked to, the network. So:
-- every kustomization reachable from `spec.path` is read first, and anything
-  it names (resources, components, patches, generators' files...) must be a
-  file of this revision, reached through no symlink; a remote base is refused
-  unless the platform allows remote bases; helmCharts (which needs
-  --enable-helm) is refused; a cycle is named;
+- every kustomization reachable from `spec.path` is read first, as kustomize
+  reads it (gitops/kustomization.py: keys folded as Go folds them, every field
+  handled or refused), and anything it names (resources, components, patches,
+  generators' files...) must be a file of this revision, reached through no
+  symlink; a URL is refused, and a remote base unless the platform allows remote
+  bases (a file:// base always); helmCharts and plugins are refused; a cycle is
+  named; kustomize is given the mapping that was checked, never the file's bytes;
 - a chart's directory and its values files must be of this revision, with no
   symlink in the chart;
 - the renderer runs in a private temporary directory holding a copy of this
@@ -19,7 +21,10 @@ renderers are programs that read files and, asked to, the network. So:
   directory, such as another tenant's snapshot), with private homes, no
   kubeconfig, no plugins, a fixed Kubernetes version for Helm;
 - its output is read as a stream and the renderer is killed past a size or a
-  time limit; its memory is bounded (RLIMIT_AS and GOMEMLIMIT).
+  time limit; its memory is bounded (RLIMIT_AS and GOMEMLIMIT);
+- unless remote bases are allowed, it has no network: a network namespace of its
+  own where this process may create one, and in any case HTTP(S) proxies at a
+  dead port and git refusing every transport — for what the inspection missed.
 Every refusal is a RevisionError naming the file, the line and the fix.
 """
 
@@ -39,15 +44,14 @@ import tempfile
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
 from modelsync.api.modelsync import HelmSource
+from modelsync.gitops import kustomization as kustomizationmod
 from modelsync.gitops import load as loadmod
 from modelsync.gitops.load import KUSTOMIZATION_FILES, Loaded, RevisionError, Source
 
@@ -66,30 +70,7 @@ MEMORY_BYTES = 2 << 30
 MAX_KUSTOMIZATIONS = 1_000
 _STDERR_KEPT = 16 << 10
 
-# Fields of a kustomization that name files or directories, as lists of strings.
-_PATH_LISTS = (
-    "resources",
-    "bases",
-    "components",
-    "crds",
-    "configurations",
-    "transformers",
-    "generators",
-    "validators",
-    "patchesStrategicMerge",
-)
-# Lists of mappings whose `path` names a file.
-_PATH_ITEMS = ("patches", "patchesJson6902", "replacements")
-_GENERATORS = ("configMapGenerator", "secretGenerator")
-# Kustomize fields that run or fetch something beyond building files we checked.
-_REFUSED_FIELDS = {
-    "helmCharts": "needs kustomize --enable-helm, which modelsync never runs; render the "
-    "chart with spec.helm instead",
-    "helmChartInflationGenerator": "needs kustomize --enable-helm, which modelsync never "
-    "runs; render the chart with spec.helm instead",
-    "helmGlobals": "needs kustomize --enable-helm, which modelsync never runs; render the "
-    "chart with spec.helm instead",
-}
+# What users write for a remote base (for the message when such a path is missing).
 _REMOTE = re.compile(r"^([a-z][a-z0-9+.-]*://|git@|[^/\s]+\.[a-z]{2,}/)|\?ref=|//", re.IGNORECASE)
 _HELM_SOURCE = re.compile(r"^# Source: (\S+)\s*$")
 
@@ -147,13 +128,6 @@ def _relative(root: Path, target: Path) -> str:
     return target.relative_to(root).as_posix() if target != root else "."
 
 
-def _line_of(text: str, needle: str) -> int:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if needle in line:
-            return number
-    return 1
-
-
 def _inside(root: Path, base: Path, reference: str) -> Path | None:
     """`reference`, relative to `base`, as a path under `root` (lexically, no symlink
     followed), or None when it leads outside."""
@@ -181,35 +155,8 @@ def kustomization_in(directory: Path) -> Path | None:
     return None
 
 
-def _references(document: dict[str, Any]) -> Iterator[tuple[str, str]]:  # noqa: C901 - every field of a kustomization that names a file
-    """(field, path) for every file or directory a kustomization names."""
-    for key in _PATH_LISTS:
-        for entry in document.get(key) or []:
-            # Inline patches and plugin configurations are YAML text, not paths.
-            if isinstance(entry, str) and "\n" not in entry and not entry.lstrip().startswith("{"):
-                yield key, entry.strip()
-    for key in _PATH_ITEMS:
-        for entry in document.get(key) or []:
-            if isinstance(entry, dict) and isinstance(entry.get("path"), str):
-                yield key, entry["path"].strip()
-    for key in _GENERATORS:
-        for generator in document.get(key) or []:
-            if not isinstance(generator, dict):
-                continue
-            for entry in generator.get("files") or []:
-                if isinstance(entry, str):
-                    yield f"{key}.files", entry.partition("=")[2] or entry
-            for entry in generator.get("envs") or []:
-                if isinstance(entry, str):
-                    yield f"{key}.envs", entry
-            if isinstance(generator.get("env"), str):
-                yield f"{key}.env", generator["env"]
-    openapi = document.get("openapi")
-    if isinstance(openapi, dict) and isinstance(openapi.get("path"), str):
-        yield "openapi", openapi["path"]
-
-
-def _read_kustomization(root: Path, file: Path) -> tuple[dict[str, Any], str]:
+def _read_kustomization(root: Path, file: Path) -> kustomizationmod.Checked:
+    """The kustomization `file` read and checked as kustomize would read it."""
     relative = _relative(root, file)
     if file.is_symlink():
         raise _RefusedError(
@@ -225,48 +172,30 @@ def _read_kustomization(root: Path, file: Path) -> tuple[dict[str, Any], str]:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise _RefusedError(RevisionError(Source(relative, 1), "not UTF-8 text")) from None
-    try:
-        document = yaml.load(text, Loader=loadmod._StrictLoader)  # noqa: S506 - a SafeLoader
-    except yaml.MarkedYAMLError as error:
-        found = loadmod._yaml_error(relative, error, text.count("\n") + 1)
-        message = found.message.removeprefix("invalid YAML: ")
-        # An error at the end of the file is on its last line, not the one after it.
-        line = max(1, min(found.source.line, len(text.splitlines())))
-        raise _RefusedError(
-            RevisionError(
-                Source(relative, line), f"invalid kustomization YAML: {message}; fix the file"
-            )
-        ) from None
-    except yaml.YAMLError as error:
-        raise _RefusedError(
-            RevisionError(Source(relative, 1), f"invalid kustomization: {error}")
-        ) from None
-    if document is None:
-        document = {}
-    if not isinstance(document, dict):
-        raise _RefusedError(
-            RevisionError(Source(relative, 1), "a kustomization must be a mapping (resources: ...)")
-        )
-    return document, text
+    return kustomizationmod.check(text)
 
 
 @dataclass
 class Inspection:
     errors: list[RevisionError] = field(default_factory=list)
-    # The files kustomize will read: all that is copied for it to render.
+    # The files kustomize will read: all that is copied for it to render...
     files: set[Path] = field(default_factory=set)
+    # ...but the kustomizations, written as they were checked (kustomization.Checked).
+    documents: dict[Path, str] = field(default_factory=dict)
 
 
 def inspect_kustomization(root: Path, directory: Path, allow_remote: bool) -> Inspection:  # noqa: C901 - each refusal of a kustomization, in order
-    """Every kustomization reachable from `directory`, read before kustomize runs: what
-    it names must be a file or directory of this revision reached through no symlink;
-    remote bases only when allowed; no helmCharts; no cycle."""
+    """Every kustomization reachable from `directory`, read before kustomize runs as
+    kustomize reads it: what it names must be a file or directory of this revision
+    reached through no symlink; no URL; remote bases only when allowed (file:// never);
+    no helmCharts, no plugins; no cycle. Each kustomization is kept as it was checked,
+    to be written in its place in the private copy."""
     root = root.resolve()
     inspection = Inspection()
     errors = inspection.errors
     done: set[Path] = set()
 
-    def visit(directory: Path, chain: tuple[Path, ...]) -> None:  # noqa: C901 - each refusal of a kustomization, in order
+    def visit(directory: Path, chain: tuple[Path, ...]) -> None:
         if directory in chain:
             cycle = " -> ".join(_relative(root, d) for d in (*chain[chain.index(directory) :],))
             marker = kustomization_in(chain[-1]) or chain[-1]
@@ -293,78 +222,87 @@ def inspect_kustomization(root: Path, directory: Path, allow_remote: bool) -> In
             return
         relative = _relative(root, file)
         try:
-            document, text = _read_kustomization(root, file)
+            checked = _read_kustomization(root, file)
         except _RefusedError as refused:
             errors.append(refused.error)
             return
-        inspection.files.add(file)
-        for key, reason in _REFUSED_FIELDS.items():
-            if key in document:
-                errors.append(
-                    RevisionError(Source(relative, _line_of(text, key)), f"{key}: {reason}")
-                )
-        for key, reference in _references(document):
-            line = _line_of(text, reference)
-            where = Source(relative, line)
-            if not reference:
-                errors.append(RevisionError(where, f"{key}: an empty path"))
-                continue
-            target = _inside(root, directory, reference)
-            if target is None:
-                errors.append(
-                    RevisionError(
-                        where,
-                        f"{key}: {reference!r} is outside the revision (only files of this "
-                        "repository are rendered); copy what it needs into the repository",
-                    )
-                )
-                continue
-            link = _symlink_on_way(root, target)
-            if link is not None:
-                errors.append(
-                    RevisionError(
-                        where,
-                        f"{key}: {reference!r} goes through the symlink "
-                        f"{_relative(root, link)}; symlinks are not rendered, commit the "
-                        "files themselves",
-                    )
-                )
-                continue
-            if not target.exists():
-                if _REMOTE.search(reference):
-                    if not allow_remote:
-                        errors.append(_remote(where, key, reference))
-                    continue
-                errors.append(
-                    RevisionError(
-                        where,
-                        f"{key}: {reference!r} does not exist in the revision; fix the path "
-                        "or add the file",
-                    )
-                )
-                continue
-            if target.is_dir():
-                if key not in ("resources", "bases", "components"):
-                    errors.append(RevisionError(where, f"{key}: {reference!r} is a directory"))
-                    continue
-                if kustomization_in(target) is None:
-                    errors.append(
-                        RevisionError(
-                            where,
-                            f"{key}: the directory {reference!r} holds no kustomization.yaml; "
-                            "add one, or list its files",
-                        )
-                    )
-                    continue
-                visit(target, (*chain, directory))
-                continue
-            inspection.files.add(target)
+        inspection.documents[file] = checked.text()
+        errors.extend(RevisionError(Source(relative, line), text) for line, text in checked.errors)
+        for reference in checked.references:
+            where = Source(relative, reference.line)
+            found = _resolve(root, directory, reference, where, allow_remote)
+            if isinstance(found, RevisionError):
+                errors.append(found)
+            elif found is not None and found.is_dir():
+                visit(found, (*chain, directory))
+            elif found is not None:
+                inspection.files.add(found)
 
     try:
         visit(directory.resolve(), ())
     except _RefusedError as refused:
         errors.append(refused.error)
     return inspection
+
+
+def _resolve(  # noqa: C901 - each refusal of one reference, in order
+    root: Path,
+    directory: Path,
+    reference: kustomizationmod.Reference,
+    where: Source,
+    allow_remote: bool,
+) -> RevisionError | Path | None:
+    """What `reference` of the kustomization in `directory` is: the file (or, for a
+    base, the directory holding a kustomization) of the revision it names, None for a
+    remote base the platform allows, or why it is refused."""
+    key, path = reference.field, reference.path
+    if not path:
+        return RevisionError(where, f"{key}: an empty path")
+    if reference.base and (kustomizationmod.fetched(path) or kustomizationmod.cloned(path)):
+        if kustomizationmod.cloned(path) == "file":
+            return RevisionError(
+                where,
+                f"{key}: {path!r} is a file:// base: kustomize would clone it from the "
+                "operator's own disk (other tenants' cached repositories); vendor it into "
+                "the repository",
+            )
+        return None if allow_remote else _remote(where, key, path)
+    if kustomizationmod.fetched(path):
+        return RevisionError(
+            where,
+            f"{key}: {path!r} is a URL: kustomize would fetch it from the operator's pod; "
+            "modelsync renders only files of this revision: commit the file",
+        )
+    target = _inside(root, directory, path)
+    if target is None:
+        return RevisionError(
+            where,
+            f"{key}: {path!r} is outside the revision (only files of this repository are "
+            "rendered); copy what it needs into the repository",
+        )
+    link = _symlink_on_way(root, target)
+    if link is not None:
+        return RevisionError(
+            where,
+            f"{key}: {path!r} goes through the symlink {_relative(root, link)}; symlinks "
+            "are not rendered, commit the files themselves",
+        )
+    if not target.exists():
+        if reference.base and _REMOTE.search(path):
+            return None if allow_remote else _remote(where, key, path)
+        return RevisionError(
+            where,
+            f"{key}: {path!r} does not exist in the revision; fix the path or add the file",
+        )
+    if target.is_dir() and not reference.base:
+        return RevisionError(where, f"{key}: {path!r} is a directory")
+    if target.is_dir() and kustomization_in(target) is None:
+        return RevisionError(
+            where,
+            f"{key}: the directory {path!r} holds no kustomization.yaml; add one, or list "
+            "its files",
+        )
+    return target
 
 
 def _remote(where: Source, key: str, reference: str) -> RevisionError:
@@ -462,6 +400,89 @@ class RenderError(Exception):
 # prlimit(1) (util-linux, as fetch uses it) sets RLIMIT_AS on the renderer from outside:
 # Python code between fork and exec (preexec_fn) can deadlock in a threaded operator.
 PRLIMIT = shutil.which("prlimit")
+# unshare(1) (util-linux) gives the renderer a network namespace of its own, where this
+# process may create one (root, or unprivileged user namespaces; not the chart's pod).
+UNSHARE = shutil.which("unshare")
+# Where the renderer's HTTP(S) requests go when remote bases are not allowed: a loopback
+# port nothing listens on (Go's http.Client and git's curl both read these variables).
+DEAD_PROXY = "http://127.0.0.1:9"
+_PROXY_VARIABLES = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+)
+_namespaces: dict[str | None, tuple[tuple[str, ...], str]] = {}
+_namespaces_lock = threading.Lock()
+
+
+def network_namespace() -> tuple[tuple[str, ...], str]:
+    """The command prefix that runs a renderer in a network namespace of its own (a
+    loopback, down, and nothing else), tried once per process; ((), why not) where this
+    process may not create one."""
+    unshare = UNSHARE
+    with _namespaces_lock:
+        if unshare not in _namespaces:
+            _namespaces[unshare] = _probe_namespace(unshare)
+        return _namespaces[unshare]
+
+
+def _probe_namespace(unshare: str | None) -> tuple[tuple[str, ...], str]:
+    if unshare is None:
+        return (), "unshare(1) is not installed"
+    # Not root: a user namespace first, in which this uid may make the network one.
+    prefix = (unshare, "--net", *(() if os.geteuid() == 0 else ("--map-root-user",)), "--")
+    try:
+        done = subprocess.run(
+            [*prefix, "true"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return (), f"{' '.join(prefix[1:-1])}: {error}"
+    if done.returncode != 0:
+        why = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        return (), f"unshare {' '.join(prefix[1:-1])}: {why[0]}"
+    return prefix, ""
+
+
+def isolation(settings: RenderSettings) -> str:
+    """What keeps the renderers off the network here: a sentence for the operator's log
+    at start (and the README's account of it)."""
+    if settings.allow_remote_bases:
+        return (
+            "remote bases are allowed (--allow-remote-bases): kustomize fetches them over "
+            "the network, git over https, http and ssh only (never file://); the pod's "
+            "egress policy is what bounds where"
+        )
+    prefix, why = network_namespace()
+    held = (
+        "HTTP(S) proxies at a dead port with NO_PROXY empty, and git refusing every "
+        "transport (protocol.allow=never)"
+    )
+    if prefix:
+        return f"renderers run in a network namespace of their own (unshare --net), with {held}"
+    return (
+        f"renderers run with no network namespace of their own ({why}): {held} keep them "
+        "from fetching, but not from loopback, which Go never proxies; the pod's egress "
+        "policy is the next bound"
+    )
+
+
+def _network_environment(settings: RenderSettings) -> dict[str, str]:
+    """The renderer's proxy and git settings: no fetch at all unless remote bases are
+    allowed, and then git over https, http and ssh only (never file://, ext::)."""
+    git: tuple[tuple[str, str], ...] = (("protocol.allow", "never"),)
+    env: dict[str, str] = {}
+    if settings.allow_remote_bases:
+        git += tuple((f"protocol.{name}.allow", "always") for name in ("https", "http", "ssh"))
+    else:
+        env = {name: DEAD_PROXY for name in _PROXY_VARIABLES} | {"NO_PROXY": "", "no_proxy": ""}
+    env |= {"GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
+    env["GIT_CONFIG_COUNT"] = str(len(git))
+    for index, (key, value) in enumerate(git):
+        env[f"GIT_CONFIG_KEY_{index}"], env[f"GIT_CONFIG_VALUE_{index}"] = key, value
+    return env
 
 
 def _limit_memory(limit: int) -> Callable[[], None]:
@@ -475,7 +496,11 @@ def run_bounded(  # noqa: C901 - a renderer's limits: time, size, exit
     argv: list[str], cwd: Path, env: dict[str, str], settings: RenderSettings, private: Path
 ) -> bytes:
     """The renderer's standard output, read as a stream: killed (its whole process
-    group) past `max_output_bytes` or `timeout_seconds`; RLIMIT_AS bounds its memory."""
+    group) past `max_output_bytes` or `timeout_seconds`; RLIMIT_AS bounds its memory, and
+    unless remote bases are allowed it runs in a network namespace of its own where one
+    may be made."""
+    if not settings.allow_remote_bases:
+        argv = [*network_namespace()[0], *argv]
     limited = [PRLIMIT, f"--as={settings.memory_bytes}", "--", *argv] if PRLIMIT else argv
     process = subprocess.Popen(
         limited,
@@ -565,7 +590,8 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
 
 def _environment(private: Path, settings: RenderSettings) -> dict[str, str]:
     """Nothing of the operator's own environment: private homes, no kubeconfig, no
-    plugins, a Go heap limit below the address-space limit."""
+    plugins, a Go heap limit below the address-space limit, no network unless remote
+    bases are allowed (_network_environment)."""
     home = private / "home"
     for name in ("home", "home/cache", "home/config", "home/data", "home/plugins"):
         (private / name).mkdir(mode=0o700, exist_ok=True)
@@ -584,6 +610,7 @@ def _environment(private: Path, settings: RenderSettings) -> dict[str, str]:
         "GOMEMLIMIT": str(settings.memory_bytes // 2),
         "GOTRACEBACK": "none",
         "TMPDIR": str(private),
+        **_network_environment(settings),
     }
 
 
@@ -670,7 +697,12 @@ def _render_kustomize(
         private = Path(scratch)
         revision = private / "revision"
         revision.mkdir(mode=0o700)
-        _copy_files(root, inspection.files, revision)
+        _copy_files(root, inspection.files - set(inspection.documents), revision)
+        for file, text in inspection.documents.items():
+            # What was checked, never the tenant's bytes (its spellings, anchors...).
+            target = revision / file.relative_to(root)
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
         (revision / directory.relative_to(root)).mkdir(mode=0o700, parents=True, exist_ok=True)
         argv = [binary, "build", "--load-restrictor=LoadRestrictionsRootOnly", "."]
         try:

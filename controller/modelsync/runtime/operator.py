@@ -30,6 +30,7 @@ from modelsync.api import conditions
 from modelsync.api import constants as c
 from modelsync.api.namespaces import named_outright, namespace_matches
 from modelsync.gitops import modelhealth
+from modelsync.gitops import render as rendering
 from modelsync.gitops.commitstatus import StatusWriter
 from modelsync.gitops.fetch import GitFetcher
 from modelsync.gitops.notify import Notifier
@@ -939,6 +940,9 @@ def run(
     """Run the operator until `stop` is set (or forever). Blocks. With leader election,
     it first waits to lead, and returns False if it lost the lead (the caller exits)."""
     runtime = runtime or Operator(settings)
+    # Which of the renderers' network bounds hold on this host (a network namespace of
+    # their own only where this process may make one: not in the chart's pod).
+    log.info("rendering: %s", rendering.isolation(settings.render_settings()))
     server = None
     if settings.http_port:
         server = server_mod.HttpServer(runtime, kubemod.api_client(settings.kubeconfig)).start()

@@ -428,8 +428,10 @@ class OperatorSettings:
         help="let kustomizations fetch remote bases (off: refused before kustomize runs)",
     )
     """Let kustomizations name remote bases (git or https URLs), which kustomize then
-    fetches from the operator's network. Off: refused before kustomize runs (as Flux's
-    --no-remote-bases), and only files of the revision are rendered."""
+    fetches from the operator's network (git over https, http and ssh only). Off:
+    refused before kustomize runs (as Flux's --no-remote-bases), only files of the
+    revision are rendered, and the renderer has no network. A file:// base, or a URL
+    where a file belongs, is refused either way."""
 
     render_timeout_seconds: float = flag(
         default=rendering.TIMEOUT_SECONDS,
