@@ -93,9 +93,14 @@ def check(text: str, allowed_servers: tuple[str, ...], where: str) -> RemoteClus
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as error:
+        # Only where: PyYAML's message quotes the line (and an alias's name), and the line
+        # may be the one holding the token; status and Events are read by many.
         mark = getattr(error, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise KubeconfigError(f"{where}{line}: not YAML ({error}); store a kubeconfig") from None
+        at = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        raise KubeconfigError(
+            f"{where}{at}: not YAML ({type(error).__name__}; the text is not shown, it may "
+            "hold a credential); store a kubeconfig"
+        ) from None
     if not isinstance(config, dict):
         raise KubeconfigError(f"{where}: not a kubeconfig (a mapping with clusters, users…)")
     current = config.get("current-context")
