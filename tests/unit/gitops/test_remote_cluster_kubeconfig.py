@@ -234,7 +234,6 @@ def test_security_a_malformed_kubeconfig_names_line_and_column_never_its_token(
     assert "s3cr3t" not in told
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 10: tls-server-name and a path accepted")
 @pytest.mark.parametrize(
     ("cluster", "words"),
     [
