@@ -315,7 +315,6 @@ def test_the_gate_looks_at_loaded_pods_not_yet_decided_and_never_at_the_node() -
     assert gate.address_refusal("None", "198.18.0.2")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 10: unspecified and mapped addresses pass")
 @pytest.mark.parametrize(
     "pod_ip",
     [
