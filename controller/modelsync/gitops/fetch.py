@@ -526,15 +526,19 @@ class GitFetcher:
             str(repo),
             *args,
         ]
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.cache_dir),
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_TERMINAL_PROMPT": "0",
-        }
         with (
+            # A HOME of its own, no global or system config: the cache directory (every
+            # tenant's repositories) is no HOME, where a .gitconfig or a
+            # .config/git/attributes (export-ignore, filters) would change what git
+            # reads and writes of a revision.
+            private_environment(None) as private,
             tempfile.TemporaryFile() as stderr,
-            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, env=env) as process,
+            subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env={**private, "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            ) as process,
         ):
             assert process.stdout is not None
             timed_out = threading.Event()

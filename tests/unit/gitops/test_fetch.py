@@ -165,7 +165,6 @@ def test_security_a_pinned_commit_must_be_a_sha() -> None:
         pick_ref(Ref(commit="--output=/tmp/x"), {})
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 10: git's HOME is the cache directory")
 def test_security_git_in_the_cache_reads_no_config_of_its_home(tmp_path: Path) -> None:
     """The cache directory (an emptyDir shared by every tenant's repositories) is no
     git HOME: a ~/.gitconfig or ~/.config/git/attributes found there changes nothing of
