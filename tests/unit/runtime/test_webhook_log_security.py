@@ -42,7 +42,6 @@ class Leader:
         raise AssertionError("nothing is handed over")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 10: webhook path segments logged raw")
 def test_security_webhook_path_segments_are_logged_escaped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
