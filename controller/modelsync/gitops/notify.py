@@ -84,8 +84,13 @@ class Notifier(Sender[Delivery]):
         self._said: dict[Subject, notices.State | None] = {}
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
+        """The subject is gone: what was said of it goes (and, of a ModelSync, the
+        failures told of its receivers)."""
         with self._lock:
             self._said.pop((kind, namespace, name), None)
+            if kind == c.MODELSYNC_KIND:
+                for key in [k for k in self._failing if k[:2] == (namespace, name)]:
+                    del self._failing[key]
 
     def observe_sync(
         self, ms: dict[str, Any], before: dict[str, Any], after: dict[str, Any]

@@ -742,10 +742,8 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
         if type == "DELETED" or not ours(body):
             runtime.cache.delete(c.MODELSYNC_KIND, namespace, name)
             runtime.sync_models.pop((namespace, name), None)
-            if runtime.statuses is not None:
-                runtime.statuses.forget(namespace, name)
-            if runtime.notifier is not None:
-                runtime.notifier.forget(c.MODELSYNC_KIND, namespace, name)
+            if runtime.syncer is not None:  # its senders' and metrics' too
+                runtime.syncer.forget(namespace, name)
             return
         previous = runtime.cache.get(c.MODELSYNC_KIND, namespace, name)
         runtime.cache.put(c.MODELSYNC_KIND, dict(body))

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from modelsync.gitops.commitstatus import StatusWriter
 from modelsync.gitops.notify import Notifier
 from modelsync.gitops.reconciler import SyncReconciler
@@ -34,7 +32,6 @@ def kept(reconciler: SyncReconciler) -> dict[str, list[Any]]:
     return {what: sorted(found) for what, found in maps.items()}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 10: per-ModelSync maps never pruned")
 def test_security_a_deleted_modelsync_leaves_nothing_in_the_operators_maps() -> None:
     statuses, notifier = StatusWriter(nothing, nothing), Notifier(nothing, nothing)
     # Nothing here reaches the cluster or git: no client, no fetcher, no cache.
@@ -50,9 +47,7 @@ def test_security_a_deleted_modelsync_leaves_nothing_in_the_operators_maps() -> 
             statuses._failing[("team", name, "status")] = "answered 500"
             notifier._said[("ModelSync", "team", name)] = None
             notifier._failing[("team", name, "hook")] = "answered 500"
-        forget = getattr(reconciler, "forget", None)  # added by the fix
-        assert forget is not None, "nothing forgets a deleted ModelSync"
-        forget("team", "prod")
+        reconciler.forget("team", "prod")
         left = kept(reconciler)
     finally:
         statuses.shutdown()
