@@ -166,6 +166,7 @@ class SyncReconciler:
             self.statuses.forget(namespace, name)
         if self.notifier is not None:
             self.notifier.forget(c.MODELSYNC_KIND, namespace, name)
+        metrics.sync_gone(namespace, name)
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._locks_guard:
