@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelsync.api import constants as c
-from modelsync.api.origins import origin, origin_text, parse_origin
+from modelsync.api.origins import hidden_address, origin, origin_text, parse_origin
 from modelsync.gitops.notices import REJECTED as _REJECTED
 from modelsync.gitops.outbound import EventPoster, Getter, Sender
 from modelsync.telemetry import metrics
@@ -94,12 +94,16 @@ def _repo_parts(url: str) -> tuple[str, str, int | None, str]:
     scp = re.match(r"^[\w.-]+@([\w.-]+):(?!//)(.*)$", url.strip())
     if scp:
         host, path = scp.groups()
+        if hidden := hidden_address(host):
+            raise RefusedError(f"repository URL: {hidden}; commit status refused")
         return "https", host.lower(), None, path
     parts = urllib.parse.urlsplit(url.strip())
     if parts.scheme not in ("http", "https", "ssh") or not parts.hostname:
         raise RefusedError(
             f"repository URL {url!r}: commit status needs an http(s) or ssh URL of a git host"
         )
+    if hidden := hidden_address(parts.hostname):
+        raise RefusedError(f"repository URL: {hidden}; commit status refused")
     scheme = "http" if parts.scheme == "http" else "https"
     port = parts.port if parts.scheme != "ssh" else None
     return scheme, parts.hostname.lower(), port, parts.path
