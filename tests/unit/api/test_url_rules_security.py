@@ -13,6 +13,7 @@ from modelsync.api import schemas
 from modelsync.api.origins import origin
 from modelsync.gitops import commitstatus
 from modelsync.gitops.fetch import FetchError, check_url
+from tests.support.models import manifest
 
 # 169.254.169.254 (cloud metadata), spelt as inet_aton, browsers and curl read it too.
 METADATA = [
@@ -30,29 +31,27 @@ METADATA = [
 ]
 
 
+def offline_problems(body: dict[str, Any]) -> list[str]:
+    """What the CRD's schema and rules find in `body`, as `modelsync validate` reads them."""
+    schema = schemas.load_schemas()[(c.API_VERSION, body["kind"])]
+    return [f"{p.field}: {p.message}" for p in schemas.problems(schema, body)]
+
+
 def md_problems(uri: str) -> list[str]:
-    schema = schemas.load_schemas()[(c.API_VERSION, c.MODELDEPLOYMENT_KIND)]
-    manifest = {
-        "apiVersion": c.API_VERSION,
-        "kind": c.MODELDEPLOYMENT_KIND,
-        "metadata": {"name": "iris", "namespace": "team"},
-        "spec": {
-            "model": {"name": "iris", "version": "1", "uri": uri},
-            "runtime": {"name": "mlserver"},
-        },
-    }
-    return [f"{p.field}: {p.message}" for p in schemas.problems(schema, manifest)]
+    body = manifest("iris")
+    body["spec"]["model"]["uri"] = uri
+    return offline_problems(body)
 
 
 def ms_problems(url: str) -> list[str]:
-    schema = schemas.load_schemas()[(c.API_VERSION, c.MODELSYNC_KIND)]
-    manifest: dict[str, Any] = {
-        "apiVersion": c.API_VERSION,
-        "kind": c.MODELSYNC_KIND,
-        "metadata": {"name": "prod", "namespace": "team"},
-        "spec": {"repo": {"url": url}},
-    }
-    return [f"{p.field}: {p.message}" for p in schemas.problems(schema, manifest)]
+    return offline_problems(
+        {
+            "apiVersion": c.API_VERSION,
+            "kind": c.MODELSYNC_KIND,
+            "metadata": {"name": "prod", "namespace": "team"},
+            "spec": {"repo": {"url": url}},
+        }
+    )
 
 
 @pytest.mark.parametrize("host", METADATA)
