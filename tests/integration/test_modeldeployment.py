@@ -289,6 +289,21 @@ BAD_SPECS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
         lambda s: s["model"].update(uri="https://169.254.169.254/latest/meta-data"),
         "must not point at a link-local address",
     ),
+    (  # issue 29 item 10: the same address as one decimal number, and IPv4-mapped
+        "link-local-uri-as-a-number",
+        lambda s: s["model"].update(uri="https://2852039166/latest/meta-data"),
+        "must not point at a link-local address in any spelling",
+    ),
+    (
+        "link-local-uri-mapped",
+        lambda s: s["model"].update(uri="https://[::ffff:a9fe:a9fe]/latest/meta-data"),
+        "must not point at a link-local address in any spelling",
+    ),
+    (
+        "token-as-user-name",
+        lambda s: s["model"].update(uri="https://ghp_0123456789@models.example/iris"),
+        "must not carry credentials",
+    ),
     (
         "min-above-max",
         lambda s: (s.pop("replicas"), s.update(autoscaling={"minReplicas": 5, "maxReplicas": 2})),

@@ -85,6 +85,11 @@ class Clusters:
             ) from None
         return kube
 
+    def forget(self, key: tuple[str, str]) -> None:
+        """The ModelSync is gone: its client (and the credentials it holds) goes too."""
+        with self._lock:
+            self._clients.pop(key, None)
+
     def _client(
         self, key: tuple[str, str], version: tuple[str, str], checked: kubeconfig.RemoteCluster
     ) -> Kube:

@@ -11,26 +11,31 @@ objects (and namespaces) without sharing anything. Each ModelSync names its Secr
 Pure parts: which host may be called (`api_base`: the repository URL's own host, or an
 API URL the platform allows), the state a ModelSync's outcome means (`verdict`), and
 the request per provider (`request`). The shell (`StatusWriter`) sends off the sync's
-path: a bounded queue, a few threads, one request at a time per ModelSync so that
-`pending` never lands after `success`, a deadline per request, no redirects; a full
-queue drops and counts, a failure is an Event, a metric and a log line. A sync never
-waits for it.
+path: a bounded queue, a few threads shared by namespace (outbound.Sender), one request
+at a time per ModelSync so that `pending` never lands after `success`, a wall-clock
+deadline per request (connect to the last byte read: a host trickling its answer is cut
+off), at most ANSWER_LIMIT bytes of an answer read, no redirects; a full queue drops and
+counts, a failure is an Event, a metric and a log line. A sync never waits for it.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import logging
 import re
+import socket
 import ssl
+import threading
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from modelsync.api import constants as c
-from modelsync.api.origins import origin, origin_text, parse_origin
+from modelsync.api.origins import hidden_address, origin, origin_text, parse_origin
 from modelsync.gitops.notices import REJECTED as _REJECTED
 from modelsync.gitops.outbound import EventPoster, Getter, Sender
 from modelsync.telemetry import metrics
@@ -43,7 +48,12 @@ PROVIDERS = ("gitea", "github", "gitlab")
 PENDING, RUNNING, SUCCESS, FAILURE = "pending", "running", "success", "failure"
 # GitHub shows about this much of a description; the others keep more.
 MAX_DESCRIPTION = 140
-DEADLINE_SECONDS = 10.0  # connect, send and read the answer of one status write
+# Connect, send and read the whole answer of one request, by the wall clock (a status
+# write takes well under a second on the hosts we know); one trickling host holds a
+# thread this long at most.
+DEADLINE_SECONDS = 5.0
+ANSWER_LIMIT = 64 * 1024  # bytes of an answer read (the rest is never read)
+PULLS_ANSWER_LIMIT = 1 << 20  # a listing of 100 open pull requests (GitHub's are large)
 MAX_QUEUED = 1000  # status writes waiting, all ModelSyncs together; past it, dropped
 WORKERS = 4  # ModelSyncs whose statuses are being sent at once
 API_URLS_SETTING = "--commit-status-api-url"
@@ -84,12 +94,16 @@ def _repo_parts(url: str) -> tuple[str, str, int | None, str]:
     scp = re.match(r"^[\w.-]+@([\w.-]+):(?!//)(.*)$", url.strip())
     if scp:
         host, path = scp.groups()
+        if hidden := hidden_address(host):
+            raise RefusedError(f"repository URL: {hidden}; commit status refused")
         return "https", host.lower(), None, path
     parts = urllib.parse.urlsplit(url.strip())
     if parts.scheme not in ("http", "https", "ssh") or not parts.hostname:
         raise RefusedError(
             f"repository URL {url!r}: commit status needs an http(s) or ssh URL of a git host"
         )
+    if hidden := hidden_address(parts.hostname):
+        raise RefusedError(f"repository URL: {hidden}; commit status refused")
     scheme = "http" if parts.scheme == "http" else "https"
     port = parts.port if parts.scheme != "ssh" else None
     return scheme, parts.hostname.lower(), port, parts.path
@@ -347,8 +361,34 @@ class SendError(Exception):
         self.status = status
 
 
-def send(req: Request, timeout: float = DEADLINE_SECONDS) -> str:
-    """Send once: no redirect followed (a 3xx is an error); the answer, up to 1 MiB."""
+@contextlib.contextmanager
+def _deadline(connection: http.client.HTTPConnection, seconds: float) -> Iterator[threading.Event]:
+    """Shut the connection's socket down `seconds` from now, under whatever read or write
+    waits on it then (http.client's timeout bounds each socket operation alone); the
+    event says whether that happened."""
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        if connection.sock is not None:
+            with contextlib.suppress(OSError):  # closed already
+                connection.sock.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(seconds, expire)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield expired
+    finally:
+        watchdog.cancel()
+
+
+def send(
+    req: Request, timeout: float = DEADLINE_SECONDS, limit: int = ANSWER_LIMIT, whole: bool = False
+) -> str:
+    """Send once: no redirect followed (a 3xx is an error); the answer, up to `limit`
+    bytes (`whole`: an answer past it is an error, not cut). `timeout` bounds the whole
+    request by the wall clock, not each socket read."""
     parts = urllib.parse.urlsplit(req.url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     connection: http.client.HTTPConnection
@@ -359,13 +399,21 @@ def send(req: Request, timeout: float = DEADLINE_SECONDS) -> str:
     else:
         connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
     try:
-        connection.request(req.method, target, body=req.body, headers=req.headers)
-        answer = connection.getresponse()
-        text = answer.read(1 << 20).decode(errors="replace")
+        with _deadline(connection, timeout) as expired:
+            connection.request(req.method, target, body=req.body, headers=req.headers)
+            answer = connection.getresponse()
+            data = answer.read(limit + 1)
     except (OSError, http.client.HTTPException) as error:
+        if expired.is_set() or isinstance(error, TimeoutError):
+            raise SendError(f"timed out: no whole answer within {timeout:g}s") from None
         raise SendError(f"{type(error).__name__}: {error}") from None
     finally:
         connection.close()
+    if expired.is_set():  # cut off, and what came looked like an answer that ended
+        raise SendError(f"timed out: no whole answer within {timeout:g}s")
+    if len(data) > limit and whole:
+        raise SendError(f"answered more than {limit} bytes", answer.status)
+    text = data[:limit].decode(errors="replace")
     if answer.status == 400 and "Cannot transition status" in text:
         return text  # GitLab: the commit has this state already (say, after a restart)
     if not 200 <= answer.status < 300:
@@ -497,11 +545,9 @@ class StatusWriter(Sender[tuple[Topic, Job]]):
             if admitted != QUEUED:
                 return
             self._last[topic] = said
-            _, start = self._outbox.offer(key, (topic, job))
-        if start:
-            self._start(key)
+            self._offer(key, (topic, job))
 
-    def _send(self, item: tuple[Topic, Job]) -> None:
+    def _send(self, item: tuple[Topic, Job]) -> None:  # never retried: the next verdict is news
         topic, job = item
         provider = _provider(job.ms)
         namespace, name = topic[0], topic[1]
@@ -553,7 +599,8 @@ class StatusWriter(Sender[tuple[Topic, Job]]):
             req = request(target, sha, job.state, job.description, context(*key), token)
             send(req, self.timeout)
             return f"commit status {job.state} for {job.revision} via {target.provider}"
-        pulls = open_pulls(target.provider, send(pulls_list(target, token), self.timeout))
+        listing = send(pulls_list(target, token), self.timeout, PULLS_ANSWER_LIMIT, whole=True)
+        pulls = open_pulls(target.provider, listing)
         if job.action == PULL and job.pull is not None:
             pull = job.pull
             if pull.head not in pulls:

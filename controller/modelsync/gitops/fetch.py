@@ -36,6 +36,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ import git
 import semantic_version
 
 from modelsync.api import constants as c
+from modelsync.api.origins import hidden_address
 from modelsync.gitops import budget
 from modelsync.telemetry import metrics
 
@@ -198,11 +200,31 @@ def check_url(url: str, allow_file: bool, cache_dir: Path | None = None) -> None
             raise FetchError(f"{url} is inside the operator's git cache; check spec.repo.url")
         return
     if scheme in PROTOCOLS or (not scheme and SCP_LIKE.match(url)):
+        _check_authority(url, scheme)
         return
     raise FetchError(
         f"repository URL {url!r}: only https://, http://, ssh:// and user@host:path URLs "
         "are allowed; check spec.repo.url"
     )
+
+
+def _check_authority(url: str, scheme: str) -> None:
+    """No credential in the URL (over http(s) not even a user name: a token is one, and
+    the URL is shown in status, Events and logs), and no `hidden_address` host."""
+    if scheme:
+        parts = urllib.parse.urlsplit(url)
+        userinfo, _, _ = parts.netloc.rpartition("@")
+        host = parts.hostname or ""
+    else:  # user@host:path
+        userinfo, _, rest = url.partition("@")
+        host = rest.partition(":")[0]
+    if userinfo and (scheme in ("http", "https") or ":" in userinfo):
+        raise FetchError(
+            f"repository URL {redact(url, None)!r} must not carry credentials, not even a "
+            "token as user name: put them in the Secret named by spec.repo.secretRef"
+        )
+    if hidden := hidden_address(host):
+        raise FetchError(f"repository URL {redact(url, None)!r}: {hidden}; check spec.repo.url")
 
 
 def protocol_config(allow_file: bool) -> list[str]:
@@ -526,15 +548,19 @@ class GitFetcher:
             str(repo),
             *args,
         ]
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.cache_dir),
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_TERMINAL_PROMPT": "0",
-        }
         with (
+            # A HOME of its own, no global or system config: the cache directory (every
+            # tenant's repositories) is no HOME, where a .gitconfig or a
+            # .config/git/attributes (export-ignore, filters) would change what git
+            # reads and writes of a revision.
+            private_environment(None) as private,
             tempfile.TemporaryFile() as stderr,
-            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, env=env) as process,
+            subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env={**private, "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            ) as process,
         ):
             assert process.stdout is not None
             timed_out = threading.Event()

@@ -11,6 +11,7 @@ of the Secret and the platform's allow-list in, a `RemoteCluster` or an error ou
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ SERVERS_SETTING = "--remote-cluster-server (chart: tenancy.remoteClusterServers)
 
 # Fields used, and those refused with why and the fix; any other field is refused too,
 # so that a field the client would honour never slips past this check unread.
-CLUSTER_FIELDS = {"server", "certificate-authority-data", "tls-server-name", "extensions"}
+CLUSTER_FIELDS = {"server", "certificate-authority-data", "extensions"}
 USER_FIELDS = {"token", "client-certificate-data", "client-key-data", "extensions"}
 CONTEXT_FIELDS = {"cluster", "user", "namespace", "extensions"}
 REFUSED = {
@@ -34,6 +35,12 @@ REFUSED = {
     "client-certificate": "a path on the operator's disk; use client-certificate-data",
     "client-key": "a path on the operator's disk; use client-key-data",
     "certificate-authority": "a path on the operator's disk; use certificate-authority-data",
+    # The name checked in the certificate and sent as SNI: at a shared address (an
+    # ingress, a load balancer) it routes the operator's requests to another backend,
+    # which the allow-list of servers, comparing addresses, cannot judge.
+    "tls-server-name": "another name for the server's certificate and SNI, which the "
+    f"platform's list of API servers ({SERVERS_SETTING}) cannot judge; remove it and "
+    "write the name the certificate holds in server",
     "proxy-url": "sends the operator's requests to another address, which the platform's "
     f"list of API servers ({SERVERS_SETTING}) cannot judge; remove it",
     "username": "basic auth (Kubernetes dropped it); use a token or a client certificate",
@@ -55,7 +62,6 @@ class RemoteCluster:
 
     server: str
     ca_data: str = ""
-    tls_server_name: str = ""
     token: str = ""
     client_certificate_data: str = ""
     client_key_data: str = ""
@@ -65,8 +71,6 @@ class RemoteCluster:
         cluster: Manifest = {"server": self.server}
         if self.ca_data:
             cluster["certificate-authority-data"] = self.ca_data
-        if self.tls_server_name:
-            cluster["tls-server-name"] = self.tls_server_name
         user: Manifest = {
             key: value
             for key, value in (
@@ -93,9 +97,14 @@ def check(text: str, allowed_servers: tuple[str, ...], where: str) -> RemoteClus
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as error:
+        # Only where: PyYAML's message quotes the line (and an alias's name), and the line
+        # may be the one holding the token; status and Events are read by many.
         mark = getattr(error, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise KubeconfigError(f"{where}{line}: not YAML ({error}); store a kubeconfig") from None
+        at = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        raise KubeconfigError(
+            f"{where}{at}: not YAML ({type(error).__name__}; the text is not shown, it may "
+            "hold a credential); store a kubeconfig"
+        ) from None
     if not isinstance(config, dict):
         raise KubeconfigError(f"{where}: not a kubeconfig (a mapping with clusters, users…)")
     current = config.get("current-context")
@@ -111,7 +120,6 @@ def check(text: str, allowed_servers: tuple[str, ...], where: str) -> RemoteClus
     return RemoteCluster(
         server=_server(cluster, allowed_servers, f"{where}: cluster {cluster_name!r}"),
         ca_data=_text(cluster, "certificate-authority-data", f"{where}: cluster {cluster_name!r}"),
-        tls_server_name=_text(cluster, "tls-server-name", f"{where}: cluster {cluster_name!r}"),
         **_credentials(user, f"{where}: user {user_name!r}"),
     )
 
@@ -162,7 +170,14 @@ def _server(cluster: Mapping[str, object], allowed: tuple[str, ...], where: str)
     found = origin(server)
     if found is None or found[0] != "https":
         raise KubeconfigError(
-            f"{where}: server {server!r} is refused: write https://host[:port] (TLS only)"
+            f"{where}: server is refused: write https://host[:port] (TLS only, no user name)"
+        )
+    if urllib.parse.urlsplit(server).path not in ("", "/"):
+        # A path under an allowed API server reaches its proxy sub-resources: services
+        # and pods behind it, with the operator's requests.
+        raise KubeconfigError(
+            f"{where}: server {origin_text(found)} with a path is refused: write "
+            "https://host[:port], no path"
         )
     if origin_text(found) not in allowed:
         listed = ", ".join(allowed) if allowed else "none"

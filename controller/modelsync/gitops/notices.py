@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import json
 import urllib.parse
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Generic, TypeVar
 
@@ -249,7 +249,7 @@ def retry_after(attempt: int, status: int | None) -> float | None:
 
 QUEUED, DROPPED = "queued", "dropped"  # DROPPED is also the metric's result label
 
-Key = TypeVar("Key", bound=Hashable)
+Key = tuple[str, str]  # a ModelSync's namespace and name
 Item = TypeVar("Item")
 
 
@@ -261,45 +261,84 @@ def admit(queued: int, max_queued: int) -> str:
     return DROPPED if queued >= max_queued else QUEUED
 
 
-class Outbox(Generic[Key, Item]):
-    """The notification queue's bookkeeping: what waits, by ModelSync (`Key`), in the
-    order it was told, and whose deliveries a sender is working through. Plain data and
-    no lock: the shell holds its own around every call.
+class Outbox(Generic[Item]):
+    """The outbound queue's bookkeeping (notifications and commit statuses alike): what
+    waits, by ModelSync, in the order it was told; which ModelSyncs a sender thread is
+    working on; and which namespace gets the next free thread. Plain data and no lock:
+    the shell holds its own around every call, and passes the clock in.
 
-    A newer notice of the same kind for a ModelSync (a second RolledBack, at another
-    revision) is queued behind the older one, never in its place: each is an outcome a
-    person acts on, and a receiver gets them in the order they happened. A full queue
-    drops the newcomer; what waits keeps its place."""
+    One item of a ModelSync at a time, oldest first: a newer notice of the same kind (a
+    second RolledBack, at another revision) is queued behind the older one, never in its
+    place, and `pending` never lands after `success`. A full queue drops the newcomer;
+    what waits keeps its place.
+
+    Shares: the next free thread goes to the namespace with the fewest threads at work,
+    the oldest item first among equals. Work-conserving: a namespace alone may use every
+    thread; while another namespace waits, each thread that comes free goes to it, so a
+    tenant's slow hosts (its own git host, its own receivers) hold at most the threads
+    they had, for one request's deadline each, never the items of other tenants."""
 
     def __init__(self, max_queued: int) -> None:
         self.max_queued = max_queued
         self.queued = 0
-        self._queues: dict[Key, collections.deque[Item]] = {}
-        self._busy: set[Key] = set()
+        self._queues: dict[Key, collections.deque[tuple[int, Item]]] = {}
+        self._busy: set[Key] = set()  # a thread is at work on it, or its retry is due later
+        self._due: dict[Key, float] = {}  # a retry's time (the shell's monotonic clock)
+        self._running: dict[str, int] = {}  # threads at work, by namespace
+        self._told = 0  # items offered so far: their order
 
-    def offer(self, key: Key, item: Item) -> tuple[str, bool]:
-        """(QUEUED or DROPPED, whether a sender must be started for `key`: none is
-        working through its deliveries yet)."""
+    def offer(self, key: Key, item: Item) -> str:
+        """QUEUED, or DROPPED when the queue is full."""
         if admit(self.queued, self.max_queued) == DROPPED:
-            return DROPPED, False
-        self._queues.setdefault(key, collections.deque()).append(item)
+            return DROPPED
+        self._told += 1
+        self._queues.setdefault(key, collections.deque()).append((self._told, item))
         self.queued += 1
-        if key in self._busy:
-            return QUEUED, False
-        self._busy.add(key)
-        return QUEUED, True
+        return QUEUED
 
-    def take(self, key: Key) -> Item | None:
-        """The next of `key`'s deliveries, oldest first; None when none is left, and the
-        sender stops (the next offer starts one again)."""
-        queue = self._queues.get(key)
-        if not queue:
-            self._queues.pop(key, None)
-            self._busy.discard(key)
+    def take(self, now: float) -> tuple[Key, Item] | None:
+        """The item a free thread sends next (its ModelSync is then at work until `done`
+        or `later`); None when nothing may go now."""
+        best: tuple[tuple[int, int], Key] | None = None
+        for key, queue in self._queues.items():
+            if key in self._busy and self._due.get(key, now + 1) > now:
+                continue
+            rank = (self._running.get(key[0], 0), queue[0][0])
+            if best is None or rank < best[0]:
+                best = (rank, key)
+        if best is None:
             return None
+        key = best[1]
+        queue = self._queues[key]
+        _, item = queue.popleft()
+        if not queue:
+            del self._queues[key]
         self.queued -= 1
-        return queue.popleft()
+        self._due.pop(key, None)
+        self._busy.add(key)
+        self._running[key[0]] = self._running.get(key[0], 0) + 1
+        return key, item
 
-    def not_started(self, key: Key) -> None:
-        """No sender could be started for `key` (the operator is stopping)."""
+    def done(self, key: Key) -> None:
+        """The thread is done with `key`'s item: its next one may go."""
         self._busy.discard(key)
+        self._release(key[0])
+
+    def later(self, key: Key, item: Item, due: float) -> None:
+        """`item` is sent again at `due`, before anything else of `key` (the thread is
+        free meanwhile: a retry's wait holds no thread)."""
+        self._queues.setdefault(key, collections.deque()).appendleft((0, item))
+        self.queued += 1
+        self._due[key] = due
+        self._release(key[0])
+
+    def next_due(self) -> float | None:
+        """When the earliest retry is due (a free thread waits until then at most)."""
+        return min(self._due.values(), default=None)
+
+    def _release(self, namespace: str) -> None:
+        left = self._running.get(namespace, 0) - 1
+        if left > 0:
+            self._running[namespace] = left
+        else:
+            self._running.pop(namespace, None)

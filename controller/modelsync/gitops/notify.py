@@ -14,15 +14,17 @@ Who tells it: the ModelSync's reconciler (`observe_sync`, after it writes status
 the operator's ModelDeployment watch (`observe_model`, for rollouts, rollbacks and
 analysis), which finds the owning ModelSync itself: serving/ knows nothing of this.
 
-Sent off the sync's path: a bounded queue (a full one drops and counts), a few threads,
-one ModelSync's notifications in order, a deadline per request, no redirects, retries
-of a 5xx or no answer with the same id. A failure is an Event naming the receiver's
-Secret and the answer, never its address or key.
+Sent off the sync's path: a bounded queue (a full one drops and counts), a few threads
+shared by namespace (outbound.Sender), one ModelSync's notifications in order, a
+wall-clock deadline per request (commitstatus.send), no redirects, retries of a 5xx or
+no answer with the same id (the wait before a retry holds no thread). A failure is an
+Event naming the receiver's Secret and the answer, never its address or key.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import logging
 import urllib.parse
@@ -41,7 +43,7 @@ from modelsync.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
-DEADLINE_SECONDS = 5.0  # connect, send and read the answer of one delivery
+DEADLINE_SECONDS = 5.0  # connect, send and read the whole answer of one attempt
 MAX_QUEUED = 1000  # deliveries waiting, all ModelSyncs together; past it, dropped
 WORKERS = 2  # ModelSyncs whose notifications are being sent at once
 
@@ -53,6 +55,7 @@ class Delivery:
     ms: dict[str, Any]  # the ModelSync as it was (its Events name it)
     receiver: typed.Receiver
     notice: notices.Notice
+    attempt: int = 1  # a retry is the same delivery (the same id) again
 
 
 class Notifier(Sender[Delivery]):
@@ -81,8 +84,13 @@ class Notifier(Sender[Delivery]):
         self._said: dict[Subject, notices.State | None] = {}
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
+        """The subject is gone: what was said of it goes (and, of a ModelSync, the
+        failures told of its receivers)."""
         with self._lock:
             self._said.pop((kind, namespace, name), None)
+            if kind == c.MODELSYNC_KIND:
+                for key in [k for k in self._failing if k[:2] == (namespace, name)]:
+                    del self._failing[key]
 
     def observe_sync(
         self, ms: dict[str, Any], before: dict[str, Any], after: dict[str, Any]
@@ -132,13 +140,11 @@ class Notifier(Sender[Delivery]):
         meta = delivery.ms["metadata"]
         key = (meta["namespace"], meta["name"])
         with self._lock:
-            admitted, start = self._outbox.offer(key, delivery)
+            admitted = self._offer(key, delivery)
         if admitted == notices.DROPPED:
             metrics.NOTIFICATIONS.labels(type=delivery.receiver.type, result=admitted).inc()
-        if start:
-            self._start(key)
 
-    def _send(self, delivery: Delivery) -> None:
+    def _send(self, delivery: Delivery) -> tuple[float, Delivery] | None:
         receiver, item = delivery.receiver, delivery.notice
         namespace = item.namespace
         where = f"{receiver.type} receiver (Secret {namespace}/{receiver.secret_ref})"
@@ -147,7 +153,7 @@ class Notifier(Sender[Delivery]):
             notices.check_address(address, self.allowed)
         except notices.RefusedError as error:  # names the address's origin at most
             self._failed(delivery, where, str(error), "refused")
-            return
+            return None
         # What a receiver's answer must not carry into an Event or a log line: its address
         # and the path of it (a Slack webhook's path is its credential), and the HMAC key.
         path = urllib.parse.urlsplit(address).path
@@ -156,21 +162,15 @@ class Notifier(Sender[Delivery]):
             headers, body = notices.webhook_request(item, token)
         else:
             headers, body = notices.slack_request(item)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                send(Request("POST", address, headers, body), self.timeout)
-            except SendError as error:
-                delay = notices.retry_after(attempt, error.status)
-                if delay is None:
-                    self._failed(delivery, where, str(error), "failed", secrets)
-                    return
-                metrics.NOTIFICATIONS.labels(type=receiver.type, result="retried").inc()
-                if self._stopping.wait(delay):
-                    return
-                continue
-            break
+        try:
+            send(Request("POST", address, headers, body), self.timeout)
+        except SendError as error:
+            delay = notices.retry_after(delivery.attempt, error.status)
+            if delay is None:
+                self._failed(delivery, where, str(error), "failed", secrets)
+                return None
+            metrics.NOTIFICATIONS.labels(type=receiver.type, result="retried").inc()
+            return delay, dataclasses.replace(delivery, attempt=delivery.attempt + 1)
         metrics.NOTIFICATIONS.labels(type=receiver.type, result="sent").inc()
         with self._lock:
             self._failing.pop((namespace, item.modelsync, receiver.secret_ref), None)
@@ -183,6 +183,7 @@ class Notifier(Sender[Delivery]):
             item.id,
             where,
         )
+        return None
 
     def _failed(
         self, delivery: Delivery, where: str, why: str, result: str, secrets: tuple[str, ...] = ()

@@ -154,6 +154,21 @@ class SyncReconciler:
         self._remote_seen: dict[tuple[str, str], modelhealth.ModelsHealth] = {}
         self.jitter: Callable[[], float] = lambda: random.uniform(-RETRY_JITTER, RETRY_JITTER)  # noqa: S311 - spreading retries, not security
 
+    def forget(self, namespace: str, name: str) -> None:
+        """The ModelSync is gone (deleted, or another shard's now): nothing kept for it
+        stays (a tenant creating and deleting ModelSyncs must not grow the operator)."""
+        key = (namespace, name)
+        with self._locks_guard:
+            self._locks.pop(key, None)  # one held by a sync running now is its own
+        self._failures.pop(key, None)
+        self._remote_seen.pop(key, None)
+        self.clusters.forget(key)
+        if self.statuses is not None:
+            self.statuses.forget(namespace, name)
+        if self.notifier is not None:
+            self.notifier.forget(c.MODELSYNC_KIND, namespace, name)
+        metrics.sync_gone(namespace, name)
+
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault((namespace, name), threading.Lock())

@@ -63,6 +63,21 @@ class Push:
     ref: str  # refs/heads/<branch> or refs/tags/<tag>
 
 
+MAX_LOGGED_SEGMENT = 253  # a Kubernetes name is never longer
+
+
+def loggable(segment: str) -> str:
+    """A path segment as a log line may hold it: anyone who reaches the port writes the
+    path, and aiohttp has decoded it (%0A is a newline, %1B a terminal escape). Every
+    character outside printable ASCII is escaped (a backslash too), and a segment longer
+    than any name is cut."""
+    escaped = segment.encode("unicode_escape").decode("ascii")
+    escaped = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in escaped)
+    if len(escaped) > MAX_LOGGED_SEGMENT:
+        return escaped[:MAX_LOGGED_SEGMENT] + "…"
+    return escaped
+
+
 def _digest(token: bytes, body: bytes) -> str:
     return hmac.new(token, body, hashlib.sha256).hexdigest()
 

@@ -31,7 +31,13 @@ import yaml
 
 from modelsync.api import constants as c
 from modelsync.gitops.commitstatus import ROLLBACK_BRANCH_PREFIX
-from modelsync.gitops.fetch import Credentials, FetchError, GitFetcher, git_message
+from modelsync.gitops.fetch import (
+    Credentials,
+    FetchError,
+    GitFetcher,
+    git_message,
+    private_environment,
+)
 
 BRANCH_PREFIX = ROLLBACK_BRANCH_PREFIX
 AUTHOR_NAME = "modelsync"
@@ -160,6 +166,7 @@ def restore_model(
     branch: str | None = None,
     start: str = "HEAD",
     reason: str = "",
+    environment: dict[str, str] | None = None,
 ) -> RestoredCommit:
     """Commit, in the clone at `repo_dir`, the file that held `model` at revision `to`:
     a commit whose parent is `start` and whose tree is `start`'s with that one file as it
@@ -171,7 +178,7 @@ def restore_model(
     except (git.InvalidGitRepositoryError, git.NoSuchPathError) as error:
         raise RollbackError(f"{repo_dir} is not a git repository") from error
     # Paths from the tenant's tree are names, never patterns (`*`, `:(glob)`).
-    repo.git.update_environment(GIT_LITERAL_PATHSPECS="1")
+    repo.git.update_environment(GIT_LITERAL_PATHSPECS="1", **(environment or {}))
     if branch is not None:
         _check_branch(repo, branch)
     try:
@@ -284,18 +291,20 @@ def push_rollback_branch(
             ],
             credentials,
         )
-        restored = restore_model(
-            work,
-            model,
-            stable_revision,
-            path=path,
-            branch=branch,
-            start=failed_sha,
-            reason=(
-                f"{failed_revision} failed and was rolled back automatically: {reason}\n"
-                f"This restores the file as it was at {stable_revision}."
-            ),
-        )
+        with private_environment(None) as private:  # no HOME of the operator's, no config
+            restored = restore_model(
+                work,
+                model,
+                stable_revision,
+                path=path,
+                branch=branch,
+                start=failed_sha,
+                reason=(
+                    f"{failed_revision} failed and was rolled back automatically: {reason}\n"
+                    f"This restores the file as it was at {stable_revision}."
+                ),
+                environment=private,
+            )
         try:
             fetcher.run_git(
                 [

@@ -679,10 +679,8 @@ def on_modelsync(runtime: Operator, event: Event) -> None:
 def _sync_gone(runtime: Operator, namespace: str, name: str) -> None:
     runtime.cache.delete(c.MODELSYNC_KIND, namespace, name)
     runtime.sync_models.pop((namespace, name), None)
-    if runtime.statuses is not None:
-        runtime.statuses.forget(namespace, name)
-    if runtime.notifier is not None:
-        runtime.notifier.forget(c.MODELSYNC_KIND, namespace, name)
+    if runtime.syncer is not None:  # its senders' and metrics' too
+        runtime.syncer.forget(namespace, name)
 
 
 def on_owned(runtime: Operator, event: Event) -> None:

@@ -192,7 +192,12 @@ class HttpServer:
             or token is None
             or not webhooks.authentic(provider, request.headers, body, token)
         ):
-            log.warning("webhook %s for %s/%s: not authenticated", provider, namespace, name)
+            log.warning(
+                "webhook %s for %s/%s: not authenticated",
+                provider,
+                webhooks.loggable(namespace),
+                webhooks.loggable(name),
+            )
             return 401, {"error": "signature or token does not match"}
         if webhooks.is_ping(provider, request.headers):
             return 200, {"pong": True}

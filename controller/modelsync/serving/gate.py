@@ -41,8 +41,12 @@ def address_refusal(pod_ip: str, host_ip: str) -> str:
         return f"pod IP {pod_ip!r} is not an address"
     if pod_ip == host_ip:
         return "the pod shares its node's address (hostNetwork); only pod addresses are validated"
-    if address.is_loopback or address.is_link_local or address.is_multicast:
-        return f"pod IP {pod_ip} is not a pod address"
+    # An IPv4-mapped address (::ffff:127.0.0.1) is the IPv4 one on the wire; the
+    # unspecified ones (0.0.0.0, ::) are this host's own addresses to connect().
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    for seen in (address, mapped) if mapped is not None else (address,):
+        if seen.is_loopback or seen.is_link_local or seen.is_multicast or seen.is_unspecified:
+            return f"pod IP {pod_ip} is not a pod address"
     return ""
 
 

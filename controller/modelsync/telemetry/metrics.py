@@ -186,13 +186,22 @@ def model_serves(namespace: str, model: str, ready: bool, version: str, runtime:
 
 
 def model_gone(namespace: str, model: str) -> None:
-    """A deleted model leaves no series behind."""
+    """A deleted model leaves no series behind (/metrics is scraped for good: a tenant
+    creating and deleting models must not grow it)."""
     with _model_lock:
         previous = _model_info.pop((namespace, model), None)
         if previous is not None:
             MODEL_INFO.remove(namespace, model, *previous)
     with contextlib.suppress(KeyError):
         MODEL_READY.remove(namespace, model)
+    for family in (ROLLOUTS, ROLLBACKS, DRIFT_REVERTED):
+        family.remove_by_labels({"namespace": namespace, "model": model})
+
+
+def sync_gone(namespace: str, name: str) -> None:
+    """A deleted ModelSync leaves no series behind."""
+    for family in (SYNCS, SYNC_SECONDS):
+        family.remove_by_labels({"namespace": namespace, "name": name})
 
 
 def track_queue(depth: Callable[[], int]) -> None:

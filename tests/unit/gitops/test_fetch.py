@@ -163,3 +163,36 @@ def test_security_git_helpers_live_in_a_private_directory_per_command() -> None:
 def test_security_a_pinned_commit_must_be_a_sha() -> None:
     with pytest.raises(FetchError, match="not a 40-hex sha"):
         pick_ref(Ref(commit="--output=/tmp/x"), {})
+
+
+def test_security_git_in_the_cache_reads_no_config_of_its_home(tmp_path: Path) -> None:
+    """The cache directory (an emptyDir shared by every tenant's repositories) is no
+    git HOME: a ~/.gitconfig or ~/.config/git/attributes found there changes nothing of
+    what a revision's snapshot holds."""
+    import subprocess
+
+    from modelsync.gitops.fetch import GitFetcher
+
+    source = tmp_path / "source"
+    (source / "models").mkdir(parents=True)
+    (source / "models" / "iris.yaml").write_text("kind: ModelDeployment\n")
+    env = {"GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(tmp_path)}
+    for args in (
+        ["init", "--quiet", "--initial-branch=main"],
+        ["add", "."],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "one"],
+    ):
+        subprocess.run(["git", "-C", str(source), *args], check=True, env=env)
+    cache = tmp_path / "cache"
+    fetcher = GitFetcher(cache, allow_file_urls=True)
+    # What a config or attributes file in git's HOME would do to the archive: leave out
+    # every file (a revision that looks empty), or leave out the ones the budget weighs.
+    (cache / ".config" / "git").mkdir(parents=True)
+    (cache / ".config" / "git" / "attributes").write_text("* export-ignore\n")
+    (cache / ".gitconfig").write_text(
+        f"[core]\n\tattributesFile = {cache}/.config/git/attributes\n"
+    )
+    url = f"file://{source}"
+    revision = fetcher.resolve(url, Ref(branch="main"))
+    snapshot = fetcher.checkout(url, revision)
+    assert (snapshot / "models" / "iris.yaml").read_text() == "kind: ModelDeployment\n"

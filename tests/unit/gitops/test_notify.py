@@ -174,24 +174,29 @@ def test_notify_receivers_parsed_from_spec_notify() -> None:
     assert not notices.wanted(("RolledBack",), c.NOTICE_RECOVERED)
 
 
+A, B, C = ("team", "a"), ("team", "b"), ("team", "c")
+
+
 def test_notify_queue_drops_past_its_bound_and_takes_again_once_sent() -> None:
     assert notices.admit(0, 2) == notices.QUEUED
     assert notices.admit(2, 2) == notices.DROPPED
-    outbox: notices.Outbox[str, str] = notices.Outbox(max_queued=2)
-    assert outbox.offer("team/a", "a1") == (notices.QUEUED, True)  # start a sender
-    assert outbox.offer("team/b", "b1") == (notices.QUEUED, True)
+    outbox: notices.Outbox[str] = notices.Outbox(max_queued=2)
+    assert outbox.offer(A, "a1") == notices.QUEUED
+    assert outbox.offer(B, "b1") == notices.QUEUED
     # Full (all ModelSyncs together): the newcomer is dropped, what waits keeps its place.
-    assert outbox.offer("team/a", "a2") == (notices.DROPPED, False)
-    assert outbox.offer("team/c", "c1") == (notices.DROPPED, False)
+    assert outbox.offer(A, "a2") == notices.DROPPED
+    assert outbox.offer(C, "c1") == notices.DROPPED
     assert outbox.queued == 2
-    assert outbox.take("team/a") == "a1"
-    assert outbox.offer("team/a", "a3") == (notices.QUEUED, False)  # its sender is at work
-    assert outbox.take("team/a") == "a3"
-    assert outbox.take("team/a") is None  # its sender stops
-    assert outbox.take("team/b") == "b1"
-    assert outbox.take("team/b") is None
+    assert outbox.take(0) == (A, "a1")
+    assert outbox.offer(A, "a3") == notices.QUEUED
+    assert outbox.take(0) == (B, "b1")
+    assert outbox.take(0) is None  # a3 waits for a1: one item of a ModelSync at a time
+    outbox.done(A)
+    assert outbox.take(0) == (A, "a3")
+    outbox.done(A)
+    outbox.done(B)
     assert outbox.queued == 0
-    assert outbox.offer("team/a", "a4") == (notices.QUEUED, True)  # a sender again
+    assert outbox.take(0) is None
 
 
 def test_notify_queue_keeps_order_and_an_older_notice_of_the_same_kind() -> None:
@@ -199,14 +204,37 @@ def test_notify_queue_keeps_order_and_an_older_notice_of_the_same_kind() -> None
     recovered = notice(c.NOTICE_RECOVERED)
     again = State(c.NOTICE_ROLLED_BACK, REV2, c.REASON_CRASH_LOOP, "crash again")
     second = notices.notice("id-2", again, "team", "prod", "iris", "2026-12-01T00:01:00Z")
-    outbox: notices.Outbox[str, notices.Notice] = notices.Outbox(max_queued=10)
+    outbox: notices.Outbox[notices.Notice] = notices.Outbox(max_queued=10)
     for item in (first, recovered, second):
-        outbox.offer("team/prod", item)
-    outbox.offer("team/other", notice(c.NOTICE_REVISION_REJECTED))
+        outbox.offer(("team", "prod"), item)
     # The older RolledBack still waits and goes first: the newer one is other news.
-    taken = [outbox.take("team/prod") for _ in range(4)]
-    assert taken == [first, recovered, second, None]
-    assert outbox.take("team/other") is not None
+    taken = []
+    while (picked := outbox.take(0)) is not None:
+        taken.append(picked[1])
+        outbox.done(picked[0])
+    assert taken == [first, recovered, second]
+
+
+def test_notify_queue_shares_threads_by_namespace_and_a_retry_keeps_its_turn() -> None:
+    """The next free thread goes to the namespace with the fewest at work; alone, a
+    namespace takes them all (work-conserving)."""
+    outbox: notices.Outbox[str] = notices.Outbox(max_queued=100)
+    for name in ("a", "b", "c", "d"):
+        for n in (1, 2):
+            outbox.offer(("noisy", name), f"{name}{n}")
+    taken = [outbox.take(0) for _ in range(3)]
+    assert [item for _, item in filter(None, taken)] == ["a1", "b1", "c1"]  # three threads
+    outbox.offer(("quiet", "q"), "q1")
+    outbox.done(("noisy", "a"))  # a thread comes free: the waiting namespace's turn
+    assert outbox.take(0) == (("quiet", "q"), "q1")
+    assert outbox.take(0) == (("noisy", "a"), "a2")  # then the noisy one's, oldest first
+    # A retry frees its thread and keeps its place before the ModelSync's next item.
+    outbox.later(("noisy", "b"), "b1 again", due=10.0)
+    assert outbox.next_due() == 10.0
+    assert outbox.take(5.0) == (("noisy", "d"), "d1")
+    assert outbox.take(5.0) is None  # b waits for its retry; a, c and d are at work
+    assert outbox.take(10.0) == (("noisy", "b"), "b1 again")
+    assert outbox.next_due() is None
 
 
 def test_notify_a_full_queue_drops_and_counts_by_receiver_type() -> None:

@@ -4,6 +4,7 @@ the client is built from the checked fields alone."""
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
@@ -143,7 +144,7 @@ def test_remote_cluster_kubeconfig_shape_refused(mutate: Any, words: str) -> Non
 
 
 def test_remote_cluster_kubeconfig_not_yaml_names_the_line() -> None:
-    with pytest.raises(KubeconfigError, match=r"line 2: not YAML"):
+    with pytest.raises(KubeconfigError, match=r"line 2 column 4: not YAML"):
         check("a: b\n  c: [\n", ALLOWED, WHERE)
     with pytest.raises(KubeconfigError, match="not a kubeconfig"):
         check("- a\n", ALLOWED, WHERE)
@@ -195,3 +196,59 @@ def test_remote_cluster_run_flags_read() -> None:
     assert settings.parse_remote_cluster_servers(("https://Prod.example.com",)) == (
         "https://prod.example.com:443",
     )
+
+
+TOKEN = "s3cr3t-t0ken-of-the-remote-cluster"
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        f"users:\n- name: bot\n  user:\n    token: {TOKEN}: [\n",  # a scanner error
+        f"users:\n- name: bot\n  user:\n    token: *{TOKEN}\n",  # an undefined alias
+        f"users:\n- name: bot\n  user:\n    token: '{TOKEN}\n",  # an unclosed quote
+        f"users:\n- name: bot\n  user:\n    token: {TOKEN}\n\tbad: tab\n",  # a tab
+    ],
+    ids=["mapping", "alias", "quote", "tab"],
+)
+def test_security_a_malformed_kubeconfig_names_line_and_column_never_its_token(
+    broken: str,
+) -> None:
+    """What the status and the Events of the ModelSync say (ClusterError's message and
+    headline) holds the line and the column, and nothing of the Secret's text."""
+    import base64
+
+    from modelsync.api import constants as c
+    from modelsync.gitops.clusters import ClusterError, _checked
+
+    secret = {
+        "type": c.SECRET_TYPE_KUBECONFIG,
+        "data": {c.KUBECONFIG_KEY: base64.b64encode(broken.encode()).decode()},
+    }
+    with pytest.raises(ClusterError) as raised:
+        _checked(secret, "team", "prod", ALLOWED)
+    told = f"{raised.value} {raised.value.headline}"
+    assert "not YAML" in told
+    assert re.search(r"line \d+ column \d+", told), told
+    assert "t0ken" not in told
+    assert "s3cr3t" not in told
+
+
+@pytest.mark.parametrize(
+    ("cluster", "words"),
+    [
+        # Another name for the certificate and SNI: at a shared address (an ingress, a
+        # load balancer) that name routes the operator's requests to another backend.
+        ({"tls-server-name": "kubernetes.default.svc"}, "tls-server-name is refused"),
+        # A path under the allowed server: its proxy sub-resources reach other services.
+        (
+            {"server": "https://198.18.4.1:6443/api/v1/namespaces/x/services/y:80/proxy"},
+            "no path",
+        ),
+        ({"server": "https://198.18.4.1:6443/k8s/"}, "no path"),
+    ],
+)
+def test_security_remote_server_is_its_allowed_origin_alone(
+    cluster: dict[str, Any], words: str
+) -> None:
+    assert words in refusal(kubeconfig(cluster=cluster))

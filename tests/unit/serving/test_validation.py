@@ -315,6 +315,25 @@ def test_the_gate_looks_at_loaded_pods_not_yet_decided_and_never_at_the_node() -
     assert gate.address_refusal("None", "198.18.0.2")
 
 
+@pytest.mark.parametrize(
+    "pod_ip",
+    [
+        "0.0.0.0",  # noqa: S104 - connect() to it reaches the operator's own host (loopback)
+        "::",
+        "::ffff:127.0.0.1",  # IPv4-mapped loopback
+        "::ffff:7f00:1",  # the same, in hex
+        "0:0:0:0:0:ffff:127.0.0.2",
+        "::ffff:169.254.169.254",  # IPv4-mapped link-local: cloud metadata
+        "::ffff:0.0.0.0",
+    ],
+)
+def test_security_the_gate_refuses_unspecified_and_mapped_addresses(pod_ip: str) -> None:
+    """A pod's status.podIP is written by whoever may update pod status; the operator sends
+    samples only to what can be another pod, never to itself or its node's metadata."""
+    assert "not a pod address" in gate.address_refusal(pod_ip, "198.18.0.2")
+    assert gate.address_refusal("::ffff:198.18.96.9", "198.18.0.2") == ""  # a pod, mapped
+
+
 def test_samples_are_sent_bounded_in_size_and_time_to_a_real_server() -> None:
     """A server on loopback that answers, answers too much, or never answers."""
 
