@@ -609,3 +609,61 @@ def test_security_chart_cluster_wide_operator_only_reads_where_not_enabled(
         helm(local_cluster, "uninstall", "modelsync", "--namespace", namespace, check=False)
         for team in (enabled, other):
             core.delete_namespace(team)
+
+
+def _network_policy(cluster: LocalCluster, *values: str) -> dict[str, Any]:
+    rendered = helm(cluster, "template", "m", str(CHART), *values).stdout
+    found: dict[str, Any] = next(
+        d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "NetworkPolicy"
+    )
+    return found
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 29 item 10: no NetworkPolicy by default, and none limits egress"
+)
+def test_security_chart_network_policy_keeps_the_operator_off_link_local_by_default(
+    local_cluster: LocalCluster,
+) -> None:
+    """Checked from `helm template`: the test cluster's CNI enforces no policy. By default
+    the operator may reach everything but the link-local range (cloud metadata); strict
+    egress admits DNS, the API server and the peers the platform lists, and refuses to
+    render without the API server (the operator could not run)."""
+    default = _network_policy(local_cluster)
+    assert default["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    rules = default["spec"]["egress"]
+    blocks = [peer["ipBlock"] for rule in rules for peer in rule["to"]]
+    assert {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]} in blocks
+    assert all("ports" not in rule for rule in rules)  # every port, but for that range
+    v6 = next(block for block in blocks if block["cidr"] == "::/0")
+    assert "fe80::/10" in v6["except"]
+    strict = _network_policy(
+        local_cluster,
+        "--set",
+        "networkPolicy.egress.strict=true",
+        "--set-json",
+        'networkPolicy.egress.apiServer=[{"ipBlock":{"cidr":"198.18.0.1/32"}}]',
+        "--set-json",
+        'networkPolicy.egress.to=[{"to":[{"ipBlock":{"cidr":"198.18.9.0/24"}}],'
+        '"ports":[{"port":443}]}]',
+    )
+    allowed = strict["spec"]["egress"]
+    dns = allowed[0]
+    assert {"port": 53, "protocol": "UDP"} in dns["ports"]
+    assert {"port": 53, "protocol": "TCP"} in dns["ports"]
+    assert allowed[1] == {"to": [{"ipBlock": {"cidr": "198.18.0.1/32"}}]}
+    assert allowed[2] == {"to": [{"ipBlock": {"cidr": "198.18.9.0/24"}}], "ports": [{"port": 443}]}
+    assert not [
+        peer for rule in allowed for peer in rule["to"] if "0.0.0.0/0" in str(peer)
+    ]  # nothing else
+    refused = helm(
+        local_cluster,
+        "template",
+        "m",
+        str(CHART),
+        "--set",
+        "networkPolicy.egress.strict=true",
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "networkPolicy.egress.apiServer" in refused.stderr
