@@ -1,4 +1,5 @@
-"""Regenerate crds/modeldeployment.yaml from tools/templates/ and runtimes.py.
+"""Regenerate crds/modeldeployment.yaml from tools/templates/ and runtimes.py, and copy
+every crds/*.yaml into the chart (helm/modelsync/crds/), which ships the same files.
 
 The CRD is committed; the parts that must agree with the code (the runtime enum,
 the runtime-specific URI scheme and model format rules and their messages) are filled in from
@@ -17,6 +18,7 @@ from modelsync.serving import runtimes
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "tools" / "templates" / "modeldeployment.crd.yaml"
 OUTPUT = REPO / "crds" / "modeldeployment.yaml"
+CHART_CRDS = REPO / "helm" / "modelsync" / "crds"
 
 
 def _quoted(text: str) -> str:
@@ -37,3 +39,6 @@ def render_crd() -> str:
 if __name__ == "__main__":
     OUTPUT.write_text(render_crd())
     print(f"wrote {OUTPUT.relative_to(REPO)}")
+    for crd in sorted(OUTPUT.parent.glob("*.yaml")):
+        (CHART_CRDS / crd.name).write_bytes(crd.read_bytes())
+        print(f"copied {crd.relative_to(REPO)} to {CHART_CRDS.relative_to(REPO)}/")

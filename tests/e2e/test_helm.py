@@ -71,7 +71,7 @@ def chart_kubeconfig(cluster: LocalCluster, namespace: str, directory: Path) -> 
 @pytest.mark.parametrize("crd", sorted(p.name for p in (REPO / "crds").glob("*.yaml")))
 def test_helm_chart_ships_the_crds_unchanged(crd: str) -> None:
     assert (CHART / "crds" / crd).read_text() == (REPO / "crds" / crd).read_text(), (
-        f"helm/modelsync/crds/{crd} differs from crds/{crd}: copy it again"
+        f"helm/modelsync/crds/{crd} differs from crds/{crd}: run python tools/gen_crds.py"
     )
 
 
