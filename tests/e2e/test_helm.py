@@ -487,7 +487,7 @@ def test_tenant_chart_network_policy_admits_only_the_named_sources(
         return found
 
     closed = policy()
-    assert closed["spec"]["policyTypes"] == ["Ingress"]
+    assert closed["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert closed["spec"]["ingress"] == []
     opened = policy(
         "--set-json",
@@ -619,9 +619,6 @@ def _network_policy(cluster: LocalCluster, *values: str) -> dict[str, Any]:
     return found
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 29 item 10: no NetworkPolicy by default, and none limits egress"
-)
 def test_security_chart_network_policy_keeps_the_operator_off_link_local_by_default(
     local_cluster: LocalCluster,
 ) -> None:
