@@ -14,7 +14,6 @@ from tests.support.cluster import LocalCluster
 MIB = 1 << 20
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 4: the chart takes any disk settings")
 @pytest.mark.parametrize(
     ("values", "words"),
     [
@@ -36,7 +35,6 @@ def test_security_chart_refuses_disk_settings_its_volumes_cannot_hold(
     assert "operator.gitCacheMaxBytes" in refused.stderr, refused.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 4: the chart passes no disk budget")
 def test_security_chart_passes_a_disk_budget_that_fits_its_volume(
     local_cluster: LocalCluster,
 ) -> None:

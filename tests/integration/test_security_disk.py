@@ -23,7 +23,7 @@ import kubernetes
 import pytest
 
 from tests.support.cluster import LocalCluster, tenant_namespace
-from tests.support.gitserver import GitHttpServer, WorkRepo
+from tests.support.gitserver import GitHttpServer, WorkRepo, _git
 from tests.support.kube import until
 from tests.support.operatorproc import spawn_operator
 from tests.support.syncs import MS, Syncs, model_yaml
@@ -115,7 +115,6 @@ def spellings(server: GitHttpServer, repo: str) -> list[str]:
     return folded + users
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 4: no disk budget (the flag is unknown)")
 def test_security_one_tenants_revisions_and_spellings_keep_the_cache_under_its_budget(
     local_cluster: LocalCluster,
     crds: list[str],
@@ -133,10 +132,13 @@ def test_security_one_tenants_revisions_and_spellings_keep_the_cache_under_its_b
         quiet = Syncs(local_cluster, second_own_namespace, server)
         repo = WorkRepo(root, "noisy")
         pinned = []
-        for number in range(PINNED):
-            (repo.work / "data").mkdir(exist_ok=True)
+        (repo.work / "data").mkdir()
+        for number in range(PINNED):  # committed here, pushed once
             (repo.work / "data" / "blob.bin").write_bytes(os.urandom(BLOB))
-            pinned.append(repo.commit(f"revision {number}"))
+            _git("add", "--all", cwd=repo.work)
+            _git("commit", "--quiet", "-m", f"revision {number}", cwd=repo.work)
+            pinned.append(_git("rev-parse", "HEAD", cwd=repo.work))
+        _git("push", "--quiet", "origin", "HEAD:refs/heads/main", cwd=repo.work)
         other = WorkRepo(root, "quiet")
         first = other.write("models/ok.yaml", model_yaml("ok", version="1")).commit()
         flags = ["--git-cache-max-bytes", str(BUDGET), "--max-revision-bytes", str(REVISION_BYTES)]

@@ -869,6 +869,14 @@ def _live_model(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] |
     "a larger revision is refused, naming its files",
 )
 @click.option(
+    "--git-cache-max-bytes",
+    type=click.IntRange(min=1),
+    default=OperatorSettings.git_cache_max_bytes,
+    show_default=True,
+    help="bytes the git cache may take on disk (repositories, snapshots, render copies); "
+    "what no sync uses is trimmed to stay under it",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
     default="INFO",
@@ -1085,6 +1093,7 @@ def run(
     http_port: int,
     git_cache_dir: str | None,
     max_revision_bytes: int,
+    git_cache_max_bytes: int,
     log_level: str,
     log_format: str,
     leader_elect: bool,
@@ -1145,6 +1154,7 @@ def run(
         kubeconfig=run_kubeconfig or cluster.kubeconfig,
         git_cache_dir=git_cache_dir,
         max_revision_bytes=max_revision_bytes,
+        git_cache_max_bytes=git_cache_max_bytes,
         leader_election=leader_elect or bool(shard),
         lease_namespace=lease_namespace,
         lease_seconds=lease_seconds,

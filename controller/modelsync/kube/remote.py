@@ -4,12 +4,20 @@ that `gitops.kubeconfig.check` has already reduced to the fields it allows.
 Every request has a deadline (5 s to connect, 30 s in all) and none is retried inside
 a sync: an API server that does not answer costs one worker a few seconds, then the
 sync reports it and backs off.
+
+The certificate material is held in memory: the CA as data, the client certificate
+and key loaded into the client's TLS context from files of a private directory
+(0700) that is removed before this returns — Python's ssl reads a key only from a
+file. (The client's own kubeconfig loader wrote each to a temporary file for good.)
 """
 
 from __future__ import annotations
 
+import base64
 import re
+import ssl
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -41,24 +49,52 @@ class TimedRest:
 
 
 def remote_kube(kubeconfig: dict[str, Any], qps: float, burst: int) -> Kube:
-    """A Kube for the cluster of `kubeconfig` (checked already: no exec, no file paths),
-    with a rate limit of its own (another API server); reaches the server for discovery."""
+    """A Kube for the cluster of `kubeconfig` (checked already: no exec, no file paths;
+    as `RemoteCluster.as_kubeconfig` writes it), with a rate limit of its own (another
+    API server); reaches the server for discovery."""
+    cluster = kubeconfig["clusters"][0]["cluster"]
+    user = kubeconfig["users"][0]["user"]
     config = kubernetes.client.Configuration()
-    # Certificate data go to files of a private directory (0700), not the shared temp dir.
-    kubernetes.config.load_kube_config_from_dict(
-        kubeconfig,
-        client_configuration=config,
-        persist_config=False,
-        temp_file_path=tempfile.mkdtemp(prefix="modelsync-remote-"),
-    )
+    config.host = cluster["server"]
+    if user.get("token"):
+        config.api_key = {"authorization": f"Bearer {user['token']}"}
+    config.tls_server_name = cluster.get("tls-server-name") or None
     config.retries = False  # one attempt: the sync's backoff does the retrying
     config.connection_pool_maxsize = CONNECTIONS
     client = kubernetes.client.ApiClient(config)
+    # The TLS context holds the CA and the client's key; the pool made from the
+    # configuration (which would name files) is replaced by one that uses it.
+    client.rest_client.pool_manager = urllib3.PoolManager(
+        num_pools=4,
+        maxsize=CONNECTIONS,
+        retries=False,
+        ssl_context=tls_context(cluster, user),
+        cert_reqs=ssl.CERT_REQUIRED,
+        **({"server_hostname": config.tls_server_name} if config.tls_server_name else {}),
+    )
     bucket = throttle.TokenBucket(qps, burst) if qps else None
     client.rest_client = TimedRest(
         throttle.ThrottledRest(client.rest_client, bucket), (CONNECT_SECONDS, REQUEST_SECONDS)
     )
     return Kube(client)
+
+
+def tls_context(cluster: dict[str, Any], user: dict[str, Any]) -> ssl.SSLContext:
+    """Verifies the server against the kubeconfig's CA (else the system's) and presents
+    its client certificate, if any; nothing of either stays on disk."""
+    ca = cluster.get("certificate-authority-data")
+    if ca:
+        context = ssl.create_default_context(cadata=base64.b64decode(ca).decode())
+    else:
+        context = ssl.create_default_context()
+    if user.get("client-certificate-data"):
+        with tempfile.TemporaryDirectory(prefix="modelsync-remote-") as private:
+            certificate, key = Path(private) / "certificate", Path(private) / "key"
+            key.touch(mode=0o600)
+            key.write_bytes(base64.b64decode(user["client-key-data"]))
+            certificate.write_bytes(base64.b64decode(user["client-certificate-data"]))
+            context.load_cert_chain(certificate, key)
+    return context
 
 
 def probe(kube: Kube) -> None:

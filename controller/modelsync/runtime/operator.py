@@ -613,6 +613,7 @@ def build_registry(runtime: Operator) -> kopf.OperatorRegistry:  # noqa: C901 - 
         fetcher = GitFetcher(
             fetch_cache_dir(runtime.settings.git_cache_dir),
             max_revision_bytes=runtime.settings.max_revision_bytes,
+            max_cache_bytes=runtime.settings.git_cache_max_bytes,
             allow_file_urls=runtime.settings.allow_file_urls,
         )
         patterns = runtime.settings.namespaces

@@ -6,8 +6,6 @@ more would serve one repository's cached commits to another's ModelSync."""
 
 from __future__ import annotations
 
-import pytest
-
 from modelsync.gitops import fetch
 
 EQUAL = [
@@ -48,9 +46,8 @@ DISTINCT = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 4: one bare repository per spelling")
 def test_security_cache_keys_fold_only_what_every_host_reads_the_same() -> None:
-    key = fetch.repo_key  # type: ignore[attr-defined]
+    key = fetch.repo_key
     for one, other in EQUAL:
         assert key(one) == key(other), (one, other)
     for one, other in DISTINCT:

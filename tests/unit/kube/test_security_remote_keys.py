@@ -91,7 +91,6 @@ def encoded(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 4: client keys left in temporary files")
 def test_security_a_remote_clusters_client_key_leaves_no_file_behind(
     api_server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
