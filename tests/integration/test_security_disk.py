@@ -11,9 +11,7 @@ is sampled all along."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,10 +20,10 @@ from pathlib import Path
 import kubernetes
 import pytest
 
+from tests.integration.test_security_size import operator_process
 from tests.support.cluster import LocalCluster, tenant_namespace
 from tests.support.gitserver import GitHttpServer, WorkRepo, _git
 from tests.support.kube import until
-from tests.support.operatorproc import spawn_operator
 from tests.support.syncs import MS, Syncs, model_yaml
 
 KIB, MIB = 1 << 10, 1 << 20
@@ -62,33 +60,6 @@ class Sampler(threading.Thread):
             snapshots = self.cache / "snapshots"
             if snapshots.is_dir():
                 self.snapshots |= {p.name for p in snapshots.iterdir() if len(p.name) == 40}
-
-
-@contextlib.contextmanager
-def operator_process(
-    local_cluster: LocalCluster, directory: Path, *args: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    log_path = directory / "operator.log"
-    with log_path.open("ab") as log:
-        process = spawn_operator(
-            local_cluster.kubeconfig,
-            *("--http-port", "0", "--log-level", "INFO"),
-            *("--git-cache-dir", str(directory / "git-cache"), *args),
-            log=log,
-            die_with_parent=True,
-        )
-    try:
-        yield process
-    except BaseException:
-        print(f"operator log ({log_path}):\n" + "\n".join(log_path.read_text().splitlines()[-60:]))
-        raise
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 @pytest.fixture
@@ -142,8 +113,9 @@ def test_security_one_tenants_revisions_and_spellings_keep_the_cache_under_its_b
         other = WorkRepo(root, "quiet")
         first = other.write("models/ok.yaml", model_yaml("ok", version="1")).commit()
         flags = ["--git-cache-max-bytes", str(BUDGET), "--max-revision-bytes", str(REVISION_BYTES)]
-        namespaces = ["-n", own_namespace, "-n", second_own_namespace]
-        with operator_process(local_cluster, tmp_path, *namespaces, *flags) as operator:
+        with operator_process(
+            local_cluster, own_namespace, tmp_path, "-n", second_own_namespace, *flags
+        ) as operator:
             sampler.start()
             quiet.create("quiet", server.url("quiet.git"), path="models")
             quiet.wait_applied("quiet", f"main@sha1:{first}", timeout=20)

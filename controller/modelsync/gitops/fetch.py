@@ -74,8 +74,11 @@ MAX_CACHE_BYTES = 3 << 30
 # afresh past one cut-off), and its snapshot with a render's copy or a write-back's
 # clone (a pack and an index again). A budget below it could refuse a sync alone.
 SYNC_CAPS = 6
-# Cached repositories, snapshots being deleted, and scratch directories, in the cache.
+# Snapshots and repositories being deleted, and scratch directories, in the cache.
 TRASH, SCRATCH = "trash", "scratch"
+# A repository's own small files (config, HEAD, shallow, FETCH_HEAD, refs, a lock file)
+# beside its packs, in blocks: what a fetch or a clone writes besides its pack and index.
+REPOSITORY_BYTES = 64 << 10
 DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22}
 # prlimit(1) (util-linux; in Debian's base images) bounds what a fetch writes.
 PRLIMIT = shutil.which("prlimit")
@@ -306,13 +309,23 @@ class GitFetcher:
         # Revisions refused for their size, by (repository key, sha): why, in a few words.
         self._refused: dict[tuple[str, str], str] = {}
         self._sweep_all()
-        for kept in (*self._snapshots(), *(cache_dir / "repos").glob("*.git")):
+        # The cache's own directories, then what it holds (a repository with its lock file).
+        self.disk.keep(cache_dir, 5 * budget.BLOCK)
+        for kept in self._snapshots():
             self.disk.keep(kept, disk.usage(kept))
+        for kept in (cache_dir / "repos").glob("*.git"):
+            self.disk.keep(kept, disk.usage(kept) + budget.BLOCK)
 
     @property
     def fetch_cap(self) -> int:
         """Bytes one file a fetch writes may hold (its pack; its index): see `_fetch`."""
         return fetch_cap(self.max_revision_bytes)
+
+    @property
+    def clone_bytes(self) -> int:
+        """What a fetch into a new repository may write: a pack and an index, each up to
+        the cut-off, and the repository's own small files."""
+        return 2 * self.fetch_cap + REPOSITORY_BYTES
 
     # ------------------------------------------------------------------ git plumbing
 
@@ -550,7 +563,7 @@ class GitFetcher:
         cap = self.fetch_cap
         try:
             # Its pack and the pack's index, each up to the cut-off, in the disk budget.
-            with self.disk.reserve(2 * cap, "a fetch", self._trim):
+            with self.disk.reserve(self.clone_bytes, "a fetch", self._trim):
                 try:
                     self.run_git(
                         [
@@ -568,11 +581,11 @@ class GitFetcher:
                         max_file_bytes=cap,
                     )
                 finally:
-                    self.disk.keep(repo, disk.usage(repo))
+                    self.disk.keep(repo, disk.usage(repo) + budget.BLOCK)
         except FetchError as error:
             cut = any(p.stat().st_size >= cap for p in repo.glob("objects/pack/tmp_pack_*"))
             self._sweep(repo)
-            self.disk.keep(repo, disk.usage(repo))
+            self.disk.keep(repo, disk.usage(repo) + budget.BLOCK)
             if not cut and "not our ref" in str(error):
                 raise FetchError(
                     f"commit {revision.sha[:12]} is not in {url}; check spec.repo.ref"
@@ -787,6 +800,9 @@ class GitFetcher:
                 if not repo.is_dir():
                     return 0
                 trash = self._to_trash(repo)
+                # Its lock file goes too (one per URL ever named would stay), still locked:
+                # whoever waits for the thread lock opens a new one after this.
+                (repo.parent / f"{repo.name}.flock").unlink(missing_ok=True)
         finally:
             lock.release()
         return self._empty_trash(trash, repo)
@@ -796,8 +812,8 @@ class GitFetcher:
         self._empty_trash(self._to_trash(path), path)
 
     def _to_trash(self, path: Path) -> Path:
-        trash = Path(tempfile.mkdtemp(prefix=f"{path.name}-", dir=self.cache_dir / TRASH))
-        path.rename(trash / "content")
+        trash = self.cache_dir / TRASH / f"{path.name}-{os.urandom(6).hex()}"
+        path.rename(trash)
         return trash
 
     def _empty_trash(self, trash: Path, path: Path) -> int:

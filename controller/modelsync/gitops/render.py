@@ -483,9 +483,15 @@ def _private(
 
 
 def _chart_files(chart: Path) -> set[Path]:
+    """The chart's files; a directory that vanishes under the walk fails the render (the
+    snapshot changed: retried), never a copy without it."""
+
+    def lost(error: OSError) -> None:
+        raise loadmod.SnapshotChangedError(f"{error.filename}: {error.strerror}") from error
+
     return {
         Path(base) / name
-        for base, _, names in os.walk(chart, followlinks=False)
+        for base, _, names in os.walk(chart, followlinks=False, onerror=lost)
         for name in names
         if (Path(base) / name).is_file() and not (Path(base) / name).is_symlink()
     }

@@ -208,9 +208,9 @@ def restore_model(
 @contextlib.contextmanager
 def _scratch(fetcher: GitFetcher, branch: str) -> Iterator[Path]:
     """A write-back's directory in the git cache, room reserved for a fetch of two
-    commits (a pack and its index, each up to the fetch cut-off)."""
+    commits into a new repository."""
     try:
-        with fetcher.scratch(2 * fetcher.fetch_cap, "a write-back's clone") as scratch:
+        with fetcher.scratch(fetcher.clone_bytes, "a write-back's clone") as scratch:
             yield scratch
     except DiskFullError as error:
         raise RollbackError(f"could not push {branch}: {error}") from None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,16 +16,9 @@ import pytest
 
 from modelsync.gitops import load as loadmod
 from modelsync.gitops.fetch import GitFetcher, Ref
+from tests.unit.gitops.test_fetch_disk import git
 
 MODELS = ("alpha", "beta", "gamma", "delta")
-
-
-def git(*args: str) -> str:
-    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1"}
-    env |= {"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@example.com"}
-    env |= {"GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    done = subprocess.run(["git", *args], env=env, capture_output=True, text=True, check=True)
-    return done.stdout.strip()
 
 
 def model(name: str) -> str:
