@@ -196,3 +196,8 @@ def test_a_reservation_trims_what_it_lacks_and_is_refused_when_nothing_can_go() 
         with pytest.raises(disk.DiskFullError, match=refused), budget.reserve(50, "a clone", trim):
             pass
     assert budget.in_use == 0  # what ended gave its room back
+
+
+def test_a_budget_too_small_for_one_sync_stops_the_operator_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--git-cache-max-bytes 1073741824 is below"):
+        GitFetcher(tmp_path, max_revision_bytes=1 << 30, max_cache_bytes=1 << 30)
