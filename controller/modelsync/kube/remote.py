@@ -14,6 +14,7 @@ file. (The client's own kubeconfig loader wrote each to a temporary file for goo
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 import ssl
 import tempfile
@@ -31,6 +32,11 @@ REQUEST_SECONDS = 30.0
 # urllib3 names the connection object (its address in memory) in its errors: without it
 # the same failure reads the same each time, and a retry writes no new status.
 _OBJECT = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>:?\s*")
+
+
+class CredentialsError(ValueError):
+    """The kubeconfig's certificate data cannot be used (not base64, not PEM, a key that
+    is not the certificate's); the message names the fields, never their content."""
 
 
 class TimedRest:
@@ -81,20 +87,37 @@ def remote_kube(kubeconfig: dict[str, Any], qps: float, burst: int) -> Kube:
 
 def tls_context(cluster: dict[str, Any], user: dict[str, Any]) -> ssl.SSLContext:
     """Verifies the server against the kubeconfig's CA (else the system's) and presents
-    its client certificate, if any; nothing of either stays on disk."""
+    its client certificate, if any; nothing of either stays on disk. CredentialsError
+    when the data cannot be used."""
     ca = cluster.get("certificate-authority-data")
-    if ca:
-        context = ssl.create_default_context(cadata=base64.b64decode(ca).decode())
-    else:
-        context = ssl.create_default_context()
+    try:
+        if ca:
+            context = ssl.create_default_context(cadata=base64.b64decode(ca).decode())
+        else:
+            context = ssl.create_default_context()
+    except (binascii.Error, UnicodeDecodeError, ssl.SSLError) as error:
+        raise CredentialsError(
+            f"certificate-authority-data is not a base64 PEM certificate ({_reason(error)})"
+        ) from None
     if user.get("client-certificate-data"):
         with tempfile.TemporaryDirectory(prefix="modelsync-remote-") as private:
             certificate, key = Path(private) / "certificate", Path(private) / "key"
-            key.touch(mode=0o600)
-            key.write_bytes(base64.b64decode(user["client-key-data"]))
-            certificate.write_bytes(base64.b64decode(user["client-certificate-data"]))
-            context.load_cert_chain(certificate, key)
+            try:
+                key.touch(mode=0o600)
+                key.write_bytes(base64.b64decode(user["client-key-data"]))
+                certificate.write_bytes(base64.b64decode(user["client-certificate-data"]))
+                context.load_cert_chain(certificate, key)
+            except (binascii.Error, ssl.SSLError) as error:
+                raise CredentialsError(
+                    "client-certificate-data and client-key-data are not a base64 PEM "
+                    f"certificate and its key ({_reason(error)})"
+                ) from None
     return context
+
+
+def _reason(error: Exception) -> str:
+    """What went wrong, in the library's words (they quote no data)."""
+    return getattr(error, "reason", None) or type(error).__name__
 
 
 def probe(kube: Kube) -> None:

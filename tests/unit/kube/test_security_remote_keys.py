@@ -115,3 +115,23 @@ def test_security_a_remote_clusters_client_key_leaves_no_file_behind(
     ]
     assert holding == [], f"files in the temporary directory hold the client key: {holding}"
     assert [p for p in scratch.iterdir() if p.name.startswith("modelsync-remote-")] == []
+
+
+def test_a_key_that_is_not_the_certificates_is_refused_naming_fields_not_content(
+    api_server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, pki, _ = api_server
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    cluster = RemoteCluster(
+        server=url,
+        ca_data=encoded(pki / "ca.crt"),
+        client_certificate_data=encoded(pki / "client.crt"),
+        client_key_data=encoded(pki / "server.key"),  # another certificate's key
+    )
+    with pytest.raises(remote.CredentialsError, match="client-key-data") as refused:
+        remote.remote_kube(cluster.as_kubeconfig(), qps=0, burst=0)
+    assert "PRIVATE KEY" not in str(refused.value)
+    assert encoded(pki / "server.key")[:40] not in str(refused.value)
+    assert list(scratch.iterdir()) == []  # the key's file went with the refusal
