@@ -93,14 +93,15 @@ def peak_rss(pid: int) -> int:
 
 @contextlib.contextmanager
 def operator_process(
-    local_cluster: LocalCluster, namespace: str, directory: Path
+    local_cluster: LocalCluster, namespace: str, directory: Path, *args: str
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """`modelsync run` for `namespace` (and `args`), its cache and log in `directory`."""
     log_path = directory / "operator.log"
     with log_path.open("ab") as log:
         process = spawn_operator(
             local_cluster.kubeconfig,
             *("-n", namespace, "--http-port", "0", "--log-level", "INFO"),
-            *("--git-cache-dir", str(directory / "git-cache")),
+            *("--git-cache-dir", str(directory / "git-cache"), *args),
             log=log,
             die_with_parent=True,
         )

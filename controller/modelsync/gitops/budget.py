@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAX_REVISION_BYTES = 100 << 20  # 100 MiB, Flux's default artifact limit
 # Files in one revision, at most: each costs an inode and a block on disk whatever its
@@ -21,6 +21,8 @@ MAX_REVISION_BYTES = 100 << 20  # 100 MiB, Flux's default artifact limit
 MAX_REVISION_FILES = 100_000
 SETTING = "--max-revision-bytes (Helm value operator.maxRevisionBytes)"
 SHOWN = 3  # files named in a refusal; the largest first
+BLOCK = 4096  # what a file or directory costs on disk at least: an inode and a block
+DIRECTORY_ENTRY = 16  # bytes a directory grows by for each name it holds, besides the name
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,34 @@ def parse_ls_tree(records: Iterable[str], missing: frozenset[str] = frozenset())
         oid = fields[2]
         size = int(fields[3]) if len(fields) > 3 and fields[3].isdigit() else 0
         yield Blob(path, None if oid in missing else size)
+
+
+def blocks(size: int) -> int:
+    """Bytes a file of `size` bytes takes on disk: whole blocks, at least one."""
+    return max(BLOCK, -(-size // BLOCK) * BLOCK)
+
+
+@dataclass
+class Footprint:
+    """What a revision takes on disk once written, summed while its listing is read (by
+    `refusal`, which reads it once): each file's blocks, each directory's block, and
+    the names directories hold."""
+
+    files: int = 0
+    directories: set[str] = field(default_factory=set)
+
+    def count(self, blobs: Iterable[Blob]) -> Iterator[Blob]:
+        for blob in blobs:
+            parent, _, name = blob.path.rpartition("/")
+            self.files += blocks(blob.size or 0) + DIRECTORY_ENTRY + len(name)
+            while parent and parent not in self.directories:
+                self.directories.add(parent)
+                parent = parent.rpartition("/")[0]
+            yield blob
+
+    @property
+    def bytes(self) -> int:
+        return self.files + (len(self.directories) + 1) * BLOCK
 
 
 def parse_missing(lines: Iterable[str]) -> frozenset[str]:

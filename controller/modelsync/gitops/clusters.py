@@ -73,6 +73,13 @@ class Clusters:
         try:
             kube = self._client((namespace, name), version, checked)
             remote.probe(kube)
+        except remote.CredentialsError as error:
+            where = f"Secret {namespace}/{ref['name']} (spec.kubeConfig.secretRef)"
+            raise ClusterError(
+                c.REASON_KUBECONFIG_INVALID,
+                f"{where} key {c.KUBECONFIG_KEY!r}: {error}; fix the Secret",
+                headline=f"Secret {ref['name']!r}: kubeconfig refused: {error}",
+            ) from None
         except Exception as error:
             why = remote.unreachable(error)
             if why is None:

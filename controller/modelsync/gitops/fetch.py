@@ -2,12 +2,18 @@
 
 Resolving is one `git ls-remote` (cheap: no objects move). Fetching happens
 only when the commit is not in the local cache yet, shallow (depth 1), into a
-bare repository per URL, leaving out blobs over the byte budget where the
-server can filter; a commit becomes an immutable snapshot directory keyed by
-its sha, and the oldest snapshots are dropped beyond a bound. A snapshot holds
+bare repository per URL (spellings every host reads the same share one:
+`repo_key`), leaving out blobs over the byte budget where the server can filter;
+a commit becomes an immutable snapshot directory keyed by its sha. A snapshot holds
 the whole tree of its revision, measured before it is written (`budget`) and
 streamed to disk from `git archive`: a huge file in a repository is refused
 with its name, never read into the operator's memory.
+
+The whole cache (snapshots, repositories, and the scratch directories of renders
+and write-backs) stays under one disk budget (`disk`): each fetch, extract, render
+copy and clone reserves its worst case first, and what no running sync uses is
+trimmed, least recently used first. A sync holds a lease on its snapshot
+(`leased`) from checkout to its end: a snapshot being read is never trimmed.
 
 Credentials reach git through the environment of the one command that needs
 them (GIT_ASKPASS for https, GIT_SSH_COMMAND with a 0600 key file for ssh);
@@ -47,7 +53,7 @@ import semantic_version
 
 from modelsync.api import constants as c
 from modelsync.api.origins import hidden_address
-from modelsync.gitops import budget
+from modelsync.gitops import budget, disk
 from modelsync.telemetry import metrics
 
 GIT_TIMEOUT_SECONDS = 120.0
@@ -62,6 +68,19 @@ BIG_FILE_THRESHOLD = 1 << 20  # bytes; see checkout
 SCRATCH_PREFIX = ".scratch-"
 # What a fetch may write, as a multiple of the budget (see _fetch).
 FETCH_FACTOR = 4
+# The git cache's disk budget by default (the chart's: operator.gitCacheMaxBytes).
+MAX_CACHE_BYTES = 3 << 30
+# What one sync may need of the disk budget at once, in fetch cut-offs (`fetch_cap`): a
+# fetch's pack and index (each cut off at it), the repository's earlier packs (started
+# afresh past one cut-off), and its snapshot with a render's copy or a write-back's
+# clone (a pack and an index again). A budget below it could refuse a sync alone.
+SYNC_CAPS = 6
+# Snapshots and repositories being deleted, and scratch directories, in the cache.
+TRASH, SCRATCH = "trash", "scratch"
+# A repository's own small files (config, HEAD, shallow, FETCH_HEAD, refs, a lock file)
+# beside its packs, in blocks: what a fetch or a clone writes besides its pack and index.
+REPOSITORY_BYTES = 64 << 10
+DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22}
 # prlimit(1) (util-linux; in Debian's base images) bounds what a fetch writes.
 PRLIMIT = shutil.which("prlimit")
 MAX_REFUSED = 1024  # revisions remembered as too large (each a message of a few hundred bytes)
@@ -227,6 +246,42 @@ def _check_authority(url: str, scheme: str) -> None:
         raise FetchError(f"repository URL {redact(url, None)!r}: {hidden}; check spec.repo.url")
 
 
+def repo_key(url: str) -> str:
+    """The cached repository a URL is kept in: spellings that every git host reads as
+    the same repository share one (the scheme's and host's case, the default port, one
+    trailing `/`, then one `.git`); the path's case, another port and the user never
+    fold — a repository shared by two URLs serves one's cached commits to the other.
+    A file:// path keeps its `.git` (another directory). Pure."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # user@host:path (scp-like): the host's case only, and the suffixes
+        user, _, rest = url.rpartition("@")
+        host, _, path = rest.partition(":")
+        return f"scp:{user}@{host.lower()}:{_fold_path(path)}"
+    scheme = scheme.lower()
+    if scheme == "file":
+        return f"file://{rest.rstrip('/') or rest}"
+    authority, slash, path = rest.partition("/")
+    user, at, hostport = authority.rpartition("@")
+    parsed = urllib.parse.urlsplit(f"//{hostport}")
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None  # not a port: kept as written, below
+    host = (parsed.hostname or hostport).lower()
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address, as written in a URL
+    if port is None and ":" in hostport.rpartition("]")[2]:
+        host = hostport.lower()
+    elif port is not None and port != DEFAULT_PORTS.get(scheme):
+        host = f"{host}:{port}"
+    return f"{scheme}://{user}{at}{host}{slash}{_fold_path(path)}"
+
+
+def _fold_path(path: str) -> str:
+    path = path.removesuffix("/")
+    return path.removesuffix(".git")
+
+
 def protocol_config(allow_file: bool) -> list[str]:
     """`git -c` arguments that let git use the allowed transports and no other."""
     allowed = [*PROTOCOLS, *(["file"] if allow_file else [])]
@@ -246,24 +301,52 @@ class GitFetcher:
         timeout: float | None = None,
         max_revision_bytes: int = budget.MAX_REVISION_BYTES,
         allow_file_urls: bool = False,
+        max_cache_bytes: int = MAX_CACHE_BYTES,
     ) -> None:
+        least = least_cache_bytes(max_revision_bytes)
+        if max_cache_bytes < least:
+            raise ValueError(
+                f"--git-cache-max-bytes {max_cache_bytes} is below what one sync may need at "
+                f"--max-revision-bytes {max_revision_bytes} ({least} bytes: {SYNC_CAPS} times "
+                "a fetch's cut-off); raise the first or lower the second"
+            )
         self.cache_dir = cache_dir
         self.max_snapshots = max_snapshots
         self.max_revision_bytes = max_revision_bytes
         self.allow_file_urls = allow_file_urls
+        self.disk = disk.DiskBudget(max_cache_bytes)
         self._trimming = threading.Lock()
         # Read once, at start: a bad value stops the operator instead of every sync.
         self.timeout = timeout if timeout is not None else git_timeout_seconds()
-        (cache_dir / "repos").mkdir(parents=True, exist_ok=True)
-        (cache_dir / "snapshots").mkdir(parents=True, exist_ok=True)
+        for name in ("repos", "snapshots", TRASH, SCRATCH):
+            (cache_dir / name).mkdir(parents=True, exist_ok=True)
         # An older operator kept its askpass script here, where a repository's content
         # could be written through a symlink; it is never used again.
         (cache_dir / "askpass.sh").unlink(missing_ok=True)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # Snapshots in use, by sha: how many syncs hold each (see `leased`).
+        self._leases: dict[str, int] = {}
         # Revisions refused for their size, by (repository key, sha): why, in a few words.
         self._refused: dict[tuple[str, str], str] = {}
         self._sweep_all()
+        # The cache's own directories, then what it holds (a repository with its lock file).
+        self.disk.keep(cache_dir, 5 * budget.BLOCK)
+        for kept in self._snapshots():
+            self.disk.keep(kept, disk.usage(kept))
+        for kept in (cache_dir / "repos").glob("*.git"):
+            self.disk.keep(kept, disk.usage(kept) + budget.BLOCK)
+
+    @property
+    def fetch_cap(self) -> int:
+        """Bytes one file a fetch writes may hold (its pack; its index): see `_fetch`."""
+        return fetch_cap(self.max_revision_bytes)
+
+    @property
+    def clone_bytes(self) -> int:
+        """What a fetch into a new repository may write: a pack and an index, each up to
+        the cut-off, and the repository's own small files."""
+        return 2 * self.fetch_cap + REPOSITORY_BYTES
 
     # ------------------------------------------------------------------ git plumbing
 
@@ -340,28 +423,25 @@ class GitFetcher:
         """An immutable directory with the files of `revision`, fetched if needed. The
         cached snapshot of a sha is shared by every URL that has that commit; it is used
         only when the commit is in this URL's own cached repository (so came from it):
-        another tenant's sha named with one's own repository is fetched from it, and fails."""
+        another tenant's sha named with one's own repository is fetched from it, and fails.
+        Unless `leased`, the snapshot may be trimmed as soon as this returns."""
         check_url(url, self.allow_file_urls, self.cache_dir)
         snapshot = self.cache_dir / "snapshots" / revision.sha
-        repo = self.cache_dir / "repos" / (hashlib.sha256(url.encode()).hexdigest()[:20] + ".git")
+        repo = self.repo_dir(url)
         if snapshot.is_dir() and self._has_commit(repo, revision.sha):
-            os.utime(snapshot)
+            _used(snapshot, repo)
             return snapshot
         with self._exclusive(repo):
             with self._locks_guard:
                 refused = self._refused.get((_key(repo), revision.sha))
             if refused:  # the same content fails the same way: not fetched again
                 raise RevisionTooLargeError(refused)
+            if repo.exists() and self.disk.kept(repo) > self.fetch_cap:
+                # The packs of many revisions (pinned ones, a long run of syncs): a shallow
+                # fetch needs none of them, so the repository starts afresh.
+                self._delete(repo)
             if not repo.exists():
-                self.run_git(["init", "--quiet", "--bare", str(repo)], None)
-                # git streams blobs above this instead of holding each whole (index-pack
-                # on fetch, archive on extract): its memory stays small. Every fetch
-                # becomes one pack file (no loose objects), which max_file_bytes bounds.
-                for key, value in (
-                    ("core.bigFileThreshold", str(BIG_FILE_THRESHOLD)),
-                    ("transfer.unpackLimit", "1"),
-                ):
-                    self.run_git(["config", key, value], None, repo)
+                self._init(repo)
             if not self._has_commit(repo, revision.sha):
                 self._fetch(repo, url, revision, credentials)
                 if not self._has_commit(repo, revision.sha):
@@ -369,14 +449,92 @@ class GitFetcher:
                         f"{revision.fetch_ref} moved while fetching (wanted {revision.sha[:12]});"
                         " the next sync takes the new commit"
                     )
+            _used(repo)
             if snapshot.is_dir():
-                os.utime(snapshot)
+                _used(snapshot)
                 return snapshot
             self._extract(repo, revision.sha, snapshot)
         # Old snapshots go in the background: deleting a thousand files is no reason to
         # keep a sync (and the webhook's latency) waiting.
-        threading.Thread(target=self._trim, name="trim-snapshots", daemon=True).start()
+        threading.Thread(target=self._trim_now, name="trim-snapshots", daemon=True).start()
         return snapshot
+
+    @contextlib.contextmanager
+    def leased(
+        self, url: str, revision: Revision, credentials: Credentials | None = None
+    ) -> Iterator[Path]:
+        """`checkout`, with the snapshot held until the block ends: a sync reads its
+        snapshot from render to apply, and no trim deletes it meanwhile."""
+        with self._locks_guard:
+            self._leases[revision.sha] = self._leases.get(revision.sha, 0) + 1
+        try:
+            yield self.checkout(url, revision, credentials)
+        finally:
+            with self._locks_guard:
+                left = self._leases.pop(revision.sha) - 1
+                if left:
+                    self._leases[revision.sha] = left
+
+    @contextlib.contextmanager
+    def scratch(self, size: int, what: str) -> Iterator[Path]:
+        """A private directory (0700) in the cache for `what` (a render's copy of a
+        revision, a write-back's clone) to write up to `size` bytes in, reserved in the
+        disk budget while the block runs; removed when it ends. DiskFullError when the
+        budget has no room for it."""
+        with self.disk.reserve(size, what, self._trim):
+            directory = Path(tempfile.mkdtemp(prefix="work-", dir=self.cache_dir / SCRATCH))
+            try:
+                yield directory
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+
+    def fetch_commits(
+        self,
+        git_dir: Path,
+        url: str,
+        shas: list[str],
+        credentials: Credentials | None,
+        max_blob_bytes: int,
+    ) -> None:
+        """These commits alone into a new bare repository at `git_dir` (a write-back's):
+        shallow, blobs over `max_blob_bytes` left out where the server can filter, every
+        file git writes cut off at `fetch_cap`. Nothing is fetched lazily later (its own
+        config says protocol.allow=never): a left-out blob stays missing."""
+        self._init(git_dir)
+        for key, value in (("protocol.allow", "never"), ("push.negotiate", "true")):
+            self.run_git(["config", key, value], None, git_dir)
+        self.run_git(
+            [
+                "fetch",
+                "--quiet",
+                "--depth=1",
+                "--no-tags",
+                f"--filter=blob:limit={max_blob_bytes + 1}",
+                "--end-of-options",
+                url,
+                *shas,
+            ],
+            credentials,
+            git_dir=git_dir,
+            max_file_bytes=self.fetch_cap,
+        )
+
+    def repo_dir(self, url: str) -> Path:
+        """The cached bare repository of `url` (of every spelling `repo_key` folds)."""
+        name = hashlib.sha256(repo_key(url).encode()).hexdigest()[:20]
+        return self.cache_dir / "repos" / f"{name}.git"
+
+    def _init(self, repo: Path) -> None:
+        # No template: nothing but what git needs (no sample hooks, 60 KiB a repository).
+        self.run_git(["init", "--quiet", "--bare", "--template=", str(repo)], None)
+        # git streams blobs above this instead of holding each whole (index-pack on fetch,
+        # archive on extract): its memory stays small. Every fetch becomes one pack file
+        # (no loose objects), which max_file_bytes bounds.
+        for key, value in (
+            ("core.bigFileThreshold", str(BIG_FILE_THRESHOLD)),
+            ("transfer.unpackLimit", "1"),
+        ):
+            self.run_git(["config", key, value], None, repo)
 
     @contextlib.contextmanager
     def _exclusive(self, repo: Path) -> Iterator[None]:
@@ -402,7 +560,11 @@ class GitFetcher:
 
     def _sweep_all(self) -> None:
         """At start: sweep every cached repository no other process is working in (one
-        that is, sweeps when it next takes the lock)."""
+        that is, sweeps when it next takes the lock), and what a killed operator left
+        being deleted or in a scratch directory (one operator uses a cache at a time)."""
+        for name in (TRASH, SCRATCH):
+            for left in (self.cache_dir / name).iterdir():
+                shutil.rmtree(left, ignore_errors=True)
         for flock in (self.cache_dir / "repos").glob("*.git.flock"):
             repo = flock.with_suffix("")
             with flock.open("a") as held:
@@ -419,26 +581,32 @@ class GitFetcher:
         filter (uploadpack.allowFilter; one that cannot sends them, and git warns). What it
         sends is cut at FETCH_FACTOR times the budget: enough to name the files of a
         revision somewhat over it, never a disk filled by one tenant."""
-        cap = self.max_revision_bytes * FETCH_FACTOR + (1 << 20)
+        cap = self.fetch_cap
         try:
-            self.run_git(
-                [
-                    "fetch",
-                    "--quiet",
-                    "--depth=1",
-                    "--no-tags",
-                    f"--filter=blob:limit={self.max_revision_bytes + 1}",
-                    "--end-of-options",
-                    url,
-                    revision.fetch_ref,
-                ],
-                credentials,
-                git_dir=repo,
-                max_file_bytes=cap,
-            )
+            # Its pack and the pack's index, each up to the cut-off, in the disk budget.
+            with self.disk.reserve(self.clone_bytes, "a fetch", self._trim):
+                try:
+                    self.run_git(
+                        [
+                            "fetch",
+                            "--quiet",
+                            "--depth=1",
+                            "--no-tags",
+                            f"--filter=blob:limit={self.max_revision_bytes + 1}",
+                            "--end-of-options",
+                            url,
+                            revision.fetch_ref,
+                        ],
+                        credentials,
+                        git_dir=repo,
+                        max_file_bytes=cap,
+                    )
+                finally:
+                    self.disk.keep(repo, disk.usage(repo) + budget.BLOCK)
         except FetchError as error:
             cut = any(p.stat().st_size >= cap for p in repo.glob("objects/pack/tmp_pack_*"))
             self._sweep(repo)
+            self.disk.keep(repo, disk.usage(repo) + budget.BLOCK)
             if not cut and "not our ref" in str(error):
                 raise FetchError(
                     f"commit {revision.sha[:12]} is not in {url}; check spec.repo.ref"
@@ -478,19 +646,36 @@ class GitFetcher:
             self._local_git(repo, ["rev-list", "--objects", "--no-walk", "--missing=print", sha])
         )
         sizes = [] if missing else ["-l"]  # -l would read (lazily fetch) a missing blob
+        footprint = budget.Footprint()
         with contextlib.closing(
             self._local_git(repo, ["ls-tree", "-r", "-z", "--full-tree", *sizes, sha], "\0")
         ) as listing:
             refused = budget.refusal(
-                budget.parse_ls_tree(listing, missing), self.max_revision_bytes
+                footprint.count(budget.parse_ls_tree(listing, missing)), self.max_revision_bytes
+            )
+        # Beside its repository (locked by this thread), the most the budget holds.
+        if not refused and footprint.bytes > self.disk.limit - self.disk.kept(repo):
+            raise self._refuse(
+                repo,
+                sha,
+                f"the revision's files take {footprint.bytes} bytes on disk once written "
+                f"(blocks of {budget.BLOCK} bytes, one a file at least), more than the "
+                f"operator's git cache has room for ({self.disk.limit} bytes, "
+                "--git-cache-max-bytes); keep generated or vendored trees out of the "
+                "repository the operator reads",
             )
         if refused:
             # The cached repository goes: big blobs a server that does not filter sent
             # would stay for good, and blobs a filter left out would stay missing (so
             # refused) after the budget is raised. It is only a cache: the next fetch
             # (of this revision after a restart, or of the next) starts afresh.
-            shutil.rmtree(repo, ignore_errors=True)
+            self._delete(repo)
             raise self._refuse(repo, sha, refused)
+        with self.disk.reserve(footprint.bytes, "a snapshot", self._trim):
+            self._write_snapshot(repo, sha, snapshot)
+            self.disk.keep(snapshot, disk.usage(snapshot))
+
+    def _write_snapshot(self, repo: Path, sha: str, snapshot: Path) -> None:
         scratch = Path(
             tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{_key(repo)}-{sha}-", dir=snapshot.parent)
         )
@@ -514,7 +699,12 @@ class GitFetcher:
                         tar.extract(checked, scratch, filter="fully_trusted")  # checked above
                     else:
                         tar.extract(checked, scratch)
-            scratch.rename(snapshot)
+            try:
+                scratch.rename(snapshot)
+            except OSError:
+                if not snapshot.is_dir():
+                    raise
+                shutil.rmtree(scratch)  # another URL's sync wrote the same commit meanwhile
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
@@ -586,21 +776,106 @@ class GitFetcher:
                     complaint = f"timed out after {self.timeout:g}s ({GIT_TIMEOUT_ENV})"
                 raise FetchError(f"git {args[0]} failed in the cache: {complaint}")
 
-    def _trim(self) -> None:
+    def _trim_now(self) -> None:
+        """Snapshots beyond `max_snapshots` go, oldest use first (each costs inodes
+        whatever its bytes); one at a time, and never one in use."""
         if not self._trimming.acquire(blocking=False):
             return  # one trim at a time; the next checkout trims again
         try:
-            self._trim_now()
+            snapshots = sorted(self._snapshots(), key=_last_use)
+            for old in snapshots[: max(0, len(snapshots) - self.max_snapshots)]:
+                self._drop_snapshot(old)
         finally:
             self._trimming.release()
 
-    def _trim_now(self) -> None:
-        snapshots = sorted(
-            (p for p in (self.cache_dir / "snapshots").iterdir() if SHA.match(p.name)),
-            key=lambda p: p.stat().st_mtime,
-        )
-        for old in snapshots[: max(0, len(snapshots) - self.max_snapshots)]:
-            shutil.rmtree(old, ignore_errors=True)
+    def _trim(self, need: int) -> int:
+        """Delete what no running step uses (a snapshot no sync holds, a repository no
+        git works in), least recently used first, until `need` bytes are freed; the
+        bytes freed (0: nothing could go)."""
+        freed = 0
+        candidates = [*self._snapshots(), *(self.cache_dir / "repos").glob("*.git")]
+        for path in sorted(candidates, key=_last_use):
+            if freed >= need:
+                break
+            if path.parent.name == "snapshots":
+                freed += self._drop_snapshot(path)
+            else:
+                freed += self._drop_repo(path)
+        return freed
+
+    def _drop_snapshot(self, snapshot: Path) -> int:
+        with self._locks_guard:
+            if self._leases.get(snapshot.name) or not snapshot.is_dir():
+                return 0
+            # Gone from its name at once: a lease taken from now on finds no snapshot and
+            # extracts the revision anew.
+            trash = self._to_trash(snapshot)
+        return self._empty_trash(trash, snapshot)
+
+    def _drop_repo(self, repo: Path) -> int:
+        lock = self._lock(str(repo))
+        if not lock.acquire(blocking=False):
+            return 0  # a fetch or an extract works in it
+        try:
+            with (repo.parent / f"{repo.name}.flock").open("a") as held:
+                try:
+                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return 0  # another process's git works in it
+                if not repo.is_dir():
+                    return 0
+                trash = self._to_trash(repo)
+                # Its lock file goes too (one per URL ever named would stay), still locked:
+                # whoever waits for the thread lock opens a new one after this.
+                (repo.parent / f"{repo.name}.flock").unlink(missing_ok=True)
+        finally:
+            lock.release()
+        return self._empty_trash(trash, repo)
+
+    def _delete(self, path: Path) -> None:
+        """Delete a cached repository or snapshot whose guard this thread holds."""
+        self._empty_trash(self._to_trash(path), path)
+
+    def _to_trash(self, path: Path) -> Path:
+        trash = self.cache_dir / TRASH / f"{path.name}-{os.urandom(6).hex()}"
+        path.rename(trash)
+        return trash
+
+    def _empty_trash(self, trash: Path, path: Path) -> int:
+        """Delete what was at `path` (now in `trash`); its bytes leave the budget once
+        they left the disk."""
+        size = self.disk.kept(path)
+        shutil.rmtree(trash, ignore_errors=True)
+        self.disk.forget(path)
+        return size
+
+    def _snapshots(self) -> list[Path]:
+        return [p for p in (self.cache_dir / "snapshots").iterdir() if SHA.match(p.name)]
+
+
+def fetch_cap(max_revision_bytes: int) -> int:
+    """Bytes any one file a fetch writes may hold (RLIMIT_FSIZE): FETCH_FACTOR times the
+    revision budget, and a MiB for the trees and commits."""
+    return max_revision_bytes * FETCH_FACTOR + (1 << 20)
+
+
+def least_cache_bytes(max_revision_bytes: int) -> int:
+    """The smallest disk budget in which one sync at `max_revision_bytes` always fits."""
+    return SYNC_CAPS * fetch_cap(max_revision_bytes)
+
+
+def _last_use(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _used(*paths: Path) -> None:
+    """Mark cached repositories and snapshots used now (the trim goes by last use)."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(path)
 
 
 @contextlib.contextmanager

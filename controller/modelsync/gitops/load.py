@@ -5,6 +5,10 @@ holding several documents. Refuses what could hurt or mislead: a path or a
 symlink leading out of the repository, a file too large, YAML tags (only plain
 data), duplicate keys (Kubernetes is strict about them too), alias bombs and
 very deep nesting. Every error names the file and line.
+
+What is wrong with the snapshot rather than with the revision (the snapshot gone, a
+directory or file listed and then gone) raises SnapshotChangedError: never a revision
+that lacks what the walk lost, which a sync with prune on would apply as the whole.
 """
 
 from __future__ import annotations
@@ -145,6 +149,22 @@ def _measure(node: Node, depth: int = 0, budget: list[int] | None = None) -> Non
         raise _TooBigError(node, "unexpected YAML node")
 
 
+class SnapshotChangedError(Exception):
+    """The snapshot changed under the loader (it, or a directory or file of it, vanished
+    between listing and reading): the cache's fault, not the revision's. An error of the
+    environment: the sync is tried again, nothing of this attempt is applied or pruned."""
+
+
+def _vanished(root: Path, error: OSError) -> SnapshotChangedError:
+    where = Path(str(error.filename or root))
+    inside = where.is_relative_to(root) and where != root
+    relative = where.relative_to(root).as_posix() if inside else str(where)
+    return SnapshotChangedError(
+        f"{relative}: {error.strerror or error} while reading the revision's snapshot "
+        "(it changed under the reader); the sync is tried again"
+    )
+
+
 class _TooBigError(Exception):
     def __init__(self, node: Node, message: str) -> None:
         super().__init__(message)
@@ -165,7 +185,11 @@ def resolve_path(root: Path, path: str) -> Path:
 
 def _files(root: Path, directory: Path, errors: list[RevisionError]) -> Iterator[Path]:
     real_root = root.resolve()
-    for base, dirs, names in os.walk(directory, followlinks=False):
+
+    def lost(error: OSError) -> None:  # os.walk would skip the directory it cannot list
+        raise _vanished(root, error) from error
+
+    for base, dirs, names in os.walk(directory, followlinks=False, onerror=lost):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         marker = next((n for n in (*KUSTOMIZATION_FILES, HELM_CHART_FILE) if n in names), None)
         if marker is not None:
@@ -312,9 +336,11 @@ def _accept(data: Any, source: Source, loaded: Loaded) -> None:
     loaded.objects.append(LoadedObject(data, source))
 
 
-def load(root: Path, path: str = "") -> Loaded:
+def load(root: Path, path: str = "") -> Loaded:  # noqa: C901 - each refusal of a file, in order
     """Every object under `path` of the snapshot at `root`, or the errors that stop it."""
     loaded = Loaded()
+    if not root.is_dir():  # not an empty revision: no revision at all
+        raise _vanished(root, FileNotFoundError(2, "the snapshot is gone", str(root)))
     root = root.resolve()
     try:
         directory = resolve_path(root, path)
@@ -332,7 +358,9 @@ def load(root: Path, path: str = "") -> Loaded:
             break
         try:
             size = file.stat().st_size
-        except OSError as error:  # gone, or a symlink loop
+        except FileNotFoundError as error:  # listed, then gone (a dangling link is named above)
+            raise _vanished(root, error) from error
+        except OSError as error:  # a symlink loop
             loaded.errors.append(
                 RevisionError(Source(relative, 1), f"cannot be read: {error.strerror}")
             )
@@ -352,6 +380,8 @@ def load(root: Path, path: str = "") -> Loaded:
                 RevisionError(Source(relative, 1), "not UTF-8 text (a binary file?); remove it")
             )
             continue
+        except FileNotFoundError as error:
+            raise _vanished(root, error) from error
         except OSError as error:
             loaded.errors.append(
                 RevisionError(Source(relative, 1), f"cannot be read: {error.strerror}")

@@ -13,6 +13,8 @@ written, and what the last good revision applied keeps running.
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import datetime
 import logging
 import random
@@ -35,6 +37,7 @@ from modelsync.gitops import render as rendering
 from modelsync.gitops.apply import Applier, OwnershipError, inventory_of
 from modelsync.gitops.clusters import ClusterError, Clusters
 from modelsync.gitops.commitstatus import PullRequest, StatusWriter
+from modelsync.gitops.disk import DiskFullError
 from modelsync.gitops.fetch import (
     Credentials,
     FetchError,
@@ -43,7 +46,7 @@ from modelsync.gitops.fetch import (
     Revision,
     RevisionTooLargeError,
 )
-from modelsync.gitops.load import RevisionError
+from modelsync.gitops.load import RevisionError, SnapshotChangedError
 from modelsync.gitops.notify import Notifier
 from modelsync.gitops.plan import ChangeSet, Planned
 from modelsync.gitops.settings import SyncSettings
@@ -85,6 +88,8 @@ RETRIED_REASONS = frozenset(
         c.REASON_CLUSTER_UNREACHABLE,
     }
 )
+# Errors of the environment besides the API server's: tried again like them (Retrying).
+ENVIRONMENT_ERRORS = (DiskFullError, SnapshotChangedError)
 # A remote cluster is not watched: while a revision's models there are not Ready yet,
 # they are looked at again this soon (not an interval later).
 REMOTE_HEALTH_SECONDS = 15.0
@@ -295,11 +300,16 @@ class SyncReconciler:
         started = self.clock()
         interval = interval_seconds(spec.interval)
         remote = bool(spec.kube_config_secret_ref)
+        # What the sync holds until it ends (its snapshot's lease), released before the
+        # outcome is recorded.
         with metrics.SYNC_SECONDS.labels(namespace, name).time():
             try:
-                outcome = self._sync(ms)
+                with contextlib.ExitStack() as held:
+                    outcome = self._sync(ms, held)
             except Exception as error:
                 environment = isinstance(error, kubernetes.client.ApiException) and transient(error)
+                # The git cache full of running syncs' work, a snapshot changed under us.
+                environment = environment or isinstance(error, ENVIRONMENT_ERRORS)
                 # A remote cluster gone in the middle of a sync: no answer at all.
                 gone = remote and remotemod.unreachable(error) is not None
                 if not (environment or gone):  # the steps turn answers about content into errors
@@ -350,7 +360,7 @@ class SyncReconciler:
 
     # ------------------------------------------------------------------ the steps
 
-    def _sync(self, ms: Manifest) -> Outcome:  # noqa: C901 - the steps of one sync, in order
+    def _sync(self, ms: Manifest, held: contextlib.ExitStack) -> Outcome:  # noqa: C901 - the steps of one sync, in order
         spec, meta = ms["spec"], ms["metadata"]
         typed = parse_spec(spec)
         status = ms.get("status") or {}
@@ -398,7 +408,10 @@ class SyncReconciler:
             outcome.revision = revision.name
             if self.statuses is not None and revision.name != status.get("lastAttemptedRevision"):
                 self.statuses.pending(ms, revision.name)
-            snapshot = self.fetcher.checkout(spec["repo"]["url"], revision, credentials)
+            # Leased until the sync ends: render, load, samples and plan read it.
+            snapshot = held.enter_context(
+                self.fetcher.leased(spec["repo"]["url"], revision, credentials)
+            )
         except RevisionTooLargeError as error:
             # The content's fault: the same revision fails the same way until git changes.
             outcome.reason, outcome.stalled = c.REASON_REVISION_TOO_LARGE, True
@@ -413,7 +426,7 @@ class SyncReconciler:
                 snapshot,
                 typed.path,
                 typed.helm,
-                self.settings.render,
+                self._render_settings(),
                 namespace=spec.get("targetNamespace") or meta["namespace"],
                 release=meta["name"],
             )
@@ -592,7 +605,6 @@ class SyncReconciler:
                         model=name,
                         failed_revision=failed,
                         stable_revision=stable,
-                        follow=revision.fetch_ref,
                         path=parse_spec(spec).path,
                         reason=message,
                         also=pull,
@@ -703,6 +715,14 @@ class SyncReconciler:
                 "applied; create it and bind it to what the repository may create"
             )
         return self.kube.impersonate(namespace, account)
+
+    def _render_settings(self) -> rendering.RenderSettings:
+        """The operator's render settings; each render's private copy of the revision is
+        written in the git cache, under its disk budget."""
+        return dataclasses.replace(
+            self.settings.render,
+            scratch=lambda size: self.fetcher.scratch(size, "a render's copy of the revision"),
+        )
 
     # ------------------------------------------------------------------ record
 

@@ -18,7 +18,8 @@ renderers are programs that read files and, asked to, the network. So:
   symlink in the chart;
 - the renderer runs in a private temporary directory holding a copy of this
   revision only (kustomize's own load restrictions let `../..` reach any
-  directory, such as another tenant's snapshot), with private homes, no
+  directory, such as another tenant's snapshot; in the operator it is in the git
+  cache, under its disk budget), with private homes, no
   kubeconfig, no plugins, a fixed Kubernetes version for Helm;
 - its output is read as a stream and the renderer is killed past a size or a
   time limit; its memory is bounded (RLIMIT_AS and GOMEMLIMIT);
@@ -44,13 +45,14 @@ import tempfile
 import threading
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from modelsync.api.modelsync import HelmSource
+from modelsync.gitops import budget
 from modelsync.gitops import kustomization as kustomizationmod
 from modelsync.gitops import load as loadmod
 from modelsync.gitops.load import KUSTOMIZATION_FILES, Loaded, RevisionError, Source
@@ -99,6 +101,12 @@ class RenderSettings:
     memory_bytes: int = MEMORY_BYTES
     kustomize_setting: str = "--kustomize"
     helm_setting: str = "--helm"
+    # Where a render's private directory comes from, given the bytes its copy of the
+    # revision takes (the operator's: in its git cache, reserved in the disk budget).
+    # None: a temporary directory (the CLI). Not part of what decides a render.
+    scratch: Callable[[int], contextlib.AbstractContextManager[Path]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
 
 @dataclass
@@ -384,10 +392,44 @@ def _copy_files(root: Path, files: set[Path], destination: Path) -> None:
         shutil.copyfile(file, target, follow_symlinks=False)
 
 
+# The renderer's private homes (see _environment) and the copy's top, as directories.
+_PRIVATE_DIRECTORIES = 8
+
+
+@contextlib.contextmanager
+def _private(
+    settings: RenderSettings, root: Path, files: Iterable[Path], extra: int = 0
+) -> Iterator[Path]:
+    """The render's private directory (0700), room made for the copy of `files` (their
+    blocks, and a block for each directory on the way) and `extra` bytes."""
+    sizes, directories = [extra], {root}
+    for file in files:
+        sizes.append(file.stat().st_size)
+        parent = file.parent
+        while parent not in directories and parent.is_relative_to(root):
+            directories.add(parent)
+            parent = parent.parent
+    size = sum(budget.blocks(s) for s in sizes) + budget.BLOCK * (
+        len(directories) + _PRIVATE_DIRECTORIES
+    )
+    if settings.scratch is None:
+        with tempfile.TemporaryDirectory(prefix="modelsync-render-") as scratch:
+            yield Path(scratch)
+    else:
+        with settings.scratch(size) as scratch:
+            yield scratch
+
+
 def _chart_files(chart: Path) -> set[Path]:
+    """The chart's files; a directory that vanishes under the walk fails the render (the
+    snapshot changed: retried), never a copy without it."""
+
+    def lost(error: OSError) -> None:
+        raise loadmod.SnapshotChangedError(f"{error.filename}: {error.strerror}") from error
+
     return {
         Path(base) / name
-        for base, _, names in os.walk(chart, followlinks=False)
+        for base, _, names in os.walk(chart, followlinks=False, onerror=lost)
         for name in names
         if (Path(base) / name).is_file() and not (Path(base) / name).is_symlink()
     }
@@ -693,8 +735,7 @@ def _render_kustomize(
         rendered.errors = inspection.errors
         return rendered
     binary = _binary(settings.kustomize, "kustomize", KUSTOMIZE_VERSION, settings.kustomize_setting)
-    with tempfile.TemporaryDirectory(prefix="modelsync-render-") as scratch:
-        private = Path(scratch)
+    with _private(settings, root, inspection.files) as private:
         revision = private / "revision"
         revision.mkdir(mode=0o700)
         _copy_files(root, inspection.files - set(inspection.documents), revision)
@@ -751,11 +792,11 @@ def _render_helm(
         return rendered
     chart_relative = _relative(root, chart)
     binary = _binary(settings.helm, "helm", HELM_VERSION, settings.helm_setting)
-    with tempfile.TemporaryDirectory(prefix="modelsync-render-") as scratch:
-        private = Path(scratch)
+    needed = _chart_files(chart) | {file for _, file in values if file is not None}
+    inline_bytes = len(json.dumps(helm.values)) if helm.values else 0
+    with _private(settings, root, needed, inline_bytes) as private:
         revision = private / "revision"
         revision.mkdir(mode=0o700)
-        needed = _chart_files(chart) | {file for _, file in values if file is not None}
         _copy_files(root, needed, revision)
         argv = [
             binary,

@@ -6,7 +6,10 @@ revision and commits that file's content. `push_rollback_branch` is what the
 operator does after an automatic rollback (when the ModelSync asks for it): a
 branch `modelsync/rollback/<model>-<short sha>` off the failed commit whose one
 commit restores the model's last healthy file, so a pull request brings git back
-in line with what serves.
+in line with what serves. It fetches the two commits it needs and nothing else
+(shallow, blobs over the loader's file limit left out where the server can filter,
+each file git writes cut off), into a scratch directory of the git cache reserved in
+its disk budget: never a full-history clone in /tmp.
 
 The commit is built with git's plumbing, in a temporary index and never in a
 work tree (read-tree, update-index --cacheinfo, write-tree, commit-tree): the
@@ -19,10 +22,11 @@ and updates the work tree (its checkout never writes through a symlink).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -31,6 +35,7 @@ import yaml
 
 from modelsync.api import constants as c
 from modelsync.gitops.commitstatus import ROLLBACK_BRANCH_PREFIX
+from modelsync.gitops.disk import DiskFullError
 from modelsync.gitops.fetch import (
     Credentials,
     FetchError,
@@ -38,6 +43,7 @@ from modelsync.gitops.fetch import (
     git_message,
     private_environment,
 )
+from modelsync.gitops.load import MAX_FILE_BYTES
 
 BRANCH_PREFIX = ROLLBACK_BRANCH_PREFIX
 AUTHOR_NAME = "modelsync"
@@ -145,8 +151,8 @@ def find_model_file(repo: git.Repo, revision: str, model: str, path: str = "") -
             documents = list(
                 yaml.safe_load_all(repo.git.cat_file("blob", blob, strip_newline_in_stdout=False))
             )
-        except yaml.YAMLError:
-            continue
+        except (yaml.YAMLError, git.GitCommandError):
+            continue  # not YAML, or a blob the write-back's filtered fetch left out
         for doc in documents:
             if (
                 isinstance(doc, dict)
@@ -206,6 +212,17 @@ def restore_model(
     return RestoredCommit(commit, file, branch)
 
 
+@contextlib.contextmanager
+def _scratch(fetcher: GitFetcher, branch: str) -> Iterator[Path]:
+    """A write-back's directory in the git cache, room reserved for a fetch of two
+    commits into a new repository."""
+    try:
+        with fetcher.scratch(fetcher.clone_bytes, "a write-back's clone") as scratch:
+            yield scratch
+    except DiskFullError as error:
+        raise RollbackError(f"could not push {branch}: {error}") from None
+
+
 def _check_branch(repo: git.Repo, branch: str) -> None:
     try:
         repo.git.check_ref_format("--branch", branch)
@@ -258,14 +275,14 @@ def push_rollback_branch(
     model: str,
     failed_revision: str,
     stable_revision: str,
-    follow: str,
     path: str,
     reason: str,
     also: str | None = None,
 ) -> str:
     """Push `modelsync/rollback/<model>-<short failed sha>` unless it exists; returns the
-    branch name. `follow` is the ref the ModelSync follows (refs/heads/main). `also`: a
-    branch set to the same commit in the same push, forced (a pull request's head)."""
+    branch name. `also`: a branch set to the same commit in the same push, forced (a
+    pull request's head). The commit's parent is the failed commit; the push negotiates
+    what the server has, so only the new commit and its changed trees are sent."""
     failed_sha = sha_of(failed_revision)
     branch = branch_name(model, failed_sha)
     existing = fetcher.run_git(
@@ -273,24 +290,12 @@ def push_rollback_branch(
     )
     if existing.strip():
         return branch  # one branch per failure, however often we are asked
-    with tempfile.TemporaryDirectory(prefix="modelsync-writeback-") as scratch:
-        # Bare: the tenant's files are never written out, only git objects.
-        work = Path(scratch) / "repo.git"
-        fetcher.run_git(
-            [
-                "clone",
-                "--quiet",
-                "--bare",
-                "--no-tags",
-                "--single-branch",
-                "--branch",
-                follow.removeprefix("refs/heads/"),
-                "--",
-                url,
-                str(work),
-            ],
-            credentials,
-        )
+    with _scratch(fetcher, branch) as scratch:
+        # Bare: the tenant's files are never written out, only git objects. The model's
+        # file at the stable revision was loaded by a sync: it is within the loader's limit.
+        work = scratch / "repo.git"
+        shas = [failed_sha, sha_of(stable_revision)]
+        fetcher.fetch_commits(work, url, shas, credentials, MAX_FILE_BYTES)
         with private_environment(None) as private:  # no HOME of the operator's, no config
             restored = restore_model(
                 work,

@@ -866,6 +866,7 @@ def _sync_reconciler(runtime: Operator, kube: kubemod.Kube) -> SyncReconciler:
     fetcher = GitFetcher(
         fetch_cache_dir(settings.git_cache_dir),
         max_revision_bytes=settings.max_revision_bytes,
+        max_cache_bytes=settings.git_cache_max_bytes,
         allow_file_urls=settings.allow_file_urls,
     )
     patterns = settings.namespaces

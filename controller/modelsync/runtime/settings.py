@@ -12,6 +12,7 @@ from typing import Any
 from modelsync.api import constants as c
 from modelsync.gitops import render as rendering
 from modelsync.gitops.budget import MAX_REVISION_BYTES
+from modelsync.gitops.fetch import MAX_CACHE_BYTES
 from modelsync.gitops.settings import SyncSettings
 from modelsync.serving import runtimes
 
@@ -201,7 +202,22 @@ class OperatorSettings:
     """Bytes one revision's files may hold in all, and so any one file (default 100 MiB,
     as Flux). A revision over it is refused with the files named, before any of it is
     written to disk or read into memory; servers that can filter never send blobs over it.
-    The cache holds up to 32 snapshots of this size: size its volume to match."""
+    The disk budget (git_cache_max_bytes) must hold what one sync may need at this size:
+    24 times it and 6 MiB (a fetch of it cut off at 4 times it and a MiB, its pack and
+    index, the repository's earlier pack, a snapshot, a render's copy or a clone)."""
+
+    git_cache_max_bytes: int = flag(
+        default=MAX_CACHE_BYTES,
+        min=1,
+        help="bytes the git cache may take on disk (repositories, snapshots, render copies); "
+        "what no sync uses is trimmed to stay under it",
+    )
+    """Bytes the git cache may take on disk, as the kubelet counts an emptyDir (default
+    3 GiB; the chart's volume is 4Gi): cached repositories, snapshots, and the private
+    copies of renders and write-backs. Each fetch, extract, render copy and clone
+    reserves its worst case first; what no running sync uses (a snapshot no sync reads,
+    a repository no git works in) is trimmed, least recently used first, to make room; a
+    sync that finds no room even then is retried (Retrying), nothing of it judged."""
 
     leader_election: bool = flag(
         default=False,

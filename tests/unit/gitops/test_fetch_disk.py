@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from modelsync.gitops import disk
 from modelsync.gitops.fetch import (
     FETCH_FACTOR,
     SCRATCH_PREFIX,
@@ -139,3 +140,64 @@ def test_a_revision_refused_under_a_filter_is_accepted_once_the_budget_is_raised
     raised = GitFetcher(tmp_path / "cache", max_revision_bytes=1 << 20, allow_file_urls=True)
     snapshot = raised.checkout(url, revision)
     assert (snapshot / "big.bin").stat().st_size == 4096
+
+
+def test_security_a_small_budget_trims_what_no_sync_uses_and_stays_under_it(
+    tmp_path: Path,
+) -> None:
+    """12 pinned revisions of 200 small files each (a block apiece on disk: 0.8 MiB a
+    snapshot, though their bytes are few) through one cached repository, in a budget of
+    8 MiB: the cache on disk never exceeds it (the least recently used snapshots are
+    trimmed), and a snapshot held by a sync survives all of it."""
+    served, work = tmp_path / "served.git", tmp_path / "work"
+    git("init", "--quiet", "--bare", "--initial-branch=main", str(served))
+    git("init", "--quiet", "--initial-branch=main", str(work))
+    (work / "files").mkdir()
+    for number in range(200):
+        (work / "files" / f"{number}.txt").write_text(f"{number}\n")
+    shas = []
+    for number in range(12):
+        (work / "revision.txt").write_text(f"{number}\n")
+        git("-C", str(work), "add", "--all")
+        git("-C", str(work), "commit", "--quiet", "-m", f"revision {number}")
+        shas.append(git("-C", str(work), "rev-parse", "HEAD"))
+    git("-C", str(work), "push", "--quiet", str(served), "HEAD:refs/heads/main")
+    url, budget = f"file://{served}", 8 << 20  # the least for 64 KiB revisions: 7.5 MiB
+    cache = tmp_path / "cache"
+    fetcher = GitFetcher(
+        cache, max_revision_bytes=64 << 10, allow_file_urls=True, max_cache_bytes=budget
+    )
+    revisions = [fetcher.resolve(url, Ref(commit=sha)) for sha in shas]
+    with fetcher.leased(url, revisions[0]) as held:
+        for revision in revisions[1:]:
+            fetcher.checkout(url, revision)
+            assert disk.usage(cache) <= budget
+            assert disk.usage(cache) <= fetcher.disk.in_use  # what is counted is there
+        assert (held / "revision.txt").read_text() == "0\n"
+        assert len(list((held / "files").iterdir())) == 200
+    assert len(list((cache / "snapshots").iterdir())) < 10  # trimmed to make room
+
+
+def test_a_reservation_trims_what_it_lacks_and_is_refused_when_nothing_can_go() -> None:
+    budget = disk.DiskBudget(100)
+    budget.keep(Path("kept"), 30)
+    asked: list[int] = []
+
+    def trim(need: int) -> int:
+        asked.append(need)
+        budget.forget(Path("kept"))
+        return 30
+
+    with budget.reserve(60, "a fetch", lambda need: 0):
+        with budget.reserve(40, "a snapshot", trim):  # 30 + 60 + 40: 30 over
+            assert budget.in_use == 100
+        assert asked == [30]
+        refused = "no room for a clone \\(50 bytes\\): 60 of its 100 bytes are in use"
+        with pytest.raises(disk.DiskFullError, match=refused), budget.reserve(50, "a clone", trim):
+            pass
+    assert budget.in_use == 0  # what ended gave its room back
+
+
+def test_a_budget_too_small_for_one_sync_stops_the_operator_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--git-cache-max-bytes 1073741824 is below"):
+        GitFetcher(tmp_path, max_revision_bytes=1 << 30, max_cache_bytes=1 << 30)

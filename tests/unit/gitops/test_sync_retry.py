@@ -4,6 +4,7 @@ Ready=True. The fakes below stand in only for the order of the reconciler's step
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import threading
 from collections.abc import Mapping
@@ -14,6 +15,8 @@ import pytest
 
 from modelsync.api import constants as c
 from modelsync.api.conditions import find
+from modelsync.gitops.disk import DiskFullError
+from modelsync.gitops.load import SnapshotChangedError
 from modelsync.gitops.reconciler import RETRY_MAX_SECONDS, SyncReconciler, retry_delay
 from modelsync.gitops.status import Outcome
 from modelsync.runtime.settings import OperatorSettings
@@ -70,7 +73,7 @@ class Broken(SyncReconciler):
         self.errors = errors
         self.jitter = lambda: 0.0
 
-    def _sync(self, ms: dict[str, Any]) -> Outcome:
+    def _sync(self, ms: dict[str, Any], held: contextlib.ExitStack[bool | None]) -> Outcome:
         error = self.errors.pop(0)
         if error is not None:
             raise error
@@ -116,6 +119,26 @@ def test_an_api_server_that_is_away_is_retried_with_its_reason() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        SnapshotChangedError("models/beta: No such file or directory while reading"),
+        DiskFullError("the operator's git cache has no room for a fetch"),
+    ],
+    ids=["snapshot-changed", "cache-full"],
+)
+def test_security_a_snapshot_changed_or_a_full_cache_is_retried_never_judged(
+    error: Exception,
+) -> None:
+    """Neither says anything of the revision: no verdict on it (Stalled, errors) and no
+    traceback in the log as for a fault of ours; retried after 1 s like the API server's."""
+    reconciler = Broken([error])
+    assert reconciler.reconcile("team", "prod") == 1.0
+    condition = ready(reconciler)
+    assert (condition["status"], condition["reason"]) == ("False", c.REASON_RETRYING)
+    assert str(error) in condition["message"]
+
+
 def test_a_content_answer_escaping_the_steps_is_an_internal_error() -> None:
     invalid = kubernetes.client.ApiException(status=422, reason="Invalid")
     invalid.body = '{"message": "ConfigMap \\"x\\" is invalid"}'
@@ -131,10 +154,10 @@ class Slow(Broken):
         super().__init__([None])
         self.started, self.finish = threading.Event(), threading.Event()
 
-    def _sync(self, ms: dict[str, Any]) -> Outcome:
+    def _sync(self, ms: dict[str, Any], held: contextlib.ExitStack[bool | None]) -> Outcome:
         self.started.set()
         assert self.finish.wait(30)
-        return super()._sync(ms)
+        return super()._sync(ms, held)
 
 
 def test_a_health_refresh_during_a_sync_of_its_modelsync_does_not_wait_for_it() -> None:
