@@ -58,7 +58,6 @@ def push_and_time(syncs: Syncs, runtime: operator.Operator, repo: Any, name: str
     return time.monotonic() - start
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 5: unknown names cost a GET each")
 def test_security_webhooks_for_unknown_names_cost_no_api_request(
     syncs: Syncs, running_operator: operator.Operator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
