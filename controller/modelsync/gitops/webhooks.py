@@ -18,6 +18,12 @@ is parsed: nothing an unauthenticated sender writes reaches the JSON parser.
 The token is the key `token` of the Secret named by the ModelSync's
 `spec.webhookSecretRef`. A delivery id seen again within `REPLAY_WINDOW_SECONDS`
 is ignored (git hosts redeliver; a captured delivery can be replayed).
+
+Anyone who reaches the port can post: a delivery is decided from what the operator's
+ModelSync watch already holds (`target`, kept for every ModelSync of every shard), so a
+name that does not exist costs no API request and answers like a wrong signature; the
+body is read within `BODY_SECONDS`, at most `MAX_READING` at once, and GitLab's token (a
+header) is checked before any of it is read.
 """
 
 from __future__ import annotations
@@ -31,11 +37,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from modelsync.api.constants import LABEL_SHARD
 from modelsync.api.manifest import get, labels, text
 
 Sync = TypeVar("Sync", bound=Mapping[str, object])
 
 MAX_BODY_BYTES = 1 << 20
+# A git host sends its few KiB at once (GitHub gives up on a delivery after 10 s): a
+# sender trickling its body is cut off, and no more than this many bodies are read at
+# once (MAX_READING x MAX_BODY_BYTES is the memory they may hold).
+BODY_SECONDS = 10.0
+MAX_READING = 32
 PROVIDERS = ("github", "gitlab", "gitea", "generic")
 DELIVERY_HEADERS = {
     "github": "X-GitHub-Delivery",
@@ -51,6 +63,27 @@ REPLAY_CAPACITY = 10_000
 def route(provider: str, namespace: str = "<namespace>", name: str = "<modelsync>") -> str:
     """The path a git host posts to for one ModelSync."""
     return f"/hooks/{provider}/{namespace}/{name}"
+
+
+def target(ms: Mapping[str, object]) -> dict[str, object]:
+    """What of a ModelSync a delivery is decided on: its name, shard label, repository,
+    ref, suspend and webhook Secret (never its status: an inventory can hold 10,000
+    entries, and this is kept for every ModelSync of every shard)."""
+    shard = text(ms, "metadata", "labels", LABEL_SHARD)
+    repo: dict[str, object] = {"url": text(ms, "spec", "repo", "url")}
+    if ref := labels(ms, "spec", "repo", "ref"):
+        repo["ref"] = ref
+    spec: dict[str, object] = {"repo": repo, "suspend": bool(get(ms, "spec", "suspend"))}
+    if secret := labels(ms, "spec", "webhookSecretRef"):
+        spec["webhookSecretRef"] = secret
+    return {
+        "metadata": {
+            "namespace": text(ms, "metadata", "namespace"),
+            "name": text(ms, "metadata", "name"),
+            "labels": {LABEL_SHARD: shard} if shard else {},
+        },
+        "spec": spec,
+    }
 
 
 class BadRequestError(ValueError):

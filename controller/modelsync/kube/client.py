@@ -57,6 +57,9 @@ def api_client(
     return client
 
 
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+
 def _raw(_: Any, data: Manifest) -> Manifest:
     """The dynamic client's answer as the plain dict it parsed: its own wrapping
     (ResourceInstance, then to_dict) cost more than the requests when listing 1,000."""
@@ -133,10 +136,18 @@ class Kube:
         return found
 
     def list_objects(
-        self, api_version: str, kind: str, label_selector: str, namespace: str | None = None
+        self,
+        api_version: str,
+        kind: str,
+        label_selector: str,
+        namespace: str | None = None,
+        metadata_only: bool = False,
     ) -> list[Manifest]:
+        """The objects matching `label_selector`; with `metadata_only`, their metadata
+        alone (PartialObjectMetadata: what a list of many large objects needs to name them)."""
+        extra = {"header_params": {"Accept": METADATA_LIST}} if metadata_only else {}
         found = self.resource(api_version, kind).get(
-            namespace=namespace, label_selector=label_selector, serializer=_raw
+            namespace=namespace, label_selector=label_selector, serializer=_raw, **extra
         )
         items: list[Manifest] = found.get("items") or []
         return items

@@ -29,7 +29,7 @@ import kubernetes
 from modelsync.api import conditions
 from modelsync.api import constants as c
 from modelsync.api.namespaces import named_outright, namespace_matches
-from modelsync.gitops import modelhealth
+from modelsync.gitops import modelhealth, webhooks
 from modelsync.gitops import render as rendering
 from modelsync.gitops.commitstatus import StatusWriter
 from modelsync.gitops.fetch import GitFetcher
@@ -66,7 +66,7 @@ HEALTH_KEY = "ModelSyncHealth"
 # write): 1,000 models coming up would otherwise rewrite it hundreds of times.
 HEALTH_BATCH_SECONDS = 2.0
 WEBHOOK_TOKEN_TTL_SECONDS = 10.0  # a rotated webhook Secret counts after this at most
-UNCACHED_SIZE = 1024  # ModelSyncs read for webhooks outside the cache, remembered at most
+UNCACHED_SIZE = 1024  # ModelSyncs read for webhooks outside the index, remembered at most
 assert set(_OWNED_RESOURCES) == set(_WATCHED_KINDS)
 
 
@@ -103,6 +103,11 @@ class Operator:
     )
     health: probes.Health = field(default_factory=probes.Health)
     tokens: dict[tuple[str, str], tuple[float, bytes | None]] = field(default_factory=dict)
+    # What a webhook delivery is decided on (webhooks.target), for every ModelSync of
+    # every shard in the watched namespaces, from the ModelSyncs' watch: a name not here
+    # is answered with no API request. None: known by name only (listed at start-up,
+    # its watch event not in yet).
+    hook_targets: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
     uncached: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = field(
         default_factory=dict
     )
@@ -162,15 +167,18 @@ class Operator:
         self.tokens[key] = (now, token)
         return token
 
+    def webhook_target(self, namespace: str, name: str) -> tuple[bool, dict[str, Any] | None]:
+        """Whether a ModelSync of that name exists (as the watch and the start-up list
+        said) and, when its watch event is in, what a delivery is decided on. Never a
+        request: anyone may name any ModelSync on the webhook port."""
+        key = (namespace, name)
+        return key in self.hook_targets, self.hook_targets.get(key)
+
     def uncached_modelsync(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """A ModelSync the cache does not hold, read from the API for a webhook: another
-        shard's (to hand over), or this operator's own that its watch has not delivered
-        yet (a replica that has just taken the lead). Remembered a few seconds, misses
-        too, so unauthenticated deliveries cannot turn into a flood of GETs."""
-        patterns = self.settings.namespaces
-        if self.kube is None or (patterns and not namespace_matches(namespace, patterns)):
-            return None
-        if c.CONTROLLER_GITOPS not in self.settings.controllers:
+        """A ModelSync listed at start-up whose watch event is not in yet (a replica that
+        has just taken the lead), read from the API for a webhook. Only for names that
+        exist (webhook_target), and remembered a few seconds."""
+        if self.kube is None or c.CONTROLLER_GITOPS not in self.settings.controllers:
             return None  # a serving-only operator syncs no ModelSync
         key, now = (namespace, name), time.monotonic()
         cached = self.uncached.get(key)
@@ -525,7 +533,12 @@ def prefill(kube: kubemod.Kube, runtime: Operator) -> None:
 
 
 def list_watched(
-    kube: kubemod.Kube, settings: OperatorSettings, api_version: str, kind: str, selector: str
+    kube: kubemod.Kube,
+    settings: OperatorSettings,
+    api_version: str,
+    kind: str,
+    selector: str,
+    metadata_only: bool = False,
 ) -> list[dict[str, Any]]:
     """The objects of `kind` matching `selector` in the namespaces the operator watches:
     one list per namespace when they are named outright, else one cluster-wide list
@@ -534,7 +547,7 @@ def list_watched(
     literal = named_outright(patterns)
     found = []
     for namespace in patterns if patterns and literal else (None,):
-        for item in kube.list_objects(api_version, kind, selector, namespace):
+        for item in kube.list_objects(api_version, kind, selector, namespace, metadata_only):
             if literal or namespace_matches(item["metadata"].get("namespace", ""), patterns):
                 found.append(item)
     return found
@@ -667,6 +680,7 @@ def on_modelsync(runtime: Operator, event: Event) -> None:
     own status writes come back as events too; the interval and webhooks do the rest)."""
     ours = runtime.ours(event.body)
     _delivered(runtime, event.kind, event.type, event.body, ours)
+    _hook_target(runtime, event)
     if event.deleted or not ours:
         _sync_gone(runtime, *event.key)
         return
@@ -674,6 +688,34 @@ def on_modelsync(runtime: Operator, event: Event) -> None:
     runtime.cache.put(c.MODELSYNC_KIND, event.body)
     if previous is None or sync_trigger(previous) != sync_trigger(event.body):
         runtime.enqueue((c.MODELSYNC_KIND, *event.key))
+
+
+def _hook_target(runtime: Operator, event: Event) -> None:
+    """Every shard's ModelSyncs (another shard's are handed over), in the namespaces the
+    operator watches only (it answers for no other)."""
+    patterns = runtime.settings.namespaces
+    if event.deleted or (patterns and not namespace_matches(event.namespace, patterns)):
+        runtime.hook_targets.pop(event.key, None)
+    else:
+        runtime.hook_targets[event.key] = webhooks.target(event.body)
+
+
+def prefill_hook_targets(kube: kubemod.Kube, runtime: Operator) -> None:
+    """The names of every ModelSync, listed before webhooks are answered (metadata only:
+    one request, however large the inventories): a replica that has just taken the lead
+    knows which names exist before its watch delivers them. The watch fills in the rest."""
+    if c.CONTROLLER_GITOPS not in runtime.settings.controllers:
+        return
+    try:
+        found = list_watched(
+            kube, runtime.settings, c.API_VERSION, c.MODELSYNC_KIND, "", metadata_only=True
+        )
+    except kubernetes.client.ApiException as error:  # the watch fills the index anyway
+        log.warning("listing the ModelSyncs' names for webhooks: %s", kubemod.api_message(error))
+        return
+    for item in found:
+        meta = item.get("metadata") or {}
+        runtime.hook_targets.setdefault((meta.get("namespace", ""), meta["name"]), None)
 
 
 def _sync_gone(runtime: Operator, namespace: str, name: str) -> None:
@@ -821,6 +863,7 @@ async def _start(runtime: Operator) -> None:
     )
     runtime.kube = kube
     await asyncio.to_thread(prefill, kube, runtime)
+    await asyncio.to_thread(prefill_hook_targets, kube, runtime)
     runtime.loop = asyncio.get_running_loop()
     runtime.queue = WorkQueue(retry_seconds=settings.retry_seconds)
     runtime.reconciler = _serving_reconciler(runtime, kube, runtime.loop)

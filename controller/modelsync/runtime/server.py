@@ -45,6 +45,8 @@ class OperatorView(Protocol):
 
     def webhook_token(self, ms: dict[str, Any]) -> bytes | None: ...
 
+    def webhook_target(self, namespace: str, name: str) -> tuple[bool, dict[str, Any] | None]: ...
+
     def uncached_modelsync(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     def hand_over(self, ms: dict[str, Any]) -> None: ...
@@ -60,6 +62,7 @@ class HttpServer:
         self._error: BaseException | None = None
         self._runner: web.AppRunner | None = None
         self.replays = webhooks.ReplayWindow()  # touched only on the server's loop
+        self._reading = asyncio.Semaphore(webhooks.MAX_READING)  # bodies read at once
 
     def start(self) -> HttpServer:
         """Bind and serve; raises (in the caller's thread) when the port cannot be bound."""
@@ -160,6 +163,18 @@ class HttpServer:
         metrics.WEBHOOKS.labels(provider=known, result=result).inc()
         return web.json_response(answer, status=status)
 
+    @staticmethod
+    def _refused(
+        provider: str, namespace: str, name: str, answer: tuple[int, dict[str, Any]]
+    ) -> tuple[int, dict[str, Any]]:
+        log.warning(
+            "webhook %s for %s/%s: not authenticated",
+            provider,
+            webhooks.loggable(namespace),
+            webhooks.loggable(name),
+        )
+        return answer
+
     async def _receive(  # noqa: C901 - each refusal of a delivery, in order
         self, provider: str, namespace: str, name: str, request: web.Request
     ) -> tuple[int, dict[str, Any]]:
@@ -173,32 +188,34 @@ class HttpServer:
             return 413, {"error": "body too large"}
         if runtime.health.role != probes.ROLE_LEADER or not runtime.accepts_work():
             return 503, {"error": "standby: another replica leads and receives webhooks"}
-        body = await _read_body(request, webhooks.MAX_BODY_BYTES + 1)
-        if len(body) > webhooks.MAX_BODY_BYTES:
-            return 413, {"error": "body too large"}
-        ms = runtime.cache.get(c.MODELSYNC_KIND, namespace, name)
-        # Not in the cache: another shard's ModelSync (one webhook Service serves every
-        # shard: handed over after the same authentication), or ours before the watch
-        # delivered it (a replica that has just taken the lead: its first sync follows).
-        foreign = False
-        if ms is None:
+        # From the watch, never the API: a name that does not exist costs no request.
+        # Known by name alone: listed at start-up, its watch event not in yet (a replica
+        # that has just taken the lead: read once, its first sync follows).
+        known, ms = runtime.webhook_target(namespace, name)
+        if known and ms is None:
             ms = await self.loop.run_in_executor(None, runtime.uncached_modelsync, namespace, name)
-            foreign = ms is not None and _shard(ms) != runtime.settings.shard
         token = await self.loop.run_in_executor(None, runtime.webhook_token, ms) if ms else None
         # One answer for "no such ModelSync", "no webhook Secret" and "wrong signature":
-        # the sender learns nothing about which namespaces and ModelSyncs exist.
+        # the sender learns nothing about which namespaces and ModelSyncs exist. GitLab's
+        # token is a header: checked before a byte of the body is read.
+        unauthorized = 401, {"error": "signature or token does not match"}
+        if provider == "gitlab" and not (
+            token and webhooks.authentic(provider, request.headers, b"", token)
+        ):
+            return self._refused(provider, namespace, name, unauthorized)
+        try:
+            async with asyncio.timeout(webhooks.BODY_SECONDS), self._reading:
+                body = await _read_body(request, webhooks.MAX_BODY_BYTES + 1)
+        except TimeoutError:
+            return 408, {"error": f"the body did not arrive within {webhooks.BODY_SECONDS:.0f}s"}
+        if len(body) > webhooks.MAX_BODY_BYTES:
+            return 413, {"error": "body too large"}
         if (
             ms is None
             or token is None
             or not webhooks.authentic(provider, request.headers, body, token)
         ):
-            log.warning(
-                "webhook %s for %s/%s: not authenticated",
-                provider,
-                webhooks.loggable(namespace),
-                webhooks.loggable(name),
-            )
-            return 401, {"error": "signature or token does not match"}
+            return self._refused(provider, namespace, name, unauthorized)
         if webhooks.is_ping(provider, request.headers):
             return 200, {"pong": True}
         delivery = webhooks.delivery_id(provider, request.headers)
@@ -210,7 +227,7 @@ class HttpServer:
             return 400, {"error": str(error)}
         if not webhooks.matching(push, [ms]):
             return 202, {"queued": []}
-        if foreign:
+        if _shard(ms) != runtime.settings.shard:  # another shard's, handed over
             await self.loop.run_in_executor(None, runtime.hand_over, ms)
             return 202, {"queued": [f"{namespace}/{name}"], "shard": _shard(ms)}
         runtime.enqueue_threadsafe((c.MODELSYNC_KIND, namespace, name))
@@ -240,6 +257,7 @@ _RESULTS = {
     400: "bad-request",
     401: "unauthorized",
     404: "unknown-provider",
+    408: "timeout",
     413: "too-large",
     410: "gone",
     503: "standby",

@@ -151,7 +151,7 @@ OBJECTS_APPLIED = Counter(
 WEBHOOKS = Counter(
     "modelsync_webhook_requests_total",
     "Webhook requests, by provider and result (queued, ignored, duplicate, ping, "
-    "unauthorized, bad-request, too-large, unknown-provider, gone, standby).",
+    "unauthorized, bad-request, too-large, timeout, unknown-provider, gone, standby).",
     ["provider", "result"],
     registry=REGISTRY,
 )

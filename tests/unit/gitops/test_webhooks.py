@@ -125,3 +125,32 @@ def test_delivery_ids_per_provider(
 
 def test_each_modelsync_has_its_own_route() -> None:
     assert webhooks.route("gitea", "team-a", "prod") == "/hooks/gitea/team-a/prod"
+
+
+def test_a_target_keeps_what_a_delivery_is_decided_on_and_no_status() -> None:
+    ms = {
+        "metadata": {
+            "name": "prod",
+            "namespace": "team",
+            "labels": {"modelsync.io/shard": "b", "team": "x"},
+            "annotations": {"big": "y" * 1000},
+        },
+        "spec": {
+            "repo": {"url": "https://github.com/acme/models", "ref": {"branch": "dev"}},
+            "path": "models",
+            "webhookSecretRef": {"name": "hook"},
+        },
+        "status": {"inventory": [{"name": f"m{i}"} for i in range(100)]},
+    }
+    target = webhooks.target(ms)
+    assert target == {
+        "metadata": {"namespace": "team", "name": "prod", "labels": {"modelsync.io/shard": "b"}},
+        "spec": {
+            "repo": {"url": "https://github.com/acme/models", "ref": {"branch": "dev"}},
+            "suspend": False,
+            "webhookSecretRef": {"name": "hook"},
+        },
+    }
+    push = webhooks.Push(("https://github.com/acme/models.git",), "refs/heads/dev")
+    assert webhooks.matching(push, [target]) == [target]
+    assert webhooks.matching(push, [ms]) == [ms]

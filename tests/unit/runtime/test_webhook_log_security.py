@@ -35,6 +35,9 @@ class Leader:
     def webhook_token(self, ms: dict[str, Any]) -> bytes | None:
         return None
 
+    def webhook_target(self, namespace: str, name: str) -> tuple[bool, dict[str, Any] | None]:
+        return False, None
+
     def uncached_modelsync(self, namespace: str, name: str) -> dict[str, Any] | None:
         return None
 
