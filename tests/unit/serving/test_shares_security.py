@@ -1,5 +1,3 @@
-# mypy: disable-error-code="attr-defined,call-arg"
-# (issue 29 item 7, the xfail commit: the API the fix adds; this line goes with the fix)
 """Issue 29 item 7: one tenant's silent pods do not hold every validation slot while
 another tenant's pod waits, the progress deadline does not run while a pod waits for a
 slot, and the workers are shared by namespace. The gate is the real one, sending real
@@ -104,20 +102,16 @@ def until(predicate: object, seconds: float) -> bool:
     return False
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 29 item 7: the gate's slots are not shared by namespace"
-)
 def test_security_the_gate_slots_are_shared_by_namespace(
-    loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+    loop: asyncio.AbstractEventLoop,
 ) -> None:
     """40 silent pods of one tenant take every slot when alone (work-conserving); the
     other tenant's pod gets the next slot that comes free, within one hold, not after
     the 40 pods' five rounds of holds."""
-    monkeypatch.setattr(gate, "POD_DEADLINE_SECONDS", HOLD_SECONDS)
     silent, answering = Silent(), Answering()
     try:
         woken: list[Hashable] = []
-        checker = gate.Gate(loop, woken.append)
+        checker = gate.Gate(loop, woken.append, pod_seconds=HOLD_SECONDS)
         for i in range(NOISY_PODS):
             pod = ("noisy", f"p{i}")
             checker.verdict(("md", "noisy", "m"), pod, ("h", i), ("127.0.0.1", silent.port), WANTED)
@@ -165,7 +159,6 @@ def new_pod() -> dict[str, object]:
     }
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 7: the deadline runs while pods wait")
 def test_security_the_progress_deadline_waits_for_a_validation_slot() -> None:
     """kube-controller-manager's ProgressDeadlineExceeded while a new pod waits for a
     slot fails nothing; the operator's own deadline runs from the slot's grant."""
@@ -184,7 +177,6 @@ def test_security_the_progress_deadline_waits_for_a_validation_slot() -> None:
     assert failed.reason == c.REASON_PROGRESS_DEADLINE_EXCEEDED
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 7: the workers are not shared by namespace")
 def test_security_the_work_queue_shares_workers_by_namespace() -> None:
     """A namespace with 1,000 keys queued first: another namespace's key is taken next,
     while the first holds a worker; alone, the first is taken in its order."""
