@@ -18,6 +18,7 @@ from modelsync.api.modeldeployment import Sample, Validation
 from modelsync.kube.workqueue import WorkQueue
 from modelsync.serving import gate, rollout
 from modelsync.serving.validation import Result, Verdict
+from tests.unit.serving.test_validation import past_deadline
 
 HOLD_SECONDS = 2.0  # a silent pod's hold on its slot, shortened for the test
 NOISY_PODS = 40
@@ -134,19 +135,6 @@ def test_security_the_gate_slots_are_shared_by_namespace(
     finally:
         silent.close()
         answering.close()
-
-
-def past_deadline() -> dict[str, object]:
-    return {
-        "metadata": {"generation": 2},
-        "spec": {"progressDeadlineSeconds": 90},
-        "status": {
-            "observedGeneration": 2,
-            "conditions": [
-                {"type": "Progressing", "reason": "ProgressDeadlineExceeded", "message": "m"}
-            ],
-        },
-    }
 
 
 def new_pod() -> dict[str, object]:
