@@ -155,6 +155,10 @@ ANNOTATION_VALIDATION: Final = f"{GROUP}/validation"
 REASON_SAMPLES_PASSED: Final = "SamplesPassed"
 REASON_SAMPLES_FAILED: Final = "SamplesFailed"
 REASON_POD_UNREACHABLE: Final = "PodUnreachable"
+# A new pod waits for one of the gate's slots (shared by namespace): Progressing stays
+# True with this reason, and the progress deadline waits (serving/rollout.py).
+REASON_WAITING_FOR_SLOT: Final = "WaitingForValidationSlot"
+MESSAGE_WAITING_FOR_SLOT: Final = "waiting for a validation slot: {ahead} ahead"
 
 # The operator's own pod while it leads: the chart's webhook Service selects it, so
 # pushes reach the replica that acts, never a standby.

@@ -28,6 +28,7 @@ from modelsync.api import constants as c
 from modelsync.api.manifest import items, text
 from modelsync.api.origins import origin, origin_text, parse_origin
 from modelsync.gitops.webhooks import DELIVERY_HEADERS, signature
+from modelsync.kube.shares import Held
 
 OK = ""  # State.kind of a subject that is fine
 ENDPOINTS_SETTING = "--notification-endpoint"
@@ -284,7 +285,7 @@ class Outbox(Generic[Item]):
         self._queues: dict[Key, collections.deque[tuple[int, Item]]] = {}
         self._busy: set[Key] = set()  # a thread is at work on it, or its retry is due later
         self._due: dict[Key, float] = {}  # a retry's time (the shell's monotonic clock)
-        self._running: dict[str, int] = {}  # threads at work, by namespace
+        self._running = Held()  # threads at work, by namespace (kube/shares.py)
         self._told = 0  # items offered so far: their order
 
     def offer(self, key: Key, item: Item) -> str:
@@ -299,16 +300,13 @@ class Outbox(Generic[Item]):
     def take(self, now: float) -> tuple[Key, Item] | None:
         """The item a free thread sends next (its ModelSync is then at work until `done`
         or `later`); None when nothing may go now."""
-        best: tuple[tuple[int, int], Key] | None = None
-        for key, queue in self._queues.items():
-            if key in self._busy and self._due.get(key, now + 1) > now:
-                continue
-            rank = (self._running.get(key[0], 0), queue[0][0])
-            if best is None or rank < best[0]:
-                best = (rank, key)
-        if best is None:
+        key = self._running.fairest(
+            (key[0], queue[0][0], key)
+            for key, queue in self._queues.items()
+            if key not in self._busy or self._due.get(key, now + 1) <= now
+        )
+        if key is None:
             return None
-        key = best[1]
         queue = self._queues[key]
         _, item = queue.popleft()
         if not queue:
@@ -316,13 +314,13 @@ class Outbox(Generic[Item]):
         self.queued -= 1
         self._due.pop(key, None)
         self._busy.add(key)
-        self._running[key[0]] = self._running.get(key[0], 0) + 1
+        self._running.take(key[0])
         return key, item
 
     def done(self, key: Key) -> None:
         """The thread is done with `key`'s item: its next one may go."""
         self._busy.discard(key)
-        self._release(key[0])
+        self._running.give_back(key[0])
 
     def later(self, key: Key, item: Item, due: float) -> None:
         """`item` is sent again at `due`, before anything else of `key` (the thread is
@@ -330,15 +328,8 @@ class Outbox(Generic[Item]):
         self._queues.setdefault(key, collections.deque()).appendleft((0, item))
         self.queued += 1
         self._due[key] = due
-        self._release(key[0])
+        self._running.give_back(key[0])
 
     def next_due(self) -> float | None:
         """When the earliest retry is due (a free thread waits until then at most)."""
         return min(self._due.values(), default=None)
-
-    def _release(self, namespace: str) -> None:
-        left = self._running.get(namespace, 0) - 1
-        if left > 0:
-            self._running[namespace] = left
-        else:
-            self._running.pop(namespace, None)

@@ -898,7 +898,7 @@ def _serving_reconciler(
             storage_initializer=settings.storage_initializer_image,
             pull_policy=settings.image_pull_policy,
         ),
-        gate=Gate(loop, runtime.enqueue_threadsafe),
+        gate=Gate(loop, runtime.enqueue_threadsafe, settings.validation_pod_seconds),
     )
 
 

@@ -155,6 +155,16 @@ class OperatorSettings:
     """How often every ModelDeployment is checked even when no event came. A check
     that finds nothing to change makes no API request at all."""
 
+    validation_pod_seconds: float = flag(
+        default=120.0,
+        min=1,
+        help="the inference gate's time for all the samples of one pod (a slot held at most)",
+    )
+    """How long one new pod may hold one of the inference gate's slots for all of its
+    spec.validation samples (each sample also ends at its own timeoutSeconds). The slots
+    are shared by namespace: while another namespace waits, a slot that comes free goes
+    to it, so one tenant's silent pods delay another's by at most this long."""
+
     quiet_rollout_seconds: float = flag(
         default=30.0,
         min=0,

@@ -21,6 +21,7 @@ import urllib.parse
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from modelsync.kube.slots import Slots
 from modelsync.serving import canary
 
 DEADLINE_SECONDS = 10.0  # connect, send, read the whole answer
@@ -114,7 +115,9 @@ class Analyses:
         self._lock = threading.Lock()
         self._running: dict[Hashable, tuple[Hashable, concurrent.futures.Future[canary.Verdict]]]
         self._running = {}
-        self._slots: asyncio.Semaphore | None = None  # made on the loop, on first use
+        # Shared by namespace (kube/shares.py): one tenant's slow queries hold at most the
+        # slots they had while another tenant's wait.
+        self._slots = Slots(loop, CONCURRENCY)
 
     def started(self, key: Hashable, attempt: Hashable) -> bool:
         """This `attempt`'s queries were started (and their verdict not taken yet): the
@@ -147,7 +150,7 @@ class Analyses:
             if running is not None:
                 running[1].cancel()  # an answer for a step or revision that is over
             future = asyncio.run_coroutine_threadsafe(
-                self._queries(queries, dict(headers or {})), self.loop
+                self._queries(_namespace(key), queries, dict(headers or {})), self.loop
             )
             self._running[key] = (attempt, future)
         future.add_done_callback(lambda done: None if done.cancelled() else self.wake(key))
@@ -161,16 +164,20 @@ class Analyses:
             running[1].cancel()
 
     async def _queries(
-        self, queries: list[dict[str, Any]], headers: dict[str, str]
+        self, namespace: str, queries: list[dict[str, Any]], headers: dict[str, str]
     ) -> canary.Verdict:
-        verdicts = await asyncio.gather(*(self._query(query, headers) for query in queries))
+        verdicts = await asyncio.gather(
+            *(self._query(namespace, query, headers) for query in queries)
+        )
         return canary.combine(list(verdicts))
 
-    async def _query(self, analysis: dict[str, Any], headers: dict[str, str]) -> canary.Verdict:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(CONCURRENCY)
+    async def _query(
+        self, namespace: str, analysis: dict[str, Any], headers: dict[str, str]
+    ) -> canary.Verdict:
         url = canary.query_url(analysis)
-        async with self._slots:
+        turn = self._slots.join(namespace)
+        try:
+            await self._slots.wait(turn)
             try:
                 status, body = await asyncio.wait_for(
                     get(url, limit=self.limit, headers=headers), self.deadline
@@ -183,4 +190,11 @@ class Analyses:
                 return canary.unanswered(analysis, f"Prometheus's answer refused: {error}")
             except (OSError, ValueError, UnicodeError) as error:
                 return canary.unanswered(analysis, f"Prometheus unreachable ({error})")
+        finally:
+            self._slots.leave(turn)
         return canary.judge_answer(analysis, status, body)
+
+
+def _namespace(key: Hashable) -> str:
+    """The namespace of a model's key ((kind, namespace, name)); "" for any other key."""
+    return str(key[1]) if isinstance(key, tuple) and len(key) == 3 else ""

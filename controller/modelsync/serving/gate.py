@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Hashable
 
 from modelsync.api.modeldeployment import Sample, Validation
+from modelsync.kube.slots import Slots, Turn
 from modelsync.serving import validation
 from modelsync.serving.analysis import AnswerError, _answer
 from modelsync.serving.validation import Answer, Verdict
@@ -29,8 +30,11 @@ from modelsync.serving.validation import Answer, Verdict
 BODY_LIMIT = 1024 * 1024  # an answer to one sample
 CONCURRENCY = 8  # pods validated at once (each holds one socket at a time)
 RETRY_SECONDS = 5.0  # before an unreachable pod is tried again
-# All the samples of one pod, at most: a slot is not one tenant's for 32 samples x 60 s.
+# All the samples of one pod, at most: a slot is not one tenant's for 32 samples x 60 s
+# (the default of the setting validation_pod_seconds).
 POD_DEADLINE_SECONDS = 120.0
+
+Pod = tuple[str, str]  # a pod's namespace and name
 
 
 def address_refusal(pod_ip: str, host_ip: str) -> str:
@@ -95,26 +99,39 @@ async def _exchange(
 
 class Gate:
     """Verdicts on pods for the reconcile threads, worked out on `loop`; `wake(key)`
-    queues the model again when one is in. Thread-safe."""
+    queues the model again when one is in. Thread-safe.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, wake: Callable[[Hashable], None]) -> None:
+    The slots (`CONCURRENCY` pods at once, each for `pod_seconds` at most) are shared
+    by namespace (kube/shares.py): one tenant's silent pods hold at most the slots they
+    had while another tenant's pod waits, never all of them for all of their pods."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        wake: Callable[[Hashable], None],
+        pod_seconds: float | None = None,
+    ) -> None:
         self.loop = loop
         self.wake = wake
+        self.pod_seconds = POD_DEADLINE_SECONDS if pod_seconds is None else pod_seconds
         self._lock = threading.Lock()
-        self._running: dict[Hashable, tuple[Hashable, concurrent.futures.Future[Verdict]]] = {}
-        self._retry_at: dict[Hashable, float] = {}
-        self._slots: asyncio.Semaphore | None = None  # made on the loop, on first use
+        self._running: dict[Pod, tuple[Hashable, concurrent.futures.Future[Verdict], Turn]] = {}
+        self._retry_at: dict[Pod, float] = {}
+        # When each pod's attempt first got a slot (an unreachable pod's retries keep it).
+        self._granted: dict[Pod, tuple[Hashable, float]] = {}
+        self._slots = Slots(loop, CONCURRENCY)
 
     def verdict(
         self,
         model: Hashable,
-        pod: Hashable,
+        pod: Pod,
         attempt: Hashable,
         target: tuple[str, int],
         wanted: Validation,
     ) -> Verdict | None:
-        """The verdict on `pod` (validated as `attempt`: the spec it runs) or None while
-        its samples run, or while an unreachable pod waits to be tried again."""
+        """The verdict on `pod` ((namespace, name), validated as `attempt`: the spec it
+        runs) or None while its samples wait for a slot or run, or while an unreachable
+        pod waits to be tried again."""
         with self._lock:
             running = self._running.get(pod)
             if running is not None and running[0] == attempt:
@@ -124,41 +141,71 @@ class Gate:
                 found = running[1].result()
                 if found.result is validation.Result.UNREACHABLE:
                     self._retry_at[pod] = time.monotonic() + RETRY_SECONDS
+                else:
+                    self._granted.pop(pod, None)
                 return found
             if running is not None:
                 running[1].cancel()  # the pod runs another spec now: that answer is moot
+                self._slots.leave(running[2])
             if time.monotonic() < self._retry_at.get(pod, 0.0):
                 return None  # the reconcile that saw it unreachable asked to come back
             self._retry_at.pop(pod, None)
-            future = asyncio.run_coroutine_threadsafe(self._validate(target, wanted), self.loop)
-            self._running[pod] = (attempt, future)
+            turn = self._slots.join(pod[0])  # in line now: its place is known at once
+            future = asyncio.run_coroutine_threadsafe(
+                self._validate(pod, attempt, turn, target, wanted), self.loop
+            )
+            self._running[pod] = (attempt, future, turn)
         future.add_done_callback(lambda done: None if done.cancelled() else self.wake(model))
         return None
 
-    def forget(self, pod: Hashable) -> None:
+    def ahead(self, pod: Pod) -> int | None:
+        """How many pods get a slot before `pod`'s samples; None unless it waits for one."""
+        with self._lock:
+            running = self._running.get(pod)
+        return None if running is None else self._slots.ahead(running[2])
+
+    def since_granted(self, pod: Pod) -> float | None:
+        """Seconds since `pod`'s samples (its current attempt) first got a slot."""
+        with self._lock:
+            found = self._granted.get(pod)
+            running = self._running.get(pod)
+        if found is None or (running is not None and running[0] != found[0]):
+            return None
+        return time.monotonic() - found[1]
+
+    def forget(self, pod: Pod) -> None:
         """The pod is gone: drop what is known of it."""
         with self._lock:
             running = self._running.pop(pod, None)
             self._retry_at.pop(pod, None)
+            self._granted.pop(pod, None)
         if running is not None:
             running[1].cancel()
+            self._slots.leave(running[2])  # its coroutine may never have started
 
-    async def _validate(self, target: tuple[str, int], wanted: Validation) -> Verdict:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(CONCURRENCY)
+    async def _validate(
+        self, pod: Pod, attempt: Hashable, turn: Turn, target: tuple[str, int], wanted: Validation
+    ) -> Verdict:
         answers: list[Answer] = []
-        async with self._slots:
-            ends = time.monotonic() + POD_DEADLINE_SECONDS
+        try:
+            await self._slots.wait(turn)
+            with self._lock:
+                first = self._granted.get(pod)
+                if first is None or first[0] != attempt:
+                    self._granted[pod] = (attempt, turn.granted_at or time.monotonic())
+            ends = time.monotonic() + self.pod_seconds
             for sample in wanted.samples:
                 left = min(float(wanted.timeout_seconds), ends - time.monotonic())
                 if left <= 0:
-                    spent = f"not sent: the pod's {POD_DEADLINE_SECONDS:g}s for all samples ran out"
+                    spent = f"not sent: the pod's {self.pod_seconds:g}s for all samples ran out"
                     answers.append(Answer(error=spent))
                     continue
                 answer = await send(sample, *target, left)
                 answers.append(answer)
                 if answer.unreachable:
                     break
+        finally:
+            self._slots.leave(turn)
         if answers[-1].unreachable:
             return validation.verdict(wanted, answers[-1:])
         return validation.verdict(wanted, answers)

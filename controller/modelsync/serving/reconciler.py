@@ -240,11 +240,9 @@ class ServingReconciler:
         rollback = modeldeployment.parse_spec(spec).rollback
         deployment = self.cache.get("Deployment", meta["namespace"], meta["name"])
         pods = self.cache.owned("Pod", meta["namespace"], meta["name"])
+        waiting = self._gate_wait(md, pods, wanted.spec_hash)
         failure = rollout.detect_failure(
-            deployment,
-            pods,
-            wanted.spec_hash,
-            rollback.max_restarts,
+            deployment, pods, wanted.spec_hash, rollback.max_restarts, gate=waiting
         )
         decision = rollout.decide(
             wanted_hash=wanted.spec_hash,
@@ -258,6 +256,9 @@ class ServingReconciler:
         revision = current_revision(md, wanted.spec_hash)
         extra: Manifest = {}
         observed: list[Observed] = []
+        if waiting is not None and waiting.waiting and decision.action is rollout.Action.WAIT:
+            message = rollout.slot_message(waiting)
+            observed.append(Observed(c.PROGRESSING, True, c.REASON_WAITING_FOR_SLOT, message))
         if decision.action is rollout.Action.PROMOTE:
             metrics.ROLLOUTS.labels(meta["namespace"], meta["name"], "succeeded").inc()
             extra = {
@@ -460,7 +461,13 @@ class ServingReconciler:
         pods = self.cache.owned("Pod", meta["namespace"], meta["name"])
         revision = current_revision(md, wanted.spec_hash)
         limit = typed.rollback.history_limit
-        failure = rollout.detect_failure(live, pods, wanted.spec_hash, typed.rollback.max_restarts)
+        failure = rollout.detect_failure(
+            live,
+            pods,
+            wanted.spec_hash,
+            typed.rollback.max_restarts,
+            gate=self._gate_wait(md, pods, wanted.spec_hash),
+        )
         if failure is not None:
             self._end_canary(md)
             self._roll_back(md, wanted, revision, failure, limit)
@@ -645,6 +652,31 @@ class ServingReconciler:
             if verdict is None or verdict.result is Result.UNREACHABLE:
                 wait = gate.RETRY_SECONDS
         return wait
+
+    def _gate_wait(
+        self, md: Manifest, pods: list[Manifest], spec_hash: str
+    ) -> rollout.GateWait | None:
+        """Where the new pods of `spec_hash` stand at the gate: in line for a slot, or
+        since when the last of them got one; None when none of them asked it."""
+        if self.gate is None:
+            return None
+        namespace = md["metadata"]["namespace"]
+        places: list[int] = []
+        granted: list[float] = []
+        for pod in pods:
+            labels = pod["metadata"].get("labels") or {}
+            if labels.get(c.LABEL_SPEC_HASH) != spec_hash or not validation_due(pod):
+                continue
+            key = (namespace, pod["metadata"]["name"])
+            place = self.gate.ahead(key)
+            since = self.gate.since_granted(key) if place is None else None
+            if place is not None:
+                places.append(place)
+            elif since is not None:
+                granted.append(since)
+        if not places and not granted:
+            return None
+        return rollout.GateWait(len(places), min(places, default=0), min(granted, default=None))
 
     def _gated_specs(self, md: Manifest, wanted: Rendered) -> dict[str, tuple[Manifest, Rendered]]:
         """Spec hash -> (spec, rendered) of the specs whose pods may wait on the gate:

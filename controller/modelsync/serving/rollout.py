@@ -34,6 +34,34 @@ PERMANENT_DOWNLOAD_ERROR = re.compile(
 
 
 @dataclass(frozen=True)
+class GateWait:
+    """The inference gate's hold on a revision's new pods (serving/gate.py): how many
+    wait for a validation slot, the fewest ahead of any of them, and the seconds since
+    the last of them first got a slot (None: none has yet)."""
+
+    waiting: int
+    ahead: int
+    since_granted: float | None
+
+
+def slot_message(wait: GateWait) -> str:
+    """What status says while a new pod waits for a validation slot."""
+    return c.MESSAGE_WAITING_FOR_SLOT.format(ahead=wait.ahead)
+
+
+def deadline_held(wait: GateWait | None, deadline_seconds: float) -> bool:
+    """Whether the gate holds the progress deadline back: kube-controller-manager's
+    deadline counts from the rollout's last progress, the pods' time in line for a
+    validation slot included (time another tenant's pods made them wait); the operator
+    counts its own from when the slot was granted, and none while a pod waits for one."""
+    if wait is None:
+        return False
+    if wait.waiting:
+        return True
+    return wait.since_granted is not None and wait.since_granted < deadline_seconds
+
+
+@dataclass(frozen=True)
 class Failure:
     reason: str
     message: str
@@ -57,8 +85,11 @@ def detect_failure(
     pods: Sequence[Mapping[str, object]],
     spec_hash: str,
     max_restarts: int,
+    *,
+    gate: GateWait | None = None,
 ) -> Failure | None:
-    """Why the revision with `spec_hash` has failed, or None while it has not."""
+    """Why the revision with `spec_hash` has failed, or None while it has not. `gate`:
+    its new pods' place at the inference gate (None: no pod of it asked the gate)."""
     for pod in sorted(pods, key=_name):
         if text(pod, "metadata", "labels", c.LABEL_SPEC_HASH) != spec_hash:
             continue
@@ -73,27 +104,38 @@ def detect_failure(
                     f"container {container.get('name')} of pod {_name(pod)} "
                     f"restarted {restarts} times (rollback.maxRestarts is {max_restarts})",
                 )
-    if deployment is None:
-        return None
+    return None if deployment is None else _deadline_failure(deployment, pods, spec_hash, gate)
+
+
+def _deadline_failure(
+    deployment: Mapping[str, object],
+    pods: Sequence[Mapping[str, object]],
+    spec_hash: str,
+    gate: GateWait | None,
+) -> Failure | None:
+    """The Deployment passed its progress deadline, and the gate does not hold it."""
     if integer(deployment, "status", "observedGeneration") < integer(
         deployment, "metadata", "generation"
     ):
         return None  # the deadline of an older generation says nothing about this one
     progress = find(get(deployment, "status", "conditions"), "Progressing") or {}
-    if progress.get("reason") == "ProgressDeadlineExceeded":
-        deadline = get(deployment, "spec", "progressDeadlineSeconds")
-        unreachable = _unreachable(pods, spec_hash)
-        if unreachable is not None:
-            return Failure(
-                c.REASON_POD_UNREACHABLE,
-                f"not validated within progressDeadlineSeconds={deadline}: {unreachable}",
-            )
+    if progress.get("reason") != "ProgressDeadlineExceeded":
+        return None
+    deadline = get(deployment, "spec", "progressDeadlineSeconds")
+    seconds = deadline if isinstance(deadline, int | float) else 600
+    if deadline_held(gate, float(seconds)):
+        return None
+    unreachable = _unreachable(pods, spec_hash)
+    if unreachable is not None:
         return Failure(
-            c.REASON_PROGRESS_DEADLINE_EXCEEDED,
-            f"not available within progressDeadlineSeconds={deadline}: "
-            f"{progress.get('message', '')}".rstrip(": "),
+            c.REASON_POD_UNREACHABLE,
+            f"not validated within progressDeadlineSeconds={deadline}: {unreachable}",
         )
-    return None
+    return Failure(
+        c.REASON_PROGRESS_DEADLINE_EXCEEDED,
+        f"not available within progressDeadlineSeconds={deadline}: "
+        f"{progress.get('message', '')}".rstrip(": "),
+    )
 
 
 def _name(pod: Mapping[str, object]) -> str:
