@@ -49,6 +49,11 @@ unit: venv
 REAL_NODE_TESTS := tests/integration/real_node
 NOT_REAL_NODE := --ignore=$(REAL_NODE_TESTS)
 UNIT_TESTS := tests/unit testcluster/tests
+# Modules run on this many pytest-xdist workers (a module stays on one, with its
+# fixtures); each worker of the kwok phase starts a cluster and an operator of its own.
+# The real node's tests run on one: one real node per machine.
+TEST_WORKERS ?= 2
+PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 # The builds run in the background, niced, while the phases before their `wait` run:
 # the cluster's binaries, the renderers and Gitea beside lint's tail and the unit tests;
 # the real node's images beside the kwok integration tests.
@@ -57,17 +62,17 @@ test: venv
 	  "lint=$(MAKE) --no-print-directory lint" \
 	  "test deps=$(MAKE) --no-print-directory test-deps" \
 	  "&builds=$(PY) -m testcluster build && $(PY) -m testcluster.renderers && $(PY) -m testcluster gitea" \
-	  "unit=$(PY) -m pytest $(UNIT_TESTS) $(PYTEST_ARGS)" \
+	  "unit=$(PY) -m pytest $(UNIT_TESTS) $(PARALLEL) $(PYTEST_ARGS)" \
 	  wait -- \
 	  "&images=$(PY) -m testcluster images" \
-	  "integration=$(PY) -m pytest tests/integration $(NOT_REAL_NODE) $(PYTEST_ARGS)" \
+	  "integration=$(PY) -m pytest tests/integration $(NOT_REAL_NODE) $(PARALLEL) $(PYTEST_ARGS)" \
 	  wait \
 	  "real node=$(PY) -m pytest $(REAL_NODE_TESTS) $(PYTEST_ARGS)" \
 	  "e2e=$(PY) -m pytest tests/e2e $(PYTEST_ARGS)"
 
 # For iterating: what needs no real node and no chart; `make test` is what CI runs.
 test-fast: venv lint cluster-binaries
-	$(PY) -m pytest $(UNIT_TESTS) tests/integration $(NOT_REAL_NODE) $(PYTEST_ARGS)
+	$(PY) -m pytest $(UNIT_TESTS) tests/integration $(NOT_REAL_NODE) $(PARALLEL) $(PYTEST_ARGS)
 
 # What the tests run beside the cluster, from Debian's packages (a fresh CI machine has
 # none of them): OpenSSH's sshd for git over ssh; containerd, runc, the CNI plugins,

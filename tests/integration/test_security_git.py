@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -368,8 +370,18 @@ def test_security_git_speaks_no_other_transport(tmp_path: Path) -> None:
         allowing.resolve(f"file://{cached}", Ref(commit=revision.sha))
 
 
-def test_security_refs_that_look_like_options_do_nothing(syncs: Syncs, tmp_path: Path) -> None:
-    marker = tmp_path / "pwned"
+def test_security_refs_that_look_like_options_do_nothing(syncs: Syncs) -> None:
+    # A short path: the condition's message is cut at its limit, and a long temporary
+    # directory (pytest-xdist's) would push "does not exist" past it.
+    scratch = Path(tempfile.mkdtemp(prefix="refs-"))
+    marker = scratch / "pwned"
+    try:
+        _refs_that_look_like_options(syncs, marker)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _refs_that_look_like_options(syncs: Syncs, marker: Path) -> None:
     repo = syncs.repo("models")
     repo.write("iris.yaml", model_yaml("iris")).commit()
     syncs.secret("git", syncs.server.username, syncs.server.password)
