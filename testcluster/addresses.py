@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 # The host's end of the veth into the real node's network namespace. Servers that
 # pods must reach (the API server, git, the object store) listen here.
@@ -86,3 +88,12 @@ def private_addresses(text: str) -> list[tuple[int, str]]:
             if network.prefixlen and any(network.overlaps(private) for private in PRIVATE):
                 found.append((number, match.group(0)))
     return found
+
+
+def files_naming_private_addresses(files: Iterable[Path], root: Path) -> list[str]:
+    """`path:line: address` (path from `root`) for every private address in `files`."""
+    return [
+        f"{path.relative_to(root)}:{line}: {address}"
+        for path in files
+        for line, address in private_addresses(path.read_text(errors="replace"))
+    ]
