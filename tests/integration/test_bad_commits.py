@@ -22,7 +22,7 @@ from tests.support.gitserver import GitHttpServer, WorkRepo
 from tests.support.kube import dict_condition
 from tests.support.metrics import total
 from tests.support.syncs import Syncs, model_yaml
-from tests.unit.gitops.test_bad_commits import CASES, CORPUS, FAILING_TODAY, expected
+from tests.unit.gitops.test_bad_commits import CASES, CORPUS, expected
 
 WINDOW_SECONDS = 30.0
 MAX_ATTEMPTS = 3
@@ -66,9 +66,7 @@ def copy_case(case: str, work: Path) -> None:
 def case_namespaces(local_cluster: LocalCluster, tenant_role: dict[str, object]) -> Any:
     run = secrets.token_hex(3)
     names = {
-        case: tenant_namespace(local_cluster, f"bad-{run}-{i:02d}")
-        for i, case in enumerate(CASES)
-        if case not in FAILING_TODAY  # issue 29 item 2: the operator would build 900 MB
+        case: tenant_namespace(local_cluster, f"bad-{run}-{i:02d}") for i, case in enumerate(CASES)
     }
     yield names
     core = kubernetes.client.CoreV1Api(local_cluster.api)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.support.cluster import LocalCluster
 
 MODEL = """\
@@ -25,7 +23,6 @@ spec:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 2: readinessPath goes through str.format")
 def test_security_readiness_path_kubectl_apply_admits_only_the_model_placeholder(
     local_cluster: LocalCluster, crds: list[str], own_namespace: str, tmp_path: Path
 ) -> None:

@@ -23,15 +23,6 @@ from tests.support.paths import FIXTURES, REPO
 
 CORPUS = FIXTURES / "bad-commits"
 CASES = sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
-# issue 29 item 2: cases today's code fails (by building a 900 MB string, or raising);
-# not run in this process, test_security_readiness_path_bounded shows them failing.
-FAILING_TODAY = {"readiness-path-format-spec", "readiness-path-braces"}
-PARAMS = [
-    pytest.param(case, marks=pytest.mark.xfail(run=False, reason="issue 29 item 2: readinessPath"))
-    if case in FAILING_TODAY
-    else case
-    for case in CASES
-]
 READINESS_CASES = ["readiness-path-format-spec", "readiness-path-braces"]
 # The address space `modelsync validate` gets below: a 900 MB string does not fit.
 VALIDATE_MEMORY_BYTES = 1 << 30
@@ -47,7 +38,7 @@ def test_the_corpus_is_large_enough_and_every_case_fails() -> None:
         assert expected(case), f"{case}: an empty expected.txt would pass anything"
 
 
-@pytest.mark.parametrize("case", PARAMS)
+@pytest.mark.parametrize("case", CASES)
 def test_bad_commit_loader_and_validation(case: str) -> None:
     root = CORPUS / case
     # As the operator reads a revision (rendering refuses a bad kustomization before
@@ -81,7 +72,7 @@ def reported(result: subprocess.CompletedProcess[str]) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("case", PARAMS)
+@pytest.mark.parametrize("case", CASES)
 def test_bad_commit_validate_cli_json(case: str) -> None:
     result = validate_json(case)
     assert result.returncode == 1, result.stderr
@@ -89,7 +80,6 @@ def test_bad_commit_validate_cli_json(case: str) -> None:
     assert reported(result) == expected(case)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 2: readinessPath goes through str.format")
 @pytest.mark.parametrize("case", READINESS_CASES)
 def test_security_readiness_path_bounded(case: str) -> None:
     """`/{model:>900000000}` built a 900 MB string in the offline check (the operator's

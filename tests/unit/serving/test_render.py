@@ -391,7 +391,6 @@ def test_custom_runtime_readiness_path_may_name_the_model() -> None:
     assert _server(md)["readinessProbe"]["httpGet"]["path"] == "/v2/models/iris/ready"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 2: readinessPath goes through str.format")
 @pytest.mark.parametrize(
     "path", ["/{model:>9000}", "/{x}", "/x{", "/x}", "/{model!r}", "/{0}", "/{model.x}"]
 )
