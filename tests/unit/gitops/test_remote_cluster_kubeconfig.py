@@ -195,3 +195,18 @@ def test_remote_cluster_run_flags_read() -> None:
     assert cli._remote_cluster_servers(("https://Prod.example.com",)) == (
         "https://prod.example.com:443",
     )
+
+
+@pytest.mark.xfail(strict=True, reason="issue 29 item 3: byte budgets do not bound memory")
+def test_security_remote_cluster_kubeconfig_is_read_with_bounds() -> None:
+    """A Secret may hold 1 MiB: a kubeconfig over 256 KiB is refused before it is parsed,
+    and one under it is parsed by the sync's loader (node limit, libyaml), never by
+    pure-Python YAML (150 MiB and seconds for 1 MiB of `[0,0,...]`)."""
+    padded = kubeconfig(user={"token": "t" * (300 << 10)})
+    message = refusal(padded)
+    assert "the limit is 262144" in message, message
+    dense = yaml.safe_dump(kubeconfig()) + "x: [" + "0," * (120_000) + "0]\n"
+    assert len(dense) < 256 << 10
+    with pytest.raises(KubeconfigError) as raised:
+        check(dense, ALLOWED, WHERE)
+    assert "more than 100000 values" in str(raised.value), raised.value
