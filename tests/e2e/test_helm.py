@@ -545,7 +545,6 @@ def test_helm_shards_each_get_a_deployment_and_a_lease_of_their_own(
     )
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 3: byte budgets do not bound memory")
 def test_helm_security_renderer_memory_fits_in_the_container(local_cluster: LocalCluster) -> None:
     """A renderer's address space (renderMemoryBytes) must fit in the container's memory
     limit less the operator's own headroom: a pair that does not is refused when the

@@ -1070,6 +1070,13 @@ def _live_model(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] |
     help="address space (RLIMIT_AS) of a renderer; GOMEMLIMIT is half of it",
 )
 @click.option(
+    "--render-memory-total-bytes",
+    type=click.IntRange(min=0),
+    default=OperatorSettings.render_memory_total_bytes,
+    show_default=True,
+    help="memory all renders at once may take; 0: no bound",
+)
+@click.option(
     "--kubeconfig",
     "run_kubeconfig",
     default=None,
@@ -1114,6 +1121,7 @@ def run(
     render_timeout_seconds: float,
     render_max_bytes: int,
     render_memory_bytes: int,
+    render_memory_total_bytes: int,
     run_kubeconfig: str | None,
 ) -> None:
     """Run the operator: serve every ModelDeployment and sync every ModelSync it sees."""
@@ -1172,6 +1180,7 @@ def run(
         render_timeout_seconds=render_timeout_seconds,
         render_max_bytes=render_max_bytes,
         render_memory_bytes=render_memory_bytes,
+        render_memory_total_bytes=render_memory_total_bytes,
     )
     from modelsync.runtime import operator  # kopf loads only for `run`
 

@@ -207,6 +207,11 @@ class OperatorSettings:
     """Address space a renderer may use (RLIMIT_AS; its Go heap limit, GOMEMLIMIT, is
     half of it): a chart or overlay that needs more is refused, the operator unharmed."""
 
+    render_memory_total_bytes: int = 0
+    """Memory all renders at once may take: as many run at once as it holds renderers of
+    render_memory_bytes (at least one); the others wait. The chart passes its container's
+    memory limit less operator.memoryHeadroomBytes. 0: no bound."""
+
     commit_status_api_urls: tuple[str, ...] = field(default_factory=tuple)
     """Git host APIs, as scheme://host:port, that a ModelSync's spec.notify.apiURL may
     name besides its repository's own host (e.g. "https://git.example.com:8443"). Commit
@@ -229,6 +234,7 @@ class OperatorSettings:
             timeout_seconds=self.render_timeout_seconds,
             max_output_bytes=self.render_max_bytes,
             memory_bytes=self.render_memory_bytes,
+            memory_total_bytes=self.render_memory_total_bytes,
             kustomize_setting="--kustomize (Helm value operator.kustomize)",
             helm_setting="--helm (Helm value operator.helm)",
         )

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from modelsync.api import schemas
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 3: byte budgets do not bound memory")
 def test_security_line_of_reads_only_the_document_it_is_asked_about() -> None:
     """A field's line in a rendered output of many documents: only that document is
     composed, never the others (a refused 30 MiB document before it cost gigabytes of

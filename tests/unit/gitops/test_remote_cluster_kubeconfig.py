@@ -197,7 +197,6 @@ def test_remote_cluster_run_flags_read() -> None:
     )
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 3: byte budgets do not bound memory")
 def test_security_remote_cluster_kubeconfig_is_read_with_bounds() -> None:
     """A Secret may hold 1 MiB: a kubeconfig over 256 KiB is refused before it is parsed,
     and one under it is parsed by the sync's loader (node limit, libyaml), never by

@@ -8,9 +8,6 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from modelsync.gitops import load as loadmod
 from modelsync.gitops import render as rendering
@@ -22,7 +19,6 @@ def configmap(name: str, body: str = "") -> str:
     return f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n{body}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 3: byte budgets do not bound memory")
 def test_security_rendered_document_over_the_file_limit_is_refused_before_parsing() -> None:
     big = configmap("big", "data:\n  x: " + "a" * (loadmod.MAX_FILE_BYTES + 10) + "\n")
     output = "---\n" + configmap("first") + "---\n" + big + "---\n" + configmap("last")
@@ -39,7 +35,6 @@ def test_security_rendered_document_over_the_file_limit_is_refused_before_parsin
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 3: byte budgets do not bound memory")
 def test_security_rendered_output_stops_at_the_loaded_budget() -> None:
     """32 MiB of output (the renderer's limit) of documents each under every per-file
     limit: read until the objects pass the loaded budget, then no further."""
@@ -52,12 +47,10 @@ def test_security_rendered_output_stops_at_the_loaded_budget() -> None:
     assert len(rendered.objects) < 20
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 3: byte budgets do not bound memory")
 def test_security_renders_at_once_are_bounded_by_the_renderers_memory(tmp_path: Path) -> None:
     """Renderers of 1 GiB in 2.5 GiB: two run at once, the others wait for a slot (five
     renders of a renderer that notes when it starts and ends, through run_bounded)."""
-    total: dict[str, Any] = {"memory_total_bytes": 5 << 29}
-    settings = rendering.RenderSettings(memory_bytes=1 << 30, **total)
+    settings = rendering.RenderSettings(memory_bytes=1 << 30, memory_total_bytes=5 << 29)
     log = tmp_path / "log"
     script = f"echo + >> {log}; sleep 0.3; echo - >> {log}"
     env = {"PATH": os.defpath}

@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.support.gitserver import WorkRepo
 from tests.support.paths import REPO
 from tests.support.syncs import model_yaml
@@ -33,7 +31,6 @@ print(find_model_file(repo, "HEAD", "iris", "models"), hwm() - before)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 3: byte budgets do not bound memory")
 def test_security_write_back_reads_no_sample_body_and_no_file_over_the_limit(
     tmp_path: Path,
 ) -> None:
