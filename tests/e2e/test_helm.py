@@ -664,3 +664,37 @@ def test_security_chart_network_policy_keeps_the_operator_off_link_local_by_defa
     )
     assert refused.returncode != 0
     assert "networkPolicy.egress.apiServer" in refused.stderr
+
+
+def test_helm_security_renderer_memory_fits_in_the_container(local_cluster: LocalCluster) -> None:
+    """A renderer's address space (renderMemoryBytes) must fit in the container's memory
+    limit less the operator's own headroom: a pair that does not is refused when the
+    chart renders (JSON Schema cannot compare quantities), and what is left bounds the
+    renders at once (--render-memory-total-bytes)."""
+    refused = helm(
+        local_cluster,
+        *("template", "m", str(CHART), "--set", "resources.limits.memory=1Gi"),
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "operator.renderMemoryBytes (1073741824) does not fit" in refused.stderr
+    assert "resources.limits.memory (1Gi, 1073741824 bytes)" in refused.stderr
+    assert "lower renderMemoryBytes or raise the limit" in refused.stderr
+
+    def flags(*values: str) -> list[str]:
+        rendered = helm(local_cluster, "template", "m", str(CHART), *values).stdout
+        deployment = next(
+            d for d in yaml.safe_load_all(rendered) if d and d.get("kind") == "Deployment"
+        )
+        args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        return [a for a in args if a.startswith("--render-memory")]
+
+    assert flags() == [
+        "--render-memory-bytes=1073741824",
+        f"--render-memory-total-bytes={(2 << 30) - (768 << 20)}",
+    ]
+    assert flags("--set", "resources.limits.memory=4608Mi") == [
+        "--render-memory-bytes=1073741824",
+        f"--render-memory-total-bytes={(4608 - 768) << 20}",
+    ]
+    assert flags("--set", "resources.limits=null") == ["--render-memory-bytes=1073741824"]

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -166,20 +168,50 @@ def problems(schema: dict[str, Any], manifest: dict[str, Any], rules: bool = Tru
     return _cel_rules(schema, defaulted, ())
 
 
+_SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
+# libyaml's composer when PyYAML has it (from PyPI it does): ten times faster.
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def documents_of(text: str) -> Iterator[tuple[int, str]]:
+    """The parts of a YAML stream between `---` lines, each with its first line: what
+    can be read (or refused) one document at a time, without parsing the others."""
+    start, line = 0, 1
+    for separator in _SEPARATOR.finditer(text):
+        yield line, text[start : separator.start()]
+        line += text.count("\n", start, separator.end()) + 1
+        start = separator.end() + 1
+    yield line, text[start:]
+
+
+def _document_at(text: str, document_line: int) -> tuple[Node | None, int]:
+    """The document of `text` whose root is on `document_line`, composed alone (with
+    the first line of its part), or None."""
+    for first, part in documents_of(text):
+        if first > document_line:
+            break
+        if first + part.count("\n") < document_line:
+            continue
+        try:
+            for document in yaml.compose_all(part, Loader=_Loader):
+                if document is not None and document.start_mark.line + first == document_line:
+                    return document, first
+        except yaml.YAMLError:
+            return None, first
+        break
+    return None, 1
+
+
 def line_of(text: str, document_line: int, path: Path_) -> int:
     """The line of `path` in the YAML document of `text` that starts at `document_line`;
-    the deepest part of the path that exists when the rest does not."""
-    try:
-        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError:
-        return document_line
-    node: Node | None = next(
-        (d for d in documents if d is not None and d.start_mark.line + 1 == document_line),
-        None,
-    )
+    the deepest part of the path that exists when the rest does not. Only the part of
+    `text` holding that document is composed (a stream may hold a refused document of
+    many MiB before it)."""
+    node, first = _document_at(text, document_line)
     if node is None:
         return document_line
-    line = node.start_mark.line + 1
+    shift = first - 1
+    line = node.start_mark.line + 1 + shift
     for part in path:
         child: Node | None = None
         if isinstance(node, MappingNode):
@@ -189,5 +221,5 @@ def line_of(text: str, document_line: int, path: Path_) -> int:
         if child is None:
             break
         node = child
-        line = node.start_mark.line + 1
+        line = node.start_mark.line + 1 + shift
     return line

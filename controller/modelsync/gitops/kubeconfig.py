@@ -19,8 +19,11 @@ import yaml
 
 from modelsync.api.manifest import Manifest
 from modelsync.api.origins import origin, origin_text
+from modelsync.gitops import load as loadmod
 
 SERVERS_SETTING = "--remote-cluster-server (chart: tenancy.remoteClusterServers)"
+# A kubeconfig's text, at most (a Secret may hold 1 MiB).
+MAX_BYTES = 256 << 10
 
 # Fields used, and those refused with why and the fix; any other field is refused too,
 # so that a field the client would honour never slips past this check unread.
@@ -94,8 +97,17 @@ def check(text: str, allowed_servers: tuple[str, ...], where: str) -> RemoteClus
     """The current context's cluster and user of the kubeconfig `text`, checked;
     KubeconfigError (its message starts with `where`, e.g. "Secret team/prod key value")
     when anything in them is refused."""
+    if len(text) > MAX_BYTES:
+        raise KubeconfigError(
+            f"{where}: {len(text)} bytes; a kubeconfig of one cluster and one user holds a "
+            f"few KiB, the limit is {MAX_BYTES}: store only the context to use"
+        )
     try:
-        config = yaml.safe_load(text)
+        # The sync's loader (libyaml, node and depth limits): never pure-Python YAML on
+        # a tenant's megabyte.
+        config = yaml.load(text, Loader=loadmod._StrictLoader)  # noqa: S506 - a SafeLoader
+    except loadmod._TooBigError as error:
+        raise KubeconfigError(f"{where} line {error.line}: {error.message}") from None
     except yaml.YAMLError as error:
         # Only where: PyYAML's message quotes the line (and an alias's name), and the line
         # may be the one holding the token; status and Events are read by many.

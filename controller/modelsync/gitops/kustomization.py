@@ -234,9 +234,8 @@ def _parse(text: str) -> tuple[object, Lines]:
     loader = _KustomizationLoader(text)
     try:
         node = loader.get_single_node()
-        if node is None:
+        if node is None:  # (composed within the loader's node and depth limits)
             return {}, {}
-        loadmod._measure(node)
         return loader.construct_document(node), _lines(node)
     except loadmod._TooBigError as error:
         raise _InvalidError(error.line, error.message) from None

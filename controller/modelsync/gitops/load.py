@@ -14,10 +14,10 @@ that lacks what the walk lost, which a sync with prune on would apply as the who
 from __future__ import annotations
 
 import collections
-import copy
 import hashlib
 import json
 import os
+import pickle
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +25,17 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
+from yaml.error import Mark
+from yaml.events import (
+    AliasEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+    StreamStartEvent,
+)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 EXTENSIONS = (".yaml", ".yml", ".json")
@@ -48,6 +59,14 @@ MAX_FILE_BYTES = 1 << 20  # 1 MiB: a model file is a few KiB
 MAX_FILES = 10_000
 MAX_DEPTH = 64
 MAX_NODES = 100_000  # per document, after alias expansion
+# What one value costs in memory once constructed, beyond its text (a str, an int, a
+# slot in its list or dict; measured: 60-90 bytes), for the loaded budget below.
+NODE_BYTES = 80
+# What the objects of one revision may cost in memory, estimated (NODE_BYTES a value,
+# plus the text of each): a 10,000-model revision weighs ~20 MiB; one sync holds it
+# while it runs (`--workers` at once), so it is what a revision can make the operator
+# hold, whatever its bytes on disk.
+MAX_LOADED_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -95,14 +114,163 @@ class Loaded:
     objects: list[LoadedObject] = field(default_factory=list)
     errors: list[RevisionError] = field(default_factory=list)
     files: int = 0
+    # What the objects are estimated to cost in memory (bytes): the loaded budget.
+    weight: int = 0
+
+    def over_budget(self, source: Source, limit: int = MAX_LOADED_BYTES) -> bool:
+        """Whether the objects so far weigh more than `limit`: then an error at `source`
+        (the file where it went over) and the caller reads no further."""
+        if self.weight <= limit:
+            return False
+        self.errors.append(
+            RevisionError(
+                source,
+                f"the objects read so far would take more than {limit >> 20} MiB of the "
+                f"operator's memory ({self.weight >> 20} MiB at this file); the rest of the "
+                "revision is not read: split spec.path into several ModelSyncs",
+            )
+        )
+        return True
 
 
 # libyaml's parser when PyYAML was built with it (it is, from PyPI): ten times faster.
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+class _TooBigError(Exception):
+    def __init__(self, mark: Mark, message: str) -> None:
+        super().__init__(message)
+        self.line = mark.line + 1
+        self.message = message
+
+
 class _StrictLoader(_BaseLoader):  # type: ignore[valid-type,misc]
-    """SafeLoader that refuses duplicate keys and counts what aliases expand to."""
+    """SafeLoader that refuses duplicate keys, and composes each document itself from
+    the parser's events, counting its nodes (aliases expanded) and its depth as they
+    come: a document over MAX_NODES or MAX_DEPTH is refused with no more than MAX_NODES
+    nodes ever built. (libyaml's composer builds the whole document before anything can
+    count it: 150 MiB for 1 MiB of `[0,0,...]`.) `weight` estimates what the documents
+    composed so far cost once constructed."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.anchors: dict[str, Node] = {}
+        self.weight = 0
+
+    def check_node(self) -> bool:
+        if self.check_event(StreamStartEvent):
+            self.get_event()
+        return not self.check_event(StreamEndEvent)
+
+    def get_node(self) -> Node | None:
+        if self.check_event(StreamEndEvent):
+            return None
+        return self.compose_document()
+
+    def get_single_node(self) -> Node | None:
+        self.get_event()  # the stream's start
+        node = None if self.check_event(StreamEndEvent) else self.compose_document()
+        if not self.check_event(StreamEndEvent):
+            event = self.get_event()
+            raise yaml.composer.ComposerError(
+                "expected a single document in the stream",
+                None if node is None else node.start_mark,
+                "but found another document",
+                event.start_mark,
+            )
+        self.get_event()
+        return node
+
+    def compose_document(self) -> Node:
+        self.get_event()  # the document's start
+        node = self._compose()
+        self.get_event()  # its end
+        self.anchors = {}
+        return node
+
+    def _compose(self) -> Node:  # noqa: C901 - one loop over the events of a document
+        """The document's root node, iteratively (no recursion however deep it nests)."""
+        get, resolve, anchors = self.get_event, self.resolve, self.anchors
+        # What each anchor's subtree costs where an alias repeats it: (nodes, height).
+        anchored: dict[str, tuple[int, int]] = {}
+        # Open collections: [node, anchor, nodes before it, deepest level inside it].
+        stack: list[list[Any]] = []
+        nodes = 0
+        node: Node
+        while True:
+            event = get()
+            kind = type(event)
+            depth = len(stack)
+            if kind is SequenceEndEvent or kind is MappingEndEvent:
+                node, anchor, before, deepest = stack.pop()
+                node.end_mark = event.end_mark
+                if kind is MappingEndEvent:
+                    flat = node.value
+                    node.value = list(zip(flat[::2], flat[1::2], strict=True))
+                if anchor is not None:
+                    anchored[anchor] = (nodes - before, deepest - depth)
+                if stack:
+                    stack[-1][3] = max(stack[-1][3], deepest)
+            else:
+                if depth > MAX_DEPTH:
+                    raise _TooBigError(event.start_mark, f"nested deeper than {MAX_DEPTH} levels")
+                anchor = event.anchor
+                if kind is AliasEvent:
+                    if anchor not in anchors:
+                        raise yaml.composer.ComposerError(
+                            None, None, f"found undefined alias {anchor!r}", event.start_mark
+                        )
+                    if anchor not in anchored:
+                        raise _TooBigError(
+                            event.start_mark, f"the alias *{anchor} is inside its own anchor"
+                        )
+                    size, height = anchored[anchor]
+                    nodes += size
+                    if depth + height > MAX_DEPTH:
+                        raise _TooBigError(
+                            event.start_mark, f"nested deeper than {MAX_DEPTH} levels"
+                        )
+                    node, height = anchors[anchor], depth + height
+                else:
+                    nodes += 1
+                    if anchor is not None and anchor in anchors:
+                        raise yaml.composer.ComposerError(
+                            f"found duplicate anchor {anchor!r}; first occurrence",
+                            anchors[anchor].start_mark,
+                            "second occurrence",
+                            event.start_mark,
+                        )
+                    tag = event.tag
+                    if kind is ScalarEvent:
+                        if tag is None or tag == "!":
+                            tag = resolve(ScalarNode, event.value, event.implicit)
+                        # No end mark: nothing reads where a value ends (one object less).
+                        node = ScalarNode(tag, event.value, event.start_mark, None, event.style)
+                        self.weight += len(event.value)
+                    else:
+                        mapping = kind is MappingStartEvent
+                        node_kind = MappingNode if mapping else SequenceNode
+                        if tag is None or tag == "!":
+                            tag = resolve(node_kind, None, event.implicit)
+                        node = node_kind(tag, [], event.start_mark, None, event.flow_style)
+                    if anchor is not None:
+                        anchors[anchor] = node
+                        if kind is ScalarEvent:
+                            anchored[anchor] = (1, 0)
+                    height = depth
+                if nodes > MAX_NODES:
+                    raise _TooBigError(
+                        event.start_mark, f"more than {MAX_NODES} values once aliases are expanded"
+                    )
+                if kind is SequenceStartEvent or kind is MappingStartEvent:
+                    stack.append([node, anchor, nodes - 1, depth])
+                    continue
+                if stack:
+                    stack[-1][3] = max(stack[-1][3], height)
+            if not stack:
+                self.weight += nodes * NODE_BYTES
+                return node
+            stack[-1][0].value.append(node)
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, Node] = {}
@@ -129,26 +297,6 @@ class _StrictLoader(_BaseLoader):  # type: ignore[valid-type,misc]
         return mapping
 
 
-def _measure(node: Node, depth: int = 0, budget: list[int] | None = None) -> None:
-    """Refuse documents nested too deep or too large once aliases are expanded
-    (a "billion laughs" document is small on disk and huge in memory)."""
-    budget = budget if budget is not None else [MAX_NODES]
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise _TooBigError(node, f"more than {MAX_NODES} values once aliases are expanded")
-    if depth > MAX_DEPTH:
-        raise _TooBigError(node, f"nested deeper than {MAX_DEPTH} levels")
-    if isinstance(node, SequenceNode):
-        for child in node.value:
-            _measure(child, depth + 1, budget)
-    elif isinstance(node, MappingNode):
-        for key, value in node.value:
-            _measure(key, depth + 1, budget)
-            _measure(value, depth + 1, budget)
-    elif not isinstance(node, ScalarNode):  # pragma: no cover - yaml has no other kinds
-        raise _TooBigError(node, "unexpected YAML node")
-
-
 class SnapshotChangedError(Exception):
     """The snapshot changed under the loader (it, or a directory or file of it, vanished
     between listing and reading): the cache's fault, not the revision's. An error of the
@@ -163,13 +311,6 @@ def _vanished(root: Path, error: OSError) -> SnapshotChangedError:
         f"{relative}: {error.strerror or error} while reading the revision's snapshot "
         "(it changed under the reader); the sync is tried again"
     )
-
-
-class _TooBigError(Exception):
-    def __init__(self, node: Node, message: str) -> None:
-        super().__init__(message)
-        self.line = node.start_mark.line + 1
-        self.message = message
 
 
 def resolve_path(root: Path, path: str) -> Path:
@@ -244,6 +385,13 @@ def _documents(text: str, relative: str, loaded: Loaded) -> None:  # noqa: C901 
         except _DuplicateKeyError as error:
             loaded.errors.append(RevisionError(Source(relative, 1), str(error)))
             return
+        values = _values(data)
+        if values > MAX_NODES:
+            loaded.errors.append(
+                RevisionError(Source(relative, 1), f"more than {MAX_NODES} values")
+            )
+            return
+        loaded.weight += values * NODE_BYTES + len(text)
         items = (
             data.get("items") if isinstance(data, dict) and data.get("kind") == "List" else [data]
         )
@@ -253,16 +401,17 @@ def _documents(text: str, relative: str, loaded: Loaded) -> None:  # noqa: C901 
     loader = _StrictLoader(text)
     try:
         while loader.check_node():
-            node = loader.get_node()
+            try:
+                node = loader.get_node()
+            except _TooBigError as error:
+                # The rest of the file is not read: its events would cost as much again.
+                loaded.errors.append(RevisionError(Source(relative, error.line), error.message))
+                break
             if node is None:
                 continue
             line = node.start_mark.line + 1
             try:
-                _measure(node)
                 data = loader.construct_document(node)
-            except _TooBigError as error:
-                loaded.errors.append(RevisionError(Source(relative, error.line), error.message))
-                continue
             except yaml.constructor.ConstructorError as error:
                 # One bad document; the parser can still go on to the next one.
                 loaded.errors.append(_yaml_error(relative, error, template="{{" in text))
@@ -280,6 +429,7 @@ def _documents(text: str, relative: str, loaded: Loaded) -> None:  # noqa: C901 
             RevisionError(Source(relative, 1), f"nested deeper than {MAX_DEPTH} levels")
         )
     finally:
+        loaded.weight += loader.weight
         loader.dispose()
 
 
@@ -297,6 +447,20 @@ def _yaml_error(
     return RevisionError(
         Source(relative, line), f"invalid YAML: {problem}" + (TEMPLATE_HINT if template else "")
     )
+
+
+def _values(data: Any) -> int:
+    """How many values a JSON document holds (keys too), counted without recursion."""
+    count, pending = 0, [data]
+    while pending:
+        item = pending.pop()
+        count += 1
+        if isinstance(item, dict):
+            count += len(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return count
 
 
 class _DuplicateKeyError(ValueError):
@@ -336,7 +500,7 @@ def _accept(data: Any, source: Source, loaded: Loaded) -> None:
     loaded.objects.append(LoadedObject(data, source))
 
 
-def load(root: Path, path: str = "") -> Loaded:  # noqa: C901 - each refusal of a file, in order
+def load(root: Path, path: str = "") -> Loaded:
     """Every object under `path` of the snapshot at `root`, or the errors that stop it."""
     loaded = Loaded()
     if not root.is_dir():  # not an empty revision: no revision at all
@@ -356,51 +520,80 @@ def load(root: Path, path: str = "") -> Loaded:  # noqa: C901 - each refusal of 
         if loaded.files > MAX_FILES:
             loaded.errors.append(RevisionError(Source(relative, 1), f"more than {MAX_FILES} files"))
             break
-        try:
-            size = file.stat().st_size
-        except FileNotFoundError as error:  # listed, then gone (a dangling link is named above)
-            raise _vanished(root, error) from error
-        except OSError as error:  # a symlink loop
-            loaded.errors.append(
-                RevisionError(Source(relative, 1), f"cannot be read: {error.strerror}")
-            )
-            continue
-        if size > MAX_FILE_BYTES:
-            loaded.errors.append(
-                RevisionError(
-                    Source(relative, 1),
-                    f"file is {size} bytes; the limit is {MAX_FILE_BYTES} (split it)",
-                )
-            )
-            continue
-        try:
-            text = file.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            loaded.errors.append(
-                RevisionError(Source(relative, 1), "not UTF-8 text (a binary file?); remove it")
-            )
-            continue
-        except FileNotFoundError as error:
-            raise _vanished(root, error) from error
-        except OSError as error:
-            loaded.errors.append(
-                RevisionError(Source(relative, 1), f"cannot be read: {error.strerror}")
-            )
-            continue
-        if "\x00" in text:
-            loaded.errors.append(
-                RevisionError(Source(relative, 1), "a binary file (it holds NUL bytes); remove it")
-            )
+        text = _read(file, relative, loaded.errors, root)
+        if text is None:
             continue
         _documents_cached(text, relative, loaded)
+        if loaded.over_budget(Source(relative, 1)):
+            break
     return loaded
 
 
+def _read(file: Path, relative: str, errors: list[RevisionError], root: Path) -> str | None:
+    """The text of one file under the per-file limit, or None and why not in `errors`;
+    a file listed, then gone, is the snapshot changing under the reader (raised)."""
+    try:
+        size = file.stat().st_size
+    except FileNotFoundError as error:  # listed, then gone (a dangling link is named above)
+        raise _vanished(root, error) from error
+    except OSError as error:  # a symlink loop
+        errors.append(RevisionError(Source(relative, 1), f"cannot be read: {error.strerror}"))
+        return None
+    if size > MAX_FILE_BYTES:
+        errors.append(
+            RevisionError(
+                Source(relative, 1),
+                f"file is {size} bytes; the limit is {MAX_FILE_BYTES} (split it)",
+            )
+        )
+        return None
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        errors.append(
+            RevisionError(Source(relative, 1), "not UTF-8 text (a binary file?); remove it")
+        )
+        return None
+    except FileNotFoundError as error:
+        raise _vanished(root, error) from error
+    except OSError as error:
+        errors.append(RevisionError(Source(relative, 1), f"cannot be read: {error.strerror}"))
+        return None
+    if "\x00" in text:
+        errors.append(
+            RevisionError(Source(relative, 1), "a binary file (it holds NUL bytes); remove it")
+        )
+        return None
+    return text
+
+
 # Parsed files by path and content: a commit that changes one file of a thousand parses
-# one file. Bounded; each hit hands out copies, so callers may change what they get.
-_PARSED: collections.OrderedDict[tuple[str, str], Loaded] = collections.OrderedDict()
-_PARSED_LIMIT = 20_000
+# one file. Each is kept as the pickle of what was parsed (a few times smaller than the
+# objects, and counted in bytes: the cache holds at most _PARSED_BYTES however dense the
+# files), and each hit unpickles objects of its own, so callers may change what they get.
+@dataclass(frozen=True)
+class _Parsed:
+    objects: bytes  # pickle of [(manifest, source), ...]
+    errors: tuple[RevisionError, ...]
+    weight: int
+
+
+_PARSED: collections.OrderedDict[tuple[str, str], _Parsed] = collections.OrderedDict()
+_PARSED_BYTES = 32 << 20
+_parsed_size = 0
 _parsed_lock = threading.Lock()
+
+
+def _remember(key: tuple[str, str], parsed: _Parsed) -> None:
+    global _parsed_size
+    with _parsed_lock:
+        if key in _PARSED or len(parsed.objects) > _PARSED_BYTES // 4:
+            return
+        _PARSED[key] = parsed
+        _parsed_size += len(parsed.objects)
+        while _parsed_size > _PARSED_BYTES:
+            _, dropped = _PARSED.popitem(last=False)
+            _parsed_size -= len(dropped.objects)
 
 
 def _documents_cached(text: str, relative: str, loaded: Loaded) -> None:
@@ -409,17 +602,25 @@ def _documents_cached(text: str, relative: str, loaded: Loaded) -> None:
         found = _PARSED.get(key)
         if found is not None:
             _PARSED.move_to_end(key)
-    if found is None:
-        found = Loaded()
-        try:
-            _documents(text, relative, found)
-        except Exception as error:  # the loader never raises on content
-            found = Loaded(
-                errors=[RevisionError(Source(relative, 1), f"cannot be parsed: {error}")]
-            )
-        with _parsed_lock:
-            _PARSED[key] = found
-            while len(_PARSED) > _PARSED_LIMIT:
-                _PARSED.popitem(last=False)
-    loaded.objects += [LoadedObject(copy.deepcopy(o.manifest), o.source) for o in found.objects]
-    loaded.errors += found.errors
+    if found is not None:
+        # Ours alone wrote these bytes (never a tenant), so unpickling them is safe.
+        pairs: list[tuple[dict[str, Any], Source]] = pickle.loads(found.objects)  # noqa: S301
+        loaded.objects += [LoadedObject(manifest, source) for manifest, source in pairs]
+        loaded.errors += found.errors
+        loaded.weight += found.weight
+        return
+    parsed = Loaded()
+    try:
+        _documents(text, relative, parsed)
+    except Exception as error:  # the loader never raises on content
+        parsed = Loaded(errors=[RevisionError(Source(relative, 1), f"cannot be parsed: {error}")])
+    loaded.objects += parsed.objects
+    loaded.errors += parsed.errors
+    loaded.weight += parsed.weight
+    try:
+        pickled = pickle.dumps(
+            [(o.manifest, o.source) for o in parsed.objects], protocol=pickle.HIGHEST_PROTOCOL
+        )
+    except (pickle.PicklingError, RecursionError, TypeError):  # pragma: no cover - plain data
+        return
+    _remember(key, _Parsed(pickled, tuple(parsed.errors), parsed.weight))

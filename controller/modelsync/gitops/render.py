@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import json
 import os
+import pickle
 import re
 import resource
 import selectors
@@ -51,6 +53,7 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from modelsync.api import schemas
 from modelsync.api.modelsync import HelmSource
 from modelsync.gitops import budget
 from modelsync.gitops import kustomization as kustomizationmod
@@ -99,6 +102,9 @@ class RenderSettings:
     timeout_seconds: float = TIMEOUT_SECONDS
     max_output_bytes: int = MAX_OUTPUT_BYTES
     memory_bytes: int = MEMORY_BYTES
+    # What all renders at once may take (their address spaces summed): a render waits
+    # for a slot past it. 0: no bound (the CLI renders one thing).
+    memory_total_bytes: int = 0
     kustomize_setting: str = "--kustomize"
     helm_setting: str = "--helm"
     # Where a render's private directory comes from, given the bytes its copy of the
@@ -534,13 +540,48 @@ def _limit_memory(limit: int) -> Callable[[], None]:
     return apply
 
 
-def run_bounded(  # noqa: C901 - a renderer's limits: time, size, exit
+class _Slots:
+    """Renders running at once: as many as `memory_total_bytes` holds renderers of
+    `memory_bytes` each (at least one), so that together they stay inside the memory the
+    platform gave them (the container's limit less the operator's own headroom)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._running = 0
+
+    @contextlib.contextmanager
+    def slot(self, settings: RenderSettings) -> Iterator[None]:
+        total = settings.memory_total_bytes
+        at_once = max(1, total // settings.memory_bytes) if total > 0 else 0
+        with self._changed:
+            self._changed.wait_for(lambda: not at_once or self._running < at_once)
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._running -= 1
+                self._changed.notify_all()
+
+
+_SLOTS = _Slots()
+
+
+def run_bounded(
     argv: list[str], cwd: Path, env: dict[str, str], settings: RenderSettings, private: Path
 ) -> bytes:
     """The renderer's standard output, read as a stream: killed (its whole process
     group) past `max_output_bytes` or `timeout_seconds`; RLIMIT_AS bounds its memory, and
     unless remote bases are allowed it runs in a network namespace of its own where one
-    may be made."""
+    may be made; `memory_total_bytes` bounds how many run at once (the others wait,
+    before their clock starts)."""
+    with _SLOTS.slot(settings):
+        return _run_bounded(argv, cwd, env, settings, private)
+
+
+def _run_bounded(  # noqa: C901 - a renderer's limits: time, size, exit
+    argv: list[str], cwd: Path, env: dict[str, str], settings: RenderSettings, private: Path
+) -> bytes:
     if not settings.allow_remote_bases:
         argv = [*network_namespace()[0], *argv]
     limited = [PRLIMIT, f"--as={settings.memory_bytes}", "--", *argv] if PRLIMIT else argv
@@ -656,9 +697,38 @@ def _environment(private: Path, settings: RenderSettings) -> dict[str, str]:
     }
 
 
-def _parse(text: str, name: str, rendered: Rendered) -> None:
+def _parse(text: str, name: str, rendered: Rendered) -> bool:
+    """Rendered output, one document at a time: each under the per-file limit before it
+    is parsed (a renderer writes 32 MiB from a few bytes of template), and all of them
+    under the loaded budget; False once over it (read no further)."""
     rendered.texts[name] = text
-    loadmod._documents(text, name, rendered)
+    for line, piece in schemas.documents_of(text):
+        if not piece.strip():
+            continue
+        size = len(piece.encode())
+        if size > loadmod.MAX_FILE_BYTES:
+            rendered.errors.append(
+                RevisionError(
+                    Source(name, line),
+                    f"a rendered document of {size} bytes; the limit is "
+                    f"{loadmod.MAX_FILE_BYTES}, as for a file (render smaller objects)",
+                )
+            )
+            continue
+        found = loadmod.Loaded()
+        loadmod._documents(piece, name, found)
+        shift = line - 1
+        rendered.objects += [
+            loadmod.LoadedObject(o.manifest, Source(name, o.source.line + shift))
+            for o in found.objects
+        ]
+        rendered.errors += [
+            dataclasses.replace(e, source=Source(name, e.source.line + shift)) for e in found.errors
+        ]
+        rendered.weight += found.weight
+        if rendered.over_budget(Source(name, line)):
+            return False
+    return True
 
 
 def _helm_documents(output: str, chart_dir: str, chart_name: str) -> dict[str, str]:
@@ -836,24 +906,32 @@ def _render_helm(
         return rendered
     for name, part in _helm_documents(text, chart_relative, chart.name).items():
         rendered.files += 1
-        _parse(part, name, rendered)
+        if not _parse(part, name, rendered):
+            break
     return rendered
 
 
 # Renders of immutable snapshots, by everything that decides them: a resync of the same
-# revision renders nothing. Bounded; each hit hands out copies.
-_RENDERED: collections.OrderedDict[str, Rendered] = collections.OrderedDict()
+# revision renders nothing. Kept as the pickle of the objects (a few times smaller than
+# them) and the rendered text, bounded in bytes of both; each hit unpickles objects of
+# its own, so callers may change what they get.
+@dataclass(frozen=True)
+class _CachedRender:
+    objects: bytes  # pickle of [(manifest, source), ...]
+    texts: dict[str, str]
+    files: int
+    renderer: str
+    weight: int
+
+    @property
+    def size(self) -> int:
+        return len(self.objects) + sum(len(text) for text in self.texts.values())
+
+
+_RENDERED: collections.OrderedDict[str, _CachedRender] = collections.OrderedDict()
 _RENDERED_LIMIT = 64
-# Rendered text kept in all: the parsed objects weigh several times their text, and one
-# render may be up to max_output_bytes. A 1,000-model overlay is ~0.5 MiB of text.
-_RENDERED_TEXT_BYTES = 16 << 20
-
-
+_RENDERED_BYTES = 32 << 20
 _rendered_lock = threading.Lock()
-
-
-def _text_bytes(rendered: Rendered) -> int:
-    return sum(len(text) for text in rendered.texts.values())
 
 
 def render_snapshot(
@@ -874,25 +952,33 @@ def render_snapshot(
         if found is not None:
             _RENDERED.move_to_end(key)
     if found is None:
-        found = render(snapshot, path, helm, settings, namespace=namespace, release=release)
-        if not found.renderer or found.errors:
+        fresh = render(snapshot, path, helm, settings, namespace=namespace, release=release)
+        if not fresh.renderer or fresh.errors:
             # Plain YAML: load keeps its own cache, by file. A refusal is not kept: one
             # at the time limit may be the machine's load, and the next try renders again.
-            return found
-        with _rendered_lock:
-            _RENDERED[key] = found
-            while len(_RENDERED) > _RENDERED_LIMIT or (
-                len(_RENDERED) > 1
-                and sum(_text_bytes(r) for r in _RENDERED.values()) > _RENDERED_TEXT_BYTES
-            ):
-                _RENDERED.popitem(last=False)
+            return fresh
+        pairs = [(o.manifest, o.source) for o in fresh.objects]
+        cached = _CachedRender(
+            pickle.dumps(pairs, protocol=pickle.HIGHEST_PROTOCOL),
+            fresh.texts,
+            fresh.files,
+            fresh.renderer,
+            fresh.weight,
+        )
+        if cached.size <= _RENDERED_BYTES // 4:
+            with _rendered_lock:
+                _RENDERED[key] = cached
+                while len(_RENDERED) > _RENDERED_LIMIT or (
+                    sum(r.size for r in _RENDERED.values()) > _RENDERED_BYTES
+                ):
+                    _RENDERED.popitem(last=False)
+        return fresh  # its objects are the caller's: the cache holds their pickle
+    # Ours alone wrote these bytes (never a tenant), so unpickling them is safe.
+    objects: list[tuple[dict[str, Any], Source]] = pickle.loads(found.objects)  # noqa: S301
     return Rendered(
-        objects=[
-            loadmod.LoadedObject(json.loads(json.dumps(o.manifest)), o.source)
-            for o in found.objects
-        ],
-        errors=list(found.errors),
+        objects=[loadmod.LoadedObject(manifest, source) for manifest, source in objects],
         files=found.files,
         texts=found.texts,
         renderer=found.renderer,
+        weight=found.weight,
     )

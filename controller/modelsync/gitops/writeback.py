@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import git
-import yaml
 
 from modelsync.api import constants as c
+from modelsync.gitops import load as loadmod
 from modelsync.gitops.commitstatus import ROLLBACK_BRANCH_PREFIX
 from modelsync.gitops.disk import DiskFullError
 from modelsync.gitops.fetch import (
@@ -133,30 +133,39 @@ def _refuse_links(repo: git.Repo, commit: str, file: str, revision: str) -> None
 
 def find_model_file(repo: git.Repo, revision: str, model: str, path: str = "") -> str:
     """The file (relative to the repository root) that defines ModelDeployment `model` at
-    `revision`, looking under `path` where the loader looks (dot-directories skipped)."""
+    `revision`, looking under `path` where the loader looks (dot-directories and sample
+    bodies skipped), with the loader's bounds: no file over its per-file limit is read,
+    one that does not even name the model is not parsed, and what is parsed is parsed
+    as the sync parses it (node and depth limits, libyaml)."""
     sha = commit_of(repo, revision)
     listing: str = repo.git.ls_tree(
-        "-r", "-z", "--end-of-options", sha, "--", path.strip("/") or "."
+        "-r", "-l", "-z", "--end-of-options", sha, "--", path.strip("/") or "."
     )
     for line in filter(None, listing.split("\0")):
         meta, _, file = line.partition("\t")
-        mode, kind, blob = meta.split()
+        mode, kind, blob, size = meta.split()
         if kind != "blob" or mode not in (MODE_FILE, MODE_EXECUTABLE):
             continue
-        if not file.endswith((".yaml", ".yml", ".json")):
+        if not file.endswith(loadmod.EXTENSIONS) or file.endswith(loadmod.SAMPLE_BODY_SUFFIX):
             continue
         if any(part.startswith(".") for part in PurePosixPath(file).parts[:-1]):
             continue
+        # Over the loader's limit (or left out by the write-back's filtered fetch, whose
+        # size git cannot tell): never read.
+        if not size.isdigit() or int(size) > loadmod.MAX_FILE_BYTES:
+            continue
         try:
-            documents = list(
-                yaml.safe_load_all(repo.git.cat_file("blob", blob, strip_newline_in_stdout=False))
-            )
-        except (yaml.YAMLError, git.GitCommandError):
-            continue  # not YAML, or a blob the write-back's filtered fetch left out
-        for doc in documents:
+            text = repo.git.cat_file("blob", blob, strip_newline_in_stdout=False)
+        except git.GitCommandError:
+            continue  # a blob the write-back's filtered fetch left out
+        if model not in text:
+            continue
+        loaded = loadmod.Loaded()
+        loadmod._documents(text, file, loaded)
+        for found in loaded.objects:
+            doc = found.manifest
             if (
-                isinstance(doc, dict)
-                and doc.get("kind") == c.MODELDEPLOYMENT_KIND
+                doc.get("kind") == c.MODELDEPLOYMENT_KIND
                 and (doc.get("metadata") or {}).get("name") == model
             ):
                 return file

@@ -483,6 +483,15 @@ class OperatorSettings:
     """Address space a renderer may use (RLIMIT_AS; its Go heap limit, GOMEMLIMIT, is
     half of it): a chart or overlay that needs more is refused, the operator unharmed."""
 
+    render_memory_total_bytes: int = flag(
+        default=0,
+        min=0,
+        help="memory all renders at once may take; 0: no bound",
+    )
+    """Memory all renders at once may take: as many run at once as it holds renderers of
+    render_memory_bytes (at least one); the others wait. The chart passes its container's
+    memory limit less operator.memoryHeadroomBytes. 0: no bound."""
+
     kubeconfig: str | None = flag(
         default=None,
         help="kubeconfig file (as the global option; default: in-cluster, else $KUBECONFIG)",
@@ -497,6 +506,7 @@ class OperatorSettings:
             timeout_seconds=self.render_timeout_seconds,
             max_output_bytes=self.render_max_bytes,
             memory_bytes=self.render_memory_bytes,
+            memory_total_bytes=self.render_memory_total_bytes,
             kustomize_setting="--kustomize (Helm value operator.kustomize)",
             helm_setting="--helm (Helm value operator.helm)",
         )

@@ -131,7 +131,24 @@ def parse_quantity(field: str, value: object) -> Decimal:
 
 
 def _fill(template: str, values: dict[str, str]) -> str:
+    """A template of the runtime table (ours, never a tenant's) with `values` filled in."""
     return template.format(**values)
+
+
+MODEL_PLACEHOLDER = "{model}"
+
+
+def model_path(path: str, model: str) -> str:
+    """A tenant's readinessPath with `{model}` replaced, and nothing else read as a
+    template: str.format would take `/{model:>900000000}` for a 900 MB string (the
+    CRD's pattern refuses it; an object stored before that pattern reaches here)."""
+    if "{" in path.replace(MODEL_PLACEHOLDER, "") or "}" in path.replace(MODEL_PLACEHOLDER, ""):
+        raise InvalidSpecError(
+            "spec.runtime.readinessPath",
+            f"{path[:80]!r}: the only placeholder is {MODEL_PLACEHOLDER} (the model's name); "
+            "remove any other brace",
+        )
+    return path.replace(MODEL_PLACEHOLDER, model)
 
 
 @dataclass(frozen=True)
@@ -234,9 +251,9 @@ def _resources(spec: ModelDeploymentSpec) -> Manifest:
     return result
 
 
-def _probe(probe: runtimes.Probe, values: dict[str, str]) -> Manifest:
+def _probe(probe: runtimes.Probe, path: str) -> Manifest:
     return {
-        "httpGet": {"path": _fill(probe.path, values), "port": PORT_NAME},
+        "httpGet": {"path": path, "port": PORT_NAME},
         "initialDelaySeconds": probe.initial_delay_seconds,
         "periodSeconds": probe.period_seconds,
         "failureThreshold": probe.failure_threshold,
@@ -339,13 +356,14 @@ def _probes(
     """Readiness (the runtime's, else the spec's path, else the port) and liveness."""
     probes: Manifest = {}
     if runtime.readiness is not None:
-        probes["readinessProbe"] = _probe(runtime.readiness, values)
+        probes["readinessProbe"] = _probe(runtime.readiness, _fill(runtime.readiness.path, values))
     elif wanted.readiness_path:
-        probes["readinessProbe"] = _probe(runtimes.Probe(wanted.readiness_path), values)
+        path = model_path(wanted.readiness_path, values["model"])
+        probes["readinessProbe"] = _probe(runtimes.Probe(path), path)
     else:
         probes["readinessProbe"] = {"tcpSocket": {"port": PORT_NAME}, "periodSeconds": 10}
     if runtime.liveness is not None:
-        probes["livenessProbe"] = _probe(runtime.liveness, values)
+        probes["livenessProbe"] = _probe(runtime.liveness, _fill(runtime.liveness.path, values))
     return probes
 
 
@@ -456,7 +474,21 @@ def render(
     `locked_down` is the platform's `model_pod_security` setting: False leaves the pod's
     user, capabilities and root filesystem as the image has them. `images` are the
     installation's runtime images and pull policy (`modelsync validate`/`diff` use
-    the defaults)."""
+    the defaults). Raises InvalidSpecError and nothing else: whatever one object holds
+    is that object's finding, never the end of a sync or a reconcile loop."""
+    try:
+        return _render(md, locked_down=locked_down, images=images)
+    except InvalidSpecError:
+        raise
+    except Exception as error:  # one object's fault stays its own finding
+        raise InvalidSpecError(
+            "spec",
+            f"cannot be rendered ({type(error).__name__}: {str(error)[:200]}); check the "
+            "spec against the CRD (an object stored under an older CRD may break newer rules)",
+        ) from error
+
+
+def _render(md: Mapping[str, object], *, locked_down: bool, images: Images) -> Rendered:
     runtime_name = text(md, "spec", "runtime", "name")
     runtime = runtimes.RUNTIMES.get(runtime_name)
     if runtime is None:

@@ -81,3 +81,30 @@ namespaces the platform enables. */}}
   resources: [pods/status]
   verbs: [patch]
 {{- end -}}
+
+{{/* resources.limits.memory in bytes ("" when no limit is set): 1Gi, 1536Mi, 2G, 1073741824. */}}
+{{- define "modelsync.memoryLimitBytes" -}}
+{{- $quantity := toString (dig "limits" "memory" "" .Values.resources) -}}
+{{- if $quantity -}}
+{{- $units := dict "" 1 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 -}}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $quantity -}}
+{{- $unit := trimPrefix $number $quantity -}}
+{{- if or (not $number) (not (hasKey $units $unit)) -}}
+{{- fail (printf "resources.limits.memory %q: write a quantity such as 2Gi or 1536Mi" $quantity) -}}
+{{- end -}}
+{{- mulf (float64 $number) (index $units $unit) | int64 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* What renders at once may take: the container's memory limit less the operator's
+own headroom, which must hold one renderer (renderMemoryBytes); "" with no limit. */}}
+{{- define "modelsync.renderMemoryTotalBytes" -}}
+{{- $limit := include "modelsync.memoryLimitBytes" . -}}
+{{- if $limit -}}
+{{- $room := sub (int64 $limit) (int64 .Values.operator.memoryHeadroomBytes) -}}
+{{- if lt $room (int64 .Values.operator.renderMemoryBytes) -}}
+{{- fail (printf "operator.renderMemoryBytes (%d) does not fit in resources.limits.memory (%s, %d bytes) less operator.memoryHeadroomBytes (%d): %d bytes are left for renderers; lower renderMemoryBytes or raise the limit" (int64 .Values.operator.renderMemoryBytes) (toString .Values.resources.limits.memory) (int64 $limit) (int64 .Values.operator.memoryHeadroomBytes) $room) -}}
+{{- end -}}
+{{- $room -}}
+{{- end -}}
+{{- end -}}

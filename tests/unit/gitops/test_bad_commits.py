@@ -23,6 +23,9 @@ from tests.support.paths import FIXTURES, REPO
 
 CORPUS = FIXTURES / "bad-commits"
 CASES = sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
+READINESS_CASES = ["readiness-path-format-spec", "readiness-path-braces"]
+# The address space `modelsync validate` gets below: a 900 MB string does not fit.
+VALIDATE_MEMORY_BYTES = 1 << 30
 
 
 def expected(case: str) -> list[str]:
@@ -49,10 +52,9 @@ def test_bad_commit_loader_and_validation(case: str) -> None:
     assert lines == expected(case)
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_bad_commit_validate_cli_json(case: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "modelsync", "validate", ".", "--output", "json"],
+def validate_json(case: str, *prefix: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "modelsync", "validate", ".", "--output", "json"],
         cwd=CORPUS / case,
         env={**os.environ, "PYTHONPATH": str(REPO / "controller")},
         capture_output=True,
@@ -60,11 +62,31 @@ def test_bad_commit_validate_cli_json(case: str) -> None:
         timeout=60,
         check=False,
     )
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr
+
+
+def reported(result: subprocess.CompletedProcess[str]) -> list[str]:
     report = json.loads(result.stdout)
-    lines = [
+    return [
         f"{e['file']}:{e['line']}: {e['object'] + ': ' if e['object'] else ''}{e['message']}"
         for e in report["errors"]
     ]
-    assert lines == expected(case)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_commit_validate_cli_json(case: str) -> None:
+    result = validate_json(case)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert reported(result) == expected(case)
+
+
+@pytest.mark.parametrize("case", READINESS_CASES)
+def test_security_readiness_path_bounded(case: str) -> None:
+    """`/{model:>900000000}` built a 900 MB string in the offline check (the operator's
+    too: the live test reads this corpus), `/{x}` and `/x{` raised: refused at the field
+    with the CRD's pattern, by `modelsync validate` in an address space of 1 GiB."""
+    result = validate_json(case, "prlimit", f"--as={VALIDATE_MEMORY_BYTES}", "--")
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 1, result.stderr
+    assert reported(result) == expected(case)
+    assert all("readinessPath" in line for line in expected(case))

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from modelsync.gitops.load import MAX_FILE_BYTES, load, resolve_path
+from tests.support.paths import REPO
 
 CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n"
 
@@ -79,8 +83,9 @@ def test_an_alias_bomb_is_refused_without_expanding_it(tmp_path: Path) -> None:
             for i in range(8)
         )
     )
+    # At the alias that goes over: `e`'s ten of `d` (each 11,111 values) on line 5.
     assert errors(tmp_path, {"m.yaml": bomb}) == [
-        "m.yaml:1: more than 100000 values once aliases are expanded"
+        "m.yaml:5: more than 100000 values once aliases are expanded"
     ]
 
 
@@ -140,3 +145,84 @@ def test_unchanged_files_parse_once_and_hand_out_copies(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text((tmp_path / "a.yaml").read_text())
     sources = sorted(o.source.file for o in load(tmp_path).objects)
     assert sources == ["a.yaml", "b.yaml"]
+
+
+# Issue 29 item 3: what the loader builds is bounded by its node limit and its loaded
+# budget, not by the bytes it reads. Each measurement runs in a process of its own
+# (VmHWM, the peak resident memory, from /proc) so that nothing else of the test run
+# counts; the inputs are the issue's.
+MEASURE = """
+import sys
+from pathlib import Path
+from modelsync.gitops import load as L
+
+def hwm():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
+before = hwm()
+errors = [str(error) for error in L.load(Path(sys.argv[1])).errors]
+again = L.load(Path(sys.argv[1]))  # from the parse cache
+assert [str(error) for error in again.errors] == errors
+print(hwm() - before, getattr(L, "_parsed_size", -1))  # -1: no byte count
+for error in errors:
+    print(error)
+"""
+MIB = 1 << 20
+
+
+def measured(root: Path) -> tuple[int, int, list[str]]:
+    """(peak growth in bytes, parse cache bytes, errors) of loading `root` twice."""
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(root)],
+        env={**os.environ, "PYTHONPATH": str(REPO / "controller")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    first, *errors = done.stdout.splitlines()
+    growth, cached = first.split()
+    return int(growth), int(cached), errors
+
+
+def dense(index: int) -> str:
+    """A document just under the per-file limit holding a value every two bytes."""
+    header = f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: dense-{index}}}\nzeros: ["
+    count = (MAX_FILE_BYTES - len(header) - 16) // 2
+    return header + "0," * count + "0]\n"
+
+
+def test_security_dense_documents_are_refused_within_the_node_limit(tmp_path: Path) -> None:
+    """Seven files just under 1 MiB of flow sequences of 0 (the size check alone cannot
+    refuse them): each is refused having built at most MAX_NODES nodes (it was 150 MiB a
+    file, composed whole before counting)."""
+    for index in range(7):
+        (tmp_path / f"dense-{index}.yaml").write_text(dense(index))
+        assert (tmp_path / f"dense-{index}.yaml").stat().st_size < MAX_FILE_BYTES
+    growth, _, errors = measured(tmp_path)
+    assert errors == [
+        f"dense-{i}.yaml:4: more than 100000 values once aliases are expanded" for i in range(7)
+    ]
+    assert growth < 48 * MIB, f"loading grew the peak by {growth / MIB:.0f} MiB"
+
+
+def wide(index: int) -> str:
+    """A file just under the per-file limit and under the node limit (90,000 values)."""
+    header = f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: wide-{index}\nwide:\n"
+    return header + "".join(f"  - v{index:03d}{i:06d}\n" for i in range(MAX_FILE_BYTES // 16))
+
+
+def test_security_eighty_files_of_one_mib_stay_within_the_loaded_budget(tmp_path: Path) -> None:
+    """80 files of 1 MiB, each within every per-file limit, weigh ~6 MiB each once
+    loaded: the revision is refused once its objects pass the loaded budget (64 MiB),
+    and the parse cache keeps bytes, not objects (it kept ~500 MiB)."""
+    for index in range(80):
+        (tmp_path / f"wide-{index:02d}.yaml").write_text(wide(index))
+    growth, cached, errors = measured(tmp_path)
+    [error] = errors
+    assert "MiB of the operator's memory" in error, error
+    assert "split spec.path into several ModelSyncs" in error, error
+    assert cached <= 32 * MIB, f"the parse cache holds {cached / MIB:.0f} MiB"
+    assert growth < 100 * MIB, f"loading grew the peak by {growth / MIB:.0f} MiB"

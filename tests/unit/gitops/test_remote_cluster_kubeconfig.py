@@ -252,3 +252,17 @@ def test_security_remote_server_is_its_allowed_origin_alone(
     cluster: dict[str, Any], words: str
 ) -> None:
     assert words in refusal(kubeconfig(cluster=cluster))
+
+
+def test_security_remote_cluster_kubeconfig_is_read_with_bounds() -> None:
+    """A Secret may hold 1 MiB: a kubeconfig over 256 KiB is refused before it is parsed,
+    and one under it is parsed by the sync's loader (node limit, libyaml), never by
+    pure-Python YAML (150 MiB and seconds for 1 MiB of `[0,0,...]`)."""
+    padded = kubeconfig(user={"token": "t" * (300 << 10)})
+    message = refusal(padded)
+    assert "the limit is 262144" in message, message
+    dense = yaml.safe_dump(kubeconfig()) + "x: [" + "0," * (120_000) + "0]\n"
+    assert len(dense) < 256 << 10
+    with pytest.raises(KubeconfigError) as raised:
+        check(dense, ALLOWED, WHERE)
+    assert "more than 100000 values" in str(raised.value), raised.value

@@ -392,6 +392,23 @@ def test_custom_runtime_readiness_path_may_name_the_model() -> None:
 
 
 @pytest.mark.parametrize(
+    "path", ["/{model:>9000}", "/{x}", "/x{", "/x}", "/{model!r}", "/{0}", "/{model.x}"]
+)
+def test_security_readiness_path_substitutes_the_model_only(path: str) -> None:
+    """A ModelDeployment stored before the CRD's pattern (or under an old CRD) reaches
+    render: a format spec builds no string (/{model:>900000000} was 1 GB), a stray
+    brace raises nothing but InvalidSpecError naming the field."""
+    md = _on("custom")
+    md["spec"]["runtime"]["readinessPath"] = path
+    with pytest.raises(InvalidSpecError) as refused:
+        render(md)
+    assert refused.value.field == "spec.runtime.readinessPath"
+    assert "{model}" in refused.value.message
+    md["spec"]["runtime"]["readinessPath"] = "/{model}/a/{model}"
+    assert _server(md)["readinessProbe"]["httpGet"]["path"] == "/iris/a/iris"
+
+
+@pytest.mark.parametrize(
     ("model_format", "implementation"),
     [
         ("sklearn", "mlserver_sklearn.SKLearnModel"),
