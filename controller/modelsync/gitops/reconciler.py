@@ -34,6 +34,7 @@ from modelsync.api.modelsync import parse_spec
 from modelsync.gitops import modelhealth, samples, writeback
 from modelsync.gitops import prune as prunemod
 from modelsync.gitops import render as rendering
+from modelsync.gitops import status as status_mod
 from modelsync.gitops.apply import Applier, OwnershipError, inventory_of
 from modelsync.gitops.clusters import ClusterError, Clusters
 from modelsync.gitops.commitstatus import PullRequest, StatusWriter
@@ -157,6 +158,8 @@ class SyncReconciler:
         self._locks_guard = threading.Lock()
         # A remote ModelSync's models' health as its last sync read it there (not watched).
         self._remote_seen: dict[tuple[str, str], modelhealth.ModelsHealth] = {}
+        # The last refused revision of each ModelSync, judged again only as it backs off.
+        self._refused: dict[tuple[str, str], status_mod.ContentFailure] = {}
         self.jitter: Callable[[], float] = lambda: random.uniform(-RETRY_JITTER, RETRY_JITTER)  # noqa: S311 - spreading retries, not security
 
     def forget(self, namespace: str, name: str) -> None:
@@ -166,6 +169,7 @@ class SyncReconciler:
         with self._locks_guard:
             self._locks.pop(key, None)  # one held by a sync running now is its own
         self._failures.pop(key, None)
+        self._refused.pop(key, None)
         self._remote_seen.pop(key, None)
         self.clusters.forget(key)
         if self.statuses is not None:
@@ -317,7 +321,16 @@ class SyncReconciler:
                 reason = c.REASON_RETRYING if environment else c.REASON_INTERNAL_ERROR
                 reason = c.REASON_CLUSTER_UNREACHABLE if gone else reason
                 outcome = self._failed(namespace, name, interval, reason, error)
-            self._record(ms, outcome, started)
+            if not outcome.repeated:  # the same refusal: status says it already
+                self._record(ms, outcome, started)
+        key = (namespace, name)
+        remembered = status_mod.after_sync(
+            self._refused.get(key), outcome, status_mod.sync_trigger(ms), started, interval
+        )
+        if remembered is None:
+            self._refused.pop(key, None)
+        else:
+            self._refused[key] = remembered
         metrics.SYNCS.labels(namespace, name, outcome.reason).inc()
         for action, objects in outcome.changes.by_action().items():
             metrics.OBJECTS_APPLIED.labels(action=action).inc(len(objects))
@@ -406,6 +419,12 @@ class SyncReconciler:
                 spec["repo"]["url"], Ref.from_spec(spec["repo"].get("ref")), credentials
             )
             outcome.revision = revision.name
+            last = self._refused.get((meta["namespace"], meta["name"]))
+            if not status_mod.judge_again(
+                last, revision.name, status_mod.sync_trigger(ms), self.clock()
+            ):
+                assert last is not None
+                return dataclasses.replace(last.outcome, repeated=True)
             if self.statuses is not None and revision.name != status.get("lastAttemptedRevision"):
                 self.statuses.pending(ms, revision.name)
             # Leased until the sync ends: render, load, samples and plan read it.

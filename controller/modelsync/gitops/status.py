@@ -43,10 +43,89 @@ class Outcome:
     write_back_error: str = ""
     errors: list[RevisionError] = field(default_factory=list)
     retry_in: float | None = None  # set when the environment broke the sync off
+    # The last outcome of a refused revision, given again without judging it: nothing
+    # to record (see ContentFailure).
+    repeated: bool = False
     # The conditions' message, short for `kubectl get` (default: `message`, cut); the
     # whole `message` goes to the history entry, the Event and the log.
     headline: str = ""
     prune_errors: list[str] = field(default_factory=list)  # "<object>: <the API's words>"
+
+
+# A revision refused for its content is judged whole again after twice the interval,
+# then four times, ... up to an hour (or the interval, when that is longer), unless git,
+# the ModelSync or a requested sync changes; each interval still resolves the ref, so a
+# new commit is judged at once. A tenant's broken revision cannot keep a worker busy
+# re-rendering it every few seconds.
+CONTENT_BACKOFF_MAX_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class ContentFailure:
+    """A revision the content check refused, what else would make it worth judging
+    again (`trigger`: the ModelSync's generation and requested sync), and when."""
+
+    revision: str
+    trigger: str
+    failures: int
+    due: datetime.datetime
+    outcome: Outcome
+
+
+def sync_trigger(ms: Manifest) -> str:
+    """What, besides git, asks for a revision to be judged again: a new spec
+    (generation) or a requested sync (`modelsync sync`, the annotation)."""
+    requested = labels(ms, "metadata", "annotations").get(c.ANNOTATION_RECONCILE_REQUESTED, "")
+    return f"{integer(ms, 'metadata', 'generation')}/{requested}"
+
+
+def content_refused(outcome: Outcome) -> bool:
+    """The revision itself was refused (its files, objects or rights over what it
+    names): the same revision is refused the same way until something changes."""
+    return (
+        outcome.revision is not None
+        and not outcome.applied
+        and not outcome.ready
+        and outcome.retry_in is None
+        and (outcome.stalled or bool(outcome.errors))
+    )
+
+
+def after_sync(
+    previous: ContentFailure | None,
+    outcome: Outcome,
+    trigger: str,
+    now: datetime.datetime,
+    interval: float,
+) -> ContentFailure | None:
+    """What is remembered of a sync's outcome for the back-off: None unless the content
+    was refused; a refusal of the same revision and trigger doubles the wait."""
+    if outcome.repeated:
+        return previous
+    if not content_refused(outcome) or outcome.revision is None:
+        return None
+    same = (
+        previous is not None
+        and previous.revision == outcome.revision
+        and previous.trigger == trigger
+    )
+    failures = previous.failures + 1 if same and previous is not None else 1
+    wait = min(interval * 2.0 ** min(failures, 16), max(interval, CONTENT_BACKOFF_MAX_SECONDS))
+    due = now + datetime.timedelta(seconds=wait)
+    return ContentFailure(outcome.revision, trigger, failures, due, outcome)
+
+
+def judge_again(
+    previous: ContentFailure | None, revision: str, trigger: str, now: datetime.datetime
+) -> bool:
+    """Whether `revision` is to be judged whole (rendered, loaded, validated, planned),
+    or its last refusal stands."""
+    return (
+        previous is None
+        or previous.revision != revision
+        or previous.trigger != trigger
+        or now >= previous.due
+    )
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,6 @@ import datetime
 from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from modelsync.api import constants as c
 from modelsync.api.conditions import find
 from modelsync.gitops.fetch import Credentials, Ref, Revision, RevisionTooLargeError
@@ -98,9 +96,6 @@ def reconciler() -> tuple[SyncReconciler, Git, Kube, Cache, Clock]:
     return syncer, git, kube, cache, clock
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 29 item 7: a refused revision is judged whole at every interval"
-)
 def test_security_a_refused_revision_is_judged_again_only_as_it_backs_off() -> None:
     syncer, git, kube, cache, clock = reconciler()
     judged = []
