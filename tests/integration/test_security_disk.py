@@ -3,10 +3,11 @@ tenant's ModelSyncs ask for, and another tenant keeps syncing.
 
 The noisy tenant pins 40 ModelSyncs to 40 commits of its repository (each commit
 with a file of its own outside spec.path: 40 snapshots of 200 KiB) and names the
-same repository over http in 40 spellings (users, host case, a trailing `/`), each
-once a bare repository of its own: some 17 MiB in all (27.7 MiB on disk at the peak
-before this budget existed) against a budget of 16 MiB. An operator process of this
-test's own, with that small budget (`--git-cache-max-bytes`), serves both tenants;
+same repository over http in 40 spellings (host case, a trailing `/`, other names of
+it on the host), each once a bare repository of its own: some 17 MiB in all (27.7 MiB
+on disk at the peak before this budget existed) against a budget of 16 MiB. An
+operator process of this test's own, with that small budget (`--git-cache-max-bytes`),
+serves both tenants;
 the cache's size on disk (blocks, as the kubelet measures an emptyDir) is sampled
 all along."""
 
@@ -73,9 +74,10 @@ def second_own_namespace(local_cluster: LocalCluster, own_namespace: str) -> Ite
     )
 
 
-def spellings(server: GitHttpServer, repo: str) -> list[str]:
+def spellings(server: GitHttpServer, root: Path, repo: str) -> list[str]:
     """40 ways to name one repository on the test's git host: a few that every host
-    reads the same, and user names (another key each, as they must be)."""
+    reads the same, and other names of it on the host (links to it, another key each,
+    as they must be: a URL carries no user name, which the CRD refuses over http)."""
     port = server.server_address[1]
     folded = [
         f"http://127.0.0.1:{port}/{repo}",
@@ -83,8 +85,11 @@ def spellings(server: GitHttpServer, repo: str) -> list[str]:
         f"http://LOCALHOST:{port}/{repo}",
         f"http://localhost:{port}/{repo}/",
     ]
-    users = [f"http://u{n}@127.0.0.1:{port}/{repo}" for n in range(SPELLINGS - len(folded))]
-    return folded + users
+    others = []
+    for n in range(SPELLINGS - len(folded)):
+        (root / f"alias-{n}-{repo}").symlink_to(root / repo)
+        others.append(f"http://127.0.0.1:{port}/alias-{n}-{repo}")
+    return folded + others
 
 
 def test_security_one_tenants_revisions_and_spellings_keep_the_cache_under_its_budget(
@@ -125,7 +130,7 @@ def test_security_one_tenants_revisions_and_spellings_keep_the_cache_under_its_b
             started = time.monotonic()
             for number, sha in enumerate(pinned):
                 noisy.create(f"pin-{number}", repo.file_url, ref={"commit": sha})
-            for number, url in enumerate(spellings(server, "noisy.git")):
+            for number, url in enumerate(spellings(server, root, "noisy.git")):
                 noisy.create(f"spelling-{number}", url, path="models")
             second = other.write("models/ok.yaml", model_yaml("ok", version="2")).commit()
             quiet.request("quiet")

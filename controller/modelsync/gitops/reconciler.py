@@ -325,7 +325,12 @@ class SyncReconciler:
                 self._record(ms, outcome, started)
         key = (namespace, name)
         remembered = status_mod.after_sync(
-            self._refused.get(key), outcome, status_mod.sync_trigger(ms), started, interval
+            self._refused.get(key),
+            outcome,
+            status_mod.sync_trigger(ms),
+            started,
+            interval,
+            RETRIED_REASONS,
         )
         if remembered is None:
             self._refused.pop(key, None)

@@ -79,14 +79,17 @@ def sync_trigger(ms: Manifest) -> str:
     return f"{integer(ms, 'metadata', 'generation')}/{requested}"
 
 
-def content_refused(outcome: Outcome) -> bool:
-    """The revision itself was refused (its files, objects or rights over what it
-    names): the same revision is refused the same way until something changes."""
+def content_refused(outcome: Outcome, retried: frozenset[str]) -> bool:
+    """The revision itself was refused (its files, its objects, what they would take
+    over): the same revision is refused the same way until something changes. Not a
+    reason in `retried`, which the environment may mend (an account's rights granted:
+    Forbidden) and which is tried again soon."""
     return (
         outcome.revision is not None
         and not outcome.applied
         and not outcome.ready
         and outcome.retry_in is None
+        and outcome.reason not in retried
         and (outcome.stalled or bool(outcome.errors))
     )
 
@@ -97,12 +100,14 @@ def after_sync(
     trigger: str,
     now: datetime.datetime,
     interval: float,
+    retried: frozenset[str],
 ) -> ContentFailure | None:
     """What is remembered of a sync's outcome for the back-off: None unless the content
-    was refused; a refusal of the same revision and trigger doubles the wait."""
+    was refused (`content_refused`); a refusal of the same revision and trigger doubles
+    the wait."""
     if outcome.repeated:
         return previous
-    if not content_refused(outcome) or outcome.revision is None:
+    if not content_refused(outcome, retried) or outcome.revision is None:
         return None
     same = (
         previous is not None

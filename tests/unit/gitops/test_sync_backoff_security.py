@@ -14,7 +14,9 @@ from typing import Any
 from modelsync.api import constants as c
 from modelsync.api.conditions import find
 from modelsync.gitops.fetch import Credentials, Ref, Revision, RevisionTooLargeError
-from modelsync.gitops.reconciler import SyncReconciler
+from modelsync.gitops.load import RevisionError, Source
+from modelsync.gitops.reconciler import RETRIED_REASONS, SyncReconciler
+from modelsync.gitops.status import Outcome, after_sync
 from modelsync.runtime.settings import OperatorSettings
 
 T0 = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
@@ -136,3 +138,16 @@ def test_security_a_new_commit_spec_or_requested_sync_is_judged_at_once() -> Non
     clock.now += INTERVAL
     syncer.reconcile("team", "prod")
     assert git.checkouts == 5
+
+
+def test_a_refusal_the_environment_may_mend_is_retried_soon_not_backed_off() -> None:
+    """Forbidden (the applying account lacks a verb; a RoleBinding may grant it) is
+    retried with the short back-off of environment errors, as before."""
+    refused = Outcome(revision="main@sha1:" + "b" * 40, reason=c.REASON_FORBIDDEN)
+    refused.errors = [RevisionError(Source("budget.yaml", 1), "is forbidden")]
+    args = ("1/", T0, 600.0, RETRIED_REASONS)
+    assert after_sync(None, refused, *args) is None
+    refused.reason = c.REASON_VALIDATION_FAILED
+    remembered = after_sync(None, refused, *args)
+    assert remembered is not None
+    assert remembered.due == T0 + 2 * INTERVAL
