@@ -34,7 +34,6 @@ from modelsync.api.modelsync import parse_spec
 from modelsync.gitops import modelhealth, samples, writeback
 from modelsync.gitops import prune as prunemod
 from modelsync.gitops import render as rendering
-from modelsync.gitops import status as status_mod
 from modelsync.gitops.apply import Applier, OwnershipError, inventory_of
 from modelsync.gitops.clusters import ClusterError, Clusters
 from modelsync.gitops.commitstatus import PullRequest, StatusWriter
@@ -52,11 +51,15 @@ from modelsync.gitops.notify import Notifier
 from modelsync.gitops.plan import ChangeSet, Planned
 from modelsync.gitops.settings import SyncSettings
 from modelsync.gitops.status import (
+    ContentFailure,
     Outcome,
+    after_sync,
     cut,
     healthy_condition,
+    judge_again,
     record,
     set_models_not_ready,
+    sync_trigger,
 )
 from modelsync.gitops.validate import content_errors, explain, policy_errors, policy_for
 from modelsync.kube import remote as remotemod
@@ -159,7 +162,7 @@ class SyncReconciler:
         # A remote ModelSync's models' health as its last sync read it there (not watched).
         self._remote_seen: dict[tuple[str, str], modelhealth.ModelsHealth] = {}
         # The last refused revision of each ModelSync, judged again only as it backs off.
-        self._refused: dict[tuple[str, str], status_mod.ContentFailure] = {}
+        self._refused: dict[tuple[str, str], ContentFailure] = {}
         self.jitter: Callable[[], float] = lambda: random.uniform(-RETRY_JITTER, RETRY_JITTER)  # noqa: S311 - spreading retries, not security
 
     def forget(self, namespace: str, name: str) -> None:
@@ -324,10 +327,10 @@ class SyncReconciler:
             if not outcome.repeated:  # the same refusal: status says it already
                 self._record(ms, outcome, started)
         key = (namespace, name)
-        remembered = status_mod.after_sync(
+        remembered = after_sync(
             self._refused.get(key),
             outcome,
-            status_mod.sync_trigger(ms),
+            sync_trigger(ms),
             started,
             interval,
             RETRIED_REASONS,
@@ -425,9 +428,7 @@ class SyncReconciler:
             )
             outcome.revision = revision.name
             last = self._refused.get((meta["namespace"], meta["name"]))
-            if not status_mod.judge_again(
-                last, revision.name, status_mod.sync_trigger(ms), self.clock()
-            ):
+            if not judge_again(last, revision.name, sync_trigger(ms), self.clock()):
                 assert last is not None
                 return dataclasses.replace(last.outcome, repeated=True)
             if self.statuses is not None and revision.name != status.get("lastAttemptedRevision"):
